@@ -1,0 +1,21 @@
+"""rmtjax: a JAX differentiable theory engine for the random-matrix and infinite-width theory
+of deep networks.
+
+The public API, re-exported explicitly (flax is imported only inside ``rmtjax.finite``).
+"""
+
+from . import activations as activations
+from . import gaussian as gaussian
+from . import kernels as kernels
+from . import stax as stax
+from .gaussian import Auto as Auto
+from .gaussian import ClosedForm as ClosedForm
+from .gaussian import GaussHermite as GaussHermite
+from .gaussian import Mehler as Mehler
+from .gaussian import MonteCarlo as MonteCarlo
+from .gaussian import gaussian_expectations as gaussian_expectations
+from .kernels import FullyConnected as FullyConnected
+from .kernels import Kernel as Kernel
+from .kernels import kernel as kernel
+
+__version__ = "0.1.0"

@@ -1,0 +1,230 @@
+r"""Bivariate Gaussian expectations of activations, the core of every kernel recursion.
+
+For :math:`(u, v) \sim \mathcal N(0, \Sigma)`, :math:`\Sigma = \begin{pmatrix} q_1 & q_{12}\\
+q_{12} & q_2\end{pmatrix}`, :func:`gaussian_expectations` returns
+
+.. math::
+    k = \mathbb E[\phi(u)\phi(v)], \qquad \dot k = \mathbb E[\phi'(u)\phi'(v)],
+
+by one of four methods, chosen by a ``method=`` object:
+
+* :class:`ClosedForm` — the activation's own formula (``AbstractClosedFormActivation.dual``);
+* :class:`GaussHermite` — tensor-product Gauss-Hermite quadrature of degree ``deg`` on the
+  Cholesky factor, :math:`u = \sqrt{q_1}z_1`, :math:`v = \sqrt{q_2}(\rho z_1 + \sqrt{1-\rho^2}z_2)`
+  (``deg**2`` evaluations of :math:`\phi` per entry);
+* :class:`Mehler` — Mehler's formula :math:`k = \sum_{j\le J} a_j(q_1)a_j(q_2)\rho^j` with the
+  Hermite coefficients :math:`a_j(q) = \mathbb E[\phi(\sqrt q z)h_j(z)]` of each variance
+  computed once by a 1-d Gauss-Hermite rule (Liang & Tran-Bach 2020, eq. 2.3). The cost per
+  entry is ``order`` multiply-adds, independent of how expensive :math:`\phi` is;
+* :class:`MonteCarlo` — a plain estimate with a fixed key (for tests and sanity checks).
+
+:class:`Auto` (the default) uses the closed form when there is one and :class:`Mehler`
+otherwise; :mod:`benchmarks` records the accuracy/speed trade-off that chose it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from ._numerics import correlation, gauss_hermite, hermite_table, safe_sqrt
+from .activations import AbstractActivation, AbstractClosedFormActivation
+
+__all__ = [
+    "AbstractMethod",
+    "Auto",
+    "ClosedForm",
+    "Expectations",
+    "GaussHermite",
+    "Mehler",
+    "MonteCarlo",
+    "gaussian_expectations",
+    "hermite_coefficients_at",
+]
+
+
+class Expectations(NamedTuple):
+    """``k = E[phi(u) phi(v)]`` and ``kdot = E[phi'(u) phi'(v)]``."""
+
+    k: Array
+    kdot: Array
+
+
+class AbstractMethod(eqx.Module):
+    """How to evaluate a bivariate Gaussian expectation."""
+
+
+class ClosedForm(AbstractMethod):
+    """The activation's closed form; a ``TypeError`` if it has none."""
+
+
+class GaussHermite(AbstractMethod):
+    """Tensor-product Gauss-Hermite quadrature with ``deg`` nodes per dimension."""
+
+    deg: int = eqx.field(static=True, default=32)
+
+    def __check_init__(self):
+        if not (isinstance(self.deg, int) and 2 <= self.deg <= 400):
+            raise ValueError(f"GaussHermite: 'deg' must be an integer in [2, 400], got {self.deg!r}")
+
+
+class Mehler(AbstractMethod):
+    """Truncated Mehler series of ``order`` terms; coefficients by a ``deg``-point rule
+    (``deg=None`` picks ``2 * order + 64``)."""
+
+    order: int = eqx.field(static=True, default=64)
+    deg: int | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if not (isinstance(self.order, int) and 1 <= self.order <= 512):
+            raise ValueError(f"Mehler: 'order' must be an integer in [1, 512], got {self.order!r}")
+        if self.deg is not None and not (isinstance(self.deg, int) and self.order < self.deg <= 1500):
+            raise ValueError(f"Mehler: 'deg' must be an integer in (order, 1500], got {self.deg!r}")
+
+    @property
+    def quadrature_degree(self) -> int:
+        return self.deg if self.deg is not None else 2 * self.order + 64
+
+
+class MonteCarlo(AbstractMethod):
+    """Monte-Carlo estimate with ``num_samples`` draws from a fixed ``seed``."""
+
+    num_samples: int = eqx.field(static=True, default=100_000)
+    seed: int = eqx.field(static=True, default=0)
+
+
+class Auto(AbstractMethod):
+    """Closed form if the activation has one, else ``numerical`` (default ``Mehler()``)."""
+
+    numerical: AbstractMethod = Mehler()
+
+
+def _resolve(activation: AbstractActivation, method: AbstractMethod) -> AbstractMethod:
+    if isinstance(method, Auto):
+        if isinstance(activation, AbstractClosedFormActivation):
+            return ClosedForm()
+        return _resolve(activation, method.numerical)
+    if isinstance(method, ClosedForm) and not isinstance(activation, AbstractClosedFormActivation):
+        raise TypeError(
+            f"{type(activation).__name__} has no closed-form Gaussian expectation; use "
+            "method=GaussHermite(deg) or method=Mehler(order)"
+        )
+    if not isinstance(method, AbstractMethod):
+        raise TypeError(f"method must be an rmtjax.gaussian method object, got {method!r}")
+    return method
+
+
+@functools.lru_cache(maxsize=None)
+def _gh(deg: int):
+    return gauss_hermite(deg)
+
+
+@functools.lru_cache(maxsize=None)
+def _mehler_table(order: int, deg: int):
+    z, w = gauss_hermite(deg)
+    return z, w[:, None] * hermite_table(z, order)
+
+
+def hermite_coefficients_at(fn, q: ArrayLike, *, order: int, deg: int) -> Array:
+    r"""Coefficients :math:`a_j(q) = \mathbb E[f(\sqrt q z) h_j(z)]`, ``j = 0..order``, for
+    every entry of ``q`` (shape ``q.shape + (order + 1,)``), by a ``deg``-point rule."""
+    z, wh = _mehler_table(order, deg)
+    q = jnp.asarray(q)
+    dtype = q.dtype
+    vals = fn(safe_sqrt(q)[..., None] * jnp.asarray(z, dtype))
+    return vals @ jnp.asarray(wh, dtype)
+
+
+def _mehler_sum(a1: Array, a2: Array, rho: Array) -> Array:
+    """sum_j a1[..., j] a2[..., j] rho^j by Horner's rule (scan over j, highest first)."""
+    xs = (jnp.moveaxis(a1, -1, 0)[::-1], jnp.moveaxis(a2, -1, 0)[::-1])
+    shape = jnp.broadcast_shapes(a1.shape[:-1], a2.shape[:-1], rho.shape)
+    init = jnp.zeros(shape, jnp.result_type(a1, a2, rho))
+
+    def body(acc, ab):
+        return acc * rho + ab[0] * ab[1], None
+
+    return jax.lax.scan(body, init, xs)[0]
+
+
+def _gauss_hermite(activation, q1, q2, q12, deg):
+    z, w = _gh(deg)
+    dtype = jnp.result_type(q1, q2, q12)
+    z = jnp.asarray(z, dtype)
+    w = jnp.asarray(w, dtype)
+    rho, s = correlation(q1, q2, q12)
+    r1, r2 = safe_sqrt(q1), safe_sqrt(q2)
+    u = (r1[..., None] * z)  # (..., a)
+    v = r2[..., None, None] * (rho[..., None, None] * z[:, None] + s[..., None, None] * z[None, :])
+
+    def expect(f):
+        inner = f(v) @ w  # (..., a)
+        return (f(u) * inner) @ w
+
+    return expect(activation), expect(activation.derivative)
+
+
+def _monte_carlo(activation, q1, q2, q12, num_samples, seed):
+    dtype = jnp.result_type(q1, q2, q12)
+    z = jax.random.normal(jax.random.key(seed), (2, num_samples), dtype)
+    rho, s = correlation(q1, q2, q12)
+    u = safe_sqrt(q1)[..., None] * z[0]
+    v = safe_sqrt(q2)[..., None] * (rho[..., None] * z[0] + s[..., None] * z[1])
+    k = jnp.mean(activation(u) * activation(v), axis=-1)
+    kdot = jnp.mean(activation.derivative(u) * activation.derivative(v), axis=-1)
+    return k, kdot
+
+
+def gaussian_expectations(
+    activation: AbstractActivation,
+    q1: ArrayLike,
+    q2: ArrayLike,
+    q12: ArrayLike,
+    *,
+    method: AbstractMethod = Auto(),
+) -> Expectations:
+    r"""Returns :math:`(\mathbb E[\phi(u)\phi(v)], \mathbb E[\phi'(u)\phi'(v)])`.
+
+    Args:
+        activation: an :mod:`rmtjax.activations` module.
+        q1, q2: the variances of ``u`` and ``v`` (``>= 0``), broadcastable with ``q12``.
+        q12: the covariance, :math:`|q_{12}| \le \sqrt{q_1 q_2}` (clipped if rounding exceeds it).
+        method: :class:`Auto` (default), :class:`ClosedForm`, :class:`GaussHermite`,
+            :class:`Mehler` or :class:`MonteCarlo`.
+
+    Example:
+        >>> from rmtjax.activations import Tanh
+        >>> k, kdot = gaussian_expectations(Tanh(), 1.0, 1.0, 0.5, method=GaussHermite(40))
+    """
+    q1, q2, q12 = jnp.asarray(q1), jnp.asarray(q2), jnp.asarray(q12)
+    dtype = jnp.result_type(q1, q2, q12, float)
+    q1, q2, q12 = q1.astype(dtype), q2.astype(dtype), q12.astype(dtype)
+    method = _resolve(activation, method)
+    if isinstance(method, ClosedForm):
+        k, kdot = activation.dual(q1, q2, q12)
+    elif isinstance(method, GaussHermite):
+        shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
+        q1, q2, q12 = (jnp.broadcast_to(x, shape) for x in (q1, q2, q12))
+        k, kdot = _gauss_hermite(activation, q1, q2, q12, method.deg)
+    elif isinstance(method, Mehler):
+        deg = method.quadrature_degree
+        rho, _ = correlation(q1, q2, q12)
+        a1 = hermite_coefficients_at(activation, q1, order=method.order, deg=deg)
+        a2 = hermite_coefficients_at(activation, q2, order=method.order, deg=deg)
+        b1 = hermite_coefficients_at(activation.derivative, q1, order=method.order, deg=deg)
+        b2 = hermite_coefficients_at(activation.derivative, q2, order=method.order, deg=deg)
+        k, kdot = _mehler_sum(a1, a2, rho), _mehler_sum(b1, b2, rho)
+    elif isinstance(method, MonteCarlo):
+        shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
+        q1, q2, q12 = (jnp.broadcast_to(x, shape) for x in (q1, q2, q12))
+        k, kdot = _monte_carlo(activation, q1, q2, q12, method.num_samples, method.seed)
+    else:  # pragma: no cover - _resolve rejects the rest
+        raise TypeError(method)
+    shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
+    return Expectations(jnp.broadcast_to(k, shape).astype(dtype), jnp.broadcast_to(kdot, shape).astype(dtype))

@@ -1,0 +1,310 @@
+r"""Infinite-width NNGP and NTK of fully-connected networks: the functional core.
+
+A :class:`FullyConnected` spec describes ``depth`` hidden layers
+``Dense -> activation`` followed by a ``Dense`` readout. Its kernels obey (Neal 1996; Lee et al.
+2018; Jacot et al. 2018; Arora et al. 2019, eq. 6) in the NTK parameterization
+
+.. math::
+    \Sigma^{(0)} = \sigma_{w,0}^2\,\tfrac{x\cdot x'}{d} + \sigma_{b,0}^2,\qquad
+    \Theta^{(0)} = \Sigma^{(0)},
+
+    \Sigma^{(\ell)} = \sigma_{w,\ell}^2\,\mathbb E[\phi(u)\phi(v)] + \sigma_{b,\ell}^2,\qquad
+    \Theta^{(\ell)} = \Sigma^{(\ell)} + \sigma_{w,\ell}^2\,\mathbb E[\phi'(u)\phi'(v)]\,
+    \Theta^{(\ell-1)},
+
+with :math:`(u, v) \sim \mathcal N(0, \Sigma^{(\ell-1)})` restricted to the pair. In the
+standard parameterization (Sohl-Dickstein et al. 2020) the NNGP is the same and
+:math:`\Theta^{(\ell)} = n_{\ell}\,\mathbb E[\phi\phi] + \sigma_{w,\ell}^2\,\dot k\,
+\Theta^{(\ell-1)} + [\text{bias}]`, with :math:`n_\ell` the width feeding layer :math:`\ell`
+(:math:`n_0 = d`) — neural-tangents' convention.
+
+The output matrix is computed in tiles: the whole depth recursion runs on one tile at a time
+(``lax.scan`` over depth inside ``lax.map`` over tiles), so no ``n1 x n2`` intermediate per layer
+is ever materialised and memory stays ``O(n1 n2 + tile^2)``. With ``x2=None`` only the upper
+triangle of tiles is computed. Identical (and, at the input, opposite) inputs get a correlation
+of exactly ``+1`` (``-1``), so rounding cannot leave ``theta ~ sqrt(eps)`` on the diagonal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from .._validate import check_finite_array, check_matrix, check_nonnegative, concrete
+from ..activations import AbstractActivation, Relu
+from ..gaussian import AbstractMethod, Auto, gaussian_expectations
+
+__all__ = ["FullyConnected", "Kernel", "kernel"]
+
+
+class Kernel(NamedTuple):
+    """NNGP and NTK matrices (a leading depth axis when ``all_depths=True``)."""
+
+    nngp: Array
+    ntk: Array
+
+
+_PARAMETERIZATIONS = ("ntk", "standard")
+
+
+class FullyConnected(eqx.Module):
+    r"""A fully-connected network: ``depth`` blocks ``Dense -> activation``, then ``Dense``.
+
+    Args:
+        depth: number of hidden layers (static); ``depth = 0`` is a linear model.
+        W_std: weight standard deviation :math:`\sigma_w`, a scalar or one per Dense layer
+            (shape ``(depth + 1,)``). Differentiable.
+        b_std: bias standard deviation :math:`\sigma_b` (scalar or ``(depth + 1,)``), or
+            ``None`` for no biases. Differentiable.
+        activation: an :mod:`rmtjax.activations` module (its parameters are differentiable).
+        parameterization: ``"ntk"`` (default) or ``"standard"``.
+        widths: hidden widths ``(n_1, ..., n_depth)``; only the standard-parameterization NTK
+            depends on them (an int is broadcast).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Erf
+        >>> net = FullyConnected(depth=3, W_std=1.5, b_std=0.1, activation=Erf())
+        >>> k = kernel(jnp.ones((4, 10)), None, net)
+        >>> k.ntk.shape
+        (4, 4)
+    """
+
+    W_std: Array
+    b_std: Array
+    activation: AbstractActivation
+    depth: int = eqx.field(static=True)
+    parameterization: str = eqx.field(static=True)
+    widths: tuple[int, ...] | None = eqx.field(static=True)
+    bias: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        depth: int,
+        W_std: ArrayLike = 1.0,
+        b_std: ArrayLike | None = 0.0,
+        activation: AbstractActivation = Relu(),
+        *,
+        parameterization: str = "ntk",
+        widths: int | tuple[int, ...] | None = None,
+    ):
+        if not isinstance(depth, (int, np.integer)) or depth < 0:
+            raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+        self.depth = int(depth)
+        if parameterization not in _PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {_PARAMETERIZATIONS}, got {parameterization!r}")
+        self.parameterization = parameterization
+        if not isinstance(activation, AbstractActivation):
+            raise ValueError(f"activation must be an rmtjax.activations module, got {activation!r}")
+        self.activation = activation
+        self.bias = b_std is not None
+        self.W_std = self._per_layer(check_nonnegative(W_std, "W_std"), "W_std")
+        self.b_std = self._per_layer(check_nonnegative(0.0 if b_std is None else b_std, "b_std"), "b_std")
+        if isinstance(widths, (int, np.integer)):
+            widths = (int(widths),) * self.depth
+        if widths is not None:
+            widths = tuple(int(w) for w in widths)
+            if len(widths) != self.depth or any(w < 1 for w in widths):
+                raise ValueError(f"widths must be {self.depth} positive integers, got {widths}")
+        elif parameterization == "standard" and self.depth > 0:
+            raise ValueError("widths are required for parameterization='standard' (the NTK depends on them)")
+        self.widths = widths
+
+    def _per_layer(self, x, name: str) -> Array:
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(float)
+        if x.shape not in ((), (self.depth + 1,)):
+            raise ValueError(f"{name} must be a scalar or have shape ({self.depth + 1},), got {x.shape}")
+        return x
+
+    def layer_params(self, dtype) -> tuple[Array, Array]:
+        n = self.depth + 1
+        return (
+            jnp.broadcast_to(self.W_std, (n,)).astype(dtype),
+            jnp.broadcast_to(self.b_std, (n,)).astype(dtype),
+        )
+
+
+def _expect(act, method, q1, q2, q12):
+    return gaussian_expectations(act, q1, q2, q12, method=method)
+
+
+def _diagonal(x: Array, net: FullyConnected, method: AbstractMethod) -> Array:
+    """Variances q^{(l)}(x_i), l = 0..depth, shape (depth + 1, n)."""
+    W, b = net.layer_params(x.dtype)
+    q0 = W[0] ** 2 * jnp.sum(x * x, axis=1) / x.shape[1] + b[0] ** 2
+
+    def step(q, wb):
+        w, bb = wb
+        k = _expect(net.activation, method, q, q, q).k
+        q = w**2 * k + bb**2
+        return q, q
+
+    _, qs = jax.lax.scan(step, q0, (W[1:], b[1:]))
+    return jnp.concatenate([q0[None], qs], axis=0)
+
+
+def _signature(x: Array) -> tuple[Array, Array]:
+    """A fingerprint of each row: (projection on a fixed direction, squared norm).
+
+    Identical rows have identical fingerprints; distinct rows collide with probability 0."""
+    r = np.random.default_rng(12345).standard_normal(x.shape[1])
+    return jnp.sum(x * jnp.asarray(r, x.dtype), axis=1), jnp.sum(x * x, axis=1)
+
+
+def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool):
+    """Kernels of one tile (rows x1, cols x2); q1, q2 are (depth + 1, T) variances."""
+    dtype = x1.dtype
+    W, b = net.layer_params(dtype)
+    d = x1.shape[1]
+    same = (s1[0][:, None] == s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
+    opp = (s1[0][:, None] == -s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
+    dot = x1 @ x2.T
+    sq = s1[1][:, None]
+    exact = jnp.where(same, sq, jnp.where(opp, -sq, dot))
+    dot = jnp.where(same | opp, dot - jax.lax.stop_gradient(dot) + jax.lax.stop_gradient(exact), dot)
+    sigma = W[0] ** 2 * dot / d + b[0] ** 2
+    standard = net.parameterization == "standard"
+    if standard:
+        theta = dot + (1.0 if net.bias else 0.0)
+        widths = jnp.asarray(np.asarray(net.widths if net.depth else (), dtype=float), dtype)
+    else:
+        theta = sigma
+        widths = jnp.zeros((net.depth,), dtype)
+
+    def step(carry, xs):
+        sigma, theta = carry
+        w, bb, n_in, qa, qb = xs
+        # Identical inputs: the covariance is exactly the variance (gradient kept from sigma).
+        sigma = jnp.where(same, sigma - jax.lax.stop_gradient(sigma) + jax.lax.stop_gradient(qa)[:, None], sigma)
+        k, kdot = _expect(net.activation, method, qa[:, None], qb[None, :], sigma)
+        new_sigma = w**2 * k + bb**2
+        if standard:
+            new_theta = n_in * k + w**2 * kdot * theta + (1.0 if net.bias else 0.0)
+        else:
+            new_theta = new_sigma + w**2 * kdot * theta
+        out = (new_sigma, new_theta)
+        return out, (out if all_depths else None)
+
+    xs = (W[1:], b[1:], widths, q1[:-1], q2[:-1])
+    (sigma_f, theta_f), hist = jax.lax.scan(step, (sigma, theta), xs)
+    if all_depths:
+        return (
+            jnp.concatenate([sigma[None], hist[0]], axis=0),
+            jnp.concatenate([theta[None], hist[1]], axis=0),
+        )
+    return sigma_f, theta_f
+
+
+def _pad_rows(x, m):
+    pad = (-x.shape[0]) % m
+    return jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)) if pad else x
+
+
+def kernel(
+    x1: Float[ArrayLike, "n1 d"],
+    x2: Float[ArrayLike, "n2 d"] | None,
+    net: FullyConnected,
+    *,
+    all_depths: bool = False,
+    method: AbstractMethod = Auto(),
+    tile: int = 256,
+) -> Kernel:
+    r"""NNGP and NTK of ``net`` between the rows of ``x1`` and ``x2`` (``x2=None``: ``x1``).
+
+    See the module docstring for the recursion. Differentiable with respect to the inputs,
+    ``net.W_std``, ``net.b_std`` and the activation's parameters; ``jax.vmap`` over any of them.
+
+    Args:
+        x1: inputs, shape ``(n1, d)``.
+        x2: inputs, shape ``(n2, d)``, or ``None`` for ``x1`` (only half the tiles are computed).
+        net: a :class:`FullyConnected` spec.
+        all_depths: if true, return the kernels after every Dense layer, with a leading axis of
+            length ``depth + 1`` (index ``l`` is the output of Dense layer ``l``).
+        method: how Gaussian expectations are evaluated (:mod:`rmtjax.gaussian`).
+        tile: tile edge; the recursion for a ``tile x tile`` block stays in cache.
+
+    Returns:
+        ``Kernel(nngp, ntk)``, each ``(n1, n2)`` or ``(depth + 1, n1, n2)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jax.random.normal(jax.random.key(0), (8, 5))
+        >>> net = FullyConnected(depth=2, W_std=1.4, b_std=0.1)
+        >>> dK = jax.grad(lambda w: kernel(x, None, FullyConnected(2, w, 0.1)).ntk.sum())(1.4)
+    """
+    x1 = check_matrix(x1, "x1")
+    symmetric = x2 is None
+    x2 = x1 if symmetric else check_matrix(x2, "x2")
+    if x1.shape[1] != x2.shape[1]:
+        raise ValueError(f"x1 and x2 must have the same number of features, got {x1.shape[1]} and {x2.shape[1]}")
+    if not isinstance(net, FullyConnected):
+        raise ValueError(f"net must be a FullyConnected spec, got {type(net).__name__}")
+    if not isinstance(tile, int) or tile < 8:
+        raise ValueError(f"tile must be an integer >= 8, got {tile!r}")
+    dtype = jnp.result_type(x1, x2, float)
+    x1 = check_finite_array(x1.astype(dtype), "x1")
+    x2 = x1 if symmetric else check_finite_array(x2.astype(dtype), "x2")
+    net = eqx.tree_at(lambda n: (n.W_std, n.b_std), net,
+                      (check_nonnegative(net.W_std, "W_std"), check_nonnegative(net.b_std, "b_std")))
+
+    n1, n2 = x1.shape[0], x2.shape[0]
+    q1 = _diagonal(x1, net, method)
+    q2 = q1 if symmetric else _diagonal(x2, net, method)
+    s1 = _signature(x1)
+    s2 = s1 if symmetric else _signature(x2)
+
+    def run(a, b):
+        return _tile(x1[a], x2[b], (s1[0][a], s1[1][a]), (s2[0][b], s2[1][b]), q1[:, a], q2[:, b],
+                     net, method, all_depths)
+
+    if n1 <= tile and n2 <= tile:
+        out = _tile(x1, x2, s1, s2, q1, q2, net, method, all_depths)
+        return Kernel(*out)
+
+    t1, t2 = min(tile, n1), min(tile, n2)
+    nb1, nb2 = -(-n1 // t1), -(-n2 // t2)
+    x1p, x2p = _pad_rows(x1, t1), _pad_rows(x2, t2)
+    s1p = tuple(_pad_rows(s, t1) for s in s1)
+    s2p = tuple(_pad_rows(s, t2) for s in s2)
+    q1p = _pad_rows(q1.T, t1).T
+    q2p = _pad_rows(q2.T, t2).T
+    if symmetric:
+        pairs = [(i, j) for i in range(nb1) for j in range(i, nb2)]
+    else:
+        pairs = [(i, j) for i in range(nb1) for j in range(nb2)]
+    idx = jnp.asarray(np.array(pairs, dtype=np.int32))
+
+    def one(ij):
+        i, j = ij[0], ij[1]
+        a0, b0 = i * t1, j * t2
+        xa = jax.lax.dynamic_slice_in_dim(x1p, a0, t1)
+        xb = jax.lax.dynamic_slice_in_dim(x2p, b0, t2)
+        sa = tuple(jax.lax.dynamic_slice_in_dim(s, a0, t1) for s in s1p)
+        sb = tuple(jax.lax.dynamic_slice_in_dim(s, b0, t2) for s in s2p)
+        qa = jax.lax.dynamic_slice_in_dim(q1p, a0, t1, axis=1)
+        qb = jax.lax.dynamic_slice_in_dim(q2p, b0, t2, axis=1)
+        return _tile(xa, xb, sa, sb, qa, qb, net, method, all_depths)
+
+    tiles = jax.lax.map(one, idx)  # each (P, [L+1,] t1, t2)
+
+    def assemble(r):
+        lead = r.shape[1:-2]
+        blocks = jnp.zeros((nb1, nb2) + lead + (t1, t2), r.dtype)
+        ii, jj = idx[:, 0], idx[:, 1]
+        blocks = blocks.at[ii, jj].set(r)
+        if symmetric:
+            blocks = blocks.at[jj, ii].set(jnp.swapaxes(r, -1, -2))
+        nd = len(lead)
+        perm = tuple(range(2, 2 + nd)) + (0, 2 + nd, 1, 3 + nd)
+        full = jnp.transpose(blocks, perm).reshape(lead + (nb1 * t1, nb2 * t2))
+        return full[..., :n1, :n2]
+
+    return Kernel(assemble(tiles[0]), assemble(tiles[1]))
