@@ -141,7 +141,9 @@ def hermite_table(z: np.ndarray, order: int) -> np.ndarray:
 
 def gauss_hermite(deg: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of the ``deg``-point rule for ``E[f(z)]``, ``z ~ N(0, 1)``."""
-    from numpy.polynomial.hermite_e import hermegauss
+    from scipy.special import roots_hermitenorm
 
-    z, w = hermegauss(deg)
+    z, w = roots_hermitenorm(deg)
+    z = 0.5 * (z - z[::-1])  # exactly symmetric nodes (the Mehler tails rely on it)
+    w = 0.5 * (w + w[::-1])
     return z, w / w.sum()

@@ -618,11 +618,11 @@ class RectifiedMonomial(AbstractClosedFormActivation):
         n = self.degree
         rho, s = correlation(q1, q2, q12)
         theta = angle(s, rho)
-        prod = q1 * q2
-        k = prod ** (n / 2) * _rect_moments(n, n, rho, s, theta) if n else _rect_moments(0, 0, rho, s, theta)
+        root = safe_sqrt(q1 * q2)
+        k = root**n * _rect_moments(n, n, rho, s, theta)
         if n == 0:
             return k, jnp.zeros_like(k)
-        kdot = n * n * prod ** ((n - 1) / 2) * _rect_moments(n - 1, n - 1, rho, s, theta)
+        kdot = n * n * root ** (n - 1) * _rect_moments(n - 1, n - 1, rho, s, theta)
         return k, kdot
 
 

@@ -134,11 +134,26 @@ def _mehler_table(order: int, deg: int):
 def hermite_coefficients_at(fn, q: ArrayLike, *, order: int, deg: int) -> Array:
     r"""Coefficients :math:`a_j(q) = \mathbb E[f(\sqrt q z) h_j(z)]`, ``j = 0..order``, for
     every entry of ``q`` (shape ``q.shape + (order + 1,)``), by a ``deg``-point rule."""
+    return _coefficients_and_tails(fn, q, order=order, deg=deg)[0]
+
+
+def _coefficients_and_tails(fn, q, *, order: int, deg: int):
+    """Hermite coefficients and the tail masses of the even and odd parts beyond ``order``:
+    ``T_even = E[f_even^2] - sum_{j even <= order} a_j^2`` (and odd), clipped at 0."""
     z, wh = _mehler_table(order, deg)
+    _, w = _gh(deg)
     q = jnp.asarray(q)
     dtype = q.dtype
-    vals = fn(safe_sqrt(q)[..., None] * jnp.asarray(z, dtype))
-    return vals @ jnp.asarray(wh, dtype)
+    vals = fn(safe_sqrt(q)[..., None] * jnp.asarray(z, dtype).reshape((1,) * q.ndim + (deg,)))
+    coef = vals @ jnp.asarray(wh, dtype)
+    flipped = vals[..., ::-1]  # the nodes are symmetric: f(-z_g)
+    w = jnp.asarray(w, dtype)
+    even = ((0.5 * (vals + flipped)) ** 2) @ w
+    odd = ((0.5 * (vals - flipped)) ** 2) @ w
+    sq = coef * coef
+    t_even = jnp.maximum(even - jnp.sum(sq[..., 0::2], axis=-1), 0.0)
+    t_odd = jnp.maximum(odd - jnp.sum(sq[..., 1::2], axis=-1), 0.0)
+    return coef, t_even, t_odd
 
 
 def _mehler_sum(a1: Array, a2: Array, rho: Array) -> Array:
@@ -153,6 +168,20 @@ def _mehler_sum(a1: Array, a2: Array, rho: Array) -> Array:
     return jax.lax.scan(body, init, xs)[0]
 
 
+def _mehler(fn, q1, q2, rho, order, deg):
+    r"""Truncated Mehler series plus a tail estimate that makes it exact at
+    :math:`\rho = \pm 1` when :math:`q_1 = q_2`:
+    :math:`\sum_{j \le J} a_j(q_1)a_j(q_2)\rho^j + \sqrt{T^e_1T^e_2}\,\rho^{j_e}
+    + \sqrt{T^o_1T^o_2}\,\rho^{j_o}`, with :math:`j_e, j_o` the first even/odd index above
+    :math:`J`; the tail is bounded by Cauchy-Schwarz, so the estimate never errs by more than
+    twice the truncated mass."""
+    a1, e1, o1 = _coefficients_and_tails(fn, q1, order=order, deg=deg)
+    a2, e2, o2 = _coefficients_and_tails(fn, q2, order=order, deg=deg)
+    head = _mehler_sum(a1, a2, rho)
+    je, jo = (order + 1, order + 2) if (order + 1) % 2 == 0 else (order + 2, order + 1)
+    return head + safe_sqrt(e1 * e2) * rho**je + safe_sqrt(o1 * o2) * rho**jo
+
+
 def _gauss_hermite(activation, q1, q2, q12, deg):
     z, w = _gh(deg)
     dtype = jnp.result_type(q1, q2, q12)
@@ -160,8 +189,10 @@ def _gauss_hermite(activation, q1, q2, q12, deg):
     w = jnp.asarray(w, dtype)
     rho, s = correlation(q1, q2, q12)
     r1, r2 = safe_sqrt(q1), safe_sqrt(q2)
-    u = (r1[..., None] * z)  # (..., a)
-    v = r2[..., None, None] * (rho[..., None, None] * z[:, None] + s[..., None, None] * z[None, :])
+    za = z.reshape((1,) * q1.ndim + (deg, 1))
+    zb = z.reshape((1,) * q1.ndim + (1, deg))
+    u = r1[..., None] * z.reshape((1,) * q1.ndim + (deg,))  # (..., a)
+    v = r2[..., None, None] * (rho[..., None, None] * za + s[..., None, None] * zb)  # (..., a, b)
 
     def expect(f):
         inner = f(v) @ w  # (..., a)
@@ -174,8 +205,10 @@ def _monte_carlo(activation, q1, q2, q12, num_samples, seed):
     dtype = jnp.result_type(q1, q2, q12)
     z = jax.random.normal(jax.random.key(seed), (2, num_samples), dtype)
     rho, s = correlation(q1, q2, q12)
-    u = safe_sqrt(q1)[..., None] * z[0]
-    v = safe_sqrt(q2)[..., None] * (rho[..., None] * z[0] + s[..., None] * z[1])
+    z0 = z[0].reshape((1,) * q1.ndim + (num_samples,))
+    z1 = z[1].reshape((1,) * q1.ndim + (num_samples,))
+    u = safe_sqrt(q1)[..., None] * z0
+    v = safe_sqrt(q2)[..., None] * (rho[..., None] * z0 + s[..., None] * z1)
     k = jnp.mean(activation(u) * activation(v), axis=-1)
     kdot = jnp.mean(activation.derivative(u) * activation.derivative(v), axis=-1)
     return k, kdot
@@ -215,11 +248,8 @@ def gaussian_expectations(
     elif isinstance(method, Mehler):
         deg = method.quadrature_degree
         rho, _ = correlation(q1, q2, q12)
-        a1 = hermite_coefficients_at(activation, q1, order=method.order, deg=deg)
-        a2 = hermite_coefficients_at(activation, q2, order=method.order, deg=deg)
-        b1 = hermite_coefficients_at(activation.derivative, q1, order=method.order, deg=deg)
-        b2 = hermite_coefficients_at(activation.derivative, q2, order=method.order, deg=deg)
-        k, kdot = _mehler_sum(a1, a2, rho), _mehler_sum(b1, b2, rho)
+        k = _mehler(activation, q1, q2, rho, method.order, deg)
+        kdot = _mehler(activation.derivative, q1, q2, rho, method.order, deg)
     elif isinstance(method, MonteCarlo):
         shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
         q1, q2, q12 = (jnp.broadcast_to(x, shape) for x in (q1, q2, q12))

@@ -1,0 +1,17 @@
+"""Test configuration: float64, strict promotion, warnings are errors (see pyproject)."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+import hypothesis  # noqa: E402
+
+hypothesis.settings.register_profile("deterministic", derandomize=True, max_examples=25, deadline=None,
+                                     print_blob=True)
+hypothesis.settings.load_profile("deterministic")
