@@ -119,6 +119,15 @@ def safe_div(num, den):
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
+def gap(q1, q2, q12):
+    r"""The Gram determinant's root :math:`\sqrt{q_1q_2 - q_{12}^2}` as
+    :math:`\sqrt{(p - q_{12})(p + q_{12})}`, :math:`p = \sqrt{q_1q_2}`: exactly 0 for identical
+    inputs (``q1 == q2 == q12``) even when the compiler contracts ``q1*q2 - q12*q12`` into a
+    fused multiply-add, whose rounding residue would otherwise leave an angle of ~1e-8."""
+    p = safe_sqrt(q1 * q2)
+    return safe_sqrt((p - q12) * (p + q12))
+
+
 def correlation(q1, q2, q12):
     r"""Returns ``(rho, s)`` with :math:`\rho = q_{12}/\sqrt{q_1 q_2}` clipped to ``[-1, 1]`` and
     :math:`s = \sqrt{1 - \rho^2}`; ``rho = 0`` where a variance vanishes."""
@@ -147,3 +156,19 @@ def gauss_hermite(deg: int) -> tuple[np.ndarray, np.ndarray]:
     z = 0.5 * (z - z[::-1])  # exactly symmetric nodes (the Mehler tails rely on it)
     w = 0.5 * (w + w[::-1])
     return z, w / w.sum()
+
+
+def trapezoid_gaussian(step: float, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""Nodes and weights of the trapezoidal rule for :math:`\mathbb E[f(z)]`, ``z ~ N(0, 1)``,
+    on ``[-cutoff, cutoff]`` with spacing ``step`` (symmetric nodes).
+
+    For ``f`` analytic in the strip :math:`|\operatorname{Im} z| < d` the error is
+    :math:`O(e^{-2\pi d/h})` (Trefethen & Weideman 2014, "The exponentially convergent
+    trapezoidal rule"): far better than Gauss-Hermite for activations with poles near the real
+    axis (tanh, sigmoid at large variance), where Gauss-Hermite converges like
+    :math:`e^{-c\sqrt{\deg}}`.
+    """
+    m = int(math.ceil(cutoff / step))
+    z = step * np.arange(-m, m + 1, dtype=np.float64)
+    w = step * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return z, w

@@ -38,7 +38,7 @@ import jax.scipy.special as jss
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._numerics import angle, atan2, correlation, safe_sqrt
+from ._numerics import angle, atan2, correlation, gap, safe_sqrt
 
 __all__ = [
     "AbstractActivation",
@@ -117,7 +117,7 @@ def _abrelu_dual(a, b, q1, q2, q12):
     # Cho & Saul (2009) arc-cosine kernel of order 1, generalised to two slopes:
     #   E = (a-b)^2/(2 pi) sqrt(q1 q2 - q12^2) + ((a^2+b^2)/2 - (a-b)^2 theta/(2 pi)) q12
     #   E' = (a^2+b^2)/2 - (a-b)^2 theta / (2 pi),  theta = arccos(q12 / sqrt(q1 q2)).
-    s = safe_sqrt(q1 * q2 - q12 * q12)
+    s = gap(q1, q2, q12)
     theta = angle(s, q12)
     f = (a - b) ** 2 / (2 * math.pi)
     kdot = (a * a + b * b) / 2 - f * theta
@@ -234,7 +234,7 @@ class Sign(AbstractClosedFormActivation):
         return jnp.zeros_like(jnp.asarray(x, dtype=float))
 
     def dual(self, q1, q2, q12):
-        s = safe_sqrt(q1 * q2 - q12 * q12)
+        s = gap(q1, q2, q12)
         k = 1 - 2 * angle(s, q12) / math.pi
         return k, jnp.zeros_like(k)
 

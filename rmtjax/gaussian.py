@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._numerics import correlation, gauss_hermite, hermite_table, safe_sqrt
+from ._numerics import correlation, gauss_hermite, hermite_table, safe_sqrt, trapezoid_gaussian
 from .activations import AbstractActivation, AbstractClosedFormActivation
 
 __all__ = [
@@ -75,21 +75,22 @@ class GaussHermite(AbstractMethod):
 
 
 class Mehler(AbstractMethod):
-    """Truncated Mehler series of ``order`` terms; coefficients by a ``deg``-point rule
-    (``deg=None`` picks ``2 * order + 64``)."""
+    """Truncated Mehler series of ``order`` terms plus a tail estimate (exact at
+    ``rho = +-1``); the Hermite coefficients of each variance come from a trapezoidal rule of
+    spacing ``step`` on ``[-cutoff, cutoff]`` (exponentially convergent for analytic
+    activations, see :func:`rmtjax._numerics.trapezoid_gaussian`)."""
 
     order: int = eqx.field(static=True, default=64)
-    deg: int | None = eqx.field(static=True, default=None)
+    step: float = eqx.field(static=True, default=0.04)
+    cutoff: float = eqx.field(static=True, default=13.0)
 
     def __check_init__(self):
-        if not (isinstance(self.order, int) and 1 <= self.order <= 512):
-            raise ValueError(f"Mehler: 'order' must be an integer in [1, 512], got {self.order!r}")
-        if self.deg is not None and not (isinstance(self.deg, int) and self.order < self.deg <= 1500):
-            raise ValueError(f"Mehler: 'deg' must be an integer in (order, 1500], got {self.deg!r}")
-
-    @property
-    def quadrature_degree(self) -> int:
-        return self.deg if self.deg is not None else 2 * self.order + 64
+        if not (isinstance(self.order, int) and 1 <= self.order <= 400):
+            raise ValueError(f"Mehler: 'order' must be an integer in [1, 400], got {self.order!r}")
+        if not (0.001 <= self.step <= 0.25):
+            raise ValueError(f"Mehler: 'step' must be in [0.001, 0.25], got {self.step!r}")
+        if not (8.0 <= self.cutoff <= 40.0):
+            raise ValueError(f"Mehler: 'cutoff' must be in [8, 40], got {self.cutoff!r}")
 
 
 class MonteCarlo(AbstractMethod):
@@ -126,25 +127,24 @@ def _gh(deg: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _mehler_table(order: int, deg: int):
-    z, w = gauss_hermite(deg)
-    return z, w[:, None] * hermite_table(z, order)
+def _mehler_table(order: int, step: float, cutoff: float):
+    z, w = trapezoid_gaussian(step, cutoff)
+    return z, w, w[:, None] * hermite_table(z, order)
 
 
-def hermite_coefficients_at(fn, q: ArrayLike, *, order: int, deg: int) -> Array:
+def hermite_coefficients_at(fn, q: ArrayLike, *, order: int, step: float = 0.04, cutoff: float = 13.0) -> Array:
     r"""Coefficients :math:`a_j(q) = \mathbb E[f(\sqrt q z) h_j(z)]`, ``j = 0..order``, for
-    every entry of ``q`` (shape ``q.shape + (order + 1,)``), by a ``deg``-point rule."""
-    return _coefficients_and_tails(fn, q, order=order, deg=deg)[0]
+    every entry of ``q`` (shape ``q.shape + (order + 1,)``), by the trapezoidal rule."""
+    return _coefficients_and_tails(fn, q, order=order, step=step, cutoff=cutoff)[0]
 
 
-def _coefficients_and_tails(fn, q, *, order: int, deg: int):
+def _coefficients_and_tails(fn, q, *, order: int, step: float, cutoff: float):
     """Hermite coefficients and the tail masses of the even and odd parts beyond ``order``:
     ``T_even = E[f_even^2] - sum_{j even <= order} a_j^2`` (and odd), clipped at 0."""
-    z, wh = _mehler_table(order, deg)
-    _, w = _gh(deg)
+    z, w, wh = _mehler_table(order, step, cutoff)
     q = jnp.asarray(q)
     dtype = q.dtype
-    vals = fn(safe_sqrt(q)[..., None] * jnp.asarray(z, dtype).reshape((1,) * q.ndim + (deg,)))
+    vals = fn(safe_sqrt(q)[..., None] * jnp.asarray(z, dtype).reshape((1,) * q.ndim + z.shape))
     coef = vals @ jnp.asarray(wh, dtype)
     flipped = vals[..., ::-1]  # the nodes are symmetric: f(-z_g)
     w = jnp.asarray(w, dtype)
@@ -168,15 +168,17 @@ def _mehler_sum(a1: Array, a2: Array, rho: Array) -> Array:
     return jax.lax.scan(body, init, xs)[0]
 
 
-def _mehler(fn, q1, q2, rho, order, deg):
+def _mehler(fn, q1, q2, rho, method):
     r"""Truncated Mehler series plus a tail estimate that makes it exact at
     :math:`\rho = \pm 1` when :math:`q_1 = q_2`:
     :math:`\sum_{j \le J} a_j(q_1)a_j(q_2)\rho^j + \sqrt{T^e_1T^e_2}\,\rho^{j_e}
     + \sqrt{T^o_1T^o_2}\,\rho^{j_o}`, with :math:`j_e, j_o` the first even/odd index above
     :math:`J`; the tail is bounded by Cauchy-Schwarz, so the estimate never errs by more than
     twice the truncated mass."""
-    a1, e1, o1 = _coefficients_and_tails(fn, q1, order=order, deg=deg)
-    a2, e2, o2 = _coefficients_and_tails(fn, q2, order=order, deg=deg)
+    order = method.order
+    kw = dict(order=order, step=method.step, cutoff=method.cutoff)
+    a1, e1, o1 = _coefficients_and_tails(fn, q1, **kw)
+    a2, e2, o2 = _coefficients_and_tails(fn, q2, **kw)
     head = _mehler_sum(a1, a2, rho)
     je, jo = (order + 1, order + 2) if (order + 1) % 2 == 0 else (order + 2, order + 1)
     return head + safe_sqrt(e1 * e2) * rho**je + safe_sqrt(o1 * o2) * rho**jo
@@ -246,10 +248,9 @@ def gaussian_expectations(
         q1, q2, q12 = (jnp.broadcast_to(x, shape) for x in (q1, q2, q12))
         k, kdot = _gauss_hermite(activation, q1, q2, q12, method.deg)
     elif isinstance(method, Mehler):
-        deg = method.quadrature_degree
         rho, _ = correlation(q1, q2, q12)
-        k = _mehler(activation, q1, q2, rho, method.order, deg)
-        kdot = _mehler(activation.derivative, q1, q2, rho, method.order, deg)
+        k = _mehler(activation, q1, q2, rho, method)
+        kdot = _mehler(activation.derivative, q1, q2, rho, method)
     elif isinstance(method, MonteCarlo):
         shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
         q1, q2, q12 = (jnp.broadcast_to(x, shape) for x in (q1, q2, q12))
