@@ -225,6 +225,10 @@ def Identity() -> Layer:
 # ------------------------------------------------------------------------------------------
 
 
+def _bcast(b, out):
+    return b.reshape((1,) * (out.ndim - 1) + (-1,))
+
+
 def Dense(
     out_dim: int,
     W_std: float = 1.0,
@@ -269,9 +273,9 @@ def Dense(
         W, b = params
         if parameterization == "ntk":
             out = (W_std / math.sqrt(x.shape[-1])) * (x @ W)
-            return out if b is None else out + b_std * b
+            return out if b is None else out + b_std * _bcast(b, out)
         out = x @ W
-        return out if b is None else out + b
+        return out if b is None else out + _bcast(b, out)
 
     def transform(st):
         def f(st):

@@ -62,7 +62,7 @@ import numpy as np
 from .. import activations, stax
 from ..kernels import FullyConnected, kernel
 
-__all__ = ["ACTIVATIONS", "Config", "QUICK", "circle_data", "run"]
+__all__ = ["ACTIVATIONS", "ActivationSetup", "Config", "QUICK", "circle_data", "compare", "mc_samples", "run"]
 
 NAME = "kernels"
 
@@ -137,7 +137,7 @@ class Config:
 QUICK = Config(n_points=12, dim=16, width=128, depths=(1, 2, 3), activations=("relu", "erf", "tanh"),
                n_seeds_nngp=256, n_seeds_ntk=32)
 
-_CHUNK = 16  # initialisations held in memory at once (bounds memory; does not change results)
+_CHUNK = 16  # initialisations held in memory at once (bounds memory)
 _GRID = 181  # angles of the theory curves in the figure
 
 
