@@ -160,13 +160,14 @@ def _signature(x: Array) -> tuple[Array, Array]:
 
 
 def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool):
-    """Kernels of one tile (rows x1, cols x2); q1, q2 are (depth + 1, T) variances."""
+    """Kernels of one tile (rows x1, cols x2); q1, q2 are (depth + 1, T) variances and s1, s2
+    the row fingerprints."""
     dtype = x1.dtype
-    W, b = net.layer_params(dtype)
     d = x1.shape[1]
+    W, b = net.layer_params(dtype)
+    dot = x1 @ x2.T
     same = (s1[0][:, None] == s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
     opp = (s1[0][:, None] == -s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
-    dot = x1 @ x2.T
     sq = s1[1][:, None]
     exact = jnp.where(same, sq, jnp.where(opp, -sq, dot))
     dot = jnp.where(same | opp, dot - jax.lax.stop_gradient(dot) + jax.lax.stop_gradient(exact), dot)
@@ -203,6 +204,10 @@ def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool)
     return sigma_f, theta_f
 
 
+def _host_devices():
+    return jax.devices()
+
+
 def _pad_rows(x, m):
     pad = (-x.shape[0]) % m
     return jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)) if pad else x
@@ -217,6 +222,7 @@ def kernel(
     method: AbstractMethod = Auto(),
     tile: int = 128,
     compute_dtype=None,
+    devices=None,
 ) -> Kernel:
     r"""NNGP and NTK of ``net`` between the rows of ``x1`` and ``x2`` (``x2=None``: ``x1``).
 
@@ -236,6 +242,10 @@ def kernel(
             between two nearly-aligned inputs is ill-conditioned (``q1 q2 - q12^2`` cancels), and
             a float32 recursion drifts by ~1e-4 relative at depth 20 where this one stays within
             1e-7. Pass ``jnp.float32`` to trade that accuracy for speed.
+        devices: devices to spread the tiles over; ``None`` uses every device of the default
+            backend when there are several (start Python with
+            ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` to get one CPU device per
+            core; the ``rmtjax`` command does this), ``[]`` or one device disables it.
 
     Returns:
         ``Kernel(nngp, ntk)``, each ``(n1, n2)`` or ``(depth + 1, n1, n2)``.
@@ -271,10 +281,6 @@ def kernel(
     s1 = _signature(x1)
     s2 = s1 if symmetric else _signature(x2)
 
-    def run(a, b):
-        return _tile(x1[a], x2[b], (s1[0][a], s1[1][a]), (s2[0][b], s2[1][b]), q1[:, a], q2[:, b],
-                     net, method, all_depths)
-
     if n1 <= tile and n2 <= tile:
         out = _tile(x1, x2, s1, s2, q1, q2, net, method, all_depths)
         if symmetric:  # exact symmetry (x1 @ x1.T is not bitwise symmetric)
@@ -295,18 +301,38 @@ def kernel(
         pairs = [(i, j) for i in range(nb1) for j in range(nb2)]
     idx = jnp.asarray(np.array(pairs, dtype=np.int32))
 
-    def one(ij):
-        i, j = ij[0], ij[1]
-        a0, b0 = i * t1, j * t2
-        xa = jax.lax.dynamic_slice_in_dim(x1p, a0, t1)
-        xb = jax.lax.dynamic_slice_in_dim(x2p, b0, t2)
-        sa = tuple(jax.lax.dynamic_slice_in_dim(s, a0, t1) for s in s1p)
-        sb = tuple(jax.lax.dynamic_slice_in_dim(s, b0, t2) for s in s2p)
-        qa = jax.lax.dynamic_slice_in_dim(q1p, a0, t1, axis=1)
-        qb = jax.lax.dynamic_slice_in_dim(q2p, b0, t2, axis=1)
-        return _tile(xa, xb, sa, sb, qa, qb, net, method, all_depths)
+    def tiles_of(idx, x1p, x2p, s1p, s2p, q1p, q2p, net):
+        def one(ij):
+            i, j = ij[0], ij[1]
+            a0, b0 = i * t1, j * t2
+            xa = jax.lax.dynamic_slice_in_dim(x1p, a0, t1)
+            xb = jax.lax.dynamic_slice_in_dim(x2p, b0, t2)
+            sa = tuple(jax.lax.dynamic_slice_in_dim(s, a0, t1) for s in s1p)
+            sb = tuple(jax.lax.dynamic_slice_in_dim(s, b0, t2) for s in s2p)
+            qa = jax.lax.dynamic_slice_in_dim(q1p, a0, t1, axis=1)
+            qb = jax.lax.dynamic_slice_in_dim(q2p, b0, t2, axis=1)
+            return _tile(xa, xb, sa, sb, qa, qb, net, method, all_depths)
 
-    tiles = jax.lax.map(one, idx)  # each (P, [L+1,] t1, t2)
+        return jax.lax.map(one, idx)  # each (P, [L+1,] t1, t2)
+
+    args = (x1p, x2p, s1p, s2p, q1p, q2p, net)
+    devices = _host_devices() if devices is None else list(devices)
+    if len(devices) > 1 and len(pairs) >= len(devices):
+        # Split the tiles over the devices (on CPU: several host devices, one per core, from
+        # XLA_FLAGS=--xla_force_host_platform_device_count=N; XLA runs one elementwise loop on
+        # one thread, so this is what uses the other cores).
+        nd = len(devices)
+        padded = -(-len(pairs) // nd) * nd
+        idx_p = jnp.concatenate([idx, jnp.broadcast_to(idx[-1:], (padded - len(pairs), 2))])
+        mesh = jax.sharding.Mesh(np.array(devices), ("tiles",))
+        spec = jax.sharding.PartitionSpec
+        sharded = jax.shard_map(
+            tiles_of, mesh=mesh, in_specs=(spec("tiles"),) + (spec(),) * len(args), out_specs=spec("tiles"),
+            check_vma=False,
+        )
+        tiles = tuple(t[: len(pairs)] for t in sharded(idx_p, *args))
+    else:
+        tiles = tiles_of(idx, *args)
 
     def assemble(r):
         lead = r.shape[1:-2]
