@@ -275,6 +275,16 @@ def kernel(
                       (check_nonnegative(net.W_std, "W_std"), check_nonnegative(net.b_std, "b_std")))
 
     net = jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, net)
+    devices = tuple(_host_devices() if devices is None else devices)
+    return _kernel_jit(x1, None if symmetric else x2, net, all_depths=all_depths, method=method, tile=tile,
+                       out_dtype=jnp.dtype(out_dtype), devices=devices)
+
+
+@eqx.filter_jit
+def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
+    """The compiled part of :func:`kernel` (inputs validated and cast already)."""
+    symmetric = x2 is None
+    x2 = x1 if symmetric else x2
     n1, n2 = x1.shape[0], x2.shape[0]
     q1 = _diagonal(x1, net, method)
     q2 = q1 if symmetric else _diagonal(x2, net, method)
@@ -316,7 +326,6 @@ def kernel(
         return jax.lax.map(one, idx)  # each (P, [L+1,] t1, t2)
 
     args = (x1p, x2p, s1p, s2p, q1p, q2p, net)
-    devices = _host_devices() if devices is None else list(devices)
     if len(devices) > 1 and len(pairs) >= len(devices):
         # Split the tiles over the devices (on CPU: several host devices, one per core, from
         # XLA_FLAGS=--xla_force_host_platform_device_count=N; XLA runs one elementwise loop on
