@@ -34,7 +34,7 @@ import numpy as np
 from . import activations as _act
 from ._validate import check_finite_array, check_matrix, check_nonnegative
 from .gaussian import AbstractMethod, Auto, GaussHermite, gaussian_expectations
-from .kernels._core import FullyConnected, Kernel, _signature, kernel as _core_kernel
+from .kernels._core import FullyConnected, Kernel, _signature, exact_gram, kernel as _core_kernel
 
 __all__ = [
     "ABRelu", "Abs", "Activation", "Cos", "Dense", "ElementwiseNumerical", "Erf", "Exp", "FanInSum",
@@ -112,11 +112,7 @@ def _input_state(x1, x2):
     sym = x2 is None
     x2_ = x1 if sym else x2
     s1, s2 = _signature(x1), _signature(x2_)
-    same = (s1[0][:, None] == s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
-    opp = (s1[0][:, None] == -s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
-    dot = x1 @ x2_.T
-    exact = jnp.where(same, s1[1][:, None], jnp.where(opp, -s1[1][:, None], dot))
-    dot = jnp.where(same | opp, dot - jax.lax.stop_gradient(dot) + jax.lax.stop_gradient(exact), dot)
+    dot, same = exact_gram(x1, x2_, s1, s2)
     return _State(s1[1] / d, dot / d, s2[1] / d, jnp.zeros_like(dot), same, d)
 
 

@@ -159,18 +159,24 @@ def _signature(x: Array) -> tuple[Array, Array]:
     return jnp.sum(x * jnp.asarray(r, x.dtype)[None, :], axis=1), jnp.sum(x * x, axis=1)
 
 
+def exact_gram(x1, x2, s1, s2):
+    """``x1 @ x2.T`` with entries of identical (opposite) rows set to exactly ``+|x|^2``
+    (``-|x|^2``), gradients kept from the product; also returns the identical-rows mask."""
+    same = (s1[0][:, None] == s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
+    opp = (s1[0][:, None] == -s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
+    dot = x1 @ x2.T
+    sq = s1[1][:, None]
+    exact = jnp.where(same, sq, jnp.where(opp, -sq, dot))
+    return jnp.where(same | opp, dot - jax.lax.stop_gradient(dot) + jax.lax.stop_gradient(exact), dot), same
+
+
 def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool):
     """Kernels of one tile (rows x1, cols x2); q1, q2 are (depth + 1, T) variances and s1, s2
     the row fingerprints."""
     dtype = x1.dtype
     d = x1.shape[1]
     W, b = net.layer_params(dtype)
-    dot = x1 @ x2.T
-    same = (s1[0][:, None] == s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
-    opp = (s1[0][:, None] == -s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
-    sq = s1[1][:, None]
-    exact = jnp.where(same, sq, jnp.where(opp, -sq, dot))
-    dot = jnp.where(same | opp, dot - jax.lax.stop_gradient(dot) + jax.lax.stop_gradient(exact), dot)
+    dot, same = exact_gram(x1, x2, s1, s2)
     sigma = W[0] ** 2 * dot / d + b[0] ** 2
     standard = net.parameterization == "standard"
     if standard:
