@@ -87,22 +87,7 @@ def run(args, record: dict) -> None:
     if str(out.nngp.dtype) != args.dtype:
         raise TypeError(f"kernel dtype {out.nngp.dtype} != requested {args.dtype}")
 
-    times = []
-    for _ in range(args.repeats):
-        del out
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(kernel_fn(X, net))
-        times.append(time.perf_counter() - t0)
-    record["times_s"] = times
-    record["median_s"] = statistics.median(times) if times else None
-
-    nngp, ntk = (np.asarray(k) for k in out)
-    record["finite"] = bool(np.isfinite(nngp).all() and np.isfinite(ntk).all())
-    if args.save_kernels is not None:
-        args.save_kernels.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_kernels / "nngp.npy", nngp)
-        np.save(args.save_kernels / "ntk.npy", ntk)
-        record["saved"] = str(args.save_kernels)
+    nt_bench.time_calls(lambda: kernel_fn(X, net), out, args, record)
 
 
 def main(argv=None) -> int:

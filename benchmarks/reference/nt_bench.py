@@ -106,17 +106,23 @@ def run(args: argparse.Namespace, record: dict) -> None:
     if str(out[0].dtype) != args.dtype:
         raise TypeError(f"kernel dtype {out[0].dtype} != requested {args.dtype}")
 
+    time_calls(lambda: kernel_fn(X, None, ("nngp", "ntk")), out, args, record)
+
+
+def time_calls(call, out, args, record):
+    """Times ``args.repeats`` calls of ``call`` (after the warm-up that produced ``out``), checks
+    the kernels are finite and saves them if asked. Shared with rmtjax's worker."""
+    import jax
+    import numpy as np
+
     times = []
     for _ in range(args.repeats):
         del out
         t0 = time.perf_counter()
-        out = jax.block_until_ready(kernel_fn(X, None, ("nngp", "ntk")))
+        out = jax.block_until_ready(call())
         times.append(time.perf_counter() - t0)
     record["times_s"] = times
     record["median_s"] = statistics.median(times) if times else None
-
-    import numpy as np
-
     nngp, ntk = (np.asarray(k) for k in out)
     record["finite"] = bool(np.isfinite(nngp).all() and np.isfinite(ntk).all())
     if args.save_kernels is not None:
