@@ -7,6 +7,7 @@ The public API, re-exported explicitly (flax is imported only inside ``rmtjax.fi
 from . import activations as activations
 from . import gaussian as gaussian
 from . import kernels as kernels
+from . import solve as solve
 from . import stax as stax
 from .gaussian import Auto as Auto
 from .gaussian import ClosedForm as ClosedForm
@@ -17,5 +18,8 @@ from .gaussian import gaussian_expectations as gaussian_expectations
 from .kernels import FullyConnected as FullyConnected
 from .kernels import Kernel as Kernel
 from .kernels import kernel as kernel
+from .solve import Solution as Solution
+from .solve import fixed_point as fixed_point
+from .solve import root as root
 
 __version__ = "0.1.0"
