@@ -7,6 +7,7 @@ The public API, re-exported explicitly (flax is imported only inside ``rmtjax.fi
 from . import activations as activations
 from . import gaussian as gaussian
 from . import kernels as kernels
+from . import meanfield as meanfield
 from . import solve as solve
 from . import stax as stax
 from .gaussian import Auto as Auto
