@@ -11,7 +11,7 @@ as a dictionary (with a boolean ``"ok"``: whether the result was reproduced).
 Example:
     >>> from rmtjax.experiments import EXPERIMENTS
     >>> sorted(EXPERIMENTS)
-    ['kernels']
+    ['kernels', 'meanfield']
 """
 
 from __future__ import annotations
@@ -44,5 +44,9 @@ EXPERIMENTS: dict[str, Experiment] = {
     "kernels": Experiment(
         "Infinite-width NNGP/NTK across depths vs Monte-Carlo finite-width networks (Relu, Erf, Tanh)",
         "rmtjax.experiments.kernels:run",
+    ),
+    "meanfield": Experiment(
+        "Order/chaos phase diagram of tanh networks, depth-scale divergence, c-map vs wide random networks",
+        "rmtjax.experiments.meanfield:run",
     ),
 }
