@@ -8,6 +8,7 @@ from . import activations as activations
 from . import gaussian as gaussian
 from . import kernels as kernels
 from . import meanfield as meanfield
+from . import rmt as rmt
 from . import solve as solve
 from . import stax as stax
 from .gaussian import Auto as Auto
