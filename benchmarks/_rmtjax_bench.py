@@ -98,16 +98,7 @@ def main(argv=None) -> int:
               "method": None if args.activation != "tanh" else
               ("Auto() = Mehler(64)" if args.order is None else f"Mehler({args.order})"),
               "times_s": [], "median_s": None, "compile_s": None}
-    try:
-        run(args, record)
-        record["ok"] = True
-    except (Exception, MemoryError) as e:  # noqa: BLE001 - report every failure as data
-        record["ok"] = False
-        record["error"] = f"{type(e).__name__}: {e}"[:2000]
-    record["peak_rss_mib"] = round(_rss_mib(), 1)
-    sys.stdout.write(json.dumps(record) + "\n")
-    sys.stdout.flush()
-    return 0
+    return nt_bench.run_and_report(run, args, record)
 
 
 if __name__ == "__main__":

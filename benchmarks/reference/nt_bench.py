@@ -140,6 +140,12 @@ def main(argv=None) -> int:
               "seed": args.seed, "repeats": args.repeats,
               "deg": args.deg if args.activation == "tanh" else None,
               "times_s": [], "median_s": None, "compile_s": None}
+    return run_and_report(run, args, record)
+
+
+def run_and_report(run, args, record) -> int:
+    """Runs ``run(args, record)``, records any failure as data, adds the peak RSS and prints the
+    record as one JSON line (shared with rmtjax's worker); returns 0."""
     try:
         run(args, record)
         record["ok"] = True
