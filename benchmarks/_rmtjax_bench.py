@@ -23,7 +23,6 @@ computes in float32 (with x64 on, rmtjax would accumulate float32 inputs in floa
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import pathlib
 import sys
