@@ -41,17 +41,9 @@ make_data, _rss_mib = nt_bench.make_data, nt_bench._rss_mib
 
 def parse_args(argv=None):
     """``nt_bench.py``'s options, with ``--order`` (Mehler order, tanh only) instead of ``--deg``."""
-    p = nt_bench.argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, required=True, help="number of inputs")
-    p.add_argument("--depth", type=int, required=True, help="hidden Dense+activation blocks")
-    p.add_argument("--activation", choices=["relu", "erf", "gelu", "tanh"], required=True)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p = nt_bench.common_parser(__doc__.splitlines()[0])
     p.add_argument("--order", type=int, default=None,
                    help="tanh only: Mehler(order); default Auto() (= Mehler(64))")
-    p.add_argument("--save-kernels", type=pathlib.Path, default=None, metavar="DIR",
-                   help="write DIR/nngp.npy and DIR/ntk.npy (for accuracy checks at small n)")
     return p.parse_args(argv)
 
 

@@ -10,7 +10,7 @@ from jax.test_util import check_grads
 from scipy import integrate, optimize
 
 import rmtjax.activations as A
-from rmtjax.meanfield import c_map, c_star, edge_of_chaos, mean_field, phase_diagram, q_map, q_star
+from rmtjax.meanfield import c_map, c_star, edge_of_chaos, mean_field, phase_diagram, q_star
 
 
 def test_relu_closed_forms():
@@ -119,6 +119,6 @@ def test_bad_input():
     with pytest.raises(ValueError, match="sigma_w2"):
         mean_field(A.Tanh(), -1.0, 0.1)
     with pytest.raises(ValueError, match="sigma_b2"):
-        q_map(1.0, A.Tanh(), 1.0, float("nan")) if False else mean_field(A.Tanh(), 1.0, float("nan"))
+        mean_field(A.Tanh(), 1.0, float("nan"))
     with pytest.raises(ValueError, match="1-d"):
         phase_diagram(A.Tanh(), jnp.ones((2, 2)), jnp.ones(2))

@@ -39,18 +39,24 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_parser(description: str) -> argparse.ArgumentParser:
+    """The options both workers share (this one and rmtjax's ``benchmarks/_rmtjax_bench.py``)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--n", type=int, required=True, help="number of inputs")
     p.add_argument("--depth", type=int, required=True, help="hidden Dense+activation blocks")
     p.add_argument("--activation", choices=["relu", "erf", "gelu", "tanh"], required=True)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--deg", type=int, default=25, help="quadrature degree (tanh only)")
     p.add_argument("--save-kernels", type=pathlib.Path, default=None, metavar="DIR",
                    help="write DIR/nngp.npy and DIR/ntk.npy (for accuracy checks at small n)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    p = common_parser(__doc__.splitlines()[0])
+    p.add_argument("--deg", type=int, default=25, help="quadrature degree (tanh only)")
     return p.parse_args(argv)
 
 
