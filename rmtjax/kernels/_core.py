@@ -340,7 +340,7 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
     args = (x1p, x2p, s1p, s2p, q1p, q2p, net)
     # Below ~8 layers the cross-device copies of the n1 x n2 outputs cost more than the split
     # saves (measured at n = 4000 on 2 cores: depth 5, 0.70 s on one device vs 0.78 s on two;
-    # depth 20, 1.57 s vs 1.09 s).
+    # depth 20 with erf, 1.36 s vs 1.09 s).
     if len(devices) > 1 and len(pairs) >= len(devices) and net.depth >= _MIN_DEPTH_TO_SHARD:
         # Split the tiles over the devices (on CPU: several host devices, one per core, from
         # XLA_FLAGS=--xla_force_host_platform_device_count=N; XLA runs one elementwise loop on
