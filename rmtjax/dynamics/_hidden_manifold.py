@@ -1,0 +1,517 @@
+r"""The hidden manifold model and its Gaussian-equivalent online-SGD dynamics.
+
+Inputs live near a ``D``-dimensional manifold of the ``N``-dimensional input space: latent
+:math:`c\sim\mathcal N(0, I_D)` and a generator, e.g. a single layer
+:math:`x = \sigma(Fc/\sqrt D) - \mathbb E[\cdot]`, :math:`F\in\mathbb R^{N\times D}`, or a deep
+random network. The teacher acts on the latent variables,
+:math:`y = \sum_m \tilde v_m \tilde g(\nu_m)`, :math:`\nu_m = \tilde w_m\cdot c/\sqrt D`, and a
+soft committee student :math:`\phi(x) = \sum_k v_k g(\lambda_k)`,
+:math:`\lambda_k = w_k\cdot x/\sqrt N`, is trained by online SGD (Goldt, Mezard, Krzakala &
+Zdeborova 2020, Phys. Rev. X 10, 041044, arXiv:1909.11500).
+
+**Gaussian equivalence** (ibid. and Goldt, Reeves et al. 2020, arXiv:2006.14709): the fields
+:math:`(\lambda, \nu)` are jointly Gaussian with covariance
+:math:`C = \begin{pmatrix} Q & R\\ R^\top & T\end{pmatrix}`, :math:`Q = w\Omega w^\top/N`,
+:math:`R = w\Phi\tilde w^\top/\sqrt{ND}`, :math:`T = \tilde w\tilde w^\top/D`, where only
+:math:`\Omega = \operatorname{Cov}(x)` and :math:`\Phi = \mathbb E[x c^\top]` enter.
+
+**ODEs over the spectrum of** :math:`\Omega = \sum_\tau \rho_\tau\psi_\tau\psi_\tau^\top`.
+With :math:`\beta = \Phi\tilde w^\top/\sqrt D` and the densities (per eigenvector, then summed
+over bins :math:`b` of eigenvalues with weight :math:`1/N`)
+:math:`q_b = \frac1N\sum_{\tau\in b} (w\psi_\tau)(w\psi_\tau)^\top`,
+:math:`r_b = \frac{1}{\sqrt N}\sum_{\tau\in b} (w\psi_\tau)(\psi_\tau^\top\beta)`,
+:math:`t_b = \sum_{\tau\in b}(\beta^\top\psi_\tau)(\psi_\tau^\top\beta)`, so that
+:math:`Q = \sum_b \rho_b q_b` and :math:`R = \sum_b r_b`. Each eigen-projection
+:math:`x_\tau = \psi_\tau\cdot x` is Gaussian jointly with the fields, so
+:math:`\mathbb E[d_k x_\tau] = a_\tau^\top C^{-1}\mathbb E[d_k u]` (Gaussian regression; the
+:math:`\mathbb E[d_k u]` are the committee integrals). With
+:math:`G = C^{-1} B^\top`, :math:`B_{kb} = \mathbb E[d_k u_b]`, split into its student rows
+:math:`G_s` (``K x K``) and teacher rows :math:`G_t` (``M x K``):
+
+.. math::
+    \dot r_b = -\eta\,(\rho_b\, G_s^\top r_b + G_t^\top t_b),\qquad
+    \dot q_b = -\eta\,\big(\rho_b (q_b G_s + G_s^\top q_b) + r_b G_t + G_t^\top r_b^\top\big)
+               + \eta^2 \rho_b \mu_b\, \mathbb E[d d^\top],
+
+:math:`\mu_b` the fraction of eigenvalues in bin ``b`` (Goldt et al. 2020, Sec. V and App. C,
+in this notation). With :math:`\Omega = I` and :math:`\Phi` the identity embedding they reduce
+to the Saad-Solla equations. ``num_bins=None`` keeps one bin per eigenvalue (exact).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from .._validate import check_finite_array, check_nonnegative
+from ..activations import AbstractActivation, AbstractClosedFormActivation, Erf, Identity, Relu, Sign
+from ..gaussian import AbstractMethod, Auto, gaussian_expectations, hermite_coefficients_at
+from ._committee import (
+    SAAD_SOLLA_ERF,
+    Trajectory,
+    _as_float,
+    _check_positive,
+    _covariance,
+    _eps,
+    _integrate,
+    _moments,
+)
+from ._integrals import committee_integrals
+from ._simulation import _schedule, gaussian_block, online_sgd
+
+__all__ = [
+    "Densities",
+    "Generator",
+    "GeneratorMoments",
+    "HiddenManifoldRun",
+    "LocalFieldDistance",
+    "analytic_moments",
+    "hidden_manifold_densities",
+    "hidden_manifold_ode",
+    "local_field_distance",
+    "monte_carlo_moments",
+    "simulate_hidden_manifold",
+]
+
+
+class Generator(eqx.Module):
+    r"""A random generator :math:`x = \sigma(W_L \cdots \sigma(W_1 c/\sqrt{n_0}) \cdots /\sqrt{n_{L-1}})`
+    of the latent :math:`c\in\mathbb R^D` (``n_0 = D``), before centering.
+
+    Attributes:
+        weights: ``(W_1, ..., W_L)``, ``W_l`` of shape ``(n_l, n_{l-1})``; ``n_L = N``.
+        activation: :math:`\sigma` (every layer).
+
+    Raises:
+        ValueError: a weight that is not 2-d or does not chain (``weights[l]`` must have
+            ``weights[l-1].shape[0]`` columns).
+    """
+
+    weights: tuple[Array, ...]
+    activation: AbstractActivation
+
+    def __init__(self, weights, activation: AbstractActivation):
+        if isinstance(weights, (jax.Array, np.ndarray)):
+            weights = (weights,)
+        ws = tuple(_as_float(w) for w in weights)
+        if len(ws) < 1:
+            raise ValueError("weights: a generator needs at least one layer")
+        for i, w in enumerate(ws):
+            if w.ndim != 2 or min(w.shape) < 1:
+                raise ValueError(f"weights[{i}] (generator matrix) must be 2-d (n_out, n_in), got shape {w.shape}")
+            if i > 0 and w.shape[1] != ws[i - 1].shape[0]:
+                raise ValueError(f"weights[{i}] (generator matrix) must have {ws[i - 1].shape[0]} columns to "
+                                 f"follow weights[{i - 1}] of shape {ws[i - 1].shape}, got shape {w.shape}")
+        self.weights = ws
+        self.activation = activation
+
+    @property
+    def latent_dim(self) -> int:
+        return self.weights[0].shape[1]
+
+    @property
+    def input_dim(self) -> int:
+        return self.weights[-1].shape[0]
+
+    def __call__(self, c: Array) -> Array:
+        """``c`` of shape ``(n, D)`` -> uncentered inputs ``(n, N)``."""
+        h = c
+        for w in self.weights:
+            h = self.activation(h @ w.T / math.sqrt(w.shape[1]))
+        return h
+
+
+class GeneratorMoments(NamedTuple):
+    """``mean`` :math:`\\mathbb E[x]` ``(N,)``, ``omega`` :math:`\\operatorname{Cov}(x)` ``(N, N)``,
+    ``phi`` :math:`\\mathbb E[(x - \\mathbb E x) c^\\top]` ``(N, D)``."""
+
+    mean: Array
+    omega: Array
+    phi: Array
+
+
+def _mean_slope(sigma: AbstractActivation, q: Array, order: int):
+    """:math:`\\mathbb E[\\sigma(u)]` and :math:`\\mathbb E[\\sigma'(u)]`, :math:`u\\sim N(0, q)`."""
+    if isinstance(sigma, Sign):
+        return jnp.zeros_like(q), jnp.sqrt(2 / (math.pi * q))
+    if isinstance(sigma, Erf):
+        return jnp.full_like(q, 1.0) * sigma.c, sigma.a * sigma.b * (2 / math.sqrt(math.pi)) / jnp.sqrt(1 + 2 * sigma.b**2 * q)
+    if isinstance(sigma, Relu):
+        return jnp.sqrt(q / (2 * math.pi)), jnp.full_like(q, 0.5)
+    if isinstance(sigma, Identity):
+        return jnp.zeros_like(q), jnp.ones_like(q)
+    a = hermite_coefficients_at(sigma, q, order=1)
+    return a[:, 0], a[:, 1] / jnp.sqrt(q)
+
+
+def analytic_moments(generator: Generator, *, order: int = 12) -> GeneratorMoments:
+    r"""Exact :math:`\Omega` and :math:`\Phi` of a single-layer generator
+    :math:`x = \sigma(u)`, :math:`u = Fc/\sqrt D` (Goldt et al. 2020, eqs. 21-23):
+    :math:`\Phi = \operatorname{diag}(\mathbb E\sigma'(u_i))\,F/\sqrt D` (Stein's lemma) and
+    :math:`\Omega_{ij} = \mathbb E[\sigma(u_i)\sigma(u_j)] - \mathbb E\sigma(u_i)\mathbb E\sigma(u_j)`
+    with :math:`\operatorname{Cov}(u) = FF^\top/D`: the activation's closed-form dual where it
+    has one, else the Mehler series :math:`\sum_{n=1}^{\text{order}} a_n(q_i)a_n(q_j)\rho_{ij}^n`
+    in the Hermite coefficients of :math:`\sigma` (off the diagonal, where
+    :math:`\rho_{ij} = O(D^{-1/2})`), and the exact variance on the diagonal.
+
+    Example:
+        >>> import jax
+        >>> from rmtjax.activations import Sign
+        >>> F = jax.random.normal(jax.random.key(0), (40, 10))
+        >>> m = analytic_moments(Generator(F, Sign()))
+        >>> m.omega.shape, m.phi.shape
+        ((40, 40), (40, 10))
+    """
+    if len(generator.weights) != 1:
+        raise ValueError(f"analytic_moments needs a single-layer generator, got {len(generator.weights)} "
+                         "layers; use monte_carlo_moments")
+    F = generator.weights[0]
+    D = F.shape[1]
+    sigma = generator.activation
+    S = F @ F.T / D
+    q = jnp.diagonal(S)
+    mean, slope = _mean_slope(sigma, q, order)
+    phi = slope[:, None] * F / math.sqrt(D)
+    if isinstance(sigma, AbstractClosedFormActivation):
+        omega = gaussian_expectations(sigma, q[:, None], q[None, :], S).k - mean[:, None] * mean[None, :]
+    else:
+        a = hermite_coefficients_at(sigma, q, order=order)  # (N, order + 1)
+        rho = S / jnp.sqrt(q[:, None] * q[None, :])
+        omega = sum(a[:, n][:, None] * a[:, n][None, :] * rho**n for n in range(1, order + 1))
+        var = gaussian_expectations(sigma, q, q, q).k - mean**2
+        omega = omega - jnp.diag(jnp.diagonal(omega)) + jnp.diag(var)
+    return GeneratorMoments(mean, 0.5 * (omega + omega.T), phi)
+
+
+def monte_carlo_moments(key: Array, generator: Generator, *, num_samples: int = 100_000,
+                        batch_size: int = 2_000) -> GeneratorMoments:
+    r"""Monte-Carlo :math:`\mathbb E[x]`, :math:`\Omega` and :math:`\Phi` of any generator (deep
+    ones included) from ``num_samples`` latent draws, accumulated in batches.
+
+    Example:
+        >>> import jax
+        >>> from rmtjax.activations import Tanh
+        >>> k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+        >>> gen = Generator((jax.random.normal(k1, (30, 10)), jax.random.normal(k2, (40, 30))), Tanh())
+        >>> m = monte_carlo_moments(k3, gen, num_samples=4000, batch_size=1000)
+    """
+    nb = max(1, num_samples // batch_size)
+    D, N = generator.latent_dim, generator.input_dim
+    dtype = generator.weights[0].dtype
+
+    def body(acc, k):
+        c = jax.random.normal(k, (batch_size, D), dtype)
+        x = generator(c)
+        s1, s2, s3 = acc
+        return (s1 + x.sum(0), s2 + x.T @ x, s3 + x.T @ c), None
+
+    init = (jnp.zeros(N, dtype), jnp.zeros((N, N), dtype), jnp.zeros((N, D), dtype))
+    (s1, s2, s3), _ = jax.lax.scan(body, init, jax.random.split(key, nb))
+    n = nb * batch_size
+    mean = s1 / n
+    omega = s2 / n - mean[:, None] * mean[None, :]
+    return GeneratorMoments(mean, omega, s3 / n)
+
+
+# ------------------------------------------------------------------------------------------
+# densities over the spectrum of Omega, and the ODEs
+# ------------------------------------------------------------------------------------------
+
+
+class Densities(NamedTuple):
+    """The state of the hidden-manifold ODEs over ``B`` spectral bins (module docstring).
+
+    Attributes:
+        rho: ``(B,)`` eigenvalue of :math:`\\Omega` per bin (the bin's mean).
+        mu: ``(B,)`` fraction of eigenvalues in the bin.
+        q: ``(B, K, K)``; r: ``(B, K, M)``; t: ``(B, M, M)`` (fixed teacher density).
+        T: ``(M, M)`` teacher overlaps :math:`\\tilde w\\tilde w^\\top/D`.
+    """
+
+    rho: Array
+    mu: Array
+    q: Array
+    r: Array
+    t: Array
+    T: Array
+
+    @property
+    def Q(self) -> Array:
+        return jnp.einsum("b,bkl->kl", self.rho, self.q)
+
+    @property
+    def R(self) -> Array:
+        return self.r.sum(0)
+
+
+def hidden_manifold_densities(moments: GeneratorMoments, w: ArrayLike, w_teacher: ArrayLike, *,
+                              num_bins: int | None = None) -> Densities:
+    r"""Initial densities :math:`q_b, r_b, t_b` of student weights ``w`` ``(K, N)`` and teacher
+    weights ``w_teacher`` ``(M, D)`` over the spectrum of :math:`\Omega` (module docstring);
+    ``num_bins`` groups the sorted eigenvalues into that many contiguous bins of (nearly) equal
+    count (``None``: one per eigenvalue, exact).
+
+    Example:
+        >>> import jax
+        >>> from rmtjax.activations import Sign
+        >>> k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+        >>> m = analytic_moments(Generator(jax.random.normal(k1, (40, 10)), Sign()))
+        >>> d = hidden_manifold_densities(m, jax.random.normal(k2, (2, 40)), jax.random.normal(k3, (2, 10)))
+    """
+    w, wt = _as_float(w), _as_float(w_teacher)
+    N, D = moments.phi.shape
+    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] != N:
+        raise ValueError(f"w must be (K, N) with K >= 1 and N = {N}, got shape {w.shape}")
+    if wt.ndim != 2 or wt.shape[0] < 1 or wt.shape[1] != D:
+        raise ValueError(f"w_teacher must be (M, D) with M >= 1 and D = {D}, got shape {wt.shape}")
+    w = check_finite_array(w, "w (initial student weights)")
+    rho, psi = jnp.linalg.eigh(moments.omega)
+    beta = moments.phi @ wt.T / math.sqrt(D)  # (N, M)
+    wp, bp = w @ psi, psi.T @ beta  # (K, N), (N, M)
+    q = jnp.einsum("kn,ln->nkl", wp, wp) / N
+    r = jnp.einsum("kn,nm->nkm", wp, bp) / math.sqrt(N)
+    t = jnp.einsum("nm,np->nmp", bp, bp)
+    if num_bins is None or num_bins >= N:
+        return Densities(rho, jnp.full((N,), 1.0 / N, rho.dtype), q, r, t, wt @ wt.T / D)
+    if not (isinstance(num_bins, int) and num_bins >= 1):
+        raise ValueError(f"num_bins must be None or an integer >= 1, got {num_bins!r}")
+    edges = np.linspace(0, N, num_bins + 1).round().astype(int)
+    seg = jnp.asarray(np.repeat(np.arange(num_bins), np.diff(edges)))
+    count = jnp.asarray(np.diff(edges), rho.dtype)
+    agg = lambda a: jax.ops.segment_sum(a, seg, num_segments=num_bins)  # noqa: E731
+    return Densities(agg(rho) / count, count / N, agg(q), agg(r), agg(t), wt @ wt.T / D)
+
+
+def _hm_rhs(state, args):
+    q, r, v = state
+    rho, mu, tdens, T, vt, eta, eta_v, noise_var, student, teacher, method = args
+    K = v.shape[0]
+    Q = jnp.einsum("b,bkl->kl", rho, q)
+    Q = 0.5 * (Q + Q.T)
+    R = r.sum(0)
+    C = _covariance(Q, R, T)
+    ints = committee_integrals(C, student, teacher, num_student=K, method=method)
+    B, Dm, h = _moments(ints, v, vt, noise_var)
+    G = jnp.linalg.solve(C, B.T)  # (P, K)
+    Gs, Gt = G[:K], G[K:]
+    qG = jnp.einsum("bkj,jl->bkl", q, Gs)
+    rG = jnp.einsum("bkm,ml->bkl", r, Gt)
+    dq = -eta * (rho[:, None, None] * (qG + jnp.swapaxes(qG, 1, 2)) + rG + jnp.swapaxes(rG, 1, 2)) \
+        + (eta * eta) * (rho * mu)[:, None, None] * Dm[None]
+    dr = -eta * (rho[:, None, None] * jnp.einsum("lk,blm->bkm", Gs, r) + jnp.einsum("mk,bmp->bkp", Gt, tdens))
+    dv = -eta_v * h
+    return dq, dr, dv
+
+
+def hidden_manifold_ode(
+    densities: Densities,
+    v0: ArrayLike,
+    v_teacher: ArrayLike,
+    ts: ArrayLike,
+    eta: ArrayLike,
+    eta_v: ArrayLike = 0.0,
+    noise_std: ArrayLike = 0.0,
+    *,
+    student: AbstractActivation = SAAD_SOLLA_ERF,
+    teacher: AbstractActivation | None = None,
+    method: AbstractMethod = Auto(),
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    max_steps: int = 100_000,
+) -> Trajectory:
+    r"""Integrates the hidden-manifold ODEs (module docstring; Goldt et al. 2020) with diffrax
+    and returns :math:`Q(t) = \sum_b\rho_b q_b`, :math:`R(t) = \sum_b r_b`, ``v`` and
+    :math:`\epsilon_g(t)` (Gaussian equivalent) at ``ts``. Arguments as in
+    :func:`committee_ode`; ``densities`` from :func:`hidden_manifold_densities`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rmtjax.activations import Sign
+        >>> k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+        >>> m = analytic_moments(Generator(jax.random.normal(k1, (40, 10)), Sign()))
+        >>> d = hidden_manifold_densities(m, jax.random.normal(k2, (2, 40)), jax.random.normal(k3, (2, 10)))
+        >>> traj = hidden_manifold_ode(d, jnp.ones(2), jnp.ones(2), jnp.linspace(0, 5, 6), 0.2)
+    """
+    d = densities
+    v0, vt = _as_float(v0), _as_float(v_teacher)
+    if d.q.ndim != 3 or d.q.shape[1] < 1:
+        raise ValueError(f"densities.q must be (B, K, K) with K >= 1, got shape {d.q.shape}")
+    K, M = d.r.shape[1], d.r.shape[2]
+    if M < 1:
+        raise ValueError(f"densities.r must be (B, K, M) with M >= 1, got shape {d.r.shape}")
+    if v0.shape != (K,):
+        raise ValueError(f"v0 must have shape (K,) = {(K,)}, got {v0.shape}")
+    if vt.shape != (M,):
+        raise ValueError(f"v_teacher must have shape (M,) = {(M,)}, got {vt.shape}")
+    q0 = check_finite_array(d.q, "initial condition q")
+    r0 = check_finite_array(d.r, "initial condition r")
+    v0 = check_finite_array(v0, "initial condition v0")
+    eta = _check_positive(eta, "eta")
+    eta_v = check_nonnegative(eta_v, "eta_v")
+    noise_std = check_nonnegative(noise_std, "noise_std")
+    ts = _as_float(ts)
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(f"ts must be a 1-d array of at least 2 increasing times, got shape {ts.shape}")
+    teacher = student if teacher is None else teacher
+    args = (d.rho, d.mu, d.t, d.T, vt, eta, eta_v, noise_std**2, student, teacher, method)
+    q, r, v = _integrate(_hm_rhs, (q0, r0, v0), args, ts, rtol, atol, max_steps)
+    Q = jnp.einsum("b,tbkl->tkl", d.rho, q)
+    R = r.sum(1)
+
+    def eps(Q, R, v):
+        ints = committee_integrals(_covariance(Q, R, d.T), student, teacher, num_student=K, method=method)
+        return _eps(ints, v, vt)
+
+    return Trajectory(ts, Q, R, v, jax.vmap(eps)(Q, R, v))
+
+
+# ------------------------------------------------------------------------------------------
+# simulation on generated data
+# ------------------------------------------------------------------------------------------
+
+
+class HiddenManifoldRun(NamedTuple):
+    """A simulation: ``trajectory`` (``Q = w\\Omega w^T/N``, ``R``, ``v`` and the Gaussian-
+    equivalent :math:`\\epsilon_g(Q, R)`) and ``eps_g_test``, the error measured on a fixed test
+    set of generated data (what Gaussian equivalence predicts)."""
+
+    trajectory: Trajectory
+    eps_g_test: Array
+
+
+def simulate_hidden_manifold(
+    key: Array,
+    generator: Generator,
+    moments: GeneratorMoments,
+    w0: ArrayLike,
+    v0: ArrayLike,
+    w_teacher: ArrayLike,
+    v_teacher: ArrayLike,
+    eta: ArrayLike,
+    eta_v: ArrayLike = 0.0,
+    *,
+    t_max: float,
+    num_saves: int,
+    test_size: int = 2_000,
+    student: AbstractActivation = SAAD_SOLLA_ERF,
+    teacher: AbstractActivation | None = None,
+) -> HiddenManifoldRun:
+    r"""Online SGD on inputs :math:`x = G(c) - \mathbb E[x]` from ``generator`` with the teacher
+    on the latent ``c`` (module docstring). ``moments`` (centering, :math:`\Omega`, :math:`\Phi`)
+    define the recorded order parameters. ``jax.vmap`` over ``key`` for seeds.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rmtjax.activations import Sign
+        >>> k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
+        >>> gen = Generator(jax.random.normal(k1, (40, 10)), Sign())
+        >>> run = simulate_hidden_manifold(k4, gen, analytic_moments(gen), 0.1 * jax.random.normal(k2, (2, 40)),
+        ...                                jnp.ones(2), jax.random.normal(k3, (2, 10)), jnp.ones(2), 0.2,
+        ...                                t_max=1.0, num_saves=2, test_size=100)
+    """
+    w0, wt = _as_float(w0), _as_float(w_teacher)
+    N, D = generator.input_dim, generator.latent_dim
+    if moments.phi.shape != (N, D):
+        raise ValueError(f"moments.phi must have shape (N, D) = {(N, D)} for this generator, got {moments.phi.shape}")
+    if w0.ndim != 2 or w0.shape[0] < 1 or w0.shape[1] != N:
+        raise ValueError(f"w0 must be (K, N) with K >= 1 and N = {N}, got shape {w0.shape}")
+    if wt.ndim != 2 or wt.shape[0] < 1 or wt.shape[1] != D:
+        raise ValueError(f"w_teacher must be (M, D) with M >= 1 and D = {D}, got shape {wt.shape}")
+    K, M = w0.shape[0], wt.shape[0]
+    v0, vt = _as_float(v0), _as_float(v_teacher)
+    if v0.shape != (K,) or vt.shape != (M,):
+        raise ValueError(f"v0 and v_teacher must have shapes {(K,)} and {(M,)}, got {v0.shape}, {vt.shape}")
+    w0 = check_finite_array(w0, "w0")
+    v0 = check_finite_array(v0, "v0")
+    eta = _check_positive(eta, "eta")
+    eta_v = check_nonnegative(eta_v, "eta_v")
+    teacher = student if teacher is None else teacher
+    schedule = _schedule(N, t_max, num_saves)
+    dtype = w0.dtype
+    T = wt @ wt.T / D
+    beta = moments.phi @ wt.T / math.sqrt(D)
+    ktest, key = jax.random.split(key)
+
+    def draw(k, n):
+        c = gaussian_block(k, (n, D), dtype)
+        return generator(c) - moments.mean[None, :], teacher(c @ wt.T / math.sqrt(D)) @ vt
+
+    Xt, yt = draw(ktest, test_size)
+
+    def observe(w, v):
+        Q = w @ moments.omega @ w.T / N
+        R = w @ beta / math.sqrt(N)
+        ints = committee_integrals(_covariance(Q, R, T), student, teacher, num_student=K)
+        test = 0.5 * jnp.mean((student(Xt @ w.T / math.sqrt(N)) @ v - yt) ** 2)
+        return Q, R, v, _eps(ints, v, vt), test
+
+    Q, R, v, eps, test = online_sgd(key, w0, v0, eta, eta_v, draw, observe, student=student,
+                                    schedule=schedule, num_saves=num_saves)
+    t = jnp.arange(num_saves + 1, dtype=dtype) * (schedule[0] * schedule[1] / N)
+    return HiddenManifoldRun(Trajectory(t, Q, R, v, eps), test)
+
+
+# ------------------------------------------------------------------------------------------
+# how Gaussian are the local fields?
+# ------------------------------------------------------------------------------------------
+
+
+class LocalFieldDistance(NamedTuple):
+    """``distance``: mean over random directions of the Kolmogorov-Smirnov distance between the
+    standardized projection of :math:`(\\lambda, \\nu)` and :math:`N(0, 1)`; ``null``: the same
+    statistic for exactly Gaussian samples of the same size (its finite-sample floor);
+    ``null_se``: the standard error of ``null`` over directions."""
+
+    distance: Array
+    null: Array
+    null_se: Array
+
+
+def local_field_distance(key: Array, generator: Generator, moments: GeneratorMoments, w: ArrayLike,
+                         w_teacher: ArrayLike, *, num_samples: int = 50_000,
+                         num_directions: int = 16) -> LocalFieldDistance:
+    r"""A distance between the law of the local fields :math:`(\lambda, \nu)` on generated data
+    and the Gaussian with the same mean and covariance (the Gaussian equivalence of Goldt et al.
+    2020): for random unit directions :math:`e`, the Kolmogorov-Smirnov distance
+    :math:`\sup_z |\hat F_e(z) - \Phi(z)|` of the whitened projection :math:`e^\top \hat C^{-1/2}
+    (u - \hat m)`, averaged over directions; ``null`` is its value for Gaussian samples.
+
+    Example:
+        >>> import jax
+        >>> from rmtjax.activations import Sign
+        >>> k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
+        >>> gen = Generator(jax.random.normal(k1, (40, 10)), Sign())
+        >>> d = local_field_distance(k4, gen, analytic_moments(gen), jax.random.normal(k2, (2, 40)),
+        ...                          jax.random.normal(k3, (2, 10)), num_samples=2000)
+    """
+    from jax.scipy.special import ndtr
+
+    w, wt = _as_float(w), _as_float(w_teacher)
+    N, D = generator.input_dim, generator.latent_dim
+    if w.ndim != 2 or w.shape[1] != N or wt.ndim != 2 or wt.shape[1] != D:
+        raise ValueError(f"w must be (K, {N}) and w_teacher (M, {D}), got {w.shape} and {wt.shape}")
+    kc, kd, kg = jax.random.split(key, 3)
+    c = jax.random.normal(kc, (num_samples, D), w.dtype)
+    x = generator(c) - moments.mean[None, :]
+    u = jnp.concatenate([x @ w.T / math.sqrt(N), c @ wt.T / math.sqrt(D)], 1)
+    P = u.shape[1]
+    e = jax.random.normal(kd, (num_directions, P), w.dtype)
+    e = e / jnp.linalg.norm(e, axis=1, keepdims=True)
+    cdf = (jnp.arange(1, num_samples + 1, dtype=w.dtype) - 0.5) / num_samples
+
+    def ks(u):
+        u = u - u.mean(0)[None, :]
+        L = jnp.linalg.cholesky(u.T @ u / num_samples)
+        z = jax.scipy.linalg.solve_triangular(L, u.T, lower=True)  # (P, n), whitened
+        s = jnp.sort(e @ z, axis=1)
+        return jnp.max(jnp.abs(ndtr(s) - cdf[None, :]), axis=1) + 0.5 / num_samples
+
+    d = ks(u)
+    null = ks(jax.random.normal(kg, u.shape, w.dtype))
+    return LocalFieldDistance(d.mean(), null.mean(), null.std(ddof=1) / math.sqrt(num_directions))
