@@ -42,7 +42,7 @@ class Mixture(NamedTuple):
 
     Attributes:
         x: ``(n, d)`` points.
-        labels: ``(n,)`` int32 class labels, non-decreasing.
+        labels: ``(n,)`` integer class labels (JAX's default int), non-decreasing.
     """
 
     x: Float[Array, "n d"]
@@ -141,7 +141,7 @@ def gaussian_mixture(
         parts.append(means[c][None, :] + noise)
         start += m
     labels = np.repeat(np.arange(k), counts)
-    return Mixture(jnp.concatenate(parts, axis=0), jnp.asarray(labels, jnp.int32))
+    return Mixture(jnp.concatenate(parts, axis=0), jnp.asarray(labels, jnp.result_type(int)))
 
 
 def gaussian_mixture_dataset(

@@ -45,8 +45,8 @@ class Dataset(NamedTuple):
         y_train: one-hot (optionally centred) targets, ``(n_train, num_classes)``.
         x_test: ``(n_test, d)``.
         y_test: ``(n_test, num_classes)``.
-        labels_train: integer class labels in ``[0, num_classes)``, ``(n_train,)`` int32.
-        labels_test: ``(n_test,)`` int32.
+        labels_train: integer class labels in ``[0, num_classes)``, ``(n_train,)``, JAX's default int dtype (that of ``jnp.argmax``).
+        labels_test: ``(n_test,)``.
     """
 
     x_train: Float[Array, "n_train d"]
@@ -227,8 +227,8 @@ def split(
         one_hot(lab[tr], k, center=center_targets, dtype=dt),
         jnp.asarray(xb, dt),
         one_hot(lab[te], k, center=center_targets, dtype=dt),
-        jnp.asarray(lab[tr], jnp.int32),
-        jnp.asarray(lab[te], jnp.int32),
+        jnp.asarray(lab[tr], jnp.result_type(int)),
+        jnp.asarray(lab[te], jnp.result_type(int)),
     )
 
 

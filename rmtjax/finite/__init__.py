@@ -1,0 +1,19 @@
+"""Finite-width networks against the infinite-width theory (the only module that imports flax).
+
+Flax (nnx) networks built from the same :class:`rmtjax.kernels.FullyConnected` spec as the
+kernels (:class:`MLP`, :func:`init_ensemble` for batches of seeds), empirical NNGP/NTK with
+Monte-Carlo standard errors and input Jacobians, and optax training loops (:func:`train`).
+"""
+
+from ._network import Dense as Dense
+from ._network import Ensemble as Ensemble
+from ._network import Hyperparameter as Hyperparameter
+from ._network import MLP as MLP
+from ._network import functional as functional
+from ._network import infinite_width_kernel as infinite_width_kernel
+from ._network import init_ensemble as init_ensemble
+from ._network import stax_layers as stax_layers
+from ._train import History as History
+from ._train import cross_entropy as cross_entropy
+from ._train import mse as mse
+from ._train import train as train
