@@ -5,6 +5,11 @@ kernels (:class:`MLP`, :func:`init_ensemble` for batches of seeds), empirical NN
 Monte-Carlo standard errors and input Jacobians, and optax training loops (:func:`train`).
 """
 
+from ._empirical import MonteCarloKernel as MonteCarloKernel
+from ._empirical import empirical_nngp as empirical_nngp
+from ._empirical import empirical_ntk as empirical_ntk
+from ._empirical import input_jacobian as input_jacobian
+from ._empirical import monte_carlo_kernels as monte_carlo_kernels
 from ._network import Dense as Dense
 from ._network import Ensemble as Ensemble
 from ._network import Hyperparameter as Hyperparameter

@@ -92,6 +92,44 @@ def _positive_int(v, name, minimum=1):
     return int(v)
 
 
+def _forward(params, rest, x, graphdef):
+    return nnx.merge(graphdef, params, rest)(x)
+
+
+def _step(carry, batch, rest, static):
+    graphdef, optimizer, loss_fn, _ = static
+    p, s = carry
+    xb, yb = batch
+    g = jax.grad(lambda p: loss_fn(_forward(p, rest, xb, graphdef), yb))(p)
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes int counters and floats (Adam)
+        updates, s = optimizer.update(g, s, p)
+    return (optax.apply_updates(p, updates), s), None
+
+
+# Module-level compiled functions: the network's graph, the optimizer, the loss and the batch size
+# are static (hashed), so repeated `train` calls with the same ones and the same shapes reuse the
+# compiled epoch (e.g. many seeds, or many record intervals).
+@eqx.filter_jit
+def _epoch(p, s, rest, x, y, key, static):
+    batch_size = static[3]
+    if batch_size is None:
+        (p, s), _ = _step((p, s), (x, y), rest, static)
+        return p, s
+    n = x.shape[0]
+    steps = n // batch_size
+    perm = jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
+    (p, s), _ = jax.lax.scan(lambda c, b: _step(c, b, rest, static), (p, s), (x[perm], y[perm]))
+    return p, s
+
+
+@eqx.filter_jit
+def _measure(p, rest, x, y, eval_x, static):
+    graphdef, _, loss_fn, _ = static
+    out = _forward(p, rest, x, graphdef)
+    acc = jnp.mean((jnp.argmax(out, axis=1) == jnp.argmax(y, axis=1)).astype(out.dtype))
+    return loss_fn(out, y), acc, (None if eval_x is None else _forward(p, rest, eval_x, graphdef))
+
+
 def train(
     model: nnx.Module,
     x: Float[ArrayLike, "n d"],
@@ -172,43 +210,15 @@ def train(
     x, y = x.astype(dt), y.astype(dt)
     eval_x = None if eval_x is None else eval_x.astype(dt)
 
-    def forward(p, xb):
-        return nnx.merge(graphdef, p, rest)(xb)
-
-    def objective(p, xb, yb):
-        return loss_fn(forward(p, xb), yb)
-
     opt_state = optimizer.init(params)
+    steps_per_epoch = 1 if batch_size is None else n // batch_size
+    static = (graphdef, optimizer, loss_fn, batch_size)
 
-    def step(carry, batch):
-        p, s = carry
-        xb, yb = batch
-        g = jax.grad(objective)(p, xb, yb)
-        with jax.numpy_dtype_promotion("standard"):  # optax mixes int counters and floats (Adam)
-            updates, s = optimizer.update(g, s, p)
-        return (optax.apply_updates(p, updates), s), None
+    def epoch_fn(p, s, k):
+        return _epoch(p, s, rest, x, y, k, static)
 
-    if batch_size is None:
-        steps_per_epoch = 1
-
-        @eqx.filter_jit
-        def epoch_fn(p, s, k):
-            (p, s), _ = step((p, s), (x, y))
-            return p, s
-    else:
-        steps_per_epoch = n // batch_size
-
-        @eqx.filter_jit
-        def epoch_fn(p, s, k):
-            perm = jax.random.permutation(k, n)[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
-            (p, s), _ = jax.lax.scan(step, (p, s), (x[perm], y[perm]))
-            return p, s
-
-    @eqx.filter_jit
     def measure(p):
-        out = forward(p, x)
-        acc = jnp.mean((jnp.argmax(out, axis=1) == jnp.argmax(y, axis=1)).astype(out.dtype))
-        return loss_fn(out, y), acc, (None if eval_x is None else forward(p, eval_x))
+        return _measure(p, rest, x, y, eval_x, static)
 
     hist = {"epoch": [], "loss": [], "accuracy": [], "outputs": [], "records": []}
     bar = tqdm(total=epochs, desc=desc, disable=not progress)

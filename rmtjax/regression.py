@@ -1,0 +1,620 @@
+r"""Kernel regression with infinite-width kernels, in neural-tangents' ``nt.predict`` conventions.
+
+Code written for ``neural_tangents.predict`` ports by changing the import: the factories
+:func:`gp_inference`, :func:`gradient_descent_mse` and :func:`gradient_descent_mse_ensemble` take
+the same arguments and return ``predict_fn`` callables with the same signatures and outputs
+(kernels of shape ``(n, n)``, targets ``(n, k)``, outputs traced: ``trace_axes=(-1,)``).
+
+**GP posterior** (Rasmussen & Williams 2006, eq. 2.25-2.26; Lee et al. 2018) with
+:math:`K \leftarrow K + \lambda I`:
+
+.. math::
+    \mu_* = K_{*X} K^{-1} Y, \qquad \Sigma_* = K_{**} - K_{*X} K^{-1} K_{X*},
+
+and the infinite-time ensemble of NTK-trained networks (Lee et al. 2019, eq. 16):
+:math:`\mu_* = \Theta_{*X}\Theta^{-1}Y`,
+:math:`\Sigma_* = K_{**} + \Theta_{*X}\Theta^{-1}K\Theta^{-1}\Theta_{X*}
+- (\Theta_{*X}\Theta^{-1}K_{X*} + \text{h.c.})`.
+
+**Gradient flow** on :math:`L = \frac{1}{2nk}\sum (f - y)^2` with learning rate :math:`\eta`
+(Jacot et al. 2018; Lee et al. 2019, eq. 9-11), in the eigenbasis
+:math:`\Theta = V\Lambda V^\top` and with :math:`\tau = \eta t/(nk)`:
+
+.. math::
+    f_X(t) = Y + V e^{-\Lambda\tau} V^\top (f_X(0) - Y), \qquad
+    f_*(t) = f_*(0) - \Theta_{*X} V \frac{1 - e^{-\Lambda\tau}}{\Lambda} V^\top (f_X(0) - Y),
+
+and the ensemble covariance at time :math:`t` (Lee et al. 2019, eq. 15) with
+:math:`U_t = V\frac{1-e^{-\Lambda\tau}}{\Lambda}V^\top`:
+:math:`\Sigma_*(t) = K_{**} + \Theta_{*X}U_t K U_t\Theta_{X*} - (\Theta_{*X}U_t K_{X*} + \text{h.c.})`.
+
+Numerics: ``t = None`` (infinity) uses a Cholesky factorisation; when it fails the smallest
+jitter :math:`\epsilon\,\overline{\mathrm{diag}K}\,10^j` that makes it succeed is added and
+reported (``predict_fn.jitter``); a kernel with an eigenvalue below
+:math:`-\min(100\,n\,\epsilon, 10^{-3})\lambda_{\max}` is rejected as not positive semi-definite
+with a ``ValueError``. Finite ``t`` uses ``eigh``; eigenvalues within rounding of 0 are treated
+by their limits (:math:`(1-e^{-\lambda\tau})/\lambda \to \tau`, and 0 at :math:`t = \infty`,
+the pseudo-inverse), so ``t = 0`` and ``t = inf`` give no NaN, in values or gradients.
+
+Everything is differentiable (with respect to kernels, targets, ``diag_reg``, ``t``), so
+hyperparameters of a :class:`~rmtjax.kernels.FullyConnected` spec can be tuned by gradient
+descent on a validation loss.
+
+For large ``n`` (up to about 20,000 on a 24 GiB machine) :func:`blocked_kernel` builds the
+kernels block by block with :func:`rmtjax.kernels.kernel` into host memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._validate import check_finite_array, check_nonnegative, concrete
+from .kernels import FullyConnected, Kernel, kernel
+
+__all__ = ["Gaussian", "blocked_kernel", "gp_inference", "gradient_descent_mse", "gradient_descent_mse_ensemble"]
+
+
+class Gaussian(NamedTuple):
+    """A Gaussian over outputs: ``mean`` ``(m, k)`` and ``covariance`` ``(m, m)`` (the same for
+    every output column, the kernels being traced over outputs)."""
+
+    mean: Array
+    covariance: Array
+
+
+# ------------------------------------------------------------------------------------------
+# Validation
+# ------------------------------------------------------------------------------------------
+
+
+def _get(k, g: str):
+    """``k.nngp`` / ``k.ntk`` of a kernel named tuple, or the array itself."""
+    if hasattr(k, g):
+        v = getattr(k, g)
+        if v is None:
+            raise ValueError(f"the kernel has no {g!r} entry")
+        return v
+    return k
+
+
+def _square(k, name: str) -> Array:
+    k = jnp.asarray(k)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {k.shape}")
+    if not jnp.issubdtype(k.dtype, jnp.floating):
+        k = k.astype(float)
+    return check_finite_array(k, name)
+
+
+def _targets(y, n: int) -> Array:
+    y = jnp.asarray(y)
+    if y.ndim != 2 or y.shape[0] != n:
+        raise ValueError(f"y_train must have shape ({n}, k) (one row per training point), got {y.shape}")
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        y = y.astype(float)
+    return check_finite_array(y, "y_train")
+
+
+def _cross(k, name: str, n: int) -> Array:
+    k = jnp.asarray(k)
+    if k.ndim != 2 or k.shape[1] != n:
+        raise ValueError(f"{name} must have shape (m, {n}), got {k.shape}")
+    if not jnp.issubdtype(k.dtype, jnp.floating):
+        k = k.astype(float)
+    return check_finite_array(k, name)
+
+
+def _trace_axes(trace_axes):
+    if tuple(np.atleast_1d(trace_axes)) not in ((-1,), (1,)):
+        raise NotImplementedError(f"only trace_axes=(-1,) (kernels traced over outputs) is supported, got {trace_axes}")
+
+
+def _regularize(k: Array, diag_reg, absolute: bool) -> Array:
+    diag_reg = jnp.asarray(check_nonnegative(diag_reg, "diag_reg"), k.dtype)
+    n = k.shape[0]
+    scale = 1.0 if absolute else jnp.trace(k) / n
+    return k + (diag_reg * scale) * jnp.eye(n, dtype=k.dtype)
+
+
+def _psd_tolerance(n: int, dtype) -> float:
+    return min(100.0 * n * float(jnp.finfo(dtype).eps), 1e-3)
+
+
+def _not_psd_message(name: str, lo, hi) -> str:
+    return (f"{name} is not positive semi-definite: smallest eigenvalue {lo:.3g} against largest {hi:.3g} "
+            "(pass a kernel from rmtjax.kernels.kernel, or a larger diag_reg)")
+
+
+# ------------------------------------------------------------------------------------------
+# Factorisations
+# ------------------------------------------------------------------------------------------
+
+
+class _Eig(NamedTuple):
+    evals: Array  # (n,), clipped at 0
+    evecs: Array  # (n, n)
+    tol: Array  # eigenvalues <= tol are treated as 0
+
+
+def _eigh(a: Array, name: str) -> _Eig:
+    evals, evecs = jnp.linalg.eigh(a)
+    hi = jnp.max(jnp.abs(evals))
+    tol = _psd_tolerance(a.shape[0], a.dtype) * hi
+    lo = evals[0]
+    lo_c, hi_c = concrete(lo), concrete(hi)
+    if lo_c is not None:
+        if not np.isfinite(lo_c) or lo_c < -float(concrete(tol)):
+            raise ValueError(_not_psd_message(name, float(lo_c), float(hi_c)))
+    else:
+        evals = eqx.error_if(evals, ~(lo >= -tol), f"{name} is not positive semi-definite")
+    return _Eig(jnp.maximum(evals, 0.0), evecs, tol)
+
+
+class _Chol(NamedTuple):
+    factor: Array  # lower Cholesky factor of a + jitter I
+    jitter: Array
+
+
+def _cholesky(a: Array, name: str) -> _Chol:
+    n = a.shape[0]
+    eps = float(jnp.finfo(a.dtype).eps)
+    a0 = jax.lax.stop_gradient(a)
+    scale = jnp.maximum(jnp.mean(jnp.abs(jnp.diag(a0))), jnp.finfo(a.dtype).tiny)
+    levels = [0.0] + [eps * 10.0**j for j in range(9) if eps * 10.0**j <= 1e-3]
+
+    def works(j):
+        jit = jnp.asarray(levels, a.dtype)[j] * scale
+        return jnp.all(jnp.isfinite(jnp.linalg.cholesky(a0 + jit * jnp.eye(n, dtype=a.dtype))))
+
+    # the smallest jitter that factorises (searched without gradients)
+    j = jax.lax.while_loop(lambda j: (j < len(levels)) & ~works(jnp.minimum(j, len(levels) - 1)),
+                           lambda j: j + 1, jnp.asarray(0))
+    jc = concrete(j)
+    if jc is not None and int(jc) == len(levels):
+        ev = np.linalg.eigvalsh(np.asarray(a0, np.float64))
+        raise ValueError(_not_psd_message(name, ev[0], np.abs(ev).max()))
+    jitter = jnp.asarray(levels, a.dtype)[jnp.minimum(j, len(levels) - 1)] * scale
+    factor = jnp.linalg.cholesky(a + jitter * jnp.eye(n, dtype=a.dtype))
+    if jc is None:
+        factor = eqx.error_if(factor, j >= len(levels), f"{name} is not positive semi-definite")
+    return _Chol(factor, jitter)
+
+
+def _cho_solve(c: _Chol, b: Array) -> Array:
+    return jax.scipy.linalg.cho_solve((c.factor, True), b)
+
+
+def _decay(e: _Eig, tau: Array) -> tuple[Array, Array]:
+    r"""For times ``tau`` (shape ``(T,)``, may be inf): ``exp(-lambda tau) - 1`` and
+    ``(1 - exp(-lambda tau)) / lambda``, both ``(T, n)``, safe at lambda -> 0, tau = 0, inf."""
+    lam = e.evals[None, :]
+    live = lam > e.tol
+    finite = jnp.isfinite(tau)[:, None]
+    tau_f = jnp.where(finite, tau[:, None], 0.0)
+    lam_s = jnp.where(live, lam, 1.0)
+    x = jnp.where(live, lam_s, 0.0) * tau_f
+    em1 = jnp.where(finite, jnp.expm1(-x), jnp.where(live, -1.0, 0.0))
+    # (1 - e^{-lam tau}) / lam: its limit tau at lam = 0 (finite tau), the pseudo-inverse at tau = inf
+    inv = jnp.where(live, -em1 / lam_s, jnp.where(finite, tau_f, 0.0))
+    return em1, inv
+
+
+def _times(t, learning_rate, size: int, dtype) -> tuple[Array, tuple]:
+    t = jnp.asarray(t)
+    if not jnp.issubdtype(t.dtype, jnp.floating):
+        t = t.astype(dtype)
+    t = t.astype(dtype)
+    tc = concrete(t)
+    if tc is not None:
+        if np.any(np.isnan(tc)) or np.any(tc < 0):
+            raise ValueError(f"t must be >= 0 (inf allowed), got {tc}")
+    else:
+        t = eqx.error_if(t, jnp.any(jnp.isnan(t) | (t < 0)), "t must be >= 0 (inf allowed)")
+    lr = jnp.asarray(learning_rate, dtype)
+    lrc = concrete(lr)
+    if lrc is not None and not (np.isfinite(lrc) and lrc > 0):
+        raise ValueError(f"learning_rate must be finite and > 0, got {lrc}")
+    return (t * lr / size).reshape(-1), t.shape
+
+
+# ------------------------------------------------------------------------------------------
+# gp_inference
+# ------------------------------------------------------------------------------------------
+
+
+class GPInference:
+    """``predict_fn(get=None, k_test_train=None, k_test_test=None)`` of :func:`gp_inference`.
+
+    Attributes:
+        jitter: per kernel (``"nngp"``, ``"ntk"``) the jitter added to factorise it (after
+            ``diag_reg``), filled in as the kernels are factorised.
+    """
+
+    def __init__(self, k_train_train, y_train, diag_reg, diag_reg_absolute_scale):
+        self._k = k_train_train
+        first = k_train_train
+        if hasattr(k_train_train, "nngp") or hasattr(k_train_train, "ntk"):
+            first = getattr(k_train_train, "nngp", None)
+            first = getattr(k_train_train, "ntk", None) if first is None else first
+        n = _square(first, "k_train_train").shape[0]
+        self._y = _targets(y_train, n)
+        self._n = n
+        self._diag_reg = diag_reg
+        self._absolute = diag_reg_absolute_scale
+        check_nonnegative(diag_reg, "diag_reg")
+        self._chol: dict[str, _Chol] = {}
+        self._kinv_y: dict[str, Array] = {}
+        self.jitter: dict[str, Array] = {}
+
+    def _factor(self, g: str) -> _Chol:
+        if g not in self._chol:
+            k = _square(_get(self._k, g), f"k_train_train.{g}")
+            if k.shape[0] != self._n:
+                raise ValueError(f"k_train_train.{g} must be ({self._n}, {self._n}), got {k.shape}")
+            c = _cholesky(_regularize(k, self._diag_reg, self._absolute), f"k_train_train.{g}")
+            self._chol[g] = c
+            self.jitter[g] = c.jitter
+        return self._chol[g]
+
+    def _solve(self, g: str, b: Array) -> Array:
+        return _cho_solve(self._factor(g), b.astype(self._factor(g).factor.dtype))
+
+    def __call__(self, get=None, k_test_train=None, k_test_test=None):
+        names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str) else tuple(get))
+        for g in names:
+            if g not in ("nngp", "ntk", "ntkgp"):
+                raise ValueError(f"get must be 'nngp', 'ntk', 'ntkgp' or a tuple of them, got {get!r}")
+        out = {}
+        for g in names:
+            kg = "ntk" if g == "ntkgp" else g
+            if kg not in self._kinv_y:
+                self._kinv_y[kg] = self._solve(kg, self._y)
+            if k_test_train is None:
+                dt = self._factor(kg).factor.dtype
+                mean = self._y.astype(dt)
+                out[g] = Gaussian(mean, jnp.zeros((self._n, self._n), dt)) if k_test_test is not None else mean
+                continue
+            k_td = _cross(_get(k_test_train, kg), f"k_test_train.{kg}", self._n)
+            mean = k_td @ self._kinv_y[kg]
+            if k_test_test is None:
+                out[g] = mean
+                continue
+            init = "ntk" if g == "ntkgp" else "nngp"
+            k_tt = _square(_get(k_test_test, init), f"k_test_test.{init}")
+            k_td_init = _cross(_get(k_test_train, init), f"k_test_train.{init}", self._n)
+            if g in ("nngp", "ntkgp"):
+                cov = k_tt - k_td @ self._solve(kg, k_td_init.T)
+            else:
+                k_nngp = _square(_get(self._k, "nngp"), "k_train_train.nngp")
+                term_1 = self._solve("ntk", k_td.T)  # Theta^{-1} Theta_{X*}
+                term_2 = k_td @ self._solve("ntk", k_td_init.T)  # Theta_{*X} Theta^{-1} K_{X*}
+                cov = k_tt + term_1.T @ k_nngp @ term_1 - (term_2 + term_2.T)
+            out[g] = Gaussian(mean, cov)
+        if isinstance(get, str):
+            return out[get]
+        return collections.namedtuple("Gaussians", names)(*(out[g] for g in names))
+
+
+def gp_inference(
+    k_train_train: Kernel | Float[ArrayLike, "n n"],
+    y_train: Float[ArrayLike, "n k"],
+    diag_reg: float = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    trace_axes=(-1,),
+) -> GPInference:
+    r"""Posterior of NNGP / NTK / NTK-GP inference (``neural_tangents.predict.gp_inference``).
+
+    Args:
+        k_train_train: train-train kernel: an ``(n, n)`` array or a ``Kernel(nngp, ntk)``
+            (both are needed for the NTK posterior covariance).
+        y_train: targets ``(n, k)``.
+        diag_reg: :math:`\lambda \ge 0`, added as :math:`\lambda\,\mathrm{tr}(K)/n` to the
+            diagonal (or :math:`\lambda` with ``diag_reg_absolute_scale=True``).
+        diag_reg_absolute_scale: see ``diag_reg``.
+        trace_axes: only ``(-1,)``: the kernels are shared by all output columns.
+
+    Returns:
+        ``predict_fn(get=None, k_test_train=None, k_test_test=None)``: for each ``get`` in
+        ``"nngp"``, ``"ntk"``, ``"ntkgp"`` (default ``("nngp", "ntk")``) the posterior mean
+        ``(m, k)`` on the test points, or a :class:`Gaussian` ``(mean, covariance)`` when
+        ``k_test_test`` is given; a named tuple ``Gaussians`` for a tuple ``get``, the value
+        itself for a string. ``k_test_train=None`` predicts the training set (``N(y, 0)``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rmtjax.kernels import FullyConnected, kernel
+        >>> x = jax.random.normal(jax.random.key(0), (20, 3)); y = jnp.sin(x[:, :1])
+        >>> xt = jax.random.normal(jax.random.key(1), (5, 3))
+        >>> net = FullyConnected(2, 1.5, 0.1)
+        >>> predict_fn = gp_inference(kernel(x, None, net), y, diag_reg=1e-4)
+        >>> post = predict_fn("nngp", kernel(xt, x, net), kernel(xt, None, net))
+        >>> post.mean.shape, post.covariance.shape
+        ((5, 1), (5, 5))
+    """
+    _trace_axes(trace_axes)
+    return GPInference(k_train_train, y_train, diag_reg, diag_reg_absolute_scale)
+
+
+# ------------------------------------------------------------------------------------------
+# gradient_descent_mse
+# ------------------------------------------------------------------------------------------
+
+
+class GradientDescentMSE:
+    """``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)`` of
+    :func:`gradient_descent_mse`.
+
+    Attributes:
+        jitter: jitter added to the regularised kernel by the Cholesky factorisation used at
+            ``t = None`` (``None`` until first used).
+    """
+
+    def __init__(self, k_train_train, y_train, learning_rate, diag_reg, diag_reg_absolute_scale):
+        k = _square(k_train_train, "k_train_train")
+        self._n = k.shape[0]
+        self._y = _targets(y_train, self._n)
+        self._a = _regularize(k, diag_reg, diag_reg_absolute_scale)
+        self._lr = learning_rate
+        _times(0.0, learning_rate, 1, k.dtype)  # validates learning_rate
+        self._eig: _Eig | None = None
+        self._chol: _Chol | None = None
+        self.jitter = None
+
+    def _fx0(self, fx, name, rows):
+        fx = jnp.asarray(fx, self._a.dtype)
+        if fx.ndim == 0:
+            return jnp.broadcast_to(fx, (rows, self._y.shape[1]))
+        if fx.shape != (rows, self._y.shape[1]):
+            raise ValueError(f"{name} must be a scalar or have shape ({rows}, {self._y.shape[1]}), got {fx.shape}")
+        return check_finite_array(fx, name)
+
+    def __call__(self, t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
+        if fx_train_0 is None and fx_test_0 is None:
+            raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
+        if fx_test_0 is not None and k_test_train is None:
+            raise ValueError("k_test_train is required for test predictions (fx_test_0 is given)")
+        y = self._y.astype(self._a.dtype)
+        f0 = None if fx_train_0 is None else self._fx0(fx_train_0, "fx_train_0", self._n)
+        k_td = None
+        if fx_test_0 is not None:
+            k_td = _cross(k_test_train, "k_test_train", self._n).astype(self._a.dtype)
+            ft0 = self._fx0(fx_test_0, "fx_test_0", k_td.shape[0])
+        rhs = (y if f0 is None else y - f0)  # Y - f_X(0)
+        if t is None:
+            if self._chol is None:
+                self._chol = _cholesky(self._a, "k_train_train")
+                self.jitter = self._chol.jitter
+            fx_train = y
+            fx_test = None if k_td is None else ft0 + k_td @ _cho_solve(self._chol, rhs)
+        else:
+            if self._eig is None:
+                self._eig = _eigh(self._a, "k_train_train")
+            tau, shape = _times(t, self._lr, self._y.size, self._a.dtype)
+            em1, inv = _decay(self._eig, tau)  # (T, n)
+            v = self._eig.evecs
+            proj = v.T @ rhs  # (n, k)
+            fx_train = None
+            if f0 is not None:
+                fx_train = f0[None] - jnp.einsum("in,tn,nk->tik", v, em1, proj)
+                fx_train = fx_train.reshape(shape + fx_train.shape[1:])
+            fx_test = None
+            if k_td is not None:
+                fx_test = ft0[None] + jnp.einsum("mn,tn,nk->tmk", k_td @ v, inv, proj)
+                fx_test = fx_test.reshape(shape + fx_test.shape[1:])
+        if fx_train_0 is None:
+            return fx_test
+        if fx_test_0 is None:
+            return fx_train
+        return fx_train, fx_test
+
+
+def gradient_descent_mse(
+    k_train_train: Float[ArrayLike, "n n"],
+    y_train: Float[ArrayLike, "n k"],
+    learning_rate: float = 1.0,
+    diag_reg: float = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    trace_axes=(-1,),
+) -> GradientDescentMSE:
+    r"""Outputs of gradient flow on the MSE, for a linearised network with kernel ``k_train_train``
+    (``neural_tangents.predict.gradient_descent_mse``).
+
+    See the module docstring for the formulas; ``t`` is in units of the learning rate
+    (absolute time ``learning_rate * t``), as in neural-tangents, and the loss is
+    :math:`\frac{1}{2nk}\sum(f - y)^2` (:func:`rmtjax.finite.mse`), so ``t`` steps of full-batch
+    gradient descent with step ``learning_rate`` and a small enough step approach ``predict_fn(t)``.
+
+    Args:
+        k_train_train: ``(n, n)`` NTK (or NNGP for readout-only training) on the training set.
+        y_train: ``(n, k)`` targets.
+        learning_rate: :math:`\eta > 0`.
+        diag_reg, diag_reg_absolute_scale: ridge, as in :func:`gp_inference`.
+        trace_axes: only ``(-1,)``.
+
+    Returns:
+        ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)``: the training
+        outputs at ``t`` (``fx_test_0=None``), the test outputs (``fx_train_0=None``) or both as a
+        tuple; ``t`` may be a scalar or an array of times (a leading axis per time axis),
+        ``None`` or ``inf`` for the end of training.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rmtjax.kernels import FullyConnected, kernel
+        >>> x = jax.random.normal(jax.random.key(0), (20, 3)); y = jnp.sin(x[:, :1])
+        >>> xt = jax.random.normal(jax.random.key(1), (5, 3))
+        >>> net = FullyConnected(2, 1.5, 0.1)
+        >>> predict_fn = gradient_descent_mse(kernel(x, None, net).ntk, y)
+        >>> f_train, f_test = predict_fn(jnp.array([0.0, 10.0, jnp.inf]), 0.0, 0.0, kernel(xt, x, net).ntk)
+        >>> f_train.shape, f_test.shape
+        ((3, 20, 1), (3, 5, 1))
+    """
+    _trace_axes(trace_axes)
+    return GradientDescentMSE(k_train_train, y_train, learning_rate, diag_reg, diag_reg_absolute_scale)
+
+
+def gradient_descent_mse_ensemble(
+    kernel_fn: FullyConnected | Callable,
+    x_train: Float[ArrayLike, "n d"],
+    y_train: Float[ArrayLike, "n k"],
+    learning_rate: float = 1.0,
+    diag_reg: float = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    trace_axes=(-1,),
+):
+    r"""Mean and covariance of an infinite ensemble of infinitely wide networks trained by
+    gradient flow on the MSE (``neural_tangents.predict.gradient_descent_mse_ensemble``).
+
+    Args:
+        kernel_fn: a :class:`~rmtjax.kernels.FullyConnected` spec or a ``kernel_fn(x1, x2)``
+            returning ``Kernel(nngp, ntk)`` (e.g. :mod:`rmtjax.stax`'s).
+        x_train, y_train: training data ``(n, d)``, ``(n, k)``.
+        learning_rate, diag_reg, diag_reg_absolute_scale, trace_axes: as in
+            :func:`gradient_descent_mse`.
+
+    Returns:
+        ``predict_fn(t=None, x_test=None, get=None, compute_cov=False)``: for each ``get``
+        (``"nngp"``: only the readout trained, the NNGP acting as the NTK; ``"ntk"``: every
+        layer trained) the mean ``(..., m, k)`` at times ``t`` (``None``: infinity), or a
+        :class:`Gaussian` with the ``(..., m, m)`` covariance when ``compute_cov``; a named tuple
+        ``Gaussians`` for a tuple ``get``. ``x_test=None`` predicts the training points.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rmtjax.kernels import FullyConnected
+        >>> x = jax.random.normal(jax.random.key(0), (20, 3)); y = jnp.sin(x[:, :1])
+        >>> predict_fn = gradient_descent_mse_ensemble(FullyConnected(2, 1.5, 0.1), x, y)
+        >>> out = predict_fn(t=1.0, x_test=x[:4], get="ntk", compute_cov=True)
+        >>> out.mean.shape, out.covariance.shape
+        ((4, 1), (4, 4))
+    """
+    _trace_axes(trace_axes)
+    if isinstance(kernel_fn, FullyConnected):
+        spec = kernel_fn
+        kernel_fn = lambda x1, x2: kernel(x1, x2, spec)  # noqa: E731
+    x_train = jnp.asarray(x_train)
+    k_dd = kernel_fn(x_train, None)
+    n = x_train.shape[0]
+    y = _targets(y_train, n)
+    size = y.size
+    eigs: dict[str, _Eig] = {}
+    chols: dict[str, _Chol] = {}
+
+    def eig(g):
+        if g not in eigs:
+            eigs[g] = _eigh(_regularize(_square(_get(k_dd, g), f"k_train_train.{g}"), diag_reg,
+                                        diag_reg_absolute_scale), f"k_train_train.{g}")
+        return eigs[g]
+
+    gp = GPInference(k_dd, y, diag_reg, diag_reg_absolute_scale)
+
+    def predict_fn(t=None, x_test=None, get=None, compute_cov=False):
+        names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str) else tuple(get))
+        for g in names:
+            if g not in ("nngp", "ntk"):
+                raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them, got {get!r}")
+        k_td = k_tt = None
+        if x_test is not None:
+            k_td = kernel_fn(jnp.asarray(x_test), x_train)
+            k_tt = kernel_fn(jnp.asarray(x_test), None) if compute_cov else None
+        if t is None:  # infinite time: the GP posterior (Cholesky), as neural-tangents does
+            res = gp(names, k_td, (k_tt if x_test is not None else k_dd) if compute_cov else None)
+            return res[0] if isinstance(get, str) else res
+        k_nngp = _get(k_dd, "nngp")
+        out = {}
+        for g in names:
+            e = eig(g)
+            dt = e.evecs.dtype
+            tau, shape = _times(t, learning_rate, size, dt)
+            em1, inv = _decay(e, tau)  # (T, n)
+            proj = e.evecs.T @ y.astype(dt)
+            if k_td is None:  # training set
+                mean = -jnp.einsum("in,tn,nk->tik", e.evecs, em1, proj)
+            else:
+                kv = _get(k_td, g) @ e.evecs  # Theta_{*X} V
+                mean = jnp.einsum("mn,tn,nk->tmk", kv, inv, proj)
+            mean = mean.reshape(shape + mean.shape[1:])
+            if not compute_cov:
+                out[g] = mean
+                continue
+            if k_td is None and g == "nngp":  # V diag(lambda e^{-2 lambda tau}) V^T
+                cov = jnp.einsum("in,tn,jn->tij", e.evecs, e.evals[None, :] * (em1 + 1.0) ** 2, e.evecs)
+            elif k_td is None:  # E K E with E = exp(-Theta tau)
+                ex = jnp.einsum("in,tn,jn->tij", e.evecs, em1 + 1.0, e.evecs)
+                cov = jnp.einsum("tij,jk,tlk->til", ex, k_nngp, ex)
+            elif g == "nngp":  # K_** - K_*X V diag((1 - e^{-2 lambda tau}) / lambda) V^T K_X*
+                _, inv2 = _decay(e, 2.0 * tau)
+                kv = _get(k_td, "nngp") @ e.evecs
+                cov = _get(k_tt, "nngp")[None] - jnp.einsum("mn,tn,ln->tml", kv, inv2, kv)
+            else:  # K_** + Theta_*X U K U Theta_X* - (Theta_*X U K_X* + h.c.)
+                a = kv[None] * inv[:, None, :]  # (T, m, n) = Theta_*X V diag(inv)
+                kvv = e.evecs.T @ k_nngp @ e.evecs
+                cross = jnp.einsum("tmn,np->tmp", a, e.evecs.T @ _get(k_td, "nngp").T)
+                cov = (_get(k_tt, "nngp")[None] + jnp.einsum("tmn,np,tqp->tmq", a, kvv, a)
+                       - cross - jnp.swapaxes(cross, 1, 2))
+            out[g] = Gaussian(mean, cov.reshape(shape + cov.shape[1:]))
+        if isinstance(get, str):
+            return out[get]
+        return collections.namedtuple("Gaussians", names)(*(out[g] for g in names))
+
+    return predict_fn
+
+
+# ------------------------------------------------------------------------------------------
+# Large kernels
+# ------------------------------------------------------------------------------------------
+
+
+def blocked_kernel(
+    x1: Float[ArrayLike, "n1 d"],
+    x2: Float[ArrayLike, "n2 d"] | None,
+    net: FullyConnected,
+    *,
+    block: int = 2048,
+    dtype=np.float64,
+    progress: bool = False,
+) -> Kernel:
+    """``kernel(x1, x2, net)`` assembled block by block into host (NumPy) memory.
+
+    Each ``block x block`` piece is one call of :func:`rmtjax.kernels.kernel` (itself tiled),
+    so device memory stays ``O(block^2)`` and the result needs ``2 n1 n2`` host numbers
+    (n = 20,000 in float64: 6.4 GB for NNGP and NTK). With ``x2=None`` only the blocks on and
+    above the diagonal are computed and mirrored.
+
+    Example:
+        >>> import jax
+        >>> x = jax.random.normal(jax.random.key(0), (300, 5))
+        >>> k = blocked_kernel(x, None, FullyConnected(2), block=128)
+        >>> k.ntk.shape
+        (300, 300)
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(block, int) or block < 8:
+        raise ValueError(f"block must be an integer >= 8, got {block!r}")
+    a = np.asarray(x1)
+    sym = x2 is None
+    b = a if sym else np.asarray(x2)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"x1 and x2 must be 2-d with the same number of columns, got {a.shape} and {b.shape}")
+    n1, n2 = a.shape[0], b.shape[0]
+    nngp = np.empty((n1, n2), dtype)
+    ntk = np.empty((n1, n2), dtype)
+    pairs = [(i, j) for i in range(0, n1, block) for j in range(i if sym else 0, n2, block)]
+    for i, j in tqdm(pairs, desc="kernel blocks", disable=not progress):
+        k = kernel(a[i : i + block], None if (sym and i == j) else b[j : j + block], net)
+        kn, kt = np.asarray(k.nngp), np.asarray(k.ntk)
+        nngp[i : i + block, j : j + block] = kn
+        ntk[i : i + block, j : j + block] = kt
+        if sym and i != j:
+            nngp[j : j + block, i : i + block] = kn.T
+            ntk[j : j + block, i : i + block] = kt.T
+    return Kernel(nngp, ntk)
