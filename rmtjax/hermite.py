@@ -1,0 +1,1016 @@
+r"""Hermite coefficient maps, dual and compositional kernels, and their branching processes.
+
+Liang & Tran-Bach (2020), "Mehler's formula, branching processes, and compositional kernels of
+deep neural networks" (arXiv:2004.04767). Write an activation in the orthonormal probabilists'
+Hermite basis :math:`h_k = He_k/\sqrt{k!}` (the package's normalization, as
+:func:`rmtjax._numerics.hermite_table`):
+
+.. math::
+    \sigma(\sqrt q\,z) = \sum_{k\ge0} a_k(q)\,h_k(z),\qquad a_k(q) = \mathbb E[\sigma(\sqrt q z)h_k(z)].
+
+For unit-norm inputs with correlation :math:`\rho`, Mehler's formula gives the dual kernel
+:math:`G(\rho) = \mathbb E[\sigma(u)\sigma(v)] = \sum_k a_k^2\rho^k` (their eq. 2.3). When
+:math:`\sum_k a_k^2 = 1` (the activation rescaled to unit second moment, equivalently
+:math:`\sigma_w^2 = 1/\mathbb E[\sigma(z)^2]`), :math:`p_k = a_k^2` is an offspring law, :math:`G`
+its probability generating function, and the :math:`L`-layer compositional kernel
+:math:`K^{(L)} = G\circ\cdots\circ G` is the PGF of the generation-:math:`L` population
+:math:`Z^{(L)}` of a Galton-Watson process (their Sec. 3). With
+:math:`\mu = \sum_k k a_k^2 = G'(1)` and :math:`\mu^* = \sum_k a_k^2 k\log k`:
+
+* :math:`\mu \le 1`, :math:`a_1^2 < 1`: :math:`K^{(L)}(\rho) \to 1` for :math:`\rho \in [0, 1]`;
+* :math:`a_1^2 = 1`: :math:`K^{(L)}(\rho) = \rho`;
+* :math:`\mu > 1`: :math:`K^{(L)}(\rho) \to \xi` for :math:`\rho \in [0, 1)` (unscaled limit) and
+  :math:`K^{(L)}(e^{-t/\mu^L}) \to \mathbb E[e^{-tW}] = \xi + (1-\xi)\,\mathbb E[e^{-tW}\mid
+  W > 0]` (rescaled limit), with :math:`\xi` the extinction probability and :math:`W` the limit of
+  :math:`Z^{(L)}/\mu^L` (Kesten-Stigum: non-degenerate iff :math:`\mu^* < \infty`).
+
+A truncated coefficient vector ``a_0..a_N`` always has :math:`\mu^* < \infty`: the quantities
+here are those of the truncated law :math:`p_k \propto a_k^2, k \le N`. For the ReLU family
+:math:`a_k^2 \sim k^{-5/2}`, so :math:`\mu` of the order-:math:`N` truncation is off by
+:math:`O(N^{-1/2})`; the exact :math:`\mu = \mathbb E[\sigma'(z)^2]/\mathbb E[\sigma(z)^2]`
+(:func:`activation_mu`) uses :math:`\sum_k k a_k^2 = \mathbb E[\sigma'(z)^2]`.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from rmtjax.activations import Tanh
+    >>> a = normalized(hermite_coefficients(Tanh(), order=40))
+    >>> K = compositional_kernel(a, jnp.array(0.5), depth=5)   # K^(0..5)(0.5)
+    >>> bp = branching_process(a)                              # mu ~ 1.18: supercritical, xi = 0
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from . import activations as A
+from ._numerics import gauss_hermite, hermite_table, safe_sqrt
+from ._validate import check_finite_array, check_matrix, check_nonnegative, concrete
+from .gaussian import AbstractMethod, ClosedForm, GaussHermite, _mehler_sum, gaussian_expectations
+from .gaussian import hermite_coefficients_at
+from .solve import Solution, fixed_point
+
+__all__ = [
+    "Auto",
+    "BranchingProcess",
+    "ClosedForm",
+    "Features",
+    "GaussHermite",
+    "GaussLegendre",
+    "Memorization",
+    "MemorizationBounds",
+    "Phase",
+    "Trapezoid",
+    "activation_mu",
+    "branching_process",
+    "compositional_features",
+    "compositional_kernel",
+    "dual_kernel",
+    "extinction_probability",
+    "hermite_coefficients",
+    "memorization_bounds",
+    "memorization_depth",
+    "normalized",
+    "offspring_distribution",
+    "rescaled_limit",
+    "ridge_predict",
+    "unscaled_limit",
+]
+
+_PHI0 = 1.0 / math.sqrt(2.0 * math.pi)
+
+# --------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------
+
+
+class Trapezoid(AbstractMethod):
+    """Trapezoidal rule of spacing ``step`` on ``[-cutoff, cutoff]`` in ``z``
+    (:func:`rmtjax.gaussian.hermite_coefficients_at`): exponentially convergent for analytic
+    activations (tanh, sigmoid, softplus, SiLU, GELU, erf), only :math:`O(h^2)` at a kink."""
+
+    step: float = eqx.field(static=True, default=0.04)
+    cutoff: float = eqx.field(static=True, default=13.0)
+
+    def __check_init__(self):
+        if not (0.001 <= self.step <= 0.25):
+            raise ValueError(f"Trapezoid: 'step' must be in [0.001, 0.25], got {self.step!r}")
+        if not (8.0 <= self.cutoff <= 40.0):
+            raise ValueError(f"Trapezoid: 'cutoff' must be in [8, 40], got {self.cutoff!r}")
+
+
+class GaussLegendre(AbstractMethod):
+    """Composite Gauss-Legendre rule, ``panels`` panels of ``deg`` nodes on each of
+    ``[-cutoff, 0]`` and ``[0, cutoff]``: the integral is split at the kink ``x = 0`` of the ReLU
+    family, ELU, ... (for any variance), so each piece is smooth and the rule converges
+    geometrically."""
+
+    deg: int = eqx.field(static=True, default=48)
+    panels: int = eqx.field(static=True, default=3)
+    cutoff: float = eqx.field(static=True, default=13.0)
+
+    def __check_init__(self):
+        if not (isinstance(self.deg, int) and 2 <= self.deg <= 400):
+            raise ValueError(f"GaussLegendre: 'deg' must be an integer in [2, 400], got {self.deg!r}")
+        if not (isinstance(self.panels, int) and 1 <= self.panels <= 64):
+            raise ValueError(f"GaussLegendre: 'panels' must be an integer in [1, 64], got {self.panels!r}")
+        if not (8.0 <= self.cutoff <= 40.0):
+            raise ValueError(f"GaussLegendre: 'cutoff' must be in [8, 40], got {self.cutoff!r}")
+
+
+class Auto(AbstractMethod):
+    """Closed form when the activation has one here (polynomials, Hermite, ReLU family, sign,
+    rectified monomials, erf, GELU, sin/cos/RBF, exp, Gaussian), else ``numerical``
+    (default :class:`Trapezoid`; pass :class:`GaussLegendre` for an activation with a kink at 0
+    such as ELU)."""
+
+    numerical: AbstractMethod = Trapezoid()
+
+
+# --------------------------------------------------------------------------------------
+# Closed forms (static NumPy tables times traced parameter-dependent factors)
+# --------------------------------------------------------------------------------------
+
+
+def _lgamma(x):
+    from scipy.special import gammaln
+
+    return gammaln(np.asarray(x, dtype=np.float64))
+
+
+def _he0_over_sqrt_fact(m: np.ndarray, k: np.ndarray) -> np.ndarray:
+    r""":math:`He_m(0)/\sqrt{k!}` for integer arrays ``m, k`` (``m < 0`` gives 0), in log space:
+    :math:`He_{2j}(0) = (-1)^j (2j)!/(2^j j!)`."""
+    m = np.asarray(m)
+    k = np.asarray(k)
+    out = np.zeros(np.broadcast(m, k).shape)
+    even = (m >= 0) & (m % 2 == 0)
+    j = np.where(even, m // 2, 0)
+    logv = _lgamma(2 * j + 1) - j * math.log(2) - _lgamma(j + 1) - 0.5 * _lgamma(k + 1)
+    return np.where(even, np.where(j % 2 == 0, 1.0, -1.0) * np.exp(logv), out)
+
+
+@functools.lru_cache(maxsize=None)
+def _rectified_table(n: int, order: int) -> np.ndarray:
+    r""":math:`\mathbb E[z_+^n h_k(z)]`, ``k = 0..order``: for ``k > n`` by integrating by parts
+    ``n + 1`` times, :math:`n!\,\varphi(0)He_{k-n-1}(0)/\sqrt{k!}`; for ``k <= n`` from the
+    half-line moments :math:`\mathbb E[z_+^m] = 2^{m/2}\Gamma(\tfrac{m+1}{2})/(2\sqrt\pi)`."""
+    from numpy.polynomial.hermite_e import herme2poly
+
+    k = np.arange(order + 1)
+    out = math.factorial(n) * _PHI0 * _he0_over_sqrt_fact(k - n - 1, k)
+    for kk in range(min(n, order) + 1):
+        e = herme2poly([0] * kk + [1])
+        mom = [2 ** ((n + j) / 2) * math.gamma((n + j + 1) / 2) / (2 * math.sqrt(math.pi)) for j in range(len(e))]
+        out[kk] = float(np.dot(e, mom)) / math.sqrt(math.factorial(kk))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _erf_table(order: int) -> np.ndarray:
+    r""":math:`(2j-1)!!/\sqrt{(2j+1)!}` at odd ``k = 2j + 1`` (0 at even ``k``)."""
+    k = np.arange(order + 1)
+    j = np.maximum((k - 1) // 2, 0)
+    logv = _lgamma(2 * j + 1) - j * math.log(2) - _lgamma(j + 1) - 0.5 * _lgamma(k + 1)
+    return np.where(k % 2 == 1, np.exp(logv), 0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _even_table(order: int) -> np.ndarray:
+    r""":math:`(2j-1)!!/\sqrt{(2j)!}` at even ``k = 2j`` (0 at odd ``k``)."""
+    k = np.arange(order + 1)
+    j = k // 2
+    logv = _lgamma(2 * j + 1) - j * math.log(2) - _lgamma(j + 1) - 0.5 * _lgamma(k + 1)
+    return np.where(k % 2 == 0, np.exp(logv), 0.0)
+
+
+def _row(v, nd: int):
+    v = jnp.asarray(v)
+    return v.reshape((1,) * nd + v.shape)
+
+
+def _powers(x: Array, order: int, scale: np.ndarray | None = None) -> Array:
+    r""":math:`x^k\,s_k`, ``k = 0..order`` (shape ``x.shape + (order + 1,)``) as a cumulative
+    product, so the derivative at ``x = 0`` is finite (``scale[k]`` multiplies step ``k``)."""
+    nd = x.ndim
+    steps = jnp.broadcast_to(x[..., None], x.shape + (order,))
+    if scale is not None:
+        steps = steps * _row(jnp.asarray(scale[1:], x.dtype), nd)
+    first = jnp.ones(x.shape + (1,), x.dtype)
+    return jnp.cumprod(jnp.concatenate([first, steps], axis=-1), axis=-1)
+
+
+def _erf_coefficients(a, beta: Array, order: int) -> Array:
+    r"""Coefficients of :math:`a\,\mathrm{erf}(\beta z)`: at :math:`k = 2j+1`,
+    :math:`a\frac{2\beta}{\sqrt\pi\sqrt{1+2\beta^2}}(-r)^j\frac{(2j-1)!!}{\sqrt{(2j+1)!}}`,
+    :math:`r = 2\beta^2/(1+2\beta^2)` (Stein's lemma and the Gaussian integral
+    :math:`\mathbb E[e^{-cz^2}He_{2j}(z)] = (1+2c)^{-1/2}(-2c/(1+2c))^j(2j-1)!!`)."""
+    nd = beta.ndim
+    b2 = beta * beta
+    r = -2 * b2 / (1 + 2 * b2)
+    # r^j at k = 2j + 1 (and k = 2j): powers of sqrt-free r, indexed by j = k // 2
+    rj = _powers(r, order // 2 + 1)[..., np.arange(order + 1) // 2]
+    front = a * 2 * beta / (math.sqrt(math.pi) * jnp.sqrt(1 + 2 * b2))
+    return front[..., None] * rj * _row(jnp.asarray(_erf_table(order), beta.dtype), nd)
+
+
+def _gaussian_bump_coefficients(a, c: Array, order: int) -> Array:
+    r"""Coefficients of :math:`a e^{-cz^2}` (:math:`c > -1/2`): at :math:`k = 2j`,
+    :math:`a(1+2c)^{-1/2}(-2c/(1+2c))^j(2j-1)!!/\sqrt{(2j)!}`."""
+    r = -2 * c / (1 + 2 * c)
+    rj = _powers(r, order // 2 + 1)[..., np.arange(order + 1) // 2]
+    front = a / jnp.sqrt(1 + 2 * c)
+    return front[..., None] * rj * _row(jnp.asarray(_even_table(order), c.dtype), c.ndim)
+
+
+def _sin_coefficients(a, beta: Array, c, order: int) -> Array:
+    r""":math:`a\sin(\beta z + c)`: :math:`a\,\beta^k e^{-\beta^2/2}\sin(c + k\pi/2)/\sqrt{k!}`
+    (imaginary part of :math:`\mathbb E[e^{i(\beta z + c)}He_k(z)] = e^{ic}(i\beta)^k e^{-\beta^2/2}`)."""
+    k = np.arange(order + 1)
+    scale = np.concatenate([[1.0], 1.0 / np.sqrt(np.maximum(k[1:], 1))])
+    pw = _powers(beta, order, scale)
+    phase = jnp.sin(jnp.asarray(c)[..., None] + _row(jnp.asarray(k * (math.pi / 2), beta.dtype), beta.ndim))
+    return (a * jnp.exp(-0.5 * beta * beta))[..., None] * pw * phase
+
+
+def _pad(c: Array, order: int) -> Array:
+    n = c.shape[-1]
+    if n > order + 1:
+        return c[..., : order + 1]
+    return jnp.concatenate([c, jnp.zeros(c.shape[:-1] + (order + 1 - n,), c.dtype)], axis=-1)
+
+
+def _closed_form(act, q: Array, order: int):
+    """Closed-form coefficients, or ``None`` if ``act`` has none here."""
+    nd = q.ndim
+    dt = q.dtype
+    sq = safe_sqrt(q)
+    k = np.arange(order + 1)
+    e1 = _row(jnp.asarray((k == 1).astype(float), dt), nd)
+    e0 = _row(jnp.asarray((k == 0).astype(float), dt), nd)
+    relu = _row(jnp.asarray(_rectified_table(1, order), dt), nd)
+
+    if isinstance(act, A.Monomial | A.Hermite) or type(act) is A.Polynomial:
+        from .activations import _poly_dual_terms
+
+        s = _poly_dual_terms(act.coef.astype(dt), q)  # p(sqrt q z) = sum_l s_l(q) q^{l/2} h_l(z)
+        cols = [s[l] * q ** (0.5 * l) for l in range(len(s))]
+        return _pad(jnp.stack(cols, axis=-1).astype(dt), order)
+    if isinstance(act, A.Identity):
+        return sq[..., None] * e1
+    if isinstance(act, A.Relu):
+        return sq[..., None] * relu
+    if isinstance(act, A.ABRelu | A.LeakyRelu | A.Abs):
+        a, b = {A.ABRelu: lambda: (act.a, act.b), A.LeakyRelu: lambda: (act.alpha, 1.0),
+                A.Abs: lambda: (-1.0, 1.0)}[type(act)]()
+        # a min(x,0) + b max(x,0) = a x + (b - a) max(x, 0)
+        return sq[..., None] * ((b - a) * relu + a * e1)
+    if isinstance(act, A.Sign):
+        return 2 * _row(jnp.asarray(_rectified_table(0, order), dt), nd) - e0 + 0 * q[..., None]
+    if isinstance(act, A.RectifiedMonomial):
+        n = act.degree
+        return (q ** (0.5 * n))[..., None] * _row(jnp.asarray(_rectified_table(n, order), dt), nd)
+    if isinstance(act, A.Erf):
+        return _erf_coefficients(act.a, act.b * sq, order) + act.c * e0
+    if isinstance(act, A.Gelu):
+        # x Phi(x) at x = sqrt(q) z: Phi(sqrt q z) = 1/2 + erf(sqrt(q/2) z)/2, times z by
+        # z h_k = sqrt(k+1) h_{k+1} + sqrt(k) h_{k-1}
+        f = 0.5 * _erf_coefficients(1.0, sq * math.sqrt(0.5), order + 1) + 0.5 * _row(
+            jnp.asarray((np.arange(order + 2) == 0).astype(float), dt), nd)
+        kk = jnp.asarray(np.sqrt(k), dt)
+        up = jnp.concatenate([jnp.zeros(q.shape + (1,), dt), f[..., : order]], axis=-1)  # f_{k-1}
+        return sq[..., None] * (_row(kk, nd) * up + _row(jnp.asarray(np.sqrt(k + 1), dt), nd) * f[..., 1:])
+    if isinstance(act, A.Cos):
+        return _sin_coefficients(act.a, act.b * sq, act.c + math.pi / 2, order)
+    if isinstance(act, A.Sin):
+        return _sin_coefficients(act.a, act.b * sq, act.c, order)
+    if isinstance(act, A.Rbf):
+        return _sin_coefficients(math.sqrt(2), jnp.sqrt(2 * act.gamma) * sq, math.pi / 4, order)
+    if isinstance(act, A.Exp):
+        beta = act.b * sq
+        scale = np.concatenate([[1.0], 1.0 / np.sqrt(np.maximum(k[1:], 1))])
+        return (act.a * jnp.exp(0.5 * beta * beta))[..., None] * _powers(beta, order, scale)
+    if isinstance(act, A.Gaussian):
+        return _gaussian_bump_coefficients(act.a, -act.b * q, order)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _legendre_table(deg: int, panels: int, cutoff: float, order: int):
+    x, w = np.polynomial.legendre.leggauss(deg)
+    edges = np.linspace(0.0, cutoff, panels + 1)
+    zs, ws = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        zs.append(0.5 * (hi - lo) * x + 0.5 * (hi + lo))
+        ws.append(0.5 * (hi - lo) * w)
+    z = np.concatenate(zs)
+    w = np.concatenate(ws)
+    z = np.concatenate([-z[::-1], z])
+    w = np.concatenate([w[::-1], w]) * _PHI0 * np.exp(-0.5 * z * z)
+    return z, w[:, None] * hermite_table(z, order)
+
+
+@functools.lru_cache(maxsize=None)
+def _gh_table(deg: int, order: int):
+    z, w = gauss_hermite(deg)
+    return z, w[:, None] * hermite_table(z, order)
+
+
+def _quadrature(act, q: Array, z: np.ndarray, wh: np.ndarray) -> Array:
+    dt = q.dtype
+    vals = act(safe_sqrt(q)[..., None] * _row(jnp.asarray(z, dt), q.ndim))
+    return vals @ jnp.asarray(wh, dt)
+
+
+def _check_order(order) -> int:
+    if not (isinstance(order, int | np.integer) and not isinstance(order, bool) and order >= 0):
+        raise ValueError(f"order must be a non-negative integer, got {order!r}")
+    return int(order)
+
+
+def _resolve_method(activation, method):
+    if isinstance(method, Auto):
+        return
+    if isinstance(method, ClosedForm):
+        if not _has_closed_form(activation):
+            raise TypeError(f"{type(activation).__name__} has no closed-form Hermite coefficients; use "
+                            "method=Trapezoid(), GaussLegendre() or GaussHermite(deg)")
+        return
+    if not isinstance(method, Trapezoid | GaussLegendre | GaussHermite):
+        raise TypeError(f"method must be Auto, ClosedForm, Trapezoid, GaussLegendre or GaussHermite, got {method!r}")
+
+
+def _has_closed_form(activation) -> bool:
+    return jax.eval_shape(lambda: _closed_form(activation, jnp.ones(()), 1)) is not None
+
+
+@eqx.filter_jit
+def _coefficients(activation, q, order, method):
+    if isinstance(method, Auto):
+        out = _closed_form(activation, q, order)
+        if out is not None:
+            return out
+        method = method.numerical
+    if isinstance(method, ClosedForm):
+        out = _closed_form(activation, q, order)
+        return out
+    if isinstance(method, Trapezoid):
+        return hermite_coefficients_at(activation, q, order=order, step=method.step, cutoff=method.cutoff)
+    if isinstance(method, GaussLegendre):
+        return _quadrature(activation, q, *_legendre_table(method.deg, method.panels, float(method.cutoff), order))
+    if isinstance(method, GaussHermite):
+        return _quadrature(activation, q, *_gh_table(method.deg, order))
+    raise TypeError(f"method must be Auto, ClosedForm, Trapezoid, GaussLegendre or GaussHermite, got {method!r}")
+
+
+def hermite_coefficients(
+    activation: A.AbstractActivation,
+    *,
+    order: int,
+    q: ArrayLike = 1.0,
+    method: AbstractMethod = Auto(),
+) -> Array:
+    r"""Hermite coefficients :math:`a_k(q) = \mathbb E[\sigma(\sqrt q z)\,h_k(z)]`, ``k = 0..order``.
+
+    Orthonormal basis :math:`h_k = He_k/\sqrt{k!}`, so :math:`\sum_k a_k^2 = \mathbb E[\sigma(\sqrt q
+    z)^2]` and :math:`\mathbb E[\sigma(u)\sigma(v)] = \sum_k a_k^2\rho^k` for unit variances
+    (Mehler; Liang & Tran-Bach 2020, eq. 2.3).
+
+    Closed forms (``method=ClosedForm()`` or :class:`Auto`): polynomials and Hermite polynomials
+    (exact, via :class:`rmtjax.activations.Polynomial`'s expansion); the ReLU family
+    (:math:`a\min(x,0) + b\max(x,0) = ax + (b-a)x_+` and, for :math:`k \ge 2`,
+    :math:`\mathbb E[z_+h_k] = \varphi(0)He_{k-2}(0)/\sqrt{k!}`), sign and rectified monomials
+    (integration by parts); erf (:math:`\frac{2\beta}{\sqrt\pi\sqrt{1+2\beta^2}}(-r)^j
+    \frac{(2j-1)!!}{\sqrt{(2j+1)!}}` at :math:`k = 2j+1`, :math:`r = \frac{2\beta^2}{1+2\beta^2}`,
+    :math:`\beta = b\sqrt q`); GELU (:math:`z\Phi(z)` from erf and
+    :math:`zh_k = \sqrt{k+1}h_{k+1} + \sqrt k h_{k-1}`); sin/cos/RBF, exp and Gaussian bumps.
+    Numerical: :class:`Trapezoid` (default for smooth activations), :class:`GaussLegendre` (split
+    at the kink ``x = 0``), :class:`GaussHermite`. Measured against scipy.integrate.quad for
+    ``k <= 30`` (``tests/test_hermite.py``): below 1e-12 absolute for every closed form, and for
+    the trapezoid rule on tanh, sigmoid, softplus, SiLU; :class:`GaussLegendre` reaches 1e-13 on
+    ReLU, where the trapezoid rule is only :math:`O(h^2)`.
+
+    Args:
+        activation: an :mod:`rmtjax.activations` module (its parameters are differentiable).
+        order: highest index ``k`` (static, ``>= 0``).
+        q: variance (``>= 0``, finite), any shape; the result has shape ``q.shape + (order + 1,)``.
+        method: :class:`Auto` (default), :class:`ClosedForm`, :class:`Trapezoid`,
+            :class:`GaussLegendre` or :class:`GaussHermite`.
+
+    Example:
+        >>> from rmtjax.activations import Relu
+        >>> a = hermite_coefficients(Relu(), order=4)   # [1/sqrt(2 pi), 1/2, 1/(2 sqrt(pi)), 0, ...]
+    """
+    order = _check_order(order)
+    q = jnp.asarray(check_nonnegative(q, "q"))
+    q = q.astype(jnp.result_type(q, float))
+    if not isinstance(activation, A.AbstractActivation):
+        raise ValueError(f"activation must be an rmtjax.activations module, got {activation!r}")
+    _resolve_method(activation, method)
+    return _coefficients(activation, q, order, method)
+
+
+def activation_mu(activation: A.AbstractActivation, *, center: bool = False) -> Array:
+    r"""The exact :math:`\mu = \sum_k k a_k^2 / \sum_k a_k^2 = \mathbb E[\sigma'(z)^2] /
+    \mathbb E[\sigma(z)^2]` (:math:`h_k' = \sqrt k\,h_{k-1}`), through
+    :func:`rmtjax.gaussian.gaussian_expectations` (closed form where the activation has one);
+    ``center=True`` subtracts the mean :math:`a_0` first (a centered activation).
+
+    Example:
+        >>> from rmtjax.activations import Relu
+        >>> float(activation_mu(Relu()))     # critical: 1
+        1.0
+    """
+    one = jnp.ones(())
+    k, kdot = gaussian_expectations(activation, one, one, one)
+    a0 = hermite_coefficients(activation, order=0)[0] if center else jnp.zeros(())
+    return kdot / (k - a0 * a0)
+
+
+# --------------------------------------------------------------------------------------
+# Dual and compositional kernels
+# --------------------------------------------------------------------------------------
+
+
+def _coeffs(coeffs) -> Array:
+    c = jnp.asarray(coeffs)
+    if c.ndim != 1 or c.shape[0] < 1:
+        raise ValueError(f"coeffs must be a non-empty 1-d array a_0..a_N, got shape {c.shape}")
+    return c.astype(jnp.result_type(c, float))
+
+
+def _check_rho(rho, lo: float = -1.0):
+    rho = jnp.asarray(rho)
+    rho = rho.astype(jnp.result_type(rho, float))
+    v = concrete(rho)
+    msg = f"rho must be in [{lo:g}, 1]"
+    if v is not None:
+        if not np.all(np.isfinite(v)) or np.any(v < lo) or np.any(v > 1):
+            raise ValueError(f"{msg}, got values in [{np.nanmin(v):.6g}, {np.nanmax(v):.6g}]")
+        return rho
+    return eqx.error_if(rho, ~jnp.all((rho >= lo) & (rho <= 1)), msg)
+
+
+def normalized(coeffs: ArrayLike, *, center: bool = False) -> Array:
+    r""":math:`a / \lVert a\rVert_2`, so that :math:`\sum_k a_k^2 = 1` and :math:`p_k = a_k^2` is an
+    offspring law; ``center=True`` first sets :math:`a_0 = 0` (the activation minus its mean).
+
+    This is the activation rescaled to unit second moment (up to the tail beyond the truncation
+    order), i.e. :math:`\sigma_w^2 = 1/\mathbb E[\sigma(z)^2]` in the kernel recursion."""
+    c = _coeffs(coeffs)
+    if center:
+        c = c.at[0].set(0.0)
+    return c / jnp.sqrt(jnp.sum(c * c))
+
+
+def dual_kernel(coeffs: ArrayLike, rho: ArrayLike) -> Array:
+    r"""The dual kernel :math:`G(\rho) = \sum_{k=0}^N a_k^2\rho^k` (Mehler's formula; Liang &
+    Tran-Bach 2020, eq. 2.3): :math:`\mathbb E[\sigma(u)\sigma(v)]` for standard Gaussians of
+    correlation :math:`\rho \in [-1, 1]`, up to the tail :math:`\sum_{k>N}a_k^2|\rho|^k`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(dual_kernel(jnp.array([0.0, 0.6, 0.8]), 0.5))   # 0.36 * 0.5 + 0.64 * 0.25
+        0.34
+    """
+    c = _coeffs(coeffs)
+    rho = _check_rho(rho)
+    return _mehler_sum(c, c, rho.astype(jnp.result_type(c, rho)))
+
+
+def compositional_kernel(coeffs: ArrayLike, rho: ArrayLike, *, depth: int) -> Array:
+    r"""All iterates :math:`K^{(0)} = \rho`, :math:`K^{(\ell)} = G(K^{(\ell-1)})`,
+    :math:`\ell \le` ``depth``, in one call (shape ``(depth + 1,) + rho.shape``).
+
+    With normalized coefficients (:func:`normalized`) this is the compositional kernel of
+    Liang & Tran-Bach (2020, Sec. 2), the PGF of the Galton-Watson population :math:`Z^{(\ell)}`.
+    It is the NNGP of :func:`rmtjax.kernels.kernel` for ``b_std = 0`` when the variance is
+    preserved: inputs with :math:`\lVert x\rVert^2 = d` (so :math:`\Sigma^{(0)} = x\cdot x'/d = \rho`)
+    and ``W_std = (1, c, ..., c)`` with :math:`c = \mathbb E[\sigma(z)^2]^{-1/2}`, whose
+    coefficients are :math:`a_k/\sqrt{\mathbb E[\sigma^2]}` (``tests/test_hermite.py`` checks every
+    depth against the kernel engine).
+
+    Args:
+        coeffs: ``a_0..a_N`` (1-d; differentiable).
+        rho: correlations in ``[-1, 1]``, any shape.
+        depth: number of compositions (static, ``>= 0``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> K = compositional_kernel(jnp.array([0.0, 0.6, 0.8]), jnp.linspace(-1, 1, 5), depth=3)
+        >>> K.shape
+        (4, 5)
+    """
+    if not (isinstance(depth, int | np.integer) and depth >= 0):
+        raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+    c = _coeffs(coeffs)
+    return _iterate(c, _check_rho(rho).astype(c.dtype), int(depth))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _iterate(c, rho, depth):
+    def step(r, _):
+        r = _mehler_sum(c, c, r)
+        return r, r
+
+    _, hist = jax.lax.scan(step, rho, None, length=depth)
+    return jnp.concatenate([rho[None], hist], axis=0)
+
+
+# --------------------------------------------------------------------------------------
+# Branching process
+# --------------------------------------------------------------------------------------
+
+
+class Phase(enum.IntEnum):
+    """Phase of the Galton-Watson process :math:`p_k = a_k^2` (``BranchingProcess.phase``)."""
+
+    SUBCRITICAL = 0  # mu < 1: K^(L) -> 1
+    CRITICAL = 1  # mu = 1, a_1^2 < 1: K^(L) -> 1 (slowly, 1 - K ~ 2 / (sigma^2 L))
+    SUPERCRITICAL = 2  # mu > 1: K^(L) -> xi on [0, 1), rescaled limit E exp(-t W)
+    LINEAR = 3  # a_1^2 = 1: K^(L)(rho) = rho
+
+
+class BranchingProcess(NamedTuple):
+    """Offspring law and limits of :math:`K^{(L)}` (all arrays, so it is jit/vmap/grad-friendly).
+
+    Attributes:
+        offspring: :math:`p_k = a_k^2/\\sum_j a_j^2`, ``k = 0..N``.
+        mu: mean offspring :math:`\\mu = G'(1)`.
+        mu_star: :math:`\\mu^* = \\sum_k p_k k\\log k` (Kesten-Stigum; finite for a truncation).
+        variance: offspring variance :math:`G''(1) + \\mu - \\mu^2`.
+        xi: extinction probability (smallest root of :math:`G(s) = s` in ``[0, 1]``).
+        phase: integer :class:`Phase` code.
+    """
+
+    offspring: Array
+    mu: Array
+    mu_star: Array
+    variance: Array
+    xi: Array
+    phase: Array
+
+
+def _horner(p: Array, s: Array) -> Array:
+    """sum_k p_k s^k by Horner's rule (scan over k, highest first)."""
+
+    def body(acc, pk):
+        return acc * s + pk, None
+
+    return jax.lax.scan(body, jnp.zeros_like(s), p[::-1])[0]
+
+
+def _law(coeffs) -> Array:
+    c = _coeffs(coeffs)
+    return c * c / jnp.sum(c * c)
+
+
+def extinction_probability(coeffs: ArrayLike, *, throw: bool = True, max_steps: int = 256) -> Solution:
+    r"""Extinction probability :math:`\xi`: the smallest fixed point of :math:`G(s) = s` in
+    ``[0, 1]`` for the offspring law :math:`p_k = a_k^2/\sum_j a_j^2`.
+
+    Solved by :func:`rmtjax.solve.fixed_point` with Newton's method from :math:`s_0 = 0`:
+    :math:`s - G(s)` is concave and increasing on :math:`[0, \xi]`, so the Newton iterates increase
+    monotonically to :math:`\xi` and never reach the trivial root :math:`s = 1` when
+    :math:`\xi < 1`. Differentiable by implicit differentiation,
+    :math:`\partial\xi = \partial_\theta G(\xi)/(1 - G'(\xi))`, in every phase but the critical
+    one (:math:`G'(1) = 1`). :math:`\xi = 1` iff :math:`\mu \le 1` (and :math:`a_1^2 < 1`);
+    :math:`\xi = 0` iff :math:`a_0 = 0`; ``LINEAR`` (:math:`a_1^2 = 1`) gives 0.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> p0, b = 0.2, 0.5   # linear-fractional law: xi = p0 / b
+        >>> a = jnp.sqrt(jnp.array([p0] + [(1 - p0) * (1 - b) * b**k for k in range(60)]))
+        >>> round(float(extinction_probability(a).value), 10)
+        0.4
+    """
+    return _extinction(_law(coeffs), throw, max_steps)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _extinction(p: Array, throw: bool, max_steps: int) -> Solution:
+    def g(s, p):
+        linear = p[1] >= 1.0 - 1e-15
+        return jnp.where(linear, 0.0 * s, _horner(p, s))
+
+    sol = fixed_point(g, jnp.zeros((), p.dtype), p, solver="newton", throw=throw, max_steps=max_steps,
+                      name="extinction probability G(s) = s")
+    # At criticality (a double root at 1) rounding can leave s = 1 + O(sqrt(eps)): clip to [0, 1].
+    return eqx.tree_at(lambda s: s.value, sol, jnp.minimum(sol.value, 1.0))
+
+
+def branching_process(coeffs: ArrayLike, *, atol: float = 1e-9) -> BranchingProcess:
+    r"""The Galton-Watson process of the coefficients (Liang & Tran-Bach 2020, Sec. 3):
+    offspring law :math:`p_k = a_k^2/\sum_j a_j^2`, :math:`\mu`, :math:`\mu^*`, variance,
+    extinction probability :math:`\xi` (:func:`extinction_probability`) and the :class:`Phase`
+    (``CRITICAL`` when :math:`|\mu - 1| \le` ``atol``).
+
+    Example:
+        >>> from rmtjax.activations import Relu
+        >>> a = normalized(hermite_coefficients(Relu(), order=64), center=True)
+        >>> bp = branching_process(a)        # centered ReLU: mu ~ pi/(pi-1), supercritical, xi = 0
+        >>> Phase(int(bp.phase)).name
+        'SUPERCRITICAL'
+    """
+    return _branching(_law(coeffs), float(atol))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _branching(p: Array, atol: float) -> BranchingProcess:
+    k = jnp.arange(p.shape[0], dtype=p.dtype)
+    mu = jnp.sum(k * p)
+    klogk = jnp.where(k > 1, k * jnp.log(jnp.maximum(k, 1.0)), 0.0)
+    mu_star = jnp.sum(p * klogk)
+    variance = jnp.sum(k * (k - 1) * p) + mu - mu * mu
+    xi = _extinction(p, False, 256).value
+    linear = p[1] >= 1.0 - atol
+    phase = jnp.where(linear, int(Phase.LINEAR),
+                      jnp.where(jnp.abs(mu - 1) <= atol, int(Phase.CRITICAL),
+                                jnp.where(mu < 1, int(Phase.SUBCRITICAL), int(Phase.SUPERCRITICAL)))).astype(jnp.int32)
+    return BranchingProcess(p, mu, mu_star, variance, xi, phase)
+
+
+def unscaled_limit(coeffs: ArrayLike, rho: ArrayLike) -> Array:
+    r"""The unscaled limit :math:`\lim_{L\to\infty}K^{(L)}(\rho)` for :math:`\rho \in [0, 1]`
+    (Liang & Tran-Bach 2020, Thm. 3.1): :math:`\rho` if :math:`a_1^2 = 1`, else 1 at
+    :math:`\rho = 1` and :math:`\xi` (= 1 when :math:`\mu \le 1`) on :math:`[0, 1)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(unscaled_limit(jnp.array([0.0, 0.6, 0.8]), 0.5))   # a_0 = 0, mu > 1: xi = 0
+        0.0
+    """
+    rho = _check_rho(rho, lo=0.0)
+    bp = branching_process(coeffs)
+    lim = jnp.where(rho == 1.0, 1.0, bp.xi)
+    return jnp.where(bp.phase == int(Phase.LINEAR), rho, lim).astype(bp.mu.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _binomial_signed(n: int) -> np.ndarray:
+    """B[j, k] = (-1)^(j+1) C(k, j): 1 - G(1 - u) = sum_j (B @ p)_j u^j."""
+    from scipy.special import comb
+
+    j = np.arange(n)[:, None]
+    k = np.arange(n)[None, :]
+    b = comb(k, j, exact=False)
+    return np.where(j % 2 == 1, 1.0, -1.0) * b * (j >= 1)
+
+
+def rescaled_limit(coeffs: ArrayLike, t: ArrayLike, *, max_steps: int = 4000, s_min: float = 1e-6) -> Array:
+    r"""The rescaled limit :math:`\lim_L K^{(L)}(e^{-t/\mu^L}) = \phi_W(t) = \mathbb E[e^{-tW}]`
+    (Liang & Tran-Bach 2020, Thm. 3.2), :math:`W = \lim Z^{(L)}/\mu^L`; it equals
+    :math:`\xi + (1-\xi)\,\mathbb E[e^{-tW}\mid W>0]`.
+
+    :math:`\phi_W` solves Poincare's functional equation :math:`\phi_W(\mu t) = G(\phi_W(t))`,
+    :math:`\phi_W(0) = 1`, :math:`\phi_W'(0) = -1`. It is evaluated as
+    :math:`\phi_W(t) = G^{\circ n}(\phi_W(t/\mu^n))` from :math:`s = t/\mu^n \le` ``s_min``, where
+    :math:`\phi_W(s) = 1 - s + \mathbb E[W^2]s^2/2 + O(s^3)` with
+    :math:`\mathbb E[W^2] = 1 + \mathrm{Var}(Y)/(\mu^2-\mu)`, carried as :math:`u = 1 - \phi` with the
+    map :math:`u \mapsto 1 - G(1-u)` (its Taylor series at small :math:`u`, no cancellation), so
+    the relative error stays :math:`O(s_{\min}^2)`. For :math:`\mu \le 1` (non-linear)
+    :math:`W = 0` and the limit is 1; for :math:`a_1^2 = 1` it is :math:`e^{-t}`.
+
+    Args:
+        coeffs: ``a_0..a_N``.
+        t: ``t >= 0``, any shape.
+        max_steps: static bound on the number of compositions :math:`n`; needs
+            :math:`\mu^{\text{max\_steps}} \ge t/s_{\min}` (an error otherwise).
+        s_min: starting argument (static).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = jnp.sqrt(jnp.array([0.0] + [0.5**k for k in range(1, 80)]))  # geometric: W ~ Exp(1)
+        >>> round(float(rescaled_limit(a, 1.0)), 10)
+        0.5
+    """
+    t = jnp.asarray(check_nonnegative(t, "t"))
+    p = _law(coeffs)
+    return _rescaled(p, t.astype(p.dtype), int(max_steps), float(s_min))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _rescaled(p, t, max_steps, s_min):
+    n_terms = p.shape[0]
+    k = jnp.arange(n_terms, dtype=p.dtype)
+    mu = jnp.sum(k * p)
+    var = jnp.sum(k * (k - 1) * p) + mu - mu * mu
+    super_ = (mu > 1.0 + 1e-12) & (p[1] < 1.0)
+    log_mu = jnp.log(jnp.where(super_, mu, 2.0))
+    m2 = 1.0 + var / jnp.where(super_, mu * mu - mu, 1.0)
+    need = jnp.ceil(jnp.log(jnp.maximum(t, s_min) / s_min) / log_mu)
+    n = jnp.clip(need, 0, max_steps)
+    s0 = t * jnp.exp(-n * log_mu)
+    u = s0 - 0.5 * m2 * s0 * s0
+    c = jnp.asarray(_binomial_signed(n_terms), p.dtype) @ p  # Taylor coefficients of 1 - G(1 - u)
+    u_switch = 0.25 / max(n_terms - 1, 1)
+
+    def h(u):
+        series = _horner(c, jnp.minimum(u, u_switch))
+        return jnp.where(u < u_switch, series, 1.0 - _horner(p, 1.0 - u))
+
+    def body(i, u):
+        return jnp.where(i < n, h(u), u)
+
+    u = jax.lax.fori_loop(0, max_steps, body, u)
+    phi = jnp.where(super_, 1.0 - u, jnp.where(p[1] >= 1.0, jnp.exp(-t), 1.0))
+    return eqx.error_if(phi, jnp.any(super_ & (need > max_steps)),
+                        "rescaled_limit: mu^max_steps < t / s_min; raise max_steps")
+
+
+# --------------------------------------------------------------------------------------
+# Memorization
+# --------------------------------------------------------------------------------------
+
+
+class Memorization(NamedTuple):
+    """Eigenvalue range of the compositional kernel matrix at every depth.
+
+    Attributes:
+        depth: smallest ``L <= max_depth`` with every eigenvalue of :math:`K^{(L)}(\\hat X\\hat X^\\top)`
+            in :math:`[1-\\kappa, 1+\\kappa]`, or ``-1``.
+        eig_min, eig_max: smallest/largest eigenvalue, shape ``(max_depth + 1,)``.
+        necessary_depth: smallest ``L`` at which two necessary conditions hold, both exact
+            consequences of the eigenvalues lying in the band: every off-diagonal
+            :math:`|K_{ij}| \\le \\kappa` (Cauchy interlacing on the 2 x 2 minors) and
+            :math:`\\sum_{i\\ne j}K_{ij}^2 \\le n\\kappa^2` (Frobenius norm): a lower bound on ``depth``.
+        sufficient_depth: smallest ``L`` with :math:`\\max_i\\sum_{j\\ne i}|K_{ij}| \\le \\kappa`
+            (Gershgorin): an upper bound on ``depth`` (``-1`` if none).
+        max_offdiagonal: :math:`\\max_{i \\ne j}|K^{(L)}_{ij}|` per depth.
+    """
+
+    depth: Array
+    eig_min: Array
+    eig_max: Array
+    necessary_depth: Array
+    sufficient_depth: Array
+    max_offdiagonal: Array
+
+
+def _check_kappa(kappa):
+    v = concrete(kappa)
+    if v is not None:
+        if not (np.all(np.isfinite(v)) and np.all(v > 0) and np.all(v < 1)):
+            raise ValueError(f"kappa must be in (0, 1), got {v}")
+        return jnp.asarray(kappa)
+    kappa = jnp.asarray(kappa)
+    return eqx.error_if(kappa, ~((kappa > 0) & (kappa < 1)), "kappa must be in (0, 1)")
+
+
+def _first(mask: Array) -> Array:
+    return jnp.where(jnp.any(mask), jnp.argmax(mask), -1)
+
+
+def memorization_depth(coeffs: ArrayLike, X: ArrayLike, kappa: ArrayLike, *, max_depth: int = 100) -> Memorization:
+    r"""Depth at which the compositional kernel memorizes ``X`` (Liang & Tran-Bach 2020, Sec. 4):
+    the smallest :math:`L` with every eigenvalue of :math:`K^{(L)}(\hat X\hat X^\top)` in
+    :math:`[1-\kappa, 1+\kappa]`, computed exactly from the eigenvalues at every depth, beside
+    data-dependent necessary (lower) and Gershgorin (upper) depths (see :class:`Memorization`).
+
+    Rows of ``X`` are normalized to the unit sphere (:math:`\hat x_i = x_i/\lVert x_i\rVert`) and
+    the diagonal is set to exactly 1. Memorization needs :math:`K^{(L)}(\rho) \to 0` for
+    :math:`|\rho| < 1`, i.e. a centered activation (:math:`a_0 = 0`, :math:`\xi = 0`) with
+    :math:`\mu > 1`: pass ``normalized(coeffs, center=True)``.
+
+    Args:
+        coeffs: normalized ``a_0..a_N``.
+        X: data, shape ``(n, d)``, no zero rows.
+        kappa: tolerance in ``(0, 1)``.
+        max_depth: deepest ``L`` examined (static).
+
+    Example:
+        >>> import jax
+        >>> from rmtjax.activations import Tanh
+        >>> a = normalized(hermite_coefficients(Tanh(), order=40), center=True)
+        >>> X = jax.random.normal(jax.random.key(0), (50, 20))
+        >>> m = memorization_depth(a, X, 0.1, max_depth=60)
+    """
+    c = _coeffs(coeffs)
+    X = check_matrix(X, "X")
+    X = check_finite_array(X.astype(jnp.result_type(X, c)), "X")
+    kappa = _check_kappa(kappa)
+    if not (isinstance(max_depth, int | np.integer) and max_depth >= 0):
+        raise ValueError(f"max_depth must be a non-negative integer, got {max_depth!r}")
+    return _memorization(c, X, kappa, int(max_depth))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _memorization(c, X, kappa, max_depth):
+    n = X.shape[0]
+    norms = jnp.sqrt(jnp.sum(X * X, axis=1))
+    norms = eqx.error_if(norms, jnp.any(norms == 0), "X must not have zero rows")
+    Xh = X / norms[:, None]
+    eye = jnp.eye(n, dtype=X.dtype)
+    R = jnp.clip(Xh @ Xh.T, -1.0, 1.0)
+    R = jnp.where(eye > 0, 1.0, R)
+    off = 1.0 - eye
+
+    def stats(K):
+        ev = jnp.linalg.eigvalsh(K)
+        offabs = jnp.abs(K) * off
+        return ev[0], ev[-1], jnp.max(offabs), jnp.max(jnp.sum(offabs, axis=1)), jnp.sum(offabs * offabs)
+
+    def step(K, _):
+        out = stats(K)
+        return _mehler_sum(c, c, K), out
+
+    _, (lo, hi, mx, rowsum, frob) = jax.lax.scan(step, R, None, length=max_depth + 1)
+    ok = (lo >= 1 - kappa) & (hi <= 1 + kappa)
+    necessary = (mx <= kappa) & (frob <= n * kappa * kappa)
+    sufficient = rowsum <= kappa
+    return Memorization(_first(ok), lo, hi, _first(necessary), _first(sufficient), mx)
+
+
+class MemorizationBounds(NamedTuple):
+    """Closed-form sufficient depths (upper bounds on :attr:`Memorization.depth`), ``inf`` when
+    they do not apply (:math:`a_0 \\ne 0` or :math:`\\mu \\le 1`).
+
+    Attributes:
+        small_correlation: :math:`\\lceil\\log((n-1)r/\\kappa)/\\log(1/c(r))\\rceil`,
+            :math:`c(r) = a_1^2 + (1-a_1^2)r`; :math:`\\to \\log(n/\\kappa)/\\log(1/a_1^2)` as
+            :math:`r \\to 0`.
+        large_correlation: escape from :math:`r` to :math:`1/2`,
+            :math:`\\lceil\\log(1/(2(1-r)))/\\log(1+2h)\\rceil`, :math:`h = 1/2 - G(1/2)`, plus
+            the small-correlation depth at :math:`r = 1/2`.
+    """
+
+    small_correlation: Array
+    large_correlation: Array
+
+
+def memorization_bounds(coeffs: ArrayLike, rho_max: ArrayLike, n: ArrayLike, kappa: ArrayLike) -> MemorizationBounds:
+    r"""Closed-form depths that suffice for memorization (Liang & Tran-Bach 2020, Sec. 4 regimes),
+    for :math:`n` points with :math:`\max_{i\ne j}|\rho_{ij}| \le r` = ``rho_max``.
+
+    Both come from Gershgorin's theorem, :math:`\max_i\sum_{j\ne i}|K^{(L)}(\rho_{ij})| \le
+    (n-1)K^{(L)}(r) \le \kappa` (:math:`|G(\rho)| \le G(|\rho|)`), and the convexity of :math:`G`
+    for a centered, normalized, supercritical law (:math:`a_0 = 0`, :math:`\sum a_k^2 = 1`,
+    :math:`\mu > 1`):
+
+    * small correlations: :math:`G(r)/r = a_1^2 + \sum_{k\ge2}a_k^2r^{k-1} \le c(r) =
+      a_1^2 + (1-a_1^2)r`, so :math:`K^{(L)}(r) \le r\,c(r)^L`, and
+      :math:`L \ge \log((n-1)r/\kappa)/\log(1/c(r))` suffices: the
+      :math:`\log(n/\kappa)/\log(1/a_1^2)` rate of the small-correlation regime;
+    * large correlations (:math:`r \to 1`, e.g. :math:`1 - r \asymp n^{-2/d}` for :math:`n`
+      points filling :math:`S^{d-1}`): :math:`s - G(s)` is concave and vanishes at 0 and 1, so
+      :math:`1 - G(1-\delta) \ge (1 + 2h)\delta` for :math:`\delta \le 1/2`,
+      :math:`h = 1/2 - G(1/2)`; the gap :math:`1 - K^{(L)}(r)` reaches :math:`1/2` within
+      :math:`\log(1/(2(1-r)))/\log(1+2h)` layers (:math:`\approx \tfrac{2\log n}{d\log(1+2h)}`),
+      then the small-correlation bound at :math:`r = 1/2` applies.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> b = memorization_bounds(jnp.array([0.0, 0.6, 0.8]), 0.3, 100, 0.1)
+    """
+    c = normalized(coeffs)
+    rho_max = jnp.asarray(rho_max, c.dtype)
+    n = jnp.asarray(n, c.dtype)
+    kappa = _check_kappa(kappa).astype(c.dtype)
+    a12 = c[1] * c[1]
+    mu = jnp.sum(jnp.arange(c.shape[0], dtype=c.dtype) * c * c)
+    applies = (jnp.abs(c[0]) < 1e-12) & (mu > 1.0) & (a12 < 1.0)
+
+    def small(r):
+        rate = a12 + (1 - a12) * r
+        need = jnp.log(jnp.maximum((n - 1) * r / kappa, 1.0)) / -jnp.log(rate)
+        return jnp.ceil(need)
+
+    h = 0.5 - _mehler_sum(c, c, jnp.asarray(0.5, c.dtype))
+    escape = jnp.ceil(jnp.log(jnp.maximum(1.0 / (2 * (1 - rho_max)), 1.0)) / jnp.log1p(2 * h))
+    large = jnp.where(rho_max <= 0.5, small(rho_max), escape + small(jnp.asarray(0.5, c.dtype)))
+    inf = jnp.asarray(jnp.inf, c.dtype)
+    return MemorizationBounds(jnp.where(applies & (rho_max < 1), small(rho_max), inf),
+                              jnp.where(applies & (rho_max < 1), large, inf))
+
+
+# --------------------------------------------------------------------------------------
+# Random features
+# --------------------------------------------------------------------------------------
+
+
+def offspring_distribution(coeffs: ArrayLike, *, depth: int, max_degree: int = 64) -> Array:
+    r"""Law of the generation-``depth`` population :math:`Z^{(L)}` (:math:`Z^{(0)} = 1`), i.e.
+    the power-series coefficients of :math:`K^{(L)} = G^{\circ L}`, for
+    :math:`k \le` ``max_degree`` (the mass beyond is :math:`1 - \sum_k`), by truncated polynomial
+    composition :math:`G^{\circ(\ell+1)} = G\circ G^{\circ\ell}` (Horner with truncated products).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> P = offspring_distribution(jnp.array([0.0, 0.6, 0.8]), depth=2, max_degree=4)
+    """
+    if not (isinstance(depth, int | np.integer) and depth >= 0):
+        raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+    return _offspring(_law(coeffs), int(depth), _check_order(max_degree))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _offspring(p, depth, D):
+    one = jnp.zeros((D + 1,), p.dtype).at[0].set(1.0)
+    P = jnp.zeros((D + 1,), p.dtype).at[min(1, D)].set(1.0 if D >= 1 else 0.0)
+
+    def compose(P, _):
+        def body(acc, pk):
+            return jnp.convolve(acc, P)[: D + 1] + pk * one, None
+
+        return jax.lax.scan(body, jnp.zeros((D + 1,), p.dtype), p[::-1])[0], None
+
+    return jax.lax.scan(compose, P, None, length=depth)[0]
+
+
+class Features(NamedTuple):
+    """Random features for :math:`K^{(L)}`.
+
+    Attributes:
+        features: ``(n, num_features)``; :math:`\\Phi\\Phi^\\top` estimates
+            :math:`K^{(L)}(XX^\\top)` without bias (for the law truncated at ``max_degree``).
+        degrees: the sampled populations :math:`Z_m`, shape ``(num_features,)``.
+        truncated_mass: :math:`P(Z^{(L)} > \\text{max\\_degree})`, the part of the kernel left out.
+    """
+
+    features: Array
+    degrees: Array
+    truncated_mass: Array
+
+
+def compositional_features(
+    X: ArrayLike,
+    coeffs: ArrayLike,
+    key: Array,
+    *,
+    depth: int,
+    num_features: int,
+    max_degree: int = 64,
+) -> Features:
+    r"""Random features of the compositional kernel through its branching process.
+
+    :math:`K^{(L)}(\rho) = \mathbb E[\rho^{Z}]` with :math:`Z = Z^{(L)}`, and for independent
+    :math:`w_i \sim \mathcal N(0, I_d)`, :math:`\mathbb E[\prod_{i\le Z}(w_i\cdot x)(w_i\cdot x')
+    \mid Z] = (x\cdot x')^Z`. So each feature draws a degree :math:`Z_m` from the law of
+    :math:`Z^{(L)}` (:func:`offspring_distribution`) and is a product of :math:`Z_m` random
+    projections, :math:`f_m(x) = \prod_{i\le Z_m}(w_{m,i}\cdot x)/\sqrt M`, so that
+    :math:`\mathbb E[\langle f(x), f(x')\rangle] = K^{(L)}(x\cdot x')` exactly (for unit-norm rows;
+    in general the dot-product kernel :math:`\sum_k P(Z^{(L)}=k)(x\cdot x')^k`), up to the mass
+    beyond ``max_degree``. Liang & Tran-Bach (2020, Sec. 5) build random features on the same
+    identity; Kar & Karnick (2012) is the single-layer analogue. The variance of one product is
+    :math:`\mathbb E[(1+2\rho^2)^Z]`-like: fine for laws with light tails (small :math:`\mu^L`).
+
+    Args:
+        X: inputs ``(n, d)``.
+        coeffs: ``a_0..a_N`` (normalized internally).
+        key: a JAX PRNG key.
+        depth, num_features, max_degree: static.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> X = jax.random.normal(jax.random.key(0), (5, 3)); X = X / jnp.linalg.norm(X, axis=1)[:, None]
+        >>> f = compositional_features(X, jnp.array([0.0, 0.6, 0.8]), jax.random.key(1), depth=2, num_features=1000)
+    """
+    X = check_matrix(X, "X")
+    if not (isinstance(num_features, int | np.integer) and num_features >= 1):
+        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+    law = offspring_distribution(coeffs, depth=depth, max_degree=max_degree)
+    X = X.astype(jnp.result_type(X, law))
+    kz, kw = jax.random.split(key)
+    total = jnp.sum(law)
+    Z = jax.random.categorical(kz, jnp.log(jnp.maximum(law, 1e-300)) + jnp.where(law > 0, 0.0, -jnp.inf),
+                               shape=(num_features,))
+    n, d = X.shape
+
+    def body(i, acc):
+        w = jax.random.normal(jax.random.fold_in(kw, i), (d, num_features), X.dtype)
+        return acc * jnp.where((i < Z)[None, :], X @ w, 1.0)
+
+    prod = jax.lax.fori_loop(0, jnp.max(Z), body, jnp.ones((n, num_features), X.dtype))
+    return Features(prod * jnp.sqrt(total / num_features), Z, jnp.maximum(1.0 - total, 0.0))
+
+
+def ridge_predict(features_train: ArrayLike, y_train: ArrayLike, features_test: ArrayLike, lam: ArrayLike) -> Array:
+    r"""Ridge regression on features: :math:`\hat y = \Phi_\star(\Phi^\top\Phi + \lambda I)^{-1}\Phi^\top y`
+    (the dual form :math:`\Phi_\star\Phi^\top(\Phi\Phi^\top + \lambda I)^{-1}y` when there are more
+    features than samples); ``y_train`` is ``(n,)`` or ``(n, classes)`` (one-hot for
+    classification: take the argmax of the prediction).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> yhat = ridge_predict(jnp.eye(3), jnp.arange(3.0), jnp.eye(3), 1e-3)
+    """
+    F = jnp.asarray(features_train)
+    Ft = jnp.asarray(features_test)
+    y = jnp.asarray(y_train)
+    dt = jnp.result_type(F, Ft, y, float)
+    F, Ft, y = F.astype(dt), Ft.astype(dt), y.astype(dt)
+    lam = check_nonnegative(jnp.asarray(lam, dt), "lam")
+    n, m = F.shape
+    if m <= n:
+        A_ = F.T @ F + lam * jnp.eye(m, dtype=dt)
+        return Ft @ jnp.linalg.solve(A_, F.T @ y)
+    A_ = F @ F.T + lam * jnp.eye(n, dtype=dt)
+    return (Ft @ F.T) @ jnp.linalg.solve(A_, y)

@@ -1,0 +1,496 @@
+"""Hermite coefficients, dual/compositional kernels, branching-process limits, memorization depth
+and compositional random features (Liang & Tran-Bach 2020) against independent references:
+adaptive scipy quadrature, exact polynomial algebra, the kernel engine, closed-form
+linear-fractional Galton-Watson processes, brentq, finite differences and Monte Carlo."""
+
+import math
+
+import hypothesis.extra.numpy as hnp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+from numpy.polynomial.hermite_e import poly2herme
+from scipy import integrate, optimize
+
+import rmtjax.activations as A
+from rmtjax._numerics import hermite_table
+from rmtjax.gaussian import ClosedForm, GaussHermite, gaussian_expectations
+from rmtjax.hermite import (
+    Auto,
+    GaussLegendre,
+    Phase,
+    Trapezoid,
+    activation_mu,
+    branching_process,
+    compositional_features,
+    compositional_kernel,
+    dual_kernel,
+    extinction_probability,
+    hermite_coefficients,
+    memorization_bounds,
+    memorization_depth,
+    normalized,
+    offspring_distribution,
+    rescaled_limit,
+    ridge_predict,
+    unscaled_limit,
+)
+from rmtjax.kernels import FullyConnected, kernel
+
+ncdf = lambda x: 0.5 * math.erfc(-x / math.sqrt(2))  # noqa: E731
+
+
+def scipy_coefficients(f, order, q=1.0, kinks=(0.0,)):
+    """E[f(sqrt(q) z) h_k(z)], k = 0..order, by adaptive quadrature (vector-valued, split at kinks)."""
+    r = math.sqrt(q)
+
+    def g(z):
+        return f(r * z) * hermite_table(np.array([z]), order)[0] * math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+    pts = sorted({-14.0, 14.0, *[k / r for k in kinks]})
+    return sum(integrate.quad_vec(g, a, b, epsabs=1e-15, epsrel=1e-14, limit=400)[0] for a, b in zip(pts[:-1], pts[1:]))
+
+
+REQUIRED = [  # the activations named by the issue, with scalar reference implementations
+    ("relu", A.Relu(), lambda x: max(x, 0.0)),
+    ("gelu", A.Gelu(), lambda x: x * ncdf(x)),
+    ("tanh", A.Tanh(), math.tanh),
+    ("erf", A.Erf(1.3, 0.7, 0.2), lambda x: 1.3 * math.erf(0.7 * x) + 0.2),
+    ("silu", A.SiLU(), lambda x: x / (1 + math.exp(-x))),
+    ("sigmoid", A.Sigmoid(), lambda x: 1 / (1 + math.exp(-x))),
+    ("softplus", A.Softplus(), lambda x: max(x, 0.0) + math.log1p(math.exp(-abs(x)))),
+]
+
+
+@pytest.mark.parametrize("name,act,f", REQUIRED, ids=[r[0] for r in REQUIRED])
+def test_coefficients_against_scipy_to_1e10(name, act, f):
+    order = 30
+    for q in (1.0, 2.3):
+        ref = scipy_coefficients(f, order, q)
+        auto = np.asarray(hermite_coefficients(act, order=order, q=q))
+        split = np.asarray(hermite_coefficients(act, order=order, q=q, method=GaussLegendre()))
+        np.testing.assert_allclose(auto, ref, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(split, ref, rtol=0, atol=1e-10)
+        if name != "relu":  # the trapezoid rule converges exponentially for analytic activations
+            trap = np.asarray(hermite_coefficients(act, order=order, q=q, method=Trapezoid()))
+            np.testing.assert_allclose(trap, ref, rtol=0, atol=1e-10)
+    # sum_k a_k^2 -> E[sigma^2] (Parseval) for a smooth one at high order
+    if name in ("tanh", "erf"):
+        a = hermite_coefficients(act, order=120)
+        one = jnp.ones(())
+        assert float(jnp.sum(a * a)) == pytest.approx(float(gaussian_expectations(act, one, one, one).k), abs=1e-12)
+
+
+CLOSED = [
+    A.LeakyRelu(0.2), A.ABRelu(-0.3, 1.2), A.Abs(), A.Sign(), A.RectifiedMonomial(0), A.RectifiedMonomial(2),
+    A.RectifiedMonomial(3), A.Sin(1.1, 0.8, 0.3), A.Cos(0.9, 1.2, 0.1), A.Rbf(0.7), A.Exp(0.5, 0.6),
+    A.Gaussian(1.2, -0.4), A.Identity(), A.Polynomial([0.3, -1.0, 0.5, 0.2]), A.Hermite(4), A.Monomial(5),
+]
+
+
+@pytest.mark.parametrize("act", CLOSED, ids=lambda a: type(a).__name__)
+def test_closed_forms_against_split_quadrature(act):
+    for q in (0.7, 2.3):
+        exact = hermite_coefficients(act, order=30, q=q, method=ClosedForm())
+        num = hermite_coefficients(act, order=30, q=q, method=GaussLegendre(deg=64, panels=4))
+        np.testing.assert_allclose(np.asarray(exact), np.asarray(num), rtol=0, atol=2e-12 * max(1.0, q**1.5))
+
+
+def test_polynomials_are_exact():
+    c = np.array([0.3, -1.0, 0.5, 0.2, 0.7])
+    for q in (1.0, 3.0):
+        scaled = c * np.sqrt(q) ** np.arange(5)  # p(sqrt(q) z) in powers of z
+        he = poly2herme(scaled)  # He_k coefficients
+        ref = he * np.sqrt([math.factorial(k) for k in range(5)])  # h_k = He_k / sqrt(k!)
+        out = hermite_coefficients(A.Polynomial(c), order=7, q=q)
+        np.testing.assert_allclose(np.asarray(out[:5]), ref, rtol=1e-14, atol=1e-14)
+        assert np.all(np.asarray(out[5:]) == 0)
+    np.testing.assert_allclose(np.asarray(hermite_coefficients(A.Hermite(3), order=5)), [0, 0, 0, 1, 0, 0], atol=1e-14)
+    assert hermite_coefficients(A.Hermite(6), order=2).shape == (3,)  # truncation
+
+
+def test_relu_closed_form_values():
+    a = np.asarray(hermite_coefficients(A.Relu(), order=6))
+    phi0 = 1 / math.sqrt(2 * math.pi)
+    # E[z_+ h_k] = phi(0) He_{k-2}(0) / sqrt(k!): He_0 = 1, He_2(0) = -1, He_4(0) = 3
+    ref = [phi0, 0.5, phi0 / math.sqrt(2), 0, -phi0 / math.sqrt(24), 0, 3 * phi0 / math.sqrt(720)]
+    np.testing.assert_allclose(a, ref, rtol=1e-14, atol=1e-16)
+    # mu of the normalized law: sum k a_k^2 / sum a_k^2 = E[sigma'^2] / E[sigma^2] = 1 for ReLU
+    assert float(activation_mu(A.Relu())) == pytest.approx(1.0, abs=1e-14)
+    assert float(activation_mu(A.Relu(), center=True)) == pytest.approx(math.pi / (math.pi - 1), rel=1e-12)
+    b = hermite_coefficients(A.Tanh(), order=80)
+    k = jnp.arange(81.0)
+    assert float(jnp.sum(k * b * b) / jnp.sum(b * b)) == pytest.approx(float(activation_mu(A.Tanh())), rel=1e-8)
+
+
+def test_jit_vmap_grad_of_coefficients():
+    betas = jnp.array([0.5, 1.0, 2.0])
+    qs = jnp.array([0.5, 1.0, 3.0])
+    f = lambda b, q: hermite_coefficients(A.Swish(b), order=20, q=q)  # noqa: E731
+    g = lambda b, q: hermite_coefficients(A.Erf(1.0, b, 0.0), order=20, q=q)  # noqa: E731
+    for fn in (f, g):
+        vm = jax.vmap(fn)(betas, qs)
+        loop = jnp.stack([fn(b, q) for b, q in zip(betas, qs)])
+        np.testing.assert_allclose(np.asarray(vm), np.asarray(loop), rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(np.asarray(jax.jit(fn)(1.3, 0.8)), np.asarray(fn(1.3, 0.8)), rtol=1e-13, atol=1e-15)
+        check_grads(lambda b, q: jnp.sum(fn(b, q) * jnp.linspace(1, 2, 21)), (1.3, 0.8), order=1, modes=("fwd", "rev"),
+                    atol=1e-6, rtol=1e-6)
+    # grad of closed forms at the boundaries: q = 0 (Gelu, Erf) stays finite
+    for act in (A.Gelu(), A.Erf(), A.Sin(), A.Exp()):
+        d = jax.jacfwd(lambda q: hermite_coefficients(act, order=8, q=q))(0.0)
+        assert np.all(np.isfinite(np.asarray(d)))
+    d = jax.grad(lambda b: jnp.sum(hermite_coefficients(A.Erf(1.0, b, 0.0), order=10)))(0.0)
+    assert np.isfinite(float(d))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="order"):
+        hermite_coefficients(A.Tanh(), order=-1)
+    with pytest.raises(ValueError, match="order"):
+        hermite_coefficients(A.Tanh(), order=2.5)
+    with pytest.raises(ValueError, match="q must be finite"):
+        hermite_coefficients(A.Tanh(), order=3, q=float("nan"))
+    with pytest.raises(ValueError, match="q must be >= 0"):
+        hermite_coefficients(A.Tanh(), order=3, q=-1.0)
+    with pytest.raises(TypeError, match="closed-form"):
+        hermite_coefficients(A.Tanh(), order=3, method=ClosedForm())
+    with pytest.raises(ValueError, match="step"):
+        Trapezoid(step=1.0)
+    with pytest.raises(ValueError, match=r"rho must be in \[-1, 1\]"):
+        dual_kernel(jnp.array([0.0, 1.0]), 1.5)
+    with pytest.raises(ValueError, match=r"rho must be in \[-1, 1\]"):
+        compositional_kernel(jnp.array([0.0, 1.0]), jnp.array([0.2, -1.01]), depth=2)
+    with pytest.raises(ValueError, match=r"rho must be in \[0, 1\]"):
+        unscaled_limit(jnp.array([0.0, 1.0]), -0.5)
+    with pytest.raises(ValueError, match="depth"):
+        compositional_kernel(jnp.array([0.0, 1.0]), 0.3, depth=-1)
+    with pytest.raises(ValueError, match="coeffs"):
+        dual_kernel(jnp.ones((2, 2)), 0.3)
+    X = jnp.ones((3, 2))
+    for kappa in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"kappa must be in \(0, 1\)"):
+            memorization_depth(jnp.array([0.0, 1.0]), X, kappa)
+    with pytest.raises(ValueError, match="t must be >= 0"):
+        rescaled_limit(jnp.array([0.0, 1.0]), -1.0)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="rho must be in"):
+        jax.jit(lambda r: dual_kernel(jnp.array([0.0, 1.0]), r))(2.0).block_until_ready()
+
+
+# --------------------------------------------------------------------------------------
+# Dual and compositional kernels vs the kernel engine
+# --------------------------------------------------------------------------------------
+
+
+def _second_moment(act):
+    one = jnp.ones(())
+    return gaussian_expectations(act, one, one, one).k
+
+
+@pytest.mark.parametrize("act,order,tol", [
+    (A.Tanh(), 120, 1e-11), (A.Erf(), 120, 1e-13), (A.Gelu(), 80, 1e-13),
+    (A.Polynomial([0.1, 0.8, -0.3, 0.2]), 3, 1e-13),
+])
+def test_compositional_kernel_is_the_nngp_of_the_engine(act, order, tol):
+    depth, d = 6, 8
+    m2 = _second_moment(act)
+    a = hermite_coefficients(act, order=order) / jnp.sqrt(m2)  # = sigma / sqrt(E sigma^2)
+    X = jax.random.normal(jax.random.key(0), (7, d))
+    X = X / jnp.linalg.norm(X, axis=1)[:, None] * math.sqrt(d)  # ||x||^2 = d: Sigma^(0) = rho
+    X = X.at[6].set(-X[0])  # an antipodal pair: rho = -1
+    W = jnp.concatenate([jnp.ones(1), jnp.full((depth,), 1 / jnp.sqrt(m2))])  # variance-preserving
+    nngp = kernel(X, None, FullyConnected(depth, W, 0.0, act), all_depths=True).nngp
+    rho = jnp.clip(X @ X.T / d, -1, 1)
+    K = compositional_kernel(a, rho, depth=depth)
+    np.testing.assert_allclose(np.asarray(K), np.asarray(nngp), rtol=0, atol=tol)
+
+
+def test_compositional_kernel_relu_within_the_truncation_bound():
+    depth, d, order = 5, 6, 2000
+    act = A.Relu()
+    m2 = _second_moment(act)  # 1/2: W_std = sqrt(2)
+    a = hermite_coefficients(act, order=order) / jnp.sqrt(m2)
+    tail = 1.0 - float(jnp.sum(a * a))
+    X = jax.random.normal(jax.random.key(1), (6, d))
+    X = X / jnp.linalg.norm(X, axis=1)[:, None] * math.sqrt(d)
+    W = jnp.concatenate([jnp.ones(1), jnp.full((depth,), math.sqrt(2.0))])
+    nngp = kernel(X, None, FullyConnected(depth, W, 0.0, act), all_depths=True).nngp
+    K = compositional_kernel(a, jnp.clip(X @ X.T / d, -1, 1), depth=depth)
+    err = np.abs(np.asarray(K) - np.asarray(nngp))
+    # |G - G_N| <= tail per layer and G is 1-Lipschitz (mu = 1): the error after l layers <= l * tail
+    bound = np.arange(depth + 1)[:, None, None] * tail
+    assert 0 < tail < 1e-6
+    assert np.all(err <= bound + 1e-15)
+
+
+def test_dual_kernel_and_grad():
+    a = normalized(hermite_coefficients(A.Erf(), order=150))
+    rho = jnp.linspace(-1, 1, 9)
+    exact = A.Erf().dual(1.0, 1.0, rho)[0] / _second_moment(A.Erf())
+    np.testing.assert_allclose(np.asarray(dual_kernel(a, rho)), np.asarray(exact), atol=1e-13)
+    # G'(1) = mu, derivative w.r.t. activation parameters vs finite differences
+    bp = branching_process(a)
+    assert float(jax.grad(lambda r: dual_kernel(a, r))(1.0)) == pytest.approx(float(bp.mu), rel=1e-12)
+    f = lambda b: compositional_kernel(normalized(hermite_coefficients(A.Swish(b), order=30)),  # noqa: E731
+                                       jnp.array([-1.0, 0.3, 1.0]), depth=4)[-1].sum()
+    check_grads(f, (1.2,), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+    assert np.all(np.isfinite(np.asarray(jax.vmap(jax.grad(lambda r: dual_kernel(a, r)))(jnp.array([-1.0, 1.0])))))
+
+
+# --------------------------------------------------------------------------------------
+# Branching process
+# --------------------------------------------------------------------------------------
+
+
+def _linear_fractional(p0, b, n=140):
+    """p_0 = p0, p_k = (1 - p0)(1 - b) b^(k-1): xi = p0 / b, W | W > 0 ~ Exp with mean 1 / (1 - xi)."""
+    return jnp.sqrt(jnp.array([p0] + [(1 - p0) * (1 - b) * b**k for k in range(n)]))
+
+
+def test_extinction_probability_closed_form_and_brentq():
+    for p0, b in [(0.2, 0.5), (0.05, 0.3), (0.0, 0.6)]:
+        sol = extinction_probability(_linear_fractional(p0, b))
+        assert float(sol.value) == pytest.approx(p0 / b, abs=1e-12)
+    # an activation: uncentered GELU (a_0 != 0, mu > 1) vs brentq on the same series
+    a = normalized(hermite_coefficients(A.Gelu(), order=60))
+    p = np.asarray(a * a)
+    G = lambda s: np.polynomial.polynomial.polyval(s, p)  # noqa: E731
+    ref = optimize.brentq(lambda s: G(s) - s, 0.0, 0.99, xtol=1e-15)
+    assert float(extinction_probability(a).value) == pytest.approx(ref, abs=1e-12)
+    assert float(branching_process(a).xi) == pytest.approx(ref, abs=1e-12)
+    # subcritical: xi = 1; centered: xi = 0; linear: 0
+    assert float(extinction_probability(normalized(hermite_coefficients(A.Sigmoid(), order=40))).value) == \
+        pytest.approx(1.0, abs=1e-10)
+    assert float(extinction_probability(normalized(hermite_coefficients(A.Gelu(), order=40), center=True)).value) == 0.0
+    assert float(extinction_probability(jnp.array([0.0, 1.0, 0.0])).value) == 0.0
+
+
+def test_extinction_gradient_and_vmap():
+    def xi(beta):
+        return extinction_probability(normalized(hermite_coefficients(A.Swish(beta), order=40))).value
+
+    g = float(jax.grad(xi)(1.0))
+    eps = 1e-5
+    fd = (float(xi(1.0 + eps)) - float(xi(1.0 - eps))) / (2 * eps)
+    assert g == pytest.approx(fd, rel=1e-6)
+    betas = jnp.array([0.8, 1.0, 1.5])
+    np.testing.assert_allclose(np.asarray(jax.vmap(xi)(betas)), [float(xi(b)) for b in betas], rtol=1e-12)
+    np.testing.assert_allclose(float(jax.jit(xi)(1.3)), float(xi(1.3)), rtol=1e-13)
+    # implicit derivative formula: d xi = dG(xi)/(1 - G'(xi)) for p0 of a linear fractional law
+    d = jax.grad(lambda p0: extinction_probability(_linear_fractional(p0, 0.5)).value)(0.2)
+    assert float(d) == pytest.approx(1 / 0.5, rel=1e-9)
+
+
+def test_phases():
+    cases = [
+        (jnp.sqrt(jnp.array([0.5, 0.3, 0.2])), Phase.SUBCRITICAL),  # mu = 0.7
+        (jnp.sqrt(jnp.array([0.25, 0.5, 0.25])), Phase.CRITICAL),  # mu = 1
+        (jnp.sqrt(jnp.array([0.0, 0.5, 0.5])), Phase.SUPERCRITICAL),  # mu = 1.5
+        (hermite_coefficients(A.Hermite(1), order=3), Phase.LINEAR),
+    ]
+    for a, phase in cases:
+        bp = branching_process(a)
+        assert Phase(int(bp.phase)) is phase
+        assert bp.phase.dtype == jnp.int32
+    bp = branching_process(jnp.sqrt(jnp.array([0.1, 0.2, 0.3, 0.4])))
+    assert float(bp.mu) == pytest.approx(2.0)
+    assert float(bp.mu_star) == pytest.approx(0.3 * 2 * math.log(2) + 0.4 * 3 * math.log(3))
+    assert float(bp.variance) == pytest.approx(0.2 + 4 * 0.3 + 9 * 0.4 - 4.0)
+    # vmapped over a parameter: the phase code is an array
+    phases = jax.vmap(lambda b: branching_process(normalized(hermite_coefficients(A.Swish(b), order=30))).phase)(
+        jnp.array([0.5, 1.0, 4.0]))
+    assert phases.shape == (3,)
+
+
+def test_unscaled_limits_at_depth_30_to_60():
+    rho = jnp.array([0.0, 0.3, 0.7, 0.95])
+    # supercritical with xi = 0 (tanh), xi > 0 (erf + offset), subcritical (sigmoid)
+    for act, center in [(A.Tanh(), False), (A.Erf(1.0, 1.0, 0.4), False), (A.Sigmoid(), False), (A.Relu(), True)]:
+        a = normalized(hermite_coefficients(act, order=80), center=center)
+        bp = branching_process(a)
+        lim = unscaled_limit(a, rho)
+        K = compositional_kernel(a, rho, depth=60)
+        rate = float(jax.grad(lambda s: dual_kernel(a, s))(bp.xi))  # G'(xi): geometric rate
+        e30 = np.abs(np.asarray(K[30] - lim))
+        e60 = np.abs(np.asarray(K[60] - lim))
+        assert np.all(e60 <= e30 + 1e-15)
+        assert np.all(e60 <= 0.05), (type(act).__name__, e60, rate)
+        big = e30 > 1e-9
+        # Koenigs: K^(L) - xi ~ c G'(xi)^L, so the error ratio over 30 layers is G'(xi)^30
+        np.testing.assert_allclose(e60[big] / e30[big], rate**30, rtol=0.1)
+    assert float(unscaled_limit(a, 1.0)) == 1.0
+    # critical law G(s) = (1 + s)^2 / 4: 1 - K^(L)(0) ~ 2 / (sigma^2 L) (Kolmogorov), sigma^2 = 1/2
+    a = jnp.sqrt(jnp.array([0.25, 0.5, 0.25]))
+    K = compositional_kernel(a, jnp.array(0.0), depth=60)
+    assert float(unscaled_limit(a, 0.3)) == pytest.approx(1.0, abs=1e-7)  # a double root: ~sqrt(eps)
+    assert 60 * (1 - float(K[60])) == pytest.approx(4.0, rel=0.12)
+    # linear
+    np.testing.assert_allclose(np.asarray(unscaled_limit(jnp.array([0.0, 1.0]), rho)), np.asarray(rho))
+
+
+def test_rescaled_limit_exact_laws():
+    t = jnp.array([0.0, 0.01, 0.5, 1.0, 5.0, 50.0])
+    for p0, b in [(0.0, 0.5), (0.2, 0.5), (0.1, 0.8)]:
+        xi = p0 / b
+        ref = xi + (1 - xi) / (1 + t / (1 - xi))
+        np.testing.assert_allclose(np.asarray(rescaled_limit(_linear_fractional(p0, b), t)), np.asarray(ref),
+                                   rtol=0, atol=1e-11)
+    # derivative at 0 is -E[W] = -1, functional equation phi(mu t) = G(phi(t)) for an activation
+    a = normalized(hermite_coefficients(A.Gelu(), order=60))
+    bp = branching_process(a)
+    assert float(jax.grad(lambda s: rescaled_limit(a, s))(1e-9)) == pytest.approx(-1.0, abs=1e-6)
+    np.testing.assert_allclose(np.asarray(rescaled_limit(a, bp.mu * t)), np.asarray(dual_kernel(a, rescaled_limit(a, t))),
+                               atol=1e-11)
+    # t -> inf: phi_W(t) - xi ~ C t^-alpha, alpha = log(1 / G'(xi)) / log(mu) (the density of W at 0)
+    big_t = jnp.array([1e3, 1e6])
+    gap = np.asarray(rescaled_limit(a, big_t)) - float(bp.xi)
+    alpha = -math.log(float(jax.grad(lambda s: dual_kernel(a, s))(bp.xi))) / math.log(float(bp.mu))
+    assert np.all(gap > 0)
+    assert -math.log(gap[1] / gap[0]) / math.log(1e3) == pytest.approx(alpha, rel=0.01)
+    # subcritical: W = 0; linear: exp(-t)
+    np.testing.assert_allclose(np.asarray(rescaled_limit(jnp.sqrt(jnp.array([0.5, 0.3, 0.2])), t)), 1.0)
+    np.testing.assert_allclose(np.asarray(rescaled_limit(jnp.array([0.0, 1.0]), t)), np.exp(-np.asarray(t)), rtol=1e-14)
+
+
+def test_rescaled_limit_is_the_depth_limit():
+    t = jnp.array([0.1, 1.0, 4.0])
+    for act, center in [(A.Relu(), True), (A.Gelu(), False)]:
+        a = normalized(hermite_coefficients(act, order=64), center=center)
+        mu = float(branching_process(a).mu)
+        lim = np.asarray(rescaled_limit(a, t))
+        errs = []
+        for L in (25, 45):
+            K = compositional_kernel(a, jnp.exp(-t / mu**L), depth=L)[-1]
+            errs.append(np.abs(np.asarray(K) - lim))
+        # the error decays like mu^-L, down to the rounding of exp(-t / mu^L) amplified by mu^L
+        floor = 20 * np.finfo(float).eps * mu**45 * np.maximum(np.asarray(t), 1)
+        assert np.all(errs[1] <= errs[0] * 3 * mu**-20 + floor), (errs, mu)
+        assert np.all(errs[1] < 0.05)
+    # differentiable in the activation's parameter
+    f = lambda b: rescaled_limit(normalized(hermite_coefficients(A.Swish(b), order=30), center=True), 2.0)  # noqa: E731
+    check_grads(f, (1.5,), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+
+
+@given(hnp.arrays(np.float64, 6, elements=st.floats(-1, 1)), st.integers(1, 8))
+def test_compositional_kernel_invariants(c, depth):
+    if np.sum(c * c) < 1e-3:
+        return
+    a = normalized(jnp.asarray(c))
+    X = np.random.default_rng(depth).standard_normal((6, 3))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    K = np.asarray(compositional_kernel(a, jnp.clip(jnp.asarray(X @ X.T), -1, 1), depth=depth))
+    assert np.all(np.abs(K) <= 1 + 1e-12)
+    assert np.allclose(np.diagonal(K, axis1=1, axis2=2), 1.0)
+    assert np.linalg.eigvalsh(K[-1]).min() >= -1e-10  # Schoenberg: positive definite on the sphere
+
+
+# --------------------------------------------------------------------------------------
+# Memorization
+# --------------------------------------------------------------------------------------
+
+
+def test_memorization_depth_exact_between_the_bounds():
+    a = normalized(hermite_coefficients(A.Relu(), order=64), center=True)
+    kappa = 0.1
+    for n, d in [(40, 30), (40, 3)]:  # small and large correlations
+        X = jax.random.normal(jax.random.key(n + d), (n, d))
+        m = memorization_depth(a, X, kappa, max_depth=70)
+        L = int(m.depth)
+        assert L > 0
+        # exact: the eigenvalues at L are in the band, at L - 1 they are not
+        Xh = np.asarray(X) / np.linalg.norm(np.asarray(X), axis=1, keepdims=True)
+        R = np.clip(Xh @ Xh.T, -1, 1)
+        np.fill_diagonal(R, 1.0)
+        Ks = np.asarray(compositional_kernel(a, jnp.asarray(R), depth=L))
+        ev = np.linalg.eigvalsh(Ks[L])
+        assert ev.min() >= 1 - kappa and ev.max() <= 1 + kappa
+        ev_prev = np.linalg.eigvalsh(Ks[L - 1])
+        assert ev_prev.min() < 1 - kappa or ev_prev.max() > 1 + kappa
+        np.testing.assert_allclose(np.asarray(m.eig_min[L]), ev.min(), atol=1e-12)
+        # necessary <= exact <= Gershgorin <= closed-form bounds
+        assert int(m.necessary_depth) <= L <= int(m.sufficient_depth)
+        r = np.max(np.abs(R - np.eye(n)))
+        b = memorization_bounds(a, r, n, kappa)
+        assert int(m.sufficient_depth) <= float(b.large_correlation)
+        assert int(m.sufficient_depth) <= float(b.small_correlation)
+        if d == 3:
+            assert float(b.large_correlation) < float(b.small_correlation)
+    j = jax.jit(lambda a, X: memorization_depth(a, X, kappa, max_depth=70))(a, X)
+    assert int(j.depth) == int(m.depth)
+    # uncentered ReLU (xi = 1): never memorizes
+    u = normalized(hermite_coefficients(A.Relu(), order=64))
+    assert int(memorization_depth(u, X, kappa, max_depth=20).depth) == -1
+    assert np.isinf(float(memorization_bounds(u, 0.5, 40, kappa).small_correlation))
+
+
+# --------------------------------------------------------------------------------------
+# Random features
+# --------------------------------------------------------------------------------------
+
+LAW = jnp.sqrt(jnp.array([0.0, 0.5, 0.3, 0.2]))  # a centered cubic activation: light-tailed offspring
+
+
+def test_offspring_distribution_is_the_power_series_of_K():
+    P = offspring_distribution(LAW, depth=3, max_degree=27)  # exact: degree 3^3
+    assert float(jnp.sum(P)) == pytest.approx(1.0, abs=1e-14)
+    rho = jnp.linspace(-1, 1, 7)
+    np.testing.assert_allclose(np.asarray(jnp.polyval(P[::-1], rho)),
+                               np.asarray(compositional_kernel(LAW, rho, depth=3)[-1]), atol=1e-14)
+    assert float(jnp.sum(jnp.arange(28.0) * P)) == pytest.approx(1.7**3, rel=1e-13)  # E Z_L = mu^L
+
+
+def test_random_features_are_unbiased_with_standard_error_rate():
+    X = jax.random.normal(jax.random.key(3), (5, 6))
+    X = X / jnp.linalg.norm(X, axis=1)[:, None]
+    K = np.asarray(compositional_kernel(LAW, jnp.clip(X @ X.T, -1, 1), depth=2)[-1])
+    iu = np.triu_indices(5)
+    ses = []
+    for M in (2000, 8000):
+        f = compositional_features(X, LAW, jax.random.key(M), depth=2, num_features=M, max_degree=9)
+        assert float(f.truncated_mass) == pytest.approx(0.0, abs=1e-14)
+        F = np.asarray(f.features) * math.sqrt(M)  # per-feature values f_m(x)
+        prods = F[:, None, :] * F[None, :, :]  # (n, n, M)
+        est, se = prods.mean(-1), prods.std(-1, ddof=1) / math.sqrt(M)
+        assert np.all(np.abs(est - K)[iu] < 5 * se[iu]), np.max(np.abs(est - K)[iu] / se[iu])
+        np.testing.assert_allclose(np.asarray(f.features @ f.features.T), est, atol=1e-12)
+        ses.append(se[iu])
+    # SE ~ 1 / sqrt(features): quadrupling M halves it
+    np.testing.assert_allclose(np.median(ses[0] / ses[1]), 2.0, rtol=0.15)
+    f = compositional_features(X, LAW, jax.random.key(0), depth=2, num_features=50000, max_degree=9)
+    P = np.asarray(offspring_distribution(LAW, depth=2, max_degree=9))
+    freq = np.bincount(np.asarray(f.degrees), minlength=10) / 50000
+    assert np.all(np.abs(freq - P) < 5 * np.sqrt(P * (1 - P) / 50000) + 1e-12)
+
+
+def test_ridge_with_random_features_approaches_kernel_ridge():
+    key = jax.random.key(7)
+    kx, kt = jax.random.split(key)
+    X = jax.random.normal(kx, (80, 5))
+    X = X / jnp.linalg.norm(X, axis=1)[:, None]
+    Xt = jax.random.normal(kt, (40, 5))
+    Xt = Xt / jnp.linalg.norm(Xt, axis=1)[:, None]
+    w = jnp.array([1.0, -0.5, 0.3, 0.0, 0.8])
+    y, yt = jnp.sign(X @ w), jnp.sign(Xt @ w)
+    lam = 1e-2
+    Xa = jnp.concatenate([X, Xt])
+    Kall = compositional_kernel(LAW, jnp.clip(Xa @ Xa.T, -1, 1), depth=2)[-1]
+    K, Kt = Kall[:80, :80], Kall[80:, :80]
+    exact = Kt @ jnp.linalg.solve(K + lam * jnp.eye(80), y)
+    errs = []
+    for M in (500, 8000):
+        F = compositional_features(Xa, LAW, jax.random.key(M), depth=2, num_features=M, max_degree=9).features
+        pred = ridge_predict(F[:80], y, F[80:], lam)
+        errs.append(float(jnp.sqrt(jnp.mean((pred - exact) ** 2))))
+    assert errs[1] < errs[0] and errs[1] < 0.25 * float(jnp.sqrt(jnp.mean(exact**2)))
+    acc_kernel = float(jnp.mean(jnp.sign(exact) == yt))
+    acc_rf = float(jnp.mean(jnp.sign(pred) == yt))
+    assert acc_kernel > 0.75 and acc_rf >= acc_kernel - 0.1
+    # one-hot classification and the primal/dual forms agree
+    Y = jax.nn.one_hot((y > 0).astype(jnp.int32), 2, dtype=jnp.float64)
+    F = compositional_features(Xa, LAW, jax.random.key(1), depth=2, num_features=60, max_degree=9).features
+    primal = ridge_predict(F[:80], Y, F[80:], lam)  # 60 features < 80 samples: primal
+    dual = (F[80:] @ F[:80].T) @ jnp.linalg.solve(F[:80] @ F[:80].T + lam * jnp.eye(80), Y)
+    np.testing.assert_allclose(np.asarray(primal), np.asarray(dual), atol=1e-8)
