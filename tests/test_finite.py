@@ -11,8 +11,10 @@ from flax import nnx
 
 from rmtjax.activations import Erf, Gelu, Relu
 from rmtjax.data._mixtures import gaussian_mixture_dataset
-from rmtjax.finite import MLP, Dense, functional, init_ensemble, train
+from rmtjax.finite import (MLP, Dense, empirical_nngp, empirical_ntk, ensemble_kernels, functional, init_ensemble,
+                           input_jacobian, monte_carlo_kernels, train)
 from rmtjax.kernels import FullyConnected, kernel
+from rmtjax.regression import gradient_descent_mse
 
 
 def _x(n=4, d=6, seed=1):
@@ -30,7 +32,7 @@ def _x(n=4, d=6, seed=1):
     [
         (FullyConnected(2, W_std=jnp.array([1.2, 1.5, 0.9]), b_std=0.2, activation=Erf()), False),
         (FullyConnected(1, W_std=1.0, b_std=0.1, activation=Gelu(), parameterization="standard", widths=256), False),
-        (FullyConnected(3, W_std=1.3, b_std=0.1, activation=Relu()), True),
+        (FullyConnected(2, W_std=1.3, b_std=0.1, activation=Relu()), True),
     ],
     ids=["erf-per-layer", "gelu-standard", "relu-residual"],
 )
@@ -172,3 +174,147 @@ def test_training_bad_input():
         train(net, x.at[0, 0].set(jnp.nan), y, optax.sgd(0.1), epochs=1)
     with pytest.raises(ValueError, match="eval_x"):
         train(net, x, y, optax.sgd(0.1), epochs=1, eval_x=jnp.ones((2, 4)))
+
+
+# ------------------------------------------------------------------------------------------
+# Empirical kernels
+# ------------------------------------------------------------------------------------------
+
+
+def _one_hidden_layer_ntk(net, x1, x2):
+    """The NTK of a one-hidden-layer NTK-parameterised network written out by hand:
+    sw1^2/w h.h' + sb1^2 + sw1^2/w sum_j v_jc^2 phi'(z_j) phi'(z'_j) (sw0^2 x.x'/d + sb0^2),
+    averaged over the outputs c."""
+    l0, l1 = net.layers
+    sw0, sb0, sw1, sb1 = (float(a[...]) for a in (l0.W_std, l0.b_std, l1.W_std, l1.b_std))
+    d, w = l0.in_features, l0.out_features
+    phi = net.spec.activation
+    z1, z2 = l0(x1), l0(x2)
+    v2 = l1.kernel[...] ** 2  # (w, k)
+    first = sw0**2 * (x1 @ x2.T) / d + sb0**2
+    readout = sw1**2 / w * phi(z1) @ phi(z2).T + sb1**2
+    hidden = sw1**2 / w * jnp.einsum("ij,lj,jc->il", phi.derivative(z1), phi.derivative(z2), v2) / v2.shape[1]
+    return readout + hidden * first
+
+
+@pytest.mark.parametrize("implementation", ["jacobian", "products", "auto"])
+def test_empirical_ntk_matches_the_hand_written_formula(implementation):
+    net = MLP(FullyConnected(1, 1.3, 0.2, Erf()), 4, 3, width=24, rngs=nnx.Rngs(2))
+    apply, params = functional(net)
+    x1, x2 = _x(5, 4), _x(3, 4, seed=4)
+    k = empirical_ntk(x1, x2, apply, params, implementation=implementation, batch_size=4)
+    np.testing.assert_allclose(k, _one_hidden_layer_ntk(net, x1, x2), rtol=1e-12)
+    ks = empirical_ntk(x1, None, apply, params, implementation=implementation)
+    np.testing.assert_allclose(ks, _one_hidden_layer_ntk(net, x1, x1), rtol=1e-12)
+    f1, f2 = net(x1), net(x2)
+    np.testing.assert_allclose(empirical_nngp(x1, x2, apply, params), f1 @ f2.T / 3, rtol=1e-13)
+
+
+def test_ensemble_kernels_equal_a_loop_over_members():
+    spec = FullyConnected(2, 1.4, 0.1, Relu())
+    ens = init_ensemble(jax.random.key(5), spec, 4, 2, size=3, width=16)
+    x = _x(3, 4)
+    k = ensemble_kernels(x, None, ens, batch_size=2)
+    for i in range(3):
+        apply, params = functional(ens.member(i))
+        np.testing.assert_allclose(k.ntk[i], empirical_ntk(x, None, apply, params), rtol=1e-12)
+        np.testing.assert_allclose(k.nngp[i], empirical_nngp(x, None, apply, params), rtol=1e-12)
+
+
+def test_input_jacobian_against_finite_differences_and_a_linear_network():
+    net = MLP(FullyConnected(2, 1.5, 0.1, Erf()), 4, 2, width=16, rngs=nnx.Rngs(0))
+    apply, params = functional(net)
+    x = _x(3, 4)
+    jac = np.asarray(input_jacobian(x, apply, params))
+    eps = 1e-6
+    for a in range(4):
+        e = jnp.zeros(4).at[a].set(eps)[None, :]
+        fd = (np.asarray(net(x + e)) - np.asarray(net(x - e))) / (2 * eps)
+        np.testing.assert_allclose(jac[:, :, a], fd, rtol=1e-7, atol=1e-9)
+    lin = MLP(FullyConnected(0, 2.0, 0.5), 4, 2, rngs=nnx.Rngs(0))
+    apply, params = functional(lin)
+    w = np.asarray(lin.layers[0].kernel[...]) * 2.0 / 2.0  # W_std / sqrt(d) = 1
+    np.testing.assert_allclose(input_jacobian(x, apply, params), np.broadcast_to(w.T, (3, 2, 4)), rtol=1e-14)
+
+
+def test_monte_carlo_kernels_within_five_standard_errors_of_the_theory():
+    # 48 networks of width 512: the O(1/width) bias of the mean is well inside 5 SE
+    spec = FullyConnected(2, 1.4, 0.1, Erf())
+    x = _x(4, 6)
+    ens = init_ensemble(jax.random.key(0), spec, 6, 1, size=48, width=512)
+    mc = monte_carlo_kernels(x, None, ens)
+    theory = kernel(x, None, spec)
+    assert mc.samples == 48
+    # informative: SE ~ sqrt(2/48) K for the NNGP of one output, much smaller for the NTK
+    for est, se, th, rel in ((mc.nngp, mc.nngp_stderr, theory.nngp, 0.3), (mc.ntk, mc.ntk_stderr, theory.ntk, 0.05)):
+        assert np.max(np.abs(np.asarray(est - th)) / np.asarray(se)) < 5
+        assert np.max(np.asarray(se)) < rel * np.max(np.abs(np.asarray(th)))
+
+
+def _fit_slope(widths, errors):
+    return float(np.polyfit(np.log(widths), np.log(errors), 1)[0])
+
+
+def test_empirical_ntk_converges_at_rate_one_over_sqrt_width():
+    # relative Frobenius error of one network's NTK, RMS over 8 initialisations per width:
+    # O(width^-1/2) fluctuations (Hanin & Nica 2020). Fit over widths 64..4096 (one hidden layer;
+    # the experiment does depth 2 over the same range).
+    spec = FullyConnected(1, 1.4, 0.1, Relu())
+    x = _x(5, 6)
+    theory = np.asarray(kernel(x, None, spec).ntk)
+    widths = (64, 256, 1024, 4096)
+    errors = []
+    for w in widths:
+        ens = init_ensemble(jax.random.key(w), spec, 6, 1, size=8, width=w)
+        k = np.asarray(ensemble_kernels(x, None, ens).ntk)
+        errors.append(np.sqrt(np.mean(np.sum((k - theory[None]) ** 2, axis=(1, 2)))) / np.linalg.norm(theory))
+    slope = _fit_slope(widths, errors)
+    assert -0.7 < slope < -0.35, (slope, errors)
+    assert errors[-1] < 0.05
+
+
+def test_trained_wide_network_follows_ntk_gradient_flow():
+    # Full-batch GD with step eta on the MSE for T steps vs the NTK gradient-flow prediction at
+    # t = T (in units of eta) from the same initial outputs. The gap shrinks like width^-1/2;
+    # the discretisation error of GD vs the flow (checked below) is far smaller.
+    spec = FullyConnected(1, 1.5, 0.1, Erf())
+    x, xt = _x(8, 5), _x(4, 5, seed=7)
+    y = jnp.sin(2.0 * x[:, :1])
+    theta, theta_t = kernel(x, None, spec).ntk, kernel(xt, x, spec).ntk
+    eta, steps = 0.25, 80
+    predict = gradient_descent_mse(theta, y, learning_rate=eta)
+    opt = optax.sgd(eta)
+    widths, gaps = (64, 512, 4096), []
+    for w in widths:
+        g = []
+        for seed in range(3):
+            net = MLP(spec, 5, 1, width=w, rngs=nnx.Rngs(seed))
+            f0, ft0 = net(x), net(xt)
+            train(net, x, y, opt, epochs=steps, record_every=steps, progress=False)
+            ft = predict(float(steps), f0, ft0, theta_t)[1]
+            g.append(float(jnp.linalg.norm(net(xt) - ft) / jnp.linalg.norm(ft - ft0)))
+        gaps.append(float(np.sqrt(np.mean(np.square(g)))))
+    slope = _fit_slope(widths, gaps)
+    assert gaps[0] > gaps[1] > gaps[2] and -0.8 < slope < -0.3, (slope, gaps)
+    # discrete GD on the linearised model vs the flow: the floor the gap cannot go below
+    lam, v = np.linalg.eigh(np.asarray(theta))
+    rhs = v.T @ np.asarray(y)
+    disc = np.asarray(theta_t) @ v @ (((1 - (1 - eta * lam / 8) ** steps) / lam)[:, None] * rhs)
+    flow = np.asarray(theta_t) @ v @ ((-np.expm1(-eta * steps * lam / 8) / lam)[:, None] * rhs)
+    assert np.linalg.norm(disc - flow) / np.linalg.norm(flow) < 0.25 * gaps[-1]
+
+
+def test_empirical_bad_input():
+    net = MLP(FullyConnected(1), 3, width=4, rngs=nnx.Rngs(0))
+    apply, params = functional(net)
+    with pytest.raises(ValueError, match="implementation"):
+        empirical_ntk(jnp.ones((2, 3)), None, apply, params, implementation="fast")
+    with pytest.raises(ValueError, match="same number of features"):
+        empirical_ntk(jnp.ones((2, 3)), jnp.ones((2, 4)), apply, params)
+    with pytest.raises(ValueError, match="x1 contains NaN"):
+        empirical_nngp(jnp.full((2, 3), jnp.nan), None, apply, params)
+    with pytest.raises(ValueError, match="ensemble"):
+        monte_carlo_kernels(jnp.ones((2, 3)), None, (apply, params))
+    with pytest.raises(ValueError, match=">= 2 members"):
+        monte_carlo_kernels(jnp.ones((2, 3)), None, init_ensemble(jax.random.key(0), FullyConnected(1), 3, size=1,
+                                                                   width=4))

@@ -8,6 +8,7 @@ Monte-Carlo standard errors and input Jacobians, and optax training loops (:func
 from ._empirical import MonteCarloKernel as MonteCarloKernel
 from ._empirical import empirical_nngp as empirical_nngp
 from ._empirical import empirical_ntk as empirical_ntk
+from ._empirical import ensemble_kernels as ensemble_kernels
 from ._empirical import input_jacobian as input_jacobian
 from ._empirical import monte_carlo_kernels as monte_carlo_kernels
 from ._network import Dense as Dense

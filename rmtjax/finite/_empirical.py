@@ -34,9 +34,10 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._validate import check_finite_array, check_matrix
+from ..kernels import Kernel
 from ._network import Ensemble
 
-__all__ = ["MonteCarloKernel", "empirical_nngp", "empirical_ntk", "input_jacobian", "monte_carlo_kernels"]
+__all__ = ["MonteCarloKernel", "empirical_nngp", "ensemble_kernels", "empirical_ntk", "input_jacobian", "monte_carlo_kernels"]
 
 _IMPLEMENTATIONS = ("auto", "jacobian", "products")
 
@@ -188,6 +189,38 @@ def empirical_ntk(
     return _ntk(x1, x2, apply_fn, params, impl, int(batch_size))
 
 
+def ensemble_kernels(
+    x1: Float[ArrayLike, "n1 d"],
+    x2: Float[ArrayLike, "n2 d"] | None,
+    ensemble: Ensemble,
+    *,
+    ntk: bool = True,
+    implementation: str = "auto",
+    max_bytes: int = 2**28,
+    batch_size: int = 8,
+) -> Kernel:
+    """:func:`empirical_nngp` and :func:`empirical_ntk` of every member of an ensemble:
+    ``Kernel(nngp, ntk)`` with a leading axis of length ``ensemble.size`` (``ntk`` is ``None``
+    when ``ntk=False``). Arguments as in :func:`monte_carlo_kernels`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rmtjax.finite import init_ensemble
+        >>> from rmtjax.kernels import FullyConnected
+        >>> ens = init_ensemble(jax.random.key(0), FullyConnected(1), 4, size=3, width=32)
+        >>> ensemble_kernels(jnp.eye(4), None, ens).ntk.shape
+        (3, 4, 4)
+    """
+    if not isinstance(ensemble, Ensemble):
+        raise ValueError(f"ensemble must be an rmtjax.finite.Ensemble, got {type(ensemble).__name__}")
+    _check_implementation(implementation)
+    x1, x2 = _inputs(x1, x2)
+    one = jax.tree_util.tree_map(lambda a: a[0], ensemble.params)
+    impl = _choose(implementation, x1, x2, ensemble.apply, one, max_bytes)
+    nngp, ntk_s = _ensemble_kernels(x1, x2, ensemble.apply, ensemble.params, ntk, impl, int(batch_size))
+    return Kernel(nngp, ntk_s)
+
+
 def monte_carlo_kernels(
     x1: Float[ArrayLike, "n1 d"],
     x2: Float[ArrayLike, "n2 d"] | None,
@@ -225,16 +258,11 @@ def monte_carlo_kernels(
         >>> mc.ntk.shape, mc.samples
         ((4, 4), 32)
     """
-    if not isinstance(ensemble, Ensemble):
-        raise ValueError(f"ensemble must be an rmtjax.finite.Ensemble, got {type(ensemble).__name__}")
-    _check_implementation(implementation)
-    x1, x2 = _inputs(x1, x2)
-    one = jax.tree_util.tree_map(lambda a: a[0], ensemble.params)
-    impl = _choose(implementation, x1, x2, ensemble.apply, one, max_bytes)
-    nngp, ntk_s = _ensemble_kernels(x1, x2, ensemble.apply, ensemble.params, ntk, impl, int(batch_size))
-    s = ensemble.size
-    if s < 2:
-        raise ValueError(f"the ensemble needs >= 2 members for standard errors, got {s}")
+    s = ensemble.size if isinstance(ensemble, Ensemble) else 0
+    if isinstance(ensemble, Ensemble) and s < 2:
+        raise ValueError(f"the ensemble needs >= 2 members for standard errors, got size {s}")
+    nngp, ntk_s = ensemble_kernels(x1, x2, ensemble, ntk=ntk, implementation=implementation, max_bytes=max_bytes,
+                                   batch_size=batch_size)
     mean = lambda k: None if k is None else jnp.mean(k, axis=0)  # noqa: E731
     se = lambda k: None if k is None else jnp.std(k, axis=0, ddof=1) / math.sqrt(s)  # noqa: E731
     return MonteCarloKernel(mean(nngp), mean(ntk_s), se(nngp), se(ntk_s), s)
