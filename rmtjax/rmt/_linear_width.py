@@ -57,7 +57,7 @@ from far above the support, so the physical branch (:math:`\operatorname{Im} m >
 Densities are :math:`\operatorname{Im} m(x + i\eta)/\pi`; the largest eigenvalue
 :math:`\lambda_{\max}` (right edge of the support) solves the fold system
 :math:`s = F(s; z),\ \det(I - \partial_s F) = 0` at real :math:`s, z` (:func:`rmtjax.solve.root`, so it
-is differentiable too), started from a grid scan and a bisection of the density. Moments are contour
+is differentiable too), started from nested grid scans of the density. Moments are contour
 integrals :math:`m_k = -\frac{1}{2\pi i}\oint z^k m(z)\,dz` (trapezoidal rule on a circle around the
 support, exponentially accurate).
 
@@ -415,16 +415,13 @@ def _predict(p: _Problem, x, y_end, *, steps: int, iters: int):
     p = jax.lax.stop_gradient(p)
     x, y_end = jax.lax.stop_gradient(x), jax.lax.stop_gradient(y_end)
     cdt = jnp.complex128 if p.gam.dtype == jnp.float64 else jnp.complex64
-    top = 4 * _scale(p)
-    start = jnp.maximum(top, y_end)
-    s = _newton(p, jax.lax.complex(x, start), _s_infinity(p, cdt), 2 * iters)
-    frac = jnp.arange(1, steps + 1, dtype=x.dtype) / steps
-    etas = start * (y_end / start) ** frac
+    start = jnp.maximum(4 * _scale(p), y_end)
+    etas = start * (y_end / start) ** (jnp.arange(steps + 1, dtype=x.dtype) / steps)
 
     def body(s_, eta):
         return _newton(p, jax.lax.complex(x, eta), s_, iters), None
 
-    return jax.lax.scan(body, s, etas)[0]
+    return jax.lax.scan(body, _s_infinity(p, cdt), etas)[0]
 
 
 def _solve_at(p: _Problem, z, *, steps: int, max_steps: int, throw: bool):
@@ -500,34 +497,31 @@ def _fold(y, p):
 
 
 @eqx.filter_jit
-def _edge(p: _Problem, *, grid: int, bisections: int, steps: int, max_steps: int, throw: bool):
+def _edge(p: _Problem, *, grid: int, stages: int, steps: int, max_steps: int, throw: bool):
     if p.gam.shape[0] == 0:
         return p.shift + p.coef[0] * jnp.max(p.atoms)
     ps = jax.lax.stop_gradient(p)
     U = _scale(p)
     eta = 1e-10 * U
     kappa = 1e-5 / U
+    idx = jnp.arange(grid)
 
-    def im_m(x):
+    def probe(x):
         s = _predict(ps, x, eta, steps=steps, iters=_ITERS)
-        return jnp.imag(_map(s, jax.lax.complex(x, eta), ps)[1])
+        return jnp.imag(_map(s, jax.lax.complex(x, eta), ps)[1]) > kappa, s
 
-    xs = U * (jnp.arange(1, grid + 1, dtype=U.dtype) / grid)
-    inside = jax.vmap(im_m)(xs) > kappa
-    last = jnp.max(jnp.where(inside, jnp.arange(grid), -1))
-    lo = jnp.where(last >= 0, xs[jnp.maximum(last, 0)], 0.0)
-    hi = jnp.where(last >= 0, xs[jnp.minimum(last + 1, grid - 1)], xs[0])
-    hi = jnp.where(last == grid - 1, U, hi)
+    def stage(_, carry):
+        # (lo, hi]: lo inside the support (or 0), hi outside; keep the last grid point inside
+        lo, hi, s_hi = carry
+        xs = lo + (hi - lo) * (idx + 1).astype(U.dtype) / grid
+        inside, ss = jax.vmap(probe)(xs)
+        last = jnp.max(jnp.where(inside, idx, -1))
+        nxt = jnp.minimum(last + 1, grid - 1)
+        return (jnp.where(last >= 0, xs[jnp.maximum(last, 0)], lo), xs[nxt], ss[nxt])
 
-    def bisect(_, lohi):
-        a, b = lohi
-        mid = 0.5 * (a + b)
-        ins = im_m(mid) > kappa
-        return jnp.where(ins, mid, a), jnp.where(ins, b, mid)
-
-    lo, hi = jax.lax.fori_loop(0, bisections, bisect, (lo, hi))
-    s_c = _predict(ps, hi, eta, steps=steps, iters=_ITERS)
-    y0 = jnp.concatenate([jnp.real(s_c).astype(U.dtype), hi[None]])
+    s_dummy = _s_infinity(ps, jnp.complex128 if U.dtype == jnp.float64 else jnp.complex64)
+    _, hi, s_hi = jax.lax.fori_loop(0, stages, stage, (jnp.zeros_like(U), U, s_dummy))
+    y0 = jnp.concatenate([jnp.real(s_hi).astype(U.dtype), hi[None]])
     sol = root(_fold, jax.lax.stop_gradient(y0), p, max_steps=max_steps, throw=throw,
                name="spectral edge (fold of the linear-width fixed point)")
     return sol.value[-1]
@@ -609,16 +603,17 @@ def combination_density(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, sh
 
 
 def combination_edge(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike, *,
-                     grid: int = 256, bisections: int = 40, steps: int = 24, max_steps: int = 64,
+                     grid: int = 96, stages: int = 3, steps: int = 24, max_steps: int = 64,
                      throw: bool = True) -> Array:
     r"""Right edge :math:`\lambda_{\max}` of the support of the law of :func:`combination_stieltjes`.
 
-    Located by a scan of the density on ``grid`` points of :math:`[0, U]` (:math:`U` a norm bound), a
-    bisection, then Newton's method on the fold system :math:`s = F(s; \lambda)`,
+    Located by ``stages`` nested scans of the density on ``grid`` points (first on :math:`[0, U]`, :math:`U`
+    a norm bound, then inside the last bracket; resolution :math:`U/\text{grid}^{\text{stages}}`; a part
+    of the support narrower than :math:`U/\text{grid}` may be missed), then Newton's method on the fold system :math:`s = F(s; \lambda)`,
     :math:`\det(I - \partial_sF(s;\lambda)) = 0` (real :math:`s, \lambda`), so it is differentiable by
     the implicit function theorem."""
     p = _problem(inp, gammas, b2, shift, coef)
-    return _edge(p, grid=grid, bisections=bisections, steps=steps, max_steps=max_steps, throw=throw)
+    return _edge(p, grid=grid, stages=stages, steps=steps, max_steps=max_steps, throw=throw)
 
 
 def combination_moments(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike, *,
@@ -703,7 +698,7 @@ def ck_density(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActiva
 
 
 def ck_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *, layer: int | None = None,
-            method: AbstractMethod = Auto(), grid: int = 256, bisections: int = 40, steps: int = 24,
+            method: AbstractMethod = Auto(), grid: int = 96, stages: int = 3, steps: int = 24,
             max_steps: int = 64, throw: bool = True) -> Array:
     r"""Right edge of the support of the CK law :math:`\mu_\ell` (its largest eigenvalue in the limit,
     for odd activations; see the module docstring for outliers). Differentiable.
@@ -714,7 +709,7 @@ def ck_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivatio
         >>> e = ck_edge(InputSpectrum(jnp.ones(1)), jnp.array([0.25]), Identity())  # (1 + 1/2)^2
     """
     p = _ck(inp, gammas, activation, layer, method)
-    return _edge(p, grid=grid, bisections=bisections, steps=steps, max_steps=max_steps, throw=throw)
+    return _edge(p, grid=grid, stages=stages, steps=steps, max_steps=max_steps, throw=throw)
 
 
 def ck_moments(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *, layer: int | None = None,
@@ -748,11 +743,11 @@ def ntk_density(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActiv
 
 
 def ntk_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *,
-             method: AbstractMethod = Auto(), grid: int = 256, bisections: int = 40, steps: int = 24,
+             method: AbstractMethod = Auto(), grid: int = 96, stages: int = 3, steps: int = 24,
              max_steps: int = 64, throw: bool = True) -> Array:
     r"""Right edge :math:`\lambda_{\max}` of the NTK law (:func:`combination_edge`). Differentiable."""
     p = _ntk_problem(inp, gammas, activation, method)
-    return _edge(p, grid=grid, bisections=bisections, steps=steps, max_steps=max_steps, throw=throw)
+    return _edge(p, grid=grid, stages=stages, steps=steps, max_steps=max_steps, throw=throw)
 
 
 def ntk_moments(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *, order: int = 4,
