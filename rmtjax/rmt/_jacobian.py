@@ -1,0 +1,313 @@
+r"""Singular-value spectrum of the input-output Jacobian of a deep network at initialization.
+
+For :math:`h^\ell = W^\ell x^{\ell-1} + b^\ell`, :math:`x^\ell = \phi(h^\ell)`, width :math:`N`, the
+Jacobian is :math:`J = \prod_{\ell=L}^{1}D^\ell W^\ell` with :math:`D^\ell = \operatorname{diag}
+\phi'(h^\ell)`. At large width the pre-activations are :math:`\mathcal N(0, q^*)` (mean field,
+:func:`rmtjax.meanfield.q_star`) and the :math:`D^\ell, W^\ell` are asymptotically free, so
+(Pennington, Schoenholz & Ganguli 2017, "Resurrecting the sigmoid in deep learning through
+dynamical isometry", eqs. 8-13; 2018, "The emergence of spectral universality in deep
+networks")
+
+.. math::
+    \mu_{JJ^\top} = \big(\mu_{WW^\top}\boxtimes\mu_{D^2}\big)^{\boxtimes L},\qquad
+    S_{JJ^\top}(w) = S_{WW^\top}(w)^L\,S_{D^2}(w)^L,
+
+with :math:`\mu_{WW^\top}` the Marchenko-Pastur law of ratio 1 and variance :math:`\sigma_w^2`
+(Gaussian weights :math:`W_{ij}\sim\mathcal N(0,\sigma_w^2/N)`) or :math:`\delta_{\sigma_w^2}`
+(:math:`W = \sigma_w O`, :math:`O` Haar-orthogonal), and :math:`\mu_{D^2}` the law of
+:math:`\phi'(h)^2`, :math:`h\sim\mathcal N(0, q^*)` (:func:`derivative_squared_law`: exact atoms for
+piecewise-linear activations, e.g. ReLU :math:`\tfrac12\delta_0 + \tfrac12\delta_1`, hard-tanh
+:math:`p\delta_1 + (1-p)\delta_0`, :math:`p = \operatorname{erf}(1/\sqrt{2q^*})`; a trapezoidal
+Gaussian quadrature otherwise). The product is computed by subordination with one unknown per
+distinct factor (:mod:`rmtjax.rmt._free`), whatever the depth.
+
+**Moments.** :math:`m_1(JJ^\top) = \chi^L`, :math:`\chi = \sigma_w^2\mathbb E[\phi'(h)^2]` (Poole
+et al.'s :math:`\chi_1`); the normalized variances add under :math:`\boxtimes`
+(:math:`S(w) = m_1^{-1}(1 - w\,\sigma^2/m_1^2 + O(w^2))`), so
+
+.. math::
+    \frac{\operatorname{Var}(\lambda)}{m_1^2} = L\Big(\frac{\sigma^2_{WW^\top}}{m_1(WW^\top)^2}
+    + \frac{\mathbb E[\phi'^4]}{\mathbb E[\phi'^2]^2} - 1\Big),
+
+1 for Gaussian and 0 for orthogonal weights in the first term (Pennington et al. 2017, eq. 17).
+Dynamical isometry needs :math:`\chi = 1` and a variance that stays :math:`O(1)`: impossible for
+ReLU (:math:`\mathbb E[\phi'^4]/\mathbb E[\phi'^2]^2 = 2`), possible for orthogonal hard-tanh/erf
+networks as :math:`q^*\to 0`.
+
+**Edge.** The largest eigenvalue of :math:`JJ^\top` is
+:math:`\lambda_{\max} = \min_{w>0}\frac{1+w}{w\,S_{JJ^\top}(w)}` (the critical point of the
+inverse of :math:`\psi` on the positive axis; for MP this gives 4, for Fuss-Catalan
+:math:`(L+1)^{L+1}/L^L`), found on a grid and refined with :func:`rmtjax.solve.root` jointly
+with :math:`\zeta = \psi_{D^2}^{-1}(w)`, so it is differentiable.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from rmtjax.activations import Erf
+    >>> spec = jacobian_spectrum(Erf(), 1.5, 0.01, jnp.linspace(0.01, 3.0, 50), depth=8, orthogonal=True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jss
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from .._numerics import trapezoid_gaussian
+from .._validate import check_nonnegative, concrete
+from ..activations import ABRelu, Abs, AbstractActivation, Identity, LeakyRelu, Relu, Sign
+from ..meanfield import q_star
+from ..solve import fixed_point, root
+from ._free import FreeMultiplicativeConvolution, FreeDensity, free_multiplicative_power
+from ._measures import Discrete, MarchenkoPastur, PointMass
+
+__all__ = [
+    "HardTanh",
+    "JacobianSpectrum",
+    "derivative_squared_law",
+    "jacobian_law",
+    "jacobian_q_star",
+    "jacobian_spectrum",
+    "multiplicative_edge",
+]
+
+
+class HardTanh(AbstractActivation):
+    r""":math:`\phi(x) = \max(-1, \min(1, x))`; :math:`\phi'(h)^2 = 1_{|h|<1}`. Its length map is
+    :math:`\mathcal V(q) = \sigma_w^2\big(q(\operatorname{erf}(t/\sqrt2) - 2t\varphi(t)) +
+    \operatorname{erfc}(t/\sqrt2)\big) + \sigma_b^2`, :math:`t = q^{-1/2}` (used by
+    :func:`jacobian_q_star`)."""
+
+    def __call__(self, x):
+        return jnp.clip(x, -1.0, 1.0)
+
+    def derivative(self, x):
+        x = jnp.asarray(x)
+        return (jnp.abs(x) < 1).astype(jnp.result_type(x, float))
+
+
+def _hardtanh_length_map(q, w2, b2):
+    t = 1 / jnp.sqrt(q)
+    inner = jss.erf(t / math.sqrt(2))
+    pdf = jnp.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
+    return w2 * (q * (inner - 2 * t * pdf) + (1 - inner)) + b2
+
+
+_SCALE_FREE = (Relu, LeakyRelu, ABRelu, Abs, Identity, Sign)
+
+
+def jacobian_q_star(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, *, throw: bool = True):
+    r""":math:`q^*` of the length map (:func:`rmtjax.meanfield.q_star`; :class:`HardTanh` by its closed
+    form through :func:`rmtjax.solve.fixed_point`). ``nan`` for activations whose
+    :math:`\phi'^2` law does not depend on :math:`q` (ReLU family), where it is not needed (and
+    not unique at :math:`\sigma_w^2 = 2, \sigma_b^2 = 0`)."""
+    w2 = jnp.asarray(check_nonnegative(sigma_w2, "sigma_w2"), float)
+    b2 = jnp.asarray(check_nonnegative(sigma_b2, "sigma_b2"), float)
+    if isinstance(activation, _SCALE_FREE):
+        return jnp.full_like(w2 + b2, jnp.nan)
+    if isinstance(activation, HardTanh):
+        return fixed_point(lambda q, a: _hardtanh_length_map(q, a[0], a[1]), jnp.ones_like(w2 + b2), (w2, b2),
+                           solver="newton", throw=throw, name="q* (hard-tanh length map)").value
+    return q_star(activation, w2, b2, throw=throw).value
+
+
+def derivative_squared_law(activation: AbstractActivation, q: ArrayLike, *, step: float = 0.05,
+                           cutoff: float = 9.0) -> Discrete:
+    r"""The law of :math:`\phi'(h)^2`, :math:`h\sim\mathcal N(0, q)`, as a :class:`Discrete` measure.
+
+    Exact atoms for ReLU (:math:`\frac12\delta_0 + \frac12\delta_1`), leaky/AB-ReLU
+    (:math:`\frac12\delta_{a^2} + \frac12\delta_{b^2}`), abs and identity (:math:`\delta_1`), sign
+    (:math:`\delta_0`) and :class:`HardTanh` (:math:`p\,\delta_1 + (1-p)\,\delta_0`,
+    :math:`p = \operatorname{erf}(1/\sqrt{2q})`); otherwise atoms :math:`\phi'(\sqrt q z_i)^2` with
+    the trapezoidal Gaussian weights of spacing ``step`` on ``[-cutoff, cutoff]``
+    (:func:`rmtjax._numerics.trapezoid_gaussian`, exponentially convergent for smooth
+    :math:`\phi`). Differentiable in ``q`` and the activation's parameters.
+
+    Example:
+        >>> from rmtjax.activations import Relu
+        >>> law = derivative_squared_law(Relu(), 1.0)  # atoms [0, 1], weights [1/2, 1/2]
+    """
+    q = jnp.asarray(q, float)
+    half = jnp.full((2,), 0.5)
+    if isinstance(activation, Relu):
+        return Discrete(jnp.array([0.0, 1.0]), half)
+    if isinstance(activation, LeakyRelu):
+        return Discrete(jnp.stack([activation.alpha**2, jnp.ones_like(activation.alpha)]), half)
+    if isinstance(activation, ABRelu):
+        return Discrete(jnp.stack([activation.a**2, activation.b**2]), half)
+    if isinstance(activation, Abs | Identity):
+        return Discrete(jnp.ones((1,)))
+    if isinstance(activation, Sign):
+        return Discrete(jnp.zeros((1,)))
+    if isinstance(activation, HardTanh):
+        p = jss.erf(1 / jnp.sqrt(2 * q))
+        return Discrete(jnp.array([0.0, 1.0]), jnp.stack([1 - p, p]))
+    z, w = trapezoid_gaussian(step, cutoff)
+    atoms = activation.derivative(jnp.sqrt(q) * jnp.asarray(z)) ** 2
+    return Discrete(atoms, jnp.asarray(w))
+
+
+def jacobian_law(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, *, depth: int,
+                 orthogonal: bool = False, **law_config) -> FreeMultiplicativeConvolution:
+    r"""The limiting law of the eigenvalues of :math:`JJ^\top` (squared singular values of
+    :math:`J`): :math:`(\mu_{WW^\top}\boxtimes\mu_{D^2})^{\boxtimes L}` (module docstring). For
+    orthogonal weights the factor :math:`\delta_{\sigma_w^2}` is folded into the atoms of
+    :math:`\mu_{D^2}`."""
+    if not (isinstance(depth, int) and depth >= 1):
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    w2 = jnp.asarray(check_nonnegative(sigma_w2, "sigma_w2"), float)
+    q = jacobian_q_star(activation, w2, sigma_b2)
+    d2 = derivative_squared_law(activation, q, **law_config)
+    if orthogonal:
+        return free_multiplicative_power(Discrete(w2 * d2.atoms, d2.weights), depth)
+    return FreeMultiplicativeConvolution((MarchenkoPastur(1.0, w2), d2), (depth, depth))
+
+
+def multiplicative_edge(rho: FreeMultiplicativeConvolution, *, n_grid: int = 400, log_range: float = 14.0,
+                        throw: bool = True):
+    r"""Right edge of the support of a product of :class:`MarchenkoPastur`, :class:`PointMass` and
+    :class:`Discrete` factors: :math:`\lambda_{\max} = \min_{w>0}\frac{1+w}{w\prod_iS_i(w)^{n_i}}`
+    (module docstring), a :class:`rmtjax.solve.Solution` whose ``value`` is :math:`\lambda_{\max}`.
+    A grid of ``n_grid`` points in :math:`\log w\in[-\mathrm{log\_range}, \mathrm{log\_range}]`
+    brackets the minimum; Newton (:func:`rmtjax.solve.root`) refines
+    :math:`(\log w, \zeta_i = \psi_i^{-1}(w))` for the discrete factors. Where the minimum is at
+    infinity (a single factor, or a product of point masses) the grid's end value is returned.
+
+    Example:
+        >>> from rmtjax.rmt._measures import MarchenkoPastur
+        >>> edge = multiplicative_edge(free_multiplicative_power(MarchenkoPastur(1.0, 1.0), 2))  # 27 / 4
+    """
+    ms, ns = rho.measures, rho.powers
+    for m in ms:
+        if not isinstance(m, MarchenkoPastur | PointMass | Discrete):
+            raise ValueError(f"multiplicative_edge: factors must be MarchenkoPastur, PointMass or Discrete, got {m!r}")
+    disc = [i for i, m in enumerate(ms) if isinstance(m, Discrete)]
+
+    def top(m):
+        return jax.lax.stop_gradient(jnp.max(m.atoms))
+
+    def zeta_of(m, t):  # zeta = sigmoid(t) / max atom: stays inside (0, 1 / max atom), where psi is finite
+        return jax.nn.sigmoid(t) / top(m)
+
+    def psi(m, t):
+        zeta = zeta_of(m, t)
+        return jnp.sum(m.weights * zeta * m.atoms / (1 - zeta * m.atoms))
+
+    def log_x(u, ts, args):
+        w = jnp.exp(u)
+        out = jnp.log1p(w) - u
+        for i, (m, n) in enumerate(zip(args, ns)):
+            if isinstance(m, Discrete):
+                logs = jnp.log1p(w) - u + jnp.log(zeta_of(m, ts[disc.index(i)]))
+            else:
+                logs = jnp.log(jnp.real(m.s_transform(w.astype(complex))))
+            out = out - n * logs
+        return out
+
+    def t_of_u(m, u):  # psi is increasing in t: bisection on t in [-60, 60]
+        def body(_, lohi):
+            lo, hi = lohi
+            mid = 0.5 * (lo + hi)
+            big = psi(m, mid) > jnp.exp(u)
+            return jnp.where(big, lo, mid), jnp.where(big, mid, hi)
+
+        lo, hi = jax.lax.fori_loop(0, 80, body, (jnp.asarray(-60.0), jnp.asarray(60.0)))
+        return 0.5 * (lo + hi)
+
+    us = jnp.linspace(-log_range, log_range, n_grid)
+    frozen = jax.lax.stop_gradient(ms)
+    tgrid = [jax.vmap(lambda u, i=i: t_of_u(frozen[i], u))(us) for i in disc]
+    vals = jax.vmap(lambda u, *t: log_x(u, t, frozen))(us, *tgrid)
+    vals = jnp.where(jnp.isfinite(vals), vals, jnp.inf)
+    k = jnp.argmin(vals)
+    interior = (k > 0) & (k < n_grid - 1)
+
+    def g(y, args):
+        u, ts = y[0], y[1:]
+        # d/du of log_x along t(u), with psi(t(u)) = e^u: dt/du = e^u / (dpsi/dt)
+        total = jax.grad(lambda uu: log_x(uu, ts, args))(u)
+        for j, i in enumerate(disc):
+            dpsi = jax.grad(lambda tt: psi(args[i], tt))(ts[j])
+            dlog = jax.grad(lambda tt: log_x(u, ts.at[j].set(tt), args))(ts[j])
+            total = total + dlog * jnp.exp(u) / dpsi
+        eqs = [total] + [psi(args[i], ts[j]) - jnp.exp(u) for j, i in enumerate(disc)]
+        return jnp.stack(eqs)
+
+    y0 = jnp.stack([us[k]] + [t[k] for t in tgrid])
+    sol = root(g, y0, ms, throw=False, name="Jacobian spectrum edge")
+    lam = jnp.exp(log_x(sol.value[0], sol.value[1:], ms))
+    edge = jnp.where(interior, lam, jnp.exp(vals[k]))
+    ok = jnp.where(interior, sol.ok, True)
+    okc = concrete(ok)
+    if throw and okc is not None and not bool(np.all(okc)):
+        raise ValueError("multiplicative_edge: the Newton refinement of the edge did not converge")
+    return type(sol)(edge, sol.result, sol.steps, sol.residual), ok
+
+
+class JacobianSpectrum(NamedTuple):
+    r"""Spectrum of :math:`JJ^\top` (eigenvalues :math:`\lambda = s^2`, :math:`s` the singular values).
+
+    Attributes:
+        x: the grid of :math:`\lambda`.
+        density: density of the continuous part of :math:`\lambda` on ``x``.
+        zero_mass: mass of :math:`\lambda = 0` (ReLU: 1/2).
+        chi: :math:`\chi = \sigma_w^2\mathbb E[\phi'(h)^2]` (mean squared singular value per layer).
+        mean: :math:`m_1 = \chi^L` (mean squared singular value of :math:`J`).
+        variance: :math:`\operatorname{Var}(\lambda) = m_2 - m_1^2`.
+        max_eigenvalue: right edge :math:`\lambda_{\max}`; ``max_singular_value`` its square root.
+        q_star: the fixed point used (nan for the ReLU family).
+        ok: every solve converged on the physical branch.
+    """
+
+    x: Array
+    density: Array
+    zero_mass: Array
+    chi: Array
+    mean: Array
+    variance: Array
+    max_eigenvalue: Array
+    max_singular_value: Array
+    q_star: Array
+    ok: Array
+
+
+def jacobian_spectrum(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, x: ArrayLike, *,
+                      depth: int, orthogonal: bool = False, eta: float | None = None, edge: bool = True,
+                      throw: bool = True) -> JacobianSpectrum:
+    r"""Density of the squared singular values of the input-output Jacobian on ``x`` and its
+    summaries (module docstring), differentiable in ``sigma_w2``, ``sigma_b2`` and the activation's
+    parameters.
+
+    Args:
+        activation: the activation (:class:`HardTanh` or any :mod:`rmtjax.activations` module).
+        sigma_w2, sigma_b2: weight and bias variances.
+        x: grid of eigenvalues :math:`\lambda` of :math:`JJ^\top`.
+        depth: :math:`L` (static). orthogonal: Haar-orthogonal instead of Gaussian weights (static).
+        eta: height of the Stieltjes inversion (default :math:`10^{-9}` times the scale).
+        edge: compute :math:`\lambda_{\max}` (a root solve; ``nan`` when ``False``).
+        throw: raise when a solve fails.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Relu
+        >>> s = jacobian_spectrum(Relu(), 2.0, 0.0, jnp.linspace(0.05, 5.0, 40), depth=4)
+        >>> float(s.mean)  # chi = 1 at criticality
+        1.0
+    """
+    rho = jacobian_law(activation, sigma_w2, sigma_b2, depth=depth, orthogonal=orthogonal)
+    q = jacobian_q_star(activation, sigma_w2, sigma_b2)
+    d2 = derivative_squared_law(activation, q)
+    chi = jnp.asarray(sigma_w2, float) * d2.mean()
+    dens: FreeDensity = rho.density_on_grid(x, eta=eta, throw=throw)
+    m = rho.moments(2)
+    if edge:
+        e, ok_e = multiplicative_edge(rho, throw=throw)
+        lam = e.value
+    else:
+        lam, ok_e = jnp.full_like(chi, jnp.nan), jnp.asarray(True)
+    return JacobianSpectrum(jnp.asarray(x), dens.density, dens.zero_mass, chi, m[0], m[1] - m[0] ** 2, lam,
+                            jnp.sqrt(lam), q, jnp.all(dens.ok) & ok_e)
