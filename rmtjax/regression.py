@@ -166,6 +166,9 @@ class _Chol(NamedTuple):
 
 def _cholesky(a: Array, name: str) -> _Chol:
     n = a.shape[0]
+    first = jnp.linalg.cholesky(a)
+    if concrete(jnp.all(jnp.isfinite(first))):  # the common case, eagerly: one factorisation
+        return _Chol(first, jnp.zeros((), a.dtype))
     eps = float(jnp.finfo(a.dtype).eps)
     a0 = jax.lax.stop_gradient(a)
     scale = jnp.maximum(jnp.mean(jnp.abs(jnp.diag(a0))), jnp.finfo(a.dtype).tiny)
