@@ -45,11 +45,13 @@ which costs :math:`O(Cp^2)` instead of a :math:`p\times p` eigendecomposition. :
 from the eigendecomposition :math:`G = V\Lambda V^\top`: eigenvalues below ``rtol`` times the largest
 are treated as zero (default :math:`10\,C\,\varepsilon`, the rounding floor of a Gram matrix: singular
 values of :math:`M` below :math:`\sqrt{\texttt{rtol}}` times the largest are not resolved by
-:math:`G`). It is evaluated as :math:`(G + sQ)^{-1} - Q/s` with :math:`Q` the projector on the
-discarded eigenvectors and :math:`s = \lambda_{\max}`, both held constant under differentiation, so
-gradients stay finite at the exact ETF (where the non-zero eigenvalues are all equal and the
-derivative of ``eigh`` is undefined); they are exact whenever the rank of :math:`M` is locally
-constant (always the case for rank :math:`C-1`, whose null vector :math:`\mathbf 1` is fixed).
+:math:`G`). The value is the spectral sum :math:`\sum_k v_k^\top M^\top\Sigma_W M v_k/\lambda_k^2` over
+the kept eigenpairs (non-negative terms, accurate even for an ill-conditioned :math:`G`); its
+derivative is taken through :math:`G^\dagger = (G + sQ)^{-1} - Q/s` with :math:`Q` the projector
+on the discarded eigenvectors and :math:`s = \lambda_{\max}`, both held constant, so gradients
+stay finite at the exact ETF (where the non-zero eigenvalues are all equal and the derivative of
+``eigh`` is undefined); they are exact whenever the rank of :math:`M` is locally constant (always
+the case for rank :math:`C-1`, whose null vector :math:`\mathbf 1` is fixed).
 If all class means coincide (:math:`\Sigma_B = 0`), NC1 is ``inf``.
 
 Everything is a pure function (``jit``/``vmap``/``grad``); ``num_classes`` is static. Features that
@@ -416,16 +418,25 @@ def _angles(x):
     return std, jnp.mean(jnp.abs(vals + 1.0 / (C - 1)))
 
 
-def _gram_pinv(G, rtol):
-    """Pseudo-inverse of the symmetric PSD ``G`` (eigenvalue cutoff ``rtol * max``), evaluated as
-    ``inv(G + s Q) - Q / s`` with the null projector ``Q`` and ``s`` held constant."""
+def _trace_pinv_squared(A, G, rtol):
+    """``Tr(A (G^+)^2)`` for symmetric PSD ``A``, ``G`` (eigenvalue cutoff ``rtol * max`` on ``G``)
+    and ``max eig(G)``.
+
+    The value is the spectral sum ``sum_k v_k^T A v_k / lambda_k^2`` over the kept eigenpairs (a sum
+    of non-negative terms, accurate even when ``G`` is ill-conditioned); the derivative is that of
+    ``Tr(A X^2)`` with ``X = inv(G + s Q) - Q / s``, the null projector ``Q`` and ``s`` held
+    constant (finite where the kept eigenvalues are degenerate, unlike ``eigh``'s)."""
     lam, V = jnp.linalg.eigh(jax.lax.stop_gradient(G))
     top = lam[-1]
-    drop = (lam <= rtol * top).astype(G.dtype)
-    Q = (V * drop[None, :]) @ V.T
+    keep = lam > rtol * top
+    Q = (V * (~keep).astype(G.dtype)[None, :]) @ V.T
     s = jnp.where(top > 0, top, 1.0)
-    eye = jnp.eye(G.shape[0], dtype=G.dtype)
-    return jnp.linalg.solve(G + s * Q, eye) - Q / s, top
+    X = jnp.linalg.solve(G + s * Q, jnp.eye(G.shape[0], dtype=G.dtype)) - Q / s
+    smooth = jnp.trace(A @ X @ X)
+    inv_lam2 = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0) ** 2, 0.0)
+    quad = jnp.maximum(jnp.sum(V * (jax.lax.stop_gradient(A) @ V), axis=0), 0.0)  # v^T A v >= 0 (A is PSD)
+    spectral = jnp.sum(quad * inv_lam2)
+    return smooth + jax.lax.stop_gradient(spectral - smooth), top
 
 
 def _default_rtol(C, dtype):
@@ -452,8 +463,7 @@ def _nc1(class_means, global_mean, sigma_w, rtol):
     centred = class_means - global_mean[None, :]
     G = centred @ centred.T
     A = centred @ sigma_w @ centred.T
-    Gp, top = _gram_pinv(G, rtol)
-    nc1 = jnp.trace(A @ Gp @ Gp)
+    nc1, top = _trace_pinv_squared(A, G, rtol)
     return jnp.where(top > 0, nc1, jnp.inf)
 
 
