@@ -34,6 +34,22 @@ from jaxtyping import Array, Float
 __all__ = ["Classifier"]
 
 
+class _LayerNorm(nnx.Module):
+    r""":math:`\gamma\odot(z - \bar z)/\sqrt{\operatorname{Var} z + \epsilon} + \beta` over the last axis, in the
+    parameters' dtype (flax's ``nnx.LayerNorm`` promotes to float32 internally, which strict dtype
+    promotion rejects in float64)."""
+
+    def __init__(self, width: int, dtype, eps: float = 1e-6):
+        self.scale = nnx.Param(jnp.ones((width,), dtype))
+        self.bias = nnx.Param(jnp.zeros((width,), dtype))
+        self.eps = eps
+
+    def __call__(self, z):
+        mean = jnp.mean(z, axis=-1, keepdims=True)
+        var = jnp.mean((z - mean) ** 2, axis=-1, keepdims=True)
+        return (z - mean) / jnp.sqrt(var + self.eps) * self.scale[...][None, :] + self.bias[...][None, :]
+
+
 class Classifier(nnx.Module):
     """``depth`` hidden ReLU layers of ``width`` units (each optionally layer-normalized before the
     ReLU) and a linear readout to ``num_classes`` logits (see the module docstring).
@@ -60,8 +76,7 @@ class Classifier(nnx.Module):
         sizes = [in_features] + [width] * depth
         self.hidden = nnx.List([nnx.Linear(sizes[i], sizes[i + 1], kernel_init=he, param_dtype=dt, dtype=dt,
                                            rngs=rngs) for i in range(depth)])
-        self.norms = nnx.List([nnx.LayerNorm(width, param_dtype=dt, dtype=dt, rngs=rngs) if layer_norm else None
-                               for _ in range(depth)])
+        self.norms = nnx.List([_LayerNorm(width, dt) if layer_norm else None for _ in range(depth)])
         self.out = nnx.Linear(width, num_classes, param_dtype=dt, dtype=dt, rngs=rngs)
 
     def features(self, x: Float[Array, "n d"]) -> Float[Array, "n width"]:
