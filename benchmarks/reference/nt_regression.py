@@ -17,7 +17,7 @@ It reads one job per line on stdin: the path of an ``.npz`` holding ``k_train_tr
 
 writes them to ``<path>.nt.npz`` (``gp_nngp``, ``gp_ntk``, ``gd_test``) and prints one JSON line
 with the wall times (``gp_inference_s``: factory + prediction, factorisations included, with
-``block_until_ready``; ``gradient_descent_mse_s`` likewise). An empty line or end of input stops
+``block_until_ready``, best of 2 calls; ``gradient_descent_mse_s`` likewise). An empty line or end of input stops
 the worker. Errors are reported as ``{"ok": false, "error": ...}`` and the worker carries on.
 """
 
@@ -31,6 +31,7 @@ import time
 import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPEATS = 2  # times reported are the best of REPEATS calls (the machine is shared)
 
 
 def main() -> int:
@@ -56,16 +57,22 @@ def main() -> int:
             ktr = Kernel(d["k_train_train_nngp"], d["k_train_train_ntk"])
             kte = Kernel(d["k_test_train_nngp"], d["k_test_train_ntk"])
             y, reg = d["y_train"], float(d["diag_reg"])
-            t0 = time.perf_counter()
-            out = nt.predict.gp_inference(ktr, y, reg)(("nngp", "ntk"), kte)
-            out = jax.block_until_ready(out)
-            rec["gp_inference_s"] = time.perf_counter() - t0
+            times = []
+            for _ in range(REPEATS):
+                t0 = time.perf_counter()
+                out = nt.predict.gp_inference(ktr, y, reg)(("nngp", "ntk"), kte)
+                out = jax.block_until_ready(out)
+                times.append(time.perf_counter() - t0)
+            rec["gp_inference_s"] = min(times)
             res = {"gp_nngp": np.asarray(out.nngp), "gp_ntk": np.asarray(out.ntk)}
             if "ts" in d:
-                t0 = time.perf_counter()
-                fn = nt.predict.gradient_descent_mse(ktr.ntk, y, float(d["learning_rate"]), reg)
-                gd = jax.block_until_ready(fn(d["ts"], 0.0, 0.0, kte.ntk)[1])
-                rec["gradient_descent_mse_s"] = time.perf_counter() - t0
+                times = []
+                for _ in range(REPEATS):
+                    t0 = time.perf_counter()
+                    fn = nt.predict.gradient_descent_mse(ktr.ntk, y, float(d["learning_rate"]), reg)
+                    gd = jax.block_until_ready(fn(d["ts"], 0.0, 0.0, kte.ntk)[1])
+                    times.append(time.perf_counter() - t0)
+                rec["gradient_descent_mse_s"] = min(times)
                 res["gd_test"] = np.asarray(gd)
             np.savez(path + ".nt.npz", **res)
         except Exception as e:  # report and carry on
