@@ -183,7 +183,7 @@ def loss(log_beta):
     return (mu_of(jnp.exp(log_beta)) - TARGET) ** 2
 
 
-opt = optax.adam(0.05)
+opt = optax.adam(0.1)
 log_beta = jnp.log(jnp.asarray(1.0))
 state = opt.init(log_beta)
 
@@ -197,7 +197,7 @@ def step(p, s):
 
 
 history = []
-for i in range(max(60, N // 2)):
+for i in range(max(100, N // 2)):
     value, updates, state = step(log_beta, state)
     log_beta = optax.apply_updates(log_beta, updates)
     history.append(float(value))

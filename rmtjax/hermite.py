@@ -980,25 +980,27 @@ def compositional_features(
         raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
     law = offspring_distribution(coeffs, depth=depth, max_degree=max_degree)
     X = X.astype(jnp.result_type(X, law))
-    kz, kw = jax.random.split(key)
-    Z = _degrees(law, kz, int(num_features))
-    total = jnp.sum(law)
-    scale = jnp.sqrt(total / num_features)
+    Z, kw, total = _degrees(law, key, int(num_features))
     z = concrete(Z)
     if z is None:  # under a transformation: a masked loop over the factor index
         prod = _masked_products(X, Z, kw)
     else:  # eagerly: only the sum(Z) projections that are used, multiplied per segment
-        n_proj = int(z.sum())
-        W = jax.random.normal(kw, (X.shape[1], n_proj), X.dtype)
-        seg = jnp.asarray(np.repeat(np.arange(z.shape[0]), z))
-        prod = jax.ops.segment_prod((X @ W).T, seg, num_segments=z.shape[0]).T
-    return Features(prod * scale, Z, jnp.maximum(1.0 - total, 0.0))
+        seg = jnp.asarray(np.repeat(np.arange(z.shape[0]), z).astype(np.int32))
+        prod = _segment_products(X, kw, seg, int(z.sum()), z.shape[0])
+    return Features(prod * jnp.sqrt(total / num_features), Z, jnp.maximum(1.0 - total, 0.0))
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def _degrees(law, key, num_features):
+    kz, kw = jax.random.split(key)
     logits = jnp.where(law > 0, jnp.log(jnp.where(law > 0, law, 1.0)), -jnp.inf)
-    return jax.random.categorical(key, logits, shape=(num_features,))
+    return jax.random.categorical(kz, logits, shape=(num_features,)), kw, jnp.sum(law)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _segment_products(X, key, seg, n_proj, num_features):
+    W = jax.random.normal(key, (X.shape[1], n_proj), X.dtype)
+    return jax.ops.segment_prod((X @ W).T, seg, num_segments=num_features).T
 
 
 @jax.jit
@@ -1028,6 +1030,12 @@ def ridge_predict(features_train: ArrayLike, y_train: ArrayLike, features_test: 
     dt = jnp.result_type(F, Ft, y, float)
     F, Ft, y = F.astype(dt), Ft.astype(dt), y.astype(dt)
     lam = check_nonnegative(jnp.asarray(lam, dt), "lam")
+    return _ridge(F, y, Ft, lam)
+
+
+@jax.jit
+def _ridge(F, y, Ft, lam):
+    dt = F.dtype
     n, m = F.shape
     if m <= n:
         A_ = F.T @ F + lam * jnp.eye(m, dtype=dt)

@@ -19,7 +19,9 @@ r"""Compositional kernels as Galton-Watson processes (Liang & Tran-Bach 2020).
     depth 30 for the non-critical ones; the critical one follows Kolmogorov's
     :math:`1 - K^{(L)} \sim 2/(\sigma^2L)` only slowly);
 (d) the extinction probability of uncentered Swish against :math:`\beta` (``ok``: implicit
-    derivative = finite difference), with :math:`\mu(\beta)` crossing 1;
+    derivative = finite difference); :math:`\mu(\beta) > 1` throughout, and
+    :math:`\xi \to 1/2` as :math:`\beta \to 0`, where Swish :math:`\approx x/2 + \beta x^2/4` and
+    :math:`\xi \to p_0/p_2 = 1/2`;
 (e) the memorization depth of the centered ReLU kernel against :math:`n` for points uniform on
     :math:`S^{d-1}`, small correlations (:math:`d = 100`) and large ones (:math:`d = 3`), exact
     from the eigenvalues, beside the necessary/Gershgorin depths and the closed-form bounds
