@@ -62,7 +62,7 @@ def test_finite_ntk_is_the_jacobian_gram():
     x = jax.random.normal(jax.random.key(0), (n, d0))
     key = jax.random.key(1)
     act = Tanh()
-    k = finite_network_kernels(x, key, widths, act)
+    k = jax.jit(lambda x, key: finite_network_kernels(x, key, widths, act))(x, key)
     c = activation_constants(act)
     # the same network written out with explicit parameters, differentiated by jax.jacrev
     keys = jax.random.split(key, 3)
@@ -74,7 +74,7 @@ def test_finite_ntk_is_the_jacobian_gram():
             X = (act(W @ X) - c.mean) / c.std / math.sqrt(W.shape[0])
         return params[-1] @ X
 
-    jac = jax.jacrev(f)(params)
+    jac = jax.jit(jax.jacrev(f))(params)
     ntk = sum(j.reshape(n, -1) @ j.reshape(n, -1).T for j in jac)
     np.testing.assert_allclose(k.ntk, ntk, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(k.ck[0], x @ x.T, rtol=1e-12)
@@ -157,14 +157,15 @@ def test_ntk_moments_against_exact_recursion():
 
 @pytest.fixture(scope="module")
 def simulation():
-    """Eight random tanh networks on one normalized Gaussian data set (n = 300)."""
-    n, d0, widths, seeds = 300, 360, (420, 240), 8
+    """Eight random tanh networks on one normalized Gaussian data set (the shapes of the quick
+    reproduction in test_experiment_fan_wang.py, so that the two share compiled programs)."""
+    n, d0, widths, seeds = 200, 240, (300, 250, 220), 8
     act = Tanh()
     x = jax.random.normal(jax.random.key(0), (n, d0))
     x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
     kern = jax.jit(jax.vmap(lambda k, x: finite_network_kernels(x, k, widths, act), (0, None)))
     k = kern(jax.random.split(jax.random.key(1), seeds), x)
-    ev = {"ck1": np.linalg.eigvalsh(np.asarray(k.ck[:, 1])), "ck2": np.linalg.eigvalsh(np.asarray(k.ck[:, 2])),
+    ev = {"ck1": np.linalg.eigvalsh(np.asarray(k.ck[:, 1])), "ck3": np.linalg.eigvalsh(np.asarray(k.ck[:, 3])),
           "ntk": np.linalg.eigvalsh(np.asarray(k.ntk))}
     return {"n": n, "act": act, "inp": empirical_input(x), "gammas": jnp.asarray([n / w for w in widths]), "ev": ev}
 
@@ -173,7 +174,7 @@ def test_stieltjes_against_finite_networks(simulation):
     s = simulation
     z = np.array([0.4 + 0.3j, 1.2 + 0.3j, 2.5 + 0.3j, 4.0 + 0.3j])
     theory = {"ck1": ck_stieltjes(s["inp"], s["gammas"], s["act"], z, layer=1),
-              "ck2": ck_stieltjes(s["inp"], s["gammas"], s["act"], z, layer=2),
+              "ck3": ck_stieltjes(s["inp"], s["gammas"], s["act"], z, layer=3),
               "ntk": ntk_stieltjes(s["inp"], s["gammas"], s["act"], z + 2.0)}
     for name, th in theory.items():
         zz = z + 2.0 if name == "ntk" else z
@@ -182,29 +183,10 @@ def test_stieltjes_against_finite_networks(simulation):
         err = np.abs(vals.mean(axis=0) - np.asarray(th))
         # 5 standard errors of the seed average plus an O(1/n) finite-size allowance
         assert np.all(err < 5 * np.abs(se) + 1.0 / s["n"]), (name, err, se)
-
-
-def test_histogram_and_largest_eigenvalue_of_the_ntk(simulation):
-    s = simulation
-    ev = s["ev"]["ntk"].ravel()
-    edges = np.linspace(ev.min() - 0.05, ev.max() + 0.05, 13)
-    grid = np.linspace(edges[0], edges[-1], 1201)
-    from rmtjax.rmt._linear_width import ntk_density
-
-    dens = np.asarray(ntk_density(s["inp"], s["gammas"], s["act"], grid, eta=1e-9))
-    assert np.all(np.isfinite(dens))
-    cdf = np.concatenate([[0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(grid))])
-    p = np.diff(np.interp(edges, grid, cdf))
-    counts = np.histogram(ev, edges)[0]
-    N = ev.size
-    assert abs(cdf[-1] - 1) < 2e-3  # the whole law lies inside the simulated range
-    assert np.all(np.abs(counts - N * p) < 5 * np.sqrt(N * p * (1 - p)) + 2), (counts, N * p)
-    # largest eigenvalue vs the edge: within the Tracy-Widom scale n^(-2/3) (3x, relative)
+    # histograms, moments and largest eigenvalues of the same networks: tests/test_experiment_fan_wang.py
     edge = float(ntk_edge(s["inp"], s["gammas"], s["act"]))
-    lmax = s["ev"]["ntk"][:, -1]
-    assert abs(lmax.mean() - edge) < 3 * s["n"] ** (-2 / 3) * edge, (lmax, edge)
-    lr = float(max_stable_learning_rate(s["inp"], s["gammas"], s["act"]))
-    assert lr == pytest.approx(2 / edge, rel=1e-12)
+    assert float(max_stable_learning_rate(s["inp"], s["gammas"], s["act"])) == pytest.approx(2 / edge, rel=1e-12)
+    assert np.all(np.abs(s["ev"]["ntk"][:, -1] / edge - 1) < 0.3)
 
 
 def test_gradients_match_finite_differences():

@@ -438,7 +438,7 @@ def _solve_at(p: _Problem, z, *, steps: int, max_steps: int, throw: bool):
     return _map(sol.value, z, p)[1], sol.ok
 
 
-_ITERS = 6  # Newton steps per rung of the continuation ladder
+_ITERS = 5  # Newton steps per rung of the continuation ladder
 
 
 def _check_z(z):
@@ -568,7 +568,7 @@ _KW = "steps: continuation steps in Im z (static); max_steps: Newton steps per s
 
 
 def combination_stieltjes(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike,
-                          z: ArrayLike, *, steps: int = 24, max_steps: int = 64, throw: bool = True) -> Array:
+                          z: ArrayLike, *, steps: int = 16, max_steps: int = 64, throw: bool = True) -> Array:
     r"""Limit Stieltjes transform :math:`m(z) = \lim\frac1n\operatorname{tr}(cI + \sum_{\ell=0}^L
     \beta_\ell K_\ell - z)^{-1}` of a linear combination of the CK matrices of all layers (see the
     module docstring for the reduction; :math:`\beta = e_\ell` is the CK of layer :math:`\ell`,
@@ -593,7 +593,7 @@ def combination_stieltjes(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, 
 
 
 def combination_density(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike,
-                        x: ArrayLike, *, eta: float = 1e-8, steps: int = 24, max_steps: int = 64,
+                        x: ArrayLike, *, eta: float = 1e-8, steps: int = 16, max_steps: int = 64,
                         throw: bool = True) -> Array:
     r"""Density :math:`\operatorname{Im} m(x + i\eta)/\pi` of the law of :func:`combination_stieltjes`
     at the points ``x`` (any shape). Finite (no NaN) on the whole real line, edges included; atoms
@@ -603,7 +603,7 @@ def combination_density(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, sh
 
 
 def combination_edge(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike, *,
-                     grid: int = 96, stages: int = 3, steps: int = 24, max_steps: int = 64,
+                     grid: int = 96, stages: int = 3, steps: int = 16, max_steps: int = 64,
                      throw: bool = True) -> Array:
     r"""Right edge :math:`\lambda_{\max}` of the support of the law of :func:`combination_stieltjes`.
 
@@ -617,7 +617,7 @@ def combination_edge(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift
 
 
 def combination_moments(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike, *,
-                        order: int = 4, points: int = 128, steps: int = 24, max_steps: int = 64,
+                        order: int = 4, points: int = 128, steps: int = 16, max_steps: int = 64,
                         throw: bool = True) -> Array:
     r"""Moments :math:`\int\lambda^k d\mu`, :math:`k = 1..\text{order}`, of the law of
     :func:`combination_stieltjes`, as :math:`-\frac{1}{2\pi i}\oint z^k m(z)\,dz` on the circle of centre
@@ -634,32 +634,20 @@ def _ntk_problem(inp, gammas, activation, method):
     return _problem(inp, gammas, c.b2, r_plus, r)
 
 
-def _drop_network_levels(p: _Problem, keep: int) -> _Problem:
-    """Keeps the first ``keep`` internal levels (used for the CK of layer 0)."""
-    return _Problem(p.gam[:keep], p.b2[:keep], p.atoms, p.wts, p.shift, p.coef[: keep + 1])
-
-
-def _layer0_problem(inp, gammas, activation, method):
-    p = _problem(inp, _check_gammas(gammas)[:1], activation_constants(activation, method=method).b2, 0.0,
-                 jnp.array([1.0, 0.0]))
-    return _drop_network_levels(p, 0 if inp.ratio is None else 1)
-
-
 def _ck(inp, gammas, activation, layer, method):
+    """The CK of ``layer`` as the combination with coefficients e_layer over all L layers: the levels
+    above ``layer`` get s = 0, and every layer shares one compiled program with the NTK."""
     gammas = _check_gammas(gammas)
     L = gammas.shape[0]
     layer = L if layer is None else layer
     if not (isinstance(layer, (int, np.integer)) and 0 <= layer <= L):
         raise ValueError(f"layer must be an integer in [0, L] = [0, {L}], got {layer!r}")
-    if layer == 0:
-        return _layer0_problem(inp, gammas, activation, method)
     b2 = activation_constants(activation, method=method).b2
-    coef = jnp.zeros((layer + 1,), gammas.dtype).at[layer].set(1.0)
-    return _problem(inp, gammas[:layer], b2, 0.0, coef)
+    return _problem(inp, gammas, b2, 0.0, jnp.zeros((L + 1,), gammas.dtype).at[layer].set(1.0)), layer
 
 
 def ck_stieltjes(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, z: ArrayLike, *,
-                 layer: int | None = None, method: AbstractMethod = Auto(), steps: int = 24, max_steps: int = 64,
+                 layer: int | None = None, method: AbstractMethod = Auto(), steps: int = 16, max_steps: int = 64,
                  throw: bool = True) -> Array:
     r"""Stieltjes transform :math:`m_\ell(z) = \int d\mu_\ell(\lambda)/(\lambda - z)` of the CK law of layer
     ``layer`` (default :math:`L`; ``0`` is the input law), Fan & Wang Thm 3.4:
@@ -677,12 +665,12 @@ def ck_stieltjes(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActi
         >>> from rmtjax.activations import Tanh
         >>> m = ck_stieltjes(marchenko_pastur_input(1.0), jnp.array([0.5, 2.0]), Tanh(), 1.0 + 1j, layer=1)
     """
-    p = _ck(inp, gammas, activation, layer, method)
+    p, _ = _ck(inp, gammas, activation, layer, method)
     return _stieltjes(p, z, steps=steps, max_steps=max_steps, throw=throw)
 
 
 def ck_density(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, x: ArrayLike, *,
-               layer: int | None = None, eta: float = 1e-8, method: AbstractMethod = Auto(), steps: int = 24,
+               layer: int | None = None, eta: float = 1e-8, method: AbstractMethod = Auto(), steps: int = 16,
                max_steps: int = 64, throw: bool = True) -> Array:
     r"""Density of the CK law :math:`\mu_\ell` at ``x`` (any shape) by Stieltjes inversion,
     :math:`\operatorname{Im} m_\ell(x + i\eta)/\pi` (an atom at 0, mass :math:`1 - 1/\gamma_\ell` when
@@ -693,12 +681,12 @@ def ck_density(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActiva
         >>> from rmtjax.activations import Tanh
         >>> d = ck_density(marchenko_pastur_input(1.0), jnp.array([0.5]), Tanh(), jnp.linspace(0.1, 4, 8))
     """
-    p = _ck(inp, gammas, activation, layer, method)
+    p, _ = _ck(inp, gammas, activation, layer, method)
     return _density(p, x, eta=eta, steps=steps, max_steps=max_steps, throw=throw)
 
 
 def ck_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *, layer: int | None = None,
-            method: AbstractMethod = Auto(), grid: int = 96, stages: int = 3, steps: int = 24,
+            method: AbstractMethod = Auto(), grid: int = 96, stages: int = 3, steps: int = 16,
             max_steps: int = 64, throw: bool = True) -> Array:
     r"""Right edge of the support of the CK law :math:`\mu_\ell` (its largest eigenvalue in the limit,
     for odd activations; see the module docstring for outliers). Differentiable.
@@ -708,20 +696,22 @@ def ck_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivatio
         >>> from rmtjax.activations import Identity
         >>> e = ck_edge(InputSpectrum(jnp.ones(1)), jnp.array([0.25]), Identity())  # (1 + 1/2)^2
     """
-    p = _ck(inp, gammas, activation, layer, method)
+    p, layer = _ck(inp, gammas, activation, layer, method)
+    if layer == 0 and inp.ratio is None:  # a discrete law: its largest atom
+        return jnp.max(jnp.where(inp.weights > 0, inp.eigenvalues, 0.0))
     return _edge(p, grid=grid, stages=stages, steps=steps, max_steps=max_steps, throw=throw)
 
 
 def ck_moments(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *, layer: int | None = None,
-               order: int = 4, method: AbstractMethod = Auto(), points: int = 128, steps: int = 24,
+               order: int = 4, method: AbstractMethod = Auto(), points: int = 128, steps: int = 16,
                max_steps: int = 64, throw: bool = True) -> Array:
     r"""Moments :math:`\int\lambda^k d\mu_\ell`, :math:`k = 1..\text{order}` (see :func:`combination_moments`)."""
-    p = _ck(inp, gammas, activation, layer, method)
+    p, _ = _ck(inp, gammas, activation, layer, method)
     return _moments(p, order=order, points=points, steps=steps, max_steps=max_steps, throw=throw)
 
 
 def ntk_stieltjes(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, z: ArrayLike, *,
-                  method: AbstractMethod = Auto(), steps: int = 24, max_steps: int = 64, throw: bool = True) -> Array:
+                  method: AbstractMethod = Auto(), steps: int = 16, max_steps: int = 64, throw: bool = True) -> Array:
     r"""Stieltjes transform of the NTK law (Fan & Wang Thm 3.7), the law of
     :math:`r_+ I + \sum_{\ell=0}^L r_\ell K_\ell` (:func:`ntk_coefficients`, :func:`combination_stieltjes`).
 
@@ -735,7 +725,7 @@ def ntk_stieltjes(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractAct
 
 
 def ntk_density(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, x: ArrayLike, *,
-                eta: float = 1e-8, method: AbstractMethod = Auto(), steps: int = 24, max_steps: int = 64,
+                eta: float = 1e-8, method: AbstractMethod = Auto(), steps: int = 16, max_steps: int = 64,
                 throw: bool = True) -> Array:
     r"""Density of the NTK law at ``x`` by Stieltjes inversion (:func:`ntk_stieltjes`)."""
     p = _ntk_problem(inp, gammas, activation, method)
@@ -743,7 +733,7 @@ def ntk_density(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActiv
 
 
 def ntk_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *,
-             method: AbstractMethod = Auto(), grid: int = 96, stages: int = 3, steps: int = 24,
+             method: AbstractMethod = Auto(), grid: int = 96, stages: int = 3, steps: int = 16,
              max_steps: int = 64, throw: bool = True) -> Array:
     r"""Right edge :math:`\lambda_{\max}` of the NTK law (:func:`combination_edge`). Differentiable."""
     p = _ntk_problem(inp, gammas, activation, method)
@@ -751,7 +741,7 @@ def ntk_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivati
 
 
 def ntk_moments(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *, order: int = 4,
-                method: AbstractMethod = Auto(), points: int = 128, steps: int = 24, max_steps: int = 64,
+                method: AbstractMethod = Auto(), points: int = 128, steps: int = 16, max_steps: int = 64,
                 throw: bool = True) -> Array:
     r"""Moments of the NTK law, :math:`k = 1..\text{order}` (:func:`combination_moments`)."""
     p = _ntk_problem(inp, gammas, activation, method)
@@ -779,11 +769,18 @@ def max_stable_learning_rate(inp: InputSpectrum, gammas: ArrayLike, activation: 
 
 
 class FiniteKernels(NamedTuple):
-    """Empirical kernels of one random network: ``ck[l]`` is :math:`K_l = X_l^T X_l` for ``l = 0..L``
-    (``ck[0]`` the input Gram matrix), ``ntk`` the empirical NTK (all weights, including ``w``)."""
+    r"""Empirical kernels of one random network: ``ck[l]`` is :math:`K_l = X_l^T X_l` for ``l = 0..L``
+    (``ck[0]`` the input Gram matrix), ``ntk`` the empirical NTK (all weights, including ``w``), and
+    ``w_scale`` :math:`= \|w\|^2/d_L`.
+
+    ``w_scale`` is :math:`1 \pm O(d_L^{-1/2})` and multiplies every back-propagated term of the NTK, so
+    at moderate width it is the main finite-size fluctuation of the NTK spectrum: conditionally on it, the
+    NTK law is that of :math:`\kappa(r_+ I + \sum_{\ell<L} r_\ell K_\ell) + K_L`
+    (:func:`combination_density` with ``shift = kappa r_+``, ``coef = (kappa r_0, .., kappa r_{L-1}, 1)``)."""
 
     ck: Array
     ntk: Array
+    w_scale: Array
 
 
 def finite_network_kernels(x: ArrayLike, key: jax.Array, widths: Sequence[int], activation: AbstractActivation, *,
@@ -840,4 +837,4 @@ def finite_network_kernels(x: ArrayLike, key: jax.Array, widths: Sequence[int], 
     for l in range(L - 1, 0, -1):  # noqa: E741  (layer index l = L-1..1)
         S = dsig(Hs[l - 1]) * (Ws[l].T @ S) / math.sqrt(widths[l - 1])
         ntk = ntk + (S.T @ S) * cks[l - 1]
-    return FiniteKernels(jnp.stack(cks), ntk)
+    return FiniteKernels(jnp.stack(cks), ntk, jnp.sum(w * w) / widths[-1])
