@@ -237,7 +237,7 @@ def _sin_coefficients(a, beta: Array, c, order: int) -> Array:
     k = np.arange(order + 1)
     scale = np.concatenate([[1.0], 1.0 / np.sqrt(np.maximum(k[1:], 1))])
     pw = _powers(beta, order, scale)
-    phase = jnp.sin(jnp.asarray(c)[..., None] + _row(jnp.asarray(k * (math.pi / 2), beta.dtype), beta.ndim))
+    phase = jnp.sin(_row(jnp.asarray(k * (math.pi / 2), beta.dtype), beta.ndim) + jnp.asarray(c, beta.dtype))
     return (a * jnp.exp(-0.5 * beta * beta))[..., None] * pw * phase
 
 
@@ -985,8 +985,13 @@ def compositional_features(
     if z is None:  # under a transformation: a masked loop over the factor index
         prod = _masked_products(X, Z, kw)
     else:  # eagerly: only the sum(Z) projections that are used, multiplied per segment
-        seg = jnp.asarray(np.repeat(np.arange(z.shape[0]), z).astype(np.int32))
-        prod = _segment_products(X, kw, seg, int(z.sum()), z.shape[0])
+        # pad the number of projections to a power of two (fewer compilations); the padding goes to
+        # an extra segment that is dropped
+        n_proj = int(z.sum())
+        n_pad = 1 << max(n_proj - 1, 1).bit_length()
+        seg = np.full(n_pad, z.shape[0], np.int32)
+        seg[:n_proj] = np.repeat(np.arange(z.shape[0]), z)
+        prod = _segment_products(X, kw, jnp.asarray(seg), n_pad, z.shape[0])
     return Features(prod * jnp.sqrt(total / num_features), Z, jnp.maximum(1.0 - total, 0.0))
 
 
@@ -1000,7 +1005,7 @@ def _degrees(law, key, num_features):
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _segment_products(X, key, seg, n_proj, num_features):
     W = jax.random.normal(key, (X.shape[1], n_proj), X.dtype)
-    return jax.ops.segment_prod((X @ W).T, seg, num_segments=num_features).T
+    return jax.ops.segment_prod((X @ W).T, seg, num_segments=num_features + 1)[:num_features].T
 
 
 @jax.jit
