@@ -86,6 +86,22 @@ def _get(k, g: str):
     return k
 
 
+def _names(get, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """neural-tangents' ``get``: ``None`` (nngp and ntk), a name, or a tuple of names."""
+    names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str) else tuple(get))
+    for g in names:
+        if g not in allowed:
+            raise ValueError(f"get must be one of {allowed} or a tuple of them, got {get!r}")
+    return names
+
+
+def _pack(get, names, out: dict):
+    """The value itself for a string ``get``, else a named tuple ``Gaussians`` (as neural-tangents)."""
+    if isinstance(get, str):
+        return out[get]
+    return collections.namedtuple("Gaussians", names)(*(out[g] for g in names))
+
+
 def _square(k, name: str) -> Array:
     k = jnp.asarray(k)
     if k.ndim != 2 or k.shape[0] != k.shape[1]:
@@ -272,10 +288,7 @@ class GPInference:
         return _cho_solve(self._factor(g), b.astype(self._factor(g).factor.dtype))
 
     def __call__(self, get=None, k_test_train=None, k_test_test=None):
-        names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str) else tuple(get))
-        for g in names:
-            if g not in ("nngp", "ntk", "ntkgp"):
-                raise ValueError(f"get must be 'nngp', 'ntk', 'ntkgp' or a tuple of them, got {get!r}")
+        names = _names(get, ("nngp", "ntk", "ntkgp"))
         out = {}
         for g in names:
             kg = "ntk" if g == "ntkgp" else g
@@ -302,9 +315,7 @@ class GPInference:
                 term_2 = k_td @ self._solve("ntk", k_td_init.T)  # Theta_{*X} Theta^{-1} K_{X*}
                 cov = k_tt + term_1.T @ k_nngp @ term_1 - (term_2 + term_2.T)
             out[g] = Gaussian(mean, cov)
-        if isinstance(get, str):
-            return out[get]
-        return collections.namedtuple("Gaussians", names)(*(out[g] for g in names))
+        return _pack(get, names, out)
 
 
 def gp_inference(
@@ -520,10 +531,7 @@ def gradient_descent_mse_ensemble(
     gp = GPInference(k_dd, y, diag_reg, diag_reg_absolute_scale)
 
     def predict_fn(t=None, x_test=None, get=None, compute_cov=False):
-        names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str) else tuple(get))
-        for g in names:
-            if g not in ("nngp", "ntk"):
-                raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them, got {get!r}")
+        names = _names(get, ("nngp", "ntk"))
         k_td = k_tt = None
         if x_test is not None:
             k_td = kernel_fn(jnp.asarray(x_test), x_train)
@@ -564,9 +572,7 @@ def gradient_descent_mse_ensemble(
                 cov = (_get(k_tt, "nngp")[None] + jnp.einsum("tmn,np,tqp->tmq", a, kvv, a)
                        - cross - jnp.swapaxes(cross, 1, 2))
             out[g] = Gaussian(mean, cov.reshape(shape + cov.shape[1:]))
-        if isinstance(get, str):
-            return out[get]
-        return collections.namedtuple("Gaussians", names)(*(out[g] for g in names))
+        return _pack(get, names, out)
 
     return predict_fn
 
