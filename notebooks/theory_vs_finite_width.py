@@ -41,11 +41,9 @@ import matplotlib
 if "ipykernel" not in sys.modules:  # run as a plain script: draw off-screen, never block
     matplotlib.use("Agg")
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
-from flax import nnx
 
 from rmtjax.activations import Erf, Relu
 from rmtjax.data._real import mnist
@@ -147,7 +145,7 @@ fig, ax = plt.subplots(1, 2, figsize=(11, 4))
 gaps = []
 TRAIN_WIDTHS = (32, 512) if SMALL else WIDTHS
 for w in TRAIN_WIDTHS:
-    net = MLP(spec1, ds.x_train.shape[1], k, width=w, rngs=nnx.Rngs(0))
+    net = MLP(spec1, ds.x_train.shape[1], k, width=w, rngs=0)
     f0, ft0 = net(ds.x_train), net(ds.x_test)
     hist = train(net, ds.x_train, ds.y_train, optax.sgd(eta), epochs=steps, record_every=max(steps // 10, 1),
                  eval_x=ds.x_test, progress=False)

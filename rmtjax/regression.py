@@ -47,9 +47,8 @@ kernels block by block with :func:`rmtjax.kernels.kernel` into host memory.
 from __future__ import annotations
 
 import collections
-import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import equinox as eqx
 import jax

@@ -107,9 +107,7 @@ def kernel_record(ds, activation: str, depth: int, repeats: int = 1) -> tuple[di
 
 def finite_records(ds, widths, steps: int, n_records: int, seed: int, progress: bool, done: set):
     """Trains one-hidden-layer ReLU MLPs of each width against the NTK prediction; yields records."""
-    import jax
     import optax
-    from flax import nnx
 
     from ..finite import MLP, train
     from ..kernels import kernel
@@ -135,7 +133,7 @@ def finite_records(ds, widths, steps: int, n_records: int, seed: int, progress: 
         key = f"finite|w{w}|s{seed}"
         if key in done:
             continue
-        net = MLP(spec, ds.x_train.shape[1], k, width=w, rngs=nnx.Rngs(seed))
+        net = MLP(spec, ds.x_train.shape[1], k, width=w, rngs=seed)
         f0, ft0 = net(ds.x_train), net(ds.x_test)
         hist = train(net, ds.x_train, ds.y_train, optax.sgd(eta), epochs=steps, record_every=every,
                      eval_x=ds.x_test, progress=progress, desc=f"width {w}")

@@ -159,8 +159,9 @@ class MLP(nnx.Module):
             set (standard parameterization), must agree with it otherwise.
         residual: hidden layers ``1 .. depth-1`` as residual blocks (needs equal widths).
         dtype: parameter dtype (default: JAX's default float, float64 under x64).
-        rngs: ``nnx.Rngs``; one draw of its ``params`` stream gives the standard normals of
-            all layers (:class:`Dense`'s layout, layer after layer).
+        rngs: ``nnx.Rngs`` (one draw of its ``params`` stream gives the standard normals of
+            all layers, :class:`Dense`'s layout, layer after layer), or an int seed / PRNG key
+            ``k`` meaning ``nnx.Rngs(params=k)``.
 
     Attributes:
         layers: the ``depth + 1`` :class:`Dense` layers (``layers[-1]`` is the readout).
@@ -178,9 +179,11 @@ class MLP(nnx.Module):
     """
 
     def __init__(self, spec: FullyConnected, in_features: int, out_features: int = 1, *, width=None,
-                 residual: bool = False, dtype=None, rngs: nnx.Rngs):
+                 residual: bool = False, dtype=None, rngs: nnx.Rngs | int | PRNGKeyArray):
         if not isinstance(spec, FullyConnected):
             raise ValueError(f"spec must be an rmtjax.kernels.FullyConnected, got {type(spec).__name__}")
+        if not isinstance(rngs, nnx.Rngs):
+            rngs = nnx.Rngs(params=rngs)  # an int seed or a PRNG key
         widths = _hidden_widths(spec, width)
         if residual and (spec.depth < 1 or len(set(widths)) > 1):
             raise ValueError(f"residual=True needs depth >= 1 and equal hidden widths, got {widths}")
