@@ -163,6 +163,8 @@ def report(records: list[dict], cfg: dict, quick: bool, nt_info: dict | None) ->
         "`rmtjax.kernels.kernel` (first call, compilation included). Solve: factory + posterior means "
         "(both Cholesky factorisations), best of 2 calls, for rmtjax `gp_inference` and NT "
         "`nt.predict.gp_inference` on the same kernels.", "",
+        f"Cells run: {len(kern)} of {2 * len(cfg['depths'])} planned (depths {list(cfg['depths'])}); finite widths run: "
+        f"{[r['width'] for r in fin]} of {list(cfg['widths'])}.", "",
         f"Agreement with NT: max relative difference {summary['max_rel_diff_vs_nt']} over "
         f"{summary['nt_compared']} cells (target 1e-8: {'met' if summary['agree_to_1e-8'] else 'NOT met'}).", "",
         "| act | depth | NNGP acc | NNGP MSE | NTK acc | NTK MSE | kernel s | solve s (rmtjax) | solve s (NT) "
@@ -213,6 +215,10 @@ def _slope(fin):
     return float(np.polyfit(np.log([r["width"] for r in fin]), np.log([r["relative_gap"][-1] for r in fin]), 1)[0])
 
 
+class _Skip(Exception):
+    """``--report-only``: no computation."""
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="MNIST 1000/500, depths 1, 5, 10, widths 64..1024")
@@ -221,6 +227,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-nt", action="store_true", help="skip the neural-tangents comparison")
     p.add_argument("--no-finite", action="store_true", help="skip the finite-width section")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild the JSON/Markdown/PNG from the records already in the JSONL")
     args = p.parse_args(argv)
     import jax
 
@@ -244,9 +252,14 @@ def main(argv=None) -> int:
         print(json.dumps({k: rec[k] for k in rec if k in ("key", "nngp", "ntk", "kernel_s", "solve_s", "net",
                                                             "relative_gap")}), flush=True)
 
-    use_nt = not args.no_nt and NT_PYTHON.exists()
+    use_nt = not args.no_nt and NT_PYTHON.exists() and not args.report_only
     nt = NTWorker() if use_nt else None
+    nt_info = None if nt is None else nt.info
+    if args.report_only:
+        nt_info = next((r["nt_worker"] for r in records if "nt_worker" in r), None)
     try:
+        if args.report_only:
+            raise _Skip
         ds = mnist(cfg["n_train"], cfg["n_test"], seed=args.seed, center_targets=True)
         with tempfile.TemporaryDirectory() as scratch:
             for act in ("relu", "erf"):
@@ -256,16 +269,20 @@ def main(argv=None) -> int:
                         continue
                     rec = kernel_cell(ds, act, depth, depth in cfg["gd_depths"], nt, pathlib.Path(scratch))
                     rec["key"] = key
+                    if nt is not None:
+                        rec["nt_worker"] = nt.info
                     keep(rec)
         if not args.no_finite:
             small = mnist(cfg["finite_n_train"], cfg["n_test"], seed=args.seed, center_targets=True)
             for rec in finite_records(small, cfg["widths"], cfg["steps"], cfg["records"], args.seed, True, done):
                 rec["loadavg_1min"] = os.getloadavg()[0]
                 keep(rec)
+    except _Skip:
+        pass
     finally:
         if nt is not None:
             nt.close()
-    doc, md = report(records, cfg, args.quick, None if nt is None else nt.info)
+    doc, md = report(records, cfg, args.quick, nt_info)
     (out / "kernel_regression.json").write_text(json.dumps(doc, indent=1))
     (out / "kernel_regression.md").write_text(md)
     figure(doc, out / "kernel_regression.png")
