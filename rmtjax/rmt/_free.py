@@ -63,7 +63,7 @@ from jaxtyping import Array, ArrayLike
 
 from .._validate import concrete
 from ..solve import fixed_point
-from ._measures import AbstractMeasure, _complex, _heights, _lorentz, vmap_method_flat
+from ._measures import AbstractMeasure, _complex, _heights, _lorentz
 
 __all__ = [
     "FreeAdditiveConvolution",
@@ -194,6 +194,31 @@ def _check_powers(measures, powers, name):
         raise ValueError(f"{name}: powers must be a tuple of integers >= 1, one per measure, got {powers!r}")
 
 
+def _continue(step, omega0, heights):
+    """Warm-started solves along ``heights``: the last solution, its flag, and the solution one
+    height above."""
+
+    def body(carry, h):
+        omega, _ = carry
+        new, ok = step(omega, h)
+        return (new, omega), ok
+
+    (omega, prev), oks = jax.lax.scan(body, (omega0, omega0), heights)
+    return omega, oks[-1], prev
+
+
+def _on_axis_ok(z, prev):
+    """A real ``z`` is accepted only outside the support: there the solution just above the axis is
+    (numerically) real. On the support the limit from above has Im(omega) != 0 and the real fixed
+    point that Newton may find at Im z = 0 is not the physical one."""
+    return (jnp.imag(z) != 0) | jnp.all(jnp.abs(jnp.imag(prev)) <= 1e-7 * (jnp.abs(prev) + 1e-300))
+
+
+@eqx.filter_jit
+def _solve_points(solve_one, measures, n, scale, flat, n_heights, max_steps):
+    return jax.vmap(lambda z: solve_one(measures, n, scale, z, n_heights, max_steps))(flat)
+
+
 class _AbstractFree(AbstractMeasure):
     measures: tuple
     powers: tuple = eqx.field(static=True)
@@ -211,7 +236,11 @@ class _AbstractFree(AbstractMeasure):
         ``z.shape + (k,)`` (complex; for the multiplicative case at the point :math:`1/z`)."""
         z = _complex(z)
         flat = z.reshape(-1)
-        omega, ok = vmap_method_flat(self, "_solve_one", (flat,), ())  # compiled once per structure/shape
+        # compiled once per kind of convolution, factor structure and grid shape: the powers and the
+        # scale are traced arrays, so every depth L reuses one compilation
+        n = jnp.asarray(np.asarray(self.powers, float))
+        scale = self._solve_scale()
+        omega, ok = _solve_points(type(self)._solve_one, self.measures, n, scale, flat, self.n_heights, self.max_steps)
         if throw:
             okc = concrete(ok)
             if okc is not None and not np.all(okc):
@@ -262,7 +291,7 @@ class _AbstractFree(AbstractMeasure):
         series = g * x - 1  # sum_{k>=1} m_k u^k for both cases
         ks = np.arange(1, order + 1)
         phase = jnp.asarray(np.exp(-1j * np.outer(ks, theta)))
-        coef = jnp.mean(series[None, :] * phase, axis=1) / r.astype(complex) ** jnp.asarray(ks.astype(float))
+        coef = jnp.mean(series[None, :] * phase, axis=1) / r.astype(complex) ** jnp.asarray(ks.astype(complex))
         return jnp.real(coef)
 
     def _scale(self):
@@ -296,31 +325,35 @@ class FreeAdditiveConvolution(_AbstractFree):
         c = sum(n * _cumulant_series(_moment_series(m, K + 1)).at[0].set(0.0) for m, n in zip(self.measures, self.powers))
         return _moments_from_cumulants(c)[1 : K + 1]
 
-    def _map(self, omega, args):
-        measures, zr, zi = args
+    def _solve_scale(self):
+        return self._scale()
+
+    @staticmethod
+    def _map(omega, args):
+        measures, n, zr, zi = args
         z = jax.lax.complex(zr, zi)
         h = jnp.stack([1 / m.stieltjes(omega[i]) - omega[i] for i, m in enumerate(measures)])
-        n = jnp.asarray(np.asarray(self.powers, float)).astype(h.dtype)
-        return z + jnp.sum(n * h) - h
+        return z + jnp.sum(n.astype(h.dtype) * h) - h
 
-    def _solve_one(self, z):
+    @staticmethod
+    def _solve_one(measures, n, scale, z, n_heights, max_steps):
         flip = jnp.imag(z) < 0
         z = jnp.where(flip, jnp.conj(z), z)
-        scale = self._scale().astype(z.real.dtype)
-        m1 = jnp.stack([m.mean() for m in self.measures]).astype(z.dtype)
-        n = jnp.asarray(np.asarray(self.powers, float)).astype(z.dtype)
-        heights = _heights(10 * scale + jnp.abs(jnp.real(z)), jnp.imag(z), self.n_heights)
+        scale = scale.astype(z.real.dtype)
+        m1 = jnp.stack([m.mean() for m in measures]).astype(z.dtype)
+        nc = n.astype(z.dtype)
+        heights = _heights(10 * scale + jnp.abs(jnp.real(z)), jnp.imag(z), n_heights)
 
         def step(omega, h):
-            sol = fixed_point(self._map, omega, (self.measures, jnp.real(z), h), solver="newton",
-                              max_steps=self.max_steps, throw=False, name="additive subordination")
+            sol = fixed_point(FreeAdditiveConvolution._map, omega, (measures, n, jnp.real(z), h), solver="newton",
+                              max_steps=max_steps, throw=False, name="additive subordination")
             ok = sol.ok & jnp.all(jnp.imag(sol.value) >= h - 1e-9 * scale) & jnp.all(jnp.isfinite(sol.value))
             return sol.value, ok
 
         top = jax.lax.complex(jnp.real(z), heights[0])
-        omega0 = top - (jnp.sum(n * m1) - m1)
-        omega, oks = jax.lax.scan(step, omega0, heights)
-        return jnp.where(flip, jnp.conj(omega), omega), oks[-1]
+        omega0 = top - (jnp.sum(nc * m1) - m1)
+        omega, oks, prev = _continue(step, omega0, heights)
+        return jnp.where(flip, jnp.conj(omega), omega), oks & _on_axis_ok(z, prev)
 
     def _g_from_omega(self, z, omega):
         return self.measures[0].stieltjes(omega[..., 0])
@@ -363,36 +396,41 @@ class FreeMultiplicativeConvolution(_AbstractFree):
             s = f if s is None else _mul(s, f)
         return _moments_from_s(s)[1 : K + 1]
 
-    def _h(self, m, w):
+    def _solve_scale(self):
+        return self._reach()
+
+    @staticmethod
+    def _h(m, w):
         psi = m.psi(w)
         return psi / (w * (1 + psi))
 
-    def _map(self, omega, args):
-        measures, ur, ui = args
+    @staticmethod
+    def _map(omega, args):
+        measures, n, ur, ui = args
         u = jax.lax.complex(ur, ui)
-        h = jnp.stack([self._h(m, omega[i]) for i, m in enumerate(measures)])
-        logprod = sum(n * jnp.log(h[i]) for i, n in enumerate(self.powers))
-        return u * jnp.exp(logprod) / h
+        h = jnp.stack([FreeMultiplicativeConvolution._h(m, omega[i]) for i, m in enumerate(measures)])
+        return u * jnp.exp(jnp.sum(n.astype(h.dtype) * jnp.log(h))) / h
 
-    def _solve_one(self, x):
+    @staticmethod
+    def _solve_one(measures, n, scale, x, n_heights, max_steps):
         flip = jnp.imag(x) < 0
         x = jnp.where(flip, jnp.conj(x), x)
-        scale = self._reach().astype(x.real.dtype)
-        m1 = jnp.stack([m.mean() for m in self.measures]).astype(x.dtype)
-        n = jnp.asarray(np.asarray(self.powers, float)).astype(x.dtype)
-        heights = _heights(10 * scale + jnp.abs(jnp.real(x)), jnp.imag(x), self.n_heights)
+        scale = scale.astype(x.real.dtype)
+        m1 = jnp.stack([m.mean() for m in measures]).astype(x.dtype)
+        nc = n.astype(x.dtype)
+        heights = _heights(10 * scale + jnp.abs(jnp.real(x)), jnp.imag(x), n_heights)
 
         def step(omega, h):
             u = 1 / jax.lax.complex(jnp.real(x), h)
-            sol = fixed_point(self._map, omega, (self.measures, jnp.real(u), jnp.imag(u)), solver="newton",
-                              max_steps=self.max_steps, throw=False, name="multiplicative subordination")
+            sol = fixed_point(FreeMultiplicativeConvolution._map, omega, (measures, n, jnp.real(u), jnp.imag(u)),
+                              solver="newton", max_steps=max_steps, throw=False, name="multiplicative subordination")
             ok = sol.ok & jnp.all(jnp.imag(sol.value) <= 1e-9 * jnp.abs(sol.value)) & jnp.all(jnp.isfinite(sol.value))
             return sol.value, ok
 
         u0 = 1 / jax.lax.complex(jnp.real(x), heights[0])
-        omega0 = u0 * jnp.exp(jnp.sum(n * jnp.log(m1))) / m1
-        omega, oks = jax.lax.scan(step, omega0, heights)
-        return jnp.where(flip, jnp.conj(omega), omega), oks[-1]
+        omega0 = u0 * jnp.exp(jnp.sum(nc * jnp.log(m1))) / m1
+        omega, oks, prev = _continue(step, omega0, heights)
+        return jnp.where(flip, jnp.conj(omega), omega), oks & _on_axis_ok(x, prev)
 
     def _g_from_omega(self, x, omega):
         m = self.measures[0]

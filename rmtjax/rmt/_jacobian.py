@@ -260,7 +260,8 @@ class JacobianSpectrum(NamedTuple):
         variance: :math:`\operatorname{Var}(\lambda) = m_2 - m_1^2`.
         max_eigenvalue: right edge :math:`\lambda_{\max}`; ``max_singular_value`` its square root.
         q_star: the fixed point used (nan for the ReLU family).
-        ok: every solve converged on the physical branch.
+        converged: per grid point, the subordination converged on the physical branch.
+        ok: every solve converged (all of ``converged`` and the edge).
     """
 
     x: Array
@@ -272,6 +273,7 @@ class JacobianSpectrum(NamedTuple):
     max_eigenvalue: Array
     max_singular_value: Array
     q_star: Array
+    converged: Array
     ok: Array
 
 
@@ -310,4 +312,4 @@ def jacobian_spectrum(activation: AbstractActivation, sigma_w2: ArrayLike, sigma
     else:
         lam, ok_e = jnp.full_like(chi, jnp.nan), jnp.asarray(True)
     return JacobianSpectrum(jnp.asarray(x), dens.density, dens.zero_mass, chi, m[0], m[1] - m[0] ** 2, lam,
-                            jnp.sqrt(lam), q, jnp.all(dens.ok) & ok_e)
+                            jnp.sqrt(lam), q, dens.ok, jnp.all(dens.ok) & ok_e)

@@ -179,6 +179,11 @@ class AbstractMeasure(eqx.Module):
         return chi * (1 + w) / w
 
 
+def _trailing(v, z):
+    """A 1-d array ``v`` shaped ``(1,) * z.ndim + v.shape``, to broadcast against ``z[..., None]``."""
+    return v.reshape((1,) * jnp.ndim(z) + v.shape)
+
+
 def _lorentz(x, eta):
     return eta / (math.pi * (x * x + eta * eta))
 
@@ -416,11 +421,12 @@ class Discrete(AbstractMeasure):
         zc, ac = concrete(z), concrete(self.atoms)
         if zc is not None and ac is not None and np.any(np.isin(np.asarray(zc), np.asarray(ac).astype(zc.dtype))):
             raise ValueError("z is an atom of the measure: the Stieltjes transform has a pole there; use x + 1j * eta")
+        a, w = _trailing(a, z), _trailing(w, z)
         return jnp.sum(w / (z[..., None] - a), axis=-1)
 
     def psi(self, z):
         z = _complex(z)
-        a, w = self.atoms.astype(z.dtype), self.weights.astype(z.dtype)
+        a, w = _trailing(self.atoms.astype(z.dtype), z), _trailing(self.weights.astype(z.dtype), z)
         return jnp.sum(w * z[..., None] * a / (1 - z[..., None] * a), axis=-1)
 
     def density(self, x):
@@ -539,12 +545,12 @@ def _vmap_method(obj, method: str, *arrays, static: tuple = ()):
     """``obj.method(*elements, *static)`` over the elements of ``arrays`` (one shape), vmapped and
     compiled once per structure and shape (``eqx.filter_jit``)."""
     shape = arrays[0].shape
-    out = vmap_method_flat(obj, method, tuple(a.reshape(-1) for a in arrays), static)
+    out = _vmap_method_flat(obj, method, tuple(a.reshape(-1) for a in arrays), static)
     return jax.tree_util.tree_map(lambda o: o.reshape(shape + o.shape[1:]), out)
 
 
 @eqx.filter_jit
-def vmap_method_flat(obj, method, flat, static):
+def _vmap_method_flat(obj, method, flat, static):
     return jax.vmap(lambda *v: getattr(obj, method)(*v, *static))(*flat)
 
 
@@ -598,6 +604,7 @@ class GridDensity(AbstractMeasure):
         z = _complex(z)
         x0, x1 = self.x[:-1].astype(z.dtype), self.x[1:].astype(z.dtype)
         f0, f1 = self.values[:-1].astype(z.dtype), self.values[1:].astype(z.dtype)
+        x0, x1, f0, f1 = (_trailing(v, z) for v in (x0, x1, f0, f1))
         beta = (f1 - f0) / (x1 - x0)
         zz = z[..., None]
         fz = f0 + beta * (zz - x0)
