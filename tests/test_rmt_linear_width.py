@@ -256,3 +256,5 @@ def test_bad_input():
         InputSpectrum(jnp.array([1.0, 2.0]), jnp.array([0.5, 0.6]))
     with pytest.raises(ValueError, match="depth"):
         ntk_coefficients(Tanh(), 0)
+    with pytest.raises(ValueError, match="coef must be finite and >= 0"):
+        combination_stieltjes(inp, jnp.array([0.5]), 0.5, 0.0, jnp.array([1.0, -1.0]), 1j)

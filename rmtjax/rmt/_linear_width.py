@@ -158,7 +158,7 @@ def activation_constants(activation: AbstractActivation, *, method: AbstractMeth
         >>> from rmtjax.activations import Relu
         >>> c = activation_constants(Relu())
         >>> round(float(c.b2), 6)  # (1/2)^2 / (1/2 - 1/(2 pi))
-        0.367063
+        0.733471
     """
     q12 = jnp.array([1.0, 0.0])
     e = gaussian_expectations(activation, 1.0, 1.0, q12, method=method)
@@ -327,6 +327,9 @@ def _problem(inp: InputSpectrum, gammas, b2, shift, coef) -> _Problem:
     if coef.shape != (L + 1,):
         raise ValueError(f"coef must have shape (L + 1,) = ({L + 1},) (one per K_0..K_L), got {coef.shape}")
     shift = jnp.asarray(shift).astype(dt)
+    for name, v in (("coef", concrete(coef)), ("shift", concrete(shift))):
+        if v is not None and (not np.all(np.isfinite(v)) or np.any(v < 0)):
+            raise ValueError(f"{name} must be finite and >= 0 (a positive semi-definite combination), got {v}")
     b2s = jnp.broadcast_to(b2.astype(dt), (L,))
     if inp.ratio is None:
         gam, b2v, coefv = gammas, b2s, coef
