@@ -179,13 +179,13 @@ def _memorization(quick, seed, bar):
     kappa = 0.1
     a12 = float(a[1] ** 2)
     mu = float(branching_process(a).mu)
-    ns = [10, 30] if quick else [10, 20, 40, 80, 160, 320, 640]
+    ns = [10, 30] if quick else [10, 20, 40, 80, 160, 320]
     out = {}
     for d in (100, 3):
         rows = []
         for i, n in enumerate(ns):
             X = _sphere(jax.random.fold_in(jax.random.key(seed), 1000 * d + i), n, d)
-            m = memorization_depth(a, X, kappa, max_depth=80 if quick else 120)
+            m = memorization_depth(a, X, kappa, max_depth=80 if quick else 100)
             R = np.asarray(X @ X.T)
             r = float(np.max(np.abs(R - np.diag(np.diag(R)))))
             b = memorization_bounds(a, r, n, kappa)
@@ -234,11 +234,11 @@ def _random_features(quick, seed):
 def _mnist(quick, seed, bar):
     from ..data._real import mnist
 
-    n_train, n_test = (500, 300) if quick else (4000, 1000)
+    n_train, n_test = (500, 300) if quick else (2000, 1000)
     ds = mnist(n_train, n_test, seed=seed)
     xa = jnp.concatenate([ds.x_train, ds.x_test])
     xa = xa / jnp.linalg.norm(xa, axis=1)[:, None]
-    Ms = [100, 400] if quick else [250, 500, 1000, 2000, 4000]
+    Ms = [100, 400] if quick else [250, 500, 1000, 2000]
     depths = (1, 2) if quick else (1, 2, 3)
     acts = [("ReLU", A.Relu()), ("GeLU", A.Gelu()), ("Sigmoid", A.Sigmoid()), ("Swish", A.Swish())]
     lam = 0.1
@@ -272,8 +272,8 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    n_mem = 4 if quick else 14
-    n_mnist = (2 * 2 * 4) if quick else (5 * 3 * 4)
+    n_mem = 4 if quick else 12
+    n_mnist = (2 * 2 * 4) if quick else (4 * 3 * 4)
     bar = tqdm(total=5 + n_mem + n_mnist, desc="reproduce liang-tranbach", disable=not progress)
     bar.set_postfix_str("table")
     table = _table()
