@@ -29,8 +29,8 @@
 # 4. trains a small layer-normalized ReLU network on scikit-learn digits into the terminal phase
 #    and plots the metrics against epochs.
 #
-# The size is set by `RMTJAX_NOTEBOOK_N` (the number of samples per class in parts 2-3, and a
-# third of the training epochs in part 4; the tests use 16); figures go to
+# The size is set by `RMTJAX_NOTEBOOK_N` (the number of samples per class in parts 2-3, and half
+# the training epochs in part 4; the tests use 16); figures go to
 # `RMTJAX_NOTEBOOK_OUT` (default: a temporary folder).
 
 # %%
@@ -168,7 +168,7 @@ from rmtjax.data._real import digits  # noqa: E402
 from rmtjax.finite import train  # noqa: E402
 from rmtjax.finite._classifier import Classifier  # noqa: E402
 
-EPOCHS = 3 * N
+EPOCHS = 2 * N
 ds = digits(1297, 500, seed=0, dtype=jnp.float32)
 net = Classifier(64, 10, width=128, depth=3, seed=0, dtype=jnp.float32)
 steps = 1297 // 32
@@ -184,7 +184,7 @@ def measure(model, epoch):
 
 
 hist = train(net, ds.x_train, ds.y_train, opt, loss="cross_entropy", epochs=EPOCHS, batch_size=32,
-             key=jax.random.key(1), record_every=max(1, EPOCHS // 12), callback=measure, progress=False)
+             key=jax.random.key(1), record_every=max(1, EPOCHS // 8), callback=measure, progress=False)
 rec = {k: np.array([float(r[k]) for r in hist.records]) for k in hist.records[0]}
 tpt = hist.epoch[np.argmax(hist.accuracy >= 1.0)] if np.any(hist.accuracy >= 1.0) else None
 print(f"zero training error from epoch {tpt}; NC1 {rec['nc1'][0]:.3g} (init) -> {rec['nc1'][-1]:.3g}")

@@ -204,8 +204,12 @@ def simplex_etf(rotation: ArrayLike | None = None, scale: ArrayLike = 1.0, *, nu
             raise ValueError(f"rotation must have orthonormal columns (U^T U = I), max |U^T U - I| = {err:.3g}")
     base = np.eye(C) - 1.0 / C if U.shape[1] == C else _helmert(C)
     dtype = jnp.result_type(U.dtype, scale.dtype)
-    factor = np.sqrt(C / (C - 1))
-    return (factor * scale.astype(dtype)) * (jnp.asarray(base, dtype) @ U.astype(dtype).T)
+    return _etf(jnp.asarray(np.sqrt(C / (C - 1)) * base, dtype), U.astype(dtype), scale.astype(dtype))
+
+
+@jax.jit
+def _etf(base, U, scale):
+    return scale * (base @ U.T)
 
 
 # ----------------------------------------------------------------------------------------------

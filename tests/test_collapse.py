@@ -198,7 +198,7 @@ def test_metrics_invariant_to_rotation_scaling_translation():
     assert float(got[1]) == float(ref[1])
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(C=st.sampled_from([2, 5]), p=st.sampled_from([1, 6]), seed=st.integers(0, 2**16), log_s=st.floats(-3, 3))
 def test_invariance_property(C, p, seed, log_s):
     rng = np.random.default_rng(seed)
@@ -250,7 +250,7 @@ def test_streaming_equals_one_shot():
     assert_metrics_close(collapse_metrics(s2, W), collapse_metrics(s1, W), rtol=1e-12)
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(seed=st.integers(0, 2**16), log_s=st.floats(-2, 2))
 def test_streaming_property(seed, log_s):
     rng = np.random.default_rng(seed)
