@@ -130,14 +130,14 @@ def test_minibatch_sgd_with_weight_decay_and_callback_learns_a_mixture():
     def run(wd):
         net = MLP(spec, 5, 3, width=64, rngs=nnx.Rngs(0))
         opt = optax.chain(optax.add_decayed_weights(wd), optax.sgd(0.5, momentum=0.9))
-        hist = train(net, ds.x_train, ds.y_train, opt, loss="cross_entropy", epochs=30, batch_size=20,
+        hist = train(net, ds.x_train, ds.y_train, opt, loss="cross_entropy", epochs=20, batch_size=20,
                      key=jax.random.key(1), record_every=10, progress=False,
                      callback=lambda m, e: {"epoch": e, "features": m.features(ds.x_train)})
         return net, hist
 
     net, hist = run(0.0)
-    assert hist.step.tolist() == [0, 40, 80, 120]  # 4 minibatches of 20 per epoch (10 left out)
-    assert [r["epoch"] for r in hist.records] == [0, 10, 20, 30]
+    assert hist.step.tolist() == [0, 40, 80]  # 4 minibatches of 20 per epoch (10 left out)
+    assert [r["epoch"] for r in hist.records] == [0, 10, 20]
     assert hist.records[-1]["features"].shape == (90, 64)
     assert hist.accuracy[-1] > 0.95 and hist.loss[-1] < 0.3 * hist.loss[0]
     test_acc = np.mean(np.argmax(np.asarray(net(ds.x_test)), 1) == np.asarray(ds.labels_test))
@@ -238,15 +238,15 @@ def test_input_jacobian_against_finite_differences_and_a_linear_network():
 
 
 def test_monte_carlo_kernels_within_five_standard_errors_of_the_theory():
-    # 48 networks of width 512: the O(1/width) bias of the mean is well inside 5 SE
+    # 32 networks of width 256: the O(1/width) bias of the mean is well inside 5 SE
     spec = FullyConnected(2, 1.4, 0.1, Erf())
     x = _x(4, 6)
-    ens = init_ensemble(jax.random.key(0), spec, 6, 1, size=48, width=512)
+    ens = init_ensemble(jax.random.key(0), spec, 6, 1, size=32, width=256)
     mc = monte_carlo_kernels(x, None, ens)
     theory = kernel(x, None, spec)
-    assert mc.samples == 48
-    # informative: SE ~ sqrt(2/48) K for the NNGP of one output, much smaller for the NTK
-    for est, se, th, rel in ((mc.nngp, mc.nngp_stderr, theory.nngp, 0.3), (mc.ntk, mc.ntk_stderr, theory.ntk, 0.05)):
+    assert mc.samples == 32
+    # informative: SE ~ sqrt(2/32) K_ii for the NNGP of one output, much smaller for the NTK
+    for est, se, th, rel in ((mc.nngp, mc.nngp_stderr, theory.nngp, 0.5), (mc.ntk, mc.ntk_stderr, theory.ntk, 0.05)):
         assert np.max(np.abs(np.asarray(est - th)) / np.asarray(se)) < 5
         assert np.max(np.asarray(se)) < rel * np.max(np.abs(np.asarray(th)))
 
