@@ -209,7 +209,7 @@ print(f"xi(beta) = {float(xi_of(beta)):.4f}, d xi / d beta = {float(jax.grad(xi_
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
 ax[0].semilogy(history)
 ax[0].set(xlabel="Adam step", ylabel=r"$(\mu - \mu_{target})^2$", title="tuning Swish beta")
-betas = jnp.linspace(0.1, 4.0, 60)
+betas = jnp.linspace(0.1, 4.0, 40)
 ax[1].plot(betas, jax.vmap(mu_of)(betas), label=r"$\mu(\beta)$")
 ax[1].plot(betas, jax.vmap(xi_of)(betas), label=r"$\xi(\beta)$")
 ax[1].axvline(beta, color="k", ls=":")
@@ -238,7 +238,7 @@ Xall = jnp.concatenate([Xtr, Xte])
 Kall = compositional_kernel(law, jnp.clip(Xall @ Xall.T, -1, 1), depth=2)[-1]
 lam = 1e-2
 exact = Kall[N:, :N] @ jnp.linalg.solve(Kall[:N, :N] + lam * jnp.eye(N), ytr)
-Ms = [50, 200, 800, 3200]
+Ms = [50, 400, 3200]
 gaps, errs = [], []
 for M in Ms:
     F = compositional_features(Xall, law, jax.random.fold_in(key_f, M), depth=2, num_features=M, max_degree=9).features
