@@ -9,12 +9,12 @@ Hermite basis :math:`h_k = He_k/\sqrt{k!}` (the package's normalization, as
     \sigma(\sqrt q\,z) = \sum_{k\ge0} a_k(q)\,h_k(z),\qquad a_k(q) = \mathbb E[\sigma(\sqrt q z)h_k(z)].
 
 For unit-norm inputs with correlation :math:`\rho`, Mehler's formula gives the dual kernel
-:math:`G(\rho) = \mathbb E[\sigma(u)\sigma(v)] = \sum_k a_k^2\rho^k` (their eq. 2.3). When
+:math:`G(\rho) = \mathbb E[\sigma(u)\sigma(v)] = \sum_k a_k^2\rho^k`. When
 :math:`\sum_k a_k^2 = 1` (the activation rescaled to unit second moment, equivalently
 :math:`\sigma_w^2 = 1/\mathbb E[\sigma(z)^2]`), :math:`p_k = a_k^2` is an offspring law, :math:`G`
 its probability generating function, and the :math:`L`-layer compositional kernel
 :math:`K^{(L)} = G\circ\cdots\circ G` is the PGF of the generation-:math:`L` population
-:math:`Z^{(L)}` of a Galton-Watson process (their Sec. 3). With
+:math:`Z^{(L)}` of a Galton-Watson process. With
 :math:`\mu = \sum_k k a_k^2 = G'(1)` and :math:`\mu^* = \sum_k a_k^2 k\log k`:
 
 * :math:`\mu \le 1`, :math:`a_1^2 < 1`: :math:`K^{(L)}(\rho) \to 1` for :math:`\rho \in [0, 1]`;
@@ -73,6 +73,7 @@ __all__ = [
     "branching_process",
     "compositional_features",
     "compositional_kernel",
+    "compressed_features",
     "dual_kernel",
     "extinction_probability",
     "hermite_coefficients",
@@ -382,7 +383,7 @@ def hermite_coefficients(
 
     Orthonormal basis :math:`h_k = He_k/\sqrt{k!}`, so :math:`\sum_k a_k^2 = \mathbb E[\sigma(\sqrt q
     z)^2]` and :math:`\mathbb E[\sigma(u)\sigma(v)] = \sum_k a_k^2\rho^k` for unit variances
-    (Mehler; Liang & Tran-Bach 2020, eq. 2.3).
+    (Mehler's formula, the starting point of Liang & Tran-Bach 2020).
 
     Closed forms (``method=ClosedForm()`` or :class:`Auto`): polynomials and Hermite polynomials
     (exact, via :class:`rmtjax.activations.Polynomial`'s expansion); the ReLU family
@@ -474,7 +475,7 @@ def normalized(coeffs: ArrayLike, *, center: bool = False) -> Array:
 
 def dual_kernel(coeffs: ArrayLike, rho: ArrayLike) -> Array:
     r"""The dual kernel :math:`G(\rho) = \sum_{k=0}^N a_k^2\rho^k` (Mehler's formula; Liang &
-    Tran-Bach 2020, eq. 2.3): :math:`\mathbb E[\sigma(u)\sigma(v)]` for standard Gaussians of
+    Tran-Bach 2020): :math:`\mathbb E[\sigma(u)\sigma(v)]` for standard Gaussians of
     correlation :math:`\rho \in [-1, 1]`, up to the tail :math:`\sum_{k>N}a_k^2|\rho|^k`.
 
     Example:
@@ -492,7 +493,7 @@ def compositional_kernel(coeffs: ArrayLike, rho: ArrayLike, *, depth: int) -> Ar
     :math:`\ell \le` ``depth``, in one call (shape ``(depth + 1,) + rho.shape``).
 
     With normalized coefficients (:func:`normalized`) this is the compositional kernel of
-    Liang & Tran-Bach (2020, Sec. 2), the PGF of the Galton-Watson population :math:`Z^{(\ell)}`.
+    Liang & Tran-Bach (2020), the PGF of the Galton-Watson population :math:`Z^{(\ell)}`.
     It is the NNGP of :func:`rmtjax.kernels.kernel` for ``b_std = 0`` when the variance is
     preserved: inputs with :math:`\lVert x\rVert^2 = d` (so :math:`\Sigma^{(0)} = x\cdot x'/d = \rho`)
     and ``W_std = (1, c, ..., c)`` with :math:`c = \mathbb E[\sigma(z)^2]^{-1/2}`, whose
@@ -609,7 +610,7 @@ def _extinction(p: Array, throw: bool, max_steps: int) -> Solution:
 
 
 def branching_process(coeffs: ArrayLike, *, atol: float = 1e-9) -> BranchingProcess:
-    r"""The Galton-Watson process of the coefficients (Liang & Tran-Bach 2020, Sec. 3):
+    r"""The Galton-Watson process of the coefficients (Liang & Tran-Bach 2020):
     offspring law :math:`p_k = a_k^2/\sum_j a_j^2`, :math:`\mu`, :math:`\mu^*`, variance,
     extinction probability :math:`\xi` (:func:`extinction_probability`) and the :class:`Phase`
     (``CRITICAL`` when :math:`|\mu - 1| \le` ``atol``).
@@ -641,7 +642,7 @@ def _branching(p: Array, atol: float) -> BranchingProcess:
 
 def unscaled_limit(coeffs: ArrayLike, rho: ArrayLike) -> Array:
     r"""The unscaled limit :math:`\lim_{L\to\infty}K^{(L)}(\rho)` for :math:`\rho \in [0, 1]`
-    (Liang & Tran-Bach 2020, Thm. 3.1): :math:`\rho` if :math:`a_1^2 = 1`, else 1 at
+    (Liang & Tran-Bach 2020, unscaled limit): :math:`\rho` if :math:`a_1^2 = 1`, else 1 at
     :math:`\rho = 1` and :math:`\xi` (= 1 when :math:`\mu \le 1`) on :math:`[0, 1)`.
 
     Example:
@@ -668,7 +669,7 @@ def _binomial_signed(n: int) -> np.ndarray:
 
 def rescaled_limit(coeffs: ArrayLike, t: ArrayLike, *, max_steps: int = 4000, s_min: float = 1e-6) -> Array:
     r"""The rescaled limit :math:`\lim_L K^{(L)}(e^{-t/\mu^L}) = \phi_W(t) = \mathbb E[e^{-tW}]`
-    (Liang & Tran-Bach 2020, Thm. 3.2), :math:`W = \lim Z^{(L)}/\mu^L`; it equals
+    (Liang & Tran-Bach 2020, rescaled limit), :math:`W = \lim Z^{(L)}/\mu^L`; it equals
     :math:`\xi + (1-\xi)\,\mathbb E[e^{-tW}\mid W>0]`.
 
     :math:`\phi_W` solves Poincare's functional equation :math:`\phi_W(\mu t) = G(\phi_W(t))`,
@@ -771,7 +772,7 @@ def _first(mask: Array) -> Array:
 
 
 def memorization_depth(coeffs: ArrayLike, X: ArrayLike, kappa: ArrayLike, *, max_depth: int = 100) -> Memorization:
-    r"""Depth at which the compositional kernel memorizes ``X`` (Liang & Tran-Bach 2020, Sec. 4):
+    r"""Depth at which the compositional kernel memorizes ``X`` (Liang & Tran-Bach 2020, memorization capacity):
     the smallest :math:`L` with every eigenvalue of :math:`K^{(L)}(\hat X\hat X^\top)` in
     :math:`[1-\kappa, 1+\kappa]`, computed exactly from the eigenvalues at every depth, beside
     data-dependent necessary (lower) and Gershgorin (upper) depths (see :class:`Memorization`).
@@ -848,7 +849,7 @@ class MemorizationBounds(NamedTuple):
 
 
 def memorization_bounds(coeffs: ArrayLike, rho_max: ArrayLike, n: ArrayLike, kappa: ArrayLike) -> MemorizationBounds:
-    r"""Closed-form depths that suffice for memorization (Liang & Tran-Bach 2020, Sec. 4 regimes),
+    r"""Closed-form depths that suffice for memorization (the two regimes of Liang & Tran-Bach 2020),
     for :math:`n` points with :math:`\max_{i\ne j}|\rho_{ij}| \le r` = ``rho_max``.
 
     Both come from Gershgorin's theorem, :math:`\max_i\sum_{j\ne i}|K^{(L)}(\rho_{ij})| \le
@@ -961,8 +962,10 @@ def compositional_features(
     in general the dot-product kernel :math:`\sum_k P(Z^{(L)}=k)(x\cdot x')^k`), up to the mass
     beyond ``max_degree``. Eagerly only the :math:`\sum_m Z_m` projections in use are drawn
     (cost :math:`n\,d\,M\,\mathbb E[Z]`); under ``jit``/``vmap`` a masked loop over the factor
-    index draws from the same distribution (different draws). Liang & Tran-Bach (2020, Sec. 5) build random features on the same
-    identity; Kar & Karnick (2012) is the single-layer analogue. The variance of one product is
+    index draws from the same distribution (different draws). This is the construction of
+    Kar & Karnick (2012) with the degree law of the branching process; :func:`compressed_features`
+    is the one-activation alternative (Liang & Tran-Bach 2020 compress the layers into a new
+    activation). The variance of one product is
     :math:`\mathbb E[(1+2\rho^2)^Z]`-like: fine for laws with light tails (small :math:`\mu^L`).
 
     Args:
@@ -1018,6 +1021,57 @@ def _masked_products(X, Z, key):
         return acc * jnp.where((i < Z)[None, :], X @ w, 1.0)
 
     return jax.lax.fori_loop(0, jnp.max(Z), body, jnp.ones((n, Z.shape[0]), X.dtype))
+
+
+def compressed_features(
+    X: ArrayLike,
+    coeffs: ArrayLike,
+    key: Array,
+    *,
+    depth: int,
+    num_features: int,
+    max_degree: int = 64,
+) -> Features:
+    r"""Random features of :math:`K^{(L)}` through one "compressed" activation
+    :math:`\sigma_L = \sum_{k\le D} \sqrt{P(Z^{(L)} = k)}\,h_k` (the layers folded into a single
+    activation, as Liang & Tran-Bach 2020 propose): by Mehler's formula
+    :math:`\mathbb E_w[\sigma_L(w\cdot x)\sigma_L(w\cdot x')] = \sum_k P(Z^{(L)}=k)ho^k =
+    K^{(L)}(ho)` for unit-norm rows and :math:`w \sim \mathcal N(0, I_d)`, so
+    :math:`f_m(x) = \sigma_L(w_m\cdot x)/\sqrt M` is unbiased (up to the mass beyond
+    ``max_degree`` = :math:`D`). :math:`\sigma_L` is a polynomial: its features have light tails,
+    unlike the products of :func:`compositional_features`. ``degrees`` is empty here.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> X = jax.random.normal(jax.random.key(0), (5, 3)); X = X / jnp.linalg.norm(X, axis=1)[:, None]
+        >>> f = compressed_features(X, jnp.array([0.0, 0.6, 0.8]), jax.random.key(1), depth=2, num_features=1000)
+    """
+    X = check_matrix(X, "X")
+    if not (isinstance(num_features, int | np.integer) and num_features >= 1):
+        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+    law = offspring_distribution(coeffs, depth=depth, max_degree=max_degree)
+    X = X.astype(jnp.result_type(X, law))
+    return _compressed(X, law, key, int(num_features))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _compressed(X, law, key, num_features):
+    W = jax.random.normal(key, (X.shape[1], num_features), X.dtype)
+    g = X @ W
+    amp = jnp.sqrt(jnp.maximum(law, 0.0))
+
+    def body(carry, k_amp):
+        h_prev, h, acc = carry
+        k, a = k_amp  # h = h_k, h_prev = h_{k-1}
+        acc = acc + a * h
+        h_next = (g * h - jnp.sqrt(k) * h_prev) / jnp.sqrt(k + 1)
+        return (h, h_next, acc), None
+
+    ks = jnp.arange(law.shape[0], dtype=X.dtype)
+    init = (jnp.zeros_like(g), jnp.ones_like(g), jnp.zeros_like(g))
+    (_, _, acc), _ = jax.lax.scan(body, init, (ks, amp))
+    total = jnp.sum(law)
+    return Features(acc / jnp.sqrt(num_features), jnp.zeros((0,), jnp.int32), jnp.maximum(1.0 - total, 0.0))
 
 
 def ridge_predict(features_train: ArrayLike, y_train: ArrayLike, features_test: ArrayLike, lam: ArrayLike) -> Array:

@@ -28,6 +28,7 @@ from rmtjax.hermite import (
     branching_process,
     compositional_features,
     compositional_kernel,
+    compressed_features,
     dual_kernel,
     extinction_probability,
     hermite_coefficients,
@@ -473,6 +474,25 @@ def test_random_features_are_unbiased_with_standard_error_rate():
     P = np.asarray(offspring_distribution(LAW, depth=2, max_degree=9))
     freq = np.bincount(np.asarray(f.degrees), minlength=10) / 8000
     assert np.all(np.abs(freq - P) < 5 * np.sqrt(P * (1 - P) / 8000) + 1e-12)
+
+
+def test_compressed_features_are_unbiased():
+    # a tanh kernel at depth 3: one polynomial activation sigma_L with Hermite coefficients sqrt(P(Z = k))
+    a = normalized(hermite_coefficients(A.Tanh(), order=30))
+    X = jax.random.normal(jax.random.key(4), (5, 6))
+    X = X / jnp.linalg.norm(X, axis=1)[:, None]
+    K = np.asarray(compositional_kernel(a, jnp.clip(X @ X.T, -1, 1), depth=3)[-1])
+    M = 20000
+    f = compressed_features(X, a, jax.random.key(2), depth=3, num_features=M, max_degree=40)
+    assert float(f.truncated_mass) < 1e-3
+    F = np.asarray(f.features) * math.sqrt(M)
+    prods = F[:, None, :] * F[None, :, :]
+    est, se = prods.mean(-1), prods.std(-1, ddof=1) / math.sqrt(M)
+    iu = np.triu_indices(5)
+    bias = float(f.truncated_mass)  # |K - K_truncated| <= P(Z > max_degree)
+    assert np.all(np.abs(est - K)[iu] < 5 * se[iu] + bias), np.max(np.abs(est - K)[iu] / se[iu])
+    # the diagonal is sigma_L's second moment: sum of the law
+    np.testing.assert_allclose(np.mean(F * F, axis=1), 1 - bias, atol=5 * float(np.max(se)))
 
 
 def test_ridge_with_random_features_approaches_kernel_ridge():
