@@ -942,6 +942,15 @@ class Features(NamedTuple):
     truncated_mass: Array
 
 
+def _feature_inputs(X, coeffs, depth, num_features, max_degree):
+    """Validated inputs and the law of Z^(depth) for the random-feature maps."""
+    X = check_matrix(X, "X")
+    if not (isinstance(num_features, int | np.integer) and num_features >= 1):
+        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+    law = offspring_distribution(coeffs, depth=depth, max_degree=max_degree)
+    return X.astype(jnp.result_type(X, law)), law
+
+
 def compositional_features(
     X: ArrayLike,
     coeffs: ArrayLike,
@@ -979,11 +988,7 @@ def compositional_features(
         >>> X = jax.random.normal(jax.random.key(0), (5, 3)); X = X / jnp.linalg.norm(X, axis=1)[:, None]
         >>> f = compositional_features(X, jnp.array([0.0, 0.6, 0.8]), jax.random.key(1), depth=2, num_features=1000)
     """
-    X = check_matrix(X, "X")
-    if not (isinstance(num_features, int | np.integer) and num_features >= 1):
-        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-    law = offspring_distribution(coeffs, depth=depth, max_degree=max_degree)
-    X = X.astype(jnp.result_type(X, law))
+    X, law = _feature_inputs(X, coeffs, depth, num_features, max_degree)
     Z, kw, total = _degrees(law, key, int(num_features))
     z = concrete(Z)
     if z is None:  # under a transformation: a masked loop over the factor index
@@ -1035,8 +1040,10 @@ def compressed_features(
     r"""Random features of :math:`K^{(L)}` through one "compressed" activation
     :math:`\sigma_L = \sum_{k\le D} \sqrt{P(Z^{(L)} = k)}\,h_k` (the layers folded into a single
     activation, as Liang & Tran-Bach 2020 propose): by Mehler's formula
-    :math:`\mathbb E_w[\sigma_L(w\cdot x)\sigma_L(w\cdot x')] = \sum_k P(Z^{(L)}=k)ho^k =
-    K^{(L)}(ho)` for unit-norm rows and :math:`w \sim \mathcal N(0, I_d)`, so
+    :math:`\mathbb E_w[\sigma_L(w\cdot x)\sigma_L(w\cdot x')] = \sum_k P(Z^{(L)}=k)
+ho^k =
+    K^{(L)}(
+ho)` for unit-norm rows and :math:`w \sim \mathcal N(0, I_d)`, so
     :math:`f_m(x) = \sigma_L(w_m\cdot x)/\sqrt M` is unbiased (up to the mass beyond
     ``max_degree`` = :math:`D`). :math:`\sigma_L` is a polynomial: its features have light tails,
     unlike the products of :func:`compositional_features`. ``degrees`` is empty here.
@@ -1046,11 +1053,7 @@ def compressed_features(
         >>> X = jax.random.normal(jax.random.key(0), (5, 3)); X = X / jnp.linalg.norm(X, axis=1)[:, None]
         >>> f = compressed_features(X, jnp.array([0.0, 0.6, 0.8]), jax.random.key(1), depth=2, num_features=1000)
     """
-    X = check_matrix(X, "X")
-    if not (isinstance(num_features, int | np.integer) and num_features >= 1):
-        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-    law = offspring_distribution(coeffs, depth=depth, max_degree=max_degree)
-    X = X.astype(jnp.result_type(X, law))
+    X, law = _feature_inputs(X, coeffs, depth, num_features, max_degree)
     return _compressed(X, law, key, int(num_features))
 
 
