@@ -32,10 +32,11 @@ import itertools
 import math
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array
+from jaxtyping import Array, ArrayLike
 
 from .._numerics import angle, atan2, gap, gauss_hermite, safe_div, safe_sqrt
 from ..activations import AbstractActivation, Erf, Identity, Relu
@@ -255,7 +256,7 @@ def _grid(deg: int, d: int):
 
 
 def _gh(Csub, fns, deg: int):
-    """``E[prod_i fns[i](u_i)]`` for ``u ~ N(0, Csub[n])``; ``fns[i](u, n)`` gets the field values
+    """``E[prod_i fns[i](u_i)]`` for ``u ~ N(0, Csub[n])``; ``fns[i](u)`` gets the field values
     ``(n, nodes)``. The covariance is factorised by ``eigh`` (positive semi-definite is enough)."""
     d = Csub.shape[-1]
     Z, W = _grid(deg, d)
@@ -269,18 +270,41 @@ def _gh(Csub, fns, deg: int):
     return prod @ W
 
 
-def _quadrature(C2, C3, C4, Cj, idx2, idx3, idx4, student, teacher, K, deg):
-    def f(col_idx):  # activation by position: student or teacher
-        st = jnp.asarray(col_idx < K)[:, None]
+def _gh_tuples(C, idx, kinds, student, teacher, K: int, deg: int):
+    """Quadrature of ``E[prod_p f_{kinds[p]}(u_{idx[n, p]})]`` for every tuple ``n``. Tuples with
+    repeated fields (``I4[k, k, c, d]``, ...) are integrated over their distinct fields only:
+    the tuples are grouped by their (static) pattern of repeats, so each group gets an exact
+    lower-dimensional Gauss-Hermite rule instead of a rotated, degenerate one."""
+    def fn(kind, is_student):
+        if kind == "d":
+            return student.derivative
+        if kind == "x":
+            return lambda u: u
+        st = jnp.asarray(is_student)[:, None]
         return lambda u: jnp.where(st, student(u), teacher(u))
 
-    dg = student.derivative
-    lin = lambda u: u  # noqa: E731
-    i2 = _gh(C2, [f(idx2[:, 0]), f(idx2[:, 1])], deg)
-    i3 = _gh(C3, [dg, lin, f(idx3[:, 2])], deg)
-    i4 = _gh(C4, [dg, dg, f(idx4[:, 2]), f(idx4[:, 3])], deg)
-    j2 = _gh(Cj, [dg, dg], deg)
-    return i2, i3, i4, j2
+    patterns = {}
+    for n, row in enumerate(idx):
+        uniq = list(dict.fromkeys(row.tolist()))
+        patterns.setdefault(tuple(uniq.index(i) for i in row), []).append(n)
+    out = jnp.zeros(len(idx), C.dtype)
+    for pat, rows in patterns.items():
+        rows = np.asarray(rows)
+        d = max(pat) + 1
+        first = [pat.index(j) for j in range(d)]  # a position holding each distinct field
+        fields = idx[rows][:, first]  # (n_g, d)
+        Csub = C[fields[:, :, None], fields[:, None, :]]
+        per_slot = []
+        for j in range(d):
+            fs = [fn(kinds[p], idx[rows, p] < K) for p in range(len(pat)) if pat[p] == j]
+            per_slot.append(lambda u, fs=fs: functools.reduce(lambda a, f: a * f(u), fs[1:], fs[0](u)))
+        out = out.at[rows].set(_gh(Csub, per_slot, deg))
+    return out
+
+
+def _quadrature(C, idx2, idx3, idx4, idxj, student, teacher, K, deg):
+    q = functools.partial(_gh_tuples, C, student=student, teacher=teacher, K=K, deg=deg)
+    return q(idx2, "ff"), q(idx3, "dxf"), q(idx4, "ddff"), q(idxj, "dd")
 
 
 # ------------------------------------------------------------------------------------------
@@ -289,7 +313,7 @@ def _quadrature(C2, C3, C4, Cj, idx2, idx3, idx4, student, teacher, K, deg):
 
 
 def committee_integrals(
-    C: Array,
+    C: ArrayLike,
     student: AbstractActivation,
     teacher: AbstractActivation,
     *,
@@ -314,7 +338,17 @@ def committee_integrals(
         >>> round(float(ints.i2[0, 0]), 6)  # (2/pi) arcsin(1/2) = 1/3
         0.333333
     """
-    K = num_student
+    C = jnp.asarray(C)
+    if not jnp.issubdtype(C.dtype, jnp.floating):
+        C = C.astype(float)
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or not (1 <= num_student < C.shape[0]):
+        raise ValueError(f"C must be (P, P) with 1 <= num_student < P, got shape {C.shape} and "
+                         f"num_student={num_student}")
+    return _integrals(C, student, teacher, num_student, method)
+
+
+@eqx.filter_jit
+def _integrals(C, student, teacher, K: int, method: AbstractMethod) -> Integrals:
     P = C.shape[0]
     idx2, idx3, idx4, idxj = _tuples(K, P)
     C2, C3, C4, Cj = (_sub(C, i) for i in (idx2, idx3, idx4, idxj))
@@ -337,7 +371,7 @@ def committee_integrals(
             jit = 1e-10 * jnp.mean(jnp.diagonal(C)) * jnp.eye(4, dtype=C.dtype)
             out = _relu_closed(C2, C3, C4 + jit[None], Cj)
     elif isinstance(method, GaussHermite):
-        out = _quadrature(C2, C3, C4, Cj, idx2, idx3, idx4, student, teacher, K, method.deg)
+        out = _quadrature(C, idx2, idx3, idx4, idxj, student, teacher, K, method.deg)
     else:
         raise TypeError(f"method must be Auto(), ClosedForm() or GaussHermite(deg), got {method!r}")
     i2, i3, i4, j2 = out
