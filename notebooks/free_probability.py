@@ -86,9 +86,11 @@ dfc = fc.density_on_grid(jnp.asarray(xf)).density
 # %%
 depth = 16
 erf_w2 = float(edge_of_chaos(Erf(), 0.01).value)
-lam = np.geomspace(1e-4, 1e3, 120)
+lam = np.geomspace(1e-8, 1e4, 160)
 spectra = {
     ("relu", "gaussian"): jacobian_spectrum(Relu(), 2.0, 0.0, jnp.asarray(lam), depth=depth, throw=False),
+    ("relu", "orthogonal"): jacobian_spectrum(Relu(), 2.0, 0.0, jnp.asarray(lam), depth=depth, orthogonal=True,
+                                              throw=False),
     ("erf", "orthogonal"): jacobian_spectrum(Erf(), erf_w2, 0.01, jnp.asarray(lam), depth=depth, orthogonal=True,
                                              throw=False),
 }
@@ -117,7 +119,7 @@ ax[1].legend()
 for (name, wl), s in spectra.items():
     dens = np.where(np.asarray(s.converged), np.asarray(s.density), np.nan)
     ax[2].plot(0.5 * np.log10(lam), dens * 2 * lam * math.log(10), label=f"{name}, {wl}")
-ax[2].set(title=f"Jacobian singular values, depth {depth}", xlabel=r"$\log_{10} s$")
+ax[2].set(title=f"Jacobian singular values, depth {depth}", xlabel=r"$\log_{10} s$", xlim=(-3, 2))
 ax[2].legend()
 fig.tight_layout()
 fig.savefig(OUT / "free_probability.png", dpi=90)

@@ -164,9 +164,9 @@ for name in ("nc1", "equiangular_means", "self_duality"):
 # %%
 import optax  # noqa: E402
 
-from rmtjax.data._real import digits  # noqa: E402
+from rmtjax.data import digits  # noqa: E402
 from rmtjax.finite import train  # noqa: E402
-from rmtjax.finite._classifier import Classifier  # noqa: E402
+from rmtjax.finite import Classifier  # noqa: E402
 
 EPOCHS = 2 * N
 ds = digits(1297, 500, seed=0, dtype=jnp.float32)

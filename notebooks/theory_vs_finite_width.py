@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from rmtjax.activations import Erf, Relu
-from rmtjax.data._real import mnist
+from rmtjax.data import mnist
 from rmtjax.finite import MLP, ensemble_kernels, init_ensemble, monte_carlo_kernels, train
 from rmtjax.kernels import FullyConnected, kernel
 from rmtjax.regression import gp_inference, gradient_descent_mse

@@ -5,9 +5,14 @@ The public API, re-exported explicitly (flax is imported only inside ``rmtjax.fi
 """
 
 from . import activations as activations
+from . import collapse as collapse
+from . import data as data
+from . import dynamics as dynamics
 from . import gaussian as gaussian
+from . import hermite as hermite
 from . import kernels as kernels
 from . import meanfield as meanfield
+from . import regression as regression
 from . import rmt as rmt
 from . import solve as solve
 from . import stax as stax

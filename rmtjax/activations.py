@@ -446,7 +446,7 @@ def _mehler_poly_table(degree: int) -> np.ndarray:
 
 
 def _poly_dual_terms(coef: Array, q: Array) -> list[Array]:
-    r"""Returns :math:`s_l(q)` with :math:`p(\sqrt q z) = \sum_l s_l(q) q^{l/2} \sqrt{l!}\,h_l(z)`."""
+    r"""Returns :math:`s_l(q)` with :math:`p(\sqrt q z) = \sum_l s_l(q) q^{l/2}\,h_l(z)`."""
     degree = coef.shape[0] - 1
     table = _mehler_poly_table(degree)
     out = []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rmtjax.experiments.neural_collapse import run
-from rmtjax.finite._classifier import Classifier
+from rmtjax.finite import Classifier
 
 
 def test_reproduce_neural_collapse_quick(tmp_path):

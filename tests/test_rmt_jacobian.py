@@ -17,11 +17,13 @@ from rmtjax.rmt._measures import MarchenkoPastur
 
 def test_relu_depth_one_is_marchenko_pastur_and_moment_formulas():
     # S = S_MP(1, w2) S_{relu'^2} = 1 / (w2 (1 + w)) * 2 (1 + w) / (1 + 2w) = S of MP(ratio 2, variance w2 / 2)
-    x = jnp.linspace(0.05, 6.5, 12)
-    s = jacobian_spectrum(Relu(), 2.0, 0.0, x, depth=1)
+    x = jnp.geomspace(1e-8, 1e4, 160)  # the size the reproduction uses: one compilation
+    s = jacobian_spectrum(Relu(), 2.0, 0.0, x, depth=1, throw=False)
     ref = MarchenkoPastur(2.0, 1.0)
-    np.testing.assert_allclose(s.density, ref.density(x), atol=1e-7)
-    assert float(s.zero_mass) == 0.5 and bool(s.ok)
+    inner = (x > 0.05) & (x < 1e3)  # next to the atom at 0 the solve may fail (reported by `converged`)
+    assert bool(jnp.all(s.converged[inner]))
+    np.testing.assert_allclose(s.density[inner], ref.density(x)[inner], atol=1e-7)
+    assert float(s.zero_mass) == 0.5
     assert float(s.max_eigenvalue) == pytest.approx((1 + math.sqrt(2)) ** 2, rel=1e-9)
     # Pennington et al. (2017): m1 = chi^L, Var / m1^2 = L (1 + E[phi'^4] / E[phi'^2]^2 - 1) (Gaussian), L (...) orthogonal
     for L in (3, 10):
@@ -64,8 +66,9 @@ def test_edge_matches_where_the_density_vanishes_and_fuss_catalan():
     law = jacobian_law(Relu(), 2.0, 0.0, depth=4, orthogonal=True)
     e, ok = multiplicative_edge(law)
     lam = float(e.value)
-    d = law.density_on_grid(jnp.array([0.97 * lam, 1.03 * lam])).density
-    assert float(d[0]) > 1e-3 and float(d[1]) < 1e-6
+    x = jnp.linspace(0.5 * lam, 1.5 * lam, 160)
+    d = law.density_on_grid(x, throw=False).density
+    assert float(jnp.min(d[x < 0.97 * lam])) > 1e-4 and float(jnp.max(d[x > 1.03 * lam])) < 1e-6
 
 
 def test_gradients_against_finite_differences():
@@ -79,11 +82,14 @@ def test_gradients_against_finite_differences():
     g = float(jax.grad(summary)(1.5))
     assert g == pytest.approx((float(summary(1.5 + h)) - float(summary(1.5 - h))) / (2 * h), rel=1e-6)
 
-    # density of ReLU at depth 1 is MP(2, w2 / 2): compare its w2-derivative with the closed form
+    # density of ReLU at depth 1 is MP(2, w2 / 2): its w2-derivative (implicit differentiation through the
+    # subordination solve) against the closed form and a finite difference
     x = jnp.array([1.3])
-    gd = float(jax.grad(lambda w2: jacobian_law(Relu(), w2, 0.0, depth=1).density(x)[0])(2.0))
+    dens = lambda w2: jacobian_law(Relu(), w2, 0.0, depth=1).density(x)[0]  # noqa: E731
+    gd = float(jax.grad(dens)(2.0))
     ref = float(jax.grad(lambda w2: MarchenkoPastur(2.0, w2 / 2).density(x)[0])(2.0))
     assert gd == pytest.approx(ref, rel=1e-6)
+    assert gd == pytest.approx((float(dens(2.0 + h)) - float(dens(2.0 - h))) / (2 * h), rel=1e-5)
 
 
 def test_bad_input():

@@ -10,8 +10,9 @@ as a dictionary (with a boolean ``"ok"``: whether the result was reproduced).
 
 Example:
     >>> from rmtjax.experiments import EXPERIMENTS
-    >>> sorted(EXPERIMENTS)
-    ['kernels', 'meanfield']
+    >>> sorted(EXPERIMENTS)  # doctest: +NORMALIZE_WHITESPACE
+    ['dynamical-isometry', 'fan-wang', 'kernel-regression', 'kernels', 'liang-tranbach', 'meanfield',
+     'neural-collapse']
 """
 
 from __future__ import annotations
@@ -48,5 +49,28 @@ EXPERIMENTS: dict[str, Experiment] = {
     "meanfield": Experiment(
         "Order/chaos phase diagram of tanh networks, depth-scale divergence, c-map vs wide random networks",
         "rmtjax.experiments.meanfield:run",
+    ),
+    "liang-tranbach": Experiment(
+        "Compositional kernels as branching processes (Liang & Tran-Bach 2020): mu table, depth limits, "
+        "extinction probability, memorization depth, compositional random features on MNIST",
+        "rmtjax.experiments.compositional_kernels:run",
+    ),
+    "kernel-regression": Experiment(
+        "NNGP/NTK regression on MNIST 5k across depths (ReLU, Erf) and finite MLPs approaching the NTK across widths",
+        "rmtjax.experiments.kernel_regression:run",
+    ),
+    "neural-collapse": Experiment(
+        "Neural collapse NC1-NC4 in the terminal phase of training: LayerNorm MLPs on digits and MNIST 5k "
+        "(Papyan et al. 2020)",
+        "rmtjax.experiments.neural_collapse:run",
+    ),
+    "dynamical-isometry": Experiment(
+        "Jacobian singular-value spectra at criticality, ReLU/hard-tanh/erf, Gaussian vs orthogonal weights, "
+        "vs finite networks (Pennington et al. 2017)",
+        "rmtjax.experiments.dynamical_isometry:run",
+    ),
+    "fan-wang": Experiment(
+        "CK/NTK eigenvalue spectra of linear-width networks and the largest stable learning rate (Fan & Wang 2020)",
+        "rmtjax.experiments.fan_wang:run",
     ),
 }

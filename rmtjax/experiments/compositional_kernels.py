@@ -235,7 +235,7 @@ def _random_features(quick, seed):
 
 
 def _mnist(quick, seed, bar):
-    from ..data._real import mnist
+    from ..data import mnist
 
     n_train, n_test = (500, 300) if quick else (2000, 1000)
     ds = mnist(n_train, n_test, seed=seed)

@@ -122,7 +122,8 @@ def _conditional_ntk(inp, gammas, act, ev, kappa, grid, n):
     tol = [_edge_tolerance(grid, d, e, n) for d, e in zip(dens, edges)]
     lmax = ev[:, -1]
     edge_ok = bool(np.all(np.abs(lmax - np.array(edges)) < np.array(tol)))
-    return {"name": "NTK given ‖w‖²/d_L", "kappa": kappa, "histogram": hist, "moments_theory": np.stack(moms).mean(0).tolist(),
+    return {"name": "NTK given ‖w‖²/d_L", "kappa": kappa, "histogram": hist,
+            "moments_theory": np.stack(moms).mean(0).tolist(),
             "moments_mean": emp.mean(0).tolist(), "moments_rel_residual": rel_mean.tolist(),
             "moments_rel_se": rel_se.tolist(), "moments_ok": mom_ok,
             "edge": float(np.mean(edges)), "edges": edges, "lambda_max": lmax.tolist(),
@@ -175,8 +176,12 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         name = f"CK layer {l}" if l <= L else "NTK"
         edge = float(ck_edge(inp, gammas, act, layer=l) if l <= L else ntk_edge(inp, gammas, act))
         grid = _grid(edge)
-        dens = np.asarray(ck_density(inp, gammas, act, grid, layer=l) if l <= L else ntk_density(inp, gammas, act, grid))
-        mom = np.asarray(ck_moments(inp, gammas, act, layer=l, order=3) if l <= L else ntk_moments(inp, gammas, act, order=3))
+        if l <= L:
+            dens = np.asarray(ck_density(inp, gammas, act, grid, layer=l))
+            mom = np.asarray(ck_moments(inp, gammas, act, layer=l, order=3))
+        else:
+            dens = np.asarray(ntk_density(inp, gammas, act, grid))
+            mom = np.asarray(ntk_moments(inp, gammas, act, order=3))
         scale_rel = 0.0 if l <= L else np.sqrt(2 / widths[-1])
         spectra.append(_spectrum_report(name, ev[name], grid, dens, mom, edge, n, scale_rel)
                        | {"grid": grid.tolist(), "density": dens.tolist()})
@@ -258,6 +263,8 @@ def _figure(r, path):
     ax.plot([], [], "kx", label="finite networks")
     ax.set(xscale="log", xlabel=r"$\gamma = n/d$ (all hidden layers)", ylabel="largest stable learning rate",
            title=f"NTK, L = {len(r['config']['widths'])}")
+    ax.set_xticks(g, [f"{v:g}" for v in g])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     ax = axes[1, 2]
     names = [s["name"] for s in spectra[:-1]]
@@ -281,7 +288,8 @@ def _markdown(r):
         f"n = {cfg['n']}, d0 = {cfg['d0']}, widths = {cfg['widths']} (gamma = "
         f"{[round(v, 3) for v in cfg['gammas']]}), {cfg['activation']} (b_sigma^2 = {cfg['b_sigma2']:.4f}, "
         f"a_sigma = {cfg['a_sigma']:.4f}), {cfg['seeds']} networks.", "",
-        "| kernel | histogram max z | moments 1..3 theory | moments 1..3 finite (mean) | edge | finite lambda_max | ok |",
+        "| kernel | histogram max z | moments 1..3 theory | moments 1..3 finite (mean) | edge "
+        "| finite lambda_max | ok |",
         "|---|---:|---|---|---:|---|:---:|",
     ]
     for s in r["spectra"]:

@@ -163,7 +163,7 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
 
     import jax
 
-    from ..data._real import mnist
+    from ..data import mnist
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

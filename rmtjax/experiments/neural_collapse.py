@@ -76,7 +76,7 @@ def _configs(quick: bool) -> list[dict[str, Any]]:
 
 
 def _dataset(cfg, seed):
-    from ..data._real import digits, mnist
+    from ..data import digits, mnist
 
     load = {"digits": digits, "mnist": mnist}[cfg["name"]]
     return load(cfg["n_train"], cfg["n_test"], seed=seed, dtype=jnp.float32)
@@ -86,7 +86,7 @@ def _train_one(cfg: dict, seed: int, progress: bool) -> dict:
     import optax
 
     from ..finite import train
-    from ..finite._classifier import Classifier
+    from ..finite import Classifier
 
     ds = _dataset(cfg, seed)
     C = ds.num_classes

@@ -5,6 +5,7 @@ kernels (:class:`MLP`, :func:`init_ensemble` for batches of seeds), empirical NN
 Monte-Carlo standard errors and input Jacobians, and optax training loops (:func:`train`).
 """
 
+from ._classifier import Classifier as Classifier
 from ._empirical import MonteCarloKernel as MonteCarloKernel
 from ._empirical import empirical_nngp as empirical_nngp
 from ._empirical import empirical_ntk as empirical_ntk

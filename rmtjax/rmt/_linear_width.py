@@ -242,7 +242,10 @@ class InputSpectrum(eqx.Module):
         ev = ev.astype(jnp.result_type(ev, float))
         if ev.ndim != 1 or ev.shape[0] < 1:
             raise ValueError(f"InputSpectrum: 'eigenvalues' must be a non-empty 1-d array, got shape {ev.shape}")
-        w = jnp.full(ev.shape, 1.0 / ev.shape[0], ev.dtype) if weights is None else jnp.asarray(weights).astype(ev.dtype)
+        if weights is None:
+            w = jnp.full(ev.shape, 1.0 / ev.shape[0], ev.dtype)
+        else:
+            w = jnp.asarray(weights).astype(ev.dtype)
         if w.shape != ev.shape:
             raise ValueError(f"InputSpectrum: 'weights' must have the shape of 'eigenvalues' {ev.shape}, got {w.shape}")
         self.eigenvalues, self.weights = ev, w
@@ -251,7 +254,8 @@ class InputSpectrum(eqx.Module):
     def __check_init__(self):
         ev, w = concrete(self.eigenvalues), concrete(self.weights)
         if ev is not None and (not np.all(np.isfinite(ev)) or np.any(ev < 0)):
-            raise ValueError(f"InputSpectrum: 'eigenvalues' must be finite and >= 0 (a Gram matrix), got min {np.min(ev)}")
+            raise ValueError("InputSpectrum: 'eigenvalues' must be finite and >= 0 (a Gram matrix), "
+                             f"got min {np.min(ev)}")
         if w is not None and (np.any(w < 0) or not np.isclose(np.sum(w), 1.0, rtol=1e-8, atol=1e-12)):
             raise ValueError(f"InputSpectrum: 'weights' must be >= 0 and sum to 1, got sum {np.sum(w)}")
         if self.ratio is not None:
@@ -296,7 +300,8 @@ def _check_gammas(gammas) -> Array:
     g = jnp.asarray(gammas)
     g = g.astype(jnp.result_type(g, float))
     if g.ndim != 1 or g.shape[0] < 1:
-        raise ValueError(f"gammas must be a 1-d array of ratios n/d_l, one per hidden layer (L >= 1), got shape {g.shape}")
+        raise ValueError("gammas must be a 1-d array of ratios n/d_l, one per hidden layer (L >= 1), "
+                         f"got shape {g.shape}")
     v = concrete(g)
     if v is not None:
         if not np.all(np.isfinite(v)) or np.any(v <= 0):
@@ -567,8 +572,6 @@ def _moments_jit(p: _Problem, *, order: int, points: int, steps: int, max_steps:
 # Public API
 # --------------------------------------------------------------------------------------
 
-_KW = "steps: continuation steps in Im z (static); max_steps: Newton steps per solve; throw: raise if a solve fails."
-
 
 def combination_stieltjes(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike,
                           z: ArrayLike, *, steps: int = 16, max_steps: int = 64, throw: bool = True) -> Array:
@@ -612,7 +615,8 @@ def combination_edge(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift
 
     Located by ``stages`` nested scans of the density on ``grid`` points (first on :math:`[0, U]`, :math:`U`
     a norm bound, then inside the last bracket; resolution :math:`U/\text{grid}^{\text{stages}}`; a part
-    of the support narrower than :math:`U/\text{grid}` may be missed), then Newton's method on the fold system :math:`s = F(s; \lambda)`,
+    of the support narrower than :math:`U/\text{grid}` may be missed), then Newton's method on the fold
+    system :math:`s = F(s; \lambda)`,
     :math:`\det(I - \partial_sF(s;\lambda)) = 0` (real :math:`s, \lambda`), so it is differentiable by
     the implicit function theorem."""
     p = _problem(inp, gammas, b2, shift, coef)
