@@ -171,9 +171,14 @@ def analytic_moments(generator: Generator, *, order: int = 12) -> GeneratorMomen
     if len(generator.weights) != 1:
         raise ValueError(f"analytic_moments needs a single-layer generator, got {len(generator.weights)} "
                          "layers; use monte_carlo_moments")
-    F = generator.weights[0]
+    if not (isinstance(order, int) and order >= 1):
+        raise ValueError(f"order must be an integer >= 1, got {order!r}")
+    return _analytic_moments(generator.weights[0], generator.activation, order)
+
+
+@eqx.filter_jit
+def _analytic_moments(F, sigma: AbstractActivation, order: int) -> GeneratorMoments:
     D = F.shape[1]
-    sigma = generator.activation
     S = F @ F.T / D
     q = jnp.diagonal(S)
     mean, slope = _mean_slope(sigma, q, order)
@@ -201,7 +206,15 @@ def monte_carlo_moments(key: Array, generator: Generator, *, num_samples: int = 
         >>> gen = Generator((jax.random.normal(k1, (30, 10)), jax.random.normal(k2, (40, 30))), Tanh())
         >>> m = monte_carlo_moments(k3, gen, num_samples=4000, batch_size=1000)
     """
-    nb = max(1, num_samples // batch_size)
+    for name, val in (("num_samples", num_samples), ("batch_size", batch_size)):
+        if not (isinstance(val, int) and val >= 2):
+            raise ValueError(f"{name} must be an integer >= 2, got {val!r}")
+    batch_size = min(batch_size, num_samples)
+    return _mc_moments(key, generator, num_samples // batch_size, batch_size)
+
+
+@eqx.filter_jit
+def _mc_moments(key, generator: Generator, nb: int, batch_size: int) -> GeneratorMoments:
     D, N = generator.latent_dim, generator.input_dim
     dtype = generator.weights[0].dtype
 
@@ -216,7 +229,7 @@ def monte_carlo_moments(key: Array, generator: Generator, *, num_samples: int = 
     n = nb * batch_size
     mean = s1 / n
     omega = s2 / n - mean[:, None] * mean[None, :]
-    return GeneratorMoments(mean, omega, s3 / n)
+    return GeneratorMoments(mean, 0.5 * (omega + omega.T), s3 / n)
 
 
 # ------------------------------------------------------------------------------------------
@@ -359,13 +372,23 @@ def hidden_manifold_ode(
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-d array of at least 2 increasing times, got shape {ts.shape}")
     teacher = student if teacher is None else teacher
-    args = (d.rho, d.mu, d.t, d.T, vt, eta, eta_v, noise_std**2, student, teacher, method)
-    q, r, v = _integrate(_hm_rhs, (q0, r0, v0), args, ts, rtol, atol, max_steps)
-    Q = jnp.einsum("b,tbkl->tkl", d.rho, q)
+    # arrays, not Python floats: filter_jit would make a float static (one compilation per value)
+    eta, eta_v, noise_var = (jnp.asarray(x) for x in (eta, eta_v, jnp.asarray(noise_std) ** 2))
+    args = (d.rho, d.mu, d.t, d.T, vt, eta, eta_v, noise_var, student, teacher, method)
+    return _hm_solve((q0, r0, v0), args, ts, rtol, atol, max_steps)
+
+
+@eqx.filter_jit
+def _hm_solve(y0, args, ts, rtol: float, atol: float, max_steps: int) -> Trajectory:
+    # jitted at module level: repeated calls with the same shapes reuse one compilation
+    rho, T, vt, student, teacher, method = args[0], args[3], args[4], args[8], args[9], args[10]
+    K = y0[2].shape[0]
+    q, r, v = _integrate(_hm_rhs, y0, args, ts, rtol, atol, max_steps)
+    Q = jnp.einsum("b,tbkl->tkl", rho, q)
     R = r.sum(1)
 
     def eps(Q, R, v):
-        ints = committee_integrals(_covariance(Q, R, d.T), student, teacher, num_student=K, method=method)
+        ints = committee_integrals(_covariance(Q, R, T), student, teacher, num_student=K, method=method)
         return _eps(ints, v, vt)
 
     return Trajectory(ts, Q, R, v, jax.vmap(eps)(Q, R, v))
@@ -433,6 +456,18 @@ def simulate_hidden_manifold(
     eta_v = check_nonnegative(eta_v, "eta_v")
     teacher = student if teacher is None else teacher
     schedule = _schedule(N, t_max, num_saves)
+    if not (isinstance(test_size, int) and test_size >= 1):
+        raise ValueError(f"test_size must be an integer >= 1, got {test_size!r}")
+    eta, eta_v = jnp.asarray(eta), jnp.asarray(eta_v)
+    return _simulate(key, generator, moments, w0, v0, wt, vt, eta, eta_v, schedule, num_saves, test_size,
+                     student, teacher)
+
+
+@eqx.filter_jit
+def _simulate(key, generator, moments, w0, v0, wt, vt, eta, eta_v, schedule, num_saves: int, test_size: int,
+              student, teacher) -> HiddenManifoldRun:
+    K = w0.shape[0]
+    N, D = generator.input_dim, generator.latent_dim
     dtype = w0.dtype
     T = wt @ wt.T / D
     beta = moments.phi @ wt.T / math.sqrt(D)
@@ -463,14 +498,18 @@ def simulate_hidden_manifold(
 
 
 class LocalFieldDistance(NamedTuple):
-    """``distance``: mean over random directions of the Kolmogorov-Smirnov distance between the
-    standardized projection of :math:`(\\lambda, \\nu)` and :math:`N(0, 1)`; ``null``: the same
+    r"""``distance``: mean over random directions of the Kolmogorov-Smirnov distance between the
+    standardized projection of :math:`(\lambda, \nu)` and :math:`N(0, 1)`; ``null``: the same
     statistic for exactly Gaussian samples of the same size (its finite-sample floor);
-    ``null_se``: the standard error of ``null`` over directions."""
+    ``null_se``: the standard error of ``null`` over directions; ``covariance``: the empirical
+    covariance of :math:`(\lambda, \nu)`, to compare with the Gaussian-equivalent
+    :math:`C = \begin{pmatrix} Q & R\\ R^\top & T\end{pmatrix}` built from :math:`\Omega, \Phi`
+    (e.g. ``Densities.Q``, ``Densities.R``, ``Densities.T``)."""
 
     distance: Array
     null: Array
     null_se: Array
+    covariance: Array
 
 
 def local_field_distance(key: Array, generator: Generator, moments: GeneratorMoments, w: ArrayLike,
@@ -490,15 +529,30 @@ def local_field_distance(key: Array, generator: Generator, moments: GeneratorMom
         >>> d = local_field_distance(k4, gen, analytic_moments(gen), jax.random.normal(k2, (2, 40)),
         ...                          jax.random.normal(k3, (2, 10)), num_samples=2000)
     """
-    from jax.scipy.special import ndtr
-
     w, wt = _as_float(w), _as_float(w_teacher)
     N, D = generator.input_dim, generator.latent_dim
-    if w.ndim != 2 or w.shape[1] != N or wt.ndim != 2 or wt.shape[1] != D:
-        raise ValueError(f"w must be (K, {N}) and w_teacher (M, {D}), got {w.shape} and {wt.shape}")
+    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] != N:
+        raise ValueError(f"w must be (K, N) with K >= 1 and N = {N}, got shape {w.shape}")
+    if wt.ndim != 2 or wt.shape[0] < 1 or wt.shape[1] != D:
+        raise ValueError(f"w_teacher must be (M, D) with M >= 1 and D = {D}, got shape {wt.shape}")
+    if moments.mean.shape != (N,):
+        raise ValueError(f"moments.mean must have shape (N,) = {(N,)} for this generator, got {moments.mean.shape}")
+    P = w.shape[0] + wt.shape[0]
+    if not (isinstance(num_samples, int) and num_samples > 2 * P):
+        raise ValueError(f"num_samples must be an integer > 2 (K + M) = {2 * P}, got {num_samples!r}")
+    if not (isinstance(num_directions, int) and num_directions >= 2):
+        raise ValueError(f"num_directions must be an integer >= 2, got {num_directions!r}")
+    return _local_field_distance(key, generator, moments.mean, w, wt, num_samples, num_directions)
+
+
+@eqx.filter_jit
+def _local_field_distance(key, generator, mean, w, wt, num_samples: int, num_directions: int):
+    from jax.scipy.special import ndtr
+
+    N, D = generator.input_dim, generator.latent_dim
     kc, kd, kg = jax.random.split(key, 3)
     c = jax.random.normal(kc, (num_samples, D), w.dtype)
-    x = generator(c) - moments.mean[None, :]
+    x = generator(c) - mean[None, :]
     u = jnp.concatenate([x @ w.T / math.sqrt(N), c @ wt.T / math.sqrt(D)], 1)
     P = u.shape[1]
     e = jax.random.normal(kd, (num_directions, P), w.dtype)
@@ -507,11 +561,12 @@ def local_field_distance(key: Array, generator: Generator, moments: GeneratorMom
 
     def ks(u):
         u = u - u.mean(0)[None, :]
-        L = jnp.linalg.cholesky(u.T @ u / num_samples)
+        cov = u.T @ u / num_samples
+        L = jnp.linalg.cholesky(cov)
         z = jax.scipy.linalg.solve_triangular(L, u.T, lower=True)  # (P, n), whitened
         s = jnp.sort(e @ z, axis=1)
-        return jnp.max(jnp.abs(ndtr(s) - cdf[None, :]), axis=1) + 0.5 / num_samples
+        return jnp.max(jnp.abs(ndtr(s) - cdf[None, :]), axis=1) + 0.5 / num_samples, cov
 
-    d = ks(u)
-    null = ks(jax.random.normal(kg, u.shape, w.dtype))
-    return LocalFieldDistance(d.mean(), null.mean(), null.std(ddof=1) / math.sqrt(num_directions))
+    d, cov = ks(u)
+    null, _ = ks(jax.random.normal(kg, u.shape, w.dtype))
+    return LocalFieldDistance(d.mean(), null.mean(), null.std(ddof=1) / math.sqrt(num_directions), cov)

@@ -1,0 +1,274 @@
+r"""Online SGD on the hidden manifold model: ODEs vs simulation, and Gaussian equivalence.
+
+``rmtjax reproduce hidden-manifold`` reproduces, at CPU size, the setting of Goldt, Mezard,
+Krzakala & Zdeborova, "Modelling the influence of data structure on learning in neural networks:
+the hidden manifold model" (Phys. Rev. X 10, 041044, 2020; arXiv:1909.11500), and the check of
+Goldt, Reeves et al., "The Gaussian equivalence of generative models for learning with two-layer
+neural networks" (arXiv:2006.14709):
+
+* **Dynamics panel.** Inputs :math:`x = \operatorname{sign}(Fc/\sqrt D)`, latent
+  :math:`c\sim\mathcal N(0, I_D)`, :math:`F` i.i.d. Gaussian (``D = 200``, ``N = 2000`` in the full
+  run); teacher and student soft committees with :math:`g = \operatorname{erf}(x/\sqrt2)`,
+  ``M = K = 2``, second layers fixed to 1, learning rate :math:`\eta = 0.2`. :math:`\Omega` and
+  :math:`\Phi` are exact (:func:`rmtjax.dynamics._hidden_manifold.analytic_moments`); the ODEs over
+  the whole spectrum of :math:`\Omega` (one density per eigenvalue) start from the simulation's
+  initial weights and are integrated on the simulation's time grid. Online SGD runs on generated
+  data for several seeds; the curves are :math:`\epsilon_g` of the ODE, the seed mean of the
+  Gaussian-equivalent :math:`\epsilon_g(Q, R)` measured on the simulated weights, and the seed
+  mean of the error on a fixed generated test set.
+* **Gaussian-equivalence panel.** A two-layer ReLU generator
+  :math:`x = \operatorname{relu}(W_2\operatorname{relu}(W_1c/\sqrt D)/\sqrt N)` with ``D = N/4``,
+  :math:`\Omega, \Phi` by Monte Carlo; the Kolmogorov-Smirnov distance between the law of the
+  local fields :math:`(\lambda, \nu)` and the Gaussian with the same moments (averaged over random
+  projections, :func:`~rmtjax.dynamics._hidden_manifold.local_field_distance`) against ``N``,
+  next to the floor of the same statistic on exactly Gaussian samples.
+
+``ok`` requires: at every saved time the seed mean of :math:`\epsilon_g(Q, R)` within
+``4 SE + 1/N`` of the ODE (SE over seeds), the final relative gap below 5 %, learning
+(:math:`\epsilon_g` falls by at least 2x); the excess distance (distance minus Gaussian floor)
+falling with ``N`` (fitted log-log slope below -0.5) and the largest ``N`` within 3x of the floor
+(6x in the quick run, whose largest ``N`` is 64).
+
+Partial results (the ODE, each seed, each ``N``) are written to ``partial.json`` as they finish
+and reused when the run is repeated with the same configuration. Writes ``hidden_manifold.png``,
+``report.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["run"]
+
+
+def _config(quick: bool) -> dict[str, Any]:
+    if quick:
+        return dict(N=200, D=50, K=2, M=2, eta=0.2, t_max=10.0, num_saves=10, seeds=3, test_size=2000,
+                    deep_N=[16, 64], deep_samples=20_000, deep_directions=16, floor_factor=6.0)
+    return dict(N=2000, D=200, K=2, M=2, eta=0.2, t_max=100.0, num_saves=50, seeds=4, test_size=4000,
+                deep_N=[16, 32, 64, 128, 256, 512, 1024], deep_samples=50_000, deep_directions=32,
+                floor_factor=3.0)
+
+
+def _bar(it, progress: bool, desc: str):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, leave=False)
+
+
+def _dynamics_setup(cfg, seed):
+    from ..activations import Sign
+    from ..dynamics._hidden_manifold import Generator, analytic_moments
+
+    k = jax.random.split(jax.random.key(seed), 4)
+    N, D = cfg["N"], cfg["D"]
+    gen = Generator(jax.random.normal(k[0], (N, D)), Sign())
+    mom = analytic_moments(gen)
+    w0 = jax.random.normal(k[1], (cfg["K"], N))
+    wt = jax.random.normal(k[2], (cfg["M"], D))
+    return gen, mom, w0, wt, k[3]
+
+
+def _simulate_seed(cfg, setup, i):
+    from ..dynamics._hidden_manifold import simulate_hidden_manifold
+
+    gen, mom, w0, wt, key = setup
+    v0, vt = jnp.ones(cfg["K"]), jnp.ones(cfg["M"])
+    t0 = time.perf_counter()
+    r = simulate_hidden_manifold(jax.random.fold_in(key, i), gen, mom, w0, v0, wt, vt, cfg["eta"],
+                                 t_max=cfg["t_max"], num_saves=cfg["num_saves"], test_size=cfg["test_size"])
+    r.eps_g_test.block_until_ready()
+    return {"t": np.asarray(r.trajectory.t).tolist(), "eps_g": np.asarray(r.trajectory.eps_g).tolist(),
+            "eps_g_test": np.asarray(r.eps_g_test).tolist(), "seconds": time.perf_counter() - t0}
+
+
+def _ode(cfg, setup, ts):
+    from ..dynamics._hidden_manifold import hidden_manifold_densities, hidden_manifold_ode
+
+    _, mom, w0, wt, _ = setup
+    d = hidden_manifold_densities(mom, w0, wt)
+    v0, vt = jnp.ones(cfg["K"]), jnp.ones(cfg["M"])
+    t0 = time.perf_counter()
+    traj = hidden_manifold_ode(d, v0, vt, jnp.asarray(ts), cfg["eta"])
+    traj.eps_g.block_until_ready()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()  # again, compiled: the integration alone
+    traj = hidden_manifold_ode(d, v0, vt, jnp.asarray(ts), cfg["eta"])
+    traj.eps_g.block_until_ready()
+    return {"t": list(ts), "eps_g": np.asarray(traj.eps_g).tolist(), "seconds_with_compile": first,
+            "seconds": time.perf_counter() - t0, "num_eigenvalues": int(d.rho.shape[0]),
+            "omega_spectrum": [float(np.min(np.asarray(d.rho))), float(np.max(np.asarray(d.rho)))]}
+
+
+def _deep_point(cfg, N, seed):
+    from ..activations import Relu
+    from ..dynamics._hidden_manifold import Generator, local_field_distance, monte_carlo_moments
+
+    D = max(2, N // 4)
+    k = jax.random.split(jax.random.fold_in(jax.random.key(seed + 1), N), 6)
+    gen = Generator((jax.random.normal(k[0], (N, D)), jax.random.normal(k[1], (N, N))), Relu())
+    t0 = time.perf_counter()
+    mom = monte_carlo_moments(k[2], gen, num_samples=cfg["deep_samples"], batch_size=min(5000, cfg["deep_samples"]))
+    w, wt = jax.random.normal(k[3], (cfg["K"], N)), jax.random.normal(k[4], (cfg["M"], D))
+    r = local_field_distance(k[5], gen, mom, w, wt, num_samples=cfg["deep_samples"],
+                             num_directions=cfg["deep_directions"])
+    # the Gaussian-equivalent covariance of the fields from Omega, Phi (Monte Carlo) vs the measured one
+    Q = w @ mom.omega @ w.T / N
+    R = w @ mom.phi @ wt.T / math.sqrt(N * D)
+    T = wt @ wt.T / D
+    C = jnp.block([[Q, R], [R.T, T]])
+    cov_err = float(jnp.max(jnp.abs(r.covariance - C)) / jnp.max(jnp.abs(C)))
+    return {"N": N, "D": D, "distance": float(r.distance), "null": float(r.null), "null_se": float(r.null_se),
+            "covariance_rel_error": cov_err, "seconds": time.perf_counter() - t0}
+
+
+def _checks(cfg, ode, sims, deep) -> dict[str, Any]:
+    o = np.asarray(ode["eps_g"])
+    e = np.asarray([s["eps_g"] for s in sims])
+    et = np.asarray([s["eps_g_test"] for s in sims])
+    S = e.shape[0]
+    se = e.std(0, ddof=1) / math.sqrt(S)
+    gap = np.abs(e.mean(0) - o)
+    tol = 4 * se + 1.0 / cfg["N"]
+    out = {"max_gap": float(gap.max()), "max_gap_over_tolerance": float((gap / tol)[1:].max()),
+           "final_eps_g_ode": float(o[-1]), "final_eps_g_sim": float(e.mean(0)[-1]),
+           "final_eps_g_sim_se": float(se[-1]), "final_eps_g_test": float(et.mean(0)[-1]),
+           "final_eps_g_test_se": float(et.std(0, ddof=1)[-1] / math.sqrt(S)),
+           "final_relative_gap": float(gap[-1] / o[-1]),
+           "final_relative_gap_test": float(abs(et.mean(0)[-1] - o[-1]) / o[-1])}
+    out["ode_matches_simulation"] = bool(np.all(gap[1:] <= tol[1:]) and out["final_relative_gap"] < 0.05)
+    out["learns"] = bool(o[-1] < 0.5 * o[0])
+    Ns = np.asarray([d["N"] for d in deep], float)
+    dist = np.asarray([d["distance"] for d in deep])
+    null = np.asarray([d["null"] for d in deep])
+    excess = np.maximum(dist - null, 1e-12)
+    slope = float(np.polyfit(np.log(Ns), np.log(excess), 1)[0]) if len(Ns) >= 2 else float("nan")
+    out["excess_distance_slope"] = slope
+    out["largest_N_distance_over_floor"] = float(dist[-1] / null[-1])
+    out["gaussian_equivalence"] = bool(slope < -0.5 and np.all(np.diff(dist) < 0) and dist[-1] < cfg["floor_factor"] * null[-1])
+    out["ok"] = bool(out["ode_matches_simulation"] and out["learns"] and out["gaussian_equivalence"])
+    return out
+
+
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Runs the reproduction and writes the figure and reports into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    cfg = _config(quick)
+    key = {"config": cfg, "seed": seed}
+    part = out / "partial.json"
+    state: dict[str, Any] = {"key": key, "sims": [], "ode": None, "deep": []}
+    if part.exists():
+        saved = json.loads(part.read_text())
+        if saved.get("key") == key:
+            state = saved
+
+    def save():
+        part.write_text(json.dumps(state))
+
+    setup = _dynamics_setup(cfg, seed)
+    for i in _bar(range(cfg["seeds"]), progress, f"hidden-manifold SGD N={cfg['N']}"):
+        if i < len(state["sims"]):
+            continue
+        state["sims"].append(_simulate_seed(cfg, setup, i))
+        save()
+    if state["ode"] is None:
+        state["ode"] = _ode(cfg, setup, state["sims"][0]["t"])
+        save()
+    done = {d["N"] for d in state["deep"]}
+    for N in _bar(cfg["deep_N"], progress, "Gaussian equivalence"):
+        if N in done:
+            continue
+        state["deep"].append(_deep_point(cfg, N, seed))
+        save()
+    state["deep"].sort(key=lambda d: d["N"])
+
+    checks = _checks(cfg, state["ode"], state["sims"], state["deep"])
+    sim_seconds = sum(s["seconds"] for s in state["sims"])
+    summary = (f"N={cfg['N']}, D={cfg['D']}: eps_g(t={cfg['t_max']:g}) ODE {checks['final_eps_g_ode']:.4f} vs "
+               f"simulation {checks['final_eps_g_sim']:.4f} +- {checks['final_eps_g_sim_se']:.4f} (test set "
+               f"{checks['final_eps_g_test']:.4f}); max gap / (4 SE + 1/N) = {checks['max_gap_over_tolerance']:.2f}; "
+               f"deep-generator KS excess distance ~ N^{checks['excess_distance_slope']:.2f}, "
+               f"{checks['largest_N_distance_over_floor']:.2f}x the Gaussian floor at N={cfg['deep_N'][-1]}")
+    report = {"name": "hidden-manifold", "ok": checks["ok"], "quick": quick, "seed": seed, "config": cfg,
+              "seconds": time.perf_counter() - t_start, "simulation_seconds": sim_seconds,
+              "ode": state["ode"], "simulations": state["sims"], "deep": state["deep"], "checks": checks,
+              "summary": summary, "versions": {"jax": jax.__version__}}
+    _figure(report, out / "hidden_manifold.png")
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(_markdown(report))
+    return report
+
+
+def _figure(r, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = r["config"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    t = np.asarray(r["ode"]["t"])
+    e = np.asarray([s["eps_g"] for s in r["simulations"]])
+    et = np.asarray([s["eps_g_test"] for s in r["simulations"]])
+    for row in e:
+        a1.plot(t, row, color="C0", alpha=0.25, lw=0.8)
+    a1.plot(t, e.mean(0), "o", color="C0", ms=3.5, label=f"SGD, eps_g(Q, R) ({len(e)} seeds, mean)")
+    a1.plot(t, et.mean(0), "s", color="C2", ms=3, mfc="none", label="SGD, test error on generated data")
+    a1.plot(t, r["ode"]["eps_g"], "-", color="C3", lw=1.8, label="ODE (Gaussian equivalent)")
+    a1.set(xscale="symlog", yscale="log", xlabel="t = steps / N", ylabel="eps_g",
+           title=f"Hidden manifold: sign generator, erf, K=M=2, eta={cfg['eta']}, D={cfg['D']}, N={cfg['N']}")
+    a1.legend(fontsize=8)
+    Ns = [d["N"] for d in r["deep"]]
+    a2.plot(Ns, [d["distance"] for d in r["deep"]], "o-", color="C0", label="local fields (2-layer ReLU generator)")
+    a2.errorbar(Ns, [d["null"] for d in r["deep"]], yerr=[2 * d["null_se"] for d in r["deep"]], fmt="s--",
+                color="gray", ms=3, label="Gaussian samples (floor)")
+    a2.set(xscale="log", yscale="log", xlabel="N (D = N/4)", ylabel="KS distance to the Gaussian",
+           title="Gaussian equivalence of (lambda, nu)")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _markdown(r):
+    c, k, cfg = r["checks"], r["ode"], r["config"]
+    lines = ["# Hidden manifold model: online-SGD ODEs vs simulation, Gaussian equivalence", "",
+             f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s"
+             f"{' (quick)' if r['quick'] else ''}. Goldt et al., PRX 2020 (arXiv:1909.11500); Goldt, Reeves et al. "
+             "(arXiv:2006.14709).", "", r["summary"], "",
+             f"Setting: x = sign(F c / sqrt(D)), D = {cfg['D']}, N = {cfg['N']}, erf(x/sqrt 2) student and teacher, "
+             f"K = M = {cfg['K']}, eta = {cfg['eta']}, second layers fixed to 1, {cfg['seeds']} SGD seeds up to "
+             f"t = {cfg['t_max']:g}; ODE over all {k['num_eigenvalues']} eigenvalues of Omega (spectrum "
+             f"[{k['omega_spectrum'][0]:.3g}, {k['omega_spectrum'][1]:.3g}]).", "",
+             "| | value |", "|---|---:|",
+             f"| eps_g final, ODE | {c['final_eps_g_ode']:.5f} |",
+             f"| eps_g(Q, R) final, simulation (mean +- SE) | {c['final_eps_g_sim']:.5f} +- {c['final_eps_g_sim_se']:.5f} |",
+             f"| test error final, simulation (mean +- SE) | {c['final_eps_g_test']:.5f} +- {c['final_eps_g_test_se']:.5f} |",
+             f"| final relative gap ODE vs eps_g(Q, R) / vs test error | {c['final_relative_gap']:.4f} / "
+             f"{c['final_relative_gap_test']:.4f} |",
+             f"| max over t of gap / (4 SE + 1/N) | {c['max_gap_over_tolerance']:.3f} |",
+             f"| ODE time (compiled) / with compilation | {k['seconds']:.3f} s / {k['seconds_with_compile']:.2f} s |",
+             f"| simulation time, all seeds | {r['simulation_seconds']:.1f} s |", "",
+             "Gaussian equivalence, two-layer ReLU generator, D = N/4, Omega and Phi by Monte Carlo "
+             f"({cfg['deep_samples']} samples):", "",
+             "| N | D | KS distance | Gaussian floor | C(Omega, Phi) vs measured covariance (rel.) |",
+             "|---:|---:|---:|---:|---:|"]
+    for d in r["deep"]:
+        lines.append(f"| {d['N']} | {d['D']} | {d['distance']:.5f} | {d['null']:.5f} +- {d['null_se']:.5f} | "
+                     f"{d['covariance_rel_error']:.4f} |")
+    lines += ["", f"Excess distance (minus floor) ~ N^{c['excess_distance_slope']:.2f}.", "",
+              "![hidden manifold](hidden_manifold.png)", ""]
+    return "\n".join(lines)
