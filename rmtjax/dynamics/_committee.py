@@ -45,7 +45,7 @@ from .._validate import check_finite_array, check_nonnegative, concrete
 from ..activations import AbstractActivation, Erf
 from ..gaussian import AbstractMethod, Auto
 from ..solve import root
-from ._integrals import Integrals, committee_integrals
+from ._integrals import Integrals, committee_integrals, pair_integrals
 
 __all__ = [
     "CommitteeState",
@@ -130,8 +130,17 @@ def _moments(ints: Integrals, v, vt, noise_var):
 
 
 def _eps(ints: Integrals, v, vt):
+    return _eps_i2(ints.i2, v, vt)
+
+
+def _eps_i2(i2, v, vt):
     s = jnp.concatenate([v, -vt])
-    return 0.5 * s @ ints.i2 @ s
+    return 0.5 * s @ i2 @ s
+
+
+def _eps_of(Q, R, v, T, vt, student, teacher, method):
+    i2 = pair_integrals(_covariance(Q, R, T), student, teacher, num_student=Q.shape[0], method=method)
+    return _eps_i2(i2, v, vt)
 
 
 def generalization_error(
@@ -157,9 +166,7 @@ def generalization_error(
     """
     state, T, vt = _check_state(CommitteeState(Q, R, v), T, v_teacher)
     teacher = student if teacher is None else teacher
-    K = state.Q.shape[0]
-    ints = committee_integrals(_covariance(*state[:2], T), student, teacher, num_student=K, method=method)
-    return _eps(ints, state.v, vt)
+    return _eps_of(*state, T, vt, student, teacher, method)
 
 
 def _rhs(state: CommitteeState, args):
@@ -256,19 +263,26 @@ def committee_ode(
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-d array of at least 2 increasing times, got shape {ts.shape}")
     teacher = student if teacher is None else teacher
-    args = (T, vt, eta, eta_v, noise_std**2, student, teacher, method)
-    ys = _integrate(lambda y, a: _rhs(y, a), state0, args, ts, rtol, atol, max_steps)
-    K = state0.Q.shape[0]
+    # arrays, not Python floats: under ``eqx.filter_jit`` a float would be static (a recompile
+    # for every value)
+    args = (T, vt, jnp.asarray(eta, ts.dtype), jnp.asarray(eta_v, ts.dtype), jnp.asarray(noise_std, ts.dtype) ** 2,
+            student, teacher, method)
+    return _solve(state0, args, ts, float(rtol), float(atol), int(max_steps))
 
-    def eps(Q, R, v):
-        ints = committee_integrals(_covariance(Q, R, T), student, teacher, num_student=K, method=method)
-        return _eps(ints, v, vt)
 
-    return Trajectory(ts, ys.Q, ys.R, ys.v, jax.vmap(eps)(ys.Q, ys.R, ys.v))
+@eqx.filter_jit
+def _solve(state0, args, ts, rtol, atol, max_steps) -> Trajectory:
+    """Compiled once per shape and configuration (module-level functions only, so repeated
+    eager calls hit the cache)."""
+    ys = _integrate(_rhs, state0, args, ts, rtol, atol, max_steps)
+    T, vt, _, _, _, student, teacher, method = args
+    eps = jax.vmap(lambda Q, R, v: _eps_of(Q, R, v, T, vt, student, teacher, method))(ys.Q, ys.R, ys.v)
+    return Trajectory(ts, ys.Q, ys.R, ys.v, eps)
 
 
 def _integrate(rhs, y0, args, ts, rtol, atol, max_steps):
-    """diffrax Tsit5 + PID controller from ``ts[0]`` to ``ts[-1]``, saved at ``ts``."""
+    """diffrax Tsit5 + PID controller from ``ts[0]`` to ``ts[-1]``, saved at ``ts`` (call it under
+    a jit: the vector field is a fresh closure)."""
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(lambda t, y, a: rhs(y, a)),
         diffrax.Tsit5(),
@@ -358,5 +372,4 @@ def committee_fixed_point(
     J = jax.jacfwd(flow)(sol.value, a)
     rate = jnp.max(jnp.real(jnp.linalg.eigvals(J)))
     fp = unpack(sol.value, state.v)
-    ints = committee_integrals(_covariance(fp.Q, fp.R, T), student, teacher, num_student=K, method=method)
-    return FixedPoint(fp, _eps(ints, fp.v, vt), rate, sol.ok, sol.residual)
+    return FixedPoint(fp, _eps_of(*fp, T, vt, student, teacher, method), rate, sol.ok, sol.residual)

@@ -9,6 +9,8 @@ One step (a fresh sample :math:`(x, y)` each time, :math:`t = \mu/N`):
 
 (Saad & Solla 1995; Goldt et al. 2019). The loop is a ``lax.scan`` over save intervals with an
 inner ``lax.scan`` over steps; ``jax.vmap`` it over keys (seeds) and initial weights.
+``progress=True`` shows a tqdm bar over the save intervals (a ``jax.debug.callback`` per save,
+so it also works under ``jit`` and ``vmap``: the vmapped copies advance the same bar).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
 from .._validate import check_finite_array, check_nonnegative
 from ..activations import AbstractActivation
+from ..gaussian import Auto
 from ._committee import (
     SAAD_SOLLA_ERF,
     CommitteeState,
@@ -30,10 +34,8 @@ from ._committee import (
     _as_float,
     _check_positive,
     _check_state,
-    _covariance,
-    _eps,
+    _eps_of,
 )
-from ._integrals import committee_integrals
 
 __all__ = ["online_sgd", "simulate_committee"]
 
@@ -56,6 +58,27 @@ def _schedule(N: int, t_max: float, num_saves: int, chunk: int = 256) -> tuple[i
     return max(1, int(round(sps / size))), size
 
 
+_BARS: dict[str, Any] = {}
+
+
+def _tick(i, total, desc: str) -> None:
+    """Host side of the progress bar: save ``i`` (0-based) of ``total`` finished. Idempotent, so
+    the copies of a vmapped simulation (which all report the same ``i``) advance it once."""
+    from tqdm import tqdm
+
+    i, total = int(i) + 1, int(total)
+    bar = _BARS.get(desc)
+    if bar is None or (i == 1 and bar.n >= 1) or bar.n > i:
+        if bar is not None:
+            bar.close()
+        bar = _BARS[desc] = tqdm(total=total, desc=desc, leave=False)
+    if i > bar.n:
+        bar.update(i - bar.n)
+    if i >= total:
+        bar.close()
+        _BARS.pop(desc, None)
+
+
 def online_sgd(
     key: Array,
     w0: Array,
@@ -68,11 +91,13 @@ def online_sgd(
     student: AbstractActivation,
     schedule: tuple[int, int],
     num_saves: int,
+    progress: bool | str = False,
 ) -> Any:
     r"""The generic online-SGD loop. ``sample(key, n) -> (X, y)`` draws ``n`` fresh examples
     (``X`` of shape ``(n, N)``, labels ``(n,)``), used one per step; ``observe(w, v)`` returns
     what to record; ``schedule = (blocks per save, steps per block)``. Returns the records
-    stacked over ``num_saves + 1`` save points (the first before any step)."""
+    stacked over ``num_saves + 1`` save points (the first before any step). ``progress``: a tqdm
+    bar over the saves (``True``, or its description as a string)."""
     N = w0.shape[1]
     sq = math.sqrt(N)
     blocks, size = schedule
@@ -91,12 +116,17 @@ def online_sgd(
         carry, _ = jax.lax.scan(step, carry, sample(k, size))
         return carry, None
 
-    def save(carry, k):
+    desc = progress if isinstance(progress, str) else "online SGD"
+
+    def save(carry, ki):
+        k, i = ki
         carry, _ = jax.lax.scan(block, carry, jax.random.split(k, blocks))
+        if progress:
+            jax.debug.callback(_tick, i, num_saves, desc)
         return carry, observe(*carry)
 
     first = observe(w0, v0)
-    _, rest = jax.lax.scan(save, (w0, v0), jax.random.split(key, num_saves))
+    _, rest = jax.lax.scan(save, (w0, v0), (jax.random.split(key, num_saves), jnp.arange(num_saves)))
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
 
 
@@ -114,6 +144,7 @@ def simulate_committee(
     num_saves: int,
     student: AbstractActivation = SAAD_SOLLA_ERF,
     teacher: AbstractActivation | None = None,
+    progress: bool | str = False,
 ) -> Trajectory:
     r"""Online SGD of the soft committee machine on Gaussian inputs :math:`x\sim\mathcal N(0,I_N)`
     (see :mod:`rmtjax.dynamics._committee`), recording :math:`Q = ww^\top/N`,
@@ -128,6 +159,7 @@ def simulate_committee(
         t_max: final time (static; about ``N t_max / num_saves`` steps per save).
         num_saves: number of save intervals (static).
         student, teacher: activations (teacher defaults to the student's).
+        progress: show a tqdm bar over the saves (``True`` or a description string).
 
     Returns:
         :class:`Trajectory`; ``t`` holds the exact simulated times (steps / N).
@@ -144,14 +176,25 @@ def simulate_committee(
     if wt.ndim != 2 or wt.shape[0] < 1 or wt.shape[1] != w0.shape[1]:
         raise ValueError(f"w_teacher must be (M, N) with M >= 1 and N = {w0.shape[1]}, got shape {wt.shape}")
     K, N = w0.shape
+    w0 = check_finite_array(w0, "w0")
+    wt = check_finite_array(wt, "w_teacher")
     T = wt @ wt.T / N
     state0, T, vt = _check_state(CommitteeState(w0 @ w0.T / N, w0 @ wt.T / N, _as_float(v0)), T, v_teacher)
-    w0 = check_finite_array(w0, "w0")
     eta = _check_positive(eta, "eta")
     eta_v = check_nonnegative(eta_v, "eta_v")
     noise_std = check_nonnegative(noise_std, "noise_std")
     teacher = student if teacher is None else teacher
     schedule = _schedule(N, t_max, num_saves)
+    Q, R, v = _simulate(key, w0, state0.v, wt, vt, jnp.asarray(eta, w0.dtype), jnp.asarray(eta_v, w0.dtype),
+                        jnp.asarray(noise_std, w0.dtype), student, teacher, schedule, num_saves, progress)
+    eps = _eps_trajectory(Q, R, v, T, vt, student, teacher)
+    t = jnp.arange(num_saves + 1, dtype=w0.dtype) * (schedule[0] * schedule[1] / N)
+    return Trajectory(t, Q, R, v, eps)
+
+
+@eqx.filter_jit
+def _simulate(key, w0, v0, wt, vt, eta, eta_v, noise_std, student, teacher, schedule, num_saves, progress):
+    K, N = w0.shape
     dtype = w0.dtype
 
     def sample(k, n):
@@ -161,11 +204,13 @@ def simulate_committee(
         return X, y
 
     def observe(w, v):
-        Q, R = w @ w.T / N, w @ wt.T / N
-        ints = committee_integrals(_covariance(Q, R, T), student, teacher, num_student=K)
-        return Q, R, v, _eps(ints, v, vt)
+        return w @ w.T / N, w @ wt.T / N, v
 
-    Q, R, v, eps = online_sgd(key, w0, state0.v, eta, eta_v, sample, observe, student=student,
-                              schedule=schedule, num_saves=num_saves)
-    t = jnp.arange(num_saves + 1, dtype=dtype) * (schedule[0] * schedule[1] / N)
-    return Trajectory(t, Q, R, v, eps)
+    return online_sgd(key, w0, v0, eta, eta_v, sample, observe, student=student, schedule=schedule,
+                      num_saves=num_saves, progress=progress)
+
+
+@eqx.filter_jit
+def _eps_trajectory(Q, R, v, T, vt, student, teacher):
+    """eps_g along a recorded trajectory (its own compilation: independent of N)."""
+    return jax.vmap(lambda Q, R, v: _eps_of(Q, R, v, T, vt, student, teacher, Auto()))(Q, R, v)
