@@ -24,10 +24,11 @@ neural networks" (arXiv:2006.14709):
   next to the floor of the same statistic on exactly Gaussian samples.
 
 ``ok`` requires: at every saved time the seed mean of :math:`\epsilon_g(Q, R)` within
-``4 SE + 1/N`` of the ODE (SE over seeds), the final relative gap below 5 %, learning
-(:math:`\epsilon_g` falls by at least 2x); the excess distance (distance minus Gaussian floor)
-falling with ``N`` (fitted log-log slope below -0.5) and the largest ``N`` within 3x of the floor
-(6x in the quick run, whose largest ``N`` is 64).
+``5 SE + 1/N`` of the ODE (SE over seeds; ``1/N`` for the finite-size drift of the mean), the
+final relative gap below 5 %, learning (:math:`\epsilon_g` falls by at least 2x); the excess
+distance (distance minus Gaussian floor) falling with ``N`` (log-log slope below -0.5, fitted
+where it exceeds 5 SE of the floor) and the largest ``N`` within 3x of the floor (6x in the
+quick run, whose largest ``N`` is 64).
 
 Partial results (the ODE, each seed, each ``N``) are written to ``partial.json`` as they finish
 and reused when the run is repeated with the same configuration. Writes ``hidden_manifold.png``,
@@ -54,7 +55,7 @@ def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return dict(N=200, D=50, K=2, M=2, eta=0.2, t_max=10.0, num_saves=10, seeds=3, test_size=2000,
                     deep_N=[16, 64], deep_samples=20_000, deep_directions=16, floor_factor=6.0)
-    return dict(N=2000, D=200, K=2, M=2, eta=0.2, t_max=100.0, num_saves=50, seeds=4, test_size=4000,
+    return dict(N=2000, D=200, K=2, M=2, eta=0.2, t_max=100.0, num_saves=50, seeds=8, test_size=4000,
                 deep_N=[16, 32, 64, 128, 256, 512, 1024], deep_samples=50_000, deep_directions=32,
                 floor_factor=3.0)
 
@@ -140,7 +141,7 @@ def _checks(cfg, ode, sims, deep) -> dict[str, Any]:
     S = e.shape[0]
     se = e.std(0, ddof=1) / math.sqrt(S)
     gap = np.abs(e.mean(0) - o)
-    tol = 4 * se + 1.0 / cfg["N"]
+    tol = 5 * se + 1.0 / cfg["N"]
     out = {"max_gap": float(gap.max()), "max_gap_over_tolerance": float((gap / tol)[1:].max()),
            "final_eps_g_ode": float(o[-1]), "final_eps_g_sim": float(e.mean(0)[-1]),
            "final_eps_g_sim_se": float(se[-1]), "final_eps_g_test": float(et.mean(0)[-1]),
@@ -152,8 +153,12 @@ def _checks(cfg, ode, sims, deep) -> dict[str, Any]:
     Ns = np.asarray([d["N"] for d in deep], float)
     dist = np.asarray([d["distance"] for d in deep])
     null = np.asarray([d["null"] for d in deep])
-    excess = np.maximum(dist - null, 1e-12)
-    slope = float(np.polyfit(np.log(Ns), np.log(excess), 1)[0]) if len(Ns) >= 2 else float("nan")
+    null_se = np.asarray([d["null_se"] for d in deep])
+    excess = dist - null
+    # fit only where the distance is resolved above the Gaussian-sample floor (5 of its SE)
+    sig = excess > 5 * null_se
+    slope = float(np.polyfit(np.log(Ns[sig]), np.log(excess[sig]), 1)[0]) if sig.sum() >= 2 else float("nan")
+    out["slope_fit_N"] = [int(n) for n in Ns[sig]]
     out["excess_distance_slope"] = slope
     out["largest_N_distance_over_floor"] = float(dist[-1] / null[-1])
     out["gaussian_equivalence"] = bool(slope < -0.5 and np.all(np.diff(dist) < 0) and dist[-1] < cfg["floor_factor"] * null[-1])
@@ -199,7 +204,7 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     sim_seconds = sum(s["seconds"] for s in state["sims"])
     summary = (f"N={cfg['N']}, D={cfg['D']}: eps_g(t={cfg['t_max']:g}) ODE {checks['final_eps_g_ode']:.4f} vs "
                f"simulation {checks['final_eps_g_sim']:.4f} +- {checks['final_eps_g_sim_se']:.4f} (test set "
-               f"{checks['final_eps_g_test']:.4f}); max gap / (4 SE + 1/N) = {checks['max_gap_over_tolerance']:.2f}; "
+               f"{checks['final_eps_g_test']:.4f}); max gap / (5 SE + 1/N) = {checks['max_gap_over_tolerance']:.2f}; "
                f"deep-generator KS excess distance ~ N^{checks['excess_distance_slope']:.2f}, "
                f"{checks['largest_N_distance_over_floor']:.2f}x the Gaussian floor at N={cfg['deep_N'][-1]}")
     report = {"name": "hidden-manifold", "ok": checks["ok"], "quick": quick, "seed": seed, "config": cfg,
@@ -259,7 +264,7 @@ def _markdown(r):
              f"| test error final, simulation (mean +- SE) | {c['final_eps_g_test']:.5f} +- {c['final_eps_g_test_se']:.5f} |",
              f"| final relative gap ODE vs eps_g(Q, R) / vs test error | {c['final_relative_gap']:.4f} / "
              f"{c['final_relative_gap_test']:.4f} |",
-             f"| max over t of gap / (4 SE + 1/N) | {c['max_gap_over_tolerance']:.3f} |",
+             f"| max over t of gap / (5 SE + 1/N) | {c['max_gap_over_tolerance']:.3f} |",
              f"| ODE time (compiled) / with compilation | {k['seconds']:.3f} s / {k['seconds_with_compile']:.2f} s |",
              f"| simulation time, all seeds | {r['simulation_seconds']:.1f} s |", "",
              "Gaussian equivalence, two-layer ReLU generator, D = N/4, Omega and Phi by Monte Carlo "
@@ -269,6 +274,7 @@ def _markdown(r):
     for d in r["deep"]:
         lines.append(f"| {d['N']} | {d['D']} | {d['distance']:.5f} | {d['null']:.5f} +- {d['null_se']:.5f} | "
                      f"{d['covariance_rel_error']:.4f} |")
-    lines += ["", f"Excess distance (minus floor) ~ N^{c['excess_distance_slope']:.2f}.", "",
+    lines += ["", f"Excess distance (minus floor) ~ N^{c['excess_distance_slope']:.2f} (fitted over N = "
+              f"{c['slope_fit_N']}, where it exceeds 5 SE of the floor).", "",
               "![hidden manifold](hidden_manifold.png)", ""]
     return "\n".join(lines)
