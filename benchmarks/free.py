@@ -70,7 +70,11 @@ import pathlib
 import sys
 import time
 
-import numpy as np
+# LAPACK (the Monte-Carlo SVDs) runs OpenMP threads; on a shared, oversubscribed machine they thrash
+# (a 1000 x 1000 QR took 14 s with the default threads and 0.75 s with one), so one thread unless set.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEPTH = 64
@@ -314,7 +318,7 @@ def report(records: list[dict], refs: dict, cfg: dict, quick: bool) -> tuple[dic
         if th is not None and len(mcs) >= 2:
             summaries[case] = summarize(case, th, mcs)
     doc = {"benchmark": "free", "quick": quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-           "host": host, "jax": jax.__version__, "device": str(jax.devices()[0]), "dtype": "float64",
+           "host": host, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "jax": jax.__version__, "device": str(jax.devices()[0]), "dtype": "float64",
            "depth": DEPTH, "grid_points": GRID, "eta_relative": ETA_REL, "config": cfg,
            "loadavg_1min": {"min": min(loads), "max": max(loads), "mean": float(np.mean(loads))},
            "reference": {c: {k: v for k, v in r.items() if not isinstance(v, np.ndarray)} for c, r in refs.items()},
@@ -323,7 +327,8 @@ def report(records: list[dict], refs: dict, cfg: dict, quick: bool) -> tuple[dic
              f"{'Quick' if quick else 'Full'} run, {doc['date']}, host: {host['cpu']} ({host['cores']} cores, "
              f"shared with other jobs: 1-min load average {doc['loadavg_1min']['min']:.1f}-"
              f"{doc['loadavg_1min']['max']:.1f} during the run, so wall times are noisy, for both sides alike). "
-             f"jax {jax.__version__}, {doc['device']}, float64. Grid: `geomspace(1e-6, 0.999 lambda_max, {GRID})`; "
+             f"jax {jax.__version__}, {doc['device']} (XLA's own threads; LAPACK with OMP_NUM_THREADS = "
+             f"{doc['omp_num_threads']}), float64. Grid: `geomspace(1e-6, 0.999 lambda_max, {GRID})`; "
              f"theory density read at `eta = {ETA_REL:g} x` (per point). Timings after compilation: theory median of "
              f"{THEORY_REPEATS} calls, Monte Carlo median time of one draw (compile times in the JSON).", "",
              "Accuracy: theory = max relative error of the density on the grid against the exact parametric "
