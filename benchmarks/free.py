@@ -318,7 +318,8 @@ def report(records: list[dict], refs: dict, cfg: dict, quick: bool) -> tuple[dic
         if th is not None and len(mcs) >= 2:
             summaries[case] = summarize(case, th, mcs)
     doc = {"benchmark": "free", "quick": quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-           "host": host, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "jax": jax.__version__, "device": str(jax.devices()[0]), "dtype": "float64",
+           "host": host, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "jax": jax.__version__,
+           "device": str(jax.devices()[0]), "dtype": "float64",
            "depth": DEPTH, "grid_points": GRID, "eta_relative": ETA_REL, "config": cfg,
            "loadavg_1min": {"min": min(loads), "max": max(loads), "mean": float(np.mean(loads))},
            "reference": {c: {k: v for k, v in r.items() if not isinstance(v, np.ndarray)} for c, r in refs.items()},
@@ -360,7 +361,8 @@ def report(records: list[dict], refs: dict, cfg: dict, quick: bool) -> tuple[dic
             lines.append(f"| Monte Carlo | {r['n']} | {r['draws']} | {r['median_s']:.3f} | {r['compile_s']:.1f} | "
                          f"Kolmogorov {r['ks_mean']:.2e}{se} (pooled {r['ks_pooled']:.1e}) | {r['mean']:.4f} | "
                          f"{r['variance']:.4g} | {r['max_eigenvalue']:.4g} |")
-        lines += ["", f"Theory vs exact: edge {th['edge_rel_error']:.1e} relative, variance {th['variance_rel_error']:.1e} "
+        lines += ["", f"Theory vs exact: edge {th['edge_rel_error']:.1e} relative, variance "
+                  f"{th['variance_rel_error']:.1e} "
                   f"relative, zero mass {th['zero_mass_error']:.1e}; largest density error at x = "
                   f"{th['x_of_max_error']:.4g}. Exact reference built in {ref['seconds']:.1f} s (numpy)."]
         s = summaries.get(case)
@@ -369,7 +371,8 @@ def report(records: list[dict], refs: dict, cfg: dict, quick: bool) -> tuple[dic
                       f"{s['theory_error']:.1e} needs N* = {s['n_star']:.2e} (a {s['mc_memory_at_n_star_gib']:.1e} GiB "
                       f"matrix), about {s['mc_time_at_n_star_s']:.1e} s per draw (fitted time exponent over N >= 128: "
                       f"{s['time_exponent_fit']:.2f}; N^3 used). **Speedup at equal accuracy: "
-                      f"{s['speedup_equal_accuracy']:.1e}x** (extrapolated over many decades of N: an order of magnitude "
+                      f"{s['speedup_equal_accuracy']:.1e}x** (extrapolated over many decades of N: an order of "
+                      "magnitude "
                       "statement only). Without extrapolation: at N = "
                       f"{s['largest_n']} Monte Carlo takes {s['mc_s_at_largest_n']:.2f} s per draw for an error of "
                       f"{s['mc_error_at_largest_n']:.1e}, {s['speedup_vs_largest_n']:.1f}x the theory's time at "
