@@ -145,8 +145,13 @@ def test_ode_vs_simulation(sign_setup):
     runs = jax.vmap(lambda k: simulate_hidden_manifold(k, gen, mom, w0, v0, wt, vt, 0.2, t_max=8.0, num_saves=4,
                                                        test_size=4000))(_keys(5, seeds))
     t = runs.trajectory.t[0]
-    ode = hidden_manifold_ode(hidden_manifold_densities(mom, w0, wt), v0, vt, t, 0.2)
+    dens = hidden_manifold_densities(mom, w0, wt)
+    ode = hidden_manifold_ode(dens, v0, vt, t, 0.2)
     assert float(ode.eps_g[-1]) < 0.5 * float(ode.eps_g[0])  # it learns
+    # vmap over the learning rate == the loop (the eta = 0.2 row is the run above)
+    sweep = jax.vmap(lambda eta: hidden_manifold_ode(dens, v0, vt, t, eta).eps_g)(jnp.array([0.2, 0.4]))
+    np.testing.assert_allclose(sweep[0], ode.eps_g, rtol=1e-10)
+    assert float(sweep[1, -1]) < float(sweep[0, -1])  # a larger step learns faster here
     for sim in (runs.trajectory.eps_g, runs.eps_g_test):
         sim = np.asarray(sim)
         se = sim.std(0, ddof=1) / math.sqrt(seeds)
@@ -173,7 +178,7 @@ def test_deep_generator_gaussian_equivalence():
         D = N // 4
         k = _keys(N, 5)
         gen = Generator((jax.random.normal(k[0], (N, D)), jax.random.normal(k[1], (N, N))), Relu())
-        n = 40_000
+        n = 30_000
         mom = monte_carlo_moments(k[2], gen, num_samples=n, batch_size=4000)
         w, wt = jax.random.normal(k[3], (K, N)), jax.random.normal(k[4], (M, D))
         r = local_field_distance(jax.random.fold_in(k[4], 1), gen, mom, w, wt, num_samples=n)
