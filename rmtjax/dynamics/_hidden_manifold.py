@@ -33,9 +33,15 @@ over bins :math:`b` of eigenvalues with weight :math:`1/N`)
     \dot q_b = -\eta\,\big(\rho_b (q_b G_s + G_s^\top q_b) + r_b G_t + G_t^\top r_b^\top\big)
                + \eta^2 \rho_b \mu_b\, \mathbb E[d d^\top],
 
-:math:`\mu_b` the fraction of eigenvalues in bin ``b`` (Goldt et al. 2020, Sec. V and App. C,
-in this notation). With :math:`\Omega = I` and :math:`\Phi` the identity embedding they reduce
-to the Saad-Solla equations. ``num_bins=None`` keeps one bin per eigenvalue (exact).
+:math:`\mu_b` the fraction of eigenvalues in bin ``b`` (the equations of Goldt et al. 2020 for the
+densities over the spectrum of :math:`\Omega`, re-derived in this notation). With
+:math:`\Omega = I` and :math:`\Phi` the identity embedding they reduce to the Saad-Solla
+equations. ``num_bins=None`` keeps one bin per eigenvalue (exact); a bin of several eigenvalues
+replaces each by the bin's mean :math:`\rho_b` (an approximation).
+
+Compare simulations with the ODE on the simulation's own time grid (``Trajectory.t``): the
+simulation rounds the steps per save to whole blocks, so its times differ from
+``linspace(0, t_max, num_saves + 1)`` by up to a few percent.
 """
 
 from __future__ import annotations
@@ -152,7 +158,7 @@ def _mean_slope(sigma: AbstractActivation, q: Array, order: int):
 
 def analytic_moments(generator: Generator, *, order: int = 12) -> GeneratorMoments:
     r"""Exact :math:`\Omega` and :math:`\Phi` of a single-layer generator
-    :math:`x = \sigma(u)`, :math:`u = Fc/\sqrt D` (Goldt et al. 2020, eqs. 21-23):
+    :math:`x = \sigma(u)`, :math:`u = Fc/\sqrt D` (Goldt et al. 2020):
     :math:`\Phi = \operatorname{diag}(\mathbb E\sigma'(u_i))\,F/\sqrt D` (Stein's lemma) and
     :math:`\Omega_{ij} = \mathbb E[\sigma(u_i)\sigma(u_j)] - \mathbb E\sigma(u_i)\mathbb E\sigma(u_j)`
     with :math:`\operatorname{Cov}(u) = FF^\top/D`: the activation's closed-form dual where it
