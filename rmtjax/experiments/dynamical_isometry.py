@@ -35,7 +35,7 @@ import numpy as np
 
 from ..activations import Erf, Relu
 from ..meanfield import edge_of_chaos
-from ..rmt._jacobian import HardTanh, jacobian_q_star, jacobian_spectrum
+from ..rmt._jacobian import HardTanh, jacobian_law, jacobian_q_star, jacobian_spectrum
 from ..solve import root
 
 __all__ = ["run"]
@@ -125,7 +125,14 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
             lam = np.stack([_network_singular_values(act, w2, b2, q_net, L, width, orth, k) for k in keys])
             m1s, v = lam.mean(1), lam.var(1)
             # theory on a log grid of lambda, wide enough for the deepest ReLU spectra
-            grid = np.geomspace(1e-8, 1e4, THEORY_GRID if not quick else THEORY_GRID_QUICK)
+            n_grid = THEORY_GRID if not quick else THEORY_GRID_QUICK
+            grid = np.geomspace(1e-8, 1e4, n_grid)
+            law = jacobian_law(act, w2, b2, depth=L, orthogonal=orth).moments(2)
+            m1, sd = float(law[0]), math.sqrt(max(float(law[1] - law[0] ** 2), 0.0))
+            if sd < 0.1 * m1:  # near-isometric: a quarter of the grid (same size) on the narrow bulk
+                k = n_grid // 4
+                grid = np.sort(np.concatenate([np.geomspace(1e-8, 1e4, n_grid - k),
+                                               np.linspace(max(m1 - 8 * sd, 1e-8), m1 + 8 * sd, k)]))
             spec = jacobian_spectrum(act, w2, b2, jnp.asarray(grid), depth=L, orthogonal=orth, throw=False)
             th_var = float(spec.variance)
             edge = float(spec.max_eigenvalue)
@@ -204,9 +211,10 @@ def _figure(rep, path):
                     continue
                 c = colors[r["depth"]]
                 ls = np.asarray(r["empirical"]["log10_s"])
-                if ls.size:
-                    ax.hist(ls, bins=60, density=True, alpha=0.3, color=c,
-                            weights=np.full(ls.size, 1 - r["empirical"]["zero_fraction"]))
+                if ls.size:  # continuous part only: counts over all nonzero values, scaled by their mass
+                    h, e = np.histogram(ls, bins=np.linspace(-3, 2.5, 111))
+                    ax.stairs(h * (1 - r["empirical"]["zero_fraction"]) / (ls.size * np.diff(e)), e, fill=True,
+                              alpha=0.3, color=c)
                 lam = np.asarray(r["theory"]["grid"])
                 dens = np.where(np.asarray(r["theory"]["converged"]), np.asarray(r["theory"]["density"]), np.nan)
                 ax.plot(0.5 * np.log10(lam), dens * 2 * lam * math.log(10), color=c, lw=2,
