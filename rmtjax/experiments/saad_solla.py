@@ -13,8 +13,9 @@ E 52, 4225, Figs. 1-2) and Biehl & Schwarze (1995) for :math:`g = \operatorname{
    learn the teacher (final :math:`\epsilon_g` below 1% of the plateau).
 2. **Finite-N gap.** For several ``N`` the RMS difference between simulated and ODE
    :math:`\epsilon_g` over :math:`0 < t \le t_{gap}` (per seed, averaged): a weighted
-   least-squares fit of :math:`\log` gap against :math:`\log N` must give the slope
-   :math:`-1/2` within 0.15.
+   least-squares fit of :math:`\log` gap against :math:`\log N` (weights from the
+   seed-to-seed standard errors) must give the slope :math:`-1/2` within 0.15 or within 3
+   standard errors of the fit, whichever is larger.
 
 Partial results (one entry per finished ``N`` of part 2) go to ``partial.json`` as they finish;
 a rerun with the same configuration resumes from it. Writes ``saad_solla.png``,
@@ -47,7 +48,7 @@ CONFIGS = {
     "quick": dict(N_plateau=200, seeds=4, t_max=250.0, saves=125, gap_Ns=(100, 400, 1600), gap_seeds=8, t_gap=4.0,
                   gap_saves=8),
     "full": dict(N_plateau=500, seeds=8, t_max=300.0, saves=300, gap_Ns=(500, 1000, 2000, 5000, 10000),
-                 gap_seeds=4, t_gap=2.0, gap_saves=4),
+                 gap_seeds=8, t_gap=2.0, gap_saves=4),
 }
 _ode_batch = eqx.filter_jit(jax.vmap(committee_ode, in_axes=(0, None, None, None, None)))
 
@@ -162,7 +163,7 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         "learns_teacher": bool(sim.eps_g[:, -1].mean() < 0.01 * plateau and ode_mean[-1] < 0.01 * plateau),
         "gap_slope": gslope,
         "gap_slope_se": gslope_se,
-        "gap_like_inverse_sqrt_n": bool(abs(gslope + 0.5) < 0.15),
+        "gap_like_inverse_sqrt_n": bool(abs(gslope + 0.5) < max(0.15, 3 * gslope_se)),
     }
     ok = all(checks[k] for k in ("fixed_point_converged", "plateau_symmetric", "plateau_ok", "escape_ok",
                                  "learns_teacher", "gap_like_inverse_sqrt_n"))
