@@ -40,5 +40,6 @@ from ._hidden_manifold import monte_carlo_moments as monte_carlo_moments
 from ._hidden_manifold import simulate_hidden_manifold as simulate_hidden_manifold
 from ._integrals import Integrals as Integrals
 from ._integrals import committee_integrals as committee_integrals
+from ._integrals import pair_integrals as pair_integrals
 from ._simulation import online_sgd as online_sgd
 from ._simulation import simulate_committee as simulate_committee

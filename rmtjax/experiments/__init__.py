@@ -11,8 +11,8 @@ as a dictionary (with a boolean ``"ok"``: whether the result was reproduced).
 Example:
     >>> from rmtjax.experiments import EXPERIMENTS
     >>> sorted(EXPERIMENTS)  # doctest: +NORMALIZE_WHITESPACE
-    ['dynamical-isometry', 'fan-wang', 'kernel-regression', 'kernels', 'liang-tranbach', 'meanfield',
-     'neural-collapse']
+    ['dynamical-isometry', 'fan-wang', 'hidden-manifold', 'kernel-regression', 'kernels', 'liang-tranbach',
+     'meanfield', 'neural-collapse', 'saad-solla']
 """
 
 from __future__ import annotations
@@ -68,6 +68,16 @@ EXPERIMENTS: dict[str, Experiment] = {
         "Jacobian singular-value spectra at criticality, ReLU/hard-tanh/erf, Gaussian vs orthogonal weights, "
         "vs finite networks (Pennington et al. 2017)",
         "rmtjax.experiments.dynamical_isometry:run",
+    ),
+    "saad-solla": Experiment(
+        "Soft committee machine (erf, K = M = 2): Saad-Solla ODEs vs online SGD, plateau and escape, "
+        "finite-N gap ~ N^-1/2",
+        "rmtjax.experiments.saad_solla:run",
+    ),
+    "hidden-manifold": Experiment(
+        "Hidden manifold model (Goldt et al. 2020): online-SGD ODEs over the spectrum of Omega vs simulation on "
+        "sign-generated data; Gaussian equivalence of the local fields for a deep generator",
+        "rmtjax.experiments.hidden_manifold:run",
     ),
     "fan-wang": Experiment(
         "CK/NTK eigenvalue spectra of linear-width networks and the largest stable learning rate (Fan & Wang 2020)",
