@@ -12,7 +12,7 @@ Example:
     >>> from rmtjax.experiments import EXPERIMENTS
     >>> sorted(EXPERIMENTS)  # doctest: +NORMALIZE_WHITESPACE
     ['dynamical-isometry', 'fan-wang', 'hidden-manifold', 'kernel-regression', 'kernels', 'liang-tranbach',
-     'meanfield', 'neural-collapse', 'saad-solla']
+     'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality']
 """
 
 from __future__ import annotations
@@ -78,6 +78,11 @@ EXPERIMENTS: dict[str, Experiment] = {
         "Hidden manifold model (Goldt et al. 2020): online-SGD ODEs over the spectrum of Omega vs simulation on "
         "sign-generated data; Gaussian equivalence of the local fields for a deep generator",
         "rmtjax.experiments.hidden_manifold:run",
+    ),
+    "seddik-universality": Experiment(
+        "GAN-like (random Lipschitz generator) data vs their Gaussian twin: Gram spectra, spikes, eigenvector "
+        "alignments, ridge accuracy, and the deterministic equivalent (Seddik et al. 2020)",
+        "rmtjax.experiments.seddik_universality:run",
     ),
     "fan-wang": Experiment(
         "CK/NTK eigenvalue spectra of linear-width networks and the largest stable learning rate (Fan & Wang 2020)",

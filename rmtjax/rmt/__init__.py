@@ -10,7 +10,8 @@
 * CK and NTK spectra of linear-width networks (Fan & Wang 2020): :func:`ck_density`, :func:`ntk_density`,
   edges, moments, :func:`max_stable_learning_rate`.
 * Deterministic equivalents of Gram matrices of mixtures (Seddik et al. 2020): :func:`gram_delta`,
-  :func:`gram_trace_resolvent`, :func:`gram_spectral_density`.
+  :func:`gram_trace_resolvent`, :func:`gram_spectral_density`; the Frechet distance between Gaussians
+  (:func:`frechet_distance`, the FID formula), differentiable.
 """
 
 from ._measures import AbstractMeasure as AbstractMeasure
@@ -58,6 +59,8 @@ from ._linear_width import ntk_density as ntk_density
 from ._linear_width import ntk_edge as ntk_edge
 from ._linear_width import ntk_moments as ntk_moments
 from ._linear_width import ntk_stieltjes as ntk_stieltjes
+from ._frechet import frechet_distance as frechet_distance
+from ._frechet import psd_sqrtm as psd_sqrtm
 from ._gram import gram_delta as gram_delta
 from ._gram import gram_spectral_density as gram_spectral_density
 from ._gram import gram_trace_resolvent as gram_trace_resolvent
