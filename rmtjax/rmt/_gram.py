@@ -1,121 +1,658 @@
-r"""Deterministic equivalents of Gram matrices of mixtures (Seddik, Louart, Tamaazousti & Couillet,
-"Random Matrix Theory Proves that Deep Learning Representations of GAN-data Behave as Gaussian
-Mixtures", ICML 2020, Thm. 1; Louart & Couillet 2018).
+r"""Deterministic equivalents of Gram matrices of class mixtures (Seddik, Louart, Tamaazousti &
+Couillet, "Random Matrix Theory Proves that Deep Learning Representations of GAN-data Behave as
+Gaussian Mixtures", ICML 2020, Thm. 1; Louart & Couillet 2018, "Concentration of measure and large
+random matrices with an application to sample covariance matrices").
 
-Data :math:`X = [x_1, \dots, x_n] \in \mathbb R^{p \times n}` with independent columns, :math:`n_\ell`
-of them in class :math:`\ell` with second moment :math:`C_\ell = \mathbb E[x x^\top]`. With
-:math:`G = X^\top X / p` and :math:`Q(z) = (G + zI_n)^{-1}`, the co-resolvent has the deterministic
-equivalent
+**Model.** :math:`X = [x_1, \dots, x_n] \in \mathbb R^{p\times n}` with independent columns,
+:math:`n_\ell` of them in class :math:`\ell = 1..k` (columns ordered by class), with mean
+:math:`\mu_\ell`, covariance :math:`\Sigma_\ell` and second moment
+:math:`C_\ell = \mathbb E[xx^\top] = \Sigma_\ell + \mu_\ell\mu_\ell^\top`. :math:`G = X^\top X/p`,
+:math:`Q(z) = (G + zI_n)^{-1}`, :math:`R(z) = (XX^\top/p + zI_p)^{-1}`, :math:`J = [j_1..j_k]` the
+class indicators, :math:`M = [\mu_1..\mu_k]`.
+
+**The** :math:`\delta` **equations, with unequal classes.** :math:`XX^\top/p = \sum_i x_ix_i^\top/p`,
+and Sherman-Morrison gives :math:`R x_i = R_{-i}x_i/(1 + x_i^\top R_{-i}x_i/p)` with
+:math:`x_i^\top R_{-i}x_i/p \simeq \frac1p\operatorname{tr}C_{\ell(i)}\tilde R =: \delta_{\ell(i)}`.
+Taking expectations in :math:`I_p = R\,(XX^\top/p + z)` column by column, each of the :math:`n_\ell`
+columns of class :math:`\ell` contributes :math:`C_\ell/(p(1+\delta_\ell))`, so
 
 .. math::
-    \tilde R(z) = \Big(\sum_\ell \frac{n_\ell}{p}\,\frac{C_\ell}{1 + \delta_\ell(z)} + z I_p\Big)^{-1},
-    \qquad \delta_\ell(z) = \frac1p \operatorname{tr}\big(C_\ell \tilde R(z)\big),
+    \tilde R(z) = \Big(\sum_{\ell=1}^k \frac{n_\ell}{p}\,\frac{C_\ell}{1+\delta_\ell(z)} + zI_p\Big)^{-1},
+    \qquad \delta_\ell(z) = \frac1p\operatorname{tr}\big(C_\ell\tilde R(z)\big).
 
-and the diagonal of :math:`Q` concentrates on :math:`Q_{ii} \approx 1/(z(1 + \delta_{\ell(i)}))`
-(Sherman-Morrison on :math:`Q = z^{-1}(I - X^\top R X/p)`), so
+The class weight is :math:`n_\ell/p`: Seddik et al. write the theorem for :math:`k` classes of equal
+size :math:`n/k` with :math:`n = p`, where it reads :math:`\frac1k\sum_\ell C_\ell/(1+\delta_\ell)`.
+
+**The co-resolvent.** :math:`Q = z^{-1}(I_n - X^\top R X/p)`. On the diagonal, Sherman-Morrison gives
+:math:`Q_{ii} = 1/(z(1 + x_i^\top R_{-i}x_i/p)) \simeq 1/(z(1+\delta_{\ell(i)}))`; off the diagonal,
+removing columns :math:`i` and :math:`j` (classes :math:`a, b`),
+:math:`Q_{ij} = -\frac{x_i^\top R_{-ij}x_j}{pz(1+\delta_a)(1+\delta_b)} + O(p^{-3/2})` and
+:math:`\mathbb E[x_i^\top R_{-ij}x_j] \simeq \mu_a^\top\tilde R\mu_b`. Hence (Seddik et al., Thm. 1)
 
 .. math::
-    \frac1n\operatorname{tr} Q(z) \simeq \frac1n\sum_\ell \frac{n_\ell}{z(1 + \delta_\ell(z))}.
+    \tilde Q(z) = \frac1z\Lambda(z) + \frac{1}{pz}J\,\Omega(z)\,J^\top,\quad
+    \Lambda = \operatorname{diag}\Big\{\frac{1_{n_\ell}}{1+\delta_\ell}\Big\},\quad
+    \Omega_{ab}(z) = -\frac{\mu_a^\top\tilde R(z)\mu_b}{(1+\delta_a(z))(1+\delta_b(z))},
 
-Class proportions: the weight of class :math:`\ell` in :math:`\tilde R` is :math:`n_\ell/p` (each column
-contributes :math:`C_\ell/(p(1+\delta_\ell))`). Seddik et al. state the theorem for :math:`k` equal
-classes, where it reads :math:`\frac{n}{pk}\sum_\ell C_\ell/(1+\delta_\ell)`; with :math:`n = p` this is
-their :math:`\frac1k\sum_\ell`. The means enter through :math:`C_\ell`; their rank-:math:`k` part of
-:math:`\tilde Q` (the :math:`J\Omega J^\top` term of the theorem, isolated eigenvalues) changes the
-normalized trace only by :math:`O(1/p)` and is not built yet.
+with :math:`\|\mathbb E Q(z) - \tilde Q(z)\| \to 0`. The paper prints :math:`\Omega` as the diagonal
+:math:`\{\mu_\ell^\top\tilde R\mu_\ell\}`; the derivation above (and the Monte-Carlo test of the
+off-diagonal class blocks) needs the whole :math:`k\times k` matrix, with the sign and the
+:math:`(1+\delta)` factors shown. The :math:`J\Omega J^\top` term has :math:`O(1)` operator norm but
+changes the normalized trace by :math:`O(1/p)` only (its diagonal is not what the derivation
+estimates), so :func:`gram_trace_resolvent` returns
+:math:`\frac1n\sum_\ell n_\ell/(z(1+\delta_\ell))`.
 
-The spectral density of :math:`G` follows by Stieltjes inversion: :math:`m_G(\zeta) = \frac1n
-\operatorname{tr}(G - \zeta I)^{-1} = \frac1n \operatorname{tr} Q(-\zeta)`, density
-:math:`\frac1\pi\operatorname{Im} m_G(x + i\eta)` for small :math:`\eta > 0` (complex :math:`\delta`,
-solved as real/imaginary pairs by :mod:`rmtjax.solve`).
+**Means as a low-rank term.** With :math:`a_\ell = n_\ell/(p(1+\delta_\ell))`,
+:math:`A = \operatorname{diag}(a)`, :math:`\tilde R_0 = (\sum_\ell a_\ell\Sigma_\ell + z)^{-1}` and
+:math:`S = M^\top\tilde R_0M`, Woodbury gives :math:`\tilde R = \tilde R_0 - \tilde R_0MA(I + SA)^{-1}M^\top\tilde R_0`
+(cost :math:`O(k^2p)` for diagonal covariances) and
+
+.. math::
+    J^\top\tilde Q(z)J = \frac pz\,A^{1/2}H(z)^{-1}A^{1/2},\qquad H(z) = I_k + A^{1/2}SA^{1/2}.
+
+**Isolated eigenvalues.** For real :math:`z = -\lambda` to the right of the bulk, :math:`H` is
+symmetric; :math:`G` has an isolated eigenvalue at each zero of an eigenvalue curve
+:math:`h_j(\lambda)` of :math:`H(-\lambda)` (the poles of :math:`J^\top\tilde QJ`), with :math:`\delta`
+taken from the covariances alone (the means move :math:`\delta` by :math:`O(1/p)` and would add
+spurious :math:`O(1/p)` poles). Since :math:`\operatorname{Res}_{z=-\lambda_s}Q(z) = v_sv_s^\top`,
+the residue gives the alignment of the eigenvector :math:`v_s` with the classes:
+
+.. math::
+    (j_a^\top v_s)(j_b^\top v_s) = \frac{p}{\lambda_s h_j'(\lambda_s)}\sqrt{a_aa_b}\,u_au_b,
+    \qquad H(-\lambda_s)u = 0,\ \|u\| = 1.
+
+For isotropic noise (:math:`\Sigma_\ell = I`) this reduces to the closed form
+:math:`\lambda = (1+\theta)(1 + c/\theta)` for each eigenvalue :math:`\theta > \sqrt c` of
+:math:`N^{1/2}M^\top MN^{1/2}/p`, :math:`c = n/p` (tested).
+
+**Spectral density.** :math:`m_G(\zeta) = \frac1n\operatorname{tr}(G-\zeta)^{-1} =
+\frac1n\operatorname{tr}Q(-\zeta)` and the density is :math:`\frac1\pi\operatorname{Im}m_G(x+i\eta)`.
+For :math:`\operatorname{Im}\zeta > 0` the physical solution is the unique one with
+:math:`\operatorname{Im}\delta_\ell > 0` for every :math:`\ell`; Newton's method from
+:math:`\delta = 0` next to the support can converge to another root (negative density), so
+:func:`gram_spectral_density` continues each point from :math:`\operatorname{Im}\zeta` large (where
+:math:`\delta \approx 0`) down to :math:`\eta`, warm-starts along the grid, and checks the sign.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> model = GramMixture(jnp.ones((2, 100)), jnp.zeros((2, 100)), n_per_class=(100, 100))
+    >>> float(gram_trace_resolvent(model, 1.0)) > 0
+    True
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._validate import concrete
-from ..solve import fixed_point
+from ..solve import fixed_point, root
 
-__all__ = ["gram_delta", "gram_spectral_density", "gram_trace_resolvent"]
-
-
-def _check(C, n_per_class):
-    C = jnp.asarray(C)
-    if not jnp.issubdtype(C.dtype, jnp.floating):
-        C = C.astype(float)
-    if C.ndim != 3 or C.shape[1] != C.shape[2]:
-        raise ValueError(f"C must have shape (k, p, p) (one second-moment matrix per class), got {C.shape}")
-    n_per_class = np.asarray(n_per_class)
-    if n_per_class.shape != (C.shape[0],) or np.any(n_per_class < 1) or np.any(n_per_class != np.round(n_per_class)):
-        raise ValueError(f"n_per_class must be {C.shape[0]} positive integers, got {n_per_class}")
-    c = concrete(C)
-    if c is not None:
-        if not np.allclose(c, np.swapaxes(c, 1, 2), rtol=1e-10, atol=1e-12):
-            raise ValueError("C must be symmetric")
-        if np.min(np.linalg.eigvalsh(c)) < -1e-10 * max(1.0, np.max(np.abs(c))):
-            raise ValueError("C must be positive semi-definite (second-moment matrices)")
-    return C, jnp.asarray(n_per_class, C.dtype)
+__all__ = [
+    "GramDensity",
+    "GramMixture",
+    "GramResolvent",
+    "GramSpikes",
+    "gram_delta",
+    "gram_resolvent",
+    "gram_spectral_density",
+    "gram_spikes",
+    "gram_trace_resolvent",
+]
 
 
-def _r_tilde(C, w, delta, z):
-    p = C.shape[-1]
-    M = jnp.einsum("l,lij->ij", w.astype(delta.dtype) / (1 + delta), C.astype(delta.dtype)) + z * jnp.eye(p, dtype=delta.dtype)
-    return jnp.linalg.inv(M)
+class GramMixture(eqx.Module):
+    r"""A :math:`k`-class mixture for the Gram deterministic equivalents.
+
+    Attributes:
+        cov: class covariances :math:`\Sigma_\ell`, shape ``(k, p, p)`` (symmetric PSD), or
+            ``(k, p)``: their diagonals when every :math:`\Sigma_\ell` is diagonal (the cheap path:
+            every evaluation costs :math:`O(k^2p)` instead of :math:`O(p^3)`). Differentiable.
+        means: class means :math:`\mu_\ell`, shape ``(k, p)``. Differentiable.
+        n_per_class: class sizes :math:`n_\ell \ge 1` (static).
+
+    The second moments are :math:`C_\ell = \Sigma_\ell + \mu_\ell\mu_\ell^\top`.
+    """
+
+    cov: Array
+    means: Array
+    n_per_class: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(self, cov: ArrayLike, means: ArrayLike | None = None, *, n_per_class):
+        cov = jnp.asarray(cov)
+        if not jnp.issubdtype(cov.dtype, jnp.floating):
+            cov = cov.astype(float)
+        self.cov = cov
+        self.means = jnp.zeros(cov.shape[:2], cov.dtype) if means is None else jnp.asarray(means).astype(cov.dtype)
+        n = np.asarray(n_per_class)
+        if n.ndim != 1 or n.dtype.kind not in "iuf" or np.any(n != np.round(n)) or np.any(n < 1):
+            raise ValueError(f"n_per_class must be positive integers (n >= 1 per class), got {n_per_class}")
+        self.n_per_class = tuple(int(v) for v in n)
+
+    def __check_init__(self):
+        c = self.cov
+        if c.ndim not in (2, 3) or (c.ndim == 3 and c.shape[1] != c.shape[2]):
+            raise ValueError(f"cov must have shape (k, p, p) or (k, p) (diagonal covariances), got {c.shape}")
+        k, p = c.shape[:2]
+        if p < 1 or k < 1:
+            raise ValueError(f"cov: need k >= 1 classes and dimension p >= 1, got shape {c.shape}")
+        if self.means.shape != (k, p):
+            raise ValueError(f"means must have shape (k, p) = {(k, p)}, got {self.means.shape}")
+        if len(self.n_per_class) != k:
+            raise ValueError(f"n_per_class must have k = {k} entries, got {self.n_per_class}")
+        cv = concrete(c)
+        if cv is not None:
+            if not np.all(np.isfinite(cv)):
+                raise ValueError("cov contains NaN or inf")
+            scale = max(1.0, float(np.max(np.abs(cv))))
+            if c.ndim == 3:
+                if not np.allclose(cv, np.swapaxes(cv, 1, 2), rtol=1e-10, atol=1e-12 * scale):
+                    raise ValueError("cov must be symmetric")
+                low = float(np.min(np.linalg.eigvalsh(cv)))
+            else:
+                low = float(np.min(cv))
+            if low < -1e-10 * scale:
+                raise ValueError(f"cov must be positive semi-definite (covariances); smallest eigenvalue {low:.3e}")
+        mv = concrete(self.means)
+        if mv is not None and not np.all(np.isfinite(mv)):
+            raise ValueError("means contains NaN or inf")
+
+    @property
+    def k(self) -> int:
+        return self.cov.shape[0]
+
+    @property
+    def p(self) -> int:
+        return self.cov.shape[1]
+
+    @property
+    def n(self) -> int:
+        return sum(self.n_per_class)
+
+    @property
+    def diagonal(self) -> bool:
+        return self.cov.ndim == 2
+
+    def second_moments(self) -> Array:
+        r""":math:`C_\ell = \Sigma_\ell + \mu_\ell\mu_\ell^\top`, shape ``(k, p, p)``."""
+        cov = jax.vmap(jnp.diag)(self.cov) if self.diagonal else self.cov
+        return cov + self.means[:, :, None] * self.means[:, None, :]
+
+    def indicators(self) -> Array:
+        """The class-indicator matrix :math:`J`, shape ``(n, k)`` (columns ordered by class)."""
+        labels = np.repeat(np.arange(self.k), self.n_per_class)
+        return jnp.asarray(labels[:, None] == np.arange(self.k)[None, :], self.cov.dtype)
 
 
-def gram_delta(C: ArrayLike, n_per_class, z: ArrayLike, *, solver: str = "newton", damping: float = 0.0,
-               max_steps: int = 500, throw: bool = True, delta0: ArrayLike | None = None):
+def _common_dtype(real, other):
+    """The float dtype ``real`` made complex when ``other`` is complex (no implicit promotion: the tests
+    run with strict dtype promotion)."""
+    double = jnp.dtype(real) in (jnp.float64, jnp.complex128)
+    if jnp.issubdtype(other, jnp.complexfloating) or jnp.issubdtype(real, jnp.complexfloating):
+        return jnp.dtype(jnp.complex128 if double else jnp.complex64)
+    return jnp.dtype(real)
+
+
+def _weights(model, dtype):
+    return jnp.asarray(np.asarray(model.n_per_class, float) / model.p).astype(dtype)
+
+
+class _Pieces(NamedTuple):
+    trace: Array  # (k,) (1/p) tr(C_l R~)
+    mtrm: Array  # (k, k) M^T R~ M
+    s0: Array  # (k, k) M^T R~_0 M (bulk resolvent, no means)
+
+
+def _pieces(cov, means, a, z, *, with_means: bool = True) -> _Pieces:
+    """Traces and mean forms of R~ for weights a_l = n_l / (p (1 + delta_l)) (see the module doc)."""
+    dtype = _common_dtype(a.dtype, jnp.asarray(z).dtype)
+    cov = cov.astype(dtype)
+    M = means.astype(dtype)  # (k, p)
+    a = a.astype(dtype)
+    z = jnp.asarray(z).astype(dtype)
+    p = cov.shape[1]
+    k = cov.shape[0]
+    if cov.ndim == 2:
+        rinv = 1.0 / (jnp.einsum("l,li->i", a, cov) + z)  # diagonal of R~_0
+        tr0 = jnp.einsum("li,i->l", cov, rinv)
+        RM = M * rinv[None, :]  # rows: (R~_0 mu_l)^T
+        s0 = jnp.einsum("ai,bi->ab", M, RM)
+        quad = jnp.einsum("ai,li,bi->lab", RM, cov, RM)  # mu_a^T R0 Sigma_l R0 mu_b
+    else:
+        R0 = jnp.linalg.inv(jnp.einsum("l,lij->ij", a, cov) + z * jnp.eye(p, dtype=dtype))
+        tr0 = jnp.einsum("lij,ji->l", cov, R0)
+        RM = M @ R0.T
+        s0 = jnp.einsum("ai,bi->ab", M, RM)
+        quad = jnp.einsum("ai,lij,bj->lab", RM, cov, RM)
+    if not with_means:
+        return _Pieces(tr0 / p, s0 - s0, s0)
+    eye = jnp.eye(k, dtype=dtype)
+    inner = a[:, None] * jnp.linalg.inv(eye + s0 * a[None, :])  # A (I + S A)^{-1}
+    tr_sigma = tr0 - jnp.einsum("lab,ba->l", quad, inner)  # tr(Sigma_l R~)
+    mtrm = s0 @ jnp.linalg.inv(eye + a[:, None] * s0)  # S (I + A S)^{-1} = M^T R~ M
+    return _Pieces((tr_sigma + jnp.diagonal(mtrm)) / p, mtrm, s0)
+
+
+def _delta_map(model, *, with_means=True):
+    def f(delta, args):
+        cov, means, z = args
+        a = _weights(model, delta.dtype) / (1 + delta)
+        return _pieces(cov, means, a, z, with_means=with_means).trace
+
+    return f
+
+
+def _solve_delta(model, z, delta0=None, *, with_means=True, throw=True, max_steps=200):
+    z = jnp.asarray(z)
+    dtype = _common_dtype(model.cov.dtype, z.dtype)
+    y0 = jnp.zeros((model.k,), dtype) if delta0 is None else jnp.asarray(delta0).astype(dtype)
+    return fixed_point(_delta_map(model, with_means=with_means), y0, (model.cov, model.means, z.astype(dtype)),
+                       solver="newton", max_steps=max_steps, throw=throw, name="Gram delta fixed point")
+
+
+def _check_z(z):
+    zc = concrete(z)
+    if zc is None:
+        return jnp.asarray(z)
+    if not np.all(np.isfinite(zc)):
+        raise ValueError(f"z must be finite, got {zc}")
+    if np.iscomplexobj(zc):
+        bad = (np.imag(zc) == 0) & (np.real(zc) <= 0)
+    else:
+        bad = zc <= 0
+    if np.any(bad):
+        raise ValueError(f"z must be > 0 or complex off the real axis: real z <= 0 can lie on the support "
+                         f"of the spectrum of G (in [0, inf)), where Q(z) is singular; got {zc}")
+    return jnp.asarray(z)
+
+
+def _raise_if_failed(sol, name: str, max_steps: int):
+    """``ValueError`` (eager) or ``eqx.error_if`` (traced) when a solve with ``throw=False`` failed."""
+    ok = concrete(sol.ok)
+    if ok is not None:
+        if not np.all(ok):
+            raise ValueError(f"{name} did not converge: residual {float(np.max(concrete(sol.residual))):.3e} after "
+                             f"{max_steps} steps; raise max_steps or pass throw=False to inspect per point")
+        return sol
+    value = eqx.error_if(sol.value, ~jnp.all(sol.ok), f"{name} did not converge within {max_steps} steps")
+    return eqx.tree_at(lambda s_: s_.value, sol, value)
+
+
+@eqx.filter_jit
+def _delta_jit(model, z, delta0, max_steps):
+    return _solve_delta(model, z, delta0, throw=False, max_steps=max_steps)
+
+
+def gram_delta(model: GramMixture, z: ArrayLike, *, max_steps: int = 200, throw: bool = True,
+               delta0: ArrayLike | None = None):
     r"""The fixed point :math:`\delta_\ell(z) = \frac1p\operatorname{tr}(C_\ell\tilde R(z))` (a
-    :class:`rmtjax.solve.Solution`; ``value`` has shape ``(k,)``).
+    :class:`rmtjax.solve.Solution`; ``value`` has shape ``(k,)``), by Newton's method through
+    :func:`rmtjax.solve.fixed_point` (implicit differentiation: differentiable in ``model.cov``,
+    ``model.means`` and ``z``; jit/vmap over ``z``).
+
+    .. math::
+        \tilde R(z) = \Big(\sum_\ell \frac{n_\ell}{p}\frac{C_\ell}{1+\delta_\ell(z)} + zI_p\Big)^{-1}
+
+    (Seddik et al. 2020, Thm. 1, with the class weights :math:`n_\ell/p` derived in the module doc).
 
     Args:
-        C: second-moment matrices, shape ``(k, p, p)`` (symmetric PSD). Differentiable.
-        n_per_class: class sizes ``n_l`` (static integers).
-        z: spectral argument, real ``> 0`` or complex with ``Im z != 0``. Differentiable.
-        solver: ``"newton"`` (default: a few steps even next to the support) or ``"iteration"``
-            (the fixed-point map is a contraction for real ``z > 0``; ``damping`` then applies).
-        delta0: starting point (default 0; continuation along a grid of ``z`` may pass the previous
-            solution).
+        model: the mixture (:class:`GramMixture`).
+        z: real ``> 0`` or complex off the half-line :math:`(-\infty, 0]` (``ValueError`` otherwise).
+        max_steps: Newton step limit (static).
+        throw: raise when Newton does not converge (else read ``.ok``).
+        delta0: starting point (default 0).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> m = GramMixture(jnp.ones((1, 50)), n_per_class=(100,))
+        >>> d = float(gram_delta(m, 0.5).value[0])  # solves d = 1 / (2 / (1 + d) + 0.5)
     """
-    C, nl = _check(C, n_per_class)
-    p = C.shape[-1]
-    z = jnp.asarray(z)
-    zc = concrete(z)
-    if zc is not None and not np.iscomplexobj(zc) and np.any(zc <= 0):
-        raise ValueError(f"z must be > 0 (or complex off the real axis): the spectrum of G lies in [0, inf); got {zc}")
-    dtype = (jnp.complex128 if C.dtype == jnp.float64 else jnp.complex64) if jnp.iscomplexobj(z) else C.dtype
-    w = nl / p
-
-    def f(delta, a):
-        C, z = a
-        R = _r_tilde(C, w, delta, z)
-        return jnp.einsum("lij,ji->l", C.astype(R.dtype), R) / p
-
-    y0 = jnp.zeros((C.shape[0],), dtype) if delta0 is None else jnp.asarray(delta0).astype(dtype)
-    return fixed_point(f, y0, (C, z.astype(dtype)), solver=solver, damping=damping,
-                       max_steps=max_steps, throw=throw, name="Gram delta fixed point")
+    sol = _delta_jit(model, _check_z(z), None if delta0 is None else jnp.asarray(delta0), max_steps)
+    return _raise_if_failed(sol, "Gram delta fixed point", max_steps) if throw else sol
 
 
-def gram_trace_resolvent(C: ArrayLike, n_per_class, z: ArrayLike, **kwargs) -> Array:
-    r""":math:`\frac1n\operatorname{tr}\tilde Q(z) = \frac1n\sum_\ell n_\ell / (z(1+\delta_\ell(z)))`."""
-    C, nl = _check(C, n_per_class)
-    delta = gram_delta(C, n_per_class, z, **kwargs).value
-    z = jnp.asarray(z).astype(delta.dtype)
-    return jnp.sum(nl.astype(delta.dtype) / (z * (1 + delta))) / jnp.sum(nl).astype(delta.dtype)
+class GramResolvent(NamedTuple):
+    r""":math:`\tilde Q(z) = \operatorname{diag}\{\text{diag}_{\ell(i)}\} + J\,\text{block}\,J^\top`.
+
+    Attributes:
+        delta: :math:`\delta_\ell(z)`, shape ``(k,)``.
+        diag: :math:`1/(z(1+\delta_\ell))`, shape ``(k,)``.
+        block: :math:`\Omega(z)/(pz)`, shape ``(k, k)``.
+        ok: the delta solve converged.
+    """
+
+    delta: Array
+    diag: Array
+    block: Array
+    ok: Array
+
+    def dense(self, n_per_class) -> Array:
+        """The ``n x n`` matrix :math:`\\tilde Q(z)`."""
+        labels = np.repeat(np.arange(len(n_per_class)), n_per_class)
+        return jnp.diag(self.diag[labels]) + self.block[labels][:, labels]
+
+    def trace(self, n_per_class) -> Array:
+        r""":math:`\frac1n\sum_\ell n_\ell/(z(1+\delta_\ell))` (see :func:`gram_trace_resolvent`)."""
+        nl = jnp.asarray(np.asarray(n_per_class, float)).astype(self.diag.dtype)
+        return jnp.sum(nl * self.diag) / jnp.sum(nl)
 
 
-def gram_spectral_density(C: ArrayLike, n_per_class, x: ArrayLike, *, eta: float = 1e-3) -> Array:
-    r"""Limiting eigenvalue density of :math:`G = X^\top X/p` at the points ``x`` (vmapped), by Stieltjes
-    inversion at height ``eta``: :math:`\frac1\pi\operatorname{Im}\frac1n\operatorname{tr}\tilde Q(-(x + i\eta))`.
-    The atom at 0 when :math:`n > p` (``n - rank`` zero eigenvalues) appears as a peak of width ``eta``."""
-    x = jnp.asarray(x, float)
+@eqx.filter_jit
+def _resolvent_jit(model, z, max_steps):
+    sol = _solve_delta(model, z, None, throw=False, max_steps=max_steps)
+    delta = sol.value
+    z = z.astype(delta.dtype)
+    a = _weights(model, delta.dtype) / (1 + delta)
+    mtrm = _pieces(model.cov, model.means, a, z).mtrm
+    omega = -mtrm / ((1 + delta)[:, None] * (1 + delta)[None, :])
+    return sol, GramResolvent(delta, 1 / (z * (1 + delta)), omega / (model.p * z), sol.ok)
 
-    def one(xi):
-        zeta = jax.lax.complex(xi, jnp.asarray(eta, xi.dtype))
-        return jnp.imag(gram_trace_resolvent(C, n_per_class, -zeta)) / jnp.pi
 
-    return jax.vmap(one)(x)
+def gram_resolvent(model: GramMixture, z: ArrayLike, *, max_steps: int = 200, throw: bool = True) -> GramResolvent:
+    r"""The deterministic equivalent :math:`\tilde Q(z) = \frac1z\Lambda + \frac1{pz}J\Omega J^\top` of
+    :math:`\mathbb E[(X^\top X/p + zI_n)^{-1}]` (Seddik et al. 2020, Thm. 1; the full :math:`k\times k`
+    :math:`\Omega_{ab} = -\mu_a^\top\tilde R\mu_b/((1+\delta_a)(1+\delta_b))`, see the module doc), in
+    factored form (``.dense(n_per_class)`` builds the ``n x n`` matrix). Arguments as in :func:`gram_delta`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> m = GramMixture(jnp.ones((2, 40)), jnp.eye(2, 40), n_per_class=(30, 50))
+        >>> Qt = gram_resolvent(m, 1.0).dense(m.n_per_class)  # (80, 80)
+    """
+    sol, out = _resolvent_jit(model, _check_z(z), max_steps)
+    if throw:
+        sol = _raise_if_failed(sol, "Gram delta fixed point", max_steps)
+        out = out._replace(delta=sol.value)
+    return out
+
+
+def gram_trace_resolvent(model: GramMixture, z: ArrayLike, *, max_steps: int = 200, throw: bool = True) -> Array:
+    r""":math:`\frac1n\operatorname{tr}\tilde Q(z) \simeq \frac1n\sum_\ell n_\ell/(z(1+\delta_\ell(z)))`, the
+    deterministic equivalent of :math:`\frac1n\operatorname{tr}(G + zI)^{-1}` (error :math:`O(1/p)`; the
+    :math:`J\Omega J^\top` term changes the trace by :math:`O(1/p)` only). Arguments as in :func:`gram_delta`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> m = GramMixture(jnp.ones((1, 50)), n_per_class=(100,))
+        >>> t = gram_trace_resolvent(m, 0.5)  # Marchenko-Pastur: 1 / (0.5 (1 + delta))
+    """
+    sol, out = _resolvent_jit(model, _check_z(z), max_steps)
+    tr = out.trace(model.n_per_class)
+    if throw:
+        sol = _raise_if_failed(sol, "Gram delta fixed point", max_steps)
+        tr = eqx.error_if(tr, ~jnp.all(sol.ok), "Gram delta fixed point did not converge") \
+            if concrete(sol.ok) is None else tr
+    return tr
+
+
+def _spectral_bound(model) -> Array:
+    r"""An upper estimate of :math:`\|G\|`: :math:`(\sqrt{\theta_{\max}} + (1 + \sqrt{n/p})\sqrt{\max_\ell\|\Sigma_\ell\|})^2`
+    with :math:`\theta_{\max} = \|N^{1/2}M^\top MN^{1/2}\|/p` (not differentiated)."""
+    cov = jax.lax.stop_gradient(model.cov)
+    means = jax.lax.stop_gradient(model.means)
+    smax = jnp.max(cov) if model.diagonal else jnp.max(jnp.linalg.eigvalsh(cov))
+    sq = jnp.sqrt(jnp.asarray(np.asarray(model.n_per_class, float))).astype(means.dtype)
+    theta = jnp.max(jnp.linalg.eigvalsh((sq[:, None] * means) @ (sq[:, None] * means).T)) / model.p
+    c = model.n / model.p
+    return (jnp.sqrt(theta) + (1 + np.sqrt(c)) * jnp.sqrt(smax)) ** 2 + 1e-12
+
+
+class GramDensity(NamedTuple):
+    r"""Limiting eigenvalue density of :math:`G` on a grid.
+
+    Attributes:
+        density: continuous part, :math:`\frac1\pi\operatorname{Im}m_G(x+i\eta)` minus the Lorentzian
+            of the atom at 0 (so it integrates to ``1 - zero_mass``).
+        stieltjes: :math:`m_G(x + i\eta)` (complex, the atom included).
+        zero_mass: the mass :math:`\max(0, 1 - r/n)` of the eigenvalue 0, :math:`r` the rank of
+            :math:`\sum_\ell C_\ell` (``p`` when it cannot be computed, under tracing).
+        ok: per point: the solve converged on the physical branch
+            (:math:`\operatorname{Im}\delta_\ell \ge 0`).
+    """
+
+    density: Array
+    stieltjes: Array
+    zero_mass: Array
+    ok: Array
+
+
+def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float = 1e-3, n_heights: int = 40,
+                          throw: bool = True) -> GramDensity:
+    r"""Limiting eigenvalue density of :math:`G = X^\top X/p` at the points ``x`` by Stieltjes
+    inversion at height ``eta`` (module doc). Each point is solved by Newton's method warm-started
+    from the previous point of ``x`` (pass a sorted grid); where that lands off the physical branch
+    (some :math:`\operatorname{Im}\delta_\ell < 0`) or does not converge, the point is recomputed by
+    continuation from :math:`\operatorname{Im}\zeta = 10\|G\|` down to ``eta`` over ``n_heights``
+    geometric steps, each warm-started from the previous one.
+
+    Args:
+        model: the mixture.
+        x: 1-d grid of real points.
+        eta: height of the inversion (absolute; the density is smoothed on this scale).
+        n_heights: continuation steps (static).
+        throw: raise when a point is not on the physical branch even after continuation.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> m = GramMixture(jnp.ones((1, 100)), n_per_class=(200,))
+        >>> d = gram_spectral_density(m, jnp.linspace(0.1, 6.0, 50))  # Marchenko-Pastur, c = 2
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"x must be a 1-d grid, got shape {x.shape}")
+    if not (eta > 0):
+        raise ValueError(f"eta must be > 0, got {eta}")
+    if not (isinstance(n_heights, int) and n_heights >= 2):
+        raise ValueError(f"n_heights must be an integer >= 2, got {n_heights}")
+    deltas, m, oks = _density_impl(model, x, eta, n_heights)
+    dtype = m.real.dtype
+    x = x.astype(dtype)
+    C = concrete(model.cov)
+    rank = model.p
+    if C is not None and concrete(model.means) is not None:
+        rank = int(np.linalg.matrix_rank(np.asarray(jnp.sum(model.second_moments(), 0))))
+    zero_mass = jnp.asarray(max(0.0, 1.0 - rank / model.n), dtype)
+    dens = jnp.imag(m) / np.pi - zero_mass * eta / (np.pi * (x**2 + eta**2))
+    if throw:
+        okc = concrete(oks)
+        if okc is not None and not np.all(okc):
+            raise ValueError(f"gram_spectral_density: no physical solution at x = {np.asarray(x)[~okc]}; "
+                             "raise n_heights or eta")
+    return GramDensity(dens, m, zero_mass, oks)
+
+
+@eqx.filter_jit
+def _density_impl(model, x, eta, n_heights):
+    dtype = model.cov.dtype
+    x = x.astype(dtype)
+    cdtype = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+    top = 10 * _spectral_bound(model).astype(dtype)
+    ratio = (jnp.asarray(eta, dtype) / top) ** (1.0 / (n_heights - 1))
+    heights = top * ratio ** jnp.arange(n_heights, dtype=dtype)
+    heights = heights.at[-1].set(jnp.asarray(eta, dtype))
+
+    def on_branch(sol):
+        d = sol.value
+        return sol.ok & jnp.all(jnp.isfinite(d)) & jnp.all(jnp.imag(d) >= -1e-9 * (1 + jnp.abs(d)))
+
+    def at(xi, h, d0):
+        sol = _solve_delta(model, -jax.lax.complex(xi, h), d0, throw=False)
+        return sol.value, on_branch(sol)
+
+    def from_above(xi):
+        def step(d, h):
+            d, ok = at(xi, h, d)
+            return d, ok
+
+        d, oks = jax.lax.scan(step, jnp.zeros((model.k,), cdtype), heights)
+        return d, oks[-1]
+
+    def scan_x(carry, xi):
+        d_prev, ok_prev = carry
+        d, ok = at(xi, heights[-1], d_prev)
+        d, ok = jax.lax.cond(ok & ok_prev, lambda: (d, ok), lambda: from_above(xi))
+        return (d, ok), (d, ok)
+
+    d0, ok0 = from_above(x[0])
+    _, (deltas, oks) = jax.lax.scan(scan_x, (d0, ok0), x)
+    nl = jnp.asarray(np.asarray(model.n_per_class, float)).astype(dtype)
+    zeta = jax.lax.complex(x, jnp.full_like(x, eta))
+    m = jnp.einsum("l,xl->x", nl.astype(cdtype), 1 / (-zeta[:, None] * (1 + deltas))) / jnp.sum(nl).astype(cdtype)
+    return deltas, m, oks
+
+
+class GramSpikes(NamedTuple):
+    r"""Isolated eigenvalues of :math:`G` right of the bulk, caused by the means.
+
+    Attributes:
+        eigenvalue: :math:`\lambda_s`, shape ``(k,)``, descending; ``edge`` where no spike exists
+            (the spike merges into the edge at the transition).
+        alignment: :math:`(j_a^\top v_s)^2/n_a`, shape ``(k, k)`` (spike, class): the squared cosine
+            between the eigenvector and the normalized class indicator; 0 where no spike exists.
+        overlap: :math:`(j_a^\top v_s)(j_b^\top v_s)`, shape ``(k, k, k)``.
+        exists: shape ``(k,)``, the spike is separated from the bulk.
+        edge: right edge of the bulk (covariances only; not differentiated).
+        ok: every solve converged.
+
+    For a degenerate spike (equal eigenvalues, e.g. symmetric classes) only the sum of ``overlap``
+    over the degenerate spikes is meaningful (the eigenvectors of :math:`G` are then not unique).
+    """
+
+    eigenvalue: Array
+    alignment: Array
+    overlap: Array
+    exists: Array
+    edge: Array
+    ok: Array
+
+
+def _h_matrix(model, delta, lam):
+    a = _weights(model, delta.dtype) / (1 + delta)
+    s0 = _pieces(model.cov, model.means, a, -lam, with_means=False).s0
+    sa = jnp.sqrt(a)
+    return jnp.eye(model.k, dtype=delta.dtype) + sa[:, None] * s0 * sa[None, :]
+
+
+def _real_state(model, lam, d0):
+    """Bulk delta at z = -lam (real), whether it is the physical branch (converged, 1 + delta > 0,
+    Perron root of the fixed-point Jacobian < 1), and the eigenvalues of H."""
+    f = _delta_map(model, with_means=False)
+    args = (model.cov, model.means, -lam)
+    sol = fixed_point(f, d0, args, solver="newton", max_steps=100, throw=False, name="Gram delta (real z)")
+    d = sol.value
+    jac = jax.jacfwd(f)(d, args)
+    w = _weights(model, d.dtype) / (1 + d) ** 2
+    sw = jnp.sqrt(jnp.abs(w))
+    rho = jnp.max(jnp.abs(jnp.linalg.eigvalsh(0.5 * (sw[:, None] * jac / sw[None, :] + (sw[:, None] * jac / sw[None, :]).T))))
+    ok = sol.ok & jnp.all(1 + d > 0) & (rho < 1) & jnp.all(jnp.isfinite(d))
+    return d, ok, jnp.linalg.eigvalsh(_h_matrix(model, d, lam))
+
+
+def gram_spikes(model: GramMixture, *, n_grid: int = 120, n_bisect: int = 60, throw: bool = True) -> GramSpikes:
+    r"""Isolated eigenvalues of :math:`G = X^\top X/p` to the right of the bulk and the alignment of their
+    eigenvectors with the classes (module doc: zeros of the eigenvalue curves of
+    :math:`H(-\lambda) = I + A^{1/2}M^\top\tilde R_0(-\lambda)MA^{1/2}` and residues of
+    :math:`J^\top\tilde QJ`).
+
+    The bulk edge is found by walking :math:`\lambda` down a geometric grid of ``n_grid`` points from
+    an upper bound of :math:`\|G\|` (warm-started real solves, stopping where the physical branch
+    ends: the fold where the fixed-point Jacobian reaches 1) and bisection (``n_bisect`` steps). Each
+    spike is then a root of :math:`(\delta - f(\delta, \lambda), h_j(\delta, \lambda))` through
+    :func:`rmtjax.solve.root`, so eigenvalues and alignments are differentiable in ``model``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> m = GramMixture(jnp.ones((2, 200)), 3 * jnp.eye(2, 200), n_per_class=(200, 200))
+        >>> s = gram_spikes(m)  # both spikes at (1 + 9) (1 + 2 / 9) = 12.22...
+    """
+    if not (isinstance(n_grid, int) and n_grid >= 4 and isinstance(n_bisect, int) and n_bisect >= 1):
+        raise ValueError(f"n_grid must be an integer >= 4 and n_bisect >= 1, got {n_grid}, {n_bisect}")
+    out = _spikes_impl(model, n_grid, n_bisect)
+    if throw:
+        okc = concrete(out.ok)
+        if okc is not None and not bool(okc):
+            raise ValueError("gram_spikes: a spike root or the bulk edge did not converge; raise n_grid")
+    return out
+
+
+@eqx.filter_jit
+def _spikes_impl(model, n_grid, n_bisect):
+    dtype = model.cov.dtype
+    k = model.k
+    stop = jax.lax.stop_gradient
+    frozen = eqx.tree_at(lambda m: (m.cov, m.means), model, (stop(model.cov), stop(model.means)))
+    top = 2 * _spectral_bound(model).astype(dtype)
+    lams = top * (1e-6) ** (jnp.arange(n_grid, dtype=dtype) / (n_grid - 1))
+
+    def walk(carry, lam):
+        d, alive = carry
+        d2, ok, h = _real_state(frozen, lam, d)
+        alive2 = alive & ok
+        return (jnp.where(alive2, d2, d), alive2), (jnp.where(alive2, d2, d), alive2, h)
+
+    (_, _), (ds, alive, hs) = jax.lax.scan(walk, (jnp.zeros((k,), dtype), jnp.asarray(True)), lams)
+    last = jnp.sum(alive) - 1  # index of the last physical grid point (lams descend)
+    lo = lams[jnp.minimum(last + 1, n_grid - 1)]
+    hi = lams[last]
+    d_hi = ds[last]
+
+    def bisect(_, state):
+        lo, hi, d_hi = state
+        mid = 0.5 * (lo + hi)
+        d, ok, _ = _real_state(frozen, mid, d_hi)
+        return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi), jnp.where(ok, d, d_hi)
+
+    lo, edge, d_edge = jax.lax.fori_loop(0, n_bisect, bisect, (jnp.where(last + 1 < n_grid, lo, 0.0), hi, d_hi))
+    h_edge = _real_state(frozen, edge, d_edge)[2]
+    exists = h_edge < 0  # eigenvalue curves (ascending) below 0 at the edge cross 0 right of it
+
+    def one(j):
+        # bracket: the largest grid lambda (above the edge) with h_j < 0, else the edge
+        below = alive & (hs[:, j] < 0)
+        idx = jnp.argmax(below)  # first (largest lambda) index with h_j < 0
+        has = jnp.any(below)
+        lam_b = jnp.where(has, lams[idx], edge)
+        d_b = jnp.where(has, ds[idx], d_edge)
+        h_b = jnp.where(has, hs[idx, j], h_edge[j])
+        ia = jnp.maximum(jnp.where(has, idx - 1, last), 0)
+        lam_a, h_a = lams[ia], hs[ia, j]
+        t = h_b / (h_b - h_a)
+        lam0 = lam_b + t * (lam_a - lam_b)
+        d0 = d_b
+
+        def g(y, mod):
+            d, lam = y[:k], y[k]
+            f = _delta_map(mod, with_means=False)(d, (mod.cov, mod.means, -lam))
+            return jnp.concatenate([d - f, jnp.linalg.eigvalsh(_h_matrix(mod, d, lam))[j][None]])
+
+        sol = root(g, jnp.concatenate([d0, lam0[None]]), model, throw=False, name="Gram spike")
+        d, lam = sol.value[:k], sol.value[k]
+        # h_j'(lambda) along the implicit curve delta(lambda)
+        f = _delta_map(model, with_means=False)
+        args = (model.cov, model.means, -lam)
+        jac = jax.jacfwd(f)(d, args)
+        dfdl = jax.jacfwd(lambda l_: f(d, (model.cov, model.means, -l_)))(lam)
+        dd = jnp.linalg.solve(jnp.eye(k, dtype=dtype) - jac, dfdl)
+        Hm, dH = jax.jvp(lambda d_, l_: _h_matrix(model, d_, l_), (d, lam), (dd, jnp.ones_like(lam)))
+        _, U = jnp.linalg.eigh(Hm)
+        u = U[:, j]
+        hprime = u @ dH @ u
+        a = _weights(model, dtype) / (1 + d)
+        v = jnp.sqrt(a) * u
+        overlap = model.p / (lam * hprime) * v[:, None] * v[None, :]
+        return lam, overlap, sol.ok
+
+    lam, overlap, ok = jax.vmap(one)(jnp.arange(k))
+    lam = jnp.where(exists, lam, edge)
+    overlap = jnp.where(exists[:, None, None], overlap, 0.0)
+    order = jnp.argsort(-lam)
+    lam, overlap, exists = lam[order], overlap[order], exists[order]
+    nl = jnp.asarray(np.asarray(model.n_per_class, float)).astype(dtype)
+    alignment = jnp.diagonal(overlap, axis1=1, axis2=2) / nl[None, :]
+    ok_all = jnp.all(ok | ~exists) & (last >= 0)
+    return GramSpikes(lam, alignment, overlap, exists, edge, ok_all)
