@@ -122,4 +122,4 @@ for (name, wl), s in spectra.items():
 ax[2].set(title=f"Jacobian singular values, depth {depth}", xlabel=r"$\log_{10} s$", xlim=(-3, 2))
 ax[2].legend()
 fig.tight_layout()
-fig.savefig(OUT / "free_probability.png", dpi=90)
+fig.savefig(OUT / "free_probability_and_spectra.png", dpi=90)

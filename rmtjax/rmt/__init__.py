@@ -61,6 +61,12 @@ from ._linear_width import ntk_moments as ntk_moments
 from ._linear_width import ntk_stieltjes as ntk_stieltjes
 from ._frechet import frechet_distance as frechet_distance
 from ._frechet import psd_sqrtm as psd_sqrtm
+from ._gram import GramDensity as GramDensity
+from ._gram import GramMixture as GramMixture
+from ._gram import GramResolvent as GramResolvent
+from ._gram import GramSpikes as GramSpikes
 from ._gram import gram_delta as gram_delta
+from ._gram import gram_resolvent as gram_resolvent
+from ._gram import gram_spikes as gram_spikes
 from ._gram import gram_spectral_density as gram_spectral_density
 from ._gram import gram_trace_resolvent as gram_trace_resolvent
