@@ -12,12 +12,12 @@ from scipy.special import erf
 
 from rmtjax.activations import Erf, Identity, Relu, Tanh
 from rmtjax.dynamics._committee import (
-    SAAD_SOLLA_ERF,
     CommitteeState,
     committee_fixed_point,
     committee_ode,
     committee_rhs,
     generalization_error,
+    saad_solla_erf,
 )
 from rmtjax.dynamics._integrals import committee_integrals, pair_integrals
 from rmtjax.dynamics._simulation import online_sgd, simulate_committee
@@ -44,7 +44,7 @@ def _np_act(name):
     return (lambda u: u), (lambda u: np.ones_like(u))
 
 
-ACTS = {"erf": SAAD_SOLLA_ERF, "relu": Relu(), "linear": Identity()}
+ACTS = {"erf": saad_solla_erf(), "relu": Relu(), "linear": Identity()}
 
 
 @pytest.mark.parametrize("name", ["erf", "relu", "linear"])

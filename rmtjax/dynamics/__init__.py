@@ -21,12 +21,12 @@ Example:
 
 from ._committee import CommitteeState as CommitteeState
 from ._committee import FixedPoint as FixedPoint
-from ._committee import SAAD_SOLLA_ERF as SAAD_SOLLA_ERF
 from ._committee import Trajectory as Trajectory
 from ._committee import committee_fixed_point as committee_fixed_point
 from ._committee import committee_ode as committee_ode
 from ._committee import committee_rhs as committee_rhs
 from ._committee import generalization_error as generalization_error
+from ._committee import saad_solla_erf as saad_solla_erf
 from ._hidden_manifold import Densities as Densities
 from ._hidden_manifold import Generator as Generator
 from ._hidden_manifold import GeneratorMoments as GeneratorMoments

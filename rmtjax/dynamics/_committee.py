@@ -31,6 +31,7 @@ where the expectations over the Gaussian fields are the integrals of
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -49,6 +50,7 @@ from ._integrals import Integrals, committee_integrals, pair_integrals
 
 __all__ = [
     "CommitteeState",
+    "saad_solla_erf",
     "FixedPoint",
     "Trajectory",
     "committee_fixed_point",
@@ -57,7 +59,12 @@ __all__ = [
     "generalization_error",
 ]
 
-SAAD_SOLLA_ERF = Erf(b=1 / math.sqrt(2))
+
+@functools.cache
+def saad_solla_erf() -> Erf:
+    r""":math:`g(x) = \operatorname{erf}(x/\sqrt2)`, the activation of Saad & Solla (1995) (the default
+    ``student``; built on first use, so that importing the package does not start the XLA backend)."""
+    return Erf(b=1 / math.sqrt(2))
 
 
 class CommitteeState(NamedTuple):
@@ -150,7 +157,7 @@ def generalization_error(
     v: ArrayLike,
     v_teacher: ArrayLike,
     *,
-    student: AbstractActivation = SAAD_SOLLA_ERF,
+    student: AbstractActivation | None = None,
     teacher: AbstractActivation | None = None,
     method: AbstractMethod = Auto(),
 ) -> Array:
@@ -165,6 +172,7 @@ def generalization_error(
         0.0
     """
     state, T, vt = _check_state(CommitteeState(Q, R, v), T, v_teacher)
+    student = saad_solla_erf() if student is None else student
     teacher = student if teacher is None else teacher
     return _eps_of(*state, T, vt, student, teacher, method)
 
@@ -189,7 +197,7 @@ def committee_rhs(
     eta_v: ArrayLike = 0.0,
     noise_std: ArrayLike = 0.0,
     *,
-    student: AbstractActivation = SAAD_SOLLA_ERF,
+    student: AbstractActivation | None = None,
     teacher: AbstractActivation | None = None,
     method: AbstractMethod = Auto(),
 ) -> CommitteeState:
@@ -205,6 +213,7 @@ def committee_rhs(
     eta = _check_positive(eta, "eta")
     eta_v = check_nonnegative(eta_v, "eta_v")
     noise_std = check_nonnegative(noise_std, "noise_std")
+    student = saad_solla_erf() if student is None else student
     teacher = student if teacher is None else teacher
     return _rhs(state, (T, vt, eta, eta_v, noise_std**2, student, teacher, method))
 
@@ -218,7 +227,7 @@ def committee_ode(
     eta_v: ArrayLike = 0.0,
     noise_std: ArrayLike = 0.0,
     *,
-    student: AbstractActivation = SAAD_SOLLA_ERF,
+    student: AbstractActivation | None = None,
     teacher: AbstractActivation | None = None,
     method: AbstractMethod = Auto(),
     rtol: float = 1e-8,
@@ -262,6 +271,7 @@ def committee_ode(
     ts = _as_float(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-d array of at least 2 increasing times, got shape {ts.shape}")
+    student = saad_solla_erf() if student is None else student
     teacher = student if teacher is None else teacher
     # arrays, not Python floats: under ``eqx.filter_jit`` a float would be static (a recompile
     # for every value)
@@ -331,7 +341,7 @@ def committee_fixed_point(
     eta: ArrayLike,
     noise_std: ArrayLike = 0.0,
     *,
-    student: AbstractActivation = SAAD_SOLLA_ERF,
+    student: AbstractActivation | None = None,
     teacher: AbstractActivation | None = None,
     method: AbstractMethod = Auto(),
     throw: bool = True,
@@ -352,6 +362,7 @@ def committee_fixed_point(
     state, T, vt = _check_state(guess, T, v_teacher)
     eta = _check_positive(eta, "eta")
     noise_std = check_nonnegative(noise_std, "noise_std")
+    student = saad_solla_erf() if student is None else student
     teacher = student if teacher is None else teacher
     K, M = state.R.shape
     iu = np.triu_indices(K)

@@ -59,7 +59,7 @@ from .._validate import check_finite_array, check_nonnegative
 from ..activations import AbstractActivation, AbstractClosedFormActivation, Erf, Identity, Relu, Sign
 from ..gaussian import AbstractMethod, Auto, gaussian_expectations, hermite_coefficients_at
 from ._committee import (
-    SAAD_SOLLA_ERF,
+    saad_solla_erf,
     Trajectory,
     _as_float,
     _check_positive,
@@ -337,7 +337,7 @@ def hidden_manifold_ode(
     eta_v: ArrayLike = 0.0,
     noise_std: ArrayLike = 0.0,
     *,
-    student: AbstractActivation = SAAD_SOLLA_ERF,
+    student: AbstractActivation | None = None,
     teacher: AbstractActivation | None = None,
     method: AbstractMethod = Auto(),
     rtol: float = 1e-7,
@@ -377,6 +377,7 @@ def hidden_manifold_ode(
     ts = _as_float(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-d array of at least 2 increasing times, got shape {ts.shape}")
+    student = saad_solla_erf() if student is None else student
     teacher = student if teacher is None else teacher
     # arrays, not Python floats: filter_jit would make a float static (one compilation per value)
     eta, eta_v, noise_var = (jnp.asarray(x) for x in (eta, eta_v, jnp.asarray(noise_std) ** 2))
@@ -428,7 +429,7 @@ def simulate_hidden_manifold(
     t_max: float,
     num_saves: int,
     test_size: int = 2_000,
-    student: AbstractActivation = SAAD_SOLLA_ERF,
+    student: AbstractActivation | None = None,
     teacher: AbstractActivation | None = None,
 ) -> HiddenManifoldRun:
     r"""Online SGD on inputs :math:`x = G(c) - \mathbb E[x]` from ``generator`` with the teacher
@@ -460,6 +461,7 @@ def simulate_hidden_manifold(
     v0 = check_finite_array(v0, "v0")
     eta = _check_positive(eta, "eta")
     eta_v = check_nonnegative(eta_v, "eta_v")
+    student = saad_solla_erf() if student is None else student
     teacher = student if teacher is None else teacher
     schedule = _schedule(N, t_max, num_saves)
     if not (isinstance(test_size, int) and test_size >= 1):

@@ -28,7 +28,7 @@ from .._validate import check_finite_array, check_nonnegative
 from ..activations import AbstractActivation
 from ..gaussian import Auto
 from ._committee import (
-    SAAD_SOLLA_ERF,
+    saad_solla_erf,
     CommitteeState,
     Trajectory,
     _as_float,
@@ -142,7 +142,7 @@ def simulate_committee(
     *,
     t_max: float,
     num_saves: int,
-    student: AbstractActivation = SAAD_SOLLA_ERF,
+    student: AbstractActivation | None = None,
     teacher: AbstractActivation | None = None,
     progress: bool | str = False,
 ) -> Trajectory:
@@ -183,6 +183,7 @@ def simulate_committee(
     eta = _check_positive(eta, "eta")
     eta_v = check_nonnegative(eta_v, "eta_v")
     noise_std = check_nonnegative(noise_std, "noise_std")
+    student = saad_solla_erf() if student is None else student
     teacher = student if teacher is None else teacher
     schedule = _schedule(N, t_max, num_saves)
     Q, R, v = _simulate(key, w0, state0.v, wt, vt, jnp.asarray(eta, w0.dtype), jnp.asarray(eta_v, w0.dtype),
