@@ -312,6 +312,17 @@ def _quadrature(C, idx2, idx3, idx4, idxj, student, teacher, K, deg):
 # ------------------------------------------------------------------------------------------
 
 
+def _check_covariance(C, num_student: int) -> Array:
+    """The (P, P) covariance of the local fields as a floating array; ``1 <= num_student < P``."""
+    C = jnp.asarray(C)
+    if not jnp.issubdtype(C.dtype, jnp.floating):
+        C = C.astype(float)
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or not (1 <= num_student < C.shape[0]):
+        raise ValueError(f"C must be (P, P) with 1 <= num_student < P, got shape {C.shape} and "
+                         f"num_student={num_student}")
+    return C
+
+
 def committee_integrals(
     C: ArrayLike,
     student: AbstractActivation,
@@ -338,12 +349,7 @@ def committee_integrals(
         >>> round(float(ints.i2[0, 0]), 6)  # (2/pi) arcsin(1/2) = 1/3
         0.333333
     """
-    C = jnp.asarray(C)
-    if not jnp.issubdtype(C.dtype, jnp.floating):
-        C = C.astype(float)
-    if C.ndim != 2 or C.shape[0] != C.shape[1] or not (1 <= num_student < C.shape[0]):
-        raise ValueError(f"C must be (P, P) with 1 <= num_student < P, got shape {C.shape} and "
-                         f"num_student={num_student}")
+    C = _check_covariance(C, num_student)
     return _integrals(C, student, teacher, num_student, method)
 
 
@@ -396,12 +402,7 @@ def pair_integrals(
         >>> round(float(pair_integrals(jnp.eye(2), g, g, num_student=1)[0, 1]), 6)
         0.0
     """
-    C = jnp.asarray(C)
-    if not jnp.issubdtype(C.dtype, jnp.floating):
-        C = C.astype(float)
-    if C.ndim != 2 or C.shape[0] != C.shape[1] or not (1 <= num_student < C.shape[0]):
-        raise ValueError(f"C must be (P, P) with 1 <= num_student < P, got shape {C.shape} and "
-                         f"num_student={num_student}")
+    C = _check_covariance(C, num_student)
     return _pair(C, student, teacher, num_student, method)
 
 
