@@ -1,6 +1,6 @@
 r"""Neural collapse during the terminal phase of training (Papyan, Han & Donoho, PNAS 2020).
 
-``rmtjax reproduce neural-collapse`` trains ReLU MLPs (:class:`rmtjax.finite.MLP`, optax SGD with
+``rmtjax reproduce neural-collapse`` trains LayerNorm ReLU MLPs (:class:`rmtjax.finite.Classifier`, optax SGD with
 momentum and weight decay, cross-entropy, learning rate divided by 10 at 1/3 and 2/3 of training
 as in the paper) on scikit-learn digits and on the MNIST 5k subset (:mod:`rmtjax.data`), far
 beyond zero training error, and tracks the metrics of :mod:`rmtjax.collapse` on the penultimate
@@ -19,7 +19,7 @@ below its value at the start of the TPT; and the equinorm, equiangularity and ma
 of the class means, NC3 and the training NC4 lower at the end than at the start of the TPT (NC4 may
 stay at 0). The classifier-side NC2 metrics are reported.
 
-The network is :class:`rmtjax.finite._classifier.Classifier` (3 hidden layers of 256 units,
+The network is :class:`rmtjax.finite.Classifier` (3 hidden layers of 256 units,
 layer normalization before each ReLU), trained 300 epochs with learning rate 0.05 (divided by 10
 at epochs 100 and 200), weight decay 2e-3 and gradient clipping at global norm 1. What was tried:
 
