@@ -647,7 +647,9 @@ def _spikes_impl(model, n_grid, n_bisect):
         overlap = model.p / (lam * hprime) * v[:, None] * v[None, :]
         return lam, overlap, sol.ok
 
-    lam, overlap, ok = jax.vmap(one)(jnp.arange(k))
+    # a Python loop over the k spikes (static index), not vmap: vmapping the root solves with eigvalsh
+    # inside deadlocked XLA:CPU (jax 0.10) for full covariances at p >= 128
+    lam, overlap, ok = (jnp.stack(v) for v in zip(*[one(j) for j in range(k)]))
     lam = jnp.where(exists, lam, edge)
     overlap = jnp.where(exists[:, None, None], overlap, 0.0)
     order = jnp.argsort(-lam)
