@@ -31,7 +31,6 @@ where the expectations over the Gaussian fields are the integrals of
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -60,10 +59,10 @@ __all__ = [
 ]
 
 
-@functools.cache
 def saad_solla_erf() -> Erf:
     r""":math:`g(x) = \operatorname{erf}(x/\sqrt2)`, the activation of Saad & Solla (1995) (the default
-    ``student``; built on first use, so that importing the package does not start the XLA backend)."""
+    ``student``; built per call, not at import, so that importing the package does not start the XLA
+    backend, and not cached, so that a copy built while tracing never leaks into another computation)."""
     return Erf(b=1 / math.sqrt(2))
 
 
