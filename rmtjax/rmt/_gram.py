@@ -421,7 +421,7 @@ class GramDensity(NamedTuple):
     ok: Array
 
 
-def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float = 1e-3, n_heights: int = 40,
+def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float | ArrayLike = 1e-3, n_heights: int = 40,
                           throw: bool = True) -> GramDensity:
     r"""Limiting eigenvalue density of :math:`G = X^\top X/p` at the points ``x`` by Stieltjes
     inversion at height ``eta`` (module doc). Each point is solved by Newton's method warm-started
@@ -433,7 +433,11 @@ def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float = 1e-3
     Args:
         model: the mixture.
         x: 1-d grid of real points.
-        eta: height of the inversion (absolute; the density is smoothed on this scale).
+        eta: height of the inversion, a scalar or one height per point of ``x`` (absolute; the density
+            is the true one convolved with a Lorentzian of half-width ``eta``, which moves a fraction
+            of about :math:`\eta/(\pi d)` of the mass across a feature at distance :math:`d`: near a
+            sharp peak at small :math:`x`, pass heights proportional to ``x``, e.g.
+            ``eta=1e-3 * x + 1e-6``).
         n_heights: continuation steps (static).
         throw: raise when a point is not on the physical branch even after continuation.
 
@@ -445,8 +449,13 @@ def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float = 1e-3
     x = jnp.asarray(x)
     if x.ndim != 1:
         raise ValueError(f"x must be a 1-d grid, got shape {x.shape}")
-    if not (eta > 0):
-        raise ValueError(f"eta must be > 0, got {eta}")
+    eta_c = concrete(jnp.asarray(eta))
+    eta_c = np.ones(np.shape(eta)) if eta_c is None else np.asarray(eta_c)
+    if eta_c.ndim > 1 or (eta_c.ndim == 1 and eta_c.shape != x.shape):
+        raise ValueError(f"eta must be a scalar or have the shape of x {x.shape}, got shape {eta_c.shape}")
+    if not np.all(eta_c > 0) or not np.all(np.isfinite(eta_c)):
+        raise ValueError(f"eta must be finite and > 0, got {eta}")
+    eta = jnp.broadcast_to(jnp.asarray(eta, x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else float), x.shape)
     if not (isinstance(n_heights, int) and n_heights >= 2):
         raise ValueError(f"n_heights must be an integer >= 2, got {n_heights}")
     deltas, m, oks = _density_impl(model, x, eta, n_heights)
@@ -457,6 +466,7 @@ def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float = 1e-3
     if C is not None and concrete(model.means) is not None:
         rank = int(np.linalg.matrix_rank(np.asarray(jnp.sum(model.second_moments(), 0))))
     zero_mass = jnp.asarray(max(0.0, 1.0 - rank / model.n), dtype)
+    eta = eta.astype(dtype)
     dens = jnp.imag(m) / np.pi - zero_mass * eta / (np.pi * (x**2 + eta**2))
     if throw:
         okc = concrete(oks)
@@ -470,11 +480,13 @@ def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float = 1e-3
 def _density_impl(model, x, eta, n_heights):
     dtype = model.cov.dtype
     x = x.astype(dtype)
+    eta = eta.astype(dtype)
     cdtype = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
     top = 10 * _spectral_bound(model).astype(dtype)
-    ratio = (jnp.asarray(eta, dtype) / top) ** (1.0 / (n_heights - 1))
-    heights = top * ratio ** jnp.arange(n_heights, dtype=dtype)
-    heights = heights.at[-1].set(jnp.asarray(eta, dtype))
+    steps = jnp.arange(n_heights, dtype=dtype) / (n_heights - 1)
+
+    def heights(h):  # geometric from top down to h, ending exactly at h
+        return (top * (h / top) ** steps).at[-1].set(h)
 
     def on_branch(sol):
         d = sol.value
@@ -484,24 +496,25 @@ def _density_impl(model, x, eta, n_heights):
         sol = _solve_delta(model, -jax.lax.complex(xi, h), d0, throw=False)
         return sol.value, on_branch(sol)
 
-    def from_above(xi):
-        def step(d, h):
-            d, ok = at(xi, h, d)
+    def from_above(xi, h):
+        def step(d, hj):
+            d, ok = at(xi, hj, d)
             return d, ok
 
-        d, oks = jax.lax.scan(step, jnp.zeros((model.k,), cdtype), heights)
+        d, oks = jax.lax.scan(step, jnp.zeros((model.k,), cdtype), heights(h))
         return d, oks[-1]
 
-    def scan_x(carry, xi):
+    def scan_x(carry, xh):
+        xi, h = xh
         d_prev, ok_prev = carry
-        d, ok = at(xi, heights[-1], d_prev)
-        d, ok = jax.lax.cond(ok & ok_prev, lambda: (d, ok), lambda: from_above(xi))
+        d, ok = at(xi, h, d_prev)
+        d, ok = jax.lax.cond(ok & ok_prev, lambda: (d, ok), lambda: from_above(xi, h))
         return (d, ok), (d, ok)
 
-    d0, ok0 = from_above(x[0])
-    _, (deltas, oks) = jax.lax.scan(scan_x, (d0, ok0), x)
+    d0, ok0 = from_above(x[0], eta[0])
+    _, (deltas, oks) = jax.lax.scan(scan_x, (d0, ok0), (x, eta))
     nl = jnp.asarray(np.asarray(model.n_per_class, float)).astype(dtype)
-    zeta = jax.lax.complex(x, jnp.full_like(x, eta))
+    zeta = jax.lax.complex(x, eta)
     m = jnp.einsum("l,xl->x", nl.astype(cdtype), 1 / (-zeta[:, None] * (1 + deltas))) / jnp.sum(nl).astype(cdtype)
     return deltas, m, oks
 
