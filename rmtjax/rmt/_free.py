@@ -255,14 +255,17 @@ class _AbstractFree(AbstractMeasure):
         return self._g_from_omega(z, omega)
 
     def density_on_grid(self, x: ArrayLike, *, eta: float | None = None, throw: bool = True) -> FreeDensity:
-        r"""Density at real points ``x`` from :math:`G(x + i\eta)`; ``eta`` defaults to
-        :math:`10^{-9}` times the spectrum's scale (the subordination functions stay off the axis
-        in the bulk, so the bias is negligible; at an edge the density is read at
-        :math:`\eta` and stays finite and non-negative)."""
+        r"""Density at real points ``x`` from :math:`G(x + i\eta)`; ``eta`` (a scalar or one height
+        per point) defaults to :math:`10^{-9}|x| + 10^{-13}s` with :math:`s` the spectrum's scale:
+        relative to :math:`x`, so that a density diverging at 0 (products of Marchenko-Pastur
+        laws: :math:`\rho(x)\sim x^{-L/(L+1)}`) is read accurately at small :math:`x` (an absolute
+        :math:`10^{-9}s` gave 19% errors at :math:`x = 10^{-6}` for :math:`L = 64`). The
+        subordination functions stay off the axis in the bulk, so the bias is negligible; at an
+        edge the density is read at :math:`\eta` and stays finite and non-negative."""
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(float)
-        eta = 1e-9 * self._scale() if eta is None else jnp.asarray(eta)
+        eta = 1e-9 * jnp.abs(x) + 1e-13 * self._scale() if eta is None else jnp.asarray(eta)
         ec = concrete(eta)
         if ec is not None and not np.all(ec > 0):
             raise ValueError(f"eta must be > 0, got {ec}")

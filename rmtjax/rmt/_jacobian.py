@@ -298,7 +298,7 @@ def jacobian_spectrum(activation: AbstractActivation, sigma_w2: ArrayLike, sigma
         sigma_w2, sigma_b2: weight and bias variances.
         x: grid of eigenvalues :math:`\lambda` of :math:`JJ^\top`.
         depth: :math:`L` (static). orthogonal: Haar-orthogonal instead of Gaussian weights (static).
-        eta: height of the Stieltjes inversion (default :math:`10^{-9}` times the scale).
+        eta: height of the Stieltjes inversion (default :math:`10^{-9}|x| + 10^{-13}s`, :math:`s` the scale of the law).
         edge: compute :math:`\lambda_{\max}` (a root solve; ``nan`` when ``False``).
         throw: raise when a solve fails.
 
