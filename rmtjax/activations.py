@@ -52,6 +52,7 @@ __all__ = [
     "Exp",
     "Gaussian",
     "Gelu",
+    "HardTanh",
     "Hermite",
     "Identity",
     "LeakyRelu",
@@ -641,6 +642,22 @@ class Tanh(AbstractActivation):
 
     def derivative(self, x):
         return 1 - jnp.tanh(x) ** 2
+
+
+class HardTanh(AbstractActivation):
+    r""":math:`\phi(x) = \max(-1, \min(1, x))` (Pennington, Schoenholz & Ganguli 2017);
+    :math:`\phi'(h)^2 = 1_{|h|<1}`. Gaussian expectations numerically (kinks at :math:`\pm1`: the
+    Mehler series converges slowly, like ELU's); its length map has the closed form used by
+    :func:`rmtjax.rmt.jacobian_q_star`:
+    :math:`\mathbb E[\phi(\sqrt q z)^2] = q(\operatorname{erf}(t/\sqrt2) - 2t\varphi(t)) +
+    \operatorname{erfc}(t/\sqrt2)`, :math:`t = q^{-1/2}`."""
+
+    def __call__(self, x):
+        return jnp.clip(x, -1.0, 1.0)
+
+    def derivative(self, x):
+        x = jnp.asarray(x)
+        return (jnp.abs(x) < 1).astype(jnp.result_type(x, float))
 
 
 class Sigmoid(AbstractActivation):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 from scipy import special
+from scipy.integrate import quad
 
 import rmtjax.activations as A
 from rmtjax.gaussian import ClosedForm, GaussHermite, Mehler, MonteCarlo, gaussian_expectations
@@ -95,6 +96,23 @@ def test_numerical_methods_match_quadrature(act, f, df):
             assert abs(float(k) - ref) <= tol * max(1, abs(ref)), (method, q1, q2, q12)
             if refd is not None:
                 assert abs(float(kdot) - refd) <= 10 * tol * max(1, abs(refd)), (method, q1, q2, q12)
+
+
+def test_hard_tanh_numerical_and_its_closed_form_length_map():
+    from rmtjax.rmt._jacobian import _hardtanh_length_map
+
+    act = A.HardTanh()
+    f = lambda x: max(-1.0, min(1.0, x))  # noqa: E731
+    ref = quad_expectation(f, f, 1.2, 0.8, 0.5, (-1.0, 1.0))
+    k, kdot = gaussian_expectations(act, 1.2, 0.8, 0.5, method=Mehler(128))
+    assert abs(float(k) - ref) < 2e-4  # kinks at +-1, as for ELU
+    refd = quad_expectation(lambda x: float(abs(x) < 1), lambda x: float(abs(x) < 1), 1.2, 0.8, 0.5, (-1.0, 1.0))
+    assert abs(float(kdot) - refd) < 2e-2  # phi' is a step: its Hermite coefficients decay like j^(-3/4)
+    for q in (0.3, 1.0, 4.0):  # E[phi(sqrt(q) z)^2] by 1-d quadrature vs the closed form
+        one = quad(lambda z: f(math.sqrt(q) * z) ** 2 * npdf(z), -12, 12, points=[-1 / math.sqrt(q), 1 / math.sqrt(q)],
+                   epsabs=1e-13, limit=200)[0]
+        assert float(_hardtanh_length_map(jnp.asarray(q), 1.0, 0.0)) == pytest.approx(one, abs=1e-12)
+    assert float(act(jnp.asarray(3.0))) == 1.0 and float(act.derivative(jnp.asarray(0.5))) == 1.0
 
 
 def test_elu_numerical_with_kink():

@@ -60,7 +60,7 @@ from jaxtyping import Array, ArrayLike
 
 from .._numerics import trapezoid_gaussian
 from .._validate import check_nonnegative, concrete
-from ..activations import ABRelu, Abs, AbstractActivation, Identity, LeakyRelu, Relu, Sign
+from ..activations import ABRelu, Abs, AbstractActivation, HardTanh, Identity, LeakyRelu, Relu, Sign
 from ..meanfield import q_star
 from ..solve import fixed_point, root
 from ._free import FreeMultiplicativeConvolution, FreeDensity, free_multiplicative_power
@@ -75,20 +75,6 @@ __all__ = [
     "jacobian_spectrum",
     "multiplicative_edge",
 ]
-
-
-class HardTanh(AbstractActivation):
-    r""":math:`\phi(x) = \max(-1, \min(1, x))`; :math:`\phi'(h)^2 = 1_{|h|<1}`. Its length map is
-    :math:`\mathcal V(q) = \sigma_w^2\big(q(\operatorname{erf}(t/\sqrt2) - 2t\varphi(t)) +
-    \operatorname{erfc}(t/\sqrt2)\big) + \sigma_b^2`, :math:`t = q^{-1/2}` (used by
-    :func:`jacobian_q_star`)."""
-
-    def __call__(self, x):
-        return jnp.clip(x, -1.0, 1.0)
-
-    def derivative(self, x):
-        x = jnp.asarray(x)
-        return (jnp.abs(x) < 1).astype(jnp.result_type(x, float))
 
 
 def _hardtanh_length_map(q, w2, b2):
