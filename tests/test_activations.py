@@ -105,9 +105,10 @@ def test_hard_tanh_numerical_and_its_closed_form_length_map():
     f = lambda x: max(-1.0, min(1.0, x))  # noqa: E731
     ref = quad_expectation(f, f, 1.2, 0.8, 0.5, (-1.0, 1.0))
     k, kdot = gaussian_expectations(act, 1.2, 0.8, 0.5, method=Mehler(128))
-    assert abs(float(k) - ref) < 2e-4  # kinks at +-1, as for ELU
+    assert abs(float(k) - ref) < 5e-5  # kinks at +-1: measured 1.9e-5 (Mehler(128))
     refd = quad_expectation(lambda x: float(abs(x) < 1), lambda x: float(abs(x) < 1), 1.2, 0.8, 0.5, (-1.0, 1.0))
-    assert abs(float(kdot) - refd) < 2e-2  # phi' is a step: its Hermite coefficients decay like j^(-3/4)
+    # phi' is a step, its Hermite coefficients decay like j^(-3/4): measured 9.7e-3 (GaussHermite(64): 5.9e-2)
+    assert abs(float(kdot) - refd) < 1.5e-2
     for q in (0.3, 1.0, 4.0):  # E[phi(sqrt(q) z)^2] by 1-d quadrature vs the closed form
         one = quad(lambda z: f(math.sqrt(q) * z) ** 2 * npdf(z), -12, 12, points=[-1 / math.sqrt(q), 1 / math.sqrt(q)],
                    epsabs=1e-13, limit=200)[0]

@@ -165,5 +165,10 @@ def test_default_height_reads_a_density_diverging_at_zero():
     top = np.pi / (L + 1)
     ref = [rho_of(brentq(lambda t: np.log(x_of(t)) - np.log(x0), 1e-12, top * (1 - 1e-12), xtol=1e-300, rtol=1e-15))
            for x0 in xs]
-    d = free_multiplicative_power(MarchenkoPastur(1.0, 1.0), L).density_on_grid(jnp.asarray(xs))
+    rho = free_multiplicative_power(MarchenkoPastur(1.0, 1.0), L)
+    d = rho.density_on_grid(jnp.asarray(xs))
     np.testing.assert_allclose(np.asarray(d.density), ref, rtol=1e-4)  # measured: 2.6e-5 at x = 1e-7
+    # the reference tells the heights apart: the old absolute default, 1e-9 x the scale (mean 1 + sd sqrt(L)),
+    # is 26% off at 1e-7
+    old = np.asarray(rho.density_on_grid(jnp.asarray(xs), eta=1e-9 * (1 + np.sqrt(L))).density)
+    assert abs(old[0] / ref[0] - 1) > 0.1

@@ -219,11 +219,11 @@ def test_expected_resolvent_converges_at_the_theorem_rate():
         errs, ses = np.array(errs), np.array(ses)
         # the Monte-Carlo error is far below the signal, so the fitted slope measures the deterministic error
         assert np.all(ses < 0.15 * errs), (part, errs, ses)
-        print(part, errs, ses)
         slope = np.polyfit(np.log(ps), np.log(errs), 1)[0]
-        assert slope < -0.5, (part, slope, errs)  # at least the theorem's rate
-        assert -1.2 < slope < -0.8, (part, slope, errs)  # the 1/p of the expansion
-        assert np.all(errs < 4.0 / np.array(ps)), errs  # and small in absolute terms
+        # the 1/p of the expansion (faster than the theorem's sqrt(log p / p), which this implies)
+        assert -1.2 < slope < -0.8, (part, slope, errs)
+        # and its constant: p * error measured 0.44-0.48 at every p for both parts
+        assert np.all(errs * np.array(ps) < 0.75), errs
 
 
 def test_bad_input():

@@ -259,7 +259,8 @@ class _AbstractFree(AbstractMeasure):
         per point) defaults to :math:`10^{-9}|x| + 10^{-13}s` with :math:`s` the spectrum's scale:
         relative to :math:`x`, so that a density diverging at 0 (products of Marchenko-Pastur
         laws: :math:`\rho(x)\sim x^{-L/(L+1)}`) is read accurately at small :math:`x` (an absolute
-        :math:`10^{-9}s` gave 19% errors at :math:`x = 10^{-6}` for :math:`L = 64`). The
+        :math:`10^{-9}s` read :math:`\mathrm{MP}^{\boxtimes 16}` 26% too high at :math:`x = 10^{-7}`;
+        this default is within 3e-5 of the exact Fuss-Catalan density there). The
         subordination functions stay off the axis in the bulk, so the bias is negligible; at an
         edge the density is read at :math:`\eta` and stays finite and non-negative."""
         x = jnp.asarray(x)

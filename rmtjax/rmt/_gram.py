@@ -449,13 +449,13 @@ def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float | Arra
     x = jnp.asarray(x)
     if x.ndim != 1:
         raise ValueError(f"x must be a 1-d grid, got shape {x.shape}")
-    eta_c = concrete(jnp.asarray(eta))
-    eta_c = np.ones(np.shape(eta)) if eta_c is None else np.asarray(eta_c)
-    if eta_c.ndim > 1 or (eta_c.ndim == 1 and eta_c.shape != x.shape):
-        raise ValueError(f"eta must be a scalar or have the shape of x {x.shape}, got shape {eta_c.shape}")
-    if not np.all(eta_c > 0) or not np.all(np.isfinite(eta_c)):
-        raise ValueError(f"eta must be finite and > 0, got {eta}")
-    eta = jnp.broadcast_to(jnp.asarray(eta, x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else float), x.shape)
+    eta = jnp.asarray(eta)
+    if eta.ndim > 1 or (eta.ndim == 1 and eta.shape != x.shape):
+        raise ValueError(f"eta must be a scalar or have the shape of x {x.shape}, got shape {eta.shape}")
+    eta_c = concrete(eta)
+    if eta_c is not None and not (np.all(eta_c > 0) and np.all(np.isfinite(eta_c))):
+        raise ValueError(f"eta must be finite and > 0, got {eta_c}")
+    eta = jnp.broadcast_to(eta, x.shape)
     if not (isinstance(n_heights, int) and n_heights >= 2):
         raise ValueError(f"n_heights must be an integer >= 2, got {n_heights}")
     deltas, m, oks = _density_impl(model, x, eta, n_heights)
