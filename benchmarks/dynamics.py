@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
-import importlib.util
 import json
 import os
 import pathlib
@@ -37,18 +36,12 @@ import statistics
 import time
 
 import numpy as np
+from kernels_vs_neural_tangents import host_info  # the script folder is on sys.path
 
 HERE = pathlib.Path(__file__).resolve().parent
 T_END = 1e4
 N_SIM = 10_000
 ETA = 0.5
-
-
-def _host_info() -> dict:
-    spec = importlib.util.spec_from_file_location("kernels_vs_neural_tangents", HERE / "kernels_vs_neural_tangents.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.host_info()
 
 
 def main(argv=None) -> dict:
@@ -69,7 +62,7 @@ def main(argv=None) -> dict:
     from rmtjax.dynamics._committee import CommitteeState, committee_ode
     from rmtjax.dynamics._simulation import simulate_committee
 
-    rec: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": _host_info(),
+    rec: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": host_info(),
                  "loadavg_1min_start": os.getloadavg()[0], "jax": jax.__version__, "device": str(jax.devices()[0]),
                  "setting": {"K": 2, "M": 2, "activation": "erf(x/sqrt(2))", "eta": ETA, "t_end": T_END,
                              "N_sim": N_SIM, "t_slice": t_slice, "dtype": "float64 (inputs drawn in float32)"}}

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -75,6 +74,7 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from kernels_vs_neural_tangents import host_info  # noqa: E402 (the script folder is on sys.path)
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEPTH = 64
@@ -89,14 +89,6 @@ CASES = {
     "relu-jacobian": dict(c=2.0, title="Jacobian, depth-64 ReLU network (sigma_w^2 = 2, Gaussian)",
                           mc="Jacobian of a width-N depth-64 ReLU network"),
 }
-
-
-def _kvnt():
-    """``kernels_vs_neural_tangents.py`` as a module (for ``host_info``; numpy + stdlib only)."""
-    spec = importlib.util.spec_from_file_location("kernels_vs_neural_tangents", HERE / "kernels_vs_neural_tangents.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,7 +301,7 @@ def summarize(case: str, th: dict, mcs: list[dict]) -> dict:
 def report(records: list[dict], refs: dict, cfg: dict, quick: bool) -> tuple[dict, str]:
     import jax
 
-    host = _kvnt().host_info()
+    host = host_info()
     loads = [r["loadavg_1min"] for r in records]
     summaries = {}
     for case in CASES:

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -65,19 +64,13 @@ import time
 import warnings
 
 import numpy as np
+from kernels_vs_neural_tangents import host_info  # the script folder is on sys.path
 
 HERE = pathlib.Path(__file__).resolve().parent
 ORDER = 64
 DEPTH = 50
 QUAD_L = 30.0
 _SQ2PI = math.sqrt(2 * math.pi)
-
-
-def _host_info() -> dict:
-    spec = importlib.util.spec_from_file_location("kernels_vs_neural_tangents", HERE / "kernels_vs_neural_tangents.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.host_info()
 
 
 # ------------------------------------------------------------------------------------------
@@ -367,7 +360,7 @@ def main(argv=None) -> dict:
 
     jax.config.update("jax_enable_x64", True)
 
-    rec: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": _host_info(),
+    rec: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": host_info(),
                  "loadavg_1min_start": os.getloadavg()[0], "jax": jax.__version__, "device": str(jax.devices()[0]),
                  "quick": args.quick, "dtype": "float64",
                  "setting": {"order": ORDER, "n_params": n_params, "scipy_subsample": n_sub, "depth": DEPTH,

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import pathlib
@@ -44,6 +43,7 @@ import tempfile
 import time
 
 import numpy as np
+from kernels_vs_neural_tangents import host_info  # the script folder is on sys.path
 
 # One XLA host device (no --xla_force_host_platform_device_count): split into one device per core,
 # LAPACK factorisations ran 3.4x slower here (Cholesky of 2000 x 2000: 4.3 s vs 1.25 s), which
@@ -61,14 +61,6 @@ QUICK = dict(n_train=1000, n_test=500, depths=(1, 5, 10), gd_depths=(1,), gd_act
 GD_TIMES = (10.0, 1e3, 1e5)
 TOL = 1e-8
 REPEATS = 2  # solve times: best of 2 calls, for both libraries (the machine is shared)
-
-
-def _kvnt():
-    """``kernels_vs_neural_tangents.py`` as a module (for ``host_info``; numpy + stdlib only)."""
-    spec = importlib.util.spec_from_file_location("kernels_vs_neural_tangents", HERE / "kernels_vs_neural_tangents.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class NTWorker:
@@ -154,7 +146,7 @@ def report(records: list[dict], cfg: dict, quick: bool, nt_info: dict | None) ->
     }
     doc = {"benchmark": "kernel_regression", "quick": quick, "config": {k: list(v) if isinstance(v, tuple) else v
                                                                        for k, v in cfg.items()},
-           "host": _kvnt().host_info(), "nt": nt_info, "summary": summary, "kernel": kern, "finite": fin,
+           "host": host_info(), "nt": nt_info, "summary": summary, "kernel": kern, "finite": fin,
            "finished": datetime.datetime.now().isoformat(timespec="seconds")}
     lines = [
         "# Kernel regression on MNIST: rmtjax vs neural-tangents, and finite widths", "",
