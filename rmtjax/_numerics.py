@@ -172,3 +172,17 @@ def trapezoid_gaussian(step: float, cutoff: float) -> tuple[np.ndarray, np.ndarr
     z = step * np.arange(-m, m + 1, dtype=np.float64)
     w = step * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
     return z, w
+
+
+def solver_tolerances(dtype, rtol: float | None = None, atol: float | None = None, *,
+                      rtol64: float = 1e-10, atol64: float = 1e-12) -> tuple[float, float]:
+    r"""Convergence tolerances for a solve carried out in ``dtype``.
+
+    ``None`` means the default: ``rtol64``/``atol64`` (set for float64) raised to
+    :math:`128\,\varepsilon` / :math:`16\,\varepsilon` of ``dtype`` when that is larger, so a
+    float32 solve asks for what float32 can deliver (``rtol = 1.5e-5``, ``atol = 1.9e-6``) instead
+    of never converging against float64 tolerances. Explicit values are returned unchanged.
+    """
+    eps = float(np.finfo(np.dtype(dtype)).eps)
+    return (max(rtol64, 128 * eps) if rtol is None else rtol,
+            max(atol64, 16 * eps) if atol is None else atol)

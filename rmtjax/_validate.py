@@ -1,10 +1,61 @@
-"""Input validation: eager ``ValueError`` for concrete values, ``eqx.error_if`` under tracing."""
+r"""Input validation: the one rule every public function of rmtjax follows.
+
+**A public function returns a finite, correct value, or raises a** ``ValueError`` **that names
+the offending argument and its allowed range** — eagerly, and under ``jax.jit`` / ``jax.vmap``.
+
+How each kind of check is carried out:
+
+* Structure (dtype, rank, shape, emptiness, static integers, flags, choices) is known at trace
+  time, so it always raises ``ValueError`` at once, with or without ``jit``.
+* Values (finite, in range, positive semi-definite, ...) raise ``ValueError`` at once when the
+  argument is concrete. When it is traced, the same check is compiled in with
+  ``equinox.error_if`` (:func:`error_if`), and the compiled program stops with the same message:
+  under your own ``jax.jit`` it arrives as ``jax.errors.JaxRuntimeError`` (under
+  ``equinox.filter_jit`` as ``equinox.EquinoxRuntimeError``) whose message ends with ours;
+  rmtjax's own compiled entry points re-raise it as a plain ``ValueError``
+  (:func:`reraise_as_value_error`). The log line JAX prints for a failed callback is silenced for
+  these errors: the message is the error.
+* Functions that return a result code (solvers with ``throw=False``) report bad points through
+  the code instead, so a sweep carries on.
+
+Messages read ``"<argument> must be <condition>, got <value>"``; the argument is named as the
+user wrote it (``sigma_w2``, ``x1``, ``net.W_std``).
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import numbers
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+__all__ = [
+    "as_real",
+    "check_finite_array",
+    "check_matrix",
+    "check_nonnegative",
+    "check_range",
+    "choice",
+    "concrete",
+    "error_if",
+    "flag",
+    "real",
+    "reraise_as_value_error",
+    "runtime_message",
+    "static_int",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Concrete or traced
+# --------------------------------------------------------------------------------------------
 
 
 def concrete(x):
@@ -15,32 +66,275 @@ def concrete(x):
         return None
 
 
-def check_nonnegative(x, name: str):
-    """``x >= 0`` and finite: ``ValueError`` eagerly, ``eqx.error_if`` under jit."""
+def _summary(v: np.ndarray, bad: np.ndarray | None = None) -> str:
+    """A short rendering of a value (the first offending entry of a large array)."""
+    v = np.asarray(v)
+    if v.ndim == 0:
+        return repr(v.item())
+    if bad is not None and np.any(bad):
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        return f"{v[idx].item()!r} at index {idx if len(idx) > 1 else idx[0]} (shape {v.shape})"
+    if v.size <= 6:
+        return np.array2string(v, precision=6, separator=", ")
+    return f"an array of shape {v.shape}"
+
+
+def error_if(x, pred, msg: str):
+    """Returns ``x``; raises ``ValueError(msg)`` now if ``pred`` is concrete and any entry is
+    true, else compiles the check in with ``equinox.error_if`` (use the return value: an unused
+    one checks nothing)."""
+    p = concrete(pred)
+    if p is not None:
+        if np.any(p):
+            raise ValueError(msg)
+        return x
+    return eqx.error_if(x, pred, msg)
+
+
+# --------------------------------------------------------------------------------------------
+# Structure: dtypes, ranks, integers, flags, choices (always checked at once)
+# --------------------------------------------------------------------------------------------
+
+
+def _kind(x) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return "bool"
+    if isinstance(x, numbers.Integral):
+        return "int"
+    if isinstance(x, numbers.Real):
+        return "float"
+    if isinstance(x, numbers.Complex):
+        return "complex"
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(x).dtype
+        except Exception:
+            return "object"
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return "bool"
+    if np.issubdtype(dtype, np.integer):
+        return "int"
+    if np.issubdtype(dtype, np.floating):
+        return "float"
+    if np.issubdtype(dtype, np.complexfloating):
+        return "complex"
+    return "object"
+
+
+def as_real(x, name: str, *, ndim: int | Sequence[int] | None = None, shape: tuple | None = None,
+            allow_empty: bool = False, dtype=None, allow_int: bool = True):
+    """``x`` as a real floating JAX array; structural checks only.
+
+    Raises ``ValueError`` (naming ``name``) for complex, boolean, string or object input, the
+    wrong rank or shape, and empty arrays (unless ``allow_empty``). Integers become the default
+    float dtype (or ``dtype``); float inputs keep their precision unless ``dtype`` is given.
+    """
+    kind = _kind(x)
+    if kind == "complex":
+        raise ValueError(f"{name} must be real, got a complex value ({_describe(x)})")
+    if kind == "bool":
+        raise ValueError(f"{name} must be a real number or array, got a boolean ({_describe(x)})")
+    if kind == "object":
+        raise ValueError(f"{name} must be a real number or array, got {type(x).__name__} ({_describe(x)})")
+    if kind == "int" and not allow_int:
+        raise ValueError(f"{name} must be a floating-point array, got integers ({_describe(x)})")
+    arr = jnp.asarray(x)
+    if dtype is not None:
+        arr = arr.astype(dtype)
+    elif not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.result_type(float))
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-d" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    return arr
+
+
+def _describe(x) -> str:
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return f"shape {tuple(shape)}, dtype {getattr(x, 'dtype', '?')}"
+    r = repr(x)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def static_int(x, name: str, *, lo: int | None = None, hi: int | None = None) -> int:
+    """``x`` as a Python ``int`` (a static, structural integer such as a depth or a degree).
+
+    Booleans, floats (even integral ones), arrays that are not 0-d integers, and tracers raise
+    ``ValueError``; so does a value outside ``[lo, hi]``.
+    """
+    if isinstance(x, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer, got a boolean ({x!r})")
+    if isinstance(x, numbers.Integral):
+        v = int(x)
+    else:
+        c = concrete(x) if hasattr(x, "dtype") else None
+        if c is not None and c.ndim == 0 and np.issubdtype(c.dtype, np.integer):
+            v = int(c)
+        elif hasattr(x, "dtype") and c is None:
+            raise ValueError(f"{name} must be a static Python integer (it sets a shape or a loop "
+                             f"length), got a traced value")
+        else:
+            raise ValueError(f"{name} must be an integer, got {_describe(x)} ({type(x).__name__})")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an integer in {_interval(lo, hi, False, False)}, got {v}")
+    return v
+
+
+def flag(x, name: str) -> bool:
+    """``x`` as a Python ``bool``; anything else raises ``ValueError``."""
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    raise ValueError(f"{name} must be True or False, got {_describe(x)}")
+
+
+def choice(x, name: str, options: Sequence[Any]):
+    """``x`` if it is one of ``options`` (compared with ``==``), else ``ValueError``."""
+    try:
+        if x in tuple(options):
+            return x
+    except Exception:
+        pass
+    raise ValueError(f"{name} must be one of {tuple(options)}, got {x!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Values: finite, in a range (eager ValueError, or error_if under tracing)
+# --------------------------------------------------------------------------------------------
+
+
+def _interval(lo, hi, lo_open, hi_open) -> str:
+    if lo is None and hi is None:
+        return "(-inf, inf)"
+    left = "(-inf" if lo is None else ("(" if lo_open else "[") + f"{lo:g}"
+    right = "inf)" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
+    return f"{left}, {right}"
+
+
+def _condition(lo, hi, lo_open, hi_open) -> str:
+    if lo is not None and hi is None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None and lo is None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    if lo is None and hi is None:
+        return ""
+    return f"in {_interval(lo, hi, lo_open, hi_open)}"
+
+
+def check_range(x, name: str, *, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False, finite: bool = True):
+    """Returns ``x`` after checking every entry is finite (if ``finite``; NaN is always rejected)
+    and within ``lo``/``hi`` (open or closed ends). Eager ``ValueError`` with the offending
+    value, or ``equinox.error_if`` with the same message under tracing."""
+    cond = _condition(lo, hi, lo_open, hi_open)
+    what = ("finite" if finite else "not NaN") + (f" and {cond}" if cond else "")
     v = concrete(x)
     if v is not None:
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"{name} must be finite, got {v}")
-        if np.any(v < 0):
-            raise ValueError(f"{name} must be >= 0, got {v}")
+        if np.issubdtype(v.dtype, np.complexfloating):
+            raise ValueError(f"{name} must be real, got a complex value")
+        with np.errstate(invalid="ignore"):
+            bad = np.isnan(v) if not finite else ~np.isfinite(v)
+            if lo is not None:
+                bad = bad | ((v <= lo) if lo_open else (v < lo))
+            if hi is not None:
+                bad = bad | ((v >= hi) if hi_open else (v > hi))
+        if np.any(bad):
+            raise ValueError(f"{name} must be {what}, got {_summary(v, bad)}")
         return x
     x = jnp.asarray(x)
-    return eqx.error_if(x, ~jnp.all(jnp.isfinite(x) & (x >= 0)), f"{name} must be finite and >= 0")
+    bad = jnp.isnan(x) if not finite else ~jnp.isfinite(x)
+    if lo is not None:
+        bad = bad | ((x <= lo) if lo_open else (x < lo))
+    if hi is not None:
+        bad = bad | ((x >= hi) if hi_open else (x > hi))
+    return eqx.error_if(x, jnp.any(bad), f"{name} must be {what}")
+
+
+def real(x, name: str, *, ndim: int | Sequence[int] | None = None, shape: tuple | None = None,
+         allow_empty: bool = False, dtype=None, lo: float | None = None, hi: float | None = None,
+         lo_open: bool = False, hi_open: bool = False, finite: bool = True):
+    """:func:`as_real` then :func:`check_range`: a real array of the right structure whose
+    entries are finite and in range (``ValueError`` naming ``name`` otherwise)."""
+    arr = as_real(x, name, ndim=ndim, shape=shape, allow_empty=allow_empty, dtype=dtype)
+    return check_range(arr, name, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, finite=finite)
+
+
+# Older helpers, kept as thin wrappers (used across the package).
+
+
+def check_nonnegative(x, name: str):
+    """A real, finite array with every entry ``>= 0`` (see :func:`real`)."""
+    return real(x, name, lo=0.0, allow_empty=True)
 
 
 def check_finite_array(x, name: str):
-    v = concrete(x)
-    if v is not None:
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"{name} contains NaN or inf")
-        return x
-    return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"{name} contains NaN or inf")
+    """A real array with every entry finite (see :func:`real`)."""
+    return real(x, name, allow_empty=True)
 
 
 def check_matrix(x, name: str):
-    x = jnp.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-d array (n, d), got shape {x.shape}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(float)
+    """A real, non-empty 2-d array ``(n, d)`` (structure only; see :func:`as_real`)."""
+    x = as_real(x, name, ndim=2, allow_empty=True)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one row and one column, got shape {x.shape}")
     return x
+
+
+# --------------------------------------------------------------------------------------------
+# Runtime errors from compiled code -> ValueError
+# --------------------------------------------------------------------------------------------
+
+_RUNTIME_MESSAGE = re.compile(r"EquinoxRuntimeError: (.*?)(?:\n\s*\n\s*-{5,}|\Z)", re.DOTALL)
+
+
+def runtime_message(err: BaseException) -> str | None:
+    """The message of an ``equinox.error_if`` check carried by a runtime error of compiled code
+    (``jax.errors.JaxRuntimeError`` or ``equinox.EquinoxRuntimeError``), or ``None``."""
+    if isinstance(err, eqx.EquinoxRuntimeError):
+        text = str(err)
+        m = _RUNTIME_MESSAGE.search(text)
+        return m.group(1).strip() if m else text.strip()
+    if isinstance(err, jax.errors.JaxRuntimeError):
+        m = _RUNTIME_MESSAGE.search(str(err))
+        return m.group(1).strip() if m else None
+    return None
+
+
+def reraise_as_value_error(fn: Callable) -> Callable:
+    """Decorator for entry points that compile their own code: a check that fails inside
+    (``equinox.error_if``) surfaces as ``ValueError(message)``, not as a runtime error of the
+    compiled program."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (jax.errors.JaxRuntimeError, eqx.EquinoxRuntimeError) as err:
+            msg = runtime_message(err)
+            if msg is None:
+                raise
+            raise ValueError(msg) from None
+
+    return wrapper
+
+
+class _QuietCheckFailures(logging.Filter):
+    """Drops JAX's "jax.pure_callback failed" log record (with its traceback) when the failure
+    is a validation check: the exception that follows carries the message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and type(exc).__name__.endswith("EquinoxRuntimeError"))
+
+
+# The logger JAX's callback module writes to (a logger name, not an import of JAX internals; if
+# JAX renames it, the filter simply stops applying).
+logging.getLogger("jax").getChild("_src.callback").addFilter(_QuietCheckFailures())

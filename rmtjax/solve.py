@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from ._numerics import solver_tolerances
 from ._validate import concrete
 
 __all__ = ["Solution", "fixed_point", "root"]
@@ -88,6 +89,12 @@ def _prepare(y0):
     return y0, _to_real(y0)
 
 
+def _tolerances(y0r, rtol, atol):
+    leaves = jax.tree_util.tree_leaves(y0r)
+    dtype = jnp.result_type(*leaves) if leaves else jnp.result_type(float)
+    return solver_tolerances(dtype, rtol, atol)
+
+
 def _check_config(solver, rtol, atol, damping, max_steps):
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
@@ -127,8 +134,8 @@ def fixed_point(
     args: Any = None,
     *,
     solver: str = "iteration",
-    rtol: float = 1e-10,
-    atol: float = 1e-12,
+    rtol: float | None = None,
+    atol: float | None = None,
     damping: float = 0.0,
     max_steps: int = 1000,
     throw: bool = True,
@@ -143,7 +150,8 @@ def fixed_point(
         solver: ``"iteration"`` (damped Picard iteration
             :math:`y \leftarrow \beta y + (1-\beta) f(y)`, ``damping`` :math:`=\beta`) or
             ``"newton"`` (Newton on :math:`y - f(y)`).
-        rtol, atol: convergence tolerances (max-norm).
+        rtol, atol: convergence tolerances (max-norm); ``None`` scales the float64 defaults
+            (1e-10, 1e-12) to the dtype of ``y0`` (:func:`rmtjax._numerics.solver_tolerances`).
         damping: :math:`\beta \in [0, 1)` for ``"iteration"``.
         max_steps: step limit (static).
         throw: raise when not converged (see the module docstring) or return the result code.
@@ -152,8 +160,9 @@ def fixed_point(
     Returns:
         :class:`Solution` with ``value``, ``result``, ``steps``, ``residual``.
     """
-    _check_config(solver, rtol, atol, damping, max_steps)
     template, y0r = _prepare(y0)
+    rtol, atol = _tolerances(y0r, rtol, atol)
+    _check_config(solver, rtol, atol, damping, max_steps)
 
     def f_real(yr, a):
         out = fn(_from_real(yr, template), a)
@@ -175,8 +184,8 @@ def root(
     y0: Any,
     args: Any = None,
     *,
-    rtol: float = 1e-10,
-    atol: float = 1e-12,
+    rtol: float | None = None,
+    atol: float | None = None,
     max_steps: int = 256,
     throw: bool = True,
     name: str = "root",
@@ -186,8 +195,9 @@ def root(
     Arguments as in :func:`fixed_point` (``fn(y, args)`` returns the residual, same structure
     as ``y``).
     """
-    _check_config("newton", rtol, atol, 0.0, max_steps)
     template, y0r = _prepare(y0)
+    rtol, atol = _tolerances(y0r, rtol, atol)
+    _check_config("newton", rtol, atol, 0.0, max_steps)
 
     def g_real(yr, a):
         out = fn(_from_real(yr, template), a)

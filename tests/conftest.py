@@ -15,3 +15,12 @@ import hypothesis  # noqa: E402
 hypothesis.settings.register_profile("deterministic", derandomize=True, max_examples=25, deadline=None,
                                      print_blob=True)
 hypothesis.settings.load_profile("deterministic")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def float32_mode():
+    """Runs the test as a float32 user would: x64 disabled, Python floats become float32."""
+    with jax.enable_x64(False):
+        yield

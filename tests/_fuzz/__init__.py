@@ -1,0 +1,1 @@
+"""Property-based fuzzing of the public API (see :mod:`_fuzz.harness`)."""

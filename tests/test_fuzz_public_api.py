@@ -1,0 +1,88 @@
+"""The rule of rmtjax._validate, fuzzed over every public entry point.
+
+Every public function returns a finite, correct value or raises a ValueError naming the
+offending argument, eagerly and under jit (see ``tests/_fuzz/harness.py``). The entries live in
+``tests/_fuzz/specs_*.py``; :func:`test_every_public_entry_point_is_fuzzed` keeps the list
+complete. Set ``RMTJAX_FUZZ_COUNTS=path.json`` to write the examples drawn per entry point and
+their outcomes (eager/jit, value/error).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import pathlib
+import pkgutil
+
+import pytest
+from _fuzz import harness
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rmtjax
+
+_HERE = pathlib.Path(__file__).parent / "_fuzz"
+SPEC_MODULES = sorted(m.name for m in pkgutil.iter_modules([str(_HERE)]) if m.name.startswith("specs_"))
+ENTRIES: list[harness.Entry] = []
+EXEMPT: dict[str, str] = {}
+for _name in SPEC_MODULES:
+    _mod = importlib.import_module(f"_fuzz.{_name}")
+    ENTRIES += _mod.ENTRIES
+    EXEMPT.update(_mod.EXEMPT)
+
+PUBLIC_MODULES = ("activations", "collapse", "data", "dynamics", "finite", "gaussian", "hermite", "kernels",
+                  "meanfield", "regression", "rmt", "solve", "stax")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_counts():
+    yield
+    path = os.environ.get("RMTJAX_FUZZ_COUNTS")
+    if path:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        out = pathlib.Path(path)
+        out = out.with_name(f"{out.stem}.{worker}{out.suffix}")
+        out.write_text(json.dumps({k: dict(v) for k, v in harness.COUNTS.items()}, indent=1, sort_keys=True))
+
+
+@pytest.mark.parametrize(
+    "entry", [pytest.param(e, id=e.name, marks=[pytest.mark.slow] if e.slow else []) for e in ENTRIES])
+def test_rule(entry: harness.Entry):
+    @settings(max_examples=entry.max_examples,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+    @given(data=st.data())
+    def run(data):
+        kwargs = {k: data.draw(s, label=k) for k, s in entry.args.items()}
+        harness.check_rule(entry, kwargs)
+
+    run()
+
+
+def public_names() -> set[str]:
+    """``module.Name`` for every public callable defined in rmtjax."""
+    names = set()
+    for m in PUBLIC_MODULES:
+        mod = importlib.import_module(f"rmtjax.{m}")
+        listed = getattr(mod, "__all__", None) or [n for n in dir(mod) if not n.startswith("_")]
+        for n in listed:
+            obj = getattr(mod, n, None)
+            if callable(obj) and getattr(obj, "__module__", "").startswith("rmtjax") and not inspect.ismodule(obj):
+                names.add(f"{m}.{n}")
+    return names
+
+
+def test_every_public_entry_point_is_fuzzed():
+    covered = {e.name for e in ENTRIES}
+    missing = sorted(n for n in public_names()
+                     if n not in EXEMPT and n not in covered and not any(c.startswith(n + ".") for c in covered))
+    assert not missing, f"public entry points without a fuzz entry (or an EXEMPT reason): {missing}"
+
+
+def test_specs_name_real_objects():
+    for name in [e.name for e in ENTRIES] + list(EXEMPT):
+        obj = rmtjax
+        for part in name.split("."):
+            obj = getattr(obj, part, None) if part != "finite" or obj is not rmtjax else importlib.import_module("rmtjax.finite")
+            assert obj is not None, f"spec names {name!r}, which is not a public object"
