@@ -338,3 +338,59 @@ class _QuietCheckFailures(logging.Filter):
 # The logger JAX's callback module writes to (a logger name, not an import of JAX internals; if
 # JAX renames it, the filter simply stops applying).
 logging.getLogger("jax").getChild("_src.callback").addFilter(_QuietCheckFailures())
+
+
+# --------------------------------------------------------------------------------------------
+# PRNG keys and symmetric positive semi-definite matrices
+# --------------------------------------------------------------------------------------------
+
+
+def prng_key(key, name: str = "key"):
+    """``key`` if it is one JAX PRNG key: a typed key of shape ``()`` (``jax.random.key(seed)``)
+    or a raw ``uint32`` key of shape ``(2,)`` (``jax.random.PRNGKey(seed)``); else ``ValueError``.
+    (Under ``jax.vmap`` over a batch of keys each call sees one key.)"""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if tuple(key.shape) != ():
+            raise ValueError(f"{name} must be a single PRNG key (shape ()), got a batch of shape {tuple(key.shape)}; "
+                             "split it, or jax.vmap over the batch")
+        return key
+    if dtype is not None and np.dtype(dtype) == np.uint32 and tuple(getattr(key, "shape", ())) == (2,):
+        return key
+    raise ValueError(f"{name} must be a JAX PRNG key (jax.random.key(seed)), got {_describe(key)} "
+                     f"({type(key).__name__})")
+
+
+def symmetric_psd(x, name: str, *, rtol: float | None = None):
+    """Returns ``x`` (a real ``(..., n, n)`` array) after checking that it is symmetric and positive
+    semi-definite up to rounding: :math:`\\max|x - x^\\top| \\le` ``rtol`` :math:`\\max|x|` and every
+    eigenvalue :math:`\\ge -` ``rtol`` :math:`\\max|\\lambda|`, with ``rtol`` by default
+    :math:`\\min(100\\,n\\,\\varepsilon, 10^{-3})` of ``x``'s dtype. Asymmetry is reported as such
+    (never as "not positive semi-definite"). Eager ``ValueError``, or ``equinox.error_if`` with
+    the same message under tracing."""
+    x = jnp.asarray(x)
+    if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"{name} must be a square matrix (n, n), got shape {x.shape}")
+    n = x.shape[-1]
+    tol = min(100.0 * n * float(jnp.finfo(x.dtype).eps), 1e-3) if rtol is None else float(rtol)
+    sym_msg = f"{name} must be symmetric (max |{name} - {name}^T| <= {tol:.1e} max |{name}|)"
+    psd_msg = f"{name} must be positive semi-definite (eigenvalues >= -{tol:.1e} times the largest |eigenvalue|)"
+    v = concrete(x)
+    if v is not None:
+        v = np.asarray(v, np.float64)
+        scale = np.max(np.abs(v), axis=(-2, -1), initial=0.0)
+        asym = np.max(np.abs(v - np.swapaxes(v, -1, -2)), axis=(-2, -1), initial=0.0)
+        if np.any(asym > tol * scale):
+            raise ValueError(f"{sym_msg}, got max asymmetry {np.max(asym):.3g} against max |{name}| {np.max(scale):.3g}")
+        ev = np.linalg.eigvalsh(0.5 * (v + np.swapaxes(v, -1, -2)))
+        lo, hi = ev[..., 0], np.max(np.abs(ev), axis=-1)
+        if np.any(lo < -tol * hi):
+            i = np.unravel_index(np.argmin(lo / np.where(hi > 0, hi, 1.0)), lo.shape)
+            raise ValueError(f"{psd_msg}, got smallest eigenvalue {lo[i]:.3g} against largest {hi[i]:.3g}")
+        return x
+    scale = jnp.max(jnp.abs(x), axis=(-2, -1))
+    asym = jnp.max(jnp.abs(x - jnp.swapaxes(x, -1, -2)), axis=(-2, -1))
+    x = eqx.error_if(x, jnp.any(asym > tol * scale), sym_msg)
+    ev = jnp.linalg.eigvalsh(0.5 * (x + jnp.swapaxes(x, -1, -2)))
+    lo, hi = ev[..., 0], jnp.max(jnp.abs(ev), axis=-1)
+    return eqx.error_if(x, jnp.any(~(lo >= -tol * hi)), psd_msg)
