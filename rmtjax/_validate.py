@@ -8,13 +8,15 @@ How each kind of check is carried out:
 * Structure (dtype, rank, shape, emptiness, static integers, flags, choices) is known at trace
   time, so it always raises ``ValueError`` at once, with or without ``jit``.
 * Values (finite, in range, positive semi-definite, ...) raise ``ValueError`` at once when the
-  argument is concrete. When it is traced, the same check is compiled in with
-  ``equinox.error_if`` (:func:`error_if`), and the compiled program stops with the same message:
-  under your own ``jax.jit`` it arrives as ``jax.errors.JaxRuntimeError`` (under
-  ``equinox.filter_jit`` as ``equinox.EquinoxRuntimeError``) whose message ends with ours;
-  rmtjax's own compiled entry points re-raise it as a plain ``ValueError``
-  (:func:`reraise_as_value_error`). The log line JAX prints for a failed callback is silenced for
-  these errors: the message is the error.
+  argument is concrete. When it is traced, the same check is compiled in (:func:`error_if`, the
+  same mechanism as ``equinox.error_if``: a ``lax.cond`` on the predicate, reduced over any
+  ``vmap`` axes, whose failing branch is a host callback), and the compiled program stops with
+  the same message. Under your own ``jax.jit`` it arrives as the exception JAX makes of a failed
+  callback (``ValueError`` or ``jax.errors.JaxRuntimeError``, depending on the transformation)
+  whose message ends with ``rmtjax.ArgumentError: <our message>`` — no equinox banner; rmtjax's
+  own compiled entry points re-raise it as :class:`ArgumentError` (:func:`reraise_as_value_error`).
+  The log record JAX writes for a failed callback (a second copy of the traceback) is dropped for
+  these errors: the exception is the message.
 * Functions that return a result code (solvers with ``throw=False``) report bad points through
   the code instead, so a sweep carries on.
 
@@ -37,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "ArgumentError",
     "as_real",
     "check_finite_array",
     "check_matrix",
@@ -46,11 +49,21 @@ __all__ = [
     "concrete",
     "error_if",
     "flag",
+    "prng_key",
     "real",
     "reraise_as_value_error",
     "runtime_message",
     "static_int",
+    "symmetric_psd",
 ]
+
+
+class ArgumentError(ValueError):
+    """An invalid argument: its message names the argument and the allowed range. A
+    ``ValueError``, so ``except ValueError`` catches it."""
+
+
+ArgumentError.__module__ = "rmtjax"  # tracebacks print ``rmtjax.ArgumentError: <message>``
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,16 +92,58 @@ def _summary(v: np.ndarray, bad: np.ndarray | None = None) -> str:
     return f"an array of shape {v.shape}"
 
 
+@jax.custom_batching.custom_vmap
+def _any(pred):
+    return jnp.any(pred)
+
+
+@_any.def_vmap
+def _any_vmap(axis_size, in_batched, pred):
+    del axis_size, in_batched
+    return jnp.any(pred), False  # one verdict for the whole batch: the cond below stays a cond
+
+
+def _raiser(msg: str):
+    def raise_(*leaves):
+        del leaves
+        raise ArgumentError(msg)
+
+    return raise_
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _checked(x, pred, msg):
+    def fail(x):
+        leaves, tree = jax.tree_util.tree_flatten(x)
+        structs = [jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf)) for leaf in leaves]
+        out = jax.pure_callback(_raiser(msg), structs, *leaves, vmap_method="broadcast_all")
+        return jax.tree_util.tree_unflatten(tree, out)
+
+    return jax.lax.cond(_any(pred), fail, lambda x: x, x)
+
+
+@_checked.defjvp
+def _checked_jvp(msg, primals, tangents):
+    x, pred = primals
+    tx, _ = tangents
+    return _checked(x, pred, msg), tx  # the check acts on the primal; derivatives pass through
+
+
 def error_if(x, pred, msg: str):
-    """Returns ``x``; raises ``ValueError(msg)`` now if ``pred`` is concrete and any entry is
-    true, else compiles the check in with ``equinox.error_if`` (use the return value: an unused
-    one checks nothing)."""
+    """Returns ``x``; raises :class:`ArgumentError` (a ``ValueError``) with ``msg`` now if
+    ``pred`` is concrete and any entry is true, else compiles the check into the traced program
+    (``x`` may be any pytree of arrays; use the return value: an unused one checks nothing).
+    Under ``vmap`` the program stops if the check fails for any batch member; derivatives pass
+    through unchanged."""
     p = concrete(pred)
     if p is not None:
         if np.any(p):
-            raise ValueError(msg)
+            raise ArgumentError(msg)
         return x
-    return eqx.error_if(x, pred, msg)
+    leaves = jax.tree_util.tree_leaves(x)
+    if not leaves:
+        raise TypeError("error_if needs at least one array in x to attach the check to")
+    return _checked(x, jnp.asarray(pred), msg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,13 +188,13 @@ def as_real(x, name: str, *, ndim: int | Sequence[int] | None = None, shape: tup
     """
     kind = _kind(x)
     if kind == "complex":
-        raise ValueError(f"{name} must be real, got a complex value ({_describe(x)})")
+        raise ArgumentError(f"{name} must be real, got a complex value ({_describe(x)})")
     if kind == "bool":
-        raise ValueError(f"{name} must be a real number or array, got a boolean ({_describe(x)})")
+        raise ArgumentError(f"{name} must be a real number or array, got a boolean ({_describe(x)})")
     if kind == "object":
-        raise ValueError(f"{name} must be a real number or array, got {type(x).__name__} ({_describe(x)})")
+        raise ArgumentError(f"{name} must be a real number or array, got {type(x).__name__} ({_describe(x)})")
     if kind == "int" and not allow_int:
-        raise ValueError(f"{name} must be a floating-point array, got integers ({_describe(x)})")
+        raise ArgumentError(f"{name} must be a floating-point array, got integers ({_describe(x)})")
     arr = jnp.asarray(x)
     if dtype is not None:
         arr = arr.astype(dtype)
@@ -149,11 +204,11 @@ def as_real(x, name: str, *, ndim: int | Sequence[int] | None = None, shape: tup
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
             want = " or ".join(f"{d}-d" for d in allowed)
-            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+            raise ArgumentError(f"{name} must be {want}, got shape {arr.shape}")
     if shape is not None and arr.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+        raise ArgumentError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
     if not allow_empty and arr.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+        raise ArgumentError(f"{name} must not be empty, got shape {arr.shape}")
     return arr
 
 
@@ -172,7 +227,7 @@ def static_int(x, name: str, *, lo: int | None = None, hi: int | None = None) ->
     ``ValueError``; so does a value outside ``[lo, hi]``.
     """
     if isinstance(x, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer, got a boolean ({x!r})")
+        raise ArgumentError(f"{name} must be an integer, got a boolean ({x!r})")
     if isinstance(x, numbers.Integral):
         v = int(x)
     else:
@@ -180,12 +235,12 @@ def static_int(x, name: str, *, lo: int | None = None, hi: int | None = None) ->
         if c is not None and c.ndim == 0 and np.issubdtype(c.dtype, np.integer):
             v = int(c)
         elif hasattr(x, "dtype") and c is None:
-            raise ValueError(f"{name} must be a static Python integer (it sets a shape or a loop "
+            raise ArgumentError(f"{name} must be a static Python integer (it sets a shape or a loop "
                              f"length), got a traced value")
         else:
-            raise ValueError(f"{name} must be an integer, got {_describe(x)} ({type(x).__name__})")
+            raise ArgumentError(f"{name} must be an integer, got {_describe(x)} ({type(x).__name__})")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ValueError(f"{name} must be an integer in {_interval(lo, hi, False, False)}, got {v}")
+        raise ArgumentError(f"{name} must be an integer in {_interval(lo, hi, False, False)}, got {v}")
     return v
 
 
@@ -193,7 +248,7 @@ def flag(x, name: str) -> bool:
     """``x`` as a Python ``bool``; anything else raises ``ValueError``."""
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
-    raise ValueError(f"{name} must be True or False, got {_describe(x)}")
+    raise ArgumentError(f"{name} must be True or False, got {_describe(x)}")
 
 
 def choice(x, name: str, options: Sequence[Any]):
@@ -203,7 +258,7 @@ def choice(x, name: str, options: Sequence[Any]):
             return x
     except Exception:
         pass
-    raise ValueError(f"{name} must be one of {tuple(options)}, got {x!r}")
+    raise ArgumentError(f"{name} must be one of {tuple(options)}, got {x!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +294,7 @@ def check_range(x, name: str, *, lo: float | None = None, hi: float | None = Non
     v = concrete(x)
     if v is not None:
         if np.issubdtype(v.dtype, np.complexfloating):
-            raise ValueError(f"{name} must be real, got a complex value")
+            raise ArgumentError(f"{name} must be real, got a complex value")
         with np.errstate(invalid="ignore"):
             bad = np.isnan(v) if not finite else ~np.isfinite(v)
             if lo is not None:
@@ -247,7 +302,7 @@ def check_range(x, name: str, *, lo: float | None = None, hi: float | None = Non
             if hi is not None:
                 bad = bad | ((v >= hi) if hi_open else (v > hi))
         if np.any(bad):
-            raise ValueError(f"{name} must be {what}, got {_summary(v, bad)}")
+            raise ArgumentError(f"{name} must be {what}, got {_summary(v, bad)}")
         return x
     x = jnp.asarray(x)
     bad = jnp.isnan(x) if not finite else ~jnp.isfinite(x)
@@ -255,7 +310,7 @@ def check_range(x, name: str, *, lo: float | None = None, hi: float | None = Non
         bad = bad | ((x <= lo) if lo_open else (x < lo))
     if hi is not None:
         bad = bad | ((x >= hi) if hi_open else (x > hi))
-    return eqx.error_if(x, jnp.any(bad), f"{name} must be {what}")
+    return error_if(x, jnp.any(bad), f"{name} must be {what}")
 
 
 def real(x, name: str, *, ndim: int | Sequence[int] | None = None, shape: tuple | None = None,
@@ -284,7 +339,7 @@ def check_matrix(x, name: str):
     """A real, non-empty 2-d array ``(n, d)`` (structure only; see :func:`as_real`)."""
     x = as_real(x, name, ndim=2, allow_empty=True)
     if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one row and one column, got shape {x.shape}")
+        raise ArgumentError(f"{name} must have at least one row and one column, got shape {x.shape}")
     return x
 
 
@@ -292,36 +347,51 @@ def check_matrix(x, name: str):
 # Runtime errors from compiled code -> ValueError
 # --------------------------------------------------------------------------------------------
 
-_RUNTIME_MESSAGE = re.compile(r"EquinoxRuntimeError: (.*?)(?:\n\s*\n\s*-{5,}|\Z)", re.DOTALL)
+_OUR_MESSAGE = re.compile(r"ArgumentError: (.*)\Z", re.DOTALL)
+_EQX_MESSAGE = re.compile(r"EquinoxRuntimeError: (.*?)(?:\n\s*\n\s*-{5,}|\Z)", re.DOTALL)
+_RUNTIME_ERRORS = (jax.errors.JaxRuntimeError, eqx.EquinoxRuntimeError, ValueError)
 
 
 def runtime_message(err: BaseException) -> str | None:
-    """The message of an ``equinox.error_if`` check carried by a runtime error of compiled code
-    (``jax.errors.JaxRuntimeError`` or ``equinox.EquinoxRuntimeError``), or ``None``."""
+    """The message of a check that failed inside compiled code, or ``None`` if ``err`` is not
+    such a failure.
+
+    A failed :func:`error_if` surfaces from compiled code as ``ValueError`` or
+    ``jax.errors.JaxRuntimeError`` whose text ends with ``rmtjax.ArgumentError: <message>``; a
+    failed ``equinox.error_if`` (optimistix, equinox-based code) as
+    ``jax.errors.JaxRuntimeError`` or ``equinox.EquinoxRuntimeError``."""
+    if isinstance(err, ArgumentError):
+        return str(err)
+    text = str(err)
+    if isinstance(err, _RUNTIME_ERRORS) and "allback error" in text:
+        m = _OUR_MESSAGE.search(text)
+        if m:
+            return m.group(1).strip()
     if isinstance(err, eqx.EquinoxRuntimeError):
-        text = str(err)
-        m = _RUNTIME_MESSAGE.search(text)
+        m = _EQX_MESSAGE.search(text)
         return m.group(1).strip() if m else text.strip()
     if isinstance(err, jax.errors.JaxRuntimeError):
-        m = _RUNTIME_MESSAGE.search(str(err))
+        m = _EQX_MESSAGE.search(text)
         return m.group(1).strip() if m else None
     return None
 
 
 def reraise_as_value_error(fn: Callable) -> Callable:
-    """Decorator for entry points that compile their own code: a check that fails inside
-    (``equinox.error_if``) surfaces as ``ValueError(message)``, not as a runtime error of the
-    compiled program."""
+    """Decorator for entry points that run compiled code: a check that fails inside
+    (:func:`error_if`, ``equinox.error_if``) surfaces as :class:`ArgumentError` (a
+    ``ValueError``) with the check's message, not as a runtime error of the compiled program."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (jax.errors.JaxRuntimeError, eqx.EquinoxRuntimeError) as err:
+        except ArgumentError:
+            raise
+        except _RUNTIME_ERRORS as err:
             msg = runtime_message(err)
             if msg is None:
                 raise
-            raise ValueError(msg) from None
+            raise ArgumentError(msg) from None
 
     return wrapper
 
@@ -332,7 +402,7 @@ class _QuietCheckFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (exc is not None and type(exc).__name__.endswith("EquinoxRuntimeError"))
+        return not isinstance(exc, ArgumentError) and not type(exc).__name__.endswith("EquinoxRuntimeError")
 
 
 # The logger JAX's callback module writes to (a logger name, not an import of JAX internals; if
@@ -352,13 +422,13 @@ def prng_key(key, name: str = "key"):
     dtype = getattr(key, "dtype", None)
     if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
         if tuple(key.shape) != ():
-            raise ValueError(f"{name} must be a single PRNG key (shape ()), got a batch of shape {tuple(key.shape)}; "
-                             "split it, or jax.vmap over the batch")
+            raise ArgumentError(f"{name} must be a single PRNG key (shape ()), got a batch of shape {tuple(key.shape)}; "
+                                "split it, or jax.vmap over the batch")
         return key
     if dtype is not None and np.dtype(dtype) == np.uint32 and tuple(getattr(key, "shape", ())) == (2,):
         return key
-    raise ValueError(f"{name} must be a JAX PRNG key (jax.random.key(seed)), got {_describe(key)} "
-                     f"({type(key).__name__})")
+    raise ArgumentError(f"{name} must be a JAX PRNG key (jax.random.key(seed)), got {_describe(key)} "
+                        f"({type(key).__name__})")
 
 
 def symmetric_psd(x, name: str, *, rtol: float | None = None):
@@ -366,11 +436,11 @@ def symmetric_psd(x, name: str, *, rtol: float | None = None):
     semi-definite up to rounding: :math:`\\max|x - x^\\top| \\le` ``rtol`` :math:`\\max|x|` and every
     eigenvalue :math:`\\ge -` ``rtol`` :math:`\\max|\\lambda|`, with ``rtol`` by default
     :math:`\\min(100\\,n\\,\\varepsilon, 10^{-3})` of ``x``'s dtype. Asymmetry is reported as such
-    (never as "not positive semi-definite"). Eager ``ValueError``, or ``equinox.error_if`` with
+    (never as "not positive semi-definite"). Eager ``ValueError``, or :func:`error_if` with
     the same message under tracing."""
     x = jnp.asarray(x)
     if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"{name} must be a square matrix (n, n), got shape {x.shape}")
+        raise ArgumentError(f"{name} must be a square matrix (n, n), got shape {x.shape}")
     n = x.shape[-1]
     tol = min(100.0 * n * float(jnp.finfo(x.dtype).eps), 1e-3) if rtol is None else float(rtol)
     sym_msg = f"{name} must be symmetric (max |{name} - {name}^T| <= {tol:.1e} max |{name}|)"
@@ -381,16 +451,16 @@ def symmetric_psd(x, name: str, *, rtol: float | None = None):
         scale = np.max(np.abs(v), axis=(-2, -1), initial=0.0)
         asym = np.max(np.abs(v - np.swapaxes(v, -1, -2)), axis=(-2, -1), initial=0.0)
         if np.any(asym > tol * scale):
-            raise ValueError(f"{sym_msg}, got max asymmetry {np.max(asym):.3g} against max |{name}| {np.max(scale):.3g}")
+            raise ArgumentError(f"{sym_msg}, got max asymmetry {np.max(asym):.3g} against max |{name}| {np.max(scale):.3g}")
         ev = np.linalg.eigvalsh(0.5 * (v + np.swapaxes(v, -1, -2)))
         lo, hi = ev[..., 0], np.max(np.abs(ev), axis=-1)
         if np.any(lo < -tol * hi):
             i = np.unravel_index(np.argmin(lo / np.where(hi > 0, hi, 1.0)), lo.shape)
-            raise ValueError(f"{psd_msg}, got smallest eigenvalue {lo[i]:.3g} against largest {hi[i]:.3g}")
+            raise ArgumentError(f"{psd_msg}, got smallest eigenvalue {lo[i]:.3g} against largest {hi[i]:.3g}")
         return x
     scale = jnp.max(jnp.abs(x), axis=(-2, -1))
     asym = jnp.max(jnp.abs(x - jnp.swapaxes(x, -1, -2)), axis=(-2, -1))
-    x = eqx.error_if(x, jnp.any(asym > tol * scale), sym_msg)
+    x = error_if(x, jnp.any(asym > tol * scale), sym_msg)
     ev = jnp.linalg.eigvalsh(0.5 * (x + jnp.swapaxes(x, -1, -2)))
     lo, hi = ev[..., 0], jnp.max(jnp.abs(ev), axis=-1)
-    return eqx.error_if(x, jnp.any(~(lo >= -tol * hi)), psd_msg)
+    return error_if(x, jnp.any(~(lo >= -tol * hi)), psd_msg)

@@ -221,7 +221,7 @@ def _outcome(entry: Entry, call, where: str):
         out = call()
         out = jax.block_until_ready(out)
     except ValueError as e:
-        msg = str(e)
+        msg = runtime_message(e) or str(e)
         assert _mentions(msg, entry), f"{entry.name} ({where}) raised a ValueError that names no argument: {msg!r}"
         return "error", msg
     except (jax.errors.JaxRuntimeError, eqx.EquinoxRuntimeError) as e:
