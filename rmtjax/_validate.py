@@ -13,7 +13,7 @@ How each kind of check is carried out:
   ``vmap`` axes, whose failing branch is a host callback), and the compiled program stops with
   the same message. Under your own ``jax.jit`` it arrives as the exception JAX makes of a failed
   callback (``ValueError`` or ``jax.errors.JaxRuntimeError``, depending on the transformation)
-  whose message ends with ``rmtjax.ArgumentError: <our message>`` — no equinox banner; rmtjax's
+  whose message ends with ``ArgumentError: <our message>`` — no equinox banner; rmtjax's
   own compiled entry points re-raise it as :class:`ArgumentError` (:func:`reraise_as_value_error`).
   The log record JAX writes for a failed callback (a second copy of the traceback) is dropped for
   these errors: the exception is the message.
@@ -357,7 +357,7 @@ def runtime_message(err: BaseException) -> str | None:
     such a failure.
 
     A failed :func:`error_if` surfaces from compiled code as ``ValueError`` or
-    ``jax.errors.JaxRuntimeError`` whose text ends with ``rmtjax.ArgumentError: <message>``; a
+    ``jax.errors.JaxRuntimeError`` whose text ends with ``ArgumentError: <message>``; a
     failed ``equinox.error_if`` (optimistix, equinox-based code) as
     ``jax.errors.JaxRuntimeError`` or ``equinox.EquinoxRuntimeError``."""
     if isinstance(err, ArgumentError):
