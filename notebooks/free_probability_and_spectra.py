@@ -45,9 +45,9 @@ jax.config.update("jax_enable_x64", True)
 
 from rmtjax.activations import Erf, Relu  # noqa: E402
 from rmtjax.meanfield import edge_of_chaos  # noqa: E402
-from rmtjax.rmt._free import free_additive_convolution, free_multiplicative_power  # noqa: E402
-from rmtjax.rmt._jacobian import jacobian_law, jacobian_spectrum  # noqa: E402
-from rmtjax.rmt._measures import MarchenkoPastur, Semicircle  # noqa: E402
+from rmtjax.rmt import free_additive_convolution, free_multiplicative_power  # noqa: E402
+from rmtjax.rmt import jacobian_law, jacobian_spectrum  # noqa: E402
+from rmtjax.rmt import MarchenkoPastur, Semicircle  # noqa: E402
 
 N = int(os.environ.get("RMTJAX_NOTEBOOK_N", 125))
 OUT = Path(os.environ.get("RMTJAX_NOTEBOOK_OUT", tempfile.mkdtemp()))

@@ -50,7 +50,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from rmtjax.activations import Tanh  # noqa: E402
-from rmtjax.rmt._linear_width import (  # noqa: E402
+from rmtjax.rmt import (  # noqa: E402
     activation_constants,
     ck_density,
     empirical_input,

@@ -48,10 +48,10 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from rmtjax.activations import LeakyRelu, Relu, Tanh  # noqa: E402
-from rmtjax.data._concentrated import concentrated_mixture, concentrated_moments, random_generator  # noqa: E402
+from rmtjax.data import concentrated_mixture, concentrated_moments, random_generator  # noqa: E402
 from rmtjax.meanfield import edge_of_chaos, mean_field, phase_diagram  # noqa: E402
-from rmtjax.rmt._frechet import frechet_distance  # noqa: E402
-from rmtjax.rmt._gram import GramMixture, gram_spectral_density, gram_trace_resolvent  # noqa: E402
+from rmtjax.rmt import frechet_distance  # noqa: E402
+from rmtjax.rmt import GramMixture, gram_spectral_density, gram_trace_resolvent  # noqa: E402
 
 N = int(os.environ.get("RMTJAX_NOTEBOOK_N", "40"))
 OUT = Path(os.environ.get("RMTJAX_NOTEBOOK_OUT", tempfile.mkdtemp()))

@@ -47,8 +47,8 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from rmtjax.dynamics._committee import CommitteeState, committee_fixed_point, committee_ode  # noqa: E402
-from rmtjax.dynamics._simulation import simulate_committee  # noqa: E402
+from rmtjax.dynamics import CommitteeState, committee_fixed_point, committee_ode  # noqa: E402
+from rmtjax.dynamics import simulate_committee  # noqa: E402
 
 N = 10 * int(os.environ.get("RMTJAX_NOTEBOOK_N", "100"))
 OUT = Path(os.environ.get("RMTJAX_NOTEBOOK_OUT", tempfile.mkdtemp()))

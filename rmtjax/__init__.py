@@ -28,5 +28,6 @@ from .kernels import kernel as kernel
 from .solve import Solution as Solution
 from .solve import fixed_point as fixed_point
 from .solve import root as root
+from ._validate import ArgumentError as ArgumentError
 
 __version__ = "0.1.0"
