@@ -13,20 +13,38 @@ is solved with ``lineax``, so ``jax.grad``, ``jax.jvp`` and ``jax.vmap`` work th
 solve. Differentiable inputs must travel through ``args``, never through closures.
 
 Complex unknowns (Stieltjes transforms, subordination functions) are carried as real/imaginary
-pairs, as optimistix recommends, and returned complex.
+pairs, as optimistix recommends, and returned complex. A real unknown stays real: ``fn`` must
+then return real values (a complex output for a real ``y0`` is a ``ValueError``; pass a complex
+``y0`` such as ``0j`` to solve for a complex unknown).
+
+A scalar real root can be *bracketed*: ``root(..., bracket=(lower, upper))`` runs a safeguarded
+Newton method (Newton steps while they stay inside the shrinking bracket and shrink it fast
+enough, bisection otherwise) that never leaves ``[lower, upper]``: the tool for roots that must
+stay on a physical branch (a variance :math:`q^* \ge 0`, a correlation in :math:`[-1, 1]`).
 
 Sweeps pass ``throw=False`` and read the per-point :attr:`Solution.ok` / ``result`` instead of an
-exception; ``throw=True`` raises a ``ValueError`` naming the equation and its residual (eagerly)
-or an ``eqx.error_if`` runtime error (under ``jit``).
+exception; ``throw=True`` raises a ``ValueError`` naming the equation, its residual and a remedy
+(eagerly) or compiles the check in with ``equinox.error_if`` (under ``jit``).
+
+Default tolerances scale with the dtype of the unknown
+(:func:`rmtjax._numerics.solver_tolerances`: ``rtol = 1e-10, atol = 1e-12`` in float64,
+``1.5e-5 / 1.9e-6`` in float32). The solves are compiled once per function object and argument
+structure: pass a module-level function (not a fresh ``lambda`` per call) to reuse the compiled
+solve across calls.
 
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> sol = fixed_point(lambda y, a: jnp.cos(a * y), jnp.array(0.5), jnp.array(1.0))
-    >>> dy_da = jax.grad(lambda a: fixed_point(lambda y, a: jnp.cos(a * y), 0.5, a).value)(1.0)
+    >>> def f(y, a):
+    ...     return jnp.cos(a * y)
+    >>> sol = fixed_point(f, jnp.array(0.5), jnp.array(1.0))
+    >>> round(float(sol.value), 8)
+    0.73908513
+    >>> dy_da = jax.grad(lambda a: fixed_point(f, 0.5, a).value)(1.0)
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +55,7 @@ import numpy as np
 import optimistix as optx
 
 from ._numerics import solver_tolerances
-from ._validate import concrete
+from ._validate import _kind, check_range, choice, concrete, error_if, flag, real, reraise_as_value_error, static_int
 
 __all__ = ["Solution", "fixed_point", "root"]
 
@@ -61,21 +79,22 @@ class Solution(eqx.Module):
 
     @property
     def ok(self) -> jax.Array:
-        """Boolean (per point under ``vmap``): the solver converged."""
+        """Boolean (per point under ``vmap``): the solver converged to a finite value."""
         return self.result == optx.RESULTS.successful
 
 
-def _is_complex(x) -> bool:
-    return jnp.iscomplexobj(x)
+# --------------------------------------------------------------------------------------------
+# Real/imaginary pairs
+# --------------------------------------------------------------------------------------------
 
 
 def _to_real(tree):
-    return jax.tree_util.tree_map(lambda x: jnp.stack([x.real, x.imag]) if _is_complex(x) else x, tree)
+    return jax.tree_util.tree_map(lambda x: jnp.stack([x.real, x.imag]) if jnp.iscomplexobj(x) else x, tree)
 
 
-def _from_real(tree, template):
-    return jax.tree_util.tree_map(
-        lambda x, t: jax.lax.complex(x[0], x[1]) if _is_complex(t) else x, tree, template)
+def _from_real(tree, cplx):
+    """Inverse of :func:`_to_real`; ``cplx`` is a pytree of Python bools (complex leaf or not)."""
+    return jax.tree_util.tree_map(lambda c, x: jax.lax.complex(x[0], x[1]) if c else x, cplx, tree)
 
 
 def _max_norm(tree) -> jax.Array:
@@ -83,51 +102,402 @@ def _max_norm(tree) -> jax.Array:
     return jnp.max(jnp.stack(leaves)) if leaves else jnp.zeros(())
 
 
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of a solve's configuration and inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _check_fn(fn):
+    if not callable(fn):
+        raise ValueError(f"fn must be a callable fn(y, args), got {type(fn).__name__}")
+
+
 def _prepare(y0):
-    y0 = jax.tree_util.tree_map(jnp.asarray, y0)
-    y0 = jax.tree_util.tree_map(lambda x: x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(float), y0)
-    return y0, _to_real(y0)
+    """``y0`` as a pytree of inexact JAX arrays and the matching pytree of complex flags.
+
+    Structural checks at once (no leaves, booleans, strings, objects, empty arrays); finiteness
+    eagerly when concrete, else compiled in with ``equinox.error_if``."""
+    leaves, treedef = jax.tree_util.tree_flatten(y0)
+    if not leaves:
+        raise ValueError(f"y0 must contain at least one number or array, got {y0!r}")
+    out = []
+    for leaf in leaves:
+        kind = _kind(leaf)
+        if kind in ("bool", "object"):
+            what = "a boolean" if kind == "bool" else type(leaf).__name__
+            raise ValueError(f"y0 must be made of real or complex numbers/arrays, got {what} ({leaf!r:.60})")
+        x = jnp.asarray(leaf)
+        # a strong dtype (a Python float would give a weakly typed array: another compilation)
+        x = jnp.asarray(x, dtype=x.dtype if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.result_type(float))
+        if x.size == 0:
+            raise ValueError(f"y0 must not contain empty arrays, got shape {x.shape}")
+        out.append(x)
+    bad = jnp.any(jnp.stack([jnp.any(~jnp.isfinite(x)) for x in out]))
+    b = concrete(bad)
+    if b is not None:
+        if bool(b):
+            raise ValueError("y0 must be finite, got a non-finite entry (nan or inf)")
+    else:
+        out = [error_if(x, bad, "y0 must be finite") for x in out]
+    y0 = jax.tree_util.tree_unflatten(treedef, out)
+    cplx = jax.tree_util.tree_unflatten(treedef, [bool(jnp.iscomplexobj(x)) for x in out])
+    return y0, cplx
 
 
-def _tolerances(y0r, rtol, atol):
-    leaves = jax.tree_util.tree_leaves(y0r)
-    dtype = jnp.result_type(*leaves) if leaves else jnp.result_type(float)
-    return solver_tolerances(dtype, rtol, atol)
+def _real_number(x, name: str) -> float:
+    """A static real configuration number (tolerance, damping) as a Python float."""
+    if _kind(x) not in ("int", "float"):
+        raise ValueError(f"{name} must be a real number, got {x!r:.60}")
+    v = concrete(x)
+    if v is None:
+        raise ValueError(f"{name} must be a static Python number (it configures the solver), got a traced value")
+    if v.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {v.shape}")
+    return float(v)
 
 
-def _check_config(solver, rtol, atol, damping, max_steps):
-    if solver not in _SOLVERS:
-        raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
-    if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
-        raise ValueError(f"rtol and atol must be >= 0 and not both 0, got rtol={rtol}, atol={atol}")
+def _check_config(solver, rtol, atol, damping, max_steps, throw, name, dtype):
+    """Validated ``(solver, rtol, atol, damping, max_steps, throw, name)``; tolerances default to
+    the dtype-scaled values of :func:`rmtjax._numerics.solver_tolerances`."""
+    solver = choice(solver, "solver", _SOLVERS)
+    rtol = None if rtol is None else _real_number(rtol, "rtol")
+    atol = None if atol is None else _real_number(atol, "atol")
+    rtol, atol = solver_tolerances(dtype, rtol, atol)
+    if not (np.isfinite(rtol) and np.isfinite(atol) and rtol >= 0 and atol >= 0 and rtol + atol > 0):
+        raise ValueError(f"rtol and atol must be finite, >= 0 and not both 0, got rtol={rtol}, atol={atol}")
+    damping = _real_number(damping, "damping")
     if not 0 <= damping < 1:
         raise ValueError(f"damping must be in [0, 1), got {damping}")
-    if not (isinstance(max_steps, int) and max_steps >= 1):
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    max_steps = static_int(max_steps, "max_steps", lo=1)
+    throw = flag(throw, "throw")
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string, got {type(name).__name__}")
+    return solver, rtol, atol, damping, max_steps, throw, name
 
 
-def _finish(sol, residual, template, name, max_steps, rtol, atol, throw) -> Solution:
-    out = Solution(_from_real(sol.value, template), sol.result, sol.stats["num_steps"], residual)
-    if not throw:
-        return out
-    ok = concrete(out.ok)
-    if ok is not None:
-        if not np.all(ok):
-            res = np.asarray(concrete(residual))
+def _array_args(args):
+    """Python floats/complex numbers in ``args`` as (weakly typed) JAX arrays: traced, not static,
+    so a new value does not trigger a new compilation. Integers and other objects stay as given."""
+    def conv(x):
+        if isinstance(x, float | complex) and not isinstance(x, bool):
+            return jnp.asarray(x)
+        return x
+
+    return jax.tree_util.tree_map(conv, args)
+
+
+def _dtype_of(y0) -> Any:
+    leaves = jax.tree_util.tree_leaves(y0)
+    return jnp.result_type(*leaves)
+
+
+def _check_output(fn, y0, cplx, args, what: str):
+    """``fn(y0, args)`` must have ``y0``'s structure and shapes, and be real where ``y0`` is real
+    (checked on shapes and dtypes only: no evaluation)."""
+    out = eqx.filter_eval_shape(fn, y0, args)
+    t_y, t_o = jax.tree_util.tree_structure(y0), jax.tree_util.tree_structure(out)
+    if t_y != t_o:
+        raise ValueError(f"fn must return {what} with the structure of y0 ({t_y}), got {t_o}")
+    for y, o, c in zip(jax.tree_util.tree_leaves(y0), jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(cplx)):
+        shape = getattr(o, "shape", None)
+        if shape is None:
+            raise ValueError(f"fn must return arrays, got {type(o).__name__}")
+        if tuple(shape) != tuple(y.shape):
+            raise ValueError(f"fn must return {what} of y0's shape {tuple(y.shape)}, got shape {tuple(shape)}")
+        if not c and jnp.issubdtype(o.dtype, jnp.complexfloating):
             raise ValueError(
-                f"{name} did not converge: residual {np.max(res):.3e} after {max_steps} steps "
-                f"(rtol={rtol}, atol={atol}); {optx.RESULTS[sol.result] if np.ndim(ok) == 0 else 'see result'}. "
-                "Raise max_steps, add damping, try solver='newton', or pass throw=False to inspect per point."
-            )
-        return out
-    value = eqx.error_if(
-        out.value, ~out.ok,
-        f"{name} did not converge within {max_steps} steps (rtol={rtol}, atol={atol}); "
-        "pass throw=False to inspect the residual per point",
-    )
-    return eqx.tree_at(lambda s: s.value, out, value)
+                f"fn returned a complex value ({o.dtype}) for the real unknown y0 ({y.dtype}): the imaginary part "
+                "would be lost. Pass a complex y0 (e.g. y0 + 0j) to solve for a complex unknown, or return a real value")
+        if not jnp.issubdtype(o.dtype, jnp.number) and o.dtype != jnp.bool_:
+            raise ValueError(f"fn must return numbers, got dtype {o.dtype}")
 
 
+# --------------------------------------------------------------------------------------------
+# Results and errors
+# --------------------------------------------------------------------------------------------
+
+
+def _with_finite_check(result, value, residual):
+    """``result``, with ``nonfinite`` where the value or the residual is not finite (a solver may
+    call a NaN 'converged'). Scalar result (per point under vmap)."""
+    fin = _all_finite(value) & jnp.isfinite(residual)
+    return optx.RESULTS.where(fin, result, optx.RESULTS.nonfinite)
+
+
+def _codes(result) -> np.ndarray:
+    return np.asarray(concrete(result._value))
+
+
+def _failure_text(sol: Solution, what: dict[str, str] | None = None, at: Callable | None = None) -> str | None:
+    """A one-line description of the (first) failure of a concrete solution, or ``None``."""
+    codes = _codes(sol.result)
+    bad = codes != int(optx.RESULTS.successful._value)
+    if not np.any(bad):
+        return None
+    idx = tuple(int(i) for i in np.argwhere(bad)[0]) if codes.ndim else ()
+    code = int(codes[idx])
+    name = next(k for k, v in optx.RESULTS._name_to_item.items() if int(v._value) == code)
+    text = (what or {}).get(name) or {
+        "nonlinear_max_steps_reached": "did not converge",
+        "nonlinear_divergence": "diverged",
+        "nonfinite": "produced a non-finite value (nan or inf)",
+    }.get(name, optx.RESULTS._index_to_message[code])
+    res = np.asarray(concrete(sol.residual))
+    steps = np.asarray(concrete(sol.steps))
+    where = ""
+    if codes.ndim:
+        where = f" ({int(bad.sum())} of {bad.size} points; first at index {idx if len(idx) > 1 else idx[0]})"
+    if at is not None:
+        where = f" {at(idx)}" + where
+    return f"{text}{where}: residual {float(res[idx]):.3e} after {int(steps[idx])} steps"
+
+
+def _finish(sol: Solution, *, throw: bool, name: str, remedy: str, what: dict[str, str] | None = None,
+            traced_message: str | None = None, at: Callable | None = None) -> Solution:
+    """Applies ``throw``: eagerly (concrete result) a ``ValueError`` naming the equation, the failure,
+    the residual and ``remedy``; under tracing ``equinox.error_if`` on the value.
+
+    ``what`` maps optimistix result names to a description of that failure for this equation
+    (e.g. ``{"nonlinear_divergence": "has no finite fixed point"}``); ``remedy`` must name only
+    options that the public function being called actually takes; ``at(index)`` describes the
+    parameters of the failing point (e.g. ``"at sigma_w2 = 10"``)."""
+    if not throw:
+        return sol
+    if concrete(sol.result._value) is not None:
+        text = _failure_text(sol, what, at)
+        if text is not None:
+            raise ValueError(f"{name} {text}. {remedy}")
+        return sol
+    msg = traced_message or f"{name} did not converge to a finite solution. {remedy}"
+    return eqx.tree_at(lambda s: s.value, sol, error_if(sol.value, ~sol.ok, msg))
+
+
+# --------------------------------------------------------------------------------------------
+# Scalar roots: bracket search + safeguarded Newton in one loop, implicit derivative
+# --------------------------------------------------------------------------------------------
+
+# result codes of the scalar engine (mapped to optimistix.RESULTS at the end)
+_OK, _MAX_STEPS, _NO_BRACKET, _NONFINITE = 0, 1, 2, 3
+
+
+class _ScalarState(eqx.Module):
+    phase: jax.Array  # 0: evaluate x0; 1: search for a sign change; 2: safeguarded Newton; 3: done
+    code: jax.Array  # _OK, _NO_BRACKET, _NONFINITE (meaningful once done)
+    x: jax.Array  # the point evaluated next (the root once done)
+    k: jax.Array  # index of the search point x
+    at_end: jax.Array  # x is the end of the search (its sign is fixed by the caller's theory)
+    up: jax.Array  # searching upwards
+    g0: jax.Array  # g(x0)
+    prev: jax.Array  # last search point (same sign as g0)
+    lo: jax.Array
+    hi: jax.Array
+    neg_lo: jax.Array  # g(lo) < 0: the orientation of the bracket
+    dx: jax.Array
+    dx_old: jax.Array
+    g: jax.Array  # g at the last evaluated point
+    evals: jax.Array
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _implicit(g, y, args):
+    """``y`` (a root of ``g(., args)`` computed without derivatives) with the derivative of the
+    implicit function theorem, :math:`\\dot y = -\\partial_a g\\,\\dot a / \\partial_y g` (0 where
+    :math:`\\partial_y g = 0`: a double root, whose derivative is unbounded)."""
+    return y
+
+
+@_implicit.defjvp
+def _implicit_jvp(g, primals, tangents):
+    y, args = primals
+    _, t_args = tangents
+    gy = jax.jvp(lambda t: g(t, args), (y,), (jnp.ones_like(y),))[1]
+    ga = jax.jvp(lambda a: g(y, a), (args,), (t_args,))[1]
+    safe = jnp.where(gy != 0, gy, 1.0)
+    return y, jnp.where(gy != 0, -ga / safe, 0.0)
+
+
+def _scalar_root(g, args, x0, *, rtol: float, atol: float, max_steps: int, decreasing: bool = True,
+                 up: Callable | None = None, n_up: int = 0, up_end=None,
+                 down: Callable | None = None, n_down: int = 0, down_end=None,
+                 margin: float = 0.0, bracket=None) -> Solution:
+    r"""The scalar real root of ``g(x, args)`` nearest ``x0`` in the direction the sign of
+    ``g(x0)`` points to, found by one loop (one evaluation of ``g`` and ``g'`` per step):
+
+    1. search: with ``decreasing`` (``g`` positive below its root), ``g(x0) > 0`` searches
+       upwards through the points ``up(x0, g0, k)``, ``k = 1..n_up`` (then ``up_end`` if given,
+       where the sign of ``g`` is taken to close the bracket: a boundary whose sign is known from
+       theory), else downwards through ``down(x0, g0, k)`` and ``down_end``; the first point
+       where ``g`` changes sign by more than ``margin * |x|`` (rounding: with ``margin = 0`` an
+       exact zero also counts) closes the bracket. A search that runs out of points (or reaches
+       a non-finite one, or ``g`` is NaN there) reports ``nonlinear_divergence``; NaN at ``x0``
+       reports ``nonfinite``;
+    2. safeguarded Newton inside the bracket (``rtsafe``: a Newton step when it stays strictly
+       inside the shrinking bracket and at least halves the step before last, else bisection),
+       until the step is below ``atol + rtol |x|`` or ``g`` vanishes; ``max_steps`` steps.
+
+    With ``bracket=(lo, hi, g_lo, g_hi)`` the search is skipped. Unvalidated and traceable (the
+    engine of :func:`root` with ``bracket=`` and of :mod:`rmtjax.meanfield`); the value carries the
+    implicit derivative in ``args`` (the search and the iterations are not differentiated).
+    ``residual`` is ``|g|`` at the last point evaluated (within one step of ``value``). ``value``
+    is NaN where the result is not successful.
+    """
+    sargs = jax.tree_util.tree_map(lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, args)
+    x0 = jax.lax.stop_gradient(jnp.asarray(x0))
+    dt = x0.dtype
+    i32 = functools.partial(jnp.asarray, dtype=jnp.int32)
+    zero, one = jnp.zeros((), dt), jnp.ones((), dt)
+    false = jnp.asarray(False)
+    if bracket is None:
+        st = _ScalarState(i32(0), i32(_OK), x0, i32(0), false, false, zero, x0, x0, x0, false, zero, zero, zero, i32(0))
+    else:
+        lo, hi, glo, ghi = (jnp.asarray(jax.lax.stop_gradient(b), dt) for b in bracket)
+        contained = ((glo == 0) | (ghi == 0) | ((glo < 0) != (ghi < 0))) & jnp.isfinite(glo) & jnp.isfinite(ghi)
+        root_at_end = (glo == 0) | (ghi == 0)
+        x = jnp.where(glo == 0, lo, jnp.where(ghi == 0, hi, jnp.clip(x0, lo, hi)))
+        phase = jnp.where(contained & ~root_at_end, 2, 3)
+        code = jnp.where(contained, _OK, _NO_BRACKET)
+        w = hi - lo
+        st = _ScalarState(i32(phase), i32(code), x, i32(0), false, false, zero, x, lo, hi, glo < 0, w, 2 * w,
+                          jnp.where(jnp.abs(glo) < jnp.abs(ghi), glo, ghi), i32(0))
+    n_total = max_steps + n_up + n_down + 4
+
+    def point(g0, k, upward):
+        """Search point k in the given direction, or its end, and whether it is the end."""
+        pu = up(x0, g0, k) if up is not None else jnp.asarray(jnp.nan, dt)
+        pd = down(x0, g0, k) if down is not None else jnp.asarray(jnp.nan, dt)
+        n = jnp.where(upward, n_up, n_down)
+        p = jnp.where(upward, pu, pd)
+        end = jnp.where(upward, jnp.nan if up_end is None else up_end, jnp.nan if down_end is None else down_end)
+        use_end = k > n
+        return jnp.where(use_end, end, p).astype(dt), use_end
+
+    def body(s):
+        gx, gpx = jax.jvp(lambda t: g(t, sargs), (s.x,), (jnp.ones_like(s.x),))
+        evals = s.evals + 1
+        nan_g = jnp.isnan(gx)
+
+        # phase 0: g(x0)
+        up0 = (gx > 0) == decreasing
+        p1, end1 = point(gx, i32(1), up0)
+        ph0 = _ScalarState(
+            phase=jnp.where(gx == 0, 3, jnp.where(nan_g | ~jnp.isfinite(p1), 3, 1)),
+            code=jnp.where(gx == 0, _OK, jnp.where(nan_g | ~jnp.isfinite(gx), _NONFINITE, _NO_BRACKET)),
+            x=jnp.where((gx == 0) | nan_g | ~jnp.isfinite(p1), s.x, p1), k=i32(1), at_end=end1, up=up0, g0=gx,
+            prev=s.x, lo=s.lo, hi=s.hi, neg_lo=s.neg_lo, dx=s.dx, dx_old=s.dx_old, g=gx, evals=evals)
+
+        # phase 1: a search point (at the end: the sign that closes the bracket)
+        g1 = jnp.where(s.at_end, jnp.where(s.g0 > 0, jnp.minimum(gx, 0.0), jnp.maximum(gx, 0.0)), gx)
+        beyond = margin * jnp.abs(s.x)
+        changed = s.at_end | jnp.where(s.g0 > 0, g1 < -beyond, g1 > beyond) | ((g1 == 0) & (margin == 0))
+        lo1 = jnp.minimum(s.prev, s.x)
+        hi1 = jnp.maximum(s.prev, s.x)
+        g_at_lo = jnp.where(s.prev < s.x, s.g0, g1)  # g0's sign stands for every earlier search point
+        pn, endn = point(s.g0, s.k + 1, s.up)
+        exhausted = ~jnp.isfinite(pn) & ~changed
+        newton1 = s.x - g1 / jnp.where(gpx != 0, gpx, 1.0)
+        inside = (gpx != 0) & ~s.at_end & jnp.isfinite(newton1) & (newton1 > lo1) & (newton1 < hi1)
+        x_in = jnp.where(g1 == 0, s.x, jnp.where(inside, newton1, lo1 + 0.5 * (hi1 - lo1)))
+        ph1 = _ScalarState(
+            phase=jnp.where(nan_g & ~s.at_end, 3, jnp.where(changed, jnp.where(g1 == 0, 3, 2), jnp.where(exhausted, 3, 1))),
+            code=jnp.where(changed & ~(nan_g & ~s.at_end), _OK, _NO_BRACKET),  # nan on the way: no bracket
+            x=jnp.where(changed, x_in, jnp.where(exhausted, s.x, pn)), k=s.k + 1, at_end=endn, up=s.up, g0=s.g0,
+            prev=jnp.where(changed, s.prev, s.x), lo=lo1, hi=hi1, neg_lo=g_at_lo < 0, dx=hi1 - lo1,
+            dx_old=2 * (hi1 - lo1), g=g1, evals=evals)
+
+        # phase 2: safeguarded Newton
+        neg = gx < 0
+        same_as_lo = neg == s.neg_lo
+        lo2 = jnp.where(same_as_lo, s.x, s.lo)
+        hi2 = jnp.where(same_as_lo, s.hi, s.x)
+        newton = s.x - gx / jnp.where(gpx != 0, gpx, 1.0)
+        use_newton = ((gpx != 0) & jnp.isfinite(newton) & (newton > lo2) & (newton < hi2)
+                      & (jnp.abs(2 * gx) <= jnp.abs(s.dx_old * gpx)))
+        x2 = jnp.where(use_newton, newton, lo2 + 0.5 * (hi2 - lo2))
+        x2 = jnp.where((gx == 0) | nan_g, s.x, x2)
+        dx = x2 - s.x
+        tol = atol + rtol * jnp.abs(x2)
+        done2 = (gx == 0) | nan_g | (jnp.abs(dx) <= tol) | (hi2 - lo2 <= tol)
+        ph2 = _ScalarState(
+            phase=jnp.where(done2, 3, 2), code=jnp.where(nan_g, _NONFINITE, _OK), x=x2, k=s.k, at_end=false, up=s.up,
+            g0=s.g0, prev=s.prev, lo=lo2, hi=hi2, neg_lo=s.neg_lo, dx=dx, dx_old=s.dx, g=gx, evals=evals)
+
+        return jax.tree_util.tree_map(
+            lambda a, b, c, t: jnp.where(s.phase == 0, a, jnp.where(s.phase == 1, b, c)).astype(t.dtype),
+            ph0, ph1, ph2, s)
+
+    def cond(s):
+        return (s.phase != 3) & (s.evals < n_total)
+
+    s = jax.lax.while_loop(cond, body, st)
+    code = jnp.where(s.phase == 3, s.code, _MAX_STEPS)
+    result = optx.RESULTS.where(code == _OK, optx.RESULTS.successful,
+                                optx.RESULTS.where(code == _MAX_STEPS, optx.RESULTS.nonlinear_max_steps_reached,
+                                                   optx.RESULTS.where(code == _NO_BRACKET,
+                                                                      optx.RESULTS.nonlinear_divergence,
+                                                                      optx.RESULTS.nonfinite)))
+    ok = (code == _OK) & jnp.isfinite(s.x)
+    result = optx.RESULTS.where(ok | (code != _OK), result, optx.RESULTS.nonfinite)
+    value = _implicit(g, jnp.where(ok, s.x, one), args)
+    return Solution(jnp.where(ok, value, jnp.nan), result, s.evals, jnp.abs(s.g))
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled cores (module level: compiled once per function object and argument structure)
+# --------------------------------------------------------------------------------------------
+
+
+def _real_fn(fn, cplx):
+    def f_real(yr, a):
+        y = _from_real(yr, cplx)
+        out = fn(y, a)
+        out = jax.tree_util.tree_map(lambda o, t: jnp.asarray(o).astype(t.dtype), out, y)
+        return _to_real(out)
+
+    return f_real
+
+
+@eqx.filter_jit
+def _fixed_point_core(fn, y0, cplx, args, solver, rtol, atol, damping, max_steps) -> Solution:
+    f_real = _real_fn(fn, cplx)
+    y0r = _to_real(y0)
+    if solver == "iteration":
+        s = optx.FixedPointIteration(rtol=rtol, atol=atol, damp=damping)
+    else:
+        s = optx.Newton(rtol=rtol, atol=atol)
+    sol = optx.fixed_point(f_real, s, y0r, args, max_steps=max_steps, throw=False)
+    fy = f_real(sol.value, args)
+    residual = jax.lax.stop_gradient(_max_norm(jax.tree_util.tree_map(lambda a, b: a - b, fy, sol.value)))
+    result = _with_finite_check(sol.result, sol.value, residual)
+    return Solution(_from_real(sol.value, cplx), result, sol.stats["num_steps"], residual)
+
+
+@eqx.filter_jit
+def _root_core(fn, y0, cplx, args, rtol, atol, max_steps) -> Solution:
+    g_real = _real_fn(fn, cplx)
+    sol = optx.root_find(g_real, optx.Newton(rtol=rtol, atol=atol), _to_real(y0), args, max_steps=max_steps,
+                         throw=False)
+    residual = jax.lax.stop_gradient(_max_norm(g_real(sol.value, args)))
+    result = _with_finite_check(sol.result, sol.value, residual)
+    return Solution(_from_real(sol.value, cplx), result, sol.stats["num_steps"], residual)
+
+
+@eqx.filter_jit
+def _bracketed_core(fn, y0, args, lower, upper, rtol, atol, max_steps) -> Solution:
+    glo, ghi = fn(lower, args), fn(upper, args)
+    return _scalar_root(fn, args, y0, rtol=rtol, atol=atol, max_steps=max_steps, bracket=(lower, upper, glo, ghi))
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+
+@reraise_as_value_error
 def fixed_point(
     fn: Callable[[Any, Any], Any],
     y0: Any,
@@ -144,8 +514,9 @@ def fixed_point(
     r"""Solves :math:`y = f(y, \text{args})`, differentiably in ``args``.
 
     Args:
-        fn: ``fn(y, args) -> y`` (same pytree structure; complex leaves allowed).
-        y0: initial guess.
+        fn: ``fn(y, args) -> y`` (same pytree structure and shapes; real where ``y0`` is real,
+            complex leaves allowed where ``y0`` is complex).
+        y0: initial guess (finite; integers become floats).
         args: differentiable parameters (a pytree).
         solver: ``"iteration"`` (damped Picard iteration
             :math:`y \leftarrow \beta y + (1-\beta) f(y)`, ``damping`` :math:`=\beta`) or
@@ -153,37 +524,38 @@ def fixed_point(
         rtol, atol: convergence tolerances (max-norm); ``None`` scales the float64 defaults
             (1e-10, 1e-12) to the dtype of ``y0`` (:func:`rmtjax._numerics.solver_tolerances`).
         damping: :math:`\beta \in [0, 1)` for ``"iteration"``.
-        max_steps: step limit (static).
+        max_steps: step limit (static, ``>= 1``).
         throw: raise when not converged (see the module docstring) or return the result code.
         name: what is being solved, for error messages (e.g. ``"q* (length map)"``).
 
     Returns:
         :class:`Solution` with ``value``, ``result``, ``steps``, ``residual``.
+
+    Raises:
+        ValueError: a bad argument (``fn`` returning a complex value for a real ``y0``, a
+            non-finite ``y0``, ``damping`` outside ``[0, 1)``, ...), or, with ``throw=True``,
+            a solve that did not converge.
     """
-    template, y0r = _prepare(y0)
-    rtol, atol = _tolerances(y0r, rtol, atol)
-    _check_config(solver, rtol, atol, damping, max_steps)
-
-    def f_real(yr, a):
-        out = fn(_from_real(yr, template), a)
-        out = jax.tree_util.tree_map(lambda o, t: jnp.asarray(o, t.dtype), out, template)
-        return _to_real(out)
-
-    if solver == "iteration":
-        s = optx.FixedPointIteration(rtol=rtol, atol=atol, damp=damping)
-    else:
-        s = optx.Newton(rtol=rtol, atol=atol)
-    sol = optx.fixed_point(f_real, s, y0r, args, max_steps=max_steps, throw=False)
-    fy = f_real(sol.value, args)
-    residual = _max_norm(jax.tree_util.tree_map(lambda a, b: a - b, fy, sol.value))
-    return _finish(sol, jax.lax.stop_gradient(residual), template, name, max_steps, rtol, atol, throw)
+    _check_fn(fn)
+    y0, cplx = _prepare(y0)
+    solver, rtol, atol, damping, max_steps, throw, name = _check_config(
+        solver, rtol, atol, damping, max_steps, throw, name, _dtype_of(y0))
+    args = _array_args(args)
+    _check_output(fn, y0, cplx, args, "y")
+    sol = _fixed_point_core(fn, y0, cplx, args, solver, rtol, atol, damping, max_steps)
+    remedy = ("Raise max_steps" + (", add damping, try solver='newton'" if solver == "iteration" else
+                                   ", or try solver='iteration' with damping")
+              + ", start nearer the solution (y0), or pass throw=False to inspect the result per point.")
+    return _finish(sol, throw=throw, name=name, remedy=remedy)
 
 
+@reraise_as_value_error
 def root(
     fn: Callable[[Any, Any], Any],
     y0: Any,
     args: Any = None,
     *,
+    bracket: tuple[Any, Any] | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int = 256,
@@ -193,17 +565,42 @@ def root(
     r"""Solves :math:`g(y, \text{args}) = 0` by Newton's method, differentiably in ``args``.
 
     Arguments as in :func:`fixed_point` (``fn(y, args)`` returns the residual, same structure
-    as ``y``).
+    as ``y``). With ``bracket=(lower, upper)`` (scalar real ``y0``, finite ``lower <= upper``,
+    ``fn`` of opposite signs at the two ends) a safeguarded Newton method keeps every iterate
+    inside the bracket (see the module docstring); a bracket without a sign change is reported
+    as ``nonlinear_divergence`` (``throw=False``) or raised.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> def g(y, c):
+        ...     return y * y - c
+        >>> float(root(g, 1.0, 2.0, bracket=(0.0, 2.0)).value) ** 2   # the positive root
+        2.0000000000000004
     """
-    template, y0r = _prepare(y0)
-    rtol, atol = _tolerances(y0r, rtol, atol)
-    _check_config("newton", rtol, atol, 0.0, max_steps)
-
-    def g_real(yr, a):
-        out = fn(_from_real(yr, template), a)
-        out = jax.tree_util.tree_map(lambda o, t: jnp.asarray(o, t.dtype), out, template)
-        return _to_real(out)
-
-    sol = optx.root_find(g_real, optx.Newton(rtol=rtol, atol=atol), y0r, args, max_steps=max_steps, throw=False)
-    residual = _max_norm(g_real(sol.value, args))
-    return _finish(sol, jax.lax.stop_gradient(residual), template, name, max_steps, rtol, atol, throw)
+    _check_fn(fn)
+    y0, cplx = _prepare(y0)
+    _, rtol, atol, _, max_steps, throw, name = _check_config(
+        "newton", rtol, atol, 0.0, max_steps, throw, name, _dtype_of(y0))
+    args = _array_args(args)
+    _check_output(fn, y0, cplx, args, "a residual")
+    if bracket is None:
+        sol = _root_core(fn, y0, cplx, args, rtol, atol, max_steps)
+        remedy = ("Raise max_steps, start nearer the root (y0), give a bracket=(lower, upper) for a scalar root, "
+                  "or pass throw=False to inspect the result per point.")
+        return _finish(sol, throw=throw, name=name, remedy=remedy)
+    if not (isinstance(y0, jax.Array) and y0.ndim == 0 and not jnp.iscomplexobj(y0)):
+        raise ValueError("bracket needs a scalar real unknown: y0 must be a real scalar")
+    if not (isinstance(bracket, tuple | list) and len(bracket) == 2):
+        raise ValueError(f"bracket must be a pair (lower, upper), got {bracket!r:.60}")
+    lower = real(bracket[0], "bracket[0] (lower)", ndim=0, dtype=y0.dtype)
+    upper = real(bracket[1], "bracket[1] (upper)", ndim=0, dtype=y0.dtype)
+    ordered = concrete(lower <= upper)
+    if ordered is not None and not bool(ordered):
+        raise ValueError(f"bracket must have lower <= upper, got ({float(lower)}, {float(upper)})")
+    if ordered is None:
+        upper = check_range(upper - lower, "bracket width upper - lower", lo=0.0) + lower
+    sol = _bracketed_core(fn, y0, args, lower, upper, rtol, atol, max_steps)
+    remedy = ("Raise max_steps, or give a bracket (lower, upper) at whose ends fn has opposite signs; "
+              "pass throw=False to inspect the result per point.")
+    return _finish(sol, throw=throw, name=name, remedy=remedy,
+                   what={"nonlinear_divergence": "has no sign change on the bracket (lower, upper)"})
