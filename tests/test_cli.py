@@ -1,12 +1,15 @@
-"""The ``rmtjax`` command: ``reproduce kernels --quick`` end to end, ``--list``, usage errors,
-resume, and the flags' plumbing (checked with a stand-in experiment)."""
+"""The ``rmtjax`` command: ``reproduce kernels --quick`` end to end (float64 and float32), ``--list``,
+one-line usage errors, ``--out`` checked before computing, errors of a run as one line, resume
+(partial, foreign, damaged), and the flags' plumbing (checked with stand-in experiments)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -24,7 +27,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One ``rmtjax reproduce kernels --quick`` run shared by the tests below (~15 s)."""
+    """One ``rmtjax reproduce kernels --quick`` run shared by the tests below."""
     out = tmp_path_factory.mktemp("kernels_quick")
     code = main(["reproduce", "kernels", "--quick", "--out", str(out), "--no-progress"])
     return out, code
@@ -33,8 +36,9 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_figure_and_reports(quick_run):
     out, code = quick_run
     assert code == 0
-    for name in ("kernels.png", "report.json", "report.md", "steps.jsonl"):
+    for name in ("kernels.png", "report.json", "report.md", "resume.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert sorted(p.name for p in out.iterdir()) == ["kernels.png", "report.json", "report.md", "resume.json"]
     assert (out / "kernels.png").read_bytes()[:8] == PNG_MAGIC
     md = (out / "report.md").read_text()
     assert "](kernels.png)" in md and "| Relu | 1 |" in md
@@ -57,44 +61,74 @@ def test_quick_run_agrees_with_theory_within_standard_errors(quick_run):
             assert np.shape(s["mc_mean"]) == np.shape(s["theory"]) == (n, n)
     assert report["timing"]["computed_steps"] == len(report["steps"])
     assert report["versions"]["jax"] == jax.__version__
+    assert report["precision"] == {"dtype": "float64"} and report["resume"]["status"] == "new"
 
 
 def test_rerun_skips_completed_steps(quick_run):
     out, _ = quick_run
     first = json.loads((out / "report.json").read_text())
-    lines = (out / "steps.jsonl").read_text().splitlines()
+    before = (out / "resume.json").read_text()
     assert main(["reproduce", "kernels", "--quick", "--out", str(out), "--no-progress"]) == 0
     second = json.loads((out / "report.json").read_text())
-    assert (out / "steps.jsonl").read_text().splitlines() == lines  # nothing recomputed or appended
+    assert (out / "resume.json").read_text() == before  # nothing recomputed or rewritten
     assert second["timing"]["resumed_steps"] == len(second["steps"])
     assert second["timing"]["computed_steps"] == 0
     assert all(s["resumed"] for s in second["steps"])
     assert [s["ntk"]["rel_error"] for s in second["steps"]] == [s["ntk"]["rel_error"] for s in first["steps"]]
 
 
+def test_quick_run_float32(tmp_path):
+    assert main(["reproduce", "kernels", "--quick", "--float32", "--out", str(tmp_path), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] and report["config"]["dtype"] == "float32"
+    p = report["precision"]
+    assert p["dtype"] == "float32" and len(p["quantities"]) == 2 * len(report["config"]["activations"])
+    assert p["max_rel_diff"] < 1e-4, p
+    assert "## float32 accuracy" in (tmp_path / "report.md").read_text()
+
+
 TINY = kernels_experiment.Config(n_points=6, dim=4, width=16, depths=(1, 2), activations=("relu",),
                                  n_seeds_nngp=16, n_seeds_ntk=4)
 
 
-def test_partial_resume_recomputes_only_missing_steps_deterministically(tmp_path):
+def test_partial_resume_recomputes_only_missing_steps_deterministically(tmp_path, capsys):
     full = kernels_experiment.run(tmp_path / "a", config=TINY, progress=False)
-    lines = (tmp_path / "a" / "steps.jsonl").read_text().splitlines()
-    assert len(lines) == 2
+    saved = json.loads((tmp_path / "a" / "resume.json").read_text())
+    assert sorted(saved["entries"]) == ["relu|depth=1", "relu|depth=2"]
+    # a run interrupted after its first step
     partial = tmp_path / "b"
     partial.mkdir()
-    # One completed step, a line cut short by an interrupted run, a step of another configuration.
-    other = json.loads(lines[1]) | {"config_hash": "another-config"}
-    (partial / "steps.jsonl").write_text("\n".join([lines[0], lines[1][:50], json.dumps(other)]) + "\n")
+    saved["entries"].pop("relu|depth=2")
+    (partial / "resume.json").write_text(json.dumps(saved))
     resumed = kernels_experiment.run(partial, config=TINY, progress=False)
     assert resumed["timing"]["resumed_steps"] == 1 and resumed["timing"]["computed_steps"] == 1
     for a, b in zip(full["steps"], resumed["steps"], strict=True):
         assert (a["activation"], a["depth"]) == (b["activation"], b["depth"])
         np.testing.assert_allclose(b["nngp"]["mc_mean"], a["nngp"]["mc_mean"], rtol=1e-12)
         np.testing.assert_allclose(b["ntk"]["mc_mean"], a["ntk"]["mc_mean"], rtol=1e-12)
-    # Another configuration (here: another width or seed) reuses none of these steps.
-    for changed in (dataclasses.replace(TINY, width=8), dataclasses.replace(TINY, seed=1)):
-        assert changed.fingerprint() != TINY.fingerprint()
-        assert not kernels_experiment._load_steps(tmp_path / "a" / "steps.jsonl", changed.fingerprint())
+    # another configuration (here: another width or seed) reuses none of these steps: one line, recomputed
+    assert capsys.readouterr().err == ""
+    for changed, seed in ((dataclasses.replace(TINY, width=8), 0), (TINY, 1)):
+        assert dataclasses.replace(changed, seed=seed).fingerprint() != TINY.fingerprint()
+        rep = kernels_experiment.run(tmp_path / "a", config=changed, seed=seed, progress=False)
+        assert rep["resume"]["status"] == "foreign" and rep["timing"]["computed_steps"] == 2
+        assert capsys.readouterr().err.count("written by another run") == 1
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "old-jsonl"])
+def test_damaged_resume_file_is_reported_once_and_recomputed(tmp_path, capsys, damage):
+    """Issue 12: a resume file cut off mid-write made every rerun fail with JSONDecodeError."""
+    kernels_experiment.run(tmp_path, config=TINY, progress=False)
+    path = tmp_path / "resume.json"
+    text = path.read_text()
+    path.write_text({"cut": text[: len(text) // 3], "empty": "", "old-jsonl": '{"config_hash": "x"}\n{"a'}[damage])
+    main_args = dict(config=TINY, progress=False)
+    rep = kernels_experiment.run(tmp_path, **main_args)
+    err = capsys.readouterr().err
+    assert rep["ok"] and rep["resume"]["status"] == "unreadable" and rep["timing"]["computed_steps"] == 2
+    assert err.count("\n") == 1 and "resume.json is unreadable" in err and "recomputing" in err
+    again = kernels_experiment.run(tmp_path, **main_args)  # the file was rewritten whole
+    assert again["resume"]["status"] == "resumed" and capsys.readouterr().err == ""
 
 
 def test_list(capsys):
@@ -108,16 +142,104 @@ def test_list(capsys):
     "argv, message",
     [
         (["reproduce", "no-such-experiment"], "unknown experiment 'no-such-experiment'"),
+        (["reproduce", "kernel"], "unknown experiment 'kernel'; did you mean 'kernels'?"),
         (["reproduce"], "give an experiment NAME or --list"),
-        (["reproduce", "kernels", "--seed", "-1"], "--seed must be a non-negative integer"),
-        (["reproduce", "kernels", "--no-such-flag"], "unrecognized arguments"),
+        (["reproduce", "kernels", "--seed", "-1"], "argument --seed: must be an integer in [0, 4294967295], got '-1'"),
+        (["reproduce", "kernels", "--seed", "4294967296"], "must be an integer in [0, 4294967295]"),
+        (["reproduce", "kernels", "--seed", "1.5"], "argument --seed: must be an integer"),
+        (["reproduce", "kernels", "--out", ""], "argument --out: must be a folder path, got an empty string"),
+        (["reproduce", "kernels", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["no-such-command"], "invalid choice"),
-        ([], "usage: rmtjax"),
     ],
 )
-def test_usage_errors_exit_2(argv, message, capsys):
+def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("rmtjax")
+
+
+def test_no_command_prints_the_usage(capsys):
+    assert main([]) == 2
+    assert "usage: rmtjax" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fake_experiment(monkeypatch):
+    """Registers ``fake``, whose run records its call and does what ``behaviour`` says."""
+    calls = []
+    behaviour = {"do": lambda: {"ok": True, "summary": "fake"}}
+
+    def fake_run(out_dir, *, quick, seed, progress):
+        calls.append(Path(out_dir))
+        return behaviour["do"]()
+
+    module = types.ModuleType("rmtjax_fake_experiment")
+    module.run = fake_run
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(EXPERIMENTS, "fake", Experiment("a stand-in", f"{module.__name__}:run"))
+    return calls, behaviour
+
+
+def test_out_is_checked_before_any_computation(tmp_path, capsys, fake_experiment):
+    """Issue 12: a non-directory or unwritable --out gave a raw traceback after the computation."""
+    calls, _ = fake_experiment
+    (tmp_path / "file").write_text("x")
+    unwritable = Path("/proc/self") if os.geteuid() == 0 else tmp_path / "ro"
+    if os.geteuid() != 0:
+        unwritable.mkdir()
+        unwritable.chmod(0o500)
+    for out, message in [(tmp_path / "file", "--out must be a folder, got"),
+                         (tmp_path / "file" / "sub", "--out must be a folder that can be created"),
+                         (unwritable, "--out must be a writable folder")]:
+        assert main(["reproduce", "fake", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert calls == []  # the experiment never ran
+    assert main(["reproduce", "fake", "--out", str(tmp_path / "new" / "dir")]) == 0
+    assert calls == [tmp_path / "new" / "dir"] and (tmp_path / "new" / "dir").is_dir()
+
+
+def test_value_error_in_a_run_is_one_line_exit_3(tmp_path, capsys, fake_experiment):
+    _, behaviour = fake_experiment
+
+    def bad():
+        raise ValueError("sigma_w2 must be finite and > 0, got nan\n(second line)")
+
+    behaviour["do"] = bad
+    assert main(["reproduce", "fake", "--out", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert err == "rmtjax: error: reproduce fake: sigma_w2 must be finite and > 0, got nan (second line)\n"
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    behaviour["do"] = interrupted
+    assert main(["reproduce", "fake", "--out", str(tmp_path)]) == 130
+    assert "interrupted; run the same command again to resume" in capsys.readouterr().err
+    assert jax.config.jax_enable_x64
+
+
+def test_check_failing_under_jit_is_one_line(tmp_path):
+    """Issue 12: under jit a bad input printed a pure_callback traceback, the equinox banner and
+    `JaxRuntimeError: INTERNAL: CpuCallback error`; the command prints the message alone."""
+    (tmp_path / "jit_failing_experiment.py").write_text(textwrap.dedent("""
+        import equinox as eqx, jax, jax.numpy as jnp
+
+        def run(out_dir, *, quick, seed, progress):
+            f = jax.jit(lambda x: eqx.error_if(x, x < 0, "x must be >= 0, got a negative value"))
+            return {"ok": bool(f(jnp.asarray(-1.0)) > 0)}
+    """))
+    script = textwrap.dedent(f"""
+        import sys
+        from rmtjax.cli import main
+        from rmtjax.experiments import EXPERIMENTS, Experiment
+        EXPERIMENTS["jit-fail"] = Experiment("fails under jit", "jit_failing_experiment:run")
+        sys.exit(main(["reproduce", "jit-fail", "--out", {str(tmp_path / "out")!r}]))
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 3, res.stderr
+    assert res.stderr == "rmtjax: error: reproduce jit-fail: x must be >= 0, got a negative value\n"
 
 
 def test_flags_reach_the_experiment(tmp_path, monkeypatch):
@@ -144,7 +266,5 @@ def test_console_script_is_installed():
     script = Path(sys.executable).with_name("rmtjax")
     if not script.exists():
         pytest.skip("the rmtjax console script is not installed next to this interpreter")
-    res = subprocess.run([str(script), "reproduce", "--list"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "kernels" in res.stdout
     res = subprocess.run([str(script), "reproduce", "nope"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "unknown experiment" in res.stderr
+    assert res.returncode == 2 and res.stderr.startswith("rmtjax: error: reproduce: unknown experiment 'nope'")

@@ -4,9 +4,16 @@ The registry :data:`EXPERIMENTS` maps a name to an :class:`Experiment`: a one-li
 and the ``"module:function"`` that runs it. Modules are imported only when an experiment is run,
 so listing them (``rmtjax reproduce --list``) is instant.
 
-Every runner has the signature ``run(out_dir, *, quick=False, seed=0, progress=True) -> dict``:
-it writes a PNG figure, ``report.json`` and ``report.md`` into ``out_dir`` and returns the report
-as a dictionary (with a boolean ``"ok"``: whether the result was reproduced).
+Every runner has the signature ``run(out_dir, *, quick=False, seed=0, progress=True, config=None)
+-> dict``: it checks ``out_dir`` (a writable folder, created if needed) and its sizes (the
+module's ``QUICK``/``FULL`` configuration or ``config``, a frozen dataclass checked field by field)
+before computing anything, writes a PNG figure, ``report.json`` and ``report.md`` into
+``out_dir`` (atomically: see :mod:`._output`) and returns the report as a dictionary (with a
+boolean ``"ok"``: whether the result was reproduced). Runners that take long keep their finished
+pieces in ``out_dir/resume.json`` (:mod:`._resume`) and skip them when rerun with the same
+configuration. Run with x64 disabled (``rmtjax reproduce NAME --float32``), the report's
+``"precision"`` entry gives the float32 accuracy of the headline quantities against float64
+(:mod:`._precision`).
 
 Example:
     >>> from rmtjax.experiments import EXPERIMENTS
@@ -30,10 +37,13 @@ class Experiment(NamedTuple):
     Attributes:
         description: one line, shown by ``rmtjax reproduce --list``.
         target: ``"package.module:function"``, the runner (imported lazily by :meth:`load`).
+        quick_seconds: measured wall time of ``rmtjax reproduce NAME --quick`` on two CPU cores
+            (shown by ``--list``), or ``None``.
     """
 
     description: str
     target: str
+    quick_seconds: float | None = None
 
     def load(self) -> Callable[..., dict[str, Any]]:
         """Imports the module and returns the runner function."""

@@ -22,11 +22,11 @@ variance grows linearly in :math:`L` for both weight laws. Writes ``dynamical_is
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import functools
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -36,21 +36,58 @@ import numpy as np
 from ..activations import Erf, Relu
 from ..meanfield import edge_of_chaos
 from ..rmt._jacobian import HardTanh, jacobian_law, jacobian_q_star, jacobian_spectrum
-from ..solve import root
+from ._common import check_seed, config_dict, dtype_name, int_grid, positive_int, versions
+from ._output import check_out_dir, nums, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
+from ._resume import ResumeFile
 
-__all__ = ["run"]
+__all__ = ["Config", "FULL", "QUICK", "run"]
 
-THEORY_GRID, THEORY_GRID_QUICK = 400, 160  # points of the lambda grid (one compilation per size)
+NAME = "dynamical-isometry"
+ACTIVATIONS = ("relu", "hard-tanh", "erf")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of the reproduction (each checked: a bad value is a ``ValueError`` naming it).
+
+    Attributes:
+        width: width of the finite networks (``>= 2``).
+        depths: depths compared (increasing).
+        networks: random networks per point (``>= 2``, for a standard error).
+        activations: among ``relu``, ``hard-tanh``, ``erf`` (each with Gaussian and orthogonal weights).
+        theory_grid: points of the lambda grid of the theory density (``>= 8``).
+    """
+
+    width: int = 1000
+    depths: tuple[int, ...] = (4, 16, 64)
+    networks: int = 2
+    activations: tuple[str, ...] = ACTIVATIONS
+    theory_grid: int = 400
+
+    def __post_init__(self):
+        positive_int(self.width, "width", lo=2)
+        int_grid(self.depths, "depths", lo=1)
+        positive_int(self.networks, "networks", lo=2)
+        acts = self.activations
+        if (isinstance(acts, str) or not isinstance(acts, tuple) or not acts or any(a not in ACTIVATIONS for a in acts)
+                or len(set(acts)) != len(acts)):
+            raise ValueError(f"activations must be a non-empty tuple of distinct names among {ACTIVATIONS}, got {acts!r}")
+        positive_int(self.theory_grid, "theory_grid", lo=8)
+
+
+FULL = Config()
+QUICK = Config(width=120, depths=(2, 8), networks=2, activations=("relu",), theory_grid=160)
 
 
 def _critical_hardtanh(q_target):
     """(sigma_w2, sigma_b2) with chi = sigma_w2 erf(1 / sqrt(2 q*)) = 1 and q* = q_target."""
     from jax.scipy.special import erf
 
-    w2 = 1 / erf(1 / jnp.sqrt(2 * q_target))
-    # sigma_b2 from the length map at q*: q = V(q)
     from ..rmt._jacobian import _hardtanh_length_map
 
+    w2 = 1 / erf(1 / jnp.sqrt(2 * q_target))
+    # sigma_b2 from the length map at q*: q = V(q)
     b2 = q_target - _hardtanh_length_map(q_target, w2, 0.0)
     return float(w2), float(b2)
 
@@ -59,12 +96,18 @@ def _critical_erf(b2):
     return float(edge_of_chaos(Erf(), b2).value), b2
 
 
-def _configs(quick):
-    htw, htb = _critical_hardtanh(jnp.asarray(0.05))
-    erw, erb = _critical_erf(0.01)
-    cfgs = [("relu", Relu(), 2.0, 0.0), ("hard-tanh", HardTanh(), htw, htb), ("erf", Erf(), erw, erb)]
-    out = [(name, act, w2, b2, orth) for name, act, w2, b2 in cfgs for orth in (False, True)]
-    return out[:2] if quick else out  # quick: ReLU, both weight laws
+def _configs(cfg: Config):
+    """(name, activation, sigma_w2, sigma_b2, orthogonal) of every configuration, at chi = 1."""
+    out = []
+    for name in cfg.activations:
+        if name == "relu":
+            act, w2, b2 = Relu(), 2.0, 0.0
+        elif name == "hard-tanh":
+            act, (w2, b2) = HardTanh(), _critical_hardtanh(jnp.asarray(0.05, float))
+        else:
+            act, (w2, b2) = Erf(), _critical_erf(0.01)
+        out += [(name, act, w2, b2, orth) for orth in (False, True)]
+    return out
 
 
 def _orthogonal(key, n):
@@ -74,100 +117,142 @@ def _orthogonal(key, n):
 
 def _network_singular_values(act, w2, b2, q, depth, width, orthogonal, key):
     """Squared singular values of J = prod D W for one random network at its fixed point q*."""
-
-    @jax.jit
-    def one(key):
-        k0, key = jax.random.split(key)
-        x = jnp.sqrt(q) * jax.random.normal(k0, (width,))  # h^0 ~ N(0, q*): x^0 = phi(h^0)
-        x = act(x)
-        J = jnp.eye(width)
-
-        def layer(carry, k):
-            x, J = carry
-            kw, kb = jax.random.split(k)
-            W = _orthogonal(kw, width) if orthogonal else jax.random.normal(kw, (width, width)) / math.sqrt(width)
-            W = math.sqrt(w2) * W
-            h = W @ x + math.sqrt(b2) * jax.random.normal(kb, (width,))
-            J = act.derivative(h)[:, None] * (W @ J)
-            return (act(h), J), None
-
-        (x, J), _ = jax.lax.scan(layer, (x, J), jax.random.split(key, depth))
-        return jnp.linalg.svd(J, compute_uv=False) ** 2
-
-    return np.asarray(one(key))
+    return np.asarray(_singular_values(act, jnp.asarray(w2, float), jnp.asarray(b2, float), jnp.asarray(q, float),
+                                       key, depth=depth, width=width, orthogonal=orthogonal), np.float64)
 
 
-def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Runs the reproduction and writes the figure and reports into ``out_dir``."""
+@functools.partial(jax.jit, static_argnames=("depth", "width", "orthogonal"))
+def _singular_values(act, w2, b2, q, key, *, depth, width, orthogonal):
+    dtype = w2.dtype
+    k0, key = jax.random.split(key)
+    x = act(jnp.sqrt(q) * jax.random.normal(k0, (width,), dtype))  # h^0 ~ N(0, q*): x^0 = phi(h^0)
+    J = jnp.eye(width, dtype=dtype)
+
+    def layer(carry, k):
+        x, J = carry
+        kw, kb = jax.random.split(k)
+        W = _orthogonal(kw, width).astype(dtype) if orthogonal else jax.random.normal(kw, (width, width), dtype) / math.sqrt(width)
+        W = jnp.sqrt(w2) * W
+        h = W @ x + jnp.sqrt(b2) * jax.random.normal(kb, (width,), dtype)
+        J = act.derivative(h)[:, None] * (W @ J)
+        return (act(h), J), None
+
+    (x, J), _ = jax.lax.scan(layer, (x, J), jax.random.split(key, depth))
+    return jnp.linalg.svd(J, compute_uv=False) ** 2
+
+
+def _theory_grid(act, w2, b2, L, orth, n_grid):
+    """A log grid of lambda, wide enough for the deepest ReLU spectra; near-isometric laws get a
+    quarter of the points (same size) on [m1 - 8 sd, m1 + 8 sd]. (For orthogonal hard-tanh at
+    q* = 0.05 the law is almost all an atom at sigma_w^(2L), of mass ~ 1 - L P(|h| > 1), which the
+    density leaves out, plus a continuous part of mass ~ L P(|h| > 1).)"""
+    grid = np.geomspace(1e-8, 1e4, n_grid)
+    law = jacobian_law(act, w2, b2, depth=L, orthogonal=orth).moments(2)
+    m1, sd = float(law[0]), math.sqrt(max(float(law[1] - law[0] ** 2), 0.0))
+    if sd < 0.1 * m1:
+        k = n_grid // 4
+        grid = np.sort(np.concatenate([np.geomspace(1e-8, 1e4, n_grid - k),
+                                       np.linspace(max(m1 - 8 * sd, 1e-8), m1 + 8 * sd, k)]))
+    return grid
+
+
+def _theory(act, w2, b2, grid, L, orth):
+    """The theory summaries of one configuration (a float32 run compares them with float64)."""
+    spec = jacobian_spectrum(act, w2, b2, grid, depth=L, orthogonal=orth, throw=False)
+    return {"mean": spec.mean, "variance": spec.variance, "max_eigenvalue": spec.max_eigenvalue,
+            "zero_mass": spec.zero_mass, "chi": spec.chi, "ok": spec.ok, "density": spec.density,
+            "converged": spec.converged}
+
+
+def _point(cfg, seed, ci, di, name, act, w2, b2, orth, L):
+    q = float(jacobian_q_star(act, w2, b2))
+    q_net = 1.0 if not np.isfinite(q) else q
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 100 * ci + di), cfg.networks)
+    lam = np.stack([_network_singular_values(act, w2, b2, q_net, L, cfg.width, orth, k) for k in keys])
+    m1s, v = lam.mean(1), lam.var(1)
+    grid = _theory_grid(act, w2, b2, L, orth, cfg.theory_grid)
+    th = _theory(act, w2, b2, jnp.asarray(grid, float), L, orth)
+    th_var, edge = float(th["variance"]), float(th["max_eigenvalue"])
+    nets, width = cfg.networks, cfg.width
+    tol_m1 = 5 * m1s.std(ddof=1) / math.sqrt(nets) + 2 * L / width + 0.02
+    tol_var = 5 * v.std(ddof=1) / math.sqrt(nets) + 2 * L / width * max(th_var, 1) + 0.05 * max(th_var, 0.05)
+    # histogram of log10 s (s = sqrt(lambda)) vs theory p(log10 s) = rho(lambda) * 2 lambda ln 10
+    nz = lam[lam > 1e-12 * max(1.0, edge)]
+    converged = np.asarray(th["converged"])
+    r = {
+        "name": name, "weights": "orthogonal" if orth else "gaussian", "depth": L, "sigma_w2": w2,
+        "sigma_b2": b2, "q_star": q if np.isfinite(q) else None, "chi": float(th["chi"]),
+        "theory": {"mean": float(th["mean"]), "variance": th_var, "max_eigenvalue": edge,
+                   "zero_mass": float(th["zero_mass"]), "ok": bool(th["ok"]), "grid": grid.tolist(),
+                   "density": np.asarray(th["density"], np.float64).tolist(), "converged": converged.tolist(),
+                   "converged_fraction": float(np.mean(converged))},
+        "empirical": {"mean": float(m1s.mean()), "variance": float(v.mean()), "max_eigenvalue": float(lam.max()),
+                      "zero_fraction": float(np.mean(lam <= 1e-12 * max(1.0, edge))),
+                      "log10_s": np.log10(np.sqrt(nz)).tolist()[:20000]},
+        "tolerance": {"mean": tol_m1, "variance": tol_var},
+    }
+    r["ok"] = bool(r["theory"]["converged_fraction"] >= 0.5
+                   and abs(r["empirical"]["mean"] - r["theory"]["mean"]) <= tol_m1
+                   and abs(r["empirical"]["variance"] - th_var) <= tol_var
+                   and r["empirical"]["max_eigenvalue"] <= edge * (1.2 + 4 * L / width))
+    return r
+
+
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
+        config: Config | None = None) -> dict[str, Any]:
+    """Runs the reproduction and writes the figure and reports into ``out_dir``.
+
+    Args:
+        out_dir: output folder (created; checked before any computation); ``resume.json`` there
+            holds the finished points.
+        quick: use :data:`QUICK` (ReLU only, width 120) instead of :data:`FULL`.
+        seed: master seed of the networks, in ``[0, 2**32 - 1]``.
+        progress: show a progress bar.
+        config: explicit sizes (overrides ``quick``).
+    """
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = config if config is not None else (QUICK if quick else FULL)
+    if not isinstance(cfg, Config):
+        raise ValueError(f"config must be a dynamical_isometry.Config, got {type(cfg).__name__}")
+    seed = check_seed(seed)
+    out = check_out_dir(out_dir)
     t0 = time.perf_counter()
-    width, depths, nets = (120, (2, 8), 2) if quick else (1000, (4, 16, 64), 2)
-    cfgs = _configs(quick)
-    partial_path = out / "partial.json"
-    done = json.loads(partial_path.read_text()) if partial_path.exists() else {}
-    bar = tqdm(total=len(cfgs) * len(depths), desc="reproduce dynamical-isometry", disable=not progress)
-    key = jax.random.key(seed)
+    resume = ResumeFile(out, NAME, {"config": config_dict(cfg), "seed": seed, "dtype": dtype_name()})
+    cfgs = _configs(cfg)
+    bar = tqdm(total=len(cfgs) * len(cfg.depths), desc="reproduce dynamical-isometry", disable=not progress)
     results = []
     for ci, (name, act, w2, b2, orth) in enumerate(cfgs):
-        q = float(jacobian_q_star(act, w2, b2))
-        q_net = 1.0 if not np.isfinite(q) else q
-        for di, L in enumerate(depths):
-            tag = f"{name}|{'orthogonal' if orth else 'gaussian'}|{L}|{width}|{seed}"
+        for di, L in enumerate(cfg.depths):
+            tag = f"{name}|{'orthogonal' if orth else 'gaussian'}|{L}"
             bar.set_postfix_str(tag)
-            if tag in done:
-                results.append(done[tag])
-                bar.update()
-                continue
-            keys = jax.random.split(jax.random.fold_in(key, 100 * ci + di), nets)
-            lam = np.stack([_network_singular_values(act, w2, b2, q_net, L, width, orth, k) for k in keys])
-            m1s, v = lam.mean(1), lam.var(1)
-            # theory on a log grid of lambda, wide enough for the deepest ReLU spectra
-            n_grid = THEORY_GRID if not quick else THEORY_GRID_QUICK
-            grid = np.geomspace(1e-8, 1e4, n_grid)
-            law = jacobian_law(act, w2, b2, depth=L, orthogonal=orth).moments(2)
-            m1, sd = float(law[0]), math.sqrt(max(float(law[1] - law[0] ** 2), 0.0))
-            # near-isometric: a quarter of the grid (same size) on [m1 - 8 sd, m1 + 8 sd]. (For orthogonal
-            # hard-tanh at q* = 0.05 the law is almost all an atom at sigma_w^(2L), of mass ~ 1 - L P(|h| > 1),
-            # which the density leaves out, plus a continuous part of mass ~ L P(|h| > 1).)
-            if sd < 0.1 * m1:
-                k = n_grid // 4
-                grid = np.sort(np.concatenate([np.geomspace(1e-8, 1e4, n_grid - k),
-                                               np.linspace(max(m1 - 8 * sd, 1e-8), m1 + 8 * sd, k)]))
-            spec = jacobian_spectrum(act, w2, b2, jnp.asarray(grid), depth=L, orthogonal=orth, throw=False)
-            th_var = float(spec.variance)
-            edge = float(spec.max_eigenvalue)
-            tol_m1 = 5 * m1s.std(ddof=1) / math.sqrt(nets) + 2 * L / width + 0.02
-            tol_var = 5 * v.std(ddof=1) / math.sqrt(nets) + 2 * L / width * max(th_var, 1) + 0.05 * max(th_var, 0.05)
-            # histogram of log10 s (s = sqrt(lambda)) vs theory p(log10 s) = rho(lambda) * 2 lambda ln 10
-            nz = lam[lam > 1e-12 * max(1.0, edge)]
-            r = {
-                "name": name, "weights": "orthogonal" if orth else "gaussian", "depth": L, "sigma_w2": w2,
-                "sigma_b2": b2, "q_star": q if np.isfinite(q) else None, "chi": float(spec.chi),
-                "theory": {"mean": float(spec.mean), "variance": th_var, "max_eigenvalue": edge,
-                           "zero_mass": float(spec.zero_mass), "ok": bool(spec.ok),
-                           "grid": grid.tolist(), "density": np.asarray(spec.density).tolist(),
-                           "converged": np.asarray(spec.converged).tolist()},
-                "empirical": {"mean": float(m1s.mean()), "variance": float(v.mean()), "max_eigenvalue": float(lam.max()),
-                              "zero_fraction": float(np.mean(lam <= 1e-12 * max(1.0, edge))),
-                              "log10_s": np.log10(np.sqrt(nz)).tolist()[:20000]},
-                "tolerance": {"mean": tol_m1, "variance": tol_var},
-            }
-            r["theory"]["converged_fraction"] = float(np.mean(np.asarray(spec.converged)))
-            r["ok"] = bool(r["theory"]["converged_fraction"] >= 0.5 and abs(r["empirical"]["mean"] - r["theory"]["mean"]) <= tol_m1
-                           and abs(r["empirical"]["variance"] - th_var) <= tol_var
-                           and r["empirical"]["max_eigenvalue"] <= edge * (1.2 + 4 * L / width))
-            results.append(r)
-            done[tag] = r
-            partial_path.write_text(json.dumps(done))
+            if tag not in resume:
+                resume.put(tag, _point(cfg, seed, ci, di, name, act, w2, b2, orth, L))
+            results.append(resume[tag])
             bar.update()
     bar.close()
-    deepest = max(depths)
+
+    # float32: the theory summaries of every point against float64 on the same grid
+    def theory_all(points):
+        out = {}
+        for (name, act, w2, b2, orth), L, grid in points:
+            th = _theory(act, w2, b2, grid, L, orth)
+            for k in ("mean", "variance", "max_eigenvalue", "zero_mass"):
+                out[f"{name} {'orthogonal' if orth else 'gaussian'} L={L}: {k}"] = th[k]
+        return out
+
+    points = [(c, r["depth"], jnp.asarray(r["theory"]["grid"], float))
+              for c in cfgs for r in results if (r["name"], r["weights"]) == (c[0], "orthogonal" if c[4] else "gaussian")]
+    values32 = {f"{r['name']} {r['weights']} L={r['depth']}: {k}": r["theory"][k]
+                for r in results for k in ("mean", "variance", "max_eigenvalue", "zero_mass")}
+    precision = float64_comparison(theory_all, points, float32_values=values32)
+
+    deepest = max(cfg.depths)
     var_at = {(r["name"], r["weights"]): r["theory"]["variance"] for r in results if r["depth"] == deepest}
-    claims = {"relu_variance_grows_with_depth_for_both_weight_laws": bool(
-        var_at[("relu", "gaussian")] >= deepest and var_at[("relu", "orthogonal")] >= 0.9 * deepest)}
+    claims = {}
+    if ("relu", "gaussian") in var_at:
+        claims["relu_variance_grows_with_depth_for_both_weight_laws"] = bool(
+            var_at[("relu", "gaussian")] >= deepest and var_at[("relu", "orthogonal")] >= 0.9 * deepest)
     if ("hard-tanh", "orthogonal") in var_at:
         claims["orthogonal_hard_tanh_is_nearly_isometric"] = bool(
             var_at[("hard-tanh", "orthogonal")] < 0.25 * var_at[("hard-tanh", "gaussian")])
@@ -177,34 +262,30 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     worst = max(abs(r["empirical"]["variance"] - r["theory"]["variance"]) / max(r["tolerance"]["variance"], 1e-12)
                 for r in results)
     report = {
-        "name": "dynamical-isometry", "ok": ok, "quick": quick, "seed": seed, "seconds": time.perf_counter() - t0,
-        "config": {"width": width, "depths": list(depths), "networks_per_point": nets},
-        "results": results, "claims": claims,
+        "name": NAME, "ok": ok, "quick": cfg == QUICK, "seed": seed, "dtype": dtype_name(),
+        "seconds": time.perf_counter() - t0,
+        "config": {**config_dict(cfg), "networks_per_point": cfg.networks},
+        "results": results, "claims": claims, "precision": precision, "resume": resume.summary(),
         "summary": f"{sum(r['ok'] for r in results)}/{len(results)} configurations match theory (moments within "
                    f"tolerance, worst variance error {worst:.2f} x tolerance); claims: "
                    + ", ".join(f"{k}={v}" for k, v in claims.items()),
-        "versions": {"jax": jax.__version__},
+        "versions": versions(),
     }
     _figure(report, out / "dynamical_isometry.png")
-    slim = json.loads(json.dumps(report))
-    for r in slim["results"]:
-        r["empirical"].pop("log10_s")
-    (out / "report.json").write_text(json.dumps(slim, indent=1))
-    (out / "report.md").write_text(_markdown(report))
-    partial_path.unlink(missing_ok=True)
+    slim = {**report, "results": [{**r, "empirical": {k: v for k, v in r["empirical"].items() if k != "log10_s"}}
+                                  for r in results]}
+    write_report(out, slim, _markdown(report))
     return slim
 
 
 def _figure(rep, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
     res = rep["results"]
     names = sorted({r["name"] for r in res}, key=["relu", "hard-tanh", "erf"].index)
     depths = rep["config"]["depths"]
-    fig, axes = plt.subplots(len(names), 2, figsize=(12, 3.4 * len(names)), squeeze=False)
+    fig = Figure(figsize=(12, 3.4 * len(names)))
+    axes = fig.subplots(len(names), 2, squeeze=False)
     colors = dict(zip(depths, ["C0", "C1", "C3", "C4"]))
     for i, n in enumerate(names):
         for j, wl in enumerate(("gaussian", "orthogonal")):
@@ -227,14 +308,14 @@ def _figure(rep, path):
             ax.legend(fontsize=7)
     fig.suptitle(f"Jacobian singular values: free probability (lines) vs width-{rep['config']['width']} networks")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _markdown(rep):
     lines = ["# Dynamical isometry (Pennington, Schoenholz & Ganguli 2017)", "",
              f"**{'Reproduced' if rep['ok'] else 'NOT reproduced'}** in {rep['seconds']:.1f} s "
-             f"(width {rep['config']['width']}, {rep['config']['networks_per_point']} networks per point).", "",
+             f"({'quick' if rep['quick'] else 'full'} mode, {rep['dtype']}; width {rep['config']['width']}, depths "
+             f"{nums(rep['config']['depths'])}, {rep['config']['networks_per_point']} networks per point).", "",
              "| activation | weights | L | sigma_w^2 | sigma_b^2 | mean (th / emp) | variance (th / emp, tol) | "
              "max s^2 (edge / emp) | ok |", "|---|---|---:|---:|---:|---|---|---|:---:|"]
     for r in rep["results"]:
@@ -243,6 +324,8 @@ def _markdown(rep):
                      f"{t['mean']:.4f} / {e['mean']:.4f} | {t['variance']:.4g} / {e['variance']:.4g} "
                      f"(+-{r['tolerance']['variance']:.2g}) | {t['max_eigenvalue']:.4g} / {e['max_eigenvalue']:.4g} | "
                      f"{'yes' if r['ok'] else 'no'} |")
-    lines += ["", "Claims: " + ", ".join(f"{k}: {v}" for k, v in rep["claims"].items()), "",
-              "![spectra](dynamical_isometry.png)", ""]
+    lines += ["", "Claims: " + ", ".join(f"{k.replace('_', ' ')}: {'yes' if v else 'no'}"
+                                         for k, v in rep["claims"].items()), ""]
+    lines += precision_lines(rep.get("precision"))
+    lines += ["![spectra](dynamical_isometry.png)", ""]
     return "\n".join(lines)

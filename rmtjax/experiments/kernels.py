@@ -31,8 +31,10 @@ e_{\rm MC}`. The finite-width bias, :math:`O(L/n)` for :math:`L \ge 2` (Hanin & 
 Dyer & Gur-Ari 2020), is far below the sampling error at the widths used here; at
 :math:`L = 1` both estimators are exactly unbiased at any width.
 
-Results are appended to ``steps.jsonl`` in the output folder as each (activation, depth) step
-completes; a rerun with the same configuration skips the steps already there (resume).
+Each (activation, depth) step is saved to ``resume.json`` in the output folder as it completes
+(:class:`rmtjax.experiments._resume.ResumeFile`: atomic rewrites, fingerprinted by the
+configuration); a rerun with the same configuration skips the steps already there. In a float32
+run the report also gives the largest relative difference of the theory kernels to float64.
 
 Example:
     >>> from rmtjax.experiments import kernels
@@ -44,12 +46,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import functools
 import math
 import os
-import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +60,10 @@ import numpy as np
 
 from .. import activations, stax
 from ..kernels import FullyConnected, kernel
+from ._common import check_seed, config_dict, dtype_name, int_grid, number, positive_int, versions
+from ._output import check_out_dir, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
+from ._resume import ResumeFile, fingerprint
 
 __all__ = ["ACTIVATIONS", "ActivationSetup", "Config", "QUICK", "circle_data", "compare", "mc_samples", "run"]
 
@@ -115,22 +118,26 @@ class Config:
     dtype: str = "float64"
 
     def __post_init__(self):
-        if self.n_points < 3 or self.dim < 2 or self.width < 1:
-            raise ValueError(f"need n_points >= 3, dim >= 2, width >= 1, got {self}")
-        if not self.depths or any(int(d) < 1 for d in self.depths):
-            raise ValueError(f"depths must be positive integers, got {self.depths}")
-        unknown = [a for a in self.activations if a not in ACTIVATIONS]
-        if unknown or not self.activations:
-            raise ValueError(f"activations must be among {sorted(ACTIVATIONS)}, got {self.activations}")
-        if self.n_seeds_nngp < 2 or self.n_seeds_ntk < 2:
-            raise ValueError("need at least 2 seeds to estimate a standard error")
+        positive_int(self.n_points, "n_points", lo=3)
+        positive_int(self.dim, "dim", lo=2)
+        positive_int(self.width, "width", lo=1)
+        int_grid(self.depths, "depths", lo=1)
+        if (isinstance(self.activations, str) or not isinstance(self.activations, tuple) or not self.activations
+                or any(a not in ACTIVATIONS for a in self.activations) or len(set(self.activations)) != len(self.activations)):
+            raise ValueError(f"activations must be a non-empty tuple of distinct names among {sorted(ACTIVATIONS)}, "
+                             f"got {self.activations!r}")
+        positive_int(self.n_seeds_nngp, "n_seeds_nngp", lo=2)
+        positive_int(self.n_seeds_ntk, "n_seeds_ntk", lo=2)
         if self.n_seeds_nngp % self.n_seeds_ntk:
-            raise ValueError(f"n_seeds_ntk ({self.n_seeds_ntk}) must divide n_seeds_nngp ({self.n_seeds_nngp})")
+            raise ValueError(f"n_seeds_ntk must divide n_seeds_nngp, got {self.n_seeds_ntk} and {self.n_seeds_nngp}")
+        number(self.tolerance_se, "tolerance_se", lo=0, lo_open=True)
+        check_seed(self.seed)
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
     def fingerprint(self) -> str:
-        """A short hash of the configuration: steps recorded under another one are ignored."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """A short hash of the configuration: steps recorded under another one are not reused."""
+        return fingerprint(NAME, config_dict(self))
 
 
 #: ``--quick``: small enough to finish in well under a minute on two CPU cores.
@@ -185,9 +192,9 @@ def mc_samples(setup: ActivationSetup, depth: int, width: int, x: jax.Array, key
                n_seeds_nngp: int, n_seeds_ntk: int) -> tuple[np.ndarray, np.ndarray]:
     r"""Per-initialisation kernels of a finite network: :math:`f f^\top` and :math:`J J^\top`.
 
-    The seeds are processed in chunks (bounded memory): the chunk's parameters are drawn by the
-    network's own ``init_fn`` (vmapped, outside ``jit``: the random-number kernels are compiled
-    once per shape and shared by every activation and depth), then one jitted function gives
+    The seeds are processed in chunks (bounded memory): in one function compiled per network
+    structure (and reused by every chunk and rerun), the chunk's parameters are drawn by the
+    network's own ``init_fn`` (vmapped), then
     :math:`f f^\top` for every seed of the chunk (vmapped forward passes) and :math:`J J^\top`
     for the first seed of each group of ``n_seeds_nngp // n_seeds_ntk`` (``lax.map`` over
     ``jax.jacrev``).
@@ -205,10 +212,23 @@ def mc_samples(setup: ActivationSetup, depth: int, width: int, x: jax.Array, key
         ``(nngp, ntk)`` of shapes ``(n_seeds_nngp, n, n)`` and ``(n_seeds_ntk, n, n)``, float64.
     """
     if n_seeds_nngp % n_seeds_ntk:
-        raise ValueError(f"n_seeds_ntk ({n_seeds_ntk}) must divide n_seeds_nngp ({n_seeds_nngp})")
+        raise ValueError(f"n_seeds_ntk must divide n_seeds_nngp, got {n_seeds_ntk} and {n_seeds_nngp}")
+    group = n_seeds_nngp // n_seeds_ntk
+    keys = jax.random.split(key, n_seeds_nngp)
+    size = _chunk_size(n_seeds_nngp, n_seeds_ntk)
+    parts = [_chunk_kernels(keys[i:i + size], x, setup=setup, depth=depth, width=width, group=group)
+             for i in range(0, n_seeds_nngp, size)]
+    nngp = np.concatenate([np.asarray(p[0], np.float64) for p in parts])
+    ntk = np.concatenate([np.asarray(p[1], np.float64) for p in parts])
+    return nngp, ntk
+
+
+@functools.partial(jax.jit, static_argnames=("setup", "depth", "width", "group"))
+def _chunk_kernels(keys, x, *, setup, depth, width, group):
+    """f f^T for every key of the chunk and J J^T for every ``group``-th one (compiled once per
+    structure and shape, shared by every chunk and by reruns)."""
     init_fn, apply_fn, _ = _finite_network(setup, depth, width)
     n, d = x.shape
-    group = n_seeds_nngp // n_seeds_ntk
 
     def outputs(params):
         return apply_fn(params, x)[:, 0]
@@ -218,21 +238,10 @@ def mc_samples(setup: ActivationSetup, depth: int, width: int, x: jax.Array, key
         rows = [j.reshape(n, -1) for j in jax.tree_util.tree_leaves(jac)]
         return sum(r @ r.T for r in rows)
 
-    @jax.jit
-    def chunk_kernels(params):
-        f = jax.vmap(outputs)(params)  # (seeds, n)
-        ntk = jax.lax.map(ntk_one, jax.tree_util.tree_map(lambda a: a[::group], params))
-        return f[:, :, None] * f[:, None, :], ntk
-
-    def init(k):
-        return init_fn(k, (-1, d))[1]
-
-    keys = jax.random.split(key, n_seeds_nngp)
-    size = _chunk_size(n_seeds_nngp, n_seeds_ntk)
-    parts = [chunk_kernels(jax.vmap(init)(keys[i:i + size])) for i in range(0, n_seeds_nngp, size)]
-    nngp = np.concatenate([np.asarray(p[0], np.float64) for p in parts])
-    ntk = np.concatenate([np.asarray(p[1], np.float64) for p in parts])
-    return nngp, ntk
+    params = jax.vmap(lambda k: init_fn(k, (-1, d))[1])(keys)
+    f = jax.vmap(outputs)(params)  # (seeds, n)
+    ntk = jax.lax.map(ntk_one, jax.tree_util.tree_map(lambda a: a[::group], params))
+    return f[:, :, None] * f[:, None, :], ntk
 
 
 def _circulant_profile(samples: np.ndarray) -> np.ndarray:
@@ -278,6 +287,9 @@ def compare(mc_mean: np.ndarray, mc_se: np.ndarray, theory: np.ndarray, toleranc
 # ------------------------------------------------------------------------------------------
 
 
+_all_depths = jax.jit(lambda a, b, net: kernel(a, b, net, all_depths=True))
+
+
 def _theory(cfg: Config, name: str, x: np.ndarray, dtype) -> dict[str, Any]:
     """Kernels of every depth on the data and along the circle, and the time they took."""
     setup = ACTIVATIONS[name]
@@ -286,14 +298,13 @@ def _theory(cfg: Config, name: str, x: np.ndarray, dtype) -> dict[str, Any]:
     xg = circle_data(0, cfg.dim, cfg.seed, angles=grid)
     xs, xgs = jnp.asarray(x, dtype), jnp.asarray(xg, dtype)
 
-    all_depths = jax.jit(lambda a, b, net: kernel(a, b, net, all_depths=True))
     t0 = time.perf_counter()
-    on_data = jax.block_until_ready(all_depths(xs, None, net))
+    on_data = jax.block_until_ready(_all_depths(xs, None, net))
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    on_data = jax.block_until_ready(all_depths(xs, None, net))
+    on_data = jax.block_until_ready(_all_depths(xs, None, net))
     second = time.perf_counter() - t0
-    curve = all_depths(xgs, xs[:1], net)
+    curve = _all_depths(xgs, xs[:1], net)
     return {
         "W_std": setup.W_std, "b_std": setup.b_std, "activation": type(net.activation).__name__,
         "nngp": np.asarray(on_data.nngp, np.float64), "ntk": np.asarray(on_data.ntk, np.float64),
@@ -308,38 +319,18 @@ def _theory(cfg: Config, name: str, x: np.ndarray, dtype) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
-def _load_steps(path: Path, fingerprint: str) -> dict[tuple[str, int], dict[str, Any]]:
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    if not path.exists():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by an interrupted run
-            continue
-        if isinstance(rec, dict) and rec.get("config_hash") == fingerprint:
-            done[(rec["activation"], int(rec["depth"]))] = rec
-    return done
+def _step_key(name: str, depth: int) -> str:
+    return f"{name}|depth={depth}"
 
 
-def _append_step(path: Path, rec: dict[str, Any]) -> None:
-    with path.open("a") as fh:
-        fh.write(json.dumps(rec) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _versions() -> dict[str, Any]:
-    import jaxlib
-    import matplotlib
-
-    from .. import __version__
-
-    return {
-        "rmtjax": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__,
-        "matplotlib": matplotlib.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
-        "backend": jax.default_backend(), "devices": jax.local_device_count(), "cpu_count": os.cpu_count(),
-    }
+def _theory_kernels(x, names: tuple[str, ...], depth: int) -> dict[str, Any]:
+    """The theory kernels of every depth on ``x`` (the float32 run compares them with float64)."""
+    out = {}
+    for name in names:
+        setup = ACTIVATIONS[name]
+        k = _all_depths(x, None, FullyConnected(depth, setup.W_std, setup.b_std, setup.make()))
+        out[f"{name} NNGP"], out[f"{name} NTK"] = k.nngp, k.ntk
+    return out
 
 
 def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
@@ -347,9 +338,10 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     """Runs the experiment and writes ``kernels.png``, ``report.json``, ``report.md``.
 
     Args:
-        out_dir: output folder (created); ``steps.jsonl`` there holds the completed steps.
+        out_dir: output folder (created; checked before any computation); ``resume.json`` there
+            holds the completed steps.
         quick: use :data:`QUICK` instead of the default :class:`Config`.
-        seed: master seed (data and initialisations).
+        seed: master seed (data and initialisations), in ``[0, 2**32 - 1]``.
         progress: show a tqdm progress bar over (activation, depth) steps.
         config: explicit sizes (overrides ``quick``; its ``seed`` and ``dtype`` are replaced).
 
@@ -360,40 +352,39 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    dtype = jnp.dtype(jnp.result_type(float))  # float64 under jax_enable_x64
     base = config if config is not None else (QUICK if quick else Config())
-    cfg = dataclasses.replace(base, seed=int(seed), dtype=dtype.name)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    steps_path = out / "steps.jsonl"
-    fingerprint = cfg.fingerprint()
+    if not isinstance(base, Config):
+        raise ValueError(f"config must be a kernels.Config, got {type(base).__name__}")
+    cfg = dataclasses.replace(base, seed=check_seed(seed), dtype=dtype_name())
+    dtype = jnp.dtype(cfg.dtype)
+    out = check_out_dir(out_dir)
+    fp = cfg.fingerprint()
+    resume = ResumeFile(out, NAME, config_dict(cfg))
 
     x = circle_data(cfg.n_points, cfg.dim, cfg.seed)
     xs = jnp.asarray(x, dtype)
     theory = {name: _theory(cfg, name, x, dtype) for name in cfg.activations}
 
-    todo = [(a, d) for a in cfg.activations for d in sorted(set(cfg.depths))]
-    done = _load_steps(steps_path, fingerprint)
-    resumed = [s for s in todo if s in done]
+    todo = [(a, d) for a in cfg.activations for d in cfg.depths]
+    resumed = [s for s in todo if _step_key(*s) in resume]
     master = jax.random.key(cfg.seed)
     with tqdm(total=len(todo), initial=len(resumed), desc=f"reproduce {NAME}", unit="step",
               disable=not progress) as bar:
         for name, depth in todo:
-            if (name, depth) in done:
+            if _step_key(name, depth) in resume:
                 continue
             bar.set_postfix_str(f"{name} depth={depth} width={cfg.width}")
             t0 = time.perf_counter()
             key = jax.random.fold_in(jax.random.fold_in(master, list(ACTIVATIONS).index(name)), depth)
             nngp, ntk = mc_samples(ACTIVATIONS[name], depth, cfg.width, xs, key, cfg.n_seeds_nngp, cfg.n_seeds_ntk)
-            rec = {"config_hash": fingerprint, "activation": name, "depth": depth, "width": cfg.width,
-                   "seconds": time.perf_counter() - t0, "nngp": _summarise(nngp), "ntk": _summarise(ntk)}
-            _append_step(steps_path, rec)
-            done[(name, depth)] = rec
+            resume.put(_step_key(name, depth), {"activation": name, "depth": depth, "width": cfg.width,
+                                                "seconds": time.perf_counter() - t0, "nngp": _summarise(nngp),
+                                                "ntk": _summarise(ntk)})
             bar.update(1)
 
     steps = []
     for name, depth in todo:
-        rec, th = done[(name, depth)], theory[name]
+        rec, th = resume[_step_key(name, depth)], theory[name]
         row = {"activation": name, "depth": depth, "width": cfg.width, "seconds": rec["seconds"],
                "resumed": (name, depth) in resumed}
         for k in ("nngp", "ntk"):
@@ -405,12 +396,17 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
                       "mc_mean": mc["mean"], "mc_se": mc["se"], "theory": th[k][depth].tolist()}
         steps.append(row)
 
+    precision = float64_comparison(
+        _theory_kernels, xs, cfg.activations, max(cfg.depths),
+        float32_values={f"{n} {k.upper()}": theory[n][k] for n in cfg.activations for k in ("nngp", "ntk")})
     ok = all(s[k]["agrees"] for s in steps for k in ("nngp", "ntk"))
     report = {
         "experiment": NAME,
+        "name": NAME,
         "ok": ok,
         "summary": _summary_line(steps, cfg),
-        "config": {**dataclasses.asdict(cfg), "config_hash": fingerprint, "quick": base is QUICK},
+        "config": {**dataclasses.asdict(cfg), "config_hash": fp, "quick": base is QUICK},
+        "dtype": cfg.dtype,
         "data": {"kind": "great circle", "n_points": cfg.n_points, "dim": cfg.dim,
                  "angles": (2 * np.pi * np.arange(cfg.n_points) / cfg.n_points).tolist()},
         "theory": {
@@ -421,9 +417,11 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
             for name, th in theory.items()
         },
         "steps": steps,
+        "precision": precision,
+        "resume": resume.summary(),
         "timing": {},
-        "versions": _versions(),
-        "files": {"figure": "kernels.png", "report_md": "report.md", "steps": steps_path.name},
+        "versions": versions(),
+        "files": {"figure": "kernels.png", "report_md": "report.md", "resume": resume.path.name},
     }
     _figure(report, out / "kernels.png")
     report["timing"] = {
@@ -434,8 +432,7 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         "resumed_steps": len(resumed),
         "computed_steps": len(todo) - len(resumed),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
+    write_report(out, report, _markdown(report))
     return report
 
 
@@ -487,7 +484,7 @@ def _figure(report: dict[str, Any], path: Path) -> None:
         ax.set_xticks(depths)
         ax.set_title(f"width {report['config']['width']}: relative error vs depth")
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -527,7 +524,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "## Timing",
         "",
         f"- total {t['total_seconds']:.1f} s; Monte Carlo {t['monte_carlo_seconds']:.1f} s over "
-        f"{len(report['steps'])} steps ({t['resumed_steps']} resumed from `{report['files']['steps']}`)",
+        f"{len(report['steps'])} steps ({t['resumed_steps']} resumed from `{report['files']['resume']}`)",
         f"- theory, all depths, every activation: {t['theory_seconds'] * 1e3:.1f} ms (after compilation)",
         "",
         "## Environment",
@@ -537,4 +534,4 @@ def _markdown(report: dict[str, Any]) -> str:
         f"config `{cfg['config_hash']}`.",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines[:-4] + precision_lines(report.get("precision")) + lines[-4:])

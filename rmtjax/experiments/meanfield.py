@@ -18,10 +18,10 @@ Writes ``meanfield.png``, ``report.json`` and ``report.md``.
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import functools
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,8 +30,67 @@ import numpy as np
 
 from ..activations import Tanh
 from ..meanfield import c_map, edge_of_chaos, mean_field, phase_diagram, q_star
+from ._common import check_seed, config_dict, dtype_name, positive_int, versions
+from ._output import check_out_dir, num, nums, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
 
-__all__ = ["run"]
+__all__ = ["Config", "FULL", "QUICK", "run"]
+
+NAME = "meanfield"
+SIGMA_W2 = (0.5, 4.0)  # range of the phase diagram
+SIGMA_B2 = (0.0, 0.3)
+B0 = 0.05  # sigma_b^2 of the depth-scale line and of the finite networks
+EPS = (0.1, 0.03, 0.01, 0.003)  # 1 - sigma_w^2 / critical, for the divergence of xi_c
+C0 = 0.6  # input correlation of the finite networks
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of the reproduction (each checked: a bad value is a ``ValueError`` naming it).
+
+    Attributes:
+        n_sigma_w2, n_sigma_b2: points of the phase-diagram grid (``>= 2`` each).
+        n_line: points of the depth-scale line ``0.6-1.6 x`` critical ``sigma_w^2`` (``>= 3``).
+        n_edge: values of ``sigma_b^2`` on the edge-of-chaos curve (``>= 2``).
+        width, depth, seeds: the finite random networks (``seeds >= 2`` for a standard error).
+    """
+
+    n_sigma_w2: int = 80
+    n_sigma_b2: int = 40
+    n_line: int = 101
+    n_edge: int = 31
+    width: int = 1500
+    depth: int = 12
+    seeds: int = 24
+
+    def __post_init__(self):
+        positive_int(self.n_sigma_w2, "n_sigma_w2", lo=2)
+        positive_int(self.n_sigma_b2, "n_sigma_b2", lo=2)
+        positive_int(self.n_line, "n_line", lo=3)
+        positive_int(self.n_edge, "n_edge", lo=2)
+        positive_int(self.width, "width", lo=2)
+        positive_int(self.depth, "depth", lo=1)
+        positive_int(self.seeds, "seeds", lo=2)
+
+
+FULL = Config()
+QUICK = Config(n_sigma_w2=24, n_sigma_b2=10, n_line=41, n_edge=16, width=500, depth=6, seeds=8)
+
+
+@jax.jit
+def _critical(b0, eps):
+    """Critical sigma_w^2 at b0 and xi_c at (1 - eps) x critical (one compiled program)."""
+    w2c = edge_of_chaos(Tanh(), b0).value
+    xi = jax.vmap(lambda e: mean_field(Tanh(), w2c * (1 - e), b0, throw=False).xi_c)(eps)
+    return w2c, xi
+
+
+def _headline(b0, eps, w2_nets):
+    """The theory quantities of the summary (compared with float64 in a float32 run)."""
+    w2c, xi = _critical(b0, eps)
+    slope = np.polyfit(np.log(np.asarray(eps, np.float64)), np.log(np.asarray(xi, np.float64)), 1)[0]
+    qs = jax.vmap(lambda w: q_star(Tanh(), w, b0, throw=False).value)(w2_nets)
+    return {"critical sigma_w^2": w2c, "xi_c near criticality": xi, "xi_c slope": slope, "q* of the networks": qs}
 
 
 def _network_correlations(w2, b2, c0, width, depth, seeds, key):
@@ -39,75 +98,98 @@ def _network_correlations(w2, b2, c0, width, depth, seeds, key):
     theory = [c0]
     for _ in range(depth):
         theory.append(float(c_map(theory[-1], q, Tanh(), w2, b2)))
+    emp = np.asarray(_correlations(jax.random.split(key, seeds), jnp.asarray(w2, float), jnp.asarray(b2, float),
+                                   jnp.asarray(q, float), jnp.asarray(c0, float), width, depth), np.float64)
+    mean, se = emp.mean(0), emp.std(0, ddof=1) / np.sqrt(seeds)
+    z = np.abs(mean - np.array(theory)) / np.maximum(se, 1e-15)
+    return {"sigma_w2": float(w2), "sigma_b2": float(b2), "q_star": q, "theory": theory, "mean": mean.tolist(),
+            "se": se.tolist(), "max_z": float(z[1:].max()), "ok": bool(np.all(z[1:] < 5))}
 
-    @jax.jit
+
+@functools.partial(jax.jit, static_argnames=("width", "depth"))
+def _correlations(keys, w2, b2, q, c0, width, depth):
+    """Correlation of two inputs, layer by layer, in random tanh networks (one row per key)."""
+
     def one(key):
         k0, key = jax.random.split(key)
-        z = jax.random.normal(k0, (2, width))
-        h = jnp.sqrt(q) * jnp.stack([z[0], c0 * z[0] + np.sqrt(1 - c0**2) * z[1]])
+        z = jax.random.normal(k0, (2, width), w2.dtype)
+        h = jnp.sqrt(q) * jnp.stack([z[0], c0 * z[0] + jnp.sqrt(1 - c0**2) * z[1]])
         corr = lambda h: jnp.sum(h[0] * h[1]) / jnp.sqrt(jnp.sum(h[0] ** 2) * jnp.sum(h[1] ** 2))  # noqa: E731
         out = [corr(h)]
         for _ in range(depth):
             kw, kb, key = jax.random.split(key, 3)
-            W = jax.random.normal(kw, (width, width)) * jnp.sqrt(w2 / width)
-            h = jnp.tanh(h) @ W.T + jnp.sqrt(b2) * jax.random.normal(kb, (width,))[None, :]
+            W = jax.random.normal(kw, (width, width), w2.dtype) * jnp.sqrt(w2 / width)
+            h = jnp.tanh(h) @ W.T + jnp.sqrt(b2) * jax.random.normal(kb, (width,), w2.dtype)[None, :]
             out.append(corr(h))
         return jnp.stack(out)
 
-    emp = np.stack([np.asarray(one(k)) for k in jax.random.split(key, seeds)])
-    mean, se = emp.mean(0), emp.std(0, ddof=1) / np.sqrt(seeds)
-    z = np.abs(mean - np.array(theory)) / np.maximum(se, 1e-15)
-    return {"sigma_w2": w2, "sigma_b2": b2, "q_star": q, "theory": theory, "mean": mean.tolist(),
-            "se": se.tolist(), "max_z": float(z[1:].max()), "ok": bool(np.all(z[1:] < 5))}
+    return jax.lax.map(one, keys)
 
 
-def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Runs the reproduction and writes the figure and reports into ``out_dir``."""
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
+        config: Config | None = None) -> dict[str, Any]:
+    """Runs the reproduction and writes ``meanfield.png``, ``report.json``, ``report.md`` into ``out_dir``.
+
+    Args:
+        out_dir: output folder (created; checked before any computation).
+        quick: use :data:`QUICK` instead of :data:`FULL`.
+        seed: master seed of the finite networks, in ``[0, 2**32 - 1]``.
+        progress: show a progress bar.
+        config: explicit sizes (overrides ``quick``).
+    """
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = config if config is not None else (QUICK if quick else FULL)
+    if not isinstance(cfg, Config):
+        raise ValueError(f"config must be a meanfield.Config, got {type(cfg).__name__}")
+    seed = check_seed(seed)
+    out = check_out_dir(out_dir)
     t0 = time.perf_counter()
-    nw, nb = (24, 10) if quick else (80, 40)
-    width, depth, seeds = (1000, 6, 8) if quick else (1500, 12, 24)
-    w2 = np.linspace(0.5, 4.0, nw)
-    b2 = np.linspace(0.0, 0.3, nb)
+    w2 = np.linspace(*SIGMA_W2, cfg.n_sigma_w2)
+    b2 = np.linspace(*SIGMA_B2, cfg.n_sigma_b2)
     bar = tqdm(total=4, desc="reproduce meanfield", disable=not progress)
 
     bar.set_postfix_str("phase diagram")
-    pd = phase_diagram(Tanh(), w2, b2)
+    pd = phase_diagram(Tanh(), jnp.asarray(w2, float), jnp.asarray(b2, float))
     bar.update()
 
     bar.set_postfix_str("edge of chaos")
-    b_line = np.linspace(0.0, 0.3, 31)
-    crit = np.asarray(jax.vmap(lambda b: edge_of_chaos(Tanh(), b, throw=False).value)(jnp.asarray(b_line)))
+    b_line = np.linspace(*SIGMA_B2, cfg.n_edge)
+    crit = np.asarray(jax.jit(jax.vmap(lambda b: edge_of_chaos(Tanh(), b, throw=False).value))(
+        jnp.asarray(b_line, float)), np.float64)
     bar.update()
 
     bar.set_postfix_str("depth scales")
-    b0 = 0.05
-    w2c = float(edge_of_chaos(Tanh(), b0).value)
-    line = np.linspace(0.6 * w2c, 1.6 * w2c, 101 if not quick else 41)
-    mf_line = jax.jit(jax.vmap(lambda w: mean_field(Tanh(), w, b0, throw=False)))(jnp.asarray(line))
-    xi_c, xi_q = np.asarray(mf_line.xi_c), np.asarray(mf_line.xi_q)
-    eps = np.array([0.1, 0.03, 0.01, 0.003])
-    xi_near = np.array([float(mean_field(Tanh(), w2c * (1 - e), b0).xi_c) for e in eps])
-    slope = float(np.polyfit(np.log(eps), np.log(xi_near), 1)[0])
+    eps = jnp.asarray(EPS, float)
+    w2c_arr, xi_near_arr = _critical(jnp.asarray(B0, float), eps)
+    w2c = float(w2c_arr)
+    xi_near = np.asarray(xi_near_arr, np.float64)
+    line = np.linspace(0.6 * w2c, 1.6 * w2c, cfg.n_line)
+    mf_line = jax.jit(jax.vmap(lambda w: mean_field(Tanh(), w, B0, throw=False)))(jnp.asarray(line, float))
+    xi_c, xi_q = np.asarray(mf_line.xi_c, np.float64), np.asarray(mf_line.xi_q, np.float64)
+    slope = float(np.polyfit(np.log(EPS), np.log(xi_near), 1)[0])
     peak = float(line[np.nanargmax(np.where(np.isfinite(xi_c), xi_c, -1))])
     bar.update()
 
     bar.set_postfix_str("finite networks")
-    key = jax.random.key(seed)
-    k1, k2 = jax.random.split(key)
-    nets = [_network_correlations(0.9 * w2c, b0, 0.6, width, depth, seeds, k1),
-            _network_correlations(1.4 * w2c, b0, 0.6, width, depth, seeds, k2)]
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    w2_nets = (0.9 * w2c, 1.4 * w2c)
+    nets = [_network_correlations(w2_nets[0], B0, C0, cfg.width, cfg.depth, cfg.seeds, k1),
+            _network_correlations(w2_nets[1], B0, C0, cfg.width, cfg.depth, cfg.seeds, k2)]
     bar.update()
     bar.close()
+
+    precision = float64_comparison(
+        _headline, jnp.asarray(B0, float), eps, jnp.asarray(w2_nets, float),
+        float32_values={"critical sigma_w^2": w2c, "xi_c near criticality": xi_near, "xi_c slope": slope,
+                        "q* of the networks": [n["q_star"] for n in nets]})
 
     step = line[1] - line[0]
     # The c* iteration slows down like 1/|1 - chi_c| at the edge of chaos, so a few grid points
     # right on it may hit the step limit; those keep result codes instead of values.
     pd_ok = np.asarray(pd.ok)
-    failed = [(float(w2[i]), float(b2[j]), float(np.asarray(pd.chi_1)[i, j])) for i, j in np.argwhere(~pd_ok)]
+    chi = np.asarray(pd.chi_1, np.float64)
+    failed = [(float(w2[i]), float(b2[j]), float(chi[i, j])) for i, j in np.argwhere(~pd_ok)]
     checks = {
         "phase_diagram_converged_fraction": float(pd_ok.mean()),
         "phase_diagram_not_converged": failed,
@@ -119,34 +201,30 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     }
     ok = (checks["phase_diagram_converged"] and checks["xi_c_peak_at_critical_point"]
           and checks["xi_c_diverges_like_1_over_eps"] and checks["finite_networks_follow_c_map"])
+    finite = lambda a: [float(v) if np.isfinite(v) else None for v in np.asarray(a, np.float64).ravel()]  # noqa: E731
     report = {
-        "name": "meanfield", "ok": ok, "quick": quick, "seed": seed, "seconds": time.perf_counter() - t0,
-        "grid": {"sigma_w2": w2.tolist(), "sigma_b2": b2.tolist(), "chi_1": np.asarray(pd.chi_1).tolist(),
-                 "q_star": np.asarray(pd.q_star).tolist(), "ok": np.asarray(pd.ok).tolist()},
-        "edge_of_chaos": {"sigma_b2": b_line.tolist(), "sigma_w2": crit.tolist()},
-        "depth_scales": {"sigma_b2": b0, "critical_sigma_w2": w2c, "sigma_w2": line.tolist(),
-                         "xi_c": [None if not np.isfinite(v) else float(v) for v in xi_c],
-                         "xi_q": [None if not np.isfinite(v) else float(v) for v in xi_q],
-                         "eps": eps.tolist(), "xi_c_near": xi_near.tolist()},
-        "finite_networks": nets, "checks": checks,
-        "summary": f"critical sigma_w^2 = {w2c:.4f} at sigma_b^2 = {b0}; xi_c ~ eps^{slope:.3f}; "
+        "name": NAME, "ok": bool(ok), "quick": cfg == QUICK, "seed": seed, "dtype": dtype_name(),
+        "seconds": time.perf_counter() - t0, "config": config_dict(cfg),
+        "grid": {"sigma_w2": w2.tolist(), "sigma_b2": b2.tolist(), "chi_1": chi.tolist(),
+                 "q_star": np.asarray(pd.q_star, np.float64).tolist(), "ok": pd_ok.tolist()},
+        "edge_of_chaos": {"sigma_b2": b_line.tolist(), "sigma_w2": finite(crit)},
+        "depth_scales": {"sigma_b2": B0, "critical_sigma_w2": w2c, "sigma_w2": line.tolist(),
+                         "xi_c": finite(xi_c), "xi_q": finite(xi_q), "eps": list(EPS), "xi_c_near": xi_near.tolist()},
+        "finite_networks": nets, "checks": checks, "precision": precision,
+        "summary": f"critical sigma_w^2 = {w2c:.4f} at sigma_b^2 = {B0}; xi_c ~ eps^{slope:.3f}; "
                    f"finite nets within {max(n['max_z'] for n in nets):.1f} SE of the c-map",
-        "config": {"width": width, "depth": depth, "seeds": seeds},
-        "versions": {"jax": jax.__version__},
+        "versions": versions(),
     }
     _figure(report, out / "meanfield.png")
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
+    write_report(out, report, _markdown(report))
     return report
 
 
 def _figure(r, path):
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig = Figure(figsize=(16, 4.6))
+    ax = fig.subplots(1, 3)
     g = r["grid"]
     w2, b2, chi = np.array(g["sigma_w2"]), np.array(g["sigma_b2"]), np.array(g["chi_1"])
     im = ax[0].pcolormesh(w2, b2, np.log(chi.T), cmap="RdBu_r", vmin=-1, vmax=1, shading="auto")
@@ -174,28 +252,41 @@ def _figure(r, path):
     ax[2].set(xlabel="layer", ylabel="correlation $c^\\ell$", title="correlation propagation")
     ax[2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _markdown(r):
     c, d = r["checks"], r["depth_scales"]
+    failed = c["phase_diagram_not_converged"]
+    n_grid = len(r["grid"]["sigma_w2"]) * len(r["grid"]["sigma_b2"])
+    if failed:
+        shown = "; ".join(f"({num(w, 4)}, {num(b, 4)}, {num(x, 4)})" for w, b, x in failed[:8])
+        more = f" and {len(failed) - 8} more" if len(failed) > 8 else ""
+        not_converged = (f"The {len(failed)} point{'s' if len(failed) > 1 else ''} (sigma_w^2, sigma_b^2, chi_1) = "
+                         f"{shown}{more} did not converge: on the edge of chaos the c* iteration slows down like "
+                         "1/|1 - chi_c|, and at sigma_b^2 = 0 in the ordered phase q* = 0, where the q* Newton step "
+                         "is ill-conditioned (sqrt(q) at 0); their result codes are kept.")
+    else:
+        not_converged = "Every fixed point of the grid converged."
     lines = [
         "# Mean-field order/chaos transition of tanh networks", "",
-        f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s.", "",
+        f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s "
+        f"({'quick' if r['quick'] else 'full'} mode, {r['dtype']}). {r['summary']}.", "",
         f"- Critical sigma_w^2 at sigma_b^2 = {d['sigma_b2']}: {d['critical_sigma_w2']:.6f} (chi_1 = 1).",
         f"- Phase diagram: {len(r['grid']['sigma_w2'])} x {len(r['grid']['sigma_b2'])} grid, "
-        f"{100 * c['phase_diagram_converged_fraction']:.2f}% of the fixed points converged; the others "
-        f"(sigma_w^2, sigma_b^2, chi_1) = {[tuple(round(v, 4) for v in p) for p in c['phase_diagram_not_converged']]} "
-        "sit on the edge of chaos, where the c* iteration slows down like 1/|1 - chi_c|, or at sigma_b^2 = 0 "
-        "in the ordered phase, where q* = 0 and the q* Newton step is ill-conditioned (sqrt(q) at 0); "
-        "their result codes are kept.",
-        f"- xi_c peaks next to the critical point: {c['xi_c_peak_at_critical_point']}; near criticality "
-        f"xi_c ~ eps^{c['xi_c_slope_near_criticality']:.3f} (theory: -1).",
+        f"{n_grid - len(failed)} of {n_grid} fixed points converged "
+        f"({100 * c['phase_diagram_converged_fraction']:.2f}%). {not_converged}",
+        f"- xi_c peaks next to the critical point: {'yes' if c['xi_c_peak_at_critical_point'] else 'no'}; near "
+        f"criticality xi_c ~ eps^{c['xi_c_slope_near_criticality']:.3f} (theory: -1; eps = "
+        f"{nums(d['eps'])}, xi_c = {nums(d['xi_c_near'])}).",
         "", "| sigma_w^2 | phase | max z over layers (finite nets vs c-map) | within 5 SE |", "|---:|---|---:|:---:|",
     ]
     for n in r["finite_networks"]:
         phase = "ordered" if n["sigma_w2"] < d["critical_sigma_w2"] else "chaotic"
         lines.append(f"| {n['sigma_w2']:.3f} | {phase} | {n['max_z']:.2f} | {'yes' if n['ok'] else 'no'} |")
-    lines += ["", "![phase diagram, depth scales, correlations](meanfield.png)", ""]
+    cfg = r["config"]
+    lines += ["", f"Finite networks: width {cfg['width']}, depth {cfg['depth']}, {cfg['seeds']} seeds, input "
+              f"correlation {C0}.", ""]
+    lines += precision_lines(r.get("precision"))
+    lines += ["![phase diagram, depth scales, correlations](meanfield.png)", ""]
     return "\n".join(lines)
