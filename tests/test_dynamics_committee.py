@@ -19,7 +19,7 @@ from rmtjax.dynamics._committee import (
     generalization_error,
     saad_solla_erf,
 )
-from rmtjax.dynamics._integrals import committee_integrals, pair_integrals
+from rmtjax.dynamics._integrals import _relu_i4, _sub, _tuples, committee_integrals, pair_integrals
 from rmtjax.dynamics._simulation import online_sgd, simulate_committee
 from rmtjax.gaussian import ClosedForm, GaussHermite
 
@@ -122,7 +122,7 @@ def test_generic_activation_quadrature_vs_monte_carlo():
     check(ints.i3, dz[:, :K, None, None] * z[:, None, :, None] * fz[:, None, None, :])
     for k in range(K):
         check(ints.i4[k], dz[:, k, None, None, None] * dz[:, :K, None, None] * fz[:, None, :, None] * fz[:, None, None, :])
-    with pytest.raises(TypeError, match="closed-form"):
+    with pytest.raises(ValueError, match="method: no closed-form"):
         committee_integrals(jnp.asarray(C), Tanh(), Tanh(), num_student=K, method=ClosedForm())
 
 
@@ -298,9 +298,9 @@ def test_noise_and_trainable_second_layer_simulation_vs_ode():
 def test_bad_input_raises_value_error_naming_the_parameter():
     ts = jnp.linspace(0.0, 1.0, 3)
     s0 = _state0()
-    with pytest.raises(ValueError, match="K >= 1"):
+    with pytest.raises(ValueError, match="state0.Q must not be empty"):
         committee_ode(CommitteeState(jnp.zeros((0, 0)), jnp.zeros((0, 2)), jnp.zeros(0)), T2, V2, ts, 0.5)
-    with pytest.raises(ValueError, match="M >= 1"):
+    with pytest.raises(ValueError, match="T must not be empty"):
         committee_ode(CommitteeState(jnp.eye(2), jnp.zeros((2, 0)), V2), jnp.zeros((0, 0)), jnp.zeros(0), ts, 0.5)
     for eta in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="eta must be finite and > 0"):
@@ -311,26 +311,101 @@ def test_bad_input_raises_value_error_naming_the_parameter():
     for name, bad in (("Q", CommitteeState(jnp.full((2, 2), jnp.nan), s0.R, s0.v)),
                       ("R", CommitteeState(s0.Q, s0.R.at[0, 0].set(jnp.inf), s0.v)),
                       ("v", CommitteeState(s0.Q, s0.R, s0.v.at[1].set(jnp.nan)))):
-        with pytest.raises(ValueError, match=f"initial condition {name}"):
+        with pytest.raises(ValueError, match=f"state0.{name} must be finite"):
             committee_ode(bad, T2, V2, ts, 0.5)
-    with pytest.raises(ValueError, match="w0"):
+    with pytest.raises(ValueError, match="w0 must be finite"):
         simulate_committee(jax.random.key(0), jnp.full((2, 10), jnp.nan), V2, jnp.ones((2, 10)), V2, 0.5, t_max=1.0,
                            num_saves=1)
     with pytest.raises(ValueError, match="eta_v"):
         committee_ode(s0, T2, V2, ts, 0.5, eta_v=-0.1)
     with pytest.raises(ValueError, match="noise_std"):
         committee_ode(s0, T2, V2, ts, 0.5, noise_std=-0.1)
-    with pytest.raises(ValueError, match="R must have shape"):
+    with pytest.raises(ValueError, match="state0.R must have shape"):
         committee_ode(CommitteeState(s0.Q, jnp.zeros((2, 3)), s0.v), T2, V2, ts, 0.5)
-    with pytest.raises(ValueError, match="ts must be"):
+    with pytest.raises(ValueError, match="ts must hold at least 2"):
         committee_ode(s0, T2, V2, jnp.zeros(1), 0.5)
     with pytest.raises(ValueError, match="w_teacher"):
         simulate_committee(jax.random.key(0), jnp.ones((2, 10)), V2, jnp.ones((2, 11)), V2, 0.5, t_max=1.0, num_saves=1)
     with pytest.raises(ValueError, match="t_max"):
         simulate_committee(jax.random.key(0), jnp.ones((2, 10)), V2, jnp.ones((2, 10)), V2, 0.5, t_max=0.0, num_saves=1)
+    with pytest.raises(ValueError, match="key must be a JAX PRNG key"):
+        simulate_committee(1.5, jnp.ones((2, 10)), V2, jnp.ones((2, 10)), V2, 0.5, t_max=1.0, num_saves=1)
+    with pytest.raises(ValueError, match="student must be an activation"):
+        committee_rhs(s0, T2, V2, 0.5, student=jnp.tanh)
+    with pytest.raises(ValueError, match="method: GaussHermite"):
+        committee_rhs(s0, T2, V2, 0.5, method=GaussHermite(100))
+    with pytest.raises(ValueError, match="num_student must be in"):
+        committee_integrals(jnp.eye(3), Relu(), Relu(), num_student=3)
+    with pytest.raises(ValueError, match="C must be symmetric"):
+        committee_integrals(jnp.eye(3).at[0, 1].set(0.5), Relu(), Relu(), num_student=1)
     # under jit a traced bad eta is caught at run time (the vector field shares the ODE's check)
     with pytest.raises(Exception, match="eta must be finite and > 0"):
         jax.jit(lambda e: committee_rhs(s0, T2, V2, e).Q)(-1.0)
+
+
+def _raises_eagerly_and_under_jit(fn, args, match):
+    """``fn(*args)`` raises ValueError(match) eagerly, and under ``jax.jit`` (traced arguments) the
+    compiled program stops with the same message."""
+    with pytest.raises(ValueError, match=match):
+        fn(*args)
+    with pytest.raises(Exception, match=match) as info:
+        jax.block_until_ready(jax.jit(fn)(*args))
+    assert isinstance(info.value, (ValueError, jax.errors.JaxRuntimeError, eqx.EquinoxRuntimeError))
+
+
+def test_issue_12_order_parameters_must_be_a_covariance():
+    """Issue 12: ``generalization_error`` with Q = -I returned -2.67. Q, T symmetric PSD and the
+    covariance [[Q, R], [R^T, T]] PSD are required, eagerly and under jit."""
+    _raises_eagerly_and_under_jit(generalization_error, (-jnp.eye(2), jnp.eye(2), jnp.eye(2), jnp.ones(2), jnp.ones(2)),
+                                  "Q must be positive semi-definite")
+    _raises_eagerly_and_under_jit(generalization_error, (jnp.eye(2), jnp.eye(2), -jnp.eye(2), jnp.ones(2), jnp.ones(2)),
+                                  "T must be positive semi-definite")
+    # asymmetric Q: reported as asymmetric, not as "not PSD"
+    _raises_eagerly_and_under_jit(generalization_error, (jnp.array([[1.0, 0.5], [0.0, 1.0]]), jnp.zeros((2, 2)),
+                                                         jnp.eye(2), jnp.ones(2), jnp.ones(2)), "Q must be symmetric")
+    # |R| too large for Q, T = I: no vectors have these overlaps
+    _raises_eagerly_and_under_jit(generalization_error, (jnp.eye(2), 2 * jnp.eye(2), jnp.eye(2), jnp.ones(2),
+                                                         jnp.ones(2)),
+                                  r"the covariance \[\[Q, R\], \[R\^T, T\]\] of the local fields must be positive")
+    # the boundary (student == teacher, a singular covariance) is fine: eps_g = 0
+    assert float(generalization_error(jnp.eye(2), jnp.eye(2), jnp.eye(2), jnp.ones(2), jnp.ones(2))) == 0.0
+    assert float(jax.jit(generalization_error)(jnp.eye(2), jnp.eye(2), jnp.eye(2), jnp.ones(2), jnp.ones(2))) == 0.0
+
+
+TS3 = jnp.linspace(0.0, 2.0, 3)  # one shape for the short solves below: one compilation
+
+
+def test_issue_12_committee_ode_needs_increasing_finite_times():
+    """Issue 12: ``committee_ode`` integrated decreasing times silently."""
+    s0 = _state0()
+    ode = jax.jit(lambda ts: committee_ode(s0, T2, V2, ts, 0.5).eps_g)  # compiled once for the three
+    for ts in (jnp.array([2.0, 1.0, 0.0]), jnp.array([0.0, 1.0, 1.0]), jnp.array([0.0, 1.0, jnp.inf])):
+        with pytest.raises(ValueError, match="ts must be finite and strictly increasing"):
+            committee_ode(s0, T2, V2, ts, 0.5)
+        with pytest.raises(jax.errors.JaxRuntimeError, match="ts must be finite and strictly increasing"):
+            jax.block_until_ready(ode(ts))
+    np.testing.assert_allclose(ode(TS3), committee_ode(s0, T2, V2, TS3, 0.5).eps_g, rtol=1e-12)
+
+
+def test_integration_failure_is_a_clear_error():
+    """A solve that cannot reach ts[-1] raises a ValueError naming eta and max_steps (it used to
+    return inf-filled trajectories under throw=False, or diffrax's own message)."""
+    with pytest.raises(ValueError, match="could not integrate up to ts.*eta.*max_steps = 100000"):
+        committee_ode(_state0(), T2, V2, TS3, 1e30)
+    with pytest.raises(ValueError, match="rtol must be None or a finite number > 0"):
+        committee_ode(_state0(), T2, V2, TS3, 0.5, rtol=-1.0)
+
+
+def test_fixed_point_rejects_unphysical_roots():
+    """A guess far from any physical fixed point: Newton fails or leaves the PSD cone; ok is False
+    with throw=False and a ValueError naming the guess with throw=True."""
+    g = CommitteeState(jnp.array([[0.6, 0.4], [0.4, 0.6]]), jnp.full((2, 2), 0.5), jnp.ones(2))
+    fp = committee_fixed_point(g, T2, V2, 0.1, throw=False)
+    assert not bool(fp.ok)
+    with pytest.raises(ValueError, match="committee_fixed_point: Newton from guess"):
+        committee_fixed_point(g, T2, V2, 0.1)
+    with pytest.raises(ValueError, match="guess.Q must be symmetric"):
+        committee_fixed_point(g._replace(Q=g.Q.at[0, 1].set(0.0)), T2, V2, 0.1)
 
 
 def test_simulation_progress_bar(capsys):
@@ -346,3 +421,93 @@ def test_simulation_progress_bar(capsys):
     rec = jax.block_until_ready(run(jax.random.split(jax.random.key(5), 2), jnp.zeros((2, 1, 20))))
     assert rec.shape == (2, 4)
     assert "sgd-bar" in capsys.readouterr().err
+
+
+def test_relu_repeated_fields_are_exact():
+    """ReLU I4 entries on repeated fields are reduced exactly (theta theta = theta, theta relu =
+    relu): E[relu(u_k)^2] = C_kk / 2, E[theta_k theta_k relu_k relu_c] = E[relu_k relu_c] = I2[k, c],
+    E[theta_k theta_l relu_k relu_l] = I2[k, l]. The other reduced kinds agree with the former
+    four-field reduction with a 1e-10 diagonal jitter to 1e-5 (measured 2.9e-6; that jitter was
+    5e-5 off on E[relu(u_k)^2], hence the exact forms)."""
+    C = jnp.asarray(_cov(0))
+    ints = committee_integrals(C, Relu(), Relu(), num_student=K, method=ClosedForm())
+    i4, i2 = np.asarray(ints.i4), np.asarray(ints.i2)
+    for k in range(K):
+        assert i4[k, k, k, k] == pytest.approx(0.5 * float(C[k, k]), rel=1e-14)
+        for c in range(K + M):
+            assert i4[k, k, k, c] == pytest.approx(i2[k, c], rel=1e-13)
+    assert i4[0, 1, 0, 1] == pytest.approx(i2[0, 1], rel=1e-13)
+    idx4 = _tuples(K, K + M)[2]
+    jittered = np.asarray(jax.jit(_relu_i4)(_sub(C, idx4) + 1e-10 * jnp.mean(jnp.diagonal(C)) * jnp.eye(4)[None]))
+    several = np.array([len(set(row)) > 1 for row in idx4.tolist()])  # all but E[relu(u_k)^2]
+    np.testing.assert_allclose(i4.ravel()[several], jittered[several], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# float32 (x64 off): every solver with dtype-scaled tolerances, against the float64 values
+# ------------------------------------------------------------------------------------------
+
+F32_GUESS = (np.array([[0.4, 0.3], [0.3, 0.4]]), np.full((2, 2), 0.42), np.ones(2))
+F32_STATE = (0.25 * np.eye(2), 1e-3 * np.ones((2, 2)) + 1e-3 * np.eye(2), np.ones(2))
+F32_SINGULAR_C = np.array([[1.0, 0.5, 1.0], [0.5, 1.0, 0.5], [1.0, 0.5, 1.0]])  # student 0 == the teacher
+
+
+def _float32_quantities():
+    """The same computations in the current precision, from the same float64 NumPy inputs."""
+    s0 = CommitteeState(*(jnp.asarray(a) for a in F32_STATE))
+    ode = committee_ode(s0, jnp.eye(2), jnp.ones(2), jnp.linspace(0.0, 20.0, 5), 0.5)  # onto the plateau
+    fp = committee_fixed_point(CommitteeState(*(jnp.asarray(a) for a in F32_GUESS)), jnp.eye(2), jnp.ones(2), 0.1)
+    relu = committee_integrals(jnp.asarray(F32_SINGULAR_C), Relu(), Relu(), num_student=2)
+    return {"ode": ode.eps_g, "fp": jnp.stack([fp.eps_g, fp.growth_rate]),
+            "relu": jnp.concatenate([a.ravel() for a in relu])}, fp.ok
+
+
+@pytest.fixture(scope="module")
+def float64_values():
+    out, ok = _float32_quantities()
+    assert bool(ok)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def test_float32_solvers_match_float64(float64_values, float32_mode):
+    """With x64 off the ODE (Tsit5 at rtol 1.5e-5 / atol 1.9e-6), the Newton fixed point and the
+    ReLU integrals on a singular covariance run in float32 and agree with float64. Measured
+    (this machine): eps_g(t) to 3e-6 relative, plateau height and growth rate to 2.4e-6, ReLU
+    integrals to 7e-8 absolute; tolerances 10x."""
+    out, ok = _float32_quantities()
+    assert bool(ok)
+    assert all(v.dtype == jnp.float32 for v in out.values())
+    np.testing.assert_allclose(np.asarray(out["ode"], np.float64), float64_values["ode"], rtol=3e-5)
+    np.testing.assert_allclose(np.asarray(out["fp"], np.float64), float64_values["fp"], rtol=3e-5)
+    np.testing.assert_allclose(np.asarray(out["relu"], np.float64), float64_values["relu"], atol=1e-6)
+
+
+class _CountCompiles:
+    """Counts XLA compilations (``jax.monitoring`` events) inside a ``with`` block."""
+
+    def __enter__(self):
+        self.n = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def _listen(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.n += 1
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def test_repeated_eager_calls_do_not_recompile():
+    """Same shapes, new values (learning rates, states, guesses): no new compilation."""
+    s0 = _state0()
+    ts = TS3
+    g = CommitteeState(jnp.array([[0.4, 0.3], [0.3, 0.4]]), jnp.full((2, 2), 0.42), jnp.ones(2))
+    committee_ode(s0, T2, V2, ts, 0.5)
+    committee_fixed_point(g, T2, V2, 0.1)
+    generalization_error(s0.Q, s0.R, T2, s0.v, V2)
+    with _CountCompiles() as c:
+        committee_ode(_state0(scale=0.3), T2, V2, ts + 1.0, 0.7)
+        committee_fixed_point(g._replace(R=jnp.full((2, 2), 0.41)), T2, V2, 0.12)
+        generalization_error(0.5 * s0.Q, s0.R, T2, s0.v, V2)
+    assert c.n == 0, f"{c.n} compilations"

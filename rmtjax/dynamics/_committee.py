@@ -41,11 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .._validate import check_finite_array, check_nonnegative, concrete
+from .._validate import as_real, check_range, concrete, error_if, flag, reraise_as_value_error, symmetric_psd
 from ..activations import AbstractActivation, Erf
 from ..gaussian import AbstractMethod, Auto
 from ..solve import root
-from ._integrals import Integrals, committee_integrals, pair_integrals
+from . import _checks
+from ._integrals import Integrals, _integrals, _pair
 
 __all__ = [
     "CommitteeState",
@@ -84,42 +85,54 @@ class Trajectory(NamedTuple):
     eps_g: Array
 
 
-def _check_positive(x, name: str):
-    v = concrete(x)
-    if v is not None:
-        if not np.all(np.isfinite(v)) or np.any(v <= 0):
-            raise ValueError(f"{name} must be finite and > 0, got {v}")
-        return jnp.asarray(x)
-    x = jnp.asarray(x)
-    return eqx.error_if(x, ~jnp.all(jnp.isfinite(x) & (x > 0)), f"{name} must be finite and > 0")
+def _check_state(state, T: ArrayLike, v_teacher: ArrayLike, prefix: str = "", *, psd: bool | str = True):
+    """Validated ``(CommitteeState(Q, R, v), T, v_teacher)`` in one floating dtype.
 
-
-def _as_float(x):
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(float)
-
-
-def _check_state(state: CommitteeState, T: ArrayLike, v_teacher: ArrayLike):
-    Q, R, v = (_as_float(a) for a in state)
-    T, vt = _as_float(T), _as_float(v_teacher)
-    if Q.ndim != 2 or Q.shape[0] != Q.shape[1] or Q.shape[0] < 1:
-        raise ValueError(f"Q must be (K, K) with K >= 1 student units, got shape {Q.shape}")
+    Structure at once; values (finite; ``Q``, ``T`` symmetric positive semi-definite and the
+    field covariance :math:`C = [[Q, R], [R^T, T]]` positive semi-definite, up to rounding) eagerly
+    or by ``error_if``. ``prefix`` names the state argument (``"state0."`` -> ``state0.Q``).
+    ``psd="guess"``: ``Q`` only symmetric (a solver's starting point); ``psd=False``: no matrix
+    checks (Gram matrices of weights)."""
+    if not (isinstance(state, tuple) and len(state) == 3):
+        raise ValueError(f"{prefix.rstrip('.') or 'state'} must be a CommitteeState(Q, R, v), got "
+                         f"{type(state).__name__}")
+    nQ, nR, nv = (f"{prefix}{n}" for n in ("Q", "R", "v"))
+    Q = as_real(state[0], nQ, ndim=2)
+    if Q.shape[0] != Q.shape[1]:
+        raise ValueError(f"{nQ} must be (K, K) with K >= 1 student units, got shape {Q.shape}")
     K = Q.shape[0]
-    if T.ndim != 2 or T.shape[0] != T.shape[1] or T.shape[0] < 1:
+    T = as_real(T, "T", ndim=2)
+    if T.shape[0] != T.shape[1]:
         raise ValueError(f"T must be (M, M) with M >= 1 teacher units, got shape {T.shape}")
     M = T.shape[0]
+    R = as_real(state[1], nR, ndim=2, allow_empty=True)
     if R.shape != (K, M):
-        raise ValueError(f"R must have shape (K, M) = {(K, M)}, got {R.shape}")
+        raise ValueError(f"{nR} must have shape (K, M) = {(K, M)}, got {R.shape}")
+    v = as_real(state[2], nv, ndim=1)
     if v.shape != (K,):
-        raise ValueError(f"v must have shape (K,) = {(K,)}, got {v.shape}")
+        raise ValueError(f"{nv} must have shape (K,) = {(K,)}, got {v.shape}")
+    vt = as_real(v_teacher, "v_teacher", ndim=1)
     if vt.shape != (M,):
         raise ValueError(f"v_teacher must have shape (M,) = {(M,)}, got {vt.shape}")
-    Q = check_finite_array(Q, "initial condition Q")
-    R = check_finite_array(R, "initial condition R")
-    v = check_finite_array(v, "initial condition v")
-    T = check_finite_array(T, "T")
-    vt = check_finite_array(vt, "v_teacher")
+    dt = _checks.common_dtype(Q, R, v, T, vt)
+    Q, R, v, T, vt = (check_range(a.astype(dt), n) for a, n in ((Q, nQ), (R, nR), (v, nv), (T, "T"), (vt, "v_teacher")))
+    if psd == "guess":  # a starting point: symmetric (only its upper triangle is used), not necessarily PSD
+        Q = _symmetric(Q, nQ)
+        T = symmetric_psd(T, "T")
+    elif psd:
+        Q = symmetric_psd(Q, nQ)
+        T = symmetric_psd(T, "T")
+        C = symmetric_psd(_covariance(Q, R, T),
+                          f"the covariance [[{nQ}, {nR}], [{nR}^T, T]] of the local fields")
+        Q, R, T = C[:K, :K], C[:K, K:], C[K:, K:]
     return CommitteeState(Q, R, v), T, vt
+
+
+def _symmetric(x, name: str):
+    """``x`` after checking that it is symmetric up to rounding (``100 n eps`` of its largest entry)."""
+    tol = min(100.0 * x.shape[0] * float(jnp.finfo(x.dtype).eps), 1e-3)
+    bad = jnp.max(jnp.abs(x - x.T)) > tol * jnp.max(jnp.abs(x))
+    return error_if(x, bad, f"{name} must be symmetric (max |{name} - {name}^T| <= {tol:.1e} max |{name}|)")
 
 
 def _covariance(Q, R, T):
@@ -145,10 +158,17 @@ def _eps_i2(i2, v, vt):
 
 
 def _eps_of(Q, R, v, T, vt, student, teacher, method):
-    i2 = pair_integrals(_covariance(Q, R, T), student, teacher, num_student=Q.shape[0], method=method)
+    i2 = _pair(_covariance(Q, R, T), student, teacher, Q.shape[0], method)
     return _eps_i2(i2, v, vt)
 
 
+def _activations(student, teacher):
+    student = saad_solla_erf() if student is None else _checks.activation(student, "student")
+    teacher = student if teacher is None else _checks.activation(teacher, "teacher")
+    return student, teacher
+
+
+@reraise_as_value_error
 def generalization_error(
     Q: ArrayLike,
     R: ArrayLike,
@@ -164,6 +184,14 @@ def generalization_error(
     parameters: :math:`\tfrac12\sum_{ab} s_a s_b I_2(a, b)`, :math:`s = (v, -\tilde v)`
     (Saad & Solla 1995, eq. 8).
 
+    Raises:
+        ValueError: shapes that do not match (``Q`` ``(K, K)``, ``R`` ``(K, M)``, ``T`` ``(M, M)``,
+            ``v`` ``(K,)``, ``v_teacher`` ``(M,)``), non-finite entries, or order parameters that are
+            not overlaps of real vectors: ``Q`` and ``T`` symmetric positive semi-definite and the
+            covariance :math:`[[Q, R], [R^\top, T]]` of the local fields positive semi-definite (up to
+            rounding, :func:`rmtjax._validate.symmetric_psd`) — eagerly, or under ``jit`` by
+            ``equinox.error_if``.
+
     Example:
         >>> import jax.numpy as jnp
         >>> eg = generalization_error(jnp.eye(2), jnp.eye(2), jnp.eye(2), jnp.ones(2), jnp.ones(2))
@@ -171,16 +199,15 @@ def generalization_error(
         0.0
     """
     state, T, vt = _check_state(CommitteeState(Q, R, v), T, v_teacher)
-    student = saad_solla_erf() if student is None else student
-    teacher = student if teacher is None else teacher
-    return _eps_of(*state, T, vt, student, teacher, method)
+    student, teacher = _activations(student, teacher)
+    return _eps_of(*state, T, vt, student, teacher, _checks.method(method, four_dimensional=False))
 
 
 def _rhs(state: CommitteeState, args):
     T, vt, eta, eta_v, noise_var, student, teacher, method = args
     Q = 0.5 * (state.Q + state.Q.T)
     K = Q.shape[0]
-    ints = committee_integrals(_covariance(Q, state.R, T), student, teacher, num_student=K, method=method)
+    ints = _integrals(_covariance(Q, state.R, T), student, teacher, K, method)
     B, D, h = _moments(ints, state.v, vt, noise_var)
     dQ = -eta * (B[:, :K] + B[:, :K].T) + eta * eta * D
     dR = -eta * B[:, K:]
@@ -188,6 +215,12 @@ def _rhs(state: CommitteeState, args):
     return CommitteeState(dQ, dR, dv)
 
 
+def _rates(eta, eta_v, noise_std, dtype):
+    return (_checks.positive(eta, "eta", dtype), _checks.nonnegative(eta_v, "eta_v", dtype),
+            _checks.nonnegative(noise_std, "noise_std", dtype))
+
+
+@reraise_as_value_error
 def committee_rhs(
     state: CommitteeState,
     T: ArrayLike,
@@ -201,22 +234,45 @@ def committee_rhs(
     method: AbstractMethod = Auto(),
 ) -> CommitteeState:
     r"""The time derivative :math:`(\dot Q, \dot R, \dot v)` of the Saad-Solla equations (module
-    docstring; Saad & Solla 1995, eqs. 9-10).
+    docstring; Saad & Solla 1995, eqs. 9-10). Arguments and checks as in :func:`committee_ode`.
 
     Example:
         >>> import jax.numpy as jnp
         >>> s = CommitteeState(0.5 * jnp.eye(2), jnp.zeros((2, 2)), jnp.ones(2))
         >>> d = committee_rhs(s, jnp.eye(2), jnp.ones(2), 0.5)
     """
-    state, T, vt = _check_state(state, T, v_teacher)
-    eta = _check_positive(eta, "eta")
-    eta_v = check_nonnegative(eta_v, "eta_v")
-    noise_std = check_nonnegative(noise_std, "noise_std")
-    student = saad_solla_erf() if student is None else student
-    teacher = student if teacher is None else teacher
-    return _rhs(state, (T, vt, eta, eta_v, noise_std**2, student, teacher, method))
+    state, T, vt = _check_state(state, T, v_teacher, "state.")
+    eta, eta_v, noise_std = _rates(eta, eta_v, noise_std, T.dtype)
+    student, teacher = _activations(student, teacher)
+    return _rhs(state, (T, vt, eta, eta_v, noise_std**2, student, teacher, _checks.method(method)))
 
 
+def _integration_failed(fn: str, reason: str, max_steps: int) -> str:
+    return (f"{fn} could not integrate up to ts[-1]{reason}: the order parameters diverge at this learning rate "
+            f"eta (lower eta), or the step-size control needs more than max_steps = {max_steps} steps "
+            "(raise max_steps, or loosen rtol/atol)")
+
+
+def _finish_integration(traj, result, fn: str, max_steps: int):
+    """Raises (eagerly) or compiles in (``error_if``) the failure of an integration: a diffrax
+    result code other than success, or non-finite order parameters."""
+    ok = result == diffrax.RESULTS.successful
+    ok = ok & jnp.all(jnp.isfinite(traj.eps_g)) & jnp.all(jnp.isfinite(traj.Q)) & jnp.all(jnp.isfinite(traj.R))
+    okc = concrete(ok)
+    if okc is None:
+        return error_if(traj, ~ok, _integration_failed(fn, "", max_steps))
+    if not np.all(okc):
+        reason = ""
+        try:
+            if np.ndim(okc) == 0 and not bool(concrete(result == diffrax.RESULTS.successful)):
+                reason = f" ({diffrax.RESULTS[result]})"
+        except Exception:  # noqa: BLE001 - the message is a courtesy
+            reason = ""
+        raise ValueError(_integration_failed(fn, reason, max_steps))
+    return traj
+
+
+@reraise_as_value_error
 def committee_ode(
     state0: CommitteeState,
     T: ArrayLike,
@@ -229,8 +285,8 @@ def committee_ode(
     student: AbstractActivation | None = None,
     teacher: AbstractActivation | None = None,
     method: AbstractMethod = Auto(),
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
+    rtol: float | None = None,
+    atol: float | None = None,
     max_steps: int = 100_000,
 ) -> Trajectory:
     r"""Integrates the Saad-Solla ODEs (module docstring) with diffrax (Tsit5, adaptive PID
@@ -240,21 +296,28 @@ def committee_ode(
         state0: initial :class:`CommitteeState` (e.g. measured on a simulation's initial weights).
         T: ``(M, M)`` teacher overlaps :math:`\tilde w_n\cdot\tilde w_m/N`.
         v_teacher: ``(M,)`` teacher second layer :math:`\tilde v`.
-        ts: increasing save times (``ts[0]`` is the initial time), in units of :math:`\mu/N`.
+        ts: strictly increasing, finite save times (``ts[0]`` is the initial time), in units of
+            :math:`\mu/N`.
         eta: first-layer learning rate (``> 0``); ``jax.vmap`` over it for a sweep.
         eta_v: second-layer learning rate (``>= 0``; 0 keeps ``v`` fixed).
         noise_std: output-noise standard deviation :math:`\sigma` (``>= 0``).
         student, teacher: activations (teacher defaults to the student's); Saad & Solla's
             :math:`\operatorname{erf}(x/\sqrt2)` by default.
         method: how the Gaussian integrals are evaluated (see :func:`committee_integrals`).
-        rtol, atol, max_steps: step-size control of the solver.
+        rtol, atol: step-size control; ``None`` means 1e-8 / 1e-10 in float64, raised to
+            :math:`128\varepsilon` / :math:`16\varepsilon` of the state's dtype
+            (:func:`rmtjax._numerics.solver_tolerances`: 1.5e-5 / 1.9e-6 in float32).
+        max_steps: step limit of the solver (static).
 
     Returns:
         :class:`Trajectory` with leading axis ``len(ts)``.
 
     Raises:
-        ValueError: ``K < 1``, ``M < 1``, mismatched shapes, non-finite initial conditions,
-            ``eta <= 0``, ``eta_v < 0``, ``noise_std < 0``.
+        ValueError: mismatched shapes, non-finite entries, order parameters that are not a
+            covariance (see :func:`generalization_error`), ``ts`` not strictly increasing,
+            ``eta <= 0``, ``eta_v < 0``, ``noise_std < 0`` (under ``jit``: the same message by
+            ``equinox.error_if``); an integration that fails to reach ``ts[-1]`` (diverging order
+            parameters, or more than ``max_steps`` steps).
 
     Example:
         >>> import jax.numpy as jnp
@@ -263,35 +326,35 @@ def committee_ode(
         >>> bool(traj.eps_g[-1] < traj.eps_g[0])
         True
     """
-    state0, T, vt = _check_state(state0, T, v_teacher)
-    eta = _check_positive(eta, "eta")
-    eta_v = check_nonnegative(eta_v, "eta_v")
-    noise_std = check_nonnegative(noise_std, "noise_std")
-    ts = _as_float(ts)
-    if ts.ndim != 1 or ts.shape[0] < 2:
-        raise ValueError(f"ts must be a 1-d array of at least 2 increasing times, got shape {ts.shape}")
-    student = saad_solla_erf() if student is None else student
-    teacher = student if teacher is None else teacher
+    state0, T, vt = _check_state(state0, T, v_teacher, "state0.")
+    dt = T.dtype
+    eta, eta_v, noise_std = _rates(eta, eta_v, noise_std, dt)
+    ts = _checks.times(ts, "ts", dt)
+    student, teacher = _activations(student, teacher)
+    method = _checks.method(method)
+    rtol, atol = _checks.tolerances(dt, rtol, atol, 1e-8, 1e-10)
+    max_steps = _checks.max_steps(max_steps)
     # arrays, not Python floats: under ``eqx.filter_jit`` a float would be static (a recompile
     # for every value)
-    args = (T, vt, jnp.asarray(eta, ts.dtype), jnp.asarray(eta_v, ts.dtype), jnp.asarray(noise_std, ts.dtype) ** 2,
-            student, teacher, method)
-    return _solve(state0, args, ts, float(rtol), float(atol), int(max_steps))
+    args = (T, vt, eta, eta_v, noise_std**2, student, teacher, method)
+    traj, result = _solve(state0, args, ts, rtol, atol, max_steps)
+    return _finish_integration(traj, result, "committee_ode", max_steps)
 
 
 @eqx.filter_jit
-def _solve(state0, args, ts, rtol, atol, max_steps) -> Trajectory:
+def _solve(state0, args, ts, rtol, atol, max_steps):
     """Compiled once per shape and configuration (module-level functions only, so repeated
     eager calls hit the cache)."""
-    ys = _integrate(_rhs, state0, args, ts, rtol, atol, max_steps)
+    ys, result = _integrate(_rhs, state0, args, ts, rtol, atol, max_steps)
     T, vt, _, _, _, student, teacher, method = args
     eps = jax.vmap(lambda Q, R, v: _eps_of(Q, R, v, T, vt, student, teacher, method))(ys.Q, ys.R, ys.v)
-    return Trajectory(ts, ys.Q, ys.R, ys.v, eps)
+    return Trajectory(ts, ys.Q, ys.R, ys.v, eps), result
 
 
 def _integrate(rhs, y0, args, ts, rtol, atol, max_steps):
     """diffrax Tsit5 + PID controller from ``ts[0]`` to ``ts[-1]``, saved at ``ts`` (call it under
-    a jit: the vector field is a fresh closure)."""
+    a jit: the vector field is a fresh closure). Returns the states and diffrax's result code
+    (no exception: the caller reports a failure with its own message)."""
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(lambda t, y, a: rhs(y, a)),
         diffrax.Tsit5(),
@@ -303,8 +366,9 @@ def _integrate(rhs, y0, args, ts, rtol, atol, max_steps):
         saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
+        throw=False,
     )
-    return sol.ys
+    return sol.ys, sol.result
 
 
 # ------------------------------------------------------------------------------------------
@@ -322,7 +386,8 @@ class FixedPoint(NamedTuple):
             entries of ``Q`` and ``R``): positive for a saddle (the plateau), whose escape takes
             :math:`t_{esc}\\approx \\log(1/\\delta)/\\text{growth\\_rate}` from a
             symmetry-breaking perturbation :math:`\\delta`.
-        ok: the root solve converged.
+        ok: the root solve converged to a physical point (finite, with a positive semi-definite
+            covariance of the local fields).
         residual: max-norm of the flow at ``state``.
     """
 
@@ -333,6 +398,39 @@ class FixedPoint(NamedTuple):
     residual: Array
 
 
+def _unpack(y, v, K: int, M: int):
+    iu = np.triu_indices(K)
+    Q = jnp.zeros((K, K), y.dtype).at[iu].set(y[: len(iu[0])])
+    Q = Q + Q.T - jnp.diag(jnp.diag(Q))
+    return CommitteeState(Q, y[len(iu[0]):].reshape(K, M), v)
+
+
+def _flow(y, a, K, M, student, teacher, method):
+    v, T, vt, eta, noise_var = a
+    d = _rhs(_unpack(y, v, K, M), (T, vt, eta, jnp.zeros((), y.dtype), noise_var, student, teacher, method))
+    return jnp.concatenate([d.Q[np.triu_indices(K)], d.R.reshape(-1)])
+
+
+@eqx.filter_jit
+def _fixed_point(y0, a, K: int, M: int, student, teacher, method):
+    """Newton from ``y0`` (``throw=False``), the Jacobian's leading growth rate and the
+    physicality of the root; compiled once per shape and configuration."""
+    flow = lambda y, a: _flow(y, a, K, M, student, teacher, method)  # noqa: E731
+    sol = root(flow, y0, a, throw=False, name="committee fixed point")
+    J = jax.jacfwd(flow)(sol.value, a)
+    rate = jnp.max(jnp.real(jnp.linalg.eigvals(J)))
+    fp = _unpack(sol.value, a[0], K, M)
+    T = a[1]
+    C = _covariance(fp.Q, fp.R, T)
+    ev = jnp.linalg.eigvalsh(C)
+    tol = min(100.0 * C.shape[0] * float(jnp.finfo(C.dtype).eps), 1e-3)
+    physical = ev[0] >= -tol * jnp.max(jnp.abs(ev))
+    eps = _eps_of(*fp, T, a[2], student, teacher, method)
+    finite = jnp.all(jnp.isfinite(sol.value)) & jnp.isfinite(rate) & jnp.isfinite(eps)
+    return FixedPoint(fp, eps, rate, sol.ok & physical & finite, sol.residual), sol.ok, ev[0]
+
+
+@reraise_as_value_error
 def committee_fixed_point(
     guess: CommitteeState,
     T: ArrayLike,
@@ -351,35 +449,46 @@ def committee_fixed_point(
     diagonal of ``Q``) Newton stays in the symmetric subspace and finds the unspecialised
     plateau of Saad & Solla (1995, Sec. IV).
 
+    The Newton tolerances follow the dtype (:func:`rmtjax._numerics.solver_tolerances`), so the
+    solve works in float32 as in float64. A root is accepted only if it is physical: finite, with a
+    positive semi-definite covariance :math:`[[Q, R], [R^\top, T]]` (up to rounding); otherwise
+    ``ok`` is false (``throw=False``) or a ``ValueError`` is raised (``throw=True``).
+
+    Raises:
+        ValueError: bad arguments (as in :func:`committee_ode`); with ``throw=True``, no
+            convergence or an unphysical root (under ``jit``: ``equinox.error_if``).
+
     Example:
         >>> import jax.numpy as jnp
-        >>> g = CommitteeState(jnp.array([[0.6, 0.4], [0.4, 0.6]]), jnp.full((2, 2), 0.5), jnp.ones(2))
-        >>> fp = committee_fixed_point(g, jnp.eye(2), jnp.ones(2), 0.1)
-        >>> bool(fp.growth_rate > 0)
-        True
+        >>> g = CommitteeState(jnp.array([[0.4, 0.3], [0.3, 0.4]]), jnp.full((2, 2), 0.42), jnp.ones(2))
+        >>> fp = committee_fixed_point(g, jnp.eye(2), jnp.ones(2), 0.1)  # the plateau of Saad & Solla
+        >>> bool(fp.ok), round(float(fp.eps_g), 4), bool(fp.growth_rate > 0)
+        (True, 0.0121, True)
     """
-    state, T, vt = _check_state(guess, T, v_teacher)
-    eta = _check_positive(eta, "eta")
-    noise_std = check_nonnegative(noise_std, "noise_std")
-    student = saad_solla_erf() if student is None else student
-    teacher = student if teacher is None else teacher
+    state, T, vt = _check_state(guess, T, v_teacher, "guess.", psd="guess")
+    eta = _checks.positive(eta, "eta", T.dtype)
+    noise_std = _checks.nonnegative(noise_std, "noise_std", T.dtype)
+    student, teacher = _activations(student, teacher)
+    method = _checks.method(method)
+    throw = flag(throw, "throw")
     K, M = state.R.shape
-    iu = np.triu_indices(K)
-
-    def unpack(y, v):
-        Q = jnp.zeros((K, K), y.dtype).at[iu].set(y[: len(iu[0])])
-        Q = Q + Q.T - jnp.diag(jnp.diag(Q))
-        return CommitteeState(Q, y[len(iu[0]):].reshape(K, M), v)
-
-    def flow(y, a):
-        v, T, vt, eta, noise_var = a
-        d = _rhs(unpack(y, v), (T, vt, eta, 0.0, noise_var, student, teacher, method))
-        return jnp.concatenate([d.Q[iu], d.R.reshape(-1)])
-
-    y0 = jnp.concatenate([state.Q[iu], state.R.reshape(-1)])
-    a = (state.v, T, vt, eta, noise_std**2)
-    sol = root(flow, y0, a, throw=throw, name="committee fixed point")
-    J = jax.jacfwd(flow)(sol.value, a)
-    rate = jnp.max(jnp.real(jnp.linalg.eigvals(J)))
-    fp = unpack(sol.value, state.v)
-    return FixedPoint(fp, _eps_of(*fp, T, vt, student, teacher, method), rate, sol.ok, sol.residual)
+    y0 = jnp.concatenate([state.Q[np.triu_indices(K)], state.R.reshape(-1)])
+    fp, converged, lowest = _fixed_point(y0, (state.v, T, vt, eta, noise_std**2), K, M, student, teacher, method)
+    if not throw:
+        return fp
+    ok = concrete(fp.ok)
+    if ok is None:
+        return error_if(fp, ~fp.ok, "committee_fixed_point: Newton from guess did not converge to a physical fixed "
+                        "point (finite, with a positive semi-definite covariance [[Q, R], [R^T, T]]); start nearer "
+                        "the plateau (e.g. from a committee_ode trajectory) or pass throw=False to inspect")
+    if not np.all(ok):
+        if not bool(concrete(converged)):
+            why = f"did not converge (residual {float(fp.residual):.3e})"
+        elif float(concrete(lowest)) < 0:
+            why = (f"converged to an unphysical point (the covariance [[Q, R], [R^T, T]] has the eigenvalue "
+                   f"{float(concrete(lowest)):.3g} < 0)")
+        else:
+            why = "converged to a non-finite point"
+        raise ValueError(f"committee_fixed_point: Newton from guess {why}; start nearer the plateau (e.g. from a "
+                         "committee_ode trajectory) or pass throw=False to inspect")
+    return fp

@@ -55,21 +55,31 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .._validate import check_finite_array, check_nonnegative
+from .._validate import (
+    as_real,
+    check_range,
+    concrete,
+    error_if,
+    prng_key,
+    reraise_as_value_error,
+    static_int,
+    symmetric_psd,
+)
 from ..activations import AbstractActivation, AbstractClosedFormActivation, Erf, Identity, Relu, Sign
 from ..gaussian import AbstractMethod, Auto, gaussian_expectations, hermite_coefficients_at
+from . import _checks
 from ._committee import (
-    saad_solla_erf,
     Trajectory,
-    _as_float,
-    _check_positive,
+    _activations,
     _covariance,
     _eps,
+    _finish_integration,
     _integrate,
     _moments,
+    _rates,
 )
-from ._integrals import committee_integrals
-from ._simulation import _schedule, gaussian_block, online_sgd
+from ._integrals import _integrals
+from ._simulation import _check_finite_run, _online_sgd, _schedule, gaussian_block
 
 __all__ = [
     "Densities",
@@ -95,27 +105,30 @@ class Generator(eqx.Module):
         activation: :math:`\sigma` (every layer).
 
     Raises:
-        ValueError: a weight that is not 2-d or does not chain (``weights[l]`` must have
-            ``weights[l-1].shape[0]`` columns).
+        ValueError: a weight that is not a real 2-d array, is empty, has non-finite entries or does
+            not chain (``weights[l]`` must have ``weights[l-1].shape[0]`` columns); an
+            ``activation`` that is not one of :mod:`rmtjax.activations`.
     """
 
     weights: tuple[Array, ...]
     activation: AbstractActivation
 
     def __init__(self, weights, activation: AbstractActivation):
-        if isinstance(weights, (jax.Array, np.ndarray)):
+        if not isinstance(weights, (tuple, list)):
             weights = (weights,)
-        ws = tuple(_as_float(w) for w in weights)
-        if len(ws) < 1:
+        if len(weights) < 1:
             raise ValueError("weights: a generator needs at least one layer")
-        for i, w in enumerate(ws):
-            if w.ndim != 2 or min(w.shape) < 1:
-                raise ValueError(f"weights[{i}] (generator matrix) must be 2-d (n_out, n_in), got shape {w.shape}")
+        ws = []
+        for i, w in enumerate(weights):
+            name = f"weights[{i}] (generator matrix)"
+            w = as_real(w, name, ndim=2)
             if i > 0 and w.shape[1] != ws[i - 1].shape[0]:
-                raise ValueError(f"weights[{i}] (generator matrix) must have {ws[i - 1].shape[0]} columns to "
-                                 f"follow weights[{i - 1}] of shape {ws[i - 1].shape}, got shape {w.shape}")
-        self.weights = ws
-        self.activation = activation
+                raise ValueError(f"{name} must have {ws[i - 1].shape[0]} columns to follow weights[{i - 1}] of "
+                                 f"shape {ws[i - 1].shape}, got shape {w.shape}")
+            ws.append(w)
+        dt = _checks.common_dtype(*ws)
+        self.weights = tuple(check_range(w.astype(dt), f"weights[{i}] (generator matrix)") for i, w in enumerate(ws))
+        self.activation = _checks.activation(activation, "activation")
 
     @property
     def latent_dim(self) -> int:
@@ -142,6 +155,69 @@ class GeneratorMoments(NamedTuple):
     phi: Array
 
 
+def _check_generator(generator):
+    if not isinstance(generator, Generator):
+        raise ValueError(f"generator must be a rmtjax.dynamics.Generator, got {type(generator).__name__}")
+    return generator
+
+
+def _weights(w, name: str, msg: str, cols: int):
+    """A real ``(rows >= 1, cols)`` weight matrix (structure only)."""
+    w = as_real(w, name, ndim=2, allow_empty=True)
+    if w.shape[0] < 1 or w.shape[1] != cols:
+        raise ValueError(f"{msg}, got shape {w.shape}")
+    return w
+
+
+def _check_moments(moments, shape: tuple[int, int] | None = None) -> GeneratorMoments:
+    """``GeneratorMoments(mean (N,), omega (N, N), phi (N, D))``: real, finite, ``omega`` symmetric
+    positive semi-definite (up to rounding)."""
+    if not (isinstance(moments, tuple) and len(moments) == 3):
+        raise ValueError(f"moments must be GeneratorMoments(mean, omega, phi), got {type(moments).__name__}")
+    phi = as_real(moments[2], "moments.phi", ndim=2)
+    N, D = phi.shape
+    if shape is not None and (N, D) != tuple(shape):
+        raise ValueError(f"moments.phi must have shape (N, D) = {tuple(shape)} for this generator, got {phi.shape}")
+    mean = as_real(moments[0], "moments.mean", shape=(N,))
+    omega = as_real(moments[1], "moments.omega", shape=(N, N))
+    dt = _checks.common_dtype(mean, omega, phi)
+    mean, omega, phi = (check_range(a.astype(dt), n) for a, n in ((mean, "moments.mean"), (omega, "moments.omega"),
+                                                                  (phi, "moments.phi")))
+    return GeneratorMoments(mean, symmetric_psd(omega, "moments.omega"), phi)
+
+
+def _check_densities(d) -> Densities:
+    """A :class:`Densities` with consistent shapes, finite entries, ``mu`` in [0, 1], ``T``
+    symmetric positive semi-definite and a positive semi-definite covariance of the fields."""
+    if not (isinstance(d, tuple) and len(d) == 6):
+        raise ValueError(f"densities must be Densities(rho, mu, q, r, t, T) (from hidden_manifold_densities), got "
+                         f"{type(d).__name__}")
+    q = as_real(d[2], "densities.q", ndim=3)
+    B, K = q.shape[0], q.shape[1]
+    if q.shape[2] != K:
+        raise ValueError(f"densities.q must be (B, K, K) with K >= 1, got shape {q.shape}")
+    r = as_real(d[3], "densities.r", ndim=3, allow_empty=True)
+    if r.shape[:2] != (B, K) or r.shape[2] < 1:
+        raise ValueError(f"densities.r must be (B, K, M) with M >= 1 and (B, K) = {(B, K)}, got shape {r.shape}")
+    M = r.shape[2]
+    shapes = {"rho": (B,), "mu": (B,), "t": (B, M, M), "T": (M, M)}
+    rho, mu, t, T = (as_real(d[i], f"densities.{n}", shape=shapes[n]) for i, n in ((0, "rho"), (1, "mu"), (4, "t"),
+                                                                                  (5, "T")))
+    dt = _checks.common_dtype(rho, mu, q, r, t, T)
+    rho, q, r, t = (check_range(a.astype(dt), f"densities.{n}") for a, n in ((rho, "rho"), (q, "q"), (r, "r"),
+                                                                             (t, "t")))
+    mu = check_range(mu.astype(dt), "densities.mu", lo=0.0, hi=1.0)
+    T = symmetric_psd(check_range(T.astype(dt), "densities.T"), "densities.T")
+    Q = jnp.einsum("b,bkl->kl", rho, q)
+    C = _covariance(0.5 * (Q + Q.T), r.sum(0), T)
+    ev = jnp.linalg.eigvalsh(C)
+    tol = min(100.0 * C.shape[0] * float(jnp.finfo(dt).eps), 1e-3)
+    q = error_if(q, ~(ev[0] >= -tol * jnp.max(jnp.abs(ev))),
+                 "densities: the covariance [[Q, R], [R^T, T]] of the local fields (Q = sum_b rho_b q_b, "
+                 "R = sum_b r_b) must be positive semi-definite")
+    return Densities(rho, mu, q, r, t, T)
+
+
 def _mean_slope(sigma: AbstractActivation, q: Array, order: int):
     """:math:`\\mathbb E[\\sigma(u)]` and :math:`\\mathbb E[\\sigma'(u)]`, :math:`u\\sim N(0, q)`."""
     if isinstance(sigma, Sign):
@@ -156,6 +232,7 @@ def _mean_slope(sigma: AbstractActivation, q: Array, order: int):
     return a[:, 0], a[:, 1] / jnp.sqrt(q)
 
 
+@reraise_as_value_error
 def analytic_moments(generator: Generator, *, order: int = 12) -> GeneratorMoments:
     r"""Exact :math:`\Omega` and :math:`\Phi` of a single-layer generator
     :math:`x = \sigma(u)`, :math:`u = Fc/\sqrt D` (Goldt et al. 2020):
@@ -174,12 +251,17 @@ def analytic_moments(generator: Generator, *, order: int = 12) -> GeneratorMomen
         >>> m.omega.shape, m.phi.shape
         ((40, 40), (40, 10))
     """
+    _check_generator(generator)
     if len(generator.weights) != 1:
-        raise ValueError(f"analytic_moments needs a single-layer generator, got {len(generator.weights)} "
+        raise ValueError(f"generator: analytic_moments needs a single-layer generator, got {len(generator.weights)} "
                          "layers; use monte_carlo_moments")
-    if not (isinstance(order, int) and order >= 1):
-        raise ValueError(f"order must be an integer >= 1, got {order!r}")
-    return _analytic_moments(generator.weights[0], generator.activation, order)
+    order = static_int(order, "order", lo=1, hi=64)
+    F = generator.weights[0]
+    q = jnp.sum(F * F, axis=1) / F.shape[1]
+    msg = ("generator: every row of its matrix F must be non-zero and not overflow (the pre-activation "
+           "variances |F_i|^2 / D must be finite and > 0)")
+    F = error_if(F, ~jnp.all(jnp.isfinite(q) & (q > 0)), msg)
+    return _analytic_moments(F, generator.activation, order)
 
 
 @eqx.filter_jit
@@ -200,6 +282,7 @@ def _analytic_moments(F, sigma: AbstractActivation, order: int) -> GeneratorMome
     return GeneratorMoments(mean, 0.5 * (omega + omega.T), phi)
 
 
+@reraise_as_value_error
 def monte_carlo_moments(key: Array, generator: Generator, *, num_samples: int = 100_000,
                         batch_size: int = 2_000) -> GeneratorMoments:
     r"""Monte-Carlo :math:`\mathbb E[x]`, :math:`\Omega` and :math:`\Phi` of any generator (deep
@@ -212,11 +295,13 @@ def monte_carlo_moments(key: Array, generator: Generator, *, num_samples: int = 
         >>> gen = Generator((jax.random.normal(k1, (30, 10)), jax.random.normal(k2, (40, 30))), Tanh())
         >>> m = monte_carlo_moments(k3, gen, num_samples=4000, batch_size=1000)
     """
-    for name, val in (("num_samples", num_samples), ("batch_size", batch_size)):
-        if not (isinstance(val, int) and val >= 2):
-            raise ValueError(f"{name} must be an integer >= 2, got {val!r}")
-    batch_size = min(batch_size, num_samples)
-    return _mc_moments(key, generator, num_samples // batch_size, batch_size)
+    key = prng_key(key, "key")
+    _check_generator(generator)
+    num_samples = static_int(num_samples, "num_samples", lo=2)
+    batch_size = min(static_int(batch_size, "batch_size", lo=2), num_samples)
+    m = _mc_moments(key, generator, num_samples // batch_size, batch_size)
+    ok = jnp.all(jnp.isfinite(m.omega)) & jnp.all(jnp.isfinite(m.phi))
+    return error_if(m, ~ok, "generator: its outputs overflow (non-finite moments); scale its weights down")
 
 
 @eqx.filter_jit
@@ -269,6 +354,7 @@ class Densities(NamedTuple):
         return self.r.sum(0)
 
 
+@reraise_as_value_error
 def hidden_manifold_densities(moments: GeneratorMoments, w: ArrayLike, w_teacher: ArrayLike, *,
                               num_bins: int | None = None) -> Densities:
     r"""Initial densities :math:`q_b, r_b, t_b` of student weights ``w`` ``(K, N)`` and teacher
@@ -283,13 +369,15 @@ def hidden_manifold_densities(moments: GeneratorMoments, w: ArrayLike, w_teacher
         >>> m = analytic_moments(Generator(jax.random.normal(k1, (40, 10)), Sign()))
         >>> d = hidden_manifold_densities(m, jax.random.normal(k2, (2, 40)), jax.random.normal(k3, (2, 10)))
     """
-    w, wt = _as_float(w), _as_float(w_teacher)
+    moments = _check_moments(moments)
     N, D = moments.phi.shape
-    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] != N:
-        raise ValueError(f"w must be (K, N) with K >= 1 and N = {N}, got shape {w.shape}")
-    if wt.ndim != 2 or wt.shape[0] < 1 or wt.shape[1] != D:
-        raise ValueError(f"w_teacher must be (M, D) with M >= 1 and D = {D}, got shape {wt.shape}")
-    w = check_finite_array(w, "w (initial student weights)")
+    w = _weights(w, "w", "w must be (K, N) with K >= 1 and N = {N}".format(N=N), N)
+    w = check_range(w, "w (initial student weights)")
+    wt = _weights(w_teacher, "w_teacher", "w_teacher must be (M, D) with M >= 1 and D = {D}".format(D=D), D)
+    dt = _checks.common_dtype(w, wt, moments.phi)
+    w, wt, moments = w.astype(dt), check_range(wt.astype(dt), "w_teacher"), jax.tree.map(lambda a: a.astype(dt), moments)
+    if num_bins is not None:
+        num_bins = static_int(num_bins, "num_bins", lo=1)
     rho, psi = jnp.linalg.eigh(moments.omega)
     beta = moments.phi @ wt.T / math.sqrt(D)  # (N, M)
     wp, bp = w @ psi, psi.T @ beta  # (K, N), (N, M)
@@ -298,8 +386,6 @@ def hidden_manifold_densities(moments: GeneratorMoments, w: ArrayLike, w_teacher
     t = jnp.einsum("nm,np->nmp", bp, bp)
     if num_bins is None or num_bins >= N:
         return Densities(rho, jnp.full((N,), 1.0 / N, rho.dtype), q, r, t, wt @ wt.T / D)
-    if not (isinstance(num_bins, int) and num_bins >= 1):
-        raise ValueError(f"num_bins must be None or an integer >= 1, got {num_bins!r}")
     edges = np.linspace(0, N, num_bins + 1).round().astype(int)
     seg = jnp.asarray(np.repeat(np.arange(num_bins), np.diff(edges)))
     count = jnp.asarray(np.diff(edges), rho.dtype)
@@ -315,7 +401,7 @@ def _hm_rhs(state, args):
     Q = 0.5 * (Q + Q.T)
     R = r.sum(0)
     C = _covariance(Q, R, T)
-    ints = committee_integrals(C, student, teacher, num_student=K, method=method)
+    ints = _integrals(C, student, teacher, K, method)
     B, Dm, h = _moments(ints, v, vt, noise_var)
     G = jnp.linalg.solve(C, B.T)  # (P, K)
     Gs, Gt = G[:K], G[K:]
@@ -328,6 +414,7 @@ def _hm_rhs(state, args):
     return dq, dr, dv
 
 
+@reraise_as_value_error
 def hidden_manifold_ode(
     densities: Densities,
     v0: ArrayLike,
@@ -357,32 +444,26 @@ def hidden_manifold_ode(
         >>> d = hidden_manifold_densities(m, jax.random.normal(k2, (2, 40)), jax.random.normal(k3, (2, 10)))
         >>> traj = hidden_manifold_ode(d, jnp.ones(2), jnp.ones(2), jnp.linspace(0, 5, 6), 0.2)
     """
-    d = densities
-    v0, vt = _as_float(v0), _as_float(v_teacher)
-    if d.q.ndim != 3 or d.q.shape[1] < 1:
-        raise ValueError(f"densities.q must be (B, K, K) with K >= 1, got shape {d.q.shape}")
+    d = _check_densities(densities)
     K, M = d.r.shape[1], d.r.shape[2]
-    if M < 1:
-        raise ValueError(f"densities.r must be (B, K, M) with M >= 1, got shape {d.r.shape}")
+    v0 = as_real(v0, "v0", ndim=1)
     if v0.shape != (K,):
         raise ValueError(f"v0 must have shape (K,) = {(K,)}, got {v0.shape}")
+    vt = as_real(v_teacher, "v_teacher", ndim=1)
     if vt.shape != (M,):
         raise ValueError(f"v_teacher must have shape (M,) = {(M,)}, got {vt.shape}")
-    q0 = check_finite_array(d.q, "initial condition q")
-    r0 = check_finite_array(d.r, "initial condition r")
-    v0 = check_finite_array(v0, "initial condition v0")
-    eta = _check_positive(eta, "eta")
-    eta_v = check_nonnegative(eta_v, "eta_v")
-    noise_std = check_nonnegative(noise_std, "noise_std")
-    ts = _as_float(ts)
-    if ts.ndim != 1 or ts.shape[0] < 2:
-        raise ValueError(f"ts must be a 1-d array of at least 2 increasing times, got shape {ts.shape}")
-    student = saad_solla_erf() if student is None else student
-    teacher = student if teacher is None else teacher
-    # arrays, not Python floats: filter_jit would make a float static (one compilation per value)
-    eta, eta_v, noise_var = (jnp.asarray(x) for x in (eta, eta_v, jnp.asarray(noise_std) ** 2))
-    args = (d.rho, d.mu, d.t, d.T, vt, eta, eta_v, noise_var, student, teacher, method)
-    return _hm_solve((q0, r0, v0), args, ts, rtol, atol, max_steps)
+    dt = _checks.common_dtype(d.q, v0, vt)
+    d = Densities(*(a.astype(dt) for a in d))
+    v0, vt = check_range(v0.astype(dt), "v0"), check_range(vt.astype(dt), "v_teacher")
+    eta, eta_v, noise_std = _rates(eta, eta_v, noise_std, dt)
+    ts = _checks.times(ts, "ts", dt)
+    student, teacher = _activations(student, teacher)
+    method = _checks.method(method)
+    rtol, atol = _checks.tolerances(dt, rtol, atol, 1e-7, 1e-9)
+    max_steps = _checks.max_steps(max_steps)
+    args = (d.rho, d.mu, d.t, d.T, vt, eta, eta_v, noise_std**2, student, teacher, method)
+    traj, result = _hm_solve((d.q, d.r, v0), args, ts, rtol, atol, max_steps)
+    return _finish_integration(traj, result, "hidden_manifold_ode", max_steps)
 
 
 @eqx.filter_jit
@@ -390,15 +471,14 @@ def _hm_solve(y0, args, ts, rtol: float, atol: float, max_steps: int) -> Traject
     # jitted at module level: repeated calls with the same shapes reuse one compilation
     rho, T, vt, student, teacher, method = args[0], args[3], args[4], args[8], args[9], args[10]
     K = y0[2].shape[0]
-    q, r, v = _integrate(_hm_rhs, y0, args, ts, rtol, atol, max_steps)
+    (q, r, v), result = _integrate(_hm_rhs, y0, args, ts, rtol, atol, max_steps)
     Q = jnp.einsum("b,tbkl->tkl", rho, q)
     R = r.sum(1)
 
     def eps(Q, R, v):
-        ints = committee_integrals(_covariance(Q, R, T), student, teacher, num_student=K, method=method)
-        return _eps(ints, v, vt)
+        return _eps(_integrals(_covariance(Q, R, T), student, teacher, K, method), v, vt)
 
-    return Trajectory(ts, Q, R, v, jax.vmap(eps)(Q, R, v))
+    return Trajectory(ts, Q, R, v, jax.vmap(eps)(Q, R, v)), result
 
 
 # ------------------------------------------------------------------------------------------
@@ -415,6 +495,7 @@ class HiddenManifoldRun(NamedTuple):
     eps_g_test: Array
 
 
+@reraise_as_value_error
 def simulate_hidden_manifold(
     key: Array,
     generator: Generator,
@@ -445,30 +526,28 @@ def simulate_hidden_manifold(
         ...                                jnp.ones(2), jax.random.normal(k3, (2, 10)), jnp.ones(2), 0.2,
         ...                                t_max=1.0, num_saves=2, test_size=100)
     """
-    w0, wt = _as_float(w0), _as_float(w_teacher)
+    key = prng_key(key, "key")
+    _check_generator(generator)
     N, D = generator.input_dim, generator.latent_dim
-    if moments.phi.shape != (N, D):
-        raise ValueError(f"moments.phi must have shape (N, D) = {(N, D)} for this generator, got {moments.phi.shape}")
-    if w0.ndim != 2 or w0.shape[0] < 1 or w0.shape[1] != N:
-        raise ValueError(f"w0 must be (K, N) with K >= 1 and N = {N}, got shape {w0.shape}")
-    if wt.ndim != 2 or wt.shape[0] < 1 or wt.shape[1] != D:
-        raise ValueError(f"w_teacher must be (M, D) with M >= 1 and D = {D}, got shape {wt.shape}")
+    moments = _check_moments(moments, (N, D))
+    w0 = _weights(w0, "w0", f"w0 must be (K, N) with K >= 1 and N = {N}", N)
+    wt = _weights(w_teacher, "w_teacher", f"w_teacher must be (M, D) with M >= 1 and D = {D}", D)
     K, M = w0.shape[0], wt.shape[0]
-    v0, vt = _as_float(v0), _as_float(v_teacher)
+    v0, vt = as_real(v0, "v0", ndim=1), as_real(v_teacher, "v_teacher", ndim=1)
     if v0.shape != (K,) or vt.shape != (M,):
         raise ValueError(f"v0 and v_teacher must have shapes {(K,)} and {(M,)}, got {v0.shape}, {vt.shape}")
-    w0 = check_finite_array(w0, "w0")
-    v0 = check_finite_array(v0, "v0")
-    eta = _check_positive(eta, "eta")
-    eta_v = check_nonnegative(eta_v, "eta_v")
-    student = saad_solla_erf() if student is None else student
-    teacher = student if teacher is None else teacher
+    dt = _checks.common_dtype(w0, wt, v0, vt, generator.weights[0])
+    w0, v0, wt, vt = (check_range(a.astype(dt), n) for a, n in ((w0, "w0"), (v0, "v0"), (wt, "w_teacher"),
+                                                                (vt, "v_teacher")))
+    moments = jax.tree.map(lambda a: a.astype(dt), moments)
+    eta, eta_v, _ = _rates(eta, eta_v, 0.0, dt)
+    student, teacher = _activations(student, teacher)
     schedule = _schedule(N, t_max, num_saves)
-    if not (isinstance(test_size, int) and test_size >= 1):
-        raise ValueError(f"test_size must be an integer >= 1, got {test_size!r}")
-    eta, eta_v = jnp.asarray(eta), jnp.asarray(eta_v)
-    return _simulate(key, generator, moments, w0, v0, wt, vt, eta, eta_v, schedule, num_saves, test_size,
-                     student, teacher)
+    num_saves = static_int(num_saves, "num_saves", lo=1)
+    test_size = static_int(test_size, "test_size", lo=1, hi=10**8)
+    run, finite = _simulate(key, generator, moments, w0, v0, wt, vt, eta, eta_v, schedule, num_saves, test_size,
+                            student, teacher)
+    return _check_finite_run(run, finite, "simulate_hidden_manifold")
 
 
 @eqx.filter_jit
@@ -490,14 +569,14 @@ def _simulate(key, generator, moments, w0, v0, wt, vt, eta, eta_v, schedule, num
     def observe(w, v):
         Q = w @ moments.omega @ w.T / N
         R = w @ beta / math.sqrt(N)
-        ints = committee_integrals(_covariance(Q, R, T), student, teacher, num_student=K)
+        ints = _integrals(_covariance(Q, R, T), student, teacher, K, Auto())
         test = 0.5 * jnp.mean((student(Xt @ w.T / math.sqrt(N)) @ v - yt) ** 2)
         return Q, R, v, _eps(ints, v, vt), test
 
-    Q, R, v, eps, test = online_sgd(key, w0, v0, eta, eta_v, draw, observe, student=student,
-                                    schedule=schedule, num_saves=num_saves)
+    (Q, R, v, eps, test), finite = _online_sgd(key, w0, v0, eta, eta_v, draw, observe, student, schedule,
+                                               num_saves, False)
     t = jnp.arange(num_saves + 1, dtype=dtype) * (schedule[0] * schedule[1] / N)
-    return HiddenManifoldRun(Trajectory(t, Q, R, v, eps), test)
+    return HiddenManifoldRun(Trajectory(t, Q, R, v, eps), test), finite
 
 
 # ------------------------------------------------------------------------------------------
@@ -520,6 +599,7 @@ class LocalFieldDistance(NamedTuple):
     covariance: Array
 
 
+@reraise_as_value_error
 def local_field_distance(key: Array, generator: Generator, moments: GeneratorMoments, w: ArrayLike,
                          w_teacher: ArrayLike, *, num_samples: int = 50_000,
                          num_directions: int = 16) -> LocalFieldDistance:
@@ -537,20 +617,23 @@ def local_field_distance(key: Array, generator: Generator, moments: GeneratorMom
         >>> d = local_field_distance(k4, gen, analytic_moments(gen), jax.random.normal(k2, (2, 40)),
         ...                          jax.random.normal(k3, (2, 10)), num_samples=2000)
     """
-    w, wt = _as_float(w), _as_float(w_teacher)
+    key = prng_key(key, "key")
+    _check_generator(generator)
     N, D = generator.input_dim, generator.latent_dim
-    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] != N:
-        raise ValueError(f"w must be (K, N) with K >= 1 and N = {N}, got shape {w.shape}")
-    if wt.ndim != 2 or wt.shape[0] < 1 or wt.shape[1] != D:
-        raise ValueError(f"w_teacher must be (M, D) with M >= 1 and D = {D}, got shape {wt.shape}")
-    if moments.mean.shape != (N,):
-        raise ValueError(f"moments.mean must have shape (N,) = {(N,)} for this generator, got {moments.mean.shape}")
+    moments = _check_moments(moments, (N, D))
+    w = _weights(w, "w", f"w must be (K, N) with K >= 1 and N = {N}", N)
+    wt = _weights(w_teacher, "w_teacher", f"w_teacher must be (M, D) with M >= 1 and D = {D}", D)
+    dt = _checks.common_dtype(w, wt, generator.weights[0])
+    w, wt = check_range(w.astype(dt), "w"), check_range(wt.astype(dt), "w_teacher")
     P = w.shape[0] + wt.shape[0]
-    if not (isinstance(num_samples, int) and num_samples > 2 * P):
+    num_samples = static_int(num_samples, "num_samples", hi=10**8)
+    if num_samples <= 2 * P:
         raise ValueError(f"num_samples must be an integer > 2 (K + M) = {2 * P}, got {num_samples!r}")
-    if not (isinstance(num_directions, int) and num_directions >= 2):
-        raise ValueError(f"num_directions must be an integer >= 2, got {num_directions!r}")
-    return _local_field_distance(key, generator, moments.mean, w, wt, num_samples, num_directions)
+    num_directions = static_int(num_directions, "num_directions", lo=2, hi=10**6)
+    out = _local_field_distance(key, generator, moments.mean.astype(dt), w, wt, num_samples, num_directions)
+    ok = jnp.isfinite(out.distance) & jnp.all(jnp.isfinite(out.covariance))
+    return error_if(out, ~ok, "w, w_teacher: the local fields have a singular (or non-finite) covariance, so their "
+                    "whitened law is undefined; use linearly independent rows of w and w_teacher")
 
 
 @eqx.filter_jit

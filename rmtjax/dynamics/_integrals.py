@@ -40,7 +40,9 @@ from jaxtyping import Array, ArrayLike
 
 from .._numerics import angle, atan2, gap, gauss_hermite, safe_div, safe_sqrt
 from ..activations import AbstractActivation, Erf, Identity, Relu
+from .._validate import as_real, check_range, static_int, symmetric_psd
 from ..gaussian import AbstractMethod, Auto, ClosedForm, GaussHermite
+from . import _checks
 
 __all__ = ["Integrals", "committee_integrals", "has_closed_form", "pair_integrals"]
 
@@ -236,10 +238,97 @@ def _relu_i4(C):
     return out
 
 
-def _relu_closed(C2, C3, C4, Cj):
-    i2 = Relu().dual(C2[:, 0, 0], C2[:, 1, 1], C2[:, 0, 1])[0]
+def _orthant3(C):
+    """P(u0 > 0, u1 > 0, u2 > 0) = 1/2 - (theta_01 + theta_02 + theta_12) / (4 pi), theta_ij the
+    angle between the fields (1/8 + sum arcsin(rho_ij) / (4 pi))."""
+    th = sum(angle(gap(C[:, i, i], C[:, j, j], C[:, i, j]), C[:, i, j]) for i, j in ((0, 1), (0, 2), (1, 2)))
+    return 0.5 - th / (4 * math.pi)
+
+
+def _step_relu(S):
+    """E[theta(u0) relu(u1)] = (S01 / sqrt(2 pi S00) + sqrt(S11 / (2 pi))) / 2 (Stein on u1; the
+    conditional means vanish, so each orthant factor is 1/2)."""
+    return 0.5 * (safe_div(S[:, 0, 1], safe_sqrt(2 * math.pi * S[:, 0, 0])) + safe_sqrt(S[:, 1, 1] / (2 * math.pi)))
+
+
+def _relu_trr(C):
+    # E[theta0 relu1 relu2]: Stein on u1 (relu1 = u1 theta1):
+    #   C10 E[delta0 theta1 relu2] + C11 E[theta0 delta1 relu2] + C12 E[theta0 theta1 theta2]
+    return (C[:, 1, 0] * _density0(C[:, 0, 0]) * _step_relu(_condition(C, 0))
+            + C[:, 1, 1] * _density0(C[:, 1, 1]) * _step_relu(_condition(C, 1))
+            + C[:, 1, 2] * _orthant3(C))
+
+
+def _relu_ttr2(C):
+    # E[theta0 theta1 relu2^2] = E[u2 (u2 theta0 theta1 theta2)]: Stein on u2 (u2 delta2 = 0):
+    #   C22 P(u > 0) + C20 E[delta0 theta1 relu2] + C21 E[theta0 delta1 relu2]
+    c0, c1 = _condition(C, 0), _condition(C, 1)  # fields (1, 2) given u0 = 0 / (0, 2) given u1 = 0
+    return (C[:, 2, 2] * _orthant3(C) + C[:, 2, 0] * _density0(C[:, 0, 0]) * _step_relu(c0)
+            + C[:, 2, 1] * _density0(C[:, 1, 1]) * _step_relu(c1))
+
+
+def _relu_tr2(C):
+    # E[theta0 relu1^2] = C11 P(u0 > 0, u1 > 0) + C10 E[delta0 relu1]
+    #                   = C11 (pi - theta) / (2 pi) + C10 sqrt(C00 C11 - C01^2) / (2 pi C00)
+    return (C[:, 1, 1] * _orthant2(C[:, 0, 0], C[:, 1, 1], C[:, 0, 1])
+            + C[:, 1, 0] * safe_div(gap(C[:, 0, 0], C[:, 1, 1], C[:, 0, 1]), 2 * math.pi * C[:, 0, 0]))
+
+
+def _relu_rr(C):
+    return Relu().dual(C[:, 0, 0], C[:, 1, 1], C[:, 0, 1])[0]
+
+
+def _reduce_relu_tuple(row) -> tuple[str, tuple[int, ...]]:
+    """The product theta(u_k) theta(u_l) relu(u_c) relu(u_d) of ``row = (k, l, c, d)`` on its
+    distinct fields (theta theta = theta, theta relu = relu, relu relu = relu^2): the kind of
+    expectation and the fields in its canonical order (steps, then relus)."""
+    th: dict[int, int] = {}
+    re: dict[int, int] = {}
+    for i in row[:2]:
+        th[i] = 1
+    for i in row[2:]:
+        re[i] = re.get(i, 0) + 1
+    steps = tuple(i for i in dict.fromkeys(row[:2]) if i not in re)
+    ones = tuple(i for i in dict.fromkeys(row[2:]) if re[i] == 1)
+    twos = tuple(i for i in dict.fromkeys(row[2:]) if re[i] == 2)
+    kind = "t" * len(steps) + "r" * len(ones) + "R" * len(twos)
+    return kind, steps + ones + twos
+
+
+_RELU_KINDS = {"ttrr": None, "trr": _relu_trr, "ttR": _relu_ttr2, "tR": _relu_tr2, "rr": _relu_rr,
+               "R": lambda C: 0.5 * C[:, 0, 0]}
+
+
+def _relu_i4_exact(C, idx4, jitter):
+    """I4 for ReLU: tuples with repeated fields reduced exactly to lower-dimensional closed forms
+    (static patterns); only tuples on four distinct fields go through the four-dimensional
+    reduction :func:`_relu_i4`, with a relative ``jitter`` on their diagonal (it separates fields
+    that coincide numerically, e.g. a student unit equal to a teacher unit)."""
+    groups: dict[str, tuple[list, list]] = {}
+    for n, row in enumerate(idx4.tolist()):
+        kind, fields = _reduce_relu_tuple(row)
+        rows, sub = groups.setdefault(kind, ([], []))
+        rows.append(n)
+        sub.append(fields)
+    out = jnp.zeros(len(idx4), C.dtype)
+    for kind, (rows, fields) in groups.items():
+        Csub = _sub(C, np.asarray(fields, dtype=np.int32))
+        if kind == "ttrr":
+            vals = _relu_i4(Csub + jitter * jnp.eye(4, dtype=C.dtype)[None])
+        else:
+            vals = _RELU_KINDS[kind](Csub)
+        out = out.at[np.asarray(rows)].set(vals)
+    return out
+
+
+def _relu_closed(C, C2, C3, idx4, Cj):
+    i2 = _relu_rr(C2)
     j2 = _orthant2(Cj[:, 0, 0], Cj[:, 1, 1], Cj[:, 0, 1])
-    return i2, _relu_i3(C3), _relu_i4(C4), j2
+    # relative jitter: 1e-10 in float64 (changes the four-field integrals by ~1e-7), 100 eps in
+    # lower precisions, where 1e-10 would be lost to rounding
+    rel = max(1e-10, 100 * float(jnp.finfo(C.dtype).eps))
+    jitter = rel * jnp.mean(jnp.diagonal(C))
+    return i2, _relu_i3(C3), _relu_i4_exact(C, idx4, jitter), j2
 
 
 # ------------------------------------------------------------------------------------------
@@ -312,15 +401,23 @@ def _quadrature(C, idx2, idx3, idx4, idxj, student, teacher, K, deg):
 # ------------------------------------------------------------------------------------------
 
 
-def _check_covariance(C, num_student: int) -> Array:
-    """The (P, P) covariance of the local fields as a floating array; ``1 <= num_student < P``."""
-    C = jnp.asarray(C)
-    if not jnp.issubdtype(C.dtype, jnp.floating):
-        C = C.astype(float)
-    if C.ndim != 2 or C.shape[0] != C.shape[1] or not (1 <= num_student < C.shape[0]):
-        raise ValueError(f"C must be (P, P) with 1 <= num_student < P, got shape {C.shape} and "
-                         f"num_student={num_student}")
-    return C
+def _check_covariance(C, num_student, student, teacher, method, four_dimensional=True):
+    """The (P, P) covariance of the local fields (real, finite, symmetric positive semi-definite up
+    to rounding), ``1 <= num_student < P`` (static), the activations and the method."""
+    C = as_real(C, "C", ndim=2)
+    if C.shape[0] != C.shape[1]:
+        raise ValueError(f"C must be a square (P, P) covariance, got shape {C.shape}")
+    K = static_int(num_student, "num_student", lo=1)
+    if not K < C.shape[0]:
+        raise ValueError(f"num_student must be in [1, P) with P = {C.shape[0]} (at least one teacher field), got {K}")
+    C = symmetric_psd(check_range(C, "C"), "C")
+    _checks.activation(student, "student")
+    _checks.activation(teacher, "teacher")
+    method = _checks.method(method, four_dimensional=four_dimensional)
+    if isinstance(method, ClosedForm) and not has_closed_form(student, teacher):
+        raise ValueError(f"method: no closed-form committee integrals for student {type(student).__name__} and "
+                         f"teacher {type(teacher).__name__}; use method=GaussHermite(deg) (or Auto())")
+    return C, K, method
 
 
 def committee_integrals(
@@ -354,8 +451,8 @@ def committee_integrals(
         >>> round(float(ints.i2[0, 0]), 6)  # (2/pi) arcsin(1/2) = 1/3
         0.333333
     """
-    C = _check_covariance(C, num_student)
-    return _integrals(C, student, teacher, num_student, method)
+    C, K, method = _check_covariance(C, num_student, student, teacher, method)
+    return _integrals(C, student, teacher, K, method)
 
 
 @eqx.filter_jit
@@ -368,23 +465,19 @@ def _integrals(C, student, teacher, K: int, method: AbstractMethod) -> Integrals
         method = ClosedForm() if closed else GaussHermite(10)
     if isinstance(method, ClosedForm):
         if not closed:
-            raise TypeError(
-                f"no closed-form committee integrals for student {type(student).__name__} and teacher "
+            raise ValueError(
+                f"method: no closed-form committee integrals for student {type(student).__name__} and teacher "
                 f"{type(teacher).__name__}; use method=GaussHermite(deg)")
         if isinstance(student, Erf):
             out = _erf_closed(C2, C3, C4, Cj, idx2, idx3, idx4, idxj, student, teacher, K)
         elif isinstance(student, Identity):
             out = (C2[:, 0, 1], C3[:, 1, 2], C4[:, 2, 3], jnp.ones_like(Cj[:, 0, 1]))
         else:
-            # A relative jitter of 1e-10 separates repeated fields (u_k twice in I4[k, k, ., .],
-            # a student equal to its teacher), where the delta/orthant reduction is singular;
-            # it changes the integrals by O(1e-6) (checked against Monte Carlo in the tests).
-            jit = 1e-10 * jnp.mean(jnp.diagonal(C)) * jnp.eye(4, dtype=C.dtype)
-            out = _relu_closed(C2, C3, C4 + jit[None], Cj)
+            out = _relu_closed(C, C2, C3, idx4, Cj)
     elif isinstance(method, GaussHermite):
         out = _quadrature(C, idx2, idx3, idx4, idxj, student, teacher, K, method.deg)
     else:
-        raise TypeError(f"method must be Auto(), ClosedForm() or GaussHermite(deg), got {method!r}")
+        raise ValueError(f"method must be Auto(), ClosedForm() or GaussHermite(deg), got {method!r}")
     i2, i3, i4, j2 = out
     return Integrals(i2.reshape(P, P), i3.reshape(K, P, P), i4.reshape(K, K, P, P), j2.reshape(K, K))
 
@@ -407,8 +500,8 @@ def pair_integrals(
         >>> round(float(pair_integrals(jnp.eye(2), g, g, num_student=1)[0, 1]), 6)
         0.0
     """
-    C = _check_covariance(C, num_student)
-    return _pair(C, student, teacher, num_student, method)
+    C, K, method = _check_covariance(C, num_student, student, teacher, method, four_dimensional=False)
+    return _pair(C, student, teacher, K, method)
 
 
 @eqx.filter_jit
@@ -421,8 +514,8 @@ def _pair(C, student, teacher, K: int, method: AbstractMethod) -> Array:
         method = ClosedForm() if closed else GaussHermite(10)
     if isinstance(method, ClosedForm):
         if not closed:
-            raise TypeError(
-                f"no closed-form committee integrals for student {type(student).__name__} and teacher "
+            raise ValueError(
+                f"method: no closed-form committee integrals for student {type(student).__name__} and teacher "
                 f"{type(teacher).__name__}; use method=GaussHermite(deg)")
         if isinstance(student, Erf):
             is_st = idx2 < K
@@ -437,5 +530,5 @@ def _pair(C, student, teacher, K: int, method: AbstractMethod) -> Array:
     elif isinstance(method, GaussHermite):
         i2 = _gh_tuples(C, idx2, "ff", student, teacher, K, method.deg)
     else:
-        raise TypeError(f"method must be Auto(), ClosedForm() or GaussHermite(deg), got {method!r}")
+        raise ValueError(f"method must be Auto(), ClosedForm() or GaussHermite(deg), got {method!r}")
     return i2.reshape(P, P)
