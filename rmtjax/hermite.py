@@ -43,6 +43,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import numbers
 from typing import NamedTuple
 
 import equinox as eqx
@@ -52,11 +53,22 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from . import activations as A
-from ._numerics import gauss_hermite, hermite_table, safe_sqrt
-from ._validate import check_finite_array, check_matrix, check_nonnegative, concrete
+from ._numerics import gauss_hermite, hermite_table, safe_sqrt, solver_tolerances
+from ._validate import (
+    as_real,
+    check_matrix,
+    check_range,
+    concrete,
+    error_if,
+    flag,
+    prng_key,
+    real,
+    reraise_as_value_error,
+    static_int,
+)
 from .gaussian import AbstractMethod, ClosedForm, GaussHermite, _mehler_sum, gaussian_expectations
 from .gaussian import hermite_coefficients_at
-from .solve import Solution, fixed_point
+from .solve import Solution, _finish, _scalar_root
 
 __all__ = [
     "Auto",
@@ -93,6 +105,12 @@ _PHI0 = 1.0 / math.sqrt(2.0 * math.pi)
 # --------------------------------------------------------------------------------------
 
 
+def _static_real(x, name: str, lo: float, hi: float) -> None:
+    """A static configuration number (a Python real, not a bool) in ``[lo, hi]``."""
+    if isinstance(x, bool | np.bool_) or not isinstance(x, numbers.Real) or not (lo <= float(x) <= hi):
+        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {x!r}")
+
+
 class Trapezoid(AbstractMethod):
     """Trapezoidal rule of spacing ``step`` on ``[-cutoff, cutoff]`` in ``z``
     (:func:`rmtjax.gaussian.hermite_coefficients_at`): exponentially convergent for analytic
@@ -102,10 +120,8 @@ class Trapezoid(AbstractMethod):
     cutoff: float = eqx.field(static=True, default=13.0)
 
     def __check_init__(self):
-        if not (0.001 <= self.step <= 0.25):
-            raise ValueError(f"Trapezoid: 'step' must be in [0.001, 0.25], got {self.step!r}")
-        if not (8.0 <= self.cutoff <= 40.0):
-            raise ValueError(f"Trapezoid: 'cutoff' must be in [8, 40], got {self.cutoff!r}")
+        _static_real(self.step, "Trapezoid: step", 0.001, 0.25)
+        _static_real(self.cutoff, "Trapezoid: cutoff", 8.0, 40.0)
 
 
 class GaussLegendre(AbstractMethod):
@@ -119,12 +135,9 @@ class GaussLegendre(AbstractMethod):
     cutoff: float = eqx.field(static=True, default=13.0)
 
     def __check_init__(self):
-        if not (isinstance(self.deg, int) and 2 <= self.deg <= 400):
-            raise ValueError(f"GaussLegendre: 'deg' must be an integer in [2, 400], got {self.deg!r}")
-        if not (isinstance(self.panels, int) and 1 <= self.panels <= 64):
-            raise ValueError(f"GaussLegendre: 'panels' must be an integer in [1, 64], got {self.panels!r}")
-        if not (8.0 <= self.cutoff <= 40.0):
-            raise ValueError(f"GaussLegendre: 'cutoff' must be in [8, 40], got {self.cutoff!r}")
+        static_int(self.deg, "GaussLegendre: deg", lo=2, hi=400)
+        static_int(self.panels, "GaussLegendre: panels", lo=1, hi=64)
+        _static_real(self.cutoff, "GaussLegendre: cutoff", 8.0, 40.0)
 
 
 class Auto(AbstractMethod):
@@ -134,6 +147,11 @@ class Auto(AbstractMethod):
     such as ELU)."""
 
     numerical: AbstractMethod = Trapezoid()
+
+    def __check_init__(self):
+        if not isinstance(self.numerical, Trapezoid | GaussLegendre | GaussHermite):
+            raise ValueError(f"Auto: numerical must be Trapezoid(), GaussLegendre() or GaussHermite(deg), "
+                             f"got {self.numerical!r:.80}")
 
 
 # --------------------------------------------------------------------------------------
@@ -331,10 +349,12 @@ def _quadrature(act, q: Array, z: np.ndarray, wh: np.ndarray) -> Array:
     return vals @ jnp.asarray(wh, dt)
 
 
-def _check_order(order) -> int:
-    if not (isinstance(order, int | np.integer) and not isinstance(order, bool) and order >= 0):
-        raise ValueError(f"order must be a non-negative integer, got {order!r}")
-    return int(order)
+_MAX_ORDER = 10_000  # a static table size (quadrature tables are nodes x (order + 1) floats)
+_MAX_DEPTH = 10_000  # a static loop length (outputs have depth + 1 rows)
+
+
+def _check_order(order, name: str = "order") -> int:
+    return static_int(order, name, lo=0, hi=_MAX_ORDER)
 
 
 def _resolve_method(activation, method):
@@ -342,11 +362,30 @@ def _resolve_method(activation, method):
         return
     if isinstance(method, ClosedForm):
         if not _has_closed_form(activation):
-            raise TypeError(f"{type(activation).__name__} has no closed-form Hermite coefficients; use "
-                            "method=Trapezoid(), GaussLegendre() or GaussHermite(deg)")
+            raise ValueError(f"method=ClosedForm(): {type(activation).__name__} has no closed-form Hermite "
+                             "coefficients; use method=Trapezoid(), GaussLegendre() or GaussHermite(deg)")
         return
     if not isinstance(method, Trapezoid | GaussLegendre | GaussHermite):
-        raise TypeError(f"method must be Auto, ClosedForm, Trapezoid, GaussLegendre or GaussHermite, got {method!r}")
+        raise ValueError(f"method must be Auto(), ClosedForm(), Trapezoid(), GaussLegendre() or GaussHermite(deg), "
+                         f"got {method!r:.80}")
+
+
+def _check_activation(activation):
+    """An :mod:`rmtjax.activations` module whose array parameters are real and finite."""
+    if not isinstance(activation, A.AbstractActivation):
+        raise ValueError(f"activation must be an rmtjax.activations module (e.g. Tanh()), got {activation!r:.80}")
+
+    def check(path, leaf):
+        if not (hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)):
+            return leaf
+        return real(leaf, "activation" + jax.tree_util.keystr(path), allow_empty=True)
+
+    return jax.tree_util.tree_map_with_path(check, activation)
+
+
+def _finite_result(x, what: str):
+    """``x`` after checking it is finite (an overflow is reported, never returned as inf/NaN)."""
+    return error_if(x, ~jnp.all(jnp.isfinite(x)), what)
 
 
 def _has_closed_form(activation) -> bool:
@@ -354,6 +393,7 @@ def _has_closed_form(activation) -> bool:
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
 def _coefficients(activation, q, order, method):
     if isinstance(method, Auto):
         out = _closed_form(activation, q, order)
@@ -372,6 +412,7 @@ def _coefficients(activation, q, order, method):
     raise TypeError(f"method must be Auto, ClosedForm, Trapezoid, GaussLegendre or GaussHermite, got {method!r}")
 
 
+@reraise_as_value_error
 def hermite_coefficients(
     activation: A.AbstractActivation,
     *,
@@ -412,14 +453,15 @@ def hermite_coefficients(
         >>> a = hermite_coefficients(Relu(), order=4)   # [1/sqrt(2 pi), 1/2, 1/(2 sqrt(pi)), 0, ...]
     """
     order = _check_order(order)
-    q = jnp.asarray(check_nonnegative(q, "q"))
-    q = q.astype(jnp.result_type(q, float))
-    if not isinstance(activation, A.AbstractActivation):
-        raise ValueError(f"activation must be an rmtjax.activations module, got {activation!r}")
+    activation = _check_activation(activation)
+    q = real(q, "q", lo=0.0, allow_empty=True)
     _resolve_method(activation, method)
-    return _coefficients(activation, q, order, method)
+    out = _coefficients(activation, q, order, method)
+    return _finite_result(out, "hermite_coefficients: a_k(q) overflows (not finite) at this q for this activation; "
+                               "use a smaller q or order")
 
 
+@reraise_as_value_error
 def activation_mu(activation: A.AbstractActivation, *, center: bool = False) -> Array:
     r"""The exact :math:`\mu = \sum_k k a_k^2 / \sum_k a_k^2 = \mathbb E[\sigma'(z)^2] /
     \mathbb E[\sigma(z)^2]` (:math:`h_k' = \sqrt k\,h_{k-1}`), through
@@ -431,10 +473,23 @@ def activation_mu(activation: A.AbstractActivation, *, center: bool = False) -> 
         >>> float(activation_mu(Relu()))     # critical: 1
         1.0
     """
-    one = jnp.ones(())
+    activation = _check_activation(activation)
+    center = flag(center, "center")
+    mu, var = _mu(activation, center)
+    return error_if(mu, ~(var > 0) | ~jnp.isfinite(mu),
+                    "activation_mu: the activation has zero (or non-finite) variance E[sigma(z)^2] - (a_0^2 if "
+                    "center): mu is undefined for this activation")
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
+def _mu(activation, center):
+    dt = jnp.result_type(float, *[x for x in jax.tree_util.tree_leaves(activation) if eqx.is_inexact_array(x)])
+    one = jnp.ones((), dt)
     k, kdot = gaussian_expectations(activation, one, one, one)
-    a0 = hermite_coefficients(activation, order=0)[0] if center else jnp.zeros(())
-    return kdot / (k - a0 * a0)
+    a0 = _coefficients(activation, one, 0, Auto())[0] if center else jnp.zeros((), dt)
+    var = k - a0 * a0
+    return kdot / jnp.where(var > 0, var, 1.0), var
 
 
 # --------------------------------------------------------------------------------------
@@ -442,37 +497,49 @@ def activation_mu(activation: A.AbstractActivation, *, center: bool = False) -> 
 # --------------------------------------------------------------------------------------
 
 
-def _coeffs(coeffs) -> Array:
-    c = jnp.asarray(coeffs)
-    if c.ndim != 1 or c.shape[0] < 1:
-        raise ValueError(f"coeffs must be a non-empty 1-d array a_0..a_N, got shape {c.shape}")
-    return c.astype(jnp.result_type(c, float))
+def _coeffs(coeffs, *, nonzero: bool = False) -> Array:
+    r"""``a_0..a_N``: a real, finite, non-empty 1-d array (``nonzero``: not all zero, as a law
+    :math:`a_k^2/\sum_j a_j^2` or a normalization needs)."""
+    c = real(coeffs, "coeffs", ndim=1)
+    if nonzero:
+        c = error_if(c, ~jnp.any(c != 0), "coeffs must have a nonzero entry (they are normalized to sum a_k^2 = 1)")
+    return c
 
 
-def _check_rho(rho, lo: float = -1.0):
-    rho = jnp.asarray(rho)
-    rho = rho.astype(jnp.result_type(rho, float))
-    v = concrete(rho)
-    msg = f"rho must be in [{lo:g}, 1]"
-    if v is not None:
-        if not np.all(np.isfinite(v)) or np.any(v < lo) or np.any(v > 1):
-            raise ValueError(f"{msg}, got values in [{np.nanmin(v):.6g}, {np.nanmax(v):.6g}]")
-        return rho
-    return eqx.error_if(rho, ~jnp.all((rho >= lo) & (rho <= 1)), msg)
+def _check_rho(rho, lo: float = -1.0, name: str = "rho"):
+    return real(rho, name, lo=lo, hi=1.0, allow_empty=True)
 
 
+@reraise_as_value_error
 def normalized(coeffs: ArrayLike, *, center: bool = False) -> Array:
     r""":math:`a / \lVert a\rVert_2`, so that :math:`\sum_k a_k^2 = 1` and :math:`p_k = a_k^2` is an
     offspring law; ``center=True`` first sets :math:`a_0 = 0` (the activation minus its mean).
 
     This is the activation rescaled to unit second moment (up to the tail beyond the truncation
-    order), i.e. :math:`\sigma_w^2 = 1/\mathbb E[\sigma(z)^2]` in the kernel recursion."""
+    order), i.e. :math:`\sigma_w^2 = 1/\mathbb E[\sigma(z)^2]` in the kernel recursion.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> normalized(jnp.array([0.0, 3.0, 4.0])).tolist()
+        [0.0, 0.6, 0.8]
+    """
     c = _coeffs(coeffs)
+    center = flag(center, "center")
     if center:
         c = c.at[0].set(0.0)
-    return c / jnp.sqrt(jnp.sum(c * c))
+    c = error_if(c, ~jnp.any(c != 0), "coeffs must have a nonzero entry" + (" besides a_0 (center=True)" if center else ""))
+    return _normalize(c)
 
 
+@jax.jit
+def _normalize(c):
+    # scaled first: sum(c * c) overflows for entries beyond ~1e154 (float64)
+    m = jnp.max(jnp.abs(c))
+    u = c / jnp.where(m > 0, m, 1.0)
+    return u / jnp.sqrt(jnp.sum(u * u))
+
+
+@reraise_as_value_error
 def dual_kernel(coeffs: ArrayLike, rho: ArrayLike) -> Array:
     r"""The dual kernel :math:`G(\rho) = \sum_{k=0}^N a_k^2\rho^k` (Mehler's formula; Liang &
     Tran-Bach 2020): :math:`\mathbb E[\sigma(u)\sigma(v)]` for standard Gaussians of
@@ -485,9 +552,18 @@ def dual_kernel(coeffs: ArrayLike, rho: ArrayLike) -> Array:
     """
     c = _coeffs(coeffs)
     rho = _check_rho(rho)
-    return _mehler_sum(c, c, rho.astype(jnp.result_type(c, rho)))
+    dt = jnp.result_type(c, rho)
+    out = _dual(c.astype(dt), rho.astype(dt))
+    return _finite_result(out, "dual_kernel: G(rho) overflows (not finite) for these coeffs; normalize them "
+                               "(normalized(coeffs))")
 
 
+@jax.jit
+def _dual(c, rho):
+    return _mehler_sum(c, c, rho)
+
+
+@reraise_as_value_error
 def compositional_kernel(coeffs: ArrayLike, rho: ArrayLike, *, depth: int) -> Array:
     r"""All iterates :math:`K^{(0)} = \rho`, :math:`K^{(\ell)} = G(K^{(\ell-1)})`,
     :math:`\ell \le` ``depth``, in one call (shape ``(depth + 1,) + rho.shape``).
@@ -511,13 +587,17 @@ def compositional_kernel(coeffs: ArrayLike, rho: ArrayLike, *, depth: int) -> Ar
         >>> K.shape
         (4, 5)
     """
-    if not (isinstance(depth, int | np.integer) and depth >= 0):
-        raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+    depth = static_int(depth, "depth", lo=0, hi=_MAX_DEPTH)
     c = _coeffs(coeffs)
-    return _iterate(c, _check_rho(rho).astype(c.dtype), int(depth))
+    rho = _check_rho(rho)
+    dt = jnp.result_type(c, rho)
+    out = _iterate(c.astype(dt), rho.astype(dt), depth)
+    return _finite_result(out, "compositional_kernel: K^(l) overflows (not finite) with depth for these coeffs "
+                               "(sum a_k^2 > 1 grows doubly exponentially); normalize them (normalized(coeffs))")
 
 
 @functools.partial(jax.jit, static_argnums=2)
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
 def _iterate(c, rho, depth):
     def step(r, _):
         r = _mehler_sum(c, c, r)
@@ -571,21 +651,37 @@ def _horner(p: Array, s: Array) -> Array:
 
 
 def _law(coeffs) -> Array:
-    c = _coeffs(coeffs)
-    return c * c / jnp.sum(c * c)
+    r"""The offspring law :math:`a_k^2/\sum_j a_j^2` of validated, not-all-zero ``coeffs``."""
+    return _normalize(_coeffs(coeffs, nonzero=True)) ** 2
 
 
+def _deflated(s, p):
+    r""":math:`h(s) = (G(s) - s)/(1 - s) = p_0 - s\sum_{j\ge1}T_{j+1}s^{j-1}`, :math:`T_m =
+    \sum_{k\ge m}p_k` (so :math:`h(1) = 1 - \mu`): the extinction equation with the trivial root
+    :math:`s = 1` divided out, evaluated without cancellation near 1."""
+    tails = jnp.cumsum(p[::-1])[::-1]
+    return p[0] - s * _horner(tails[2:], s)
+
+
+@reraise_as_value_error
 def extinction_probability(coeffs: ArrayLike, *, throw: bool = True, max_steps: int = 256) -> Solution:
     r"""Extinction probability :math:`\xi`: the smallest fixed point of :math:`G(s) = s` in
     ``[0, 1]`` for the offspring law :math:`p_k = a_k^2/\sum_j a_j^2`.
 
-    Solved by :func:`rmtjax.solve.fixed_point` with Newton's method from :math:`s_0 = 0`:
-    :math:`s - G(s)` is concave and increasing on :math:`[0, \xi]`, so the Newton iterates increase
-    monotonically to :math:`\xi` and never reach the trivial root :math:`s = 1` when
-    :math:`\xi < 1`. Differentiable by implicit differentiation,
+    The trivial root is divided out: :math:`h(s) = (G(s) - s)/(1 - s) = p_0 - \sum_{j\ge1}
+    T_{j+1}s^j` with the tail sums :math:`T_m = \sum_{k\ge m}p_k` is decreasing on ``[0, 1]``, with
+    :math:`h(0) = p_0` and :math:`h(1) = 1 - \mu`: so :math:`\xi = 1` iff :math:`\mu \le 1`, and
+    otherwise :math:`\xi` is the one root of :math:`h` in ``[0, 1)``, found by a safeguarded Newton
+    method in that bracket (:mod:`rmtjax.solve`) to full precision even when :math:`\xi` is close
+    to 1. Differentiable by implicit differentiation,
     :math:`\partial\xi = \partial_\theta G(\xi)/(1 - G'(\xi))`, in every phase but the critical
-    one (:math:`G'(1) = 1`). :math:`\xi = 1` iff :math:`\mu \le 1` (and :math:`a_1^2 < 1`);
-    :math:`\xi = 0` iff :math:`a_0 = 0`; ``LINEAR`` (:math:`a_1^2 = 1`) gives 0.
+    one (:math:`G'(1) = 1`; derivative 0 for :math:`\mu \le 1`). :math:`\xi = 0` iff
+    :math:`a_0 = 0`; ``LINEAR`` (:math:`a_1^2 = 1`) gives 0. Tolerances follow the dtype.
+
+    Args:
+        coeffs: ``a_0..a_N`` (real, finite, not all zero; normalized internally).
+        throw: raise a ``ValueError`` if the solve did not converge (else ``ok=False``).
+        max_steps: Newton/bisection steps (static).
 
     Example:
         >>> import jax.numpy as jnp
@@ -594,26 +690,35 @@ def extinction_probability(coeffs: ArrayLike, *, throw: bool = True, max_steps: 
         >>> round(float(extinction_probability(a).value), 10)
         0.4
     """
-    return _extinction(_law(coeffs), throw, max_steps)
+    max_steps = static_int(max_steps, "max_steps", lo=1, hi=10**6)
+    throw = flag(throw, "throw")
+    sol = _extinction(_law(coeffs), max_steps)
+    return _finish(sol, throw=throw, name="extinction probability (G(s) = s)",
+                   remedy="Raise max_steps, or pass throw=False to get ok=False per point.")
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _extinction(p: Array, throw: bool, max_steps: int) -> Solution:
-    def g(s, p):
-        linear = p[1] >= 1.0 - 1e-15
-        return jnp.where(linear, 0.0 * s, _horner(p, s))
+@functools.partial(jax.jit, static_argnums=1)
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
+def _extinction(p: Array, max_steps: int) -> Solution:
+    dt = p.dtype
+    rtol, atol = solver_tolerances(dt)
+    one = jnp.ones((), dt)
+    # from s = 0 (h(0) = p0 >= 0) upwards to the end s = 1, whose sign is closed by theory: h(1) = 1 - mu
+    # >= 0 means no root below 1, xi = 1
+    sol = _scalar_root(_deflated, p, jnp.zeros((), dt), rtol=rtol, atol=atol, max_steps=max_steps, up_end=one)
+    subcritical = _deflated(one, p) >= 0
+    value = jnp.where(subcritical & sol.ok, one, sol.value)  # xi = 1 is not a root of h: no derivative
+    return Solution(jnp.clip(value, 0.0, 1.0), sol.result, sol.steps, sol.residual)
 
-    sol = fixed_point(g, jnp.zeros((), p.dtype), p, solver="newton", throw=throw, max_steps=max_steps,
-                      name="extinction probability G(s) = s")
-    # At criticality (a double root at 1) rounding can leave s = 1 + O(sqrt(eps)): clip to [0, 1].
-    return eqx.tree_at(lambda s: s.value, sol, jnp.minimum(sol.value, 1.0))
 
-
-def branching_process(coeffs: ArrayLike, *, atol: float = 1e-9) -> BranchingProcess:
+@reraise_as_value_error
+def branching_process(coeffs: ArrayLike, *, atol: float | None = None) -> BranchingProcess:
     r"""The Galton-Watson process of the coefficients (Liang & Tran-Bach 2020):
     offspring law :math:`p_k = a_k^2/\sum_j a_j^2`, :math:`\mu`, :math:`\mu^*`, variance,
     extinction probability :math:`\xi` (:func:`extinction_probability`) and the :class:`Phase`
-    (``CRITICAL`` when :math:`|\mu - 1| \le` ``atol``).
+    (``CRITICAL`` when :math:`|\mu - 1| \le` ``atol``, ``LINEAR`` when :math:`p_1 \ge 1 -`
+    ``atol``; ``atol`` defaults to :math:`\max(10^{-9}, 64\varepsilon)` of the dtype, a static
+    number in ``[0, 1)``).
 
     Example:
         >>> from rmtjax.activations import Relu
@@ -622,17 +727,23 @@ def branching_process(coeffs: ArrayLike, *, atol: float = 1e-9) -> BranchingProc
         >>> Phase(int(bp.phase)).name
         'SUPERCRITICAL'
     """
-    return _branching(_law(coeffs), float(atol))
+    p = _law(coeffs)
+    if atol is None:
+        atol = max(1e-9, 64 * float(jnp.finfo(p.dtype).eps))
+    elif isinstance(atol, bool | np.bool_) or not isinstance(atol, numbers.Real) or not 0 <= float(atol) < 1:
+        raise ValueError(f"atol must be a number in [0, 1), got {atol!r}")
+    return _branching(p, float(atol))
 
 
 @functools.partial(jax.jit, static_argnums=1)
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
 def _branching(p: Array, atol: float) -> BranchingProcess:
     k = jnp.arange(p.shape[0], dtype=p.dtype)
     mu = jnp.sum(k * p)
     klogk = jnp.where(k > 1, k * jnp.log(jnp.maximum(k, 1.0)), 0.0)
     mu_star = jnp.sum(p * klogk)
     variance = jnp.sum(k * (k - 1) * p) + mu - mu * mu
-    xi = _extinction(p, False, 256).value
+    xi = _extinction(p, 256).value
     linear = p[1] >= 1.0 - atol
     phase = jnp.where(linear, int(Phase.LINEAR),
                       jnp.where(jnp.abs(mu - 1) <= atol, int(Phase.CRITICAL),
@@ -640,6 +751,7 @@ def _branching(p: Array, atol: float) -> BranchingProcess:
     return BranchingProcess(p, mu, mu_star, variance, xi, phase)
 
 
+@reraise_as_value_error
 def unscaled_limit(coeffs: ArrayLike, rho: ArrayLike) -> Array:
     r"""The unscaled limit :math:`\lim_{L\to\infty}K^{(L)}(\rho)` for :math:`\rho \in [0, 1]`
     (Liang & Tran-Bach 2020, unscaled limit): :math:`\rho` if :math:`a_1^2 = 1`, else 1 at
@@ -652,8 +764,9 @@ def unscaled_limit(coeffs: ArrayLike, rho: ArrayLike) -> Array:
     """
     rho = _check_rho(rho, lo=0.0)
     bp = branching_process(coeffs)
+    rho = rho.astype(jnp.result_type(rho, bp.mu))
     lim = jnp.where(rho == 1.0, 1.0, bp.xi)
-    return jnp.where(bp.phase == int(Phase.LINEAR), rho, lim).astype(bp.mu.dtype)
+    return jnp.where(bp.phase == int(Phase.LINEAR), rho, lim).astype(rho.dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -667,6 +780,7 @@ def _binomial_signed(n: int) -> np.ndarray:
     return np.where(j % 2 == 1, 1.0, -1.0) * b * (j >= 1)
 
 
+@reraise_as_value_error
 def rescaled_limit(coeffs: ArrayLike, t: ArrayLike, *, max_steps: int = 4000, s_min: float = 1e-6) -> Array:
     r"""The rescaled limit :math:`\lim_L K^{(L)}(e^{-t/\mu^L}) = \phi_W(t) = \mathbb E[e^{-tW}]`
     (Liang & Tran-Bach 2020, rescaled limit), :math:`W = \lim Z^{(L)}/\mu^L`; it equals
@@ -686,7 +800,7 @@ def rescaled_limit(coeffs: ArrayLike, t: ArrayLike, *, max_steps: int = 4000, s_
         t: ``t >= 0``, any shape.
         max_steps: static bound on the number of compositions :math:`n`; needs
             :math:`\mu^{\text{max\_steps}} \ge t/s_{\min}` (an error otherwise).
-        s_min: starting argument (static).
+        s_min: starting argument (static, in ``(0, 0.01]``).
 
     Example:
         >>> import jax.numpy as jnp
@@ -694,18 +808,28 @@ def rescaled_limit(coeffs: ArrayLike, t: ArrayLike, *, max_steps: int = 4000, s_
         >>> round(float(rescaled_limit(a, 1.0)), 10)
         0.5
     """
-    t = jnp.asarray(check_nonnegative(t, "t"))
+    t = real(t, "t", lo=0.0, allow_empty=True)
     p = _law(coeffs)
-    return _rescaled(p, t.astype(p.dtype), int(max_steps), float(s_min))
+    max_steps = static_int(max_steps, "max_steps", lo=1, hi=10**7)
+    if isinstance(s_min, bool | np.bool_) or not isinstance(s_min, numbers.Real) or not 0 < float(s_min) <= 0.01:
+        raise ValueError(f"s_min must be a number in (0, 0.01], got {s_min!r}")
+    dt = jnp.result_type(p, t)
+    phi, short = _rescaled(p.astype(dt), t.astype(dt), max_steps, float(s_min))
+    phi = error_if(phi, short, "rescaled_limit: mu^max_steps < t / s_min (mu is too close to 1 for this t); "
+                               "raise max_steps or s_min")
+    return _finite_result(phi, "rescaled_limit: the Taylor coefficients of 1 - G(1 - u) overflow for this many "
+                               "coeffs (more than ~1000 terms); truncate coeffs")
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
 def _rescaled(p, t, max_steps, s_min):
     n_terms = p.shape[0]
     k = jnp.arange(n_terms, dtype=p.dtype)
     mu = jnp.sum(k * p)
     var = jnp.sum(k * (k - 1) * p) + mu - mu * mu
-    super_ = (mu > 1.0 + 1e-12) & (p[1] < 1.0)
+    eps = jnp.finfo(p.dtype).eps
+    super_ = (mu > 1.0 + jnp.maximum(1e-12, 64 * eps)) & (p[1] < 1.0)
     log_mu = jnp.log(jnp.where(super_, mu, 2.0))
     m2 = 1.0 + var / jnp.where(super_, mu * mu - mu, 1.0)
     need = jnp.ceil(jnp.log(jnp.maximum(t, s_min) / s_min) / log_mu)
@@ -724,8 +848,7 @@ def _rescaled(p, t, max_steps, s_min):
 
     u = jax.lax.fori_loop(0, max_steps, body, u)
     phi = jnp.where(super_, 1.0 - u, jnp.where(p[1] >= 1.0, jnp.exp(-t), 1.0))
-    return eqx.error_if(phi, jnp.any(super_ & (need > max_steps)),
-                        "rescaled_limit: mu^max_steps < t / s_min; raise max_steps")
+    return phi, jnp.any(super_ & (need > max_steps))
 
 
 # --------------------------------------------------------------------------------------
@@ -758,19 +881,14 @@ class Memorization(NamedTuple):
 
 
 def _check_kappa(kappa):
-    v = concrete(kappa)
-    if v is not None:
-        if not (np.all(np.isfinite(v)) and np.all(v > 0) and np.all(v < 1)):
-            raise ValueError(f"kappa must be in (0, 1), got {v}")
-        return jnp.asarray(kappa)
-    kappa = jnp.asarray(kappa)
-    return eqx.error_if(kappa, ~((kappa > 0) & (kappa < 1)), "kappa must be in (0, 1)")
+    return real(kappa, "kappa", ndim=0, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 
 
 def _first(mask: Array) -> Array:
     return jnp.where(jnp.any(mask), jnp.argmax(mask), -1)
 
 
+@reraise_as_value_error
 def memorization_depth(coeffs: ArrayLike, X: ArrayLike, kappa: ArrayLike, *, max_depth: int = 100) -> Memorization:
     r"""Depth at which the compositional kernel memorizes ``X`` (Liang & Tran-Bach 2020, memorization capacity):
     the smallest :math:`L` with every eigenvalue of :math:`K^{(L)}(\hat X\hat X^\top)` in
@@ -797,19 +915,24 @@ def memorization_depth(coeffs: ArrayLike, X: ArrayLike, kappa: ArrayLike, *, max
     """
     c = _coeffs(coeffs)
     X = check_matrix(X, "X")
-    X = check_finite_array(X.astype(jnp.result_type(X, c)), "X")
+    X = check_range(X, "X")
     kappa = _check_kappa(kappa)
-    if not (isinstance(max_depth, int | np.integer) and max_depth >= 0):
-        raise ValueError(f"max_depth must be a non-negative integer, got {max_depth!r}")
-    return _memorization(c, X, kappa, int(max_depth))
+    max_depth = static_int(max_depth, "max_depth", lo=0, hi=_MAX_DEPTH)
+    dt = jnp.result_type(c, X, kappa)
+    X = error_if(X, jnp.any(jnp.all(X == 0, axis=1)), "X must not have zero rows (they have no direction)")
+    m = _memorization(c.astype(dt), X.astype(dt), kappa.astype(dt), max_depth)
+    return error_if(m, ~jnp.all(jnp.isfinite(m.eig_min) & jnp.isfinite(m.eig_max)),
+                    "memorization_depth: K^(l) overflows (not finite) with depth for these coeffs; normalize them "
+                    "(normalized(coeffs))")
 
 
 @functools.partial(jax.jit, static_argnums=3)
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
 def _memorization(c, X, kappa, max_depth):
     n = X.shape[0]
-    norms = jnp.sqrt(jnp.sum(X * X, axis=1))
-    norms = eqx.error_if(norms, jnp.any(norms == 0), "X must not have zero rows")
-    Xh = X / norms[:, None]
+    # scaled first: the norm of a row of huge entries would overflow
+    Xs = X / jnp.max(jnp.abs(X), axis=1, keepdims=True)
+    Xh = Xs / jnp.sqrt(jnp.sum(Xs * Xs, axis=1))[:, None]
     eye = jnp.eye(n, dtype=X.dtype)
     R = jnp.clip(Xh @ Xh.T, -1.0, 1.0)
     R = jnp.where(eye > 0, 1.0, R)
@@ -848,6 +971,7 @@ class MemorizationBounds(NamedTuple):
     large_correlation: Array
 
 
+@reraise_as_value_error
 def memorization_bounds(coeffs: ArrayLike, rho_max: ArrayLike, n: ArrayLike, kappa: ArrayLike) -> MemorizationBounds:
     r"""Closed-form depths that suffice for memorization (the two regimes of Liang & Tran-Bach 2020),
     for :math:`n` points with :math:`\max_{i\ne j}|\rho_{ij}| \le r` = ``rho_max``.
@@ -873,12 +997,20 @@ def memorization_bounds(coeffs: ArrayLike, rho_max: ArrayLike, n: ArrayLike, kap
         >>> b = memorization_bounds(jnp.array([0.0, 0.6, 0.8]), 0.3, 100, 0.1)
     """
     c = normalized(coeffs)
-    rho_max = jnp.asarray(rho_max, c.dtype)
-    n = jnp.asarray(n, c.dtype)
-    kappa = _check_kappa(kappa).astype(c.dtype)
+    rho_max = real(rho_max, "rho_max", lo=0.0, hi=1.0)
+    n = real(n, "n", lo=1.0)
+    kappa = _check_kappa(kappa)
+    dt = jnp.result_type(c, rho_max, n, kappa)
+    return _bounds(c.astype(dt), rho_max.astype(dt), n.astype(dt), kappa.astype(dt))
+
+
+@jax.jit
+def _bounds(c, rho_max, n, kappa):
+    if c.shape[0] < 2:
+        c = jnp.concatenate([c, jnp.zeros((1,), c.dtype)])
     a12 = c[1] * c[1]
     mu = jnp.sum(jnp.arange(c.shape[0], dtype=c.dtype) * c * c)
-    applies = (jnp.abs(c[0]) < 1e-12) & (mu > 1.0) & (a12 < 1.0)
+    applies = (jnp.abs(c[0]) < jnp.maximum(1e-12, 64 * jnp.finfo(c.dtype).eps)) & (mu > 1.0) & (a12 < 1.0)
 
     def small(r):
         rate = a12 + (1 - a12) * r
@@ -898,6 +1030,7 @@ def memorization_bounds(coeffs: ArrayLike, rho_max: ArrayLike, n: ArrayLike, kap
 # --------------------------------------------------------------------------------------
 
 
+@reraise_as_value_error
 def offspring_distribution(coeffs: ArrayLike, *, depth: int, max_degree: int = 64) -> Array:
     r"""Law of the generation-``depth`` population :math:`Z^{(L)}` (:math:`Z^{(0)} = 1`), i.e.
     the power-series coefficients of :math:`K^{(L)} = G^{\circ L}`, for
@@ -908,9 +1041,9 @@ def offspring_distribution(coeffs: ArrayLike, *, depth: int, max_degree: int = 6
         >>> import jax.numpy as jnp
         >>> P = offspring_distribution(jnp.array([0.0, 0.6, 0.8]), depth=2, max_degree=4)
     """
-    if not (isinstance(depth, int | np.integer) and depth >= 0):
-        raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
-    return _offspring(_law(coeffs), int(depth), _check_order(max_degree))
+    depth = static_int(depth, "depth", lo=0, hi=_MAX_DEPTH)
+    max_degree = _check_order(max_degree, "max_degree")
+    return _offspring(_law(coeffs), depth, max_degree)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -942,15 +1075,23 @@ class Features(NamedTuple):
     truncated_mass: Array
 
 
-def _feature_inputs(X, coeffs, depth, num_features, max_degree):
+def _feature_inputs(X, coeffs, key, depth, num_features, max_degree):
     """Validated inputs and the law of Z^(depth) for the random-feature maps."""
-    X = check_matrix(X, "X")
-    if not (isinstance(num_features, int | np.integer) and num_features >= 1):
-        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+    X = check_range(check_matrix(X, "X"), "X")
+    num_features = static_int(num_features, "num_features", lo=1, hi=10**7)
+    key = prng_key(key, "key")
     law = offspring_distribution(coeffs, depth=depth, max_degree=max_degree)
-    return X.astype(jnp.result_type(X, law)), law
+    dt = jnp.result_type(X, law)
+    return X.astype(dt), law.astype(dt), key, num_features
 
 
+def _finite_features(f: Features) -> Features:
+    return error_if(f, ~jnp.all(jnp.isfinite(f.features)),
+                    "features overflow (not finite): the rows of X are too large for products of this many "
+                    "projections; scale X (the kernel expects unit-norm rows)")
+
+
+@reraise_as_value_error
 def compositional_features(
     X: ArrayLike,
     coeffs: ArrayLike,
@@ -988,8 +1129,8 @@ def compositional_features(
         >>> X = jax.random.normal(jax.random.key(0), (5, 3)); X = X / jnp.linalg.norm(X, axis=1)[:, None]
         >>> f = compositional_features(X, jnp.array([0.0, 0.6, 0.8]), jax.random.key(1), depth=2, num_features=1000)
     """
-    X, law = _feature_inputs(X, coeffs, depth, num_features, max_degree)
-    Z, kw, total = _degrees(law, key, int(num_features))
+    X, law, key, num_features = _feature_inputs(X, coeffs, key, depth, num_features, max_degree)
+    Z, kw, total = _degrees(law, key, num_features)
     z = concrete(Z)
     if z is None:  # under a transformation: a masked loop over the factor index
         prod = _masked_products(X, Z, kw)
@@ -1001,7 +1142,7 @@ def compositional_features(
         seg = np.full(n_pad, z.shape[0], np.int32)
         seg[:n_proj] = np.repeat(np.arange(z.shape[0]), z)
         prod = _segment_products(X, kw, jnp.asarray(seg), n_pad, z.shape[0])
-    return Features(prod * jnp.sqrt(total / num_features), Z, jnp.maximum(1.0 - total, 0.0))
+    return _finite_features(Features(prod * jnp.sqrt(total / num_features), Z, jnp.maximum(1.0 - total, 0.0)))
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -1028,6 +1169,7 @@ def _masked_products(X, Z, key):
     return jax.lax.fori_loop(0, jnp.max(Z), body, jnp.ones((n, Z.shape[0]), X.dtype))
 
 
+@reraise_as_value_error
 def compressed_features(
     X: ArrayLike,
     coeffs: ArrayLike,
@@ -1053,8 +1195,8 @@ ho)` for unit-norm rows and :math:`w \sim \mathcal N(0, I_d)`, so
         >>> X = jax.random.normal(jax.random.key(0), (5, 3)); X = X / jnp.linalg.norm(X, axis=1)[:, None]
         >>> f = compressed_features(X, jnp.array([0.0, 0.6, 0.8]), jax.random.key(1), depth=2, num_features=1000)
     """
-    X, law = _feature_inputs(X, coeffs, depth, num_features, max_degree)
-    return _compressed(X, law, key, int(num_features))
+    X, law, key, num_features = _feature_inputs(X, coeffs, key, depth, num_features, max_degree)
+    return _finite_features(_compressed(X, law, key, num_features))
 
 
 @functools.partial(jax.jit, static_argnums=3)
@@ -1077,6 +1219,7 @@ def _compressed(X, law, key, num_features):
     return Features(acc / jnp.sqrt(num_features), jnp.zeros((0,), jnp.int32), jnp.maximum(1.0 - total, 0.0))
 
 
+@reraise_as_value_error
 def ridge_predict(features_train: ArrayLike, y_train: ArrayLike, features_test: ArrayLike, lam: ArrayLike) -> Array:
     r"""Ridge regression on features: :math:`\hat y = \Phi_\star(\Phi^\top\Phi + \lambda I)^{-1}\Phi^\top y`
     (the dual form :math:`\Phi_\star\Phi^\top(\Phi\Phi^\top + \lambda I)^{-1}y` when there are more
@@ -1087,13 +1230,19 @@ def ridge_predict(features_train: ArrayLike, y_train: ArrayLike, features_test: 
         >>> import jax.numpy as jnp
         >>> yhat = ridge_predict(jnp.eye(3), jnp.arange(3.0), jnp.eye(3), 1e-3)
     """
-    F = jnp.asarray(features_train)
-    Ft = jnp.asarray(features_test)
-    y = jnp.asarray(y_train)
-    dt = jnp.result_type(F, Ft, y, float)
-    F, Ft, y = F.astype(dt), Ft.astype(dt), y.astype(dt)
-    lam = check_nonnegative(jnp.asarray(lam, dt), "lam")
-    return _ridge(F, y, Ft, lam)
+    F = check_range(check_matrix(features_train, "features_train"), "features_train")
+    Ft = check_range(as_real(features_test, "features_test", ndim=2, allow_empty=True), "features_test")
+    y = check_range(as_real(y_train, "y_train", ndim=(1, 2)), "y_train")
+    lam = real(lam, "lam", ndim=0, lo=0.0)
+    if Ft.shape[1] != F.shape[1]:
+        raise ValueError(f"features_test must have as many columns as features_train ({F.shape[1]}), "
+                         f"got shape {Ft.shape}")
+    if y.shape[0] != F.shape[0]:
+        raise ValueError(f"y_train must have one row per row of features_train ({F.shape[0]}), got shape {y.shape}")
+    dt = jnp.result_type(F, Ft, y, lam)
+    out = _ridge(F.astype(dt), y.astype(dt), Ft.astype(dt), lam.astype(dt))
+    return _finite_result(out, "ridge_predict: the system is singular or overflows (lam = 0 with rank-deficient "
+                               "features_train, or huge features); use lam > 0 or rescale the features")
 
 
 @jax.jit

@@ -66,7 +66,7 @@ from jaxtyping import Array, ArrayLike
 from ._numerics import solver_tolerances
 from ._validate import concrete, error_if, flag, real, reraise_as_value_error, static_int
 from .activations import AbstractActivation, AbstractClosedFormActivation
-from .gaussian import AbstractMethod, Auto, ClosedForm, gaussian_expectations
+from .gaussian import AbstractMethod, Auto, ClosedForm, GaussHermite, Mehler, MonteCarlo, _expectations
 from .solve import Solution, _finish, _scalar_root
 
 __all__ = [
@@ -100,7 +100,7 @@ def _check_activation(activation) -> AbstractActivation:
 
 
 def _check_method(method, activation) -> AbstractMethod:
-    if not isinstance(method, AbstractMethod):
+    if type(method) not in (Auto, ClosedForm, GaussHermite, Mehler, MonteCarlo):
         raise ValueError(f"method must be an rmtjax.gaussian method (Auto(), ClosedForm(), GaussHermite(deg), "
                          f"Mehler(order), MonteCarlo()), got {method!r:.80}")
     if isinstance(method, ClosedForm) and not isinstance(activation, AbstractClosedFormActivation):
@@ -150,7 +150,7 @@ def _at(shape, **arrays):
 
 
 def _V(q, activation, w2, b2, method):
-    return w2 * gaussian_expectations(activation, q, q, q, method=method).k + b2
+    return w2 * _expectations(activation, q, q, q, method).k + b2
 
 
 def _g_q(q, args):
@@ -193,16 +193,12 @@ def _q_star_scalar(activation, w2, b2, q0, method, max_steps) -> Solution:
                         margin=_margin(w2.dtype))
 
 
-def _C(c, q, activation, w2, b2, method):
-    r"""The correlation map normalised by :math:`\mathcal V(q)` (= :math:`q` at :math:`q^*`), so
-    that :math:`\mathcal C(1) = 1` exactly in floating point."""
-    k = gaussian_expectations(activation, q, q, c * q, method=method).k
-    return (w2 * k + b2) / _V(q, activation, w2, b2, method)
-
-
 def _g_c(c, args):
-    q, activation, w2, b2, method = args
-    return _C(c, q, activation, w2, b2, method) - c
+    r""":math:`\mathcal C(c) - c`, the correlation map normalised by ``v`` :math:`= \mathcal V(q)`
+    (:math:`= q` at :math:`q^*`), so that :math:`\mathcal C(1) = 1` exactly in floating point."""
+    q, v, activation, w2, b2, method = args
+    k = _expectations(activation, q, q, c * q, method).k
+    return (w2 * k + b2) / v - c
 
 
 def _q_eval(q):
@@ -219,7 +215,8 @@ def _c_star_scalar(activation, w2, b2, q, q_ok, c0, method, max_steps) -> Soluti
     rtol, atol = solver_tolerances(dt)
     top = 1 - math.sqrt(float(jnp.finfo(dt).eps))
     qe = _q_eval(jnp.where(q_ok, q, 1.0))
-    sol = _scalar_root(_g_c, (qe, activation, w2, b2, method), c0, rtol=rtol, atol=atol, max_steps=max_steps,
+    v = _V(qe, activation, w2, b2, method)
+    sol = _scalar_root(_g_c, (qe, v, activation, w2, b2, method), c0, rtol=rtol, atol=atol, max_steps=max_steps,
                        up=lambda c0, g0, k: jnp.maximum(top, 0.5 * (c0 + 1)).astype(dt), n_up=1,
                        up_end=jnp.ones((), dt), down_end=jnp.where(c0 > 0, 0.0, -1.0).astype(dt),
                        margin=_margin(dt))
@@ -229,17 +226,13 @@ def _c_star_scalar(activation, w2, b2, q, q_ok, c0, method, max_steps) -> Soluti
 
 def _chi_1_from_q(activation, w2, q, method):
     qe = _q_eval(q)  # at q* = 0 the limit q -> 0+ (an angle between vanishing vectors is not 0)
-    return w2 * gaussian_expectations(activation, qe, qe, qe, method=method).kdot
+    return w2 * _expectations(activation, qe, qe, qe, method).kdot
 
 
 def _chi_q(activation, w2, b2, q, method):
-    r""":math:`\mathcal V'(q^*)`; at :math:`q^* = 0` by a second-order one-sided difference (the
-    quadrature's :math:`\sqrt q` has no derivative at 0)."""
-    grad = jax.grad(lambda t: _V(t, activation, w2, b2, method))(q)
-    h = jnp.asarray(jnp.finfo(q.dtype).eps ** (1 / 3), q.dtype)
-    fd = (4 * _V(h, activation, w2, b2, method) - _V(2 * h, activation, w2, b2, method)
-          - 3 * _V(jnp.zeros_like(h), activation, w2, b2, method)) / (2 * h)
-    return jnp.where(q > 0, grad, fd)
+    r""":math:`\mathcal V'(q^*)`; at :math:`q^* = 0` the one-sided limit, evaluated at the tiny
+    :func:`_q_eval` (:math:`\sqrt q` has no derivative at 0, but :math:`a_1(q)\,a_1'(q)` has a limit)."""
+    return jax.grad(lambda t: _V(t, activation, w2, b2, method))(_q_eval(q))
 
 
 def _depth_scale(chi):
@@ -277,7 +270,7 @@ def _mean_field_scalar(activation, w2, b2, q0, c0, method, max_steps):
     c = jnp.where(cs.ok, cs.value, 1.0)
     qe = _q_eval(q)
     chi1 = _chi_1_from_q(activation, w2, q, method)
-    chic = w2 * gaussian_expectations(activation, qe, qe, c * qe, method=method).kdot
+    chic = w2 * _expectations(activation, qe, qe, c * qe, method).kdot
     chiq = _chi_q(activation, w2, b2, q, method)
     ok = q_ok & cs.ok
     nan = jnp.asarray(jnp.nan, w2.dtype)
@@ -328,8 +321,8 @@ def _edge_scalar(activation, b2, guess, q0, method, max_steps) -> Solution:
 # --------------------------------------------------------------------------------------------
 
 
-@eqx.debug.assert_max_traces(max_traces=None)
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (eqx.debug.get_num_traces), no limit
 def _run(scalar_fn, activation, arrays, statics):
     """``scalar_fn(activation, *arrays, *statics)``, vmapped over the leading axis of the (1-d)
     ``arrays`` when they are not scalars. Module level: compiled once per ``scalar_fn``,
@@ -364,7 +357,7 @@ _Q_TRACED = ("q* (length map) has no finite, converged fixed point at these sigm
 
 
 def _static_options(max_steps, throw):
-    return static_int(max_steps, "max_steps", lo=1), flag(throw, "throw")
+    return static_int(max_steps, "max_steps", lo=1, hi=10**6), flag(throw, "throw")
 
 
 def _finish_q(sol, throw, shape, w2, b2, q0):
@@ -426,7 +419,7 @@ def c_map(c: ArrayLike, q: ArrayLike, activation: AbstractActivation, sigma_w2: 
 
 @eqx.filter_jit
 def _c_map_core(c, q, activation, w2, b2, method):
-    k = gaussian_expectations(activation, q, q, c * q, method=method).k
+    k = _expectations(activation, q, q, c * q, method).k
     return (w2 * k + b2) / q
 
 
@@ -589,13 +582,16 @@ def edge_of_chaos(activation: AbstractActivation, sigma_b2: ArrayLike, *, sigma_
                    at=_at(shape, sigma_b2=a["sigma_b2"], sigma_w2_guess=a["sigma_w2_guess"]))
 
 
-@eqx.debug.assert_max_traces(max_traces=None)
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (eqx.debug.get_num_traces), no limit
 def _phase_core(activation, w2, b2, q0, c0, method, max_steps):
     def one(w, b):
         return _mean_field_scalar(activation, w, b, q0, c0, method, max_steps)[0]
 
-    return jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None))(w2, b2)
+    shape = (w2.shape[0], b2.shape[0])
+    ww, bb = (jnp.broadcast_to(x, shape).reshape(-1) for x in (w2[:, None], b2[None, :]))
+    out = jax.vmap(one)(ww, bb)  # one flat batch: one while loop for the whole grid
+    return jax.tree_util.tree_map(lambda x: x.reshape(shape), out)
 
 
 @reraise_as_value_error
@@ -619,7 +615,7 @@ def phase_diagram(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2:
     b2 = real(sigma_b2, "sigma_b2", ndim=1, lo=0.0)
     q0 = real(q0, "q0", ndim=0, lo=0.0)
     c0 = real(c0, "c0", ndim=0, lo=-1.0, hi=1.0)
-    max_steps = static_int(max_steps, "max_steps", lo=1)
+    max_steps = static_int(max_steps, "max_steps", lo=1, hi=10**6)
     dtype = jnp.result_type(w2, b2, q0, c0, *_float_leaves(activation))
     activation, _, a = _common(activation, q0=q0.astype(dtype), c0=c0.astype(dtype))
     return _phase_core(activation, w2.astype(dtype), b2.astype(dtype), a["q0"], a["c0"], method, max_steps)

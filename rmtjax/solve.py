@@ -60,6 +60,7 @@ from ._validate import _kind, check_range, choice, concrete, error_if, flag, rea
 __all__ = ["Solution", "fixed_point", "root"]
 
 _SOLVERS = ("iteration", "newton")
+_MAX_STEPS_LIMIT = 10**6  # step counters are int32
 
 
 class Solution(eqx.Module):
@@ -173,7 +174,7 @@ def _check_config(solver, rtol, atol, damping, max_steps, throw, name, dtype):
     damping = _real_number(damping, "damping")
     if not 0 <= damping < 1:
         raise ValueError(f"damping must be in [0, 1), got {damping}")
-    max_steps = static_int(max_steps, "max_steps", lo=1)
+    max_steps = static_int(max_steps, "max_steps", lo=1, hi=_MAX_STEPS_LIMIT)
     throw = flag(throw, "throw")
     if not isinstance(name, str):
         raise ValueError(f"name must be a string, got {type(name).__name__}")
@@ -337,7 +338,8 @@ def _scalar_root(g, args, x0, *, rtol: float, atol: float, max_steps: int, decre
        a non-finite one, or ``g`` is NaN there) reports ``nonlinear_divergence``; NaN at ``x0``
        reports ``nonfinite``;
     2. safeguarded Newton inside the bracket (``rtsafe``: a Newton step when it stays strictly
-       inside the shrinking bracket and at least halves the step before last, else bisection),
+       inside the shrinking bracket (its ends included) and at least halves the step before last,
+       else bisection),
        until the step is below ``atol + rtol |x|`` or ``g`` vanishes; ``max_steps`` steps.
 
     With ``bracket=(lo, hi, g_lo, g_hi)`` the search is skipped. Unvalidated and traceable (the
@@ -415,7 +417,8 @@ def _scalar_root(g, args, x0, *, rtol: float, atol: float, max_steps: int, decre
         lo2 = jnp.where(same_as_lo, s.x, s.lo)
         hi2 = jnp.where(same_as_lo, s.hi, s.x)
         newton = s.x - gx / jnp.where(gpx != 0, gpx, 1.0)
-        use_newton = ((gpx != 0) & jnp.isfinite(newton) & (newton > lo2) & (newton < hi2)
+        # a Newton step may land on the end it starts from (a converged iterate is itself a bracket end)
+        use_newton = ((gpx != 0) & jnp.isfinite(newton) & (newton >= lo2) & (newton <= hi2)
                       & (jnp.abs(2 * gx) <= jnp.abs(s.dx_old * gpx)))
         x2 = jnp.where(use_newton, newton, lo2 + 0.5 * (hi2 - lo2))
         x2 = jnp.where((gx == 0) | nan_g, s.x, x2)
@@ -462,6 +465,7 @@ def _real_fn(fn, cplx):
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
 def _fixed_point_core(fn, y0, cplx, args, solver, rtol, atol, damping, max_steps) -> Solution:
     f_real = _real_fn(fn, cplx)
     y0r = _to_real(y0)
@@ -477,6 +481,7 @@ def _fixed_point_core(fn, y0, cplx, args, solver, rtol, atol, damping, max_steps
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
 def _root_core(fn, y0, cplx, args, rtol, atol, max_steps) -> Solution:
     g_real = _real_fn(fn, cplx)
     sol = optx.root_find(g_real, optx.Newton(rtol=rtol, atol=atol), _to_real(y0), args, max_steps=max_steps,
@@ -487,6 +492,7 @@ def _root_core(fn, y0, cplx, args, rtol, atol, max_steps) -> Solution:
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
 def _bracketed_core(fn, y0, args, lower, upper, rtol, atol, max_steps) -> Solution:
     glo, ghi = fn(lower, args), fn(upper, args)
     return _scalar_root(fn, args, y0, rtol=rtol, atol=atol, max_steps=max_steps, bracket=(lower, upper, glo, ghi))
