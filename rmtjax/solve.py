@@ -200,7 +200,10 @@ def _dtype_of(y0) -> Any:
 def _check_output(fn, y0, cplx, args, what: str):
     """``fn(y0, args)`` must have ``y0``'s structure and shapes, and be real where ``y0`` is real
     (checked on shapes and dtypes only: no evaluation)."""
-    out = eqx.filter_eval_shape(fn, y0, args)
+    try:
+        out = eqx.filter_eval_shape(fn, y0, args)
+    except Exception as err:  # the user's function fails on y0: say so, naming fn
+        raise ValueError(f"fn(y0, args) failed: {type(err).__name__}: {err}") from err
     t_y, t_o = jax.tree_util.tree_structure(y0), jax.tree_util.tree_structure(out)
     if t_y != t_o:
         raise ValueError(f"fn must return {what} with the structure of y0 ({t_y}), got {t_o}")
@@ -316,6 +319,7 @@ def _implicit(g, y, args):
 def _implicit_jvp(g, primals, tangents):
     y, args = primals
     _, t_args = tangents
+    y = _implicit(g, y, args)  # the root as a (differentiable) function of args: higher derivatives
     gy = jax.jvp(lambda t: g(t, args), (y,), (jnp.ones_like(y),))[1]
     ga = jax.jvp(lambda a: g(y, a), (args,), (t_args,))[1]
     safe = jnp.where(gy != 0, gy, 1.0)
