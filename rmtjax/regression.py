@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._validate import check_finite_array, check_nonnegative, concrete
+from ._validate import as_real, check_range, choice, concrete, error_if, flag, static_int
 from .kernels import FullyConnected, Kernel, kernel
 
 __all__ = ["Gaussian", "blocked_kernel", "gp_inference", "gradient_descent_mse", "gradient_descent_mse_ensemble"]
@@ -87,9 +87,16 @@ def _get(k, g: str):
 
 def _names(get, allowed: tuple[str, ...]) -> tuple[str, ...]:
     """neural-tangents' ``get``: ``None`` (nngp and ntk), a name, or a tuple of names."""
-    names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str) else tuple(get))
+    if get is None:
+        names = ("nngp", "ntk")
+    elif isinstance(get, str):
+        names = (get,)
+    elif isinstance(get, (tuple, list)) and len(get) > 0:
+        names = tuple(get)
+    else:
+        raise ValueError(f"get must be one of {allowed} or a tuple of them, got {get!r}")
     for g in names:
-        if g not in allowed:
+        if not isinstance(g, str) or g not in allowed:
             raise ValueError(f"get must be one of {allowed} or a tuple of them, got {get!r}")
     return names
 
@@ -101,40 +108,62 @@ def _pack(get, names, out: dict):
     return collections.namedtuple("Gaussians", names)(*(out[g] for g in names))
 
 
+def _symmetric_tolerance(n: int, dtype) -> float:
+    return min(100.0 * n * float(jnp.finfo(dtype).eps), 1e-3)
+
+
 def _square(k, name: str) -> Array:
-    k = jnp.asarray(k)
-    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+    """A real, finite, symmetric ``(n, n)`` kernel, symmetrized exactly. Asymmetry beyond rounding
+    (``max |K - K^T| > min(100 n eps, 1e-3) max |K|``) is a ``ValueError``: the factorisations read
+    one triangle only, so an asymmetric kernel would be used silently half-read."""
+    k = as_real(k, name, ndim=2)
+    if k.shape[0] != k.shape[1]:
         raise ValueError(f"{name} must be a square (n, n) matrix, got shape {k.shape}")
-    if not jnp.issubdtype(k.dtype, jnp.floating):
-        k = k.astype(float)
-    return check_finite_array(k, name)
+    k = check_range(k, name)
+    tol = _symmetric_tolerance(k.shape[0], k.dtype)
+    msg = f"{name} must be symmetric (max |K - K^T| <= {tol:.1e} max |K|)"
+    asym = jnp.max(jnp.abs(k - k.T))
+    scale = jnp.max(jnp.abs(k))
+    a, sc = concrete(asym), concrete(scale)
+    if a is not None and sc is not None:
+        if a > tol * sc:
+            raise ValueError(f"{msg}, got max asymmetry {float(a):.3g} against max |K| {float(sc):.3g}")
+    else:
+        k = error_if(k, asym > tol * scale, msg)
+    return 0.5 * (k + k.T)
 
 
 def _targets(y, n: int) -> Array:
-    y = jnp.asarray(y)
-    if y.ndim != 2 or y.shape[0] != n:
+    y = as_real(y, "y_train", ndim=2)
+    if y.shape[0] != n:
         raise ValueError(f"y_train must have shape ({n}, k) (one row per training point), got {y.shape}")
-    if not jnp.issubdtype(y.dtype, jnp.floating):
-        y = y.astype(float)
-    return check_finite_array(y, "y_train")
+    return check_range(y, "y_train")
 
 
 def _cross(k, name: str, n: int) -> Array:
-    k = jnp.asarray(k)
-    if k.ndim != 2 or k.shape[1] != n:
+    k = as_real(k, name, ndim=2)
+    if k.shape[1] != n:
         raise ValueError(f"{name} must have shape (m, {n}), got {k.shape}")
-    if not jnp.issubdtype(k.dtype, jnp.floating):
-        k = k.astype(float)
-    return check_finite_array(k, name)
+    return check_range(k, name)
 
 
 def _trace_axes(trace_axes):
-    if tuple(np.atleast_1d(trace_axes)) not in ((-1,), (1,)):
-        raise NotImplementedError(f"only trace_axes=(-1,) (kernels traced over outputs) is supported, got {trace_axes}")
+    try:
+        axes = tuple(np.atleast_1d(np.asarray(trace_axes)).tolist())
+    except Exception:  # noqa: BLE001
+        axes = None
+    if axes not in ((-1,), (1,)):
+        raise ValueError(f"trace_axes: only trace_axes=(-1,) (kernels traced over outputs) is supported, got "
+                         f"{trace_axes!r}")
+
+
+def _diag_reg(diag_reg, diag_reg_absolute_scale):
+    reg = check_range(as_real(diag_reg, "diag_reg", ndim=0), "diag_reg", lo=0.0)
+    return reg, flag(diag_reg_absolute_scale, "diag_reg_absolute_scale")
 
 
 def _regularize(k: Array, diag_reg, absolute: bool) -> Array:
-    diag_reg = jnp.asarray(check_nonnegative(diag_reg, "diag_reg"), k.dtype)
+    diag_reg = jnp.asarray(diag_reg, k.dtype)
     n = k.shape[0]
     scale = 1.0 if absolute else jnp.trace(k) / n
     return k + (diag_reg * scale) * jnp.eye(n, dtype=k.dtype)
@@ -232,21 +261,16 @@ def _decay(e: _Eig, tau: Array) -> tuple[Array, Array]:
     return em1, inv
 
 
+def _learning_rate(learning_rate, dtype):
+    return check_range(as_real(learning_rate, "learning_rate", ndim=0).astype(dtype), "learning_rate",
+                       lo=0.0, lo_open=True)
+
+
 def _times(t, learning_rate, size: int, dtype) -> tuple[Array, tuple]:
-    t = jnp.asarray(t)
-    if not jnp.issubdtype(t.dtype, jnp.floating):
-        t = t.astype(dtype)
-    t = t.astype(dtype)
-    tc = concrete(t)
-    if tc is not None:
-        if np.any(np.isnan(tc)) or np.any(tc < 0):
-            raise ValueError(f"t must be >= 0 (inf allowed), got {tc}")
-    else:
-        t = eqx.error_if(t, jnp.any(jnp.isnan(t) | (t < 0)), "t must be >= 0 (inf allowed)")
-    lr = jnp.asarray(learning_rate, dtype)
-    lrc = concrete(lr)
-    if lrc is not None and not (np.isfinite(lrc) and lrc > 0):
-        raise ValueError(f"learning_rate must be finite and > 0, got {lrc}")
+    """``tau = learning_rate * t / size`` flattened, and the shape of ``t`` (``t >= 0``, ``inf``
+    allowed, never NaN)."""
+    t = check_range(as_real(t, "t").astype(dtype), "t", lo=0.0, finite=False)
+    lr = _learning_rate(learning_rate, dtype)
     return (t * lr / size).reshape(-1), t.shape
 
 
@@ -269,22 +293,23 @@ class GPInference:
         if hasattr(k_train_train, "nngp") or hasattr(k_train_train, "ntk"):
             first = getattr(k_train_train, "nngp", None)
             first = getattr(k_train_train, "ntk", None) if first is None else first
+        if first is None:
+            raise ValueError("k_train_train must be an (n, n) array or a Kernel(nngp, ntk), got no entries")
         n = _square(first, "k_train_train").shape[0]
         self._y = _targets(y_train, n)
         self._n = n
-        self._diag_reg = diag_reg
-        self._absolute = diag_reg_absolute_scale
-        check_nonnegative(diag_reg, "diag_reg")
+        self._diag_reg, self._absolute = _diag_reg(diag_reg, diag_reg_absolute_scale)
         self._chol: dict[str, _Chol] = {}
         self._kinv_y: dict[str, Array] = {}
         self.jitter: dict[str, Array] = {}
 
     def _factor(self, g: str) -> _Chol:
         if g not in self._chol:
-            k = _square(_get(self._k, g), f"k_train_train.{g}")
+            name = f"k_train_train.{g}" if hasattr(self._k, g) else "k_train_train"
+            k = _square(_get(self._k, g), name)
             if k.shape[0] != self._n:
-                raise ValueError(f"k_train_train.{g} must be ({self._n}, {self._n}), got {k.shape}")
-            c = _cholesky(_regularize(k, self._diag_reg, self._absolute), f"k_train_train.{g}")
+                raise ValueError(f"{name} must be ({self._n}, {self._n}), got {k.shape}")
+            c = _cholesky(_regularize(k, self._diag_reg, self._absolute), name)
             self._chol[g] = c
             self.jitter[g] = c.jitter
         return self._chol[g]
@@ -311,6 +336,9 @@ class GPInference:
                 continue
             init = "ntk" if g == "ntkgp" else "nngp"
             k_tt = _square(_get(k_test_test, init), f"k_test_test.{init}")
+            if k_tt.shape[0] != k_td.shape[0]:
+                raise ValueError(f"k_test_test.{init} must be ({k_td.shape[0]}, {k_td.shape[0]}) like the rows of "
+                                 f"k_test_train, got {k_tt.shape}")
             k_td_init = _cross(_get(k_test_train, init), f"k_test_train.{init}", self._n)
             if g in ("nngp", "ntkgp"):
                 cov = k_tt - k_td @ self._solve(kg, k_td_init.T)
@@ -348,6 +376,16 @@ def gp_inference(
         ``k_test_test`` is given; a named tuple ``Gaussians`` for a tuple ``get``, the value
         itself for a string. ``k_test_train=None`` predicts the training set (``N(y, 0)``).
 
+    Raises:
+        ValueError: a kernel that is not real, square, finite and symmetric: every kernel is
+            required symmetric up to rounding, :math:`\max|K - K^\top| \le \min(100\,n\,
+            \varepsilon, 10^{-3})\max|K|` (the factorisations read one triangle; an asymmetric
+            matrix is not a kernel); a training kernel that is not positive semi-definite (no
+            jitter up to :math:`10^{-3}` of its mean diagonal factorises it); targets that are not
+            finite or of the wrong shape; ``diag_reg`` not finite and ``>= 0``; test kernels of
+            inconsistent shapes; an unknown ``get``; ``trace_axes`` other than ``(-1,)``. Under
+            ``jit`` the value checks are compiled in (``equinox.error_if``).
+
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from rmtjax.kernels import FullyConnected, kernel
@@ -381,20 +419,18 @@ class GradientDescentMSE:
         k = _square(k_train_train, "k_train_train")
         self._n = k.shape[0]
         self._y = _targets(y_train, self._n)
-        self._a = _regularize(k, diag_reg, diag_reg_absolute_scale)
-        self._lr = learning_rate
-        _times(0.0, learning_rate, 1, k.dtype)  # validates learning_rate
+        self._a = _regularize(k, *_diag_reg(diag_reg, diag_reg_absolute_scale))
+        self._lr = _learning_rate(learning_rate, k.dtype)
         self._eig: _Eig | None = None
         self._chol: _Chol | None = None
         self.jitter = None
 
     def _fx0(self, fx, name, rows):
-        fx = jnp.asarray(fx, self._a.dtype)
-        if fx.ndim == 0:
-            return jnp.broadcast_to(fx, (rows, self._y.shape[1]))
-        if fx.shape != (rows, self._y.shape[1]):
+        fx = as_real(fx, name, ndim=(0, 2)).astype(self._a.dtype)
+        if fx.ndim == 2 and fx.shape != (rows, self._y.shape[1]):
             raise ValueError(f"{name} must be a scalar or have shape ({rows}, {self._y.shape[1]}), got {fx.shape}")
-        return check_finite_array(fx, name)
+        fx = check_range(fx, name)
+        return jnp.broadcast_to(fx, (rows, self._y.shape[1])) if fx.ndim == 0 else fx
 
     def __call__(self, t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         if fx_train_0 is None and fx_test_0 is None:
@@ -519,28 +555,36 @@ def gradient_descent_mse_ensemble(
     if isinstance(kernel_fn, FullyConnected):
         spec = kernel_fn
         kernel_fn = lambda x1, x2: kernel(x1, x2, spec)  # noqa: E731
-    x_train = jnp.asarray(x_train)
+    elif not callable(kernel_fn):
+        raise ValueError(f"kernel_fn must be a FullyConnected spec or a function kernel_fn(x1, x2), got "
+                         f"{type(kernel_fn).__name__}")
+    x_train = check_range(as_real(x_train, "x_train", ndim=2), "x_train")
+    reg, absolute = _diag_reg(diag_reg, diag_reg_absolute_scale)
     k_dd = kernel_fn(x_train, None)
     n = x_train.shape[0]
     y = _targets(y_train, n)
     size = y.size
+    lr = _learning_rate(learning_rate, x_train.dtype)
     eigs: dict[str, _Eig] = {}
-    chols: dict[str, _Chol] = {}
 
     def eig(g):
         if g not in eigs:
-            eigs[g] = _eigh(_regularize(_square(_get(k_dd, g), f"k_train_train.{g}"), diag_reg,
-                                        diag_reg_absolute_scale), f"k_train_train.{g}")
+            eigs[g] = _eigh(_regularize(_square(_get(k_dd, g), f"k_train_train.{g}"), reg, absolute),
+                            f"k_train_train.{g}")
         return eigs[g]
 
-    gp = GPInference(k_dd, y, diag_reg, diag_reg_absolute_scale)
+    gp = GPInference(k_dd, y, reg, absolute)
 
     def predict_fn(t=None, x_test=None, get=None, compute_cov=False):
         names = _names(get, ("nngp", "ntk"))
+        compute_cov = flag(compute_cov, "compute_cov")
         k_td = k_tt = None
         if x_test is not None:
-            k_td = kernel_fn(jnp.asarray(x_test), x_train)
-            k_tt = kernel_fn(jnp.asarray(x_test), None) if compute_cov else None
+            x_test = check_range(as_real(x_test, "x_test", ndim=2), "x_test")
+            if x_test.shape[1] != x_train.shape[1]:
+                raise ValueError(f"x_test must have {x_train.shape[1]} columns like x_train, got shape {x_test.shape}")
+            k_td = kernel_fn(x_test, x_train)
+            k_tt = kernel_fn(x_test, None) if compute_cov else None
         if t is None:  # infinite time: the GP posterior (Cholesky), as neural-tangents does
             res = gp(names, k_td, (k_tt if x_test is not None else k_dd) if compute_cov else None)
             return res[0] if isinstance(get, str) else res
@@ -549,7 +593,7 @@ def gradient_descent_mse_ensemble(
         for g in names:
             e = eig(g)
             dt = e.evecs.dtype
-            tau, shape = _times(t, learning_rate, size, dt)
+            tau, shape = _times(t, lr, size, dt)
             em1, inv = _decay(e, tau)  # (T, n)
             proj = e.evecs.T @ y.astype(dt)
             if k_td is None:  # training set
@@ -612,12 +656,31 @@ def blocked_kernel(
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(block, int) or block < 8:
-        raise ValueError(f"block must be an integer >= 8, got {block!r}")
-    a = np.asarray(x1)
+    block = static_int(block, "block", lo=8)
+    if not isinstance(net, FullyConnected):
+        raise ValueError(f"net must be a rmtjax.kernels.FullyConnected spec, got {type(net).__name__}")
+    progress = flag(progress, "progress")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype!r}") from None
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+
+    def host(x, name):  # blocked_kernel assembles in host memory: its inputs must be concrete
+        x = as_real(x, name, ndim=2)
+        v = concrete(x)
+        if v is None:
+            raise ValueError(f"{name} must be a concrete array (blocked_kernel assembles the kernel in host memory, "
+                             "outside jit), got a traced value")
+        if not np.all(np.isfinite(v)):
+            check_range(v, name)
+        return v
+
+    a = host(x1, "x1")
     sym = x2 is None
-    b = a if sym else np.asarray(x2)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+    b = a if sym else host(x2, "x2")
+    if a.shape[1] != b.shape[1]:
         raise ValueError(f"x1 and x2 must be 2-d with the same number of columns, got {a.shape} and {b.shape}")
     n1, n2 = a.shape[0], b.shape[0]
     nngp = np.empty((n1, n2), dtype)

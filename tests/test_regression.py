@@ -188,21 +188,21 @@ def test_blocked_kernel_equals_kernel():
 
 def test_bad_input(problem):
     x, xt, y, ktr, kte, _ = problem
-    with pytest.raises(ValueError, match="y_train must have shape"):
+    with pytest.raises(ValueError, match="y_train must be 2-d"):
         gp_inference(ktr, y[:, 0])
     with pytest.raises(ValueError, match="y_train must have shape"):
         gradient_descent_mse(ktr.ntk, y[:5])
-    with pytest.raises(ValueError, match="diag_reg must be >= 0"):
+    with pytest.raises(ValueError, match="diag_reg must be finite and >= 0"):
         gp_inference(ktr, y, diag_reg=-1.0)
-    with pytest.raises(ValueError, match="diag_reg must be >= 0"):
+    with pytest.raises(ValueError, match="diag_reg must be finite and >= 0"):
         gradient_descent_mse(ktr.ntk, y, diag_reg=-1.0)
-    with pytest.raises(ValueError, match="t must be >= 0"):
+    with pytest.raises(ValueError, match="t must be not NaN and >= 0"):
         gradient_descent_mse(ktr.ntk, y)(-1.0, 0.0)
-    with pytest.raises(ValueError, match="t must be >= 0"):
+    with pytest.raises(ValueError, match="t must be not NaN and >= 0"):
         gradient_descent_mse(ktr.ntk, y)(jnp.nan, 0.0)
     with pytest.raises(ValueError, match="learning_rate"):
         gradient_descent_mse(ktr.ntk, y, learning_rate=0.0)
-    with pytest.raises(ValueError, match="k_train_train contains NaN"):
+    with pytest.raises(ValueError, match="k_train_train must be finite"):
         gradient_descent_mse(ktr.ntk.at[0, 0].set(jnp.inf), y)
     with pytest.raises(ValueError, match="square"):
         gp_inference(kte.ntk, y)
@@ -214,7 +214,67 @@ def test_bad_input(problem):
         gp_inference(ktr, y)("gp", kte)
     with pytest.raises(ValueError, match="fx_train_0"):
         gradient_descent_mse(ktr.ntk, y)(1.0, jnp.zeros((3, 2)))
-    with pytest.raises(NotImplementedError, match="trace_axes"):
+    with pytest.raises(ValueError, match="trace_axes"):
         gp_inference(ktr, y, trace_axes=())
     with pytest.raises(ValueError, match="block"):
         blocked_kernel(x, None, NET, block=2)
+
+
+def test_issue_12_asymmetric_kernels_are_rejected_as_asymmetric():
+    """Issue 12: ``gp_inference`` silently read one triangle of an asymmetric K, and called an
+    asymmetric K "not positive semi-definite: smallest eigenvalue 0.012". Every kernel must be
+    symmetric to max |K - K^T| <= min(100 n eps, 1e-3) max |K| (eagerly, and under jit)."""
+    y = jnp.ones((2, 1))
+    kt = jnp.ones((1, 2))
+    for K in (jnp.array([[1.0, 0.5], [0.0, 1.0]]), jnp.array([[1.0, 0.0], [3.0, 1.0]])):
+        with pytest.raises(ValueError, match=r"k_train_train must be symmetric \(max \|K - K\^T\| <= 4.4e-14 max \|K\|\)"):
+            gp_inference(K, y)("nngp", kt)
+        with pytest.raises(ValueError, match="k_train_train must be symmetric"):
+            gradient_descent_mse(K, y)(1.0, 0.0)
+        with pytest.raises(jax.errors.JaxRuntimeError, match="k_train_train must be symmetric"):
+            jax.block_until_ready(jax.jit(lambda K: gp_inference(K, y)("nngp", kt))(K))
+    # rounding-level asymmetry is accepted (and symmetrized): both triangles are used
+    K = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+    tiny = K.at[0, 1].add(1e-15)
+    np.testing.assert_allclose(gp_inference(tiny, y)("nngp", kt), gp_inference(K, y)("nngp", kt), rtol=1e-14)
+    # a symmetric indefinite kernel is still reported as not positive semi-definite
+    with pytest.raises(ValueError, match="not positive semi-definite: smallest eigenvalue -1"):
+        gp_inference(jnp.array([[1.0, 2.0], [2.0, 1.0]]), y)("nngp", kt)
+
+
+def test_every_argument_is_validated(problem):
+    x, xt, y, ktr, kte, ktt = problem
+    for reg in (jnp.nan, jnp.inf, -1.0, 1.0 + 1j, True):
+        with pytest.raises(ValueError, match="diag_reg"):
+            gp_inference(ktr, y, diag_reg=reg)
+    with pytest.raises(ValueError, match="diag_reg_absolute_scale must be True or False"):
+        gp_inference(ktr, y, 0.0, "yes")
+    with pytest.raises(ValueError, match="y_train must be finite"):
+        gp_inference(ktr, y.at[0, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match="k_test_test.nngp must be .5, 5."):
+        gp_inference(ktr, y)("nngp", kte, kernel(xt[:3], None, NET))
+    predict = gradient_descent_mse(ktr.ntk, y)
+    with pytest.raises(ValueError, match="fx_train_0 must be finite"):
+        predict(1.0, jnp.nan)
+    with pytest.raises(ValueError, match="fx_train_0 must be real"):
+        predict(1.0, 1j)
+    with pytest.raises(ValueError, match="t must be real"):
+        predict(1.0 + 1j, 0.0)
+    for lr in (jnp.nan, -1.0, jnp.inf):
+        with pytest.raises(ValueError, match="learning_rate must be finite and > 0"):
+            gradient_descent_mse(ktr.ntk, y, learning_rate=lr)
+    with pytest.raises(ValueError, match="kernel_fn must be"):
+        gradient_descent_mse_ensemble("ntk", x, y)
+    with pytest.raises(ValueError, match="x_train must be finite"):
+        gradient_descent_mse_ensemble(NET, x.at[0, 0].set(jnp.inf), y)
+    with pytest.raises(ValueError, match="x_test must have 4 columns"):
+        gradient_descent_mse_ensemble(NET, x, y)(1.0, xt[:, :3])
+    with pytest.raises(ValueError, match="get must be one of"):
+        gradient_descent_mse_ensemble(NET, x, y)(1.0, xt, get="ntkgp")
+    with pytest.raises(ValueError, match="x1 must be a concrete array"):
+        jax.jit(lambda a: blocked_kernel(a, None, NET).nngp)(x)
+    # under jit a NaN time or learning rate is caught at run time, with the same message
+    with pytest.raises(jax.errors.JaxRuntimeError, match="t must be not NaN and >= 0"):
+        jax.block_until_ready(jax.jit(lambda t: predict(t, 0.0))(jnp.nan))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="learning_rate must be finite and > 0"):
+        jax.block_until_ready(jax.jit(lambda lr: gradient_descent_mse(ktr.ntk, y, lr)(1.0, 0.0))(-1.0))
