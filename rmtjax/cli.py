@@ -150,12 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runner = EXPERIMENTS[args.name].load()
         report = runner(out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
-    except ValueError as err:
-        return _error(f"reproduce {args.name}: {_one_line(err)}", 3)
-    except (jax.errors.JaxRuntimeError, eqx.EquinoxRuntimeError) as err:
+    except (ValueError, jax.errors.JaxRuntimeError, eqx.EquinoxRuntimeError) as err:
+        # a check that failed in compiled code carries the callback's traceback and, for
+        # equinox checks, a banner: only its message is printed
         msg = runtime_message(err)
         if msg is None:
-            raise
+            if not isinstance(err, ValueError):
+                raise
+            msg = str(err)
         return _error(f"reproduce {args.name}: {_one_line(msg)}", 3)
     except KeyboardInterrupt:
         print(f"\n{_PROG}: interrupted; run the same command again to resume", file=sys.stderr)

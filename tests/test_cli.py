@@ -221,25 +221,34 @@ def test_value_error_in_a_run_is_one_line_exit_3(tmp_path, capsys, fake_experime
 
 def test_check_failing_under_jit_is_one_line(tmp_path):
     """Issue 12: under jit a bad input printed a pure_callback traceback, the equinox banner and
-    `JaxRuntimeError: INTERNAL: CpuCallback error`; the command prints the message alone."""
-    (tmp_path / "jit_failing_experiment.py").write_text(textwrap.dedent("""
+    `JaxRuntimeError: INTERNAL: CpuCallback error`; the command prints the message alone, for our
+    checks (rmtjax._validate.error_if) and for equinox's (optimistix, diffrax)."""
+    (tmp_path / "jit_failing_experiments.py").write_text(textwrap.dedent("""
         import equinox as eqx, jax, jax.numpy as jnp
+        from rmtjax._validate import error_if
 
-        def run(out_dir, *, quick, seed, progress):
-            f = jax.jit(lambda x: eqx.error_if(x, x < 0, "x must be >= 0, got a negative value"))
+        def ours(out_dir, *, quick, seed, progress):
+            f = jax.jit(lambda x: error_if(x, x < 0, "x must be >= 0, got a negative value"))
+            return {"ok": bool(f(jnp.asarray(-1.0)) > 0)}
+
+        def equinox(out_dir, *, quick, seed, progress):
+            f = jax.jit(lambda x: eqx.error_if(x, x < 0, "y must be >= 0, got a negative value"))
             return {"ok": bool(f(jnp.asarray(-1.0)) > 0)}
     """))
     script = textwrap.dedent(f"""
         import sys
         from rmtjax.cli import main
         from rmtjax.experiments import EXPERIMENTS, Experiment
-        EXPERIMENTS["jit-fail"] = Experiment("fails under jit", "jit_failing_experiment:run")
-        sys.exit(main(["reproduce", "jit-fail", "--out", {str(tmp_path / "out")!r}]))
+        EXPERIMENTS["ours"] = Experiment("fails under jit", "jit_failing_experiments:ours")
+        EXPERIMENTS["eqx"] = Experiment("fails under jit", "jit_failing_experiments:equinox")
+        codes = [main(["reproduce", name, "--out", {str(tmp_path / "out")!r}]) for name in ("ours", "eqx")]
+        print(codes)
     """)
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
-    assert res.returncode == 3, res.stderr
-    assert res.stderr == "rmtjax: error: reproduce jit-fail: x must be >= 0, got a negative value\n"
+    assert res.stdout.strip() == "[3, 3]", res.stderr
+    assert res.stderr == ("rmtjax: error: reproduce ours: x must be >= 0, got a negative value\n"
+                          "rmtjax: error: reproduce eqx: y must be >= 0, got a negative value\n")
 
 
 def test_flags_reach_the_experiment(tmp_path, monkeypatch):

@@ -1,20 +1,31 @@
-"""`rmtjax reproduce fan-wang --quick` (run directly until the lead registers it) writes its outputs
-and reproduces the result."""
+"""`rmtjax reproduce fan-wang --quick` (float64 and float32) writes its outputs and reproduces the result."""
 
 import json
 
+import jax
 import numpy as np
+import pytest
 
+from rmtjax.experiments import fan_wang
 from rmtjax.experiments.fan_wang import run
 
+PNG = b"\x89PNG\r\n\x1a\n"
 
-def test_reproduce_fan_wang_quick(tmp_path):
-    report = run(tmp_path, quick=True, progress=False)
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fan_wang")
+    return out, run(out, quick=True, progress=False)
+
+
+def test_reproduce_fan_wang_quick(quick):
+    out, report = quick
     assert report["ok"], report["checks"]
-    saved = json.loads((tmp_path / "report.json").read_text())
+    saved = json.loads((out / "report.json").read_text())
     assert saved["ok"] and saved["summary"] == report["summary"]
-    assert (tmp_path / "fan_wang.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Reproduced" in (tmp_path / "report.md").read_text()
+    assert (out / "fan_wang.png").read_bytes()[:8] == PNG
+    md = (out / "report.md").read_text()
+    assert "Reproduced" in md and "[" not in md.split("![")[0]  # no raw Python lists
     # every kernel (CK of each layer, NTK, NTK given |w|^2/d_L) was checked three ways, and the theory
     # densities are normalized
     assert len(report["spectra"]) == 5
@@ -25,3 +36,24 @@ def test_reproduce_fan_wang_quick(tmp_path):
     # the largest stable learning rate decreases as the layers get narrower (gamma = n/d grows)
     lr = [row["lr_theory"] for row in report["learning_rate_sweep"]]
     assert all(a > b for a, b in zip(lr, lr[1:]))
+
+
+def test_reproduce_fan_wang_quick_float32(tmp_path):
+    with jax.enable_x64(False):
+        report = run(tmp_path, quick=True, progress=False)
+    assert report["ok"], report["checks"]
+    p = report["precision"]
+    assert p["dtype"] == "float32" and "NTK edge" in p["quantities"]
+    assert p["quantities"]["NTK edge"]["max_rel_diff"] < 1e-4, p
+    assert p["max_rel_diff"] < 1e-2, p
+
+
+def test_bad_sizes_are_clear_errors():
+    import dataclasses
+
+    for field, value, message in [("widths", (), "widths must be a non-empty tuple"),
+                                  ("sweep", (), "sweep must hold at least 1 value"),
+                                  ("sweep", (2.0, 0.5), "sweep must be strictly increasing"),
+                                  ("seeds", 1, "seeds must be an integer >= 2")]:
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(fan_wang.QUICK, **{field: value})

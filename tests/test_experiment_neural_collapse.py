@@ -1,22 +1,33 @@
-"""The neural-collapse reproduction (quick mode) runs, writes its outputs, reproduces the result and
-resumes from its partial results; the classifier it trains has the interface the metrics need."""
+"""The neural-collapse reproduction (quick mode, float64 and float32) runs, writes its outputs,
+reproduces the result and resumes from its resume file; the classifier it trains has the interface
+the metrics need."""
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rmtjax.experiments import neural_collapse
 from rmtjax.experiments.neural_collapse import run
 from rmtjax.finite import Classifier
 
+PNG = b"\x89PNG\r\n\x1a\n"
 
-def test_reproduce_neural_collapse_quick(tmp_path):
-    report = run(tmp_path, quick=True, progress=False)
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("neural_collapse")
+    return out, run(out, quick=True, progress=False)
+
+
+def test_reproduce_neural_collapse_quick(quick):
+    out, report = quick
     assert report["ok"], report["summary"]
-    assert json.loads((tmp_path / "report.json").read_text())["ok"]
-    assert (tmp_path / "neural_collapse.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Reproduced" in (tmp_path / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["ok"]
+    assert (out / "neural_collapse.png").read_bytes()[:8] == PNG
+    assert "Reproduced" in (out / "report.md").read_text()
     (res,) = report["results"]
     k = res["checks"]
     # the terminal phase: zero training error at its start and at the end (an instability of the
@@ -29,9 +40,22 @@ def test_reproduce_neural_collapse_quick(tmp_path):
         assert k[f"{name}_final"] < k[f"{name}_at_tpt_start"], name
     # NC4: the classifier agrees with the nearest class centre on (almost) every test point too
     assert res["ncc_mismatch_test"][-1] <= 0.02
-    # a second call resumes from the saved partial result instead of training again
-    again = run(tmp_path, quick=True, progress=False)
-    assert again["results"][0]["nc1"] == res["nc1"] and again["seconds"] < report["seconds"]
+
+
+def test_rerun_resumes_instead_of_training_again(quick):
+    out, report = quick
+    again = run(out, quick=True, progress=False)
+    assert again["resume"]["status"] == "resumed" and again["results"] == report["results"]
+    assert again["seconds"] < report["seconds"]
+
+
+def test_reproduce_neural_collapse_quick_float32(tmp_path):
+    with jax.enable_x64(False):
+        report = run(tmp_path, quick=True, progress=False)
+    assert report["ok"], report["summary"]
+    p = report["precision"]
+    assert p["dtype"] == "float32" and "digits: nc1" in p["quantities"]
+    assert p["quantities"]["digits: nc1"]["max_rel_diff"] < 1e-2, p
 
 
 def test_classifier_readout_reproduces_the_logits():
@@ -42,3 +66,17 @@ def test_classifier_readout_reproduces_the_logits():
     assert float(jnp.min(net.features(x))) >= 0.0  # post-ReLU
     with pytest.raises(ValueError, match="depth must be an integer >= 1"):
         Classifier(5, 3, width=7, depth=0)
+
+
+def test_bad_configurations_are_clear_errors(tmp_path):
+    import dataclasses
+
+    base = neural_collapse.QUICK[0]
+    for field, value, message in [("batch_size", 5000, r"batch_size must be an integer in \[1, 1297\]"),
+                                  ("record_every", 0, "record_every must be an integer"),
+                                  ("name", "cifar", "name must be 'digits' or 'mnist'"),
+                                  ("n_train", 1700, r"n_train \+ n_test must be <= 1797")]:
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(base, **{field: value})
+    with pytest.raises(ValueError, match="config must be a non-empty tuple"):
+        run(tmp_path, config=())

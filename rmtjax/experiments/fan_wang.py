@@ -18,15 +18,16 @@ normalized to unit norm; the theory uses the empirical spectrum of the input Gra
    :math:`\frac12\|f(X) - y\|^2` of the linearized network) against the width ratio
    :math:`\gamma = n/d` (all hidden layers of equal width), theory curve vs finite networks (same tolerance).
 
-Writes ``fan_wang.png``, ``report.json`` and ``report.md``.
+In a float32 run the report also gives the largest differences of the theory (edges, moments,
+densities, learning rate) to float64 from the same inputs. Writes ``fan_wang.png``,
+``report.json`` and ``report.md``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -50,8 +51,64 @@ from ..rmt._linear_width import (
     ntk_edge,
     ntk_moments,
 )
+from ._common import check_seed, config_dict, dtype_name, float_grid, positive_int, versions
+from ._output import check_out_dir, num, nums, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
 
-__all__ = ["run"]
+__all__ = ["Config", "FULL", "QUICK", "run"]
+
+NAME = "fan-wang"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of the reproduction (each checked: a bad value is a ``ValueError`` naming it).
+
+    Attributes:
+        n: number of inputs (``>= 8``); d0: input dimension.
+        widths: hidden widths (at least one layer).
+        seeds: random networks (``>= 2``, for standard errors).
+        sweep: width ratios gamma = n/d of the learning-rate sweep (increasing, > 0).
+    """
+
+    n: int = 1000
+    d0: int = 1200
+    widths: tuple[int, ...] = (1500, 1250, 1100)
+    seeds: int = 4
+    sweep: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+    def __post_init__(self):
+        positive_int(self.n, "n", lo=8)
+        positive_int(self.d0, "d0", lo=1)
+        if isinstance(self.widths, str) or not isinstance(self.widths, tuple) or not self.widths:
+            raise ValueError(f"widths must be a non-empty tuple of integers, got {self.widths!r}")
+        for i, w in enumerate(self.widths):
+            positive_int(w, f"widths[{i}]", lo=1)
+        positive_int(self.seeds, "seeds", lo=2)
+        float_grid(self.sweep, "sweep", lo=0, lo_open=True)
+
+
+FULL = Config()
+QUICK = Config(n=200, d0=240, widths=(300, 250, 220), seeds=3, sweep=(0.5, 2.0))
+
+
+def _theory(inp, gammas, act, grids):
+    """Edges, moments and densities of the CK of every layer and of the NTK, and 2/lambda_max (a
+    float32 run compares them with float64 from the same inputs)."""
+    L = gammas.shape[0]
+    out = {}
+    for l in range(1, L + 2):
+        name = f"CK layer {l}" if l <= L else "NTK"
+        if l <= L:
+            out[f"{name} edge"] = ck_edge(inp, gammas, act, layer=l)
+            out[f"{name} moments 1-3"] = ck_moments(inp, gammas, act, layer=l, order=3)
+            out[f"{name} density"] = ck_density(inp, gammas, act, grids[l - 1], layer=l)
+        else:
+            out[f"{name} edge"] = ntk_edge(inp, gammas, act)
+            out[f"{name} moments 1-3"] = ntk_moments(inp, gammas, act, order=3)
+            out[f"{name} density"] = ntk_density(inp, gammas, act, grids[l - 1])
+    out["2/lambda_max"] = max_stable_learning_rate(inp, gammas, act)
+    return out
 
 
 def _cdf(grid, dens):
@@ -136,17 +193,26 @@ def _grid(edge):
     return np.sort(np.concatenate([np.linspace(0.0, 1.25 * edge, 400), np.geomspace(1e-5, 0.05, 100) * edge]))
 
 
-def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Runs the reproduction and writes the figure and reports into ``out_dir``."""
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
+        config: Config | None = None) -> dict[str, Any]:
+    """Runs the reproduction and writes the figure and reports into ``out_dir``.
+
+    Args:
+        out_dir: output folder (created; checked before any computation).
+        quick: use :data:`QUICK` instead of :data:`FULL`.
+        seed: master seed (inputs and networks), in ``[0, 2**32 - 1]``.
+        progress: show a progress bar.
+        config: explicit sizes (overrides ``quick``).
+    """
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = config if config is not None else (QUICK if quick else FULL)
+    if not isinstance(cfg, Config):
+        raise ValueError(f"config must be a fan_wang.Config, got {type(cfg).__name__}")
+    seed = check_seed(seed)
+    out = check_out_dir(out_dir)
     t0 = time.perf_counter()
-    if quick:
-        n, d0, widths, seeds, sweep = 200, 240, (300, 250, 220), 3, (0.5, 2.0)
-    else:
-        n, d0, widths, seeds, sweep = 1000, 1200, (1500, 1250, 1100), 4, (0.25, 0.5, 1.0, 2.0, 4.0)
+    n, d0, widths, seeds, sweep = cfg.n, cfg.d0, cfg.widths, cfg.seeds, cfg.sweep
     L = len(widths)
     act = Tanh()
     key = jax.random.key(seed)
@@ -186,6 +252,15 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         spectra.append(_spectrum_report(name, ev[name], grid, dens, mom, edge, n, scale_rel)
                        | {"grid": grid.tolist(), "density": dens.tolist()})
     spectra.append(_conditional_ntk(inp, gammas, act, ev["NTK"], kappa, spectra[-1]["grid"], n))
+    values32 = {}
+    for sp in spectra[:L + 1]:
+        values32[f"{sp['name']} edge"] = sp["edge"]
+        values32[f"{sp['name']} moments 1-3"] = sp["moments_theory"]
+        values32[f"{sp['name']} density"] = sp["density"]
+    values32["2/lambda_max"] = float(max_stable_learning_rate(inp, gammas, act))
+    precision = float64_comparison(_theory, inp, gammas, act,
+                                   [jnp.asarray(sp["grid"], float) for sp in spectra[:L + 1]],
+                                   float32_values=values32)
     bar.update()
 
     # 2 / lambda_max against the width ratio (all hidden layers of width n / gamma)
@@ -215,30 +290,28 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     ok = all(s["ok"] for s in spectra) and checks["learning_rate_sweep"]
     c = activation_constants(act)
     report = {
-        "name": "fan-wang", "ok": ok, "quick": quick, "seed": seed, "seconds": time.perf_counter() - t0,
-        "config": {"n": n, "d0": d0, "widths": list(widths), "gammas": np.asarray(gammas).tolist(), "seeds": seeds,
-                   "activation": "tanh, normalized", "b_sigma2": float(c.b2), "a_sigma": float(c.a)},
+        "name": NAME, "ok": bool(ok), "quick": cfg == QUICK, "seed": seed, "dtype": dtype_name(),
+        "seconds": time.perf_counter() - t0,
+        "config": {**config_dict(cfg), "gammas": np.asarray(gammas).tolist(), "activation": "tanh, normalized",
+                   "b_sigma2": float(c.b2), "a_sigma": float(c.a)},
         "spectra": spectra, "learning_rate_sweep": sweep_rows, "max_stable_learning_rate": lr_star,
-        "checks": checks,
+        "checks": checks, "precision": precision,
         "summary": f"NTK lambda_max: theory {ntk['edge']:.4f}, finite {np.mean(ntk['lambda_max']):.4f} "
                    f"(n = {n}); max histogram z = {max(s['histogram']['max_z'] for s in spectra):.2f}; "
                    f"2/lambda_max = {lr_star:.5f}",
-        "versions": {"jax": jax.__version__},
+        "versions": versions(),
     }
     _figure(report, out / "fan_wang.png")
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
+    write_report(out, report, _markdown(report))
     return report
 
 
 def _figure(r, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
     spectra = r["spectra"]
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    fig = Figure(figsize=(16, 9))
+    axes = fig.subplots(2, 3)
     panels = list(axes[0]) + [axes[1, 0]]
     cond = spectra[-1]
     axes[1, 0].plot(cond["grid"], cond["density"], "C1--", lw=1.5, label=r"given $\Vert w\Vert^2/d_L$ (mixture)")
@@ -276,31 +349,32 @@ def _figure(r, path):
     ax.set(xticks=range(len(names)), xticklabels=names, ylabel=r"$\lambda_{\max}$", title="largest eigenvalues")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _markdown(r):
     cfg = r["config"]
     lines = [
         "# CK and NTK spectra at linear width (Fan & Wang 2020)", "",
-        f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s. "
-        f"n = {cfg['n']}, d0 = {cfg['d0']}, widths = {cfg['widths']} (gamma = "
-        f"{[round(v, 3) for v in cfg['gammas']]}), {cfg['activation']} (b_sigma^2 = {cfg['b_sigma2']:.4f}, "
+        f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s "
+        f"({'quick' if r['quick'] else 'full'} mode, {r['dtype']}). "
+        f"n = {cfg['n']}, d0 = {cfg['d0']}, widths = {nums(cfg['widths'])} (gamma = "
+        f"{nums(cfg['gammas'], 3)}), {cfg['activation']} (b_sigma^2 = {cfg['b_sigma2']:.4f}, "
         f"a_sigma = {cfg['a_sigma']:.4f}), {cfg['seeds']} networks.", "",
         "| kernel | histogram max z | moments 1..3 theory | moments 1..3 finite (mean) | edge "
         "| finite lambda_max | ok |",
         "|---|---:|---|---|---:|---|:---:|",
     ]
     for s in r["spectra"]:
-        lines.append(f"| {s['name']} | {s['histogram']['max_z']:.2f} | {[round(v, 4) for v in s['moments_theory']]} | "
-                     f"{[round(v, 4) for v in s['moments_mean']]} | {s['edge']:.4f} | "
-                     f"{[round(v, 4) for v in s['lambda_max']]} | {'yes' if s['ok'] else 'no'} |")
+        lines.append(f"| {s['name']} | {s['histogram']['max_z']:.2f} | {nums(s['moments_theory'])} | "
+                     f"{nums(s['moments_mean'])} | {s['edge']:.4f} | "
+                     f"{nums(s['lambda_max'])} | {'yes' if s['ok'] else 'no'} |")
     lines += ["", "| gamma = n/d | 2/lambda_max theory | 2/lambda_max finite | ok |", "|---:|---:|---|:---:|"]
     for row in r["learning_rate_sweep"]:
-        lines.append(f"| {row['gamma']} | {row['lr_theory']:.4f} | {[round(v, 4) for v in row['lr_finite']]} | "
+        lines.append(f"| {num(row['gamma'])} | {row['lr_theory']:.4f} | {nums(row['lr_finite'])} | "
                      f"{'yes' if row['ok'] else 'no'} |")
     lines += ["", f"Largest stable learning rate of (linearized) full-batch GD on 0.5 ||f(X) - y||^2 at the main "
-              f"configuration: 2/lambda_max = {r['max_stable_learning_rate']:.5f}.", "",
-              "![CK and NTK spectra, learning rates, largest eigenvalues](fan_wang.png)", ""]
+              f"configuration: 2/lambda_max = {r['max_stable_learning_rate']:.5f}.", ""]
+    lines += precision_lines(r.get("precision"))
+    lines += ["![CK and NTK spectra, learning rates, largest eigenvalues](fan_wang.png)", ""]
     return "\n".join(lines)

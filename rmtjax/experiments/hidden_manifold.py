@@ -30,34 +30,75 @@ distance (distance minus Gaussian floor) falling with ``N`` (log-log slope below
 where it exceeds 5 SE of the floor) and the largest ``N`` within 3x of the floor (6x in the
 quick run, whose largest ``N`` is 64).
 
-Partial results (the ODE, each seed, each ``N``) are written to ``partial.json`` as they finish
-and reused when the run is repeated with the same configuration. Writes ``hidden_manifold.png``,
-``report.json`` and ``report.md``.
+Partial results (the ODE, each seed, each ``N``) are saved to ``resume.json`` as they finish and
+reused when the run is repeated with the same configuration
+(:class:`rmtjax.experiments._resume.ResumeFile`). In a float32 run the report also gives the
+largest difference of the ODE curve (moments of the generator included) to float64 from the same
+generator and initial weights. Writes ``hidden_manifold.png``, ``report.json`` and ``report.md``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["run"]
+from ._common import check_seed, config_dict, dtype_name, int_grid, number, positive_int, versions
+from ._output import check_out_dir, nums, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
+from ._resume import ResumeFile
+
+__all__ = ["Config", "FULL", "QUICK", "run"]
+
+NAME = "hidden-manifold"
 
 
-def _config(quick: bool) -> dict[str, Any]:
-    if quick:
-        return dict(N=200, D=50, K=2, M=2, eta=0.2, t_max=10.0, num_saves=10, seeds=3, test_size=2000,
-                    deep_N=[16, 64], deep_samples=20_000, deep_directions=16, floor_factor=6.0)
-    return dict(N=2000, D=200, K=2, M=2, eta=0.2, t_max=100.0, num_saves=50, seeds=8, test_size=4000,
-                deep_N=[16, 32, 64, 128, 256, 512, 1024], deep_samples=50_000, deep_directions=32,
-                floor_factor=3.0)
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of the reproduction (each checked: a bad value is a ``ValueError`` naming it).
+
+    Attributes:
+        N, D: input and latent dimensions of the sign generator; K, M: student and teacher units;
+        eta: learning rate; t_max, num_saves: SGD time and recorded times; seeds: SGD runs (``>= 2``);
+        test_size: generated test points.
+        deep_N: input dimensions of the Gaussian-equivalence panel (at least 2, increasing; D = N/4);
+        deep_samples, deep_directions: its Monte-Carlo sizes; floor_factor: the largest ``N`` must be
+        within this factor of the Gaussian floor.
+    """
+
+    N: int = 2000
+    D: int = 200
+    K: int = 2
+    M: int = 2
+    eta: float = 0.2
+    t_max: float = 100.0
+    num_saves: int = 50
+    seeds: int = 8
+    test_size: int = 4000
+    deep_N: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
+    deep_samples: int = 50_000
+    deep_directions: int = 32
+    floor_factor: float = 3.0
+
+    def __post_init__(self):
+        for name, lo in (("N", 2), ("D", 1), ("K", 1), ("M", 1), ("num_saves", 1), ("seeds", 2), ("test_size", 2),
+                         ("deep_samples", 100), ("deep_directions", 1)):
+            positive_int(getattr(self, name), name, lo=lo)
+        number(self.eta, "eta", lo=0, lo_open=True)
+        number(self.t_max, "t_max", lo=0, lo_open=True)
+        int_grid(self.deep_N, "deep_N", lo=4, min_len=2)
+        number(self.floor_factor, "floor_factor", lo=1)
+
+
+FULL = Config()
+QUICK = Config(N=200, D=50, t_max=10.0, num_saves=10, seeds=3, test_size=2000, deep_N=(16, 64), deep_samples=20_000,
+               deep_directions=16, floor_factor=6.0)
 
 
 def _bar(it, progress: bool, desc: str):
@@ -73,11 +114,11 @@ def _dynamics_setup(cfg, seed):
     from ..dynamics._hidden_manifold import Generator, analytic_moments
 
     k = jax.random.split(jax.random.key(seed), 4)
-    N, D = cfg["N"], cfg["D"]
+    N, D = cfg.N, cfg.D
     gen = Generator(jax.random.normal(k[0], (N, D)), Sign())
     mom = analytic_moments(gen)
-    w0 = jax.random.normal(k[1], (cfg["K"], N))
-    wt = jax.random.normal(k[2], (cfg["M"], D))
+    w0 = jax.random.normal(k[1], (cfg.K, N))
+    wt = jax.random.normal(k[2], (cfg.M, D))
     return gen, mom, w0, wt, k[3]
 
 
@@ -85,13 +126,23 @@ def _simulate_seed(cfg, setup, i):
     from ..dynamics._hidden_manifold import simulate_hidden_manifold
 
     gen, mom, w0, wt, key = setup
-    v0, vt = jnp.ones(cfg["K"]), jnp.ones(cfg["M"])
+    v0, vt = jnp.ones(cfg.K), jnp.ones(cfg.M)
     t0 = time.perf_counter()
-    r = simulate_hidden_manifold(jax.random.fold_in(key, i), gen, mom, w0, v0, wt, vt, cfg["eta"],
-                                 t_max=cfg["t_max"], num_saves=cfg["num_saves"], test_size=cfg["test_size"])
+    r = simulate_hidden_manifold(jax.random.fold_in(key, i), gen, mom, w0, v0, wt, vt, cfg.eta,
+                                 t_max=cfg.t_max, num_saves=cfg.num_saves, test_size=cfg.test_size)
     r.eps_g_test.block_until_ready()
     return {"t": np.asarray(r.trajectory.t).tolist(), "eps_g": np.asarray(r.trajectory.eps_g).tolist(),
             "eps_g_test": np.asarray(r.eps_g_test).tolist(), "seconds": time.perf_counter() - t0}
+
+
+def _ode_eps_g(gen, w0, wt, ts, eta):
+    """The ODE's eps_g from the generator (analytic moments) and the initial weights (a float32 run
+    compares it with float64 from the same generator and weights)."""
+    from ..dynamics._hidden_manifold import analytic_moments, hidden_manifold_densities, hidden_manifold_ode
+
+    d = hidden_manifold_densities(analytic_moments(gen), w0, wt)
+    ones = lambda n: jnp.ones(n, w0.dtype)  # noqa: E731
+    return {"ODE eps_g": hidden_manifold_ode(d, ones(w0.shape[0]), ones(wt.shape[0]), ts, eta).eps_g}
 
 
 def _ode(cfg, setup, ts):
@@ -99,13 +150,13 @@ def _ode(cfg, setup, ts):
 
     _, mom, w0, wt, _ = setup
     d = hidden_manifold_densities(mom, w0, wt)
-    v0, vt = jnp.ones(cfg["K"]), jnp.ones(cfg["M"])
+    v0, vt = jnp.ones(cfg.K), jnp.ones(cfg.M)
     t0 = time.perf_counter()
-    traj = hidden_manifold_ode(d, v0, vt, jnp.asarray(ts), cfg["eta"])
+    traj = hidden_manifold_ode(d, v0, vt, jnp.asarray(ts), cfg.eta)
     traj.eps_g.block_until_ready()
     first = time.perf_counter() - t0
     t0 = time.perf_counter()  # again, compiled: the integration alone
-    traj = hidden_manifold_ode(d, v0, vt, jnp.asarray(ts), cfg["eta"])
+    traj = hidden_manifold_ode(d, v0, vt, jnp.asarray(ts), cfg.eta)
     traj.eps_g.block_until_ready()
     return {"t": list(ts), "eps_g": np.asarray(traj.eps_g).tolist(), "seconds_with_compile": first,
             "seconds": time.perf_counter() - t0, "num_eigenvalues": int(d.rho.shape[0]),
@@ -120,10 +171,10 @@ def _deep_point(cfg, N, seed):
     k = jax.random.split(jax.random.fold_in(jax.random.key(seed + 1), N), 6)
     gen = Generator((jax.random.normal(k[0], (N, D)), jax.random.normal(k[1], (N, N))), Relu())
     t0 = time.perf_counter()
-    mom = monte_carlo_moments(k[2], gen, num_samples=cfg["deep_samples"], batch_size=min(5000, cfg["deep_samples"]))
-    w, wt = jax.random.normal(k[3], (cfg["K"], N)), jax.random.normal(k[4], (cfg["M"], D))
-    r = local_field_distance(k[5], gen, mom, w, wt, num_samples=cfg["deep_samples"],
-                             num_directions=cfg["deep_directions"])
+    mom = monte_carlo_moments(k[2], gen, num_samples=cfg.deep_samples, batch_size=min(5000, cfg.deep_samples))
+    w, wt = jax.random.normal(k[3], (cfg.K, N)), jax.random.normal(k[4], (cfg.M, D))
+    r = local_field_distance(k[5], gen, mom, w, wt, num_samples=cfg.deep_samples,
+                             num_directions=cfg.deep_directions)
     # the Gaussian-equivalent covariance of the fields from Omega, Phi (Monte Carlo) vs the measured one
     Q = w @ mom.omega @ w.T / N
     R = w @ mom.phi @ wt.T / math.sqrt(N * D)
@@ -141,7 +192,7 @@ def _checks(cfg, ode, sims, deep) -> dict[str, Any]:
     S = e.shape[0]
     se = e.std(0, ddof=1) / math.sqrt(S)
     gap = np.abs(e.mean(0) - o)
-    tol = 5 * se + 1.0 / cfg["N"]
+    tol = 5 * se + 1.0 / cfg.N
     out = {"max_gap": float(gap.max()), "max_gap_over_tolerance": float((gap / tol)[1:].max()),
            "final_eps_g_ode": float(o[-1]), "final_eps_g_sim": float(e.mean(0)[-1]),
            "final_eps_g_sim_se": float(se[-1]), "final_eps_g_test": float(et.mean(0)[-1]),
@@ -161,70 +212,69 @@ def _checks(cfg, ode, sims, deep) -> dict[str, Any]:
     out["slope_fit_N"] = [int(n) for n in Ns[sig]]
     out["excess_distance_slope"] = slope
     out["largest_N_distance_over_floor"] = float(dist[-1] / null[-1])
-    out["gaussian_equivalence"] = bool(slope < -0.5 and np.all(np.diff(dist) < 0) and dist[-1] < cfg["floor_factor"] * null[-1])
+    out["gaussian_equivalence"] = bool(slope < -0.5 and np.all(np.diff(dist) < 0) and dist[-1] < cfg.floor_factor * null[-1])
     out["ok"] = bool(out["ode_matches_simulation"] and out["learns"] and out["gaussian_equivalence"])
     return out
 
 
-def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Runs the reproduction and writes the figure and reports into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    cfg = _config(quick)
-    key = {"config": cfg, "seed": seed}
-    part = out / "partial.json"
-    state: dict[str, Any] = {"key": key, "sims": [], "ode": None, "deep": []}
-    if part.exists():
-        saved = json.loads(part.read_text())
-        if saved.get("key") == key:
-            state = saved
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
+        config: Config | None = None) -> dict[str, Any]:
+    """Runs the reproduction and writes the figure and reports into ``out_dir``.
 
-    def save():
-        part.write_text(json.dumps(state))
+    Args:
+        out_dir: output folder (created; checked before any computation); ``resume.json`` there
+            holds the finished pieces.
+        quick: use :data:`QUICK` instead of :data:`FULL`.
+        seed: master seed, in ``[0, 2**32 - 1]``.
+        progress: show progress bars.
+        config: explicit sizes (overrides ``quick``).
+    """
+    cfg = config if config is not None else (QUICK if quick else FULL)
+    if not isinstance(cfg, Config):
+        raise ValueError(f"config must be a hidden_manifold.Config, got {type(cfg).__name__}")
+    seed = check_seed(seed)
+    out = check_out_dir(out_dir)
+    t_start = time.perf_counter()
+    resume = ResumeFile(out, NAME, {"config": config_dict(cfg), "seed": seed, "dtype": dtype_name()})
 
     setup = _dynamics_setup(cfg, seed)
-    for i in _bar(range(cfg["seeds"]), progress, f"hidden-manifold SGD N={cfg['N']}"):
-        if i < len(state["sims"]):
-            continue
-        state["sims"].append(_simulate_seed(cfg, setup, i))
-        save()
-    if state["ode"] is None:
-        state["ode"] = _ode(cfg, setup, state["sims"][0]["t"])
-        save()
-    done = {d["N"] for d in state["deep"]}
-    for N in _bar(cfg["deep_N"], progress, "Gaussian equivalence"):
-        if N in done:
-            continue
-        state["deep"].append(_deep_point(cfg, N, seed))
-        save()
-    state["deep"].sort(key=lambda d: d["N"])
+    for i in _bar(range(cfg.seeds), progress, f"hidden-manifold SGD N={cfg.N}"):
+        if f"sim|{i}" not in resume:
+            resume.put(f"sim|{i}", _simulate_seed(cfg, setup, i))
+    sims = [resume[f"sim|{i}"] for i in range(cfg.seeds)]
+    if "ode" not in resume:
+        resume.put("ode", _ode(cfg, setup, sims[0]["t"]))
+    ode = resume["ode"]
+    for N in _bar(cfg.deep_N, progress, "Gaussian equivalence"):
+        if f"deep|{N}" not in resume:
+            resume.put(f"deep|{N}", _deep_point(cfg, N, seed))
+    deep = [resume[f"deep|{N}"] for N in cfg.deep_N]
+    gen, _, w0, wt, _ = setup
+    precision = float64_comparison(_ode_eps_g, gen, w0, wt, jnp.asarray(ode["t"], float), jnp.asarray(cfg.eta, float),
+                                   float32_values={"ODE eps_g": ode["eps_g"]})
 
-    checks = _checks(cfg, state["ode"], state["sims"], state["deep"])
-    sim_seconds = sum(s["seconds"] for s in state["sims"])
-    summary = (f"N={cfg['N']}, D={cfg['D']}: eps_g(t={cfg['t_max']:g}) ODE {checks['final_eps_g_ode']:.4f} vs "
+    checks = _checks(cfg, ode, sims, deep)
+    sim_seconds = sum(s["seconds"] for s in sims)
+    summary = (f"N={cfg.N}, D={cfg.D}: eps_g(t={cfg.t_max:g}) ODE {checks['final_eps_g_ode']:.4f} vs "
                f"simulation {checks['final_eps_g_sim']:.4f} +- {checks['final_eps_g_sim_se']:.4f} (test set "
                f"{checks['final_eps_g_test']:.4f}); max gap / (5 SE + 1/N) = {checks['max_gap_over_tolerance']:.2f}; "
                f"deep-generator KS excess distance ~ N^{checks['excess_distance_slope']:.2f}, "
-               f"{checks['largest_N_distance_over_floor']:.2f}x the Gaussian floor at N={cfg['deep_N'][-1]}")
-    report = {"name": "hidden-manifold", "ok": checks["ok"], "quick": quick, "seed": seed, "config": cfg,
-              "seconds": time.perf_counter() - t_start, "simulation_seconds": sim_seconds,
-              "ode": state["ode"], "simulations": state["sims"], "deep": state["deep"], "checks": checks,
-              "summary": summary, "versions": {"jax": jax.__version__}}
+               f"{checks['largest_N_distance_over_floor']:.2f}x the Gaussian floor at N={cfg.deep_N[-1]}")
+    report = {"name": NAME, "ok": checks["ok"], "quick": cfg == QUICK, "seed": seed, "dtype": dtype_name(),
+              "config": config_dict(cfg), "seconds": time.perf_counter() - t_start, "simulation_seconds": sim_seconds,
+              "ode": ode, "simulations": sims, "deep": deep, "checks": checks, "precision": precision,
+              "resume": resume.summary(), "summary": summary, "versions": versions()}
     _figure(report, out / "hidden_manifold.png")
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
+    write_report(out, report, _markdown(report))
     return report
 
 
 def _figure(r, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
     cfg = r["config"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig = Figure(figsize=(12, 4.6))
+    a1, a2 = fig.subplots(1, 2)
     t = np.asarray(r["ode"]["t"])
     e = np.asarray([s["eps_g"] for s in r["simulations"]])
     et = np.asarray([s["eps_g_test"] for s in r["simulations"]])
@@ -244,15 +294,14 @@ def _figure(r, path):
            title="Gaussian equivalence of (lambda, nu)")
     a2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _markdown(r):
     c, k, cfg = r["checks"], r["ode"], r["config"]
     lines = ["# Hidden manifold model: online-SGD ODEs vs simulation, Gaussian equivalence", "",
              f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s"
-             f"{' (quick)' if r['quick'] else ''}. Goldt et al., PRX 2020 (arXiv:1909.11500); Goldt, Reeves et al. "
+             f" ({'quick' if r['quick'] else 'full'} mode, {r['dtype']}). Goldt et al., PRX 2020 (arXiv:1909.11500); Goldt, Reeves et al. "
              "(arXiv:2006.14709).", "", r["summary"], "",
              f"Setting: x = sign(F c / sqrt(D)), D = {cfg['D']}, N = {cfg['N']}, erf(x/sqrt 2) student and teacher, "
              f"K = M = {cfg['K']}, eta = {cfg['eta']}, second layers fixed to 1, {cfg['seeds']} SGD seeds up to "
@@ -275,6 +324,7 @@ def _markdown(r):
         lines.append(f"| {d['N']} | {d['D']} | {d['distance']:.5f} | {d['null']:.5f} +- {d['null_se']:.5f} | "
                      f"{d['covariance_rel_error']:.4f} |")
     lines += ["", f"Excess distance (minus floor) ~ N^{c['excess_distance_slope']:.2f} (fitted over N = "
-              f"{c['slope_fit_N']}, where it exceeds 5 SE of the floor).", "",
-              "![hidden manifold](hidden_manifold.png)", ""]
+              f"{nums(c['slope_fit_N']) or 'none'}, where it exceeds 5 SE of the floor).", ""]
+    lines += precision_lines(r.get("precision"))
+    lines += ["![hidden manifold](hidden_manifold.png)", ""]
     return "\n".join(lines)

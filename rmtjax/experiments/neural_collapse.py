@@ -34,19 +34,19 @@ at epochs 100 and 200), weight decay 2e-3 and gradient clipping at global norm 1
   The report lists the recorded epochs of the TPT with training errors.
 
 Features are computed in the network's dtype (float32 by default, fast on CPU) and the metrics in
-float64 when x64 is enabled (the CLI's default). Results of each data set are written as they are
-finished (``partial_<name>.json``) and reused when the run is repeated with the same
-configuration.
+float64 when x64 is enabled (the CLI's default); in a float32 run the report gives the largest
+differences of the final metrics, computed from the same features in float32 and in float64.
+Results of each data set are saved to ``resume.json`` as they are finished and reused when the run
+is repeated with the same configuration (:class:`rmtjax.experiments._resume.ResumeFile`).
 
 Writes ``neural_collapse.png``, ``report.json`` and ``report.md``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -54,8 +54,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..collapse import class_statistics, collapse_metrics, ncc_mismatch
+from ._common import check_seed, dtype_name, number, positive_int, versions
+from ._output import check_out_dir, nums, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
+from ._resume import ResumeFile
 
-__all__ = ["run"]
+__all__ = ["DataConfig", "FULL", "QUICK", "run"]
+
+NAME = "neural-collapse"
 
 _METRICS = ("nc1", "equinorm_means", "equinorm_weights", "equiangular_means", "equiangular_weights",
             "max_angle_means", "max_angle_weights", "self_duality")
@@ -65,59 +71,107 @@ _FALLING = ("equinorm_means", "equiangular_means", "max_angle_means", "self_dual
 _REPORTED = ("equinorm_weights", "equiangular_weights", "max_angle_weights")
 
 
-def _configs(quick: bool) -> list[dict[str, Any]]:
-    common = dict(depth=3, width=256, learning_rate=0.05, weight_decay=2e-3, clip=1.0, epochs=300, record_every=5)
-    if quick:
-        return [dict(name="digits", n_train=1297, n_test=500, batch_size=32, **{**common, "record_every": 20})]
-    return [
-        dict(name="digits", n_train=1297, n_test=500, batch_size=32, **common),
-        dict(name="mnist", n_train=4000, n_test=1000, batch_size=100, **common),
-    ]
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """One training run (each field checked: a bad value is a ``ValueError`` naming it).
+
+    Attributes:
+        name: ``"digits"`` (scikit-learn, 1797 images) or ``"mnist"`` (the MNIST 5k subset).
+        n_train, n_test: split sizes (at most the data set's size together).
+        batch_size: at most ``n_train``.
+        depth, width: the LayerNorm ReLU MLP.
+        learning_rate, weight_decay, clip: SGD with momentum 0.9 (learning rate divided by 10 at
+            1/3 and 2/3 of training), decoupled weight decay, gradient clipping at this global
+            norm (0: none).
+        epochs: training epochs; record_every: epochs between metric records (``<= epochs``).
+    """
+
+    name: str
+    n_train: int
+    n_test: int
+    batch_size: int
+    depth: int = 3
+    width: int = 256
+    learning_rate: float = 0.05
+    weight_decay: float = 2e-3
+    clip: float = 1.0
+    epochs: int = 300
+    record_every: int = 5
+
+    def __post_init__(self):
+        sizes = {"digits": 1797, "mnist": 5000}
+        if self.name not in sizes:
+            raise ValueError(f"name must be 'digits' or 'mnist', got {self.name!r}")
+        positive_int(self.n_train, "n_train", lo=10)
+        positive_int(self.n_test, "n_test", lo=1)
+        if self.n_train + self.n_test > sizes[self.name]:
+            raise ValueError(f"n_train + n_test must be <= {sizes[self.name]} ({self.name}), got "
+                             f"{self.n_train} + {self.n_test}")
+        positive_int(self.batch_size, "batch_size", lo=1, hi=self.n_train)
+        positive_int(self.depth, "depth", lo=1)
+        positive_int(self.width, "width", lo=1)
+        number(self.learning_rate, "learning_rate", lo=0, lo_open=True)
+        number(self.weight_decay, "weight_decay", lo=0)
+        number(self.clip, "clip", lo=0)
+        positive_int(self.epochs, "epochs", lo=1)
+        positive_int(self.record_every, "record_every", lo=1, hi=self.epochs)
 
 
-def _dataset(cfg, seed):
+FULL = (DataConfig("digits", 1297, 500, 32), DataConfig("mnist", 4000, 1000, 100))
+QUICK = (DataConfig("digits", 1297, 500, 32, record_every=20),)
+
+
+def _dataset(cfg: DataConfig, seed):
     from ..data import digits, mnist
 
-    load = {"digits": digits, "mnist": mnist}[cfg["name"]]
-    return load(cfg["n_train"], cfg["n_test"], seed=seed, dtype=jnp.float32)
+    load = {"digits": digits, "mnist": mnist}[cfg.name]
+    return load(cfg.n_train, cfg.n_test, seed=seed, dtype=jnp.float32)
 
 
-def _train_one(cfg: dict, seed: int, progress: bool) -> dict:
+def _final_metrics(h, ht, W, b, labels_tr, labels_te, num_classes):
+    """NC metrics of given features (float32 runs compare them with float64 from the same features)."""
+    stats = class_statistics(h, labels_tr, num_classes=num_classes)
+    m = collapse_metrics(stats, W)
+    return {**m._asdict(), "ncc_mismatch_train": ncc_mismatch(h, stats.class_means, W, b),
+            "ncc_mismatch_test": ncc_mismatch(ht, stats.class_means, W, b),
+            "test_accuracy": jnp.mean((jnp.argmax(ht @ W.T + b[None, :], axis=1) == labels_te).astype(h.dtype))}
+
+
+def _train_one(cfg: DataConfig, seed: int, progress: bool) -> dict:
     import optax
 
-    from ..finite import train
-    from ..finite import Classifier
+    from ..finite import Classifier, train
 
     ds = _dataset(cfg, seed)
     C = ds.num_classes
-    net = Classifier(ds.x_train.shape[1], C, width=cfg["width"], depth=cfg["depth"], layer_norm=True, seed=seed,
+    net = Classifier(ds.x_train.shape[1], C, width=cfg.width, depth=cfg.depth, layer_norm=True, seed=seed,
                      dtype=jnp.float32)
-    steps = ds.x_train.shape[0] // cfg["batch_size"]
-    boundaries = {int(cfg["epochs"] * steps / 3): 0.1, int(2 * cfg["epochs"] * steps / 3): 0.1}
-    schedule = optax.piecewise_constant_schedule(cfg["learning_rate"], boundaries)
-    clip = [optax.clip_by_global_norm(cfg["clip"])] if cfg.get("clip") else []
-    opt = optax.chain(*clip, optax.add_decayed_weights(cfg["weight_decay"]), optax.sgd(schedule, momentum=0.9))
+    steps = ds.x_train.shape[0] // cfg.batch_size
+    boundaries = {int(cfg.epochs * steps / 3): 0.1, int(2 * cfg.epochs * steps / 3): 0.1}
+    schedule = optax.piecewise_constant_schedule(cfg.learning_rate, boundaries)
+    clip = [optax.clip_by_global_norm(cfg.clip)] if cfg.clip else []
+    opt = optax.chain(*clip, optax.add_decayed_weights(cfg.weight_decay), optax.sgd(schedule, momentum=0.9))
     mdtype = jnp.result_type(float)  # float64 under x64
     labels_tr, labels_te = ds.labels_train, ds.labels_test
 
-    def measure(model, epoch):
-        h = model.features(ds.x_train).astype(mdtype)
-        ht = model.features(ds.x_test).astype(mdtype)
-        W, b = (a.astype(mdtype) for a in model.readout())
-        stats = class_statistics(h, labels_tr, num_classes=C)
-        m = collapse_metrics(stats, W)
-        test_acc = jnp.mean((jnp.argmax(ht @ W.T + b[None, :], axis=1) == labels_te).astype(mdtype))
-        return {**{k: float(v) for k, v in m._asdict().items()},
-                "ncc_mismatch_train": float(ncc_mismatch(h, stats.class_means, W, b)),
-                "ncc_mismatch_test": float(ncc_mismatch(ht, stats.class_means, W, b)),
-                "test_accuracy": float(test_acc)}
+    def features(model):
+        W, b = model.readout()
+        return model.features(ds.x_train), model.features(ds.x_test), W, b
 
-    hist = train(net, ds.x_train, ds.y_train, opt, loss="cross_entropy", epochs=cfg["epochs"],
-                 batch_size=cfg["batch_size"], key=jax.random.key(seed + 1), record_every=cfg["record_every"],
-                 callback=measure, progress=progress, desc=f"neural-collapse {cfg['name']}")
+    def measure(model, epoch):
+        h, ht, W, b = (a.astype(mdtype) for a in features(model))
+        return {k: float(v) for k, v in _final_metrics(h, ht, W, b, labels_tr, labels_te, C).items()}
+
+    hist = train(net, ds.x_train, ds.y_train, opt, loss="cross_entropy", epochs=cfg.epochs,
+                 batch_size=cfg.batch_size, key=jax.random.key(seed + 1), record_every=cfg.record_every,
+                 callback=measure, progress=progress, desc=f"neural-collapse {cfg.name}")
     curves = {k: [r[k] for r in hist.records] for k in hist.records[0]}
-    return {"config": cfg, "epoch": hist.epoch.tolist(), "train_loss": hist.loss.tolist(),
-            "train_accuracy": hist.accuracy.tolist(), **curves, "train_seconds": hist.wall_time}
+    # the metrics of the final features in this run's dtype against float64 (float32 runs only)
+    precision = float64_comparison(_final_metrics, *features(net), labels_tr, labels_te, C,
+                                   float32_values={k: v[-1] for k, v in curves.items()})
+    return {"config": dataclasses.asdict(cfg), "epoch": hist.epoch.tolist(), "train_loss": hist.loss.tolist(),
+            "train_accuracy": hist.accuracy.tolist(), **curves, "train_seconds": hist.wall_time,
+            "precision": precision}
 
 
 def _checks(res: dict) -> dict:
@@ -149,43 +203,58 @@ def _checks(res: dict) -> dict:
     return out
 
 
-def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Runs the reproduction and writes the figure and reports into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
+        config: tuple[DataConfig, ...] | None = None) -> dict[str, Any]:
+    """Runs the reproduction and writes the figure and reports into ``out_dir``.
+
+    Args:
+        out_dir: output folder (created; checked before any computation); ``resume.json`` there
+            holds the finished data sets.
+        quick: use :data:`QUICK` (digits only, metrics every 20 epochs) instead of :data:`FULL`.
+        seed: seed of the split, the initialisation and the batches, in ``[0, 2**32 - 1]``.
+        progress: show progress bars.
+        config: explicit training runs, a non-empty tuple of :class:`DataConfig` with distinct
+            names (overrides ``quick``).
+    """
+    configs = config if config is not None else (QUICK if quick else FULL)
+    if (not isinstance(configs, tuple) or not configs or any(not isinstance(c, DataConfig) for c in configs)
+            or len({c.name for c in configs}) != len(configs)):
+        raise ValueError(f"config must be a non-empty tuple of neural_collapse.DataConfig with distinct names, "
+                         f"got {configs!r}")
+    seed = check_seed(seed)
+    out = check_out_dir(out_dir)
     t0 = time.perf_counter()
+    resume = ResumeFile(out, NAME, {"config": [dataclasses.asdict(c) for c in configs], "seed": seed,
+                                    "dtype": dtype_name()})
     results = []
-    for cfg in _configs(quick):
-        part = out / f"partial_{cfg['name']}.json"
-        key = {"config": cfg, "seed": seed}
-        if part.exists():
-            saved = json.loads(part.read_text())
-            if saved.get("key") == key:
-                results.append(saved["result"])
-                continue
-        res = _train_one(cfg, seed, progress)
-        res["checks"] = _checks(res)
-        part.write_text(json.dumps({"key": key, "result": res}))
-        results.append(res)
+    for cfg in configs:
+        if cfg.name not in resume:
+            res = _train_one(cfg, seed, progress)
+            res["checks"] = _checks(res)
+            resume.put(cfg.name, res)
+        results.append(resume[cfg.name])
     ok = all(r["checks"]["ok"] for r in results)
     summary = "; ".join(
         f"{r['config']['name']}: zero training error at epoch {r['checks'].get('tpt_start_epoch')}, NC1 "
         f"{r['checks'].get('nc1_at_tpt_start', float('nan')):.3g} -> {r['checks'].get('nc1_final', float('nan')):.3g} "
         f"({r['checks'].get('nc1_drop', float('nan')):.1f}x)" for r in results)
-    report = {"name": "neural-collapse", "ok": ok, "quick": quick, "seed": seed,
-              "seconds": time.perf_counter() - t0, "results": results, "summary": summary,
-              "versions": {"jax": jax.__version__}}
+    precision = {"dtype": dtype_name()}
+    if precision["dtype"] == "float32":  # one table: the data sets' quantities, named by data set
+        parts = [r["precision"] for r in results]
+        quantities = {f"{r['config']['name']}: {k}": v for r, p in zip(results, parts) for k, v in p["quantities"].items()}
+        worst = max(quantities, key=lambda k: quantities[k]["max_rel_diff"])
+        precision = {"dtype": "float32", "reference": parts[0]["reference"], "quantities": quantities,
+                     "max_rel_diff": quantities[worst]["max_rel_diff"], "worst": worst}
+    report = {"name": NAME, "ok": ok, "quick": configs == QUICK, "seed": seed, "dtype": dtype_name(),
+              "seconds": time.perf_counter() - t0, "results": results, "summary": summary, "precision": precision,
+              "resume": resume.summary(), "versions": versions()}
     _figure(report, out / "neural_collapse.png")
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
+    write_report(out, report, _markdown(report))
     return report
 
 
 def _figure(r, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
     panels = [
         ("training / test error", [("train_accuracy", "train", "-"), ("test_accuracy", "test", "--")], False),
@@ -197,7 +266,8 @@ def _figure(r, path):
         ("NC4 classifier vs nearest centre (Fig. 7)", [("ncc_mismatch_train", "train", "-"), ("ncc_mismatch_test", "test", "--")], False),
         ("training loss", [("train_loss", None, "-")], True),
     ]
-    fig, axes = plt.subplots(2, 4, figsize=(19, 8.5))
+    fig = Figure(figsize=(19, 8.5))
+    axes = fig.subplots(2, 4)
     colors = ["C0", "C3", "C2", "C1"]
     for ax, (title, series, log) in zip(axes.ravel(), panels):
         for res, c in zip(r["results"], colors):
@@ -217,8 +287,7 @@ def _figure(r, path):
         ax.legend(fontsize=7)
     fig.suptitle("Neural collapse in the terminal phase of training (dotted: zero training error reached)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _markdown(r):
@@ -251,8 +320,9 @@ def _markdown(r):
     for res in r["results"]:
         bad = res["checks"].get("tpt_epochs_with_training_errors")
         if bad:
-            lines.append(f"- {res['config']['name']}: the training error is not zero at recorded epochs {bad} of the TPT "
+            lines.append(f"- {res['config']['name']}: the training error is not zero at recorded epochs {nums(bad)} of the TPT "
                          "(an instability of the layer-normalized network at the large learning rate, bounded by the "
                          "gradient clipping; see the loss panel).")
-    lines += ["", "![neural collapse](neural_collapse.png)", ""]
+    lines += [""] + precision_lines(r.get("precision"))
+    lines += ["![neural collapse](neural_collapse.png)", ""]
     return "\n".join(lines)

@@ -17,19 +17,20 @@ E 52, 4225, Figs. 1-2) and Biehl & Schwarze (1995) for :math:`g = \operatorname{
    seed-to-seed standard errors) must give the slope :math:`-1/2` within 0.15 or within 3
    standard errors of the fit, whichever is larger.
 
-Partial results (one entry per finished ``N`` of part 2) go to ``partial.json`` as they finish;
-a rerun with the same configuration resumes from it. Writes ``saad_solla.png``,
-``report.json`` and ``report.md``.
+Partial results (one entry per finished ``N`` of part 2) are saved to ``resume.json`` as they
+finish; a rerun with the same configuration resumes from it
+(:class:`rmtjax.experiments._resume.ResumeFile`). In a float32 run the report also gives the
+largest differences of the ODE curves and the plateau fixed point to float64 (same initial
+conditions). Writes ``saad_solla.png``, ``report.json`` and ``report.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -39,17 +40,52 @@ import numpy as np
 
 from ..dynamics._committee import CommitteeState, committee_fixed_point, committee_ode
 from ..dynamics._simulation import simulate_committee
+from ._common import check_seed, config_dict, dtype_name, int_grid, number, positive_int, versions
+from ._output import check_out_dir, num, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
+from ._resume import ResumeFile
 
-__all__ = ["run", "CONFIGS"]
+__all__ = ["Config", "FULL", "QUICK", "run"]
 
+NAME = "saad-solla"
 K = M = 2
 ETA = 0.5
-CONFIGS = {
-    "quick": dict(N_plateau=200, seeds=4, t_max=250.0, saves=125, gap_Ns=(100, 400, 1600), gap_seeds=8, t_gap=4.0,
-                  gap_saves=8),
-    "full": dict(N_plateau=500, seeds=8, t_max=300.0, saves=300, gap_Ns=(500, 1000, 2000, 5000, 10000),
-                 gap_seeds=8, t_gap=2.0, gap_saves=4),
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of the reproduction (each checked: a bad value is a ``ValueError`` naming it).
+
+    Attributes:
+        N_plateau: input dimension of the plateau runs; seeds: their number (``>= 2``).
+        t_max: their final time (long enough to escape the plateau, ``> 10``); saves: recorded times.
+        gap_Ns: input dimensions of the finite-N gap (at least 2, increasing); gap_seeds (``>= 2``),
+        t_gap (``> 0``), gap_saves: its runs.
+    """
+
+    N_plateau: int = 500
+    seeds: int = 8
+    t_max: float = 300.0
+    saves: int = 300
+    gap_Ns: tuple[int, ...] = (500, 1000, 2000, 5000, 10000)
+    gap_seeds: int = 8
+    t_gap: float = 2.0
+    gap_saves: int = 4
+
+    def __post_init__(self):
+        positive_int(self.N_plateau, "N_plateau", lo=2)
+        positive_int(self.seeds, "seeds", lo=2)
+        number(self.t_max, "t_max", lo=10, lo_open=True)
+        positive_int(self.saves, "saves", lo=2)
+        int_grid(self.gap_Ns, "gap_Ns", lo=2, min_len=2)
+        positive_int(self.gap_seeds, "gap_seeds", lo=2)
+        number(self.t_gap, "t_gap", lo=0, lo_open=True)
+        positive_int(self.gap_saves, "gap_saves", lo=1)
+
+
+FULL = Config()
+QUICK = Config(N_plateau=200, seeds=4, t_max=250.0, saves=125, gap_Ns=(100, 400, 1600), gap_seeds=8, t_gap=4.0,
+               gap_saves=8)
 _ode_batch = eqx.filter_jit(jax.vmap(committee_ode, in_axes=(0, None, None, None, None)))
 
 
@@ -94,20 +130,42 @@ def _gap_fit(Ns, gaps):
     return m, se, slope, slope_se, icpt
 
 
-def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Runs the reproduction and writes the figure and reports into ``out_dir``."""
+def _theory(s0, T, t, guess):
+    """The ODE curves from the runs' initial order parameters and the plateau fixed point (a
+    float32 run compares them with float64 from the same initial conditions)."""
+    ode = _ode_batch(s0, T, jnp.ones(M, T.dtype), t, jnp.asarray(ETA, T.dtype))
+    fp = committee_fixed_point(guess, T, jnp.ones(M, T.dtype), jnp.asarray(ETA, T.dtype))
+    return {"ODE eps_g (every seed and time)": ode.eps_g, "plateau eps_g (fixed point)": fp.eps_g,
+            "plateau growth rate": fp.growth_rate}
+
+
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
+        config: Config | None = None) -> dict[str, Any]:
+    """Runs the reproduction and writes the figure and reports into ``out_dir``.
+
+    Args:
+        out_dir: output folder (created; checked before any computation); ``resume.json`` there
+            holds the finished gap runs.
+        quick: use :data:`QUICK` instead of :data:`FULL`.
+        seed: master seed, in ``[0, 2**32 - 1]``.
+        progress: show progress bars.
+        config: explicit sizes (overrides ``quick``).
+    """
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = config if config is not None else (QUICK if quick else FULL)
+    if not isinstance(cfg, Config):
+        raise ValueError(f"config must be a saad_solla.Config, got {type(cfg).__name__}")
+    seed = check_seed(seed)
+    out = check_out_dir(out_dir)
     t0 = time.perf_counter()
-    cfg = CONFIGS["quick" if quick else "full"]
+    resume = ResumeFile(out, NAME, {"config": config_dict(cfg), "seed": seed, "dtype": dtype_name()})
     key_plateau, key_gap = jax.random.split(jax.random.key(seed))
-    bar = tqdm(total=2 + len(cfg["gap_Ns"]), desc="reproduce saad-solla", disable=not progress)
+    bar = tqdm(total=2 + len(cfg.gap_Ns), desc="reproduce saad-solla", disable=not progress)
 
     # 1. plateau ---------------------------------------------------------------------------
-    bar.set_postfix_str(f"plateau, N={cfg['N_plateau']}")
-    sim, ode, T = _sim_and_ode(key_plateau, cfg["N_plateau"], cfg["seeds"], cfg["t_max"], cfg["saves"], progress)
+    bar.set_postfix_str(f"plateau, N={cfg.N_plateau}")
+    sim, ode, T = _sim_and_ode(key_plateau, cfg.N_plateau, cfg.seeds, cfg.t_max, cfg.saves, progress)
     t = sim.t[0]
     ode_mean = ode.eps_g.mean(0)
     # the plateau: where the seed-averaged ODE curve is flattest (after the escape log eps_g
@@ -115,47 +173,43 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     slope_e = np.abs(np.gradient(np.log(ode_mean), t))
     window = (t > 10) & (ode_mean > 1e-4)
     i_pl = int(np.argmin(np.where(window, slope_e, np.inf)))
-    fp = committee_fixed_point(CommitteeState(jnp.asarray(ode.Q[:, i_pl].mean(0)), jnp.asarray(ode.R[:, i_pl].mean(0)),
-                                              jnp.ones(K)), jnp.asarray(T), jnp.ones(M), ETA)
+    guess = CommitteeState(jnp.asarray(ode.Q[:, i_pl].mean(0)), jnp.asarray(ode.R[:, i_pl].mean(0)),
+                           jnp.ones(K, T.dtype))
+    fp = committee_fixed_point(guess, jnp.asarray(T), jnp.ones(M, T.dtype), jnp.asarray(ETA, T.dtype))
     plateau = float(fp.eps_g)
     sim_plateau = float(sim.eps_g[:, i_pl].mean())
-    sim_plateau_se = float(sim.eps_g[:, i_pl].std(ddof=1) / math.sqrt(cfg["seeds"]))
+    sim_plateau_se = float(sim.eps_g[:, i_pl].std(ddof=1) / math.sqrt(cfg.seeds))
     esc_sim = np.array([_crossing(t, e, 0.5 * plateau) for e in sim.eps_g])
     esc_ode = np.array([_crossing(t, e, 0.5 * plateau) for e in ode.eps_g])
+    s0 = CommitteeState(jnp.asarray(sim.Q[:, 0]), jnp.asarray(sim.R[:, 0]), jnp.asarray(sim.v[:, 0]))
+    precision = float64_comparison(
+        _theory, s0, jnp.asarray(T), jnp.asarray(t), guess,
+        float32_values={"ODE eps_g (every seed and time)": ode.eps_g, "plateau eps_g (fixed point)": plateau,
+                        "plateau growth rate": float(fp.growth_rate)})
     bar.update()
 
     # 2. gap vs N (resumable) -------------------------------------------------------------
-    partial_path = out / "partial.json"
-    key_cfg = json.dumps({"cfg": cfg, "seed": seed}, sort_keys=True)
-    done: dict[str, Any] = {}
-    if partial_path.exists():
-        try:
-            prev = json.loads(partial_path.read_text())
-            if prev.get("config") == key_cfg:
-                done = prev["gaps"]
-        except (json.JSONDecodeError, KeyError):
-            done = {}
     gap_curves = {}
-    for i, N in enumerate(cfg["gap_Ns"]):
+    for i, N in enumerate(cfg.gap_Ns):
         bar.set_postfix_str(f"gap, N={N}")
-        if str(N) not in done:
-            s, o, _ = _sim_and_ode(jax.random.fold_in(key_gap, i), N, cfg["gap_seeds"], cfg["t_gap"], cfg["gap_saves"],
+        if f"N={N}" not in resume:
+            s, o, _ = _sim_and_ode(jax.random.fold_in(key_gap, i), N, cfg.gap_seeds, cfg.t_gap, cfg.gap_saves,
                                    progress)
             d = s.eps_g[:, 1:] - o.eps_g[:, 1:]
-            done[str(N)] = {"rms_gap_per_seed": np.sqrt(np.mean(d**2, axis=1)).tolist(), "t": s.t[0].tolist(),
-                            "sim_mean": s.eps_g.mean(0).tolist(), "ode_mean": o.eps_g.mean(0).tolist()}
-            partial_path.write_text(json.dumps({"config": key_cfg, "gaps": done}))
-        gap_curves[N] = done[str(N)]
+            resume.put(f"N={N}", {"rms_gap_per_seed": np.sqrt(np.mean(d**2, axis=1)), "t": s.t[0],
+                                  "sim_mean": s.eps_g.mean(0), "ode_mean": o.eps_g.mean(0)})
+        gap_curves[N] = resume[f"N={N}"]
         bar.update()
-    Ns = np.array(cfg["gap_Ns"], float)
-    m, se, gslope, gslope_se, icpt = _gap_fit(Ns, [gap_curves[N]["rms_gap_per_seed"] for N in cfg["gap_Ns"]])
+    Ns = np.array(cfg.gap_Ns, float)
+    m, se, gslope, gslope_se, icpt = _gap_fit(Ns, [gap_curves[N]["rms_gap_per_seed"] for N in cfg.gap_Ns])
 
     # checks ------------------------------------------------------------------------------
     esc_s, esc_o = float(np.nanmean(esc_sim)), float(np.nanmean(esc_ode))
+    R_fp = np.asarray(fp.state.R, np.float64)
     checks = {
         "fixed_point_converged": bool(fp.ok),
         # symmetric up to the O(N^-1/2) asymmetry of the empirical teacher overlaps T
-        "plateau_symmetric": bool(np.allclose(np.asarray(fp.state.R), float(np.mean(fp.state.R)), rtol=0.1)),
+        "plateau_symmetric": bool(np.allclose(R_fp, float(np.mean(R_fp)), rtol=0.1)),
         "plateau_rel_diff_sim_vs_fixed_point": abs(sim_plateau - plateau) / plateau,
         "plateau_ok": bool(abs(sim_plateau - plateau) < 0.1 * plateau),
         "escape_rel_diff_sim_vs_ode": abs(esc_s - esc_o) / esc_o if np.isfinite(esc_o) else float("nan"),
@@ -168,8 +222,9 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     ok = all(checks[k] for k in ("fixed_point_converged", "plateau_symmetric", "plateau_ok", "escape_ok",
                                  "learns_teacher", "gap_like_inverse_sqrt_n"))
     report = {
-        "name": "saad-solla", "ok": ok, "quick": quick, "seed": seed, "seconds": time.perf_counter() - t0,
-        "config": {**cfg, "K": K, "M": M, "eta": ETA, "activation": "erf(x/sqrt(2))", "init_scale": 0.5},
+        "name": NAME, "ok": bool(ok), "quick": cfg == QUICK, "seed": seed, "dtype": dtype_name(),
+        "seconds": time.perf_counter() - t0,
+        "config": {**config_dict(cfg), "K": K, "M": M, "eta": ETA, "activation": "erf(x/sqrt(2))", "init_scale": 0.5},
         "plateau": {
             "fixed_point_eps_g": plateau, "growth_rate": float(fp.growth_rate), "t_plateau": float(t[i_pl]),
             "sim_eps_g_at_t_plateau": sim_plateau, "sim_eps_g_at_t_plateau_se": sim_plateau_se,
@@ -178,30 +233,27 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
             "t": t.tolist(), "sim_eps_g": sim.eps_g.tolist(), "ode_eps_g": ode.eps_g.tolist(),
             "sim_R": sim.R[0].reshape(len(t), -1).tolist(), "ode_R": ode.R[0].reshape(len(t), -1).tolist(),
         },
-        "gap": {"N": cfg["gap_Ns"], "mean": m.tolist(), "se": se.tolist(), "slope": gslope, "slope_se": gslope_se,
+        "gap": {"N": list(cfg.gap_Ns), "mean": m.tolist(), "se": se.tolist(), "slope": gslope, "slope_se": gslope_se,
                 "intercept": icpt, "curves": {str(k): v for k, v in gap_curves.items()}},
-        "checks": checks,
+        "checks": checks, "precision": precision, "resume": resume.summary(),
         "summary": (f"plateau eps_g: sim {sim_plateau:.5f} vs fixed point {plateau:.5f}; escape t (eps_g = plateau/2): "
                     f"sim {esc_s:.1f} vs ODE {esc_o:.1f}; |sim - ODE| ~ N^{gslope:.3f} +- {gslope_se:.3f}"),
-        "versions": {"jax": jax.__version__},
+        "versions": versions(),
     }
     bar.update()
     bar.close()
     _figure(report, out / "saad_solla.png")
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
+    write_report(out, report, _markdown(report))
     return report
 
 
 def _figure(r, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
     p, g, c = r["plateau"], r["gap"], r["config"]
     t = np.array(p["t"])
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig = Figure(figsize=(16, 4.6))
+    ax = fig.subplots(1, 3)
     sim, ode = np.array(p["sim_eps_g"]), np.array(p["ode_eps_g"])
     for i in range(sim.shape[0]):
         ax[0].semilogy(t, sim[i], color="C0", lw=0.6, alpha=0.5, label="simulation (per seed)" if i == 0 else None)
@@ -223,8 +275,7 @@ def _figure(r, path):
     ax[2].set(xlabel="N", ylabel=r"gap in $\epsilon_g$", title=f"finite-N gap, $0 < t \\leq {c['t_gap']}$")
     ax[2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _markdown(r):
@@ -232,7 +283,7 @@ def _markdown(r):
     lines = [
         "# Saad-Solla: online SGD of a soft committee machine, ODEs vs simulation", "",
         f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s"
-        f" ({'quick' if r['quick'] else 'full'} mode). {r['summary']}.", "",
+        f" ({'quick' if r['quick'] else 'full'} mode, {r['dtype']}). {r['summary']}.", "",
         f"Setting: g = erf(x/sqrt 2), K = M = 2, eta = {c['eta']}, orthonormal teacher (T ~ I), v = v~ = 1 fixed, "
         f"student weights N(0, {c['init_scale']}^2); simulation: {c['seeds']} seeds vmapped at N = {c['N_plateau']}; "
         "ODE (diffrax Tsit5) from each run's own initial order parameters.", "",
@@ -249,6 +300,7 @@ def _markdown(r):
     ]
     lines += [f"| {n} | {a:.3e} | {b:.1e} |" for n, a, b in zip(g["N"], g["mean"], g["se"])]
     lines += ["", f"Fitted slope of log gap vs log N: {g['slope']:.3f} +- {g['slope_se']:.3f} (theory -1/2).", "",
-              "Checks: " + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in ch.items()),
-              "", "![eps_g vs t, overlaps, gap vs N](saad_solla.png)", ""]
+              "Checks: " + ", ".join(f"{k.replace('_', ' ')} = {num(v)}" for k, v in ch.items()) + ".", ""]
+    lines += precision_lines(r.get("precision"))
+    lines += ["![eps_g vs t, overlaps, gap vs N](saad_solla.png)", ""]
     return "\n".join(lines)

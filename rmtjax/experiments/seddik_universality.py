@@ -23,16 +23,17 @@ class structure, not the common mean, makes the spikes. Its *Gaussian twin* is t
 
 ``ok`` requires generated and Gaussian data to agree within Monte-Carlo error on every
 statistic, and the deterministic equivalent to predict both. The run resumes from
-``partial.json`` (per-draw statistics written as they come). Writes ``seddik_universality.png``,
-``report.json`` and ``report.md``.
+``resume.json`` (per-draw statistics saved as they come; :class:`rmtjax.experiments._resume.ResumeFile`).
+In a float32 run the report also gives the largest differences of the deterministic equivalent
+(resolvent traces, density, atom at 0) to float64 from the same class moments. Writes
+``seddik_universality.png``, ``report.json`` and ``report.md``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -44,21 +45,72 @@ from ..activations import LeakyRelu, Tanh
 from ..data._concentrated import concentrated_moments, random_generator
 from ..rmt._frechet import frechet_distance
 from ..rmt._gram import GramMixture, gram_spectral_density, gram_spikes, gram_trace_resolvent
+from ._common import check_seed, config_dict, dtype_name, number, positive_int, versions
+from ._output import check_out_dir, nums, save_figure, write_report
+from ._precision import float64_comparison, precision_lines
+from ._resume import ResumeFile
 
-__all__ = ["run"]
+__all__ = ["Config", "FULL", "QUICK", "run"]
 
+NAME = "seddik-universality"
 K = 3
 Z_GRID = (0.5, 1.0, 2.0)
 
 
-def _config(quick: bool) -> dict[str, Any]:
-    if quick:
-        return {"p": 64, "n_per_class": 48, "latent_dim": 16, "hidden": 64, "draws": 16, "n_moments": 8192,
-                "n_test_per_class": 200, "latent_scale": 2.5, "sigma_star": 2.0, "ridge": 0.1, "grid": 64,
-                "theory_spikes": False}
-    return {"p": 512, "n_per_class": 256, "latent_dim": 128, "hidden": 512, "draws": 40, "n_moments": 131072,
-            "n_test_per_class": 1000, "latent_scale": 3.0, "sigma_star": 2.0, "ridge": 0.1, "grid": 120,
-            "theory_spikes": True}
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of the reproduction (each checked: a bad value is a ``ValueError`` naming it).
+
+    Attributes:
+        p: data dimension; n_per_class: columns per class (``n = 3 n_per_class``); latent_dim, hidden:
+        the generator; draws: independent draws of X (``>= 2``); n_moments: Monte-Carlo samples per
+        class for the class moments (``> p``); n_test_per_class: test points of the ridge classifier;
+        latent_scale: distance of the latent class means; sigma_star: spectral-norm bound of every
+        layer; ridge: ridge parameter (``> 0``); grid: points of the theory density (``>= 8``);
+        theory_spikes: compute the spikes and alignments of the deterministic equivalent (slow).
+    """
+
+    p: int = 512
+    n_per_class: int = 256
+    latent_dim: int = 128
+    hidden: int = 512
+    draws: int = 40
+    n_moments: int = 131072
+    n_test_per_class: int = 1000
+    latent_scale: float = 3.0
+    sigma_star: float = 2.0
+    ridge: float = 0.1
+    grid: int = 120
+    theory_spikes: bool = True
+
+    def __post_init__(self):
+        positive_int(self.p, "p", lo=2)
+        positive_int(self.n_per_class, "n_per_class", lo=2)
+        positive_int(self.latent_dim, "latent_dim", lo=K)
+        positive_int(self.hidden, "hidden", lo=1)
+        positive_int(self.draws, "draws", lo=2)
+        positive_int(self.n_moments, "n_moments", lo=self.p + 1)
+        positive_int(self.n_test_per_class, "n_test_per_class", lo=1)
+        number(self.latent_scale, "latent_scale", lo=0, lo_open=True)
+        number(self.sigma_star, "sigma_star", lo=0, lo_open=True)
+        number(self.ridge, "ridge", lo=0, lo_open=True)
+        positive_int(self.grid, "grid", lo=8)
+        if not isinstance(self.theory_spikes, bool):
+            raise ValueError(f"theory_spikes must be True or False, got {self.theory_spikes!r}")
+
+
+FULL = Config()
+QUICK = Config(p=64, n_per_class=48, latent_dim=16, hidden=64, draws=16, n_moments=8192, n_test_per_class=200,
+               latent_scale=2.5, grid=64, theory_spikes=False)
+
+
+def _theory(covs, means, nl, x_grid, eta):
+    """The deterministic equivalent's traces, density and atom at 0 (a float32 run compares them with
+    float64 from the same class moments)."""
+    model = GramMixture(covs, means, n_per_class=(nl,) * K)
+    dens = gram_spectral_density(model, x_grid, eta=eta)
+    traces = jnp.stack([gram_trace_resolvent(model, jnp.asarray(z, covs.dtype)) for z in Z_GRID])
+    return {"(1/n) tr (G + z)^-1": traces, "density": dens.density, "atom at 0": dens.zero_mass}
 
 
 def _generator(cfg, key):
@@ -114,14 +166,28 @@ def _ks_theory(sample, x, cdf):
     return float(max(np.max(np.abs(emp_hi - th)), np.max(np.abs(emp_hi - 1 / len(s) - th))))
 
 
-def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Runs the reproduction and writes the figure and reports into ``out_dir``."""
+def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progress: bool = True,
+        config: Config | None = None) -> dict[str, Any]:
+    """Runs the reproduction and writes the figure and reports into ``out_dir``.
+
+    Args:
+        out_dir: output folder (created; checked before any computation); ``resume.json`` there
+            holds the finished draws.
+        quick: use :data:`QUICK` instead of :data:`FULL`.
+        seed: master seed, in ``[0, 2**32 - 1]``.
+        progress: show progress bars.
+        config: explicit sizes (overrides ``quick``).
+    """
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    conf = config if config is not None else (QUICK if quick else FULL)
+    if not isinstance(conf, Config):
+        raise ValueError(f"config must be a seddik_universality.Config, got {type(conf).__name__}")
+    seed = check_seed(seed)
+    out = check_out_dir(out_dir)
     t0 = time.perf_counter()
-    cfg = _config(quick)
+    cfg = config_dict(conf)
+    resume = ResumeFile(out, NAME, {"config": cfg, "seed": seed, "dtype": dtype_name()})
     p, nl, nt = cfg["p"], cfg["n_per_class"], cfg["n_test_per_class"]
     n = K * nl
     key = jax.random.key(seed)
@@ -139,26 +205,24 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     bar.update()
 
     bar.set_postfix_str("Monte-Carlo draws")
-    partial_path = out / "partial.json"
-    fingerprint = {"config": cfg, "seed": seed}
-    rows: dict[str, list] = {"gen": [], "gauss": []}
-    if partial_path.exists():
-        saved = json.loads(partial_path.read_text())
-        if saved.get("fingerprint") == fingerprint:
-            rows = saved["rows"]
     bar.update()
     bar.close()
     keys = jax.random.split(k_draw, cfg["draws"])
-    for i in tqdm(range(len(rows["gen"]), cfg["draws"]), desc="seddik-universality: draws", disable=not progress,
-                  initial=len(rows["gen"]), total=cfg["draws"]):
+    done = sum(f"draw|{i}" in resume for i in range(cfg["draws"]))
+    for i in tqdm(range(cfg["draws"]), desc="seddik-universality: draws", disable=not progress, initial=done,
+                  total=cfg["draws"]):
+        if f"draw|{i}" in resume:
+            continue
         k_train, k_test = jax.random.split(keys[i])
         train = _draw_pair(g, lm, mbar, means, chol, k_train, nl)
         test = _draw_pair(g, lm, mbar, means, chol, k_test, nt)
+        draw = {}
         for name, xtr, xte in (("gen", train[0], test[0]), ("gauss", train[1], test[1])):
             w, align, trace, acc = _statistics(xtr, xte, nl, nt, jnp.asarray(cfg["ridge"], xtr.dtype))
-            rows[name].append({"eig": np.round(np.asarray(w), 7).tolist(), "align": np.asarray(align).tolist(),
-                               "trace": np.asarray(trace).tolist(), "acc": float(acc)})
-        partial_path.write_text(json.dumps({"fingerprint": fingerprint, "rows": rows}))
+            draw[name] = {"eig": np.round(np.asarray(w, np.float64), 7), "align": align, "trace": trace,
+                          "acc": float(acc)}
+        resume.put(f"draw|{i}", draw)
+    rows = {name: [resume[f"draw|{i}"][name] for i in range(cfg["draws"])] for name in ("gen", "gauss")}
 
 
     # ---------------------------------------------------------------- deterministic equivalent
@@ -176,12 +240,17 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     x_grid = 1.1 * max(edge, bulk_max) * np.linspace(0.0, 1.0, cfg["grid"] + 1)[1:] ** 2
     # heights proportional to x: an absolute eta = 1e-3 edge leaked 2.5% of the mass of the sharp peak
     # near 0 to x < 0 (Lorentzian tails), which alone gave a Kolmogorov distance of 0.03 at p = 512
-    dens = gram_spectral_density(model, jnp.asarray(x_grid), eta=jnp.asarray(1e-2 * x_grid + 1e-6 * edge))
-    density = np.maximum(np.asarray(dens.density), 0.0)
+    eta = jnp.asarray(1e-2 * x_grid + 1e-6 * edge, float)
+    dens = gram_spectral_density(model, jnp.asarray(x_grid, float), eta=eta)
+    density = np.maximum(np.asarray(dens.density, np.float64), 0.0)
     zero_mass = float(dens.zero_mass)
     bar.update()
     bar.set_postfix_str("resolvent traces")
     tr_theory = [float(gram_trace_resolvent(model, z)) for z in Z_GRID]
+    precision = float64_comparison(
+        _theory, covs, means, nl, jnp.asarray(x_grid, float), eta,
+        float32_values={"(1/n) tr (G + z)^-1": tr_theory, "density": np.asarray(dens.density, np.float64),
+                        "atom at 0": zero_mass})
     bar.update()
     bar.close()
 
@@ -277,28 +346,26 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
                    "alignment": None if theory_align is None else theory_align.tolist(),
                    "trace_z": list(Z_GRID), "trace": tr_theory, "zero_mass": zero_mass,
                    "density_x": x_grid.tolist(), "density": density.tolist()},
-        "monte_carlo": stats, "kolmogorov": ks, "checks": checks,
+        "monte_carlo": stats, "kolmogorov": ks, "checks": checks, "precision": precision,
+        "resume": resume.summary(), "dtype": dtype_name(),
         "summary": (f"p={p}, n={n}: KS(gen, gauss)={ks['gen_vs_gauss']:.4f}, KS(gen, theory)={ks['gen_vs_theory']:.4f}; "
-                    f"top eigenvalues gen {np.round(sg['top_eigenvalues'], 3).tolist()} / gauss "
-                    f"{np.round(sn['top_eigenvalues'], 3).tolist()} / theory {np.round(theory_spikes, 3).tolist()}; "
+                    f"top eigenvalues gen {nums(sg['top_eigenvalues'], 3)} / gauss {nums(sn['top_eigenvalues'], 3)} / "
+                    f"theory {nums(theory_spikes, 3) or 'not computed (quick)'}; "
                     f"ridge accuracy gen {sg['accuracy']:.4f}+-{sg['accuracy_se']:.4f} vs gauss "
                     f"{sn['accuracy']:.4f}+-{sn['accuracy_se']:.4f}"),
-        "versions": {"jax": jax.__version__},
+        "versions": versions(),
     }
     _figure(report, pooled_bulk, rows, out / "seddik_universality.png")
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
+    write_report(out, report, _markdown(report))
     return report
 
 
 def _figure(r, pooled, rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
     th, cfg = r["theory"], r["config"]
-    fig, ax = plt.subplots(1, 3, figsize=(17, 4.6))
+    fig = Figure(figsize=(17, 4.6))
+    ax = fig.subplots(1, 3)
     x, dens = np.array(th["density_x"]), np.array(th["density"])
     bins = np.linspace(0, x[-1], 80)  # nonzero bulk eigenvalues (the atom at 0 and the spikes removed)
     for name, c, lab in (("gen", "C0", "generated (GAN-like)"), ("gauss", "C1", "Gaussian twin")):
@@ -331,8 +398,7 @@ def _figure(r, pooled, rows, path):
               title="leading eigenvectors vs classes (legend: ridge test accuracy)")
     ax[2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _markdown(r):
@@ -341,12 +407,13 @@ def _markdown(r):
     lines = [
         "# Universality of Gram matrices of GAN-like data (Seddik et al., ICML 2020)", "",
         f"**{'Reproduced' if r['ok'] else 'NOT reproduced'}** in {r['seconds']:.1f} s "
-        f"({'quick' if r['quick'] else 'full'} mode, seed {r['seed']}).", "",
-        f"Generator {gen['dims']} (LeakyReLU(0.2) hidden, tanh output), layer spectral norms "
-        f"{np.round(gen['layer_norms'], 4).tolist()} (sigma* = {r['config']['sigma_star']}), Lipschitz bound "
-        f"{gen['lipschitz_bound']:.3f}; class means {gen['moment_samples_per_class']} Monte-Carlo samples per class; "
-        f"||mu_a - mu_b|| = {np.round(list(gen['class_mean_distances'].values()), 3).tolist()}, Fréchet distances "
-        f"between the classes {np.round(list(gen['frechet_distance_between_classes'].values()), 3).tolist()}.", "",
+        f"({'quick' if r['quick'] else 'full'} mode, {r['dtype']}, seed {r['seed']}).", "",
+        f"Generator {' -> '.join(map(str, gen['dims']))} (LeakyReLU(0.2) hidden, tanh output), layer spectral norms "
+        f"{nums(gen['layer_norms'])} (sigma* = {r['config']['sigma_star']}), Lipschitz bound "
+        f"{gen['lipschitz_bound']:.3f}; class moments from {gen['moment_samples_per_class']} Monte-Carlo samples per "
+        f"class; ||mu_a - mu_b|| = {nums(gen['class_mean_distances'].values(), 3)} (classes "
+        f"{', '.join(gen['class_mean_distances'])}), Fréchet distances between the classes "
+        f"{nums(gen['frechet_distance_between_classes'].values(), 3)}.", "",
         "| statistic | generated | Gaussian twin | deterministic equivalent |", "|---|---|---|---|",
     ]
     fmt = lambda m, s: ", ".join(f"{a:.4f} ± {b:.4f}" for a, b in zip(m, s))  # noqa: E731
@@ -356,7 +423,7 @@ def _markdown(r):
     lines.append(f"| class alignment of the spikes' eigenvectors | {fmt(mc['gen']['alignment'], mc['gen']['alignment_se'])} | "
                  f"{fmt(mc['gauss']['alignment'], mc['gauss']['alignment_se'])} | "
                  f"{'not computed (quick)' if th['alignment'] is None else ', '.join(f'{v:.4f}' for v in th['alignment'])} |")
-    lines.append(f"| (1/n) tr (G + z)^-1, z = {th['trace_z']} | {fmt(mc['gen']['trace'], mc['gen']['trace_se'])} | "
+    lines.append(f"| (1/n) tr (G + z)^-1, z = {nums(th['trace_z'])} | {fmt(mc['gen']['trace'], mc['gen']['trace_se'])} | "
                  f"{fmt(mc['gauss']['trace'], mc['gauss']['trace_se'])} | {', '.join(f'{v:.4f}' for v in th['trace'])} |")
     lines.append(f"| ridge test accuracy | {mc['gen']['accuracy']:.4f} ± {mc['gen']['accuracy_se']:.4f} | "
                  f"{mc['gauss']['accuracy']:.4f} ± {mc['gauss']['accuracy_se']:.4f} | — |")
@@ -368,6 +435,7 @@ def _markdown(r):
         f"{c['z_alignment_gen_vs_gauss']:.2f}, accuracy {c['z_accuracy_gen_vs_gauss']:.2f}.",
         f"Universality: {c['universality']}; deterministic equivalent predicts both: "
         f"{c['deterministic_equivalent_predicts_both']}.", "",
+    ] + precision_lines(r.get("precision")) + [
         "![spectra, spikes, eigenvector alignments](seddik_universality.png)", "",
     ]
     return "\n".join(lines)
