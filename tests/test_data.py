@@ -162,7 +162,7 @@ def test_bad_input():
         one_hot([0, 3], 3)
     with pytest.raises(ValueError, match="labels"):
         split(np.zeros((4, 2)), np.zeros(3, int), n_train=2, n_test=1)
-    with pytest.raises(ValueError, match="x contains NaN"):
+    with pytest.raises(ValueError, match="x must be finite"):
         split(np.full((4, 2), np.nan), np.zeros(4, int), n_train=2, n_test=1)
     with pytest.raises(ValueError, match="covariances"):
         gaussian_mixture(jax.random.key(0), jnp.zeros((2, 3)), -1.0, n=4)
@@ -176,3 +176,57 @@ def test_bad_input():
         gaussian_mixture(jax.random.key(0), jnp.zeros(3), n=4)
     with pytest.raises(ValueError, match="K >= 2"):
         gaussian_mixture_dataset(jax.random.key(0), jnp.zeros((1, 3)), n_train=3, n_test=3)
+
+
+def test_issue_12_one_hot_under_jit():
+    """Issue 12: ``one_hot`` under jit raised TracerArrayConversionError. Labels may be traced,
+    num_classes is static; out-of-range labels: ValueError eagerly, error_if under jit."""
+    f = jax.jit(lambda lab: one_hot(lab, 3, center=True))
+    np.testing.assert_allclose(f(jnp.array([0, 2])), np.asarray(one_hot([0, 2], 3)) - 1 / 3, rtol=1e-15)
+    np.testing.assert_array_equal(jax.vmap(lambda lab: one_hot(lab, 3))(jnp.array([[0, 1], [2, 2]]))[1],
+                                  [[0, 0, 1], [0, 0, 1]])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        one_hot(jnp.array([0, 3]), 3)
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"labels must lie in \[0, 3\)"):
+        jax.block_until_ready(f(jnp.array([0, -1])))
+    with pytest.raises(ValueError, match="num_classes must be a static Python integer"):
+        jax.jit(lambda k: one_hot(jnp.array([0]), k))(3)
+    for bad in ([0.0, 1.0], [True, False], [[0, 1]]):
+        with pytest.raises(ValueError, match="labels must be a 1-d integer array"):
+            one_hot(bad, 3)
+    for k in (1, 2.0, True, None):
+        with pytest.raises(ValueError, match="num_classes"):
+            one_hot([0], k)
+    assert one_hot([], 4).shape == (0, 4)
+
+
+def test_data_arguments_are_validated():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="key must be a JAX PRNG key"):
+        gaussian_mixture(0, jnp.zeros((2, 2)), n=4)
+    with pytest.raises(ValueError, match="n must be an integer"):
+        gaussian_mixture(key, jnp.zeros((2, 2)), n=4.0)
+    with pytest.raises(ValueError, match="means must be finite"):
+        gaussian_mixture(key, jnp.full((2, 2), jnp.nan), n=4)
+    with pytest.raises(ValueError, match="covariances must be symmetric"):
+        gaussian_mixture(key, jnp.zeros((1, 2)), jnp.array([[[1.0, 0.5], [0.0, 1.0]]]), n=4)
+    with pytest.raises(ValueError, match="covariances must be real"):
+        gaussian_mixture(key, jnp.zeros((1, 2)), 1j, n=4)
+    with pytest.raises(ValueError, match="weights must be finite, >= 0 and not all 0"):
+        class_counts(4, [0.0, 0.0])
+    # under jit the covariance checks are compiled in
+    f = jax.jit(lambda c: gaussian_mixture(key, jnp.zeros((1, 2)), c, n=4).x)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="covariances must be positive definite"):
+        jax.block_until_ready(f(-jnp.eye(2)[None]))
+    with pytest.raises(ValueError, match="x must be a concrete array"):
+        jax.jit(lambda x: split(x, np.arange(4) % 2, n_train=2, n_test=2).x_train)(jnp.zeros((4, 2)))
+    with pytest.raises(ValueError, match="x_train must be finite"):
+        standardize([[np.inf, 1.0]], [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="over must be one of"):
+        standardize([[0.0, 1.0]], [[1.0, 2.0]], over="rows")
+    with pytest.raises(ValueError, match="seed"):
+        mnist(10, 10, seed=-1)
+    with pytest.raises(ValueError, match="center_targets must be True or False"):
+        digits(10, 10, center_targets="yes")
+    with pytest.raises(ValueError, match="dtype must be a floating-point dtype"):
+        digits(10, 10, dtype=jnp.int32)

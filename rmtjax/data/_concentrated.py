@@ -47,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -58,7 +59,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .. import activations as act
-from .._validate import concrete
+from .._numerics import safe_div
+from .._validate import as_real, check_range, concrete, error_if, prng_key, reraise_as_value_error, static_int
 from ._mixtures import Mixture, class_counts
 
 __all__ = [
@@ -84,8 +86,18 @@ def activation_lipschitz(activation: act.AbstractActivation | None) -> Array:
     :math:`|ab|`. A differentiable array in the activation's parameters.
 
     Raises:
-        ValueError: for an activation whose constant is not known here (or not finite).
+        ValueError: for an activation whose constant is not known here, or not finite (NaN or
+            infinite parameters; under ``jit``: ``equinox.error_if``).
     """
+    if activation is not None and not isinstance(activation, act.AbstractActivation):
+        raise ValueError(f"activation must be an activation of rmtjax.activations or None, got "
+                         f"{type(activation).__name__}")
+    lip = _lipschitz(activation)
+    return error_if(lip, ~jnp.isfinite(lip), f"activation: its Lipschitz constant must be finite (finite "
+                    f"parameters), {type(activation).__name__} has a non-finite one")
+
+
+def _lipschitz(activation):
     one = jnp.asarray(1.0)
     if activation is None or isinstance(activation, (act.Relu, act.Abs, act.Tanh, act.Identity, act.Softplus)):
         return one
@@ -97,29 +109,24 @@ def activation_lipschitz(activation: act.AbstractActivation | None) -> Array:
         return 0.25 * one
     if isinstance(activation, act.Erf):
         return 2 / math.sqrt(math.pi) * jnp.abs(activation.a * activation.b)
-    if isinstance(activation, act.Sin):  # also Cos
+    if isinstance(activation, (act.Sin, getattr(act, "Cos", act.Sin))):
         return jnp.abs(activation.a * activation.b)
     raise ValueError(f"activation: Lipschitz constant of {type(activation).__name__} is not known (or not finite); "
                      "use Relu, LeakyRelu, ABRelu, Abs, Tanh, Sigmoid, Softplus, Erf, Sin, Cos or Identity")
 
 
-def _check_sigma_star(sigma_star):
-    v = concrete(sigma_star)
-    if v is not None:
-        if not np.all(np.isfinite(v)) or np.any(v <= 0):
-            raise ValueError(f"sigma_star must be finite and > 0, got {v}")
-        return jnp.asarray(sigma_star)
-    s = jnp.asarray(sigma_star)
-    return eqx.error_if(s, ~jnp.all(jnp.isfinite(s) & (s > 0)), "sigma_star must be finite and > 0")
+def _check_sigma_star(sigma_star, dtype=None):
+    s = as_real(sigma_star, "sigma_star", ndim=0)
+    return check_range(s if dtype is None else s.astype(dtype), "sigma_star", lo=0.0, lo_open=True)
 
 
 def _check_weight(w, name="w"):
-    w = jnp.asarray(w)
-    if w.ndim != 2 or min(w.shape) < 1:
-        raise ValueError(f"{name} must be a non-empty 2-d matrix (d_out, d_in), got shape {w.shape}")
-    if not jnp.issubdtype(w.dtype, jnp.floating):
-        w = w.astype(float)
-    return w
+    w = as_real(w, name, ndim=2)
+    return check_range(w, name)
+
+
+def _check_n_iter(n_iter):
+    return None if n_iter is None else static_int(n_iter, "n_iter", lo=1, hi=10**6)
 
 
 def power_iteration(w: Float[ArrayLike, "m n"], v0: Float[ArrayLike, " n"], *, n_iter: int = 50):
@@ -135,20 +142,31 @@ def power_iteration(w: Float[ArrayLike, "m n"], v0: Float[ArrayLike, " n"], *, n
         3.0
     """
     w = _check_weight(w)
-    v0 = jnp.asarray(v0).astype(w.dtype)
+    v0 = _check_v0(v0, w)
+    n_iter = _check_n_iter(n_iter)
+    return _power_iteration(w, v0, n_iter)
+
+
+def _check_v0(v0, w):
+    v0 = as_real(v0, "v0", ndim=1).astype(w.dtype)
     if v0.shape != (w.shape[1],):
         raise ValueError(f"v0 must have shape ({w.shape[1]},), got {v0.shape}")
-    if not (isinstance(n_iter, int) and n_iter >= 1):
-        raise ValueError(f"n_iter must be an integer >= 1, got {n_iter!r}")
+    v0 = check_range(v0, "v0")
+    return error_if(v0, ~jnp.any(v0 != 0), "v0 must not be the zero vector")
 
+
+@functools.partial(jax.jit, static_argnums=2)
+def _power_iteration(w, v0, n_iter):
+    # an iterate in the null space of W stays there: v is kept (sigma = 0, u = 0), not divided by 0
     def body(_, v):
         y = w.T @ (w @ v)
-        return y / jnp.linalg.norm(y)
+        ny = jnp.linalg.norm(y)
+        return jnp.where(ny > 0, y / jnp.where(ny > 0, ny, 1.0), v)
 
     v = jax.lax.fori_loop(0, n_iter, body, v0 / jnp.linalg.norm(v0))
     wv = w @ v
     s = jnp.linalg.norm(wv)
-    return s, wv / s, v
+    return s, safe_div(wv, s), v
 
 
 @jax.jit
@@ -169,21 +187,30 @@ def _spectral_norm(w):
 
 
 def _top_triplet(w, n_iter, v0):
+    n_iter = _check_n_iter(n_iter)
     if n_iter is None:
+        if v0 is not None:
+            raise ValueError("v0 is only used with n_iter (power iteration); pass n_iter or leave v0 out")
         return _svd_top(w)
-    if v0 is None:
-        v0 = jnp.ones((w.shape[1],), w.dtype)
-    return power_iteration(w, v0, n_iter=n_iter)
+    v0 = jnp.ones((w.shape[1],), w.dtype) if v0 is None else _check_v0(v0, w)
+    return _power_iteration(w, v0, n_iter)
 
 
 def spectral_normalize(w: Float[ArrayLike, "m n"], sigma_star: ArrayLike = 1.0, *, n_iter: int | None = None,
                        v0: ArrayLike | None = None) -> Float[Array, "m n"]:
     r"""Spectral normalization (Miyato et al. 2018, "Spectral Normalization for GANs", eq. 8):
     :math:`\sigma_*W/\sigma_1(W)`, with :math:`\sigma_1` exact (SVD, ``n_iter=None``) or by
-    :func:`power_iteration` from ``v0``."""
+    :func:`power_iteration` from ``v0``.
+
+    Raises:
+        ValueError: ``w`` not a finite real matrix, ``sigma_star`` not finite and ``> 0``, or a top
+            singular value of 0 (``w = 0``, or ``v0`` in the null space of ``w``), which has no
+            normalization."""
     w = _check_weight(w)
-    sigma_star = _check_sigma_star(sigma_star).astype(w.dtype)
+    sigma_star = _check_sigma_star(sigma_star, w.dtype)
     s, _, _ = _top_triplet(w, n_iter, v0)
+    s = error_if(s, ~(s > 0), "w must have a non-zero top singular value to be normalized (w = 0, or v0 in the "
+                 "null space of w)")
     return w * (sigma_star / s)
 
 
@@ -200,7 +227,7 @@ def sigma_star_step(w: Float[ArrayLike, "m n"], sigma_star: ArrayLike, *, n_iter
         [1.0, 0.5]
     """
     w = _check_weight(w)
-    sigma_star = _check_sigma_star(sigma_star).astype(w.dtype)
+    sigma_star = _check_sigma_star(sigma_star, w.dtype)
     s, u, v = _top_triplet(w, n_iter, v0)
     return w - jnp.maximum(0.0, s - sigma_star) * jnp.outer(u, v)
 
@@ -210,11 +237,12 @@ def sigma_star_update(w: Float[ArrayLike, "m n"], grad: Float[ArrayLike, "m n"],
     r"""One step of the :math:`\sigma_*` dynamic (Seddik et al. 2020, eq. 6):
     :math:`W \leftarrow W - \eta E`, then :func:`sigma_star_step`."""
     w = _check_weight(w)
-    grad = jnp.asarray(grad)
+    grad = as_real(grad, "grad")
     if grad.shape != w.shape:
         raise ValueError(f"grad must have the shape of w {w.shape}, got {grad.shape}")
-    return sigma_star_step(w - jnp.asarray(eta).astype(w.dtype) * grad.astype(w.dtype), sigma_star,
-                           n_iter=n_iter, v0=v0)
+    grad = check_range(grad.astype(w.dtype), "grad")
+    eta = check_range(as_real(eta, "eta", ndim=0).astype(w.dtype), "eta", lo=0.0, lo_open=True)
+    return sigma_star_step(w - eta * grad, sigma_star, n_iter=n_iter, v0=v0)
 
 
 def project_spectral_norm(w: Float[ArrayLike, "m n"], sigma_star: ArrayLike) -> Float[Array, "m n"]:
@@ -227,7 +255,7 @@ def project_spectral_norm(w: Float[ArrayLike, "m n"], sigma_star: ArrayLike) -> 
         2.0
     """
     w = _check_weight(w)
-    sigma_star = _check_sigma_star(sigma_star).astype(w.dtype)
+    sigma_star = _check_sigma_star(sigma_star, w.dtype)
     return _clip_singular_values(w, sigma_star)
 
 
@@ -248,21 +276,38 @@ class LipschitzGenerator(eqx.Module):
     activation: act.AbstractActivation
     final_activation: act.AbstractActivation | None
 
-    def __check_init__(self):
-        if len(self.weights) < 1 or len(self.weights) != len(self.biases):
+    def __init__(self, weights, biases, activation: act.AbstractActivation,
+                 final_activation: act.AbstractActivation | None = None):
+        """Validates the layers (real, finite, chained shapes) and the activations (known,
+        finite Lipschitz constants)."""
+        if not (isinstance(weights, (tuple, list)) and isinstance(biases, (tuple, list))):
+            raise ValueError("weights and biases must be sequences of arrays (one per layer)")
+        if len(weights) < 1 or len(weights) != len(biases):
             raise ValueError(f"weights and biases must be non-empty and of equal length, got "
-                             f"{len(self.weights)} and {len(self.biases)}")
-        d = None
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if w.ndim != 2 or min(w.shape) < 1:
-                raise ValueError(f"weights[{i}] must be a non-empty 2-d matrix (d_out, d_in), got shape {w.shape}")
+                             f"{len(weights)} and {len(biases)}")
+        if activation is None:
+            raise ValueError("activation must be an activation of rmtjax.activations, got None")
+        ws, bs, d = [], [], None
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            w = as_real(w, f"weights[{i}]", ndim=2)
             if d is not None and w.shape[1] != d:
-                raise ValueError(f"weights[{i}] has input dimension {w.shape[1]}, expected {d} (the previous layer's output)")
+                raise ValueError(f"weights[{i}] has input dimension {w.shape[1]}, expected {d} (the previous layer's "
+                                 "output)")
+            b = as_real(b, f"biases[{i}]", ndim=1)
             if b.shape != (w.shape[0],):
                 raise ValueError(f"biases[{i}] must have shape ({w.shape[0]},), got {b.shape}")
+            ws.append(w)
+            bs.append(b)
             d = w.shape[0]
-        activation_lipschitz(self.activation)
-        activation_lipschitz(self.final_activation)
+        dt = np.result_type(*[np.dtype(a.dtype) for a in ws + bs])
+        ws = [check_range(w.astype(dt), f"weights[{i}]") for i, w in enumerate(ws)]
+        lip = activation_lipschitz(activation) * activation_lipschitz(final_activation)
+        ws[0] = error_if(ws[0], ~jnp.isfinite(lip), "activation and final_activation must have finite parameters "
+                         "(finite Lipschitz constants)")
+        self.weights = tuple(ws)
+        self.biases = tuple(check_range(b.astype(dt), f"biases[{i}]") for i, b in enumerate(bs))
+        self.activation = activation
+        self.final_activation = final_activation
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -278,10 +323,10 @@ class LipschitzGenerator(eqx.Module):
         return self.dims[-1]
 
     def __call__(self, z: Float[ArrayLike, "... d0"]) -> Float[Array, "... p"]:
-        z = jnp.asarray(z)
-        if z.ndim not in (1, 2) or z.shape[-1] != self.latent_dim:
+        z = as_real(z, "z", ndim=(1, 2))
+        if z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape ({self.latent_dim},) or (n, {self.latent_dim}), got {z.shape}")
-        h = z
+        h = check_range(z.astype(self.weights[0].dtype), "z")
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ w.T + (b if h.ndim == 1 else b[None, :])
@@ -327,14 +372,21 @@ def random_generator(key: PRNGKeyArray, dims: Sequence[int], *, activation: act.
         sigma_star: optional spectral-norm bound (> 0).
         dtype: float dtype (default: JAX's default float).
     """
-    dims = tuple(dims)
-    if len(dims) < 2 or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in dims):
+    key = prng_key(key, "key")
+    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
+        raise ValueError(f"dims must be at least two positive integers (d_0, ..., d_L), got {dims!r}")
+    dims = tuple(static_int(d, "dims", lo=1, hi=2**31 - 1) for d in dims)
+    if len(dims) < 2:
         raise ValueError(f"dims must be at least two positive integers (d_0, ..., d_L), got {dims}")
-    if not (np.isfinite(weight_std) and weight_std >= 0 and np.isfinite(bias_std) and bias_std >= 0):
-        raise ValueError(f"weight_std and bias_std must be finite and >= 0, got {weight_std}, {bias_std}")
+    dtype = _float_dtype(dtype)
+    weight_std = check_range(as_real(weight_std, "weight_std", ndim=0).astype(dtype), "weight_std", lo=0.0)
+    bias_std = check_range(as_real(bias_std, "bias_std", ndim=0).astype(dtype), "bias_std", lo=0.0)
     if sigma_star is not None:
-        _check_sigma_star(sigma_star)
-    dtype = jnp.zeros(()).dtype if dtype is None else dtype
+        sigma_star = _check_sigma_star(sigma_star, dtype)
+    for a in (activation, final_activation):
+        if a is not None and not isinstance(a, act.AbstractActivation):
+            raise ValueError(f"activation and final_activation must be activations of rmtjax.activations or None, "
+                             f"got {type(a).__name__}")
     keys = jax.random.split(key, 2 * (len(dims) - 1))
     ws, bs = [], []
     for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
@@ -344,6 +396,16 @@ def random_generator(key: PRNGKeyArray, dims: Sequence[int], *, activation: act.
         ws.append(w)
         bs.append(jax.random.normal(keys[2 * i + 1], (dout,), dtype) * bias_std)
     return LipschitzGenerator(tuple(ws), tuple(bs), act.Tanh() if activation is None else activation, final_activation)
+
+
+def _float_dtype(dtype):
+    try:
+        dt = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype!r}") from None
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"dtype must be a floating-point dtype, got {dt}")
+    return dt
 
 
 def _class_setup(generators, latent_means, latent_std):
@@ -360,9 +422,7 @@ def _class_setup(generators, latent_means, latent_std):
             raise ValueError("latent_means is required with a single generator (it defines the k classes)")
         means = [jnp.zeros((g.latent_dim,), g.weights[0].dtype) for g in gens]
     else:
-        lm = jnp.asarray(latent_means)
-        if lm.ndim != 2 or lm.shape[0] < 1:
-            raise ValueError(f"latent_means must be a 2-d array (k, d_0), got shape {lm.shape}")
+        lm = as_real(latent_means, "latent_means", ndim=2)
         k = lm.shape[0]
         if gens is not None and len(gens) != k:
             raise ValueError(f"latent_means has k = {k} rows but {len(gens)} generators were given")
@@ -370,12 +430,10 @@ def _class_setup(generators, latent_means, latent_std):
         for g in gens:
             if g.latent_dim != lm.shape[1]:
                 raise ValueError(f"latent_means must have shape (k, d_0) = ({k}, {g.latent_dim}), got {lm.shape}")
-        lm = lm.astype(gens[0].weights[0].dtype) if jnp.issubdtype(lm.dtype, jnp.floating) else lm.astype(float)
+        lm = check_range(lm.astype(gens[0].weights[0].dtype), "latent_means")
         means = [lm[c] for c in range(k)]
-    s = concrete(latent_std)
-    if s is not None and (not np.isfinite(s) or s < 0):
-        raise ValueError(f"latent_std must be finite and >= 0, got {s}")
-    return gens, means
+    std = check_range(as_real(latent_std, "latent_std", ndim=0).astype(means[0].dtype), "latent_std", lo=0.0)
+    return gens, means, std
 
 
 @eqx.filter_jit
@@ -401,17 +459,21 @@ def concentrated_mixture(key: PRNGKeyArray, generators, latent_means: ArrayLike 
         ``Mixture(x, labels)``, ``x`` of shape ``(n, p)``, ordered by class (like
         :func:`rmtjax.data._mixtures.gaussian_mixture`).
     """
-    gens, means = _class_setup(generators, latent_means, latent_std)
+    key = prng_key(key, "key")
+    gens, means, std = _class_setup(generators, latent_means, latent_std)
     k = len(gens)
-    w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
-    if w.shape != (k,):
-        raise ValueError(f"weights must have shape ({k},), got {w.shape}")
+    w = np.ones(k) if weights is None else weights
+    if np.shape(w) != (k,):
+        raise ValueError(f"weights must have shape ({k},), got {np.shape(w)}")
     counts = class_counts(n, w)
     parts = []
     for c, (g, m, kc) in enumerate(zip(gens, means, jax.random.split(key, k))):
-        parts.append(_draw(g, m, jnp.asarray(latent_std).astype(m.dtype), kc, counts[c]))
+        parts.append(_draw(g, m, std, kc, counts[c]))
     labels = np.repeat(np.arange(k), counts)
-    return Mixture(jnp.concatenate(parts, axis=0), jnp.asarray(labels, jnp.result_type(int)))
+    x = jnp.concatenate(parts, axis=0)
+    x = error_if(x, ~jnp.all(jnp.isfinite(x)), "generators: their outputs overflow (non-finite samples); scale "
+                 "their weights or latent_means down")
+    return Mixture(x, jnp.asarray(labels, jnp.result_type(int)))
 
 
 class MixtureMoments(NamedTuple):
@@ -453,17 +515,16 @@ def concentrated_moments(key: PRNGKeyArray, generators, latent_means: ArrayLike 
     of ``batch_size``; one compiled scan per class). The operator-norm error of
     :math:`\hat\Sigma_c` is :math:`O(\|\Sigma_c\|\sqrt{p/N})`.
     """
-    gens, means = _class_setup(generators, latent_means, latent_std)
-    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 2):
-        raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
-    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    key = prng_key(key, "key")
+    gens, means, std = _class_setup(generators, latent_means, latent_std)
+    n_samples = static_int(n_samples, "n_samples", lo=2, hi=2**40)
+    batch_size = static_int(batch_size, "batch_size", lo=1, hi=2**31 - 1)
     batch = int(min(batch_size, n_samples))
     n_batches = -(-int(n_samples) // batch)
     N = n_batches * batch
     mus, covs, ses = [], [], []
     for g, m, kc in zip(gens, means, jax.random.split(key, len(gens))):
-        s1, s2 = _class_sums(g, m, jnp.asarray(latent_std).astype(m.dtype), kc, n_batches, batch)
+        s1, s2 = _class_sums(g, m, std, kc, n_batches, batch)
         mu = s1 / N
         cov = (s2 - N * jnp.outer(mu, mu)) / (N - 1)
         cov = 0.5 * (cov + cov.T)
@@ -471,4 +532,6 @@ def concentrated_moments(key: PRNGKeyArray, generators, latent_means: ArrayLike 
         covs.append(cov)
         ses.append(jnp.sqrt(jnp.maximum(jnp.diagonal(cov), 0.0) / N))
     mu, cov = jnp.stack(mus), jnp.stack(covs)
+    mu = error_if(mu, ~(jnp.all(jnp.isfinite(mu)) & jnp.all(jnp.isfinite(cov))),
+                  "generators: their outputs overflow (non-finite moments); scale their weights or latent_means down")
     return MixtureMoments(mu, cov, cov + mu[:, :, None] * mu[:, None, :], jnp.stack(ses), N)

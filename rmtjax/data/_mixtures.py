@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._validate import check_finite_array, check_nonnegative
+from .._validate import as_real, check_range, concrete, error_if, flag, prng_key, static_int
 from ._real import Dataset, one_hot
 
 __all__ = ["Mixture", "class_counts", "gaussian_mixture", "gaussian_mixture_dataset"]
@@ -57,11 +57,17 @@ def class_counts(n: int, weights: Sequence[float]) -> tuple[int, ...]:
         >>> class_counts(10, [1, 1, 1])
         (4, 3, 3)
     """
-    w = np.asarray(weights, np.float64)
-    if w.ndim != 1 or w.size < 1 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"weights must be a 1-d array of non-negative numbers with a positive sum, got {weights!r}")
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = static_int(n, "n", lo=1)
+    as_real(np.zeros(0) if weights is None else weights, "weights", ndim=1, allow_empty=True)  # dtype, rank
+    w = concrete(weights)  # NumPy: under jit, jnp.asarray of Python numbers would be traced
+    if w is None:
+        raise ValueError("weights must be concrete numbers (they set the class counts, a static structure), got a "
+                         "traced value")
+    w = np.asarray(w, np.float64)
+    if w.size < 1:
+        raise ValueError("weights must not be empty")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {w}")
     exact = n * w / w.sum()
     base = np.floor(exact).astype(np.int64)
     rest = int(n - base.sum())
@@ -71,21 +77,23 @@ def class_counts(n: int, weights: Sequence[float]) -> tuple[int, ...]:
 
 
 def _factors(covariances, k: int, d: int, dtype):
-    """Per-class square roots: (k, 1) scales, (k, d) diagonal scales or (k, d, d) Cholesky factors."""
-    c = jnp.asarray(covariances)
-    if not jnp.issubdtype(c.dtype, jnp.floating):
-        c = c.astype(dtype)
-    c = c.astype(dtype)
+    """Per-class square roots: (k, 1) scales, (k, d) diagonal scales or (k, d, d) Cholesky factors
+    (full covariances must be symmetric up to rounding and positive definite)."""
+    c = as_real(covariances, "covariances").astype(dtype)
     if c.ndim == 0:
         c = jnp.broadcast_to(c, (k,))
-    if c.shape == (k,):
-        return jnp.sqrt(check_nonnegative(c, "covariances"))[:, None]
-    if c.shape == (k, d):
-        return jnp.sqrt(check_nonnegative(c, "covariances"))
+    if c.shape in ((k,), (k, d)):
+        root = jnp.sqrt(check_range(c, "covariances", lo=0.0))
+        return root[:, None] if c.ndim == 1 else root
     if c.shape == (k, d, d):
-        c = check_finite_array(c, "covariances")
+        c = check_range(c, "covariances")
+        tol = min(100.0 * d * float(jnp.finfo(dtype).eps), 1e-3)
+        asym = jnp.max(jnp.abs(c - jnp.swapaxes(c, -1, -2)), axis=(1, 2))
+        c = error_if(c, jnp.any(asym > tol * jnp.max(jnp.abs(c), axis=(1, 2))),
+                     f"covariances must be symmetric (max |C_c - C_c^T| <= {tol:.1e} max |C_c|)")
         chol = jnp.linalg.cholesky(0.5 * (c + jnp.swapaxes(c, -1, -2)))
-        return check_finite_array(chol, "covariances (each must be symmetric positive definite)")
+        return error_if(chol, ~jnp.all(jnp.isfinite(chol)),
+                        "covariances must be positive definite (each C_c has a Cholesky factor)")
     raise ValueError(
         f"covariances must be a scalar or have shape ({k},), ({k}, {d}) or ({k}, {d}, {d}), got {c.shape}"
     )
@@ -120,17 +128,14 @@ def gaussian_mixture(
         >>> gaussian_mixture(jax.random.key(1), mu, jnp.array([1.0, 2.0, 3.0]), n=9).x.shape
         (9, 4)
     """
-    means = jnp.asarray(means)
-    if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
-        raise ValueError(f"means must be a 2-d array (K, d), got shape {means.shape}")
-    if not jnp.issubdtype(means.dtype, jnp.floating):
-        means = means.astype(float)
+    key = prng_key(key, "key")
+    means = as_real(means, "means", ndim=2)
     k, d = means.shape
-    w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
-    if w.shape != (k,):
-        raise ValueError(f"weights must have shape ({k},), got {w.shape}")
+    w = np.ones(k) if weights is None else weights
+    if np.shape(w) != (k,):
+        raise ValueError(f"weights must have shape ({k},), got {np.shape(w)}")
     counts = class_counts(n, w)
-    means = check_finite_array(means, "means")
+    means = check_range(means, "means")
     factors = _factors(covariances, k, d, means.dtype)
     z = jax.random.normal(key, (n, d), means.dtype)
     parts, start = [], 0
@@ -165,18 +170,20 @@ def gaussian_mixture_dataset(
         >>> ds.x_train.shape, ds.y_test.shape
         ((30, 3), (12, 3))
     """
-    k = np.shape(means)[0] if np.ndim(means) == 2 else 0
+    key = prng_key(key, "key")
+    means = as_real(means, "means", ndim=2)
+    k = means.shape[0]
     if k < 2:
-        raise ValueError(f"means must be a 2-d array (K, d) with K >= 2 classes, got shape {np.shape(means)}")
+        raise ValueError(f"means must be a 2-d array (K, d) with K >= 2 classes, got shape {means.shape}")
+    center_targets = flag(center_targets, "center_targets")
     out = []
     for kk, n, name in zip(jax.random.split(key, 2), (n_train, n_test), ("n_train", "n_test")):
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"{name} must be a positive integer, got {n!r}")
+        n = static_int(n, name, lo=1)
         k_draw, k_perm = jax.random.split(kk)
         mix = gaussian_mixture(k_draw, means, covariances, n=n, weights=weights)
         perm = jax.random.permutation(k_perm, n)
         out.append((mix.x[perm], mix.labels[perm]))
     (xa, la), (xb, lb) = out
     dt = xa.dtype
-    return Dataset(xa, one_hot(np.asarray(la), k, center=center_targets, dtype=dt), xb,
-                   one_hot(np.asarray(lb), k, center=center_targets, dtype=dt), la, lb)
+    return Dataset(xa, one_hot(la, k, center=center_targets, dtype=dt), xb,
+                   one_hot(lb, k, center=center_targets, dtype=dt), la, lb)

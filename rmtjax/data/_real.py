@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .._validate import as_real, check_range, choice, concrete, error_if, flag, static_int
+
 __all__ = ["Dataset", "digits", "mnist", "one_hot", "split", "standardize"]
 
 _STANDARDIZE = ("samples", "features", None)
@@ -63,10 +65,40 @@ class Dataset(NamedTuple):
 
 
 def _float_dtype(dtype):
-    dt = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    try:
+        dt = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype!r}") from None
     if not jnp.issubdtype(dt, jnp.floating):
         raise ValueError(f"dtype must be a floating-point dtype, got {dt}")
     return dt
+
+
+def _integer_labels(labels, name: str = "labels"):
+    """``labels`` as a 1-d integer array (NumPy when concrete, else the JAX tracer): booleans,
+    floats and other dtypes raise ``ValueError``."""
+    if not hasattr(labels, "dtype"):
+        try:
+            labels = np.asarray(labels)
+        except Exception:  # noqa: BLE001 - ragged lists and the like
+            raise ValueError(f"{name} must be a 1-d integer array, got {type(labels).__name__}") from None
+        if labels.size == 0:
+            labels = labels.astype(np.int64)
+    if not jnp.issubdtype(labels.dtype, jnp.integer) or np.ndim(labels) != 1:  # bool is not an integer dtype
+        raise ValueError(f"{name} must be a 1-d integer array (class indices), got shape {np.shape(labels)} and "
+                         f"dtype {labels.dtype}")
+    return labels
+
+
+def _check_label_range(labels, num_classes: int, name: str = "labels"):
+    """Labels in ``[0, num_classes)``: eager ``ValueError``, or ``error_if`` under tracing."""
+    msg = f"{name} must lie in [0, {num_classes}) (num_classes = {num_classes})"
+    v = concrete(labels)
+    if v is not None:
+        if v.size and (v.min() < 0 or v.max() >= num_classes):
+            raise ValueError(f"{msg}, got values in [{v.min()}, {v.max()}]")
+        return labels
+    return error_if(labels, jnp.any((labels < 0) | (labels >= num_classes)), msg)
 
 
 def one_hot(
@@ -75,30 +107,50 @@ def one_hot(
     r"""One-hot targets :math:`Y_{ic} = [y_i = c]`, or centred :math:`Y_{ic} = [y_i = c] - 1/K`.
 
     Centred targets have zero mean over classes, the convention of neural-tangents' examples
-    (``one_hot - 1/K``) that makes the zero function the uninformed prediction.
+    (``one_hot - 1/K``) that makes the zero function the uninformed prediction. ``labels`` may be
+    traced (``jax.jit``, ``jax.vmap``); ``num_classes`` is static (it sets the output shape).
 
     Args:
         labels: integer labels in ``[0, num_classes)``, shape ``(n,)``.
-        num_classes: ``K >= 2``.
+        num_classes: ``K >= 2``, a static Python integer.
         center: subtract :math:`1/K` from every entry.
         dtype: floating dtype of the result (default: JAX's default float).
+
+    Raises:
+        ValueError: labels that are not a 1-d integer array, ``num_classes`` not a static integer
+            ``>= 2``, labels outside ``[0, num_classes)`` (under ``jit``: ``equinox.error_if``).
 
     Example:
         >>> one_hot([0, 2], 3).tolist()
         [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
     """
-    lab = np.asarray(labels)
-    if lab.ndim != 1 or not (lab.size == 0 or np.issubdtype(lab.dtype, np.integer)):
-        raise ValueError(f"labels must be a 1-d integer array, got shape {lab.shape} and dtype {lab.dtype}")
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got values in [{lab.min()}, {lab.max()}]")
+    K = static_int(num_classes, "num_classes", lo=2)
+    center = flag(center, "center")
     dt = _float_dtype(dtype)
-    y = (lab[:, None] == np.arange(num_classes)[None, :]).astype(np.float64)
-    if center:
-        y = y - 1.0 / num_classes
-    return jnp.asarray(y, dt)
+    lab = _check_label_range(jnp.asarray(_integer_labels(labels)), K)
+    y = (lab[:, None] == jnp.arange(K, dtype=lab.dtype)[None, :]).astype(dt)
+    return y - jnp.asarray(1.0 / K, dt) if center else y
+
+
+def _host(x, name: str, *, ndim: int = 2) -> np.ndarray:
+    """A concrete, real, finite NumPy array (the data functions run on the host, outside jit)."""
+    arr = as_real(x, name, ndim=ndim)
+    v = concrete(arr)
+    if v is None:
+        raise ValueError(f"{name} must be a concrete array (data preparation runs on the host, outside jit), got a "
+                         "traced value")
+    if not np.all(np.isfinite(v)):
+        check_range(v, name)
+    return v
+
+
+def _host_labels(labels, name: str = "labels") -> np.ndarray:
+    lab = _integer_labels(labels, name)
+    v = concrete(lab)
+    if v is None:
+        raise ValueError(f"{name} must be a concrete array (data preparation runs on the host, outside jit), got a "
+                         "traced value")
+    return np.asarray(v)
 
 
 def standardize(
@@ -121,11 +173,10 @@ def standardize(
         >>> a.tolist(), b.tolist()
         ([[-1.0, -1.0], [1.0, 1.0]], [[3.0, -1.0]])
     """
-    if over not in _STANDARDIZE:
-        raise ValueError(f"over must be one of {_STANDARDIZE}, got {over!r}")
-    a = np.asarray(x_train, np.float64)
-    b = np.asarray(x_test, np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+    over = choice(over, "over", _STANDARDIZE)
+    a = _host(x_train, "x_train").astype(np.float64)
+    b = _host(x_test, "x_test").astype(np.float64)
+    if a.shape[1] != b.shape[1]:
         raise ValueError(f"x_train and x_test must be 2-d with the same number of columns, got {a.shape} and {b.shape}")
     if over == "samples":
 
@@ -159,9 +210,9 @@ def _split_order(labels: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _check_count(n, name: str, hi: int) -> int:
-    if not isinstance(n, (int, np.integer)) or n < 1 or n > hi:
-        raise ValueError(f"{name} must be an integer in [1, {hi}], got {n!r}")
-    return int(n)
+    if hi < 1:
+        raise ValueError(f"{name}: no samples are left for it (the data set has too few rows), got {n!r}")
+    return static_int(n, name, lo=1, hi=hi)
 
 
 def split(
@@ -200,24 +251,25 @@ def split(
         >>> np.bincount(np.asarray(ds.labels_train)).tolist()
         [3, 3]
     """
-    x = np.asarray(x)
-    lab = np.asarray(labels)
-    if x.ndim != 2:
-        raise ValueError(f"x must be a 2-d array (N, d), got shape {x.shape}")
-    if lab.shape != (x.shape[0],) or not np.issubdtype(lab.dtype, np.integer):
+    x = _host(x, "x")
+    lab = _host_labels(labels)
+    if lab.shape != (x.shape[0],):
         raise ValueError(f"labels must be an integer array of shape ({x.shape[0]},), got {lab.shape} {lab.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x contains NaN or inf")
     if lab.min() < 0:
         raise ValueError(f"labels must be >= 0, got {lab.min()}")
-    k = int(lab.max()) + 1 if num_classes is None else num_classes
+    if num_classes is None:
+        k = int(lab.max()) + 1
+        if k < 2:
+            raise ValueError("labels must contain at least two classes (or pass num_classes >= 2)")
+    else:
+        k = static_int(num_classes, "num_classes", lo=2)
+        _check_label_range(lab, k)
     n = x.shape[0]
     n_train = _check_count(n_train, "n_train", n - 1)
     n_test = _check_count(n_test, "n_test", n - n_train)
-    if standardize not in _STANDARDIZE:
-        raise ValueError(f"standardize must be one of {_STANDARDIZE}, got {standardize!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    standardize = choice(standardize, "standardize", _STANDARDIZE)
+    seed = static_int(seed, "seed", lo=0, hi=2**63 - 1)
+    center_targets = flag(center_targets, "center_targets")
     order = _split_order(lab, int(seed))
     tr, te = order[:n_train], order[n_train : n_train + n_test]
     xa, xb = _standardize(x[tr], x[te], over=standardize)
@@ -235,7 +287,9 @@ def split(
 def _select_classes(x, lab, classes):
     if classes is None:
         return x, lab
-    cls = tuple(int(c) for c in classes)
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise ValueError(f"classes must be a sequence of at least 2 distinct labels, got {classes!r}")
+    cls = tuple(static_int(c, "classes") for c in classes)
     avail = set(np.unique(lab).tolist())
     if len(cls) < 2 or len(set(cls)) != len(cls) or not set(cls) <= avail:
         raise ValueError(f"classes must be >= 2 distinct labels among {sorted(avail)}, got {classes!r}")
