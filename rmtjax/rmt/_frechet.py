@@ -45,7 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._validate import concrete
+from .._validate import ArgumentError, real, symmetric_psd
+from ._checks import static_number
 
 __all__ = ["frechet_distance", "psd_sqrtm"]
 
@@ -84,22 +85,16 @@ def _psd_sqrtm_jvp(rtol, primals, tangents):
 
 
 def _check_square(c, name):
-    c = jnp.asarray(c)
-    if c.ndim < 2 or c.shape[-1] != c.shape[-2]:
-        raise ValueError(f"{name} must be a square matrix (..., d, d), got shape {c.shape}")
-    if not jnp.issubdtype(c.dtype, jnp.floating):
-        c = c.astype(float)
-    v = concrete(c)
-    if v is not None:
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"{name} contains NaN or inf")
-        scale = max(1.0, float(np.max(np.abs(v)))) if v.size else 1.0
-        if not np.allclose(v, np.swapaxes(v, -1, -2), rtol=1e-8, atol=1e-10 * scale):
-            raise ValueError(f"{name} must be symmetric")
-        if v.size and float(np.min(np.linalg.eigvalsh(v))) < -1e-8 * scale:
-            raise ValueError(f"{name} must be positive semi-definite; smallest eigenvalue "
-                             f"{float(np.min(np.linalg.eigvalsh(v))):.3e}")
-    return c
+    """A real, finite, symmetric positive semi-definite ``(..., d, d)`` matrix (``ValueError`` naming
+    ``name`` otherwise: eagerly, or compiled in under ``jit``; asymmetry is reported as such)."""
+    c = real(c, name, ndim=tuple(range(2, 32)))
+    if c.shape[-1] != c.shape[-2]:
+        raise ArgumentError(f"{name} must be a square matrix (..., d, d), got shape {c.shape}")
+    return symmetric_psd(c, name)
+
+
+def _rtol(rtol):
+    return None if rtol is None else static_number(rtol, "rtol", lo=0.0, hi=1.0)
 
 
 def psd_sqrtm(a: Float[ArrayLike, "... d d"], *, rtol: float | None = None) -> Float[Array, "... d d"]:
@@ -118,7 +113,7 @@ def psd_sqrtm(a: Float[ArrayLike, "... d d"], *, rtol: float | None = None) -> F
         [2.0, 3.0]
     """
     a = _check_square(a, "a")
-    return _psd_sqrtm(a, rtol)
+    return _psd_sqrtm(a, _rtol(rtol))
 
 
 def frechet_distance(mean1: Float[ArrayLike, "... d"], cov1: Float[ArrayLike, "... d d"],
@@ -136,8 +131,9 @@ def frechet_distance(mean1: Float[ArrayLike, "... d"], cov1: Float[ArrayLike, ".
 
     Args:
         mean1, mean2: means, shape ``(..., d)``.
-        cov1, cov2: symmetric PSD covariances, shape ``(..., d, d)`` (``ValueError`` when not square,
-            not symmetric or with a negative eigenvalue).
+        cov1, cov2: symmetric PSD covariances, shape ``(..., d, d)`` (``ValueError`` when not
+            finite, not square, not symmetric or with a negative eigenvalue, beyond rounding:
+            :func:`rmtjax._validate.symmetric_psd`; eagerly, and under ``jit`` as a compiled check).
         rtol: relative eigenvalue cut-off of the square roots (:func:`psd_sqrtm`).
 
     Example:
@@ -145,16 +141,23 @@ def frechet_distance(mean1: Float[ArrayLike, "... d"], cov1: Float[ArrayLike, ".
         >>> float(frechet_distance(jnp.zeros(3), jnp.eye(3), jnp.zeros(3), jnp.eye(3)))
         0.0
     """
+    rtol = _rtol(rtol)
     c1, c2 = _check_square(cov1, "cov1"), _check_square(cov2, "cov2")
-    m1, m2 = jnp.asarray(mean1), jnp.asarray(mean2)
+    m1 = real(mean1, "mean1", ndim=tuple(range(1, 31)))
+    m2 = real(mean2, "mean2", ndim=tuple(range(1, 31)))
     d = c1.shape[-1]
     for name, m in (("mean1", m1), ("mean2", m2)):
-        if m.ndim < 1 or m.shape[-1] != d:
-            raise ValueError(f"{name} must have shape (..., d) with d = {d} (the covariances' size), got {m.shape}")
+        if m.shape[-1] != d:
+            raise ArgumentError(f"{name} must have shape (..., d) with d = {d} (the covariances' size), got {m.shape}")
     if c2.shape[-1] != d:
-        raise ValueError(f"cov1 and cov2 must have the same size d, got {c1.shape} and {c2.shape}")
-    dtype = jnp.result_type(c1.dtype, c2.dtype, m1.dtype if jnp.issubdtype(m1.dtype, jnp.floating) else c1.dtype,
-                            m2.dtype if jnp.issubdtype(m2.dtype, jnp.floating) else c1.dtype)
+        raise ArgumentError(f"cov1 and cov2 must have the same size d, got {c1.shape} and {c2.shape}")
+    try:
+        jnp.broadcast_shapes(m1.shape[:-1], m2.shape[:-1], c1.shape[:-2], c2.shape[:-2])
+    except ValueError:
+        raise ArgumentError(f"the batch shapes of mean1 {m1.shape}, cov1 {c1.shape}, mean2 {m2.shape} and cov2 "
+                            f"{c2.shape} must broadcast") from None
+    dtype = np.result_type(*(np.dtype(x.dtype) for x in (c1, c2, m1, m2) if not x.weak_type)) \
+        if any(not x.weak_type for x in (c1, c2, m1, m2)) else c1.dtype
     c1, c2, m1, m2 = (x.astype(dtype) for x in (c1, c2, m1, m2))
     s1 = _psd_sqrtm(c1, rtol)
     cross = jnp.trace(_psd_sqrtm(s1 @ c2 @ s1, rtol), axis1=-2, axis2=-1)

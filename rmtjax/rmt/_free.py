@@ -35,6 +35,14 @@ geometric steps, each warm-started from the previous one; the physical branch
 :math:`\operatorname{Im}\omega_i(x + i0) > 0` inside the bulk, the density can be read at tiny
 :math:`\eta` without the :math:`O(\eta)` smoothing bias of a plain Stieltjes inversion.
 
+**Validation and the physical branch.** Points must be finite (``ValueError`` otherwise, eagerly
+or under ``jit``); a point is ``ok`` only where Newton converged to finite subordination functions
+on their physical branch (:math:`\operatorname{Im}\omega_i \ge \operatorname{Im}z` for
+:math:`\boxplus`, :math:`\operatorname{Im}\omega_i \le 0` at :math:`1/z` for :math:`\boxtimes`)
+with :math:`\operatorname{Im}G \le 0` above the axis, and a real point only outside the support.
+``throw=True`` raises where a point is not ok (compiled in under ``jit``), ``throw=False`` reports
+it in ``ok``. Tolerances scale with the dtype (float32 works; the default heights too).
+
 **Moments** are exact and differentiable from power series: :math:`R`-transform coefficients
 (free cumulants) add for :math:`\boxplus`, :math:`S`-transform series multiply for
 :math:`\boxtimes` (series reversion, Mingo & Speicher 2017, ch. 2). :meth:`moments_by_contour`
@@ -61,9 +69,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .._validate import concrete
+from .._validate import ArgumentError, concrete, error_if, flag, real, reraise_as_value_error, static_int
 from ..solve import fixed_point
-from ._measures import AbstractMeasure, _complex, _heights, _lorentz
+from ._checks import as_complex, cdtype, describe_points, eps, finish, points, static_number, tolerances
+from ._measures import AbstractMeasure, _heights, _lorentz
 
 __all__ = [
     "FreeAdditiveConvolution",
@@ -87,39 +96,30 @@ def _mul(a, b):
     return jnp.convolve(a, b)[: a.shape[0]]
 
 
-def _pow(a, n: int):
-    out = jnp.zeros_like(a).at[0].set(1.0)
-    base = a
-    while n:
-        if n & 1:
-            out = _mul(out, base)
-        n >>= 1
-        if n:
-            base = _mul(base, base)
-    return out
-
-
 def _reciprocal(a):
-    """1 / a for a[0] != 0."""
-    K = a.shape[0]
-    b = jnp.zeros_like(a).at[0].set(1 / a[0])
-    for n in range(1, K):
-        b = b.at[n].set(-jnp.sum(a[1 : n + 1] * b[n - 1 :: -1][:n]) / a[0])
-    return b
+    r"""1 / a for a[0] != 0: :math:`b_n = -\sum_{j=1}^n a_jb_{n-j}/a_0` (a loop, not unrolled:
+    compiles in constant time)."""
+    b0 = jnp.zeros_like(a).at[0].set(1 / a[0])
+
+    def body(n, b):  # b[n] is still 0, so the full convolution at n is the sum over j >= 1
+        return b.at[n].set(-jnp.convolve(a, b)[n] / a[0])
+
+    return jax.lax.fori_loop(1, a.shape[0], body, b0)
 
 
 def _reverse(a):
-    """Compositional inverse g of f = sum_{k>=1} a_k z^k (a[0] = 0, a[1] != 0): f(g(w)) = w."""
+    r"""Compositional inverse g of f = sum_{k>=1} a_k z^k (a[0] = 0, a[1] != 0): f(g(w)) = w, by
+    Lagrange inversion, :math:`g_n = \frac1n[z^{n-1}]h(z)^n` with :math:`h = z/f(z)`."""
     K = a.shape[0]
-    g = jnp.zeros_like(a).at[1].set(1 / a[1])
-    for n in range(2, K):
-        # [w^n] sum_{k>=2} a_k g^k with g known to order n-1 (Horner in truncated arithmetic)
-        acc = jnp.zeros_like(a).at[0].set(a[n])
-        for k in range(n - 1, 1, -1):
-            acc = _mul(acc, g).at[0].add(a[k])
-        acc = _mul(_mul(acc, g), g)
-        g = g.at[n].set(-acc[n] / a[1])
-    return g
+    h = _reciprocal(jnp.concatenate([a[1:], jnp.zeros((1,), a.dtype)]))
+
+    def body(n, carry):
+        pw, g = carry
+        pw = _mul(pw, h)
+        return pw, g.at[n].set(pw[n - 1] / n)
+
+    one = jnp.zeros_like(a).at[0].set(1.0)
+    return jax.lax.fori_loop(1, K, body, (one, jnp.zeros_like(a)))[1]
 
 
 def _moment_series(measure: AbstractMeasure, K: int):
@@ -127,7 +127,7 @@ def _moment_series(measure: AbstractMeasure, K: int):
     if isinstance(measure, FreeAdditiveConvolution | FreeMultiplicativeConvolution):
         m = measure._series_moments(K)
     else:
-        m = measure.moments(K)
+        m = jnp.stack([measure._moment(k) for k in range(1, K + 1)])
     return jnp.concatenate([jnp.ones((1,), m.dtype), m])
 
 
@@ -164,9 +164,57 @@ def _moments_from_cumulants(c):
     return jnp.concatenate([f[1:], jnp.zeros((1,), f.dtype)]).at[-1].set(jnp.nan)
 
 
+def _pow_traced(a, n):
+    r"""``a ** n`` for a series with ``a[0] > 0`` and a real (traced) exponent ``n``:
+    :math:`a_0^n\exp(n\log(a/a_0))`, with the series logarithm and exponential by their
+    recurrences (:math:`m g_m = m r_m - \sum_{k<m} k g_k r_{m-k}`, :math:`m e_m = \sum_{k\le m}
+    k\,(ng)_k e_{m-k}`)."""
+    K = a.shape[0]
+    r = a / a[0]
+    ks = jnp.arange(K).astype(a.dtype)
+
+    def log_body(m, g):  # g[m] is still 0: the convolution at m sums k < m
+        return g.at[m].set(r[m] - jnp.convolve(ks * g, r)[m] / m)
+
+    lg = n * jax.lax.fori_loop(1, K, log_body, jnp.zeros_like(a))
+
+    def exp_body(m, e):
+        return e.at[m].set(jnp.convolve(ks * lg, e)[m] / m)
+
+    e = jax.lax.fori_loop(1, K, exp_body, jnp.zeros_like(a).at[0].set(1.0))
+    return a[0] ** n * e
+
+
+def _dtype(measures):
+    leaves = [x for x in jax.tree_util.tree_leaves(measures) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.result_type(*leaves) if leaves else jnp.result_type(float)
+
+
+def _additive_series(measures, n, K):
+    c = sum(n[i] * _cumulant_series(_moment_series(m, K + 1)).at[0].set(0.0) for i, m in enumerate(measures))
+    return _moments_from_cumulants(c)[1 : K + 1]
+
+
+def _multiplicative_series(measures, n, K):
+    s = None
+    for i, m in enumerate(measures):
+        f = _pow_traced(_s_series(_moment_series(m, K + 1)), n[i])
+        s = f if s is None else _mul(s, f)
+    return _moments_from_s(s)[1 : K + 1]
+
+
+@eqx.filter_jit
+def _series_jit(fn, measures, n, K):
+    """Moments ``m_1..m_K`` of a convolution from power series, compiled once per kind, factor
+    structure and ``K`` (the powers ``n`` are traced: every depth shares one program)."""
+    return fn(measures, n, K)
+
+
 # ----------------------------------------------------------------------------------------
 # Convolutions
 # ----------------------------------------------------------------------------------------
+
+MAX_ORDER = 32  # moments of a convolution come from series reversion: O(order^3) work
 
 
 class FreeDensity(NamedTuple):
@@ -186,12 +234,20 @@ class FreeDensity(NamedTuple):
     ok: Array
 
 
-def _check_powers(measures, powers, name):
+def _check_powers(measures, powers):
     if not (isinstance(measures, tuple) and measures and all(isinstance(m, AbstractMeasure) for m in measures)):
-        raise ValueError(f"{name}: measures must be a non-empty tuple of measures, got {measures!r}")
-    if not (isinstance(powers, tuple) and len(powers) == len(measures)
-            and all(isinstance(n, int) and n >= 1 for n in powers)):
-        raise ValueError(f"{name}: powers must be a tuple of integers >= 1, one per measure, got {powers!r}")
+        raise ArgumentError(f"measures must be a non-empty tuple of rmtjax.rmt measures, got {measures!r:.120}")
+    if not (isinstance(powers, tuple) and len(powers) == len(measures)):
+        raise ArgumentError(f"powers must be a tuple of integers >= 1, one per measure, got {powers!r:.80}")
+    return tuple(static_int(n, "powers", lo=1, hi=10**6) for n in powers)
+
+
+def _default_eta(x, scale):
+    r"""Height :math:`r|x| + a s` of the default Stieltjes inversion: :math:`(r, a) = (10^{-9}, 10^{-13})`
+    in float64 and :math:`(10^{-6}, 10^{-9})` in float32 (where the solve is accurate to
+    :math:`\sim 10^{-5}` anyway and smaller heights only cost accuracy at the edges)."""
+    r, a = (1e-9, 1e-13) if eps(x.dtype) < 1e-10 else (1e-6, 1e-9)
+    return r * jnp.abs(x) + a * scale.astype(x.dtype)
 
 
 def _continue(step, omega0, heights):
@@ -211,96 +267,151 @@ def _on_axis_ok(z, prev):
     """A real ``z`` is accepted only outside the support: there the solution just above the axis is
     (numerically) real. On the support the limit from above has Im(omega) != 0 and the real fixed
     point that Newton may find at Im z = 0 is not the physical one."""
-    return (jnp.imag(z) != 0) | jnp.all(jnp.abs(jnp.imag(prev)) <= 1e-7 * (jnp.abs(prev) + 1e-300))
+    tol = max(1e-7, 1000 * eps(prev.dtype))
+    tiny = jnp.finfo(prev.real.dtype).tiny
+    return (jnp.imag(z) != 0) | jnp.all(jnp.abs(jnp.imag(prev)) <= tol * (jnp.abs(prev) + tiny))
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
 def _solve_points(solve_one, measures, n, scale, flat, n_heights, max_steps):
     return jax.vmap(lambda z: solve_one(measures, n, scale, z, n_heights, max_steps))(flat)
+
+
+def _physical_g(z, g, ok):
+    """``ok`` and G finite with Im G <= 0 for Im z >= 0 (z already in the upper half-plane)."""
+    rtol, _ = tolerances(g.dtype)
+    return ok & jnp.isfinite(g) & (jnp.imag(g) <= 10 * rtol * jnp.abs(g))
+
+
+_NOT_OK = ("subordination found no converged solution on the physical branch (Im G <= 0 above the axis) at "
+           "these z: a real z must lie outside the support (use x + 1j * eta, eta > 0); otherwise raise n_heights "
+           "or max_steps, or pass throw=False to read ok per point")
 
 
 class _AbstractFree(AbstractMeasure):
     measures: tuple
     powers: tuple = eqx.field(static=True)
-    n_heights: int = eqx.field(static=True, default=32, kw_only=True)
-    max_steps: int = eqx.field(static=True, default=200, kw_only=True)
+    n_heights: int = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+
+    def __init__(self, measures, powers, *, n_heights: int = 32, max_steps: int = 200):
+        powers = _check_powers(measures, powers)
+        self.measures = self._check_factors(measures)
+        self.powers = powers
+        self.n_heights = static_int(n_heights, "n_heights", lo=2, hi=10_000)
+        self.max_steps = static_int(max_steps, "max_steps", lo=1, hi=10**6)
+
+    def _check_factors(self, measures):
+        return measures
 
     def moment(self, k: int):
+        k = static_int(k, "k", lo=0, hi=MAX_ORDER)
+        return self._moment(k)
+
+    def _moment(self, k: int):
         return self._series_moments(max(k, 1))[k - 1] if k >= 1 else jnp.ones(())
 
     def moments(self, order: int):
+        order = static_int(order, "order", lo=1, hi=MAX_ORDER)
         return self._series_moments(order)
 
-    def solve(self, z: ArrayLike, *, throw: bool = True):
-        r"""Subordination functions at ``z`` (any shape): ``(omega, ok)``, ``omega`` of shape
-        ``z.shape + (k,)`` (complex; for the multiplicative case at the point :math:`1/z`)."""
-        z = _complex(z)
+    def _run(self, z):
+        """(omega, G, ok) at complex points ``z`` (any shape), unvalidated; compiled once per kind of
+        convolution, factor structure and grid shape: the powers and the scale are traced arrays,
+        so every depth L reuses one compilation."""
         flat = z.reshape(-1)
-        # compiled once per kind of convolution, factor structure and grid shape: the powers and the
-        # scale are traced arrays, so every depth L reuses one compilation
-        n = jnp.asarray(np.asarray(self.powers, float))
+        n = jnp.asarray(self.powers, dtype=flat.real.dtype)
         scale = self._solve_scale()
-        omega, ok = _solve_points(type(self)._solve_one, self.measures, n, scale, flat, self.n_heights, self.max_steps)
-        if throw:
-            okc = concrete(ok)
-            if okc is not None and not np.all(okc):
-                bad = np.asarray(concrete(flat))[~okc][:3]
-                raise ValueError(f"{type(self).__name__}: subordination did not converge on the physical branch "
-                                 f"at z = {bad} (raise n_heights or max_steps, or move z off the real support)")
-        return omega.reshape(z.shape + (len(self.measures),)), ok.reshape(z.shape)
+        omega, g, ok = _solve_points(type(self)._solve_one, self.measures, n, scale, flat, self.n_heights,
+                                     self.max_steps)
+        return omega.reshape(z.shape + (len(self.measures),)), g.reshape(z.shape), ok.reshape(z.shape)
 
+    def _stieltjes(self, z):
+        return self._run(z)[1]
+
+    @reraise_as_value_error
+    def solve(self, z: ArrayLike, *, throw: bool = True):
+        r"""Subordination functions at ``z`` (finite, any shape): ``(omega, ok)``, ``omega`` of shape
+        ``z.shape + (k,)`` (complex; for the multiplicative case at the point :math:`1/z`); ``ok``
+        per point (converged on the physical branch). ``throw=True`` raises where a point is not
+        ok."""
+        throw = flag(throw, "throw")
+        z = as_complex(points(z, "z"))
+        omega, _, ok = self._run(z)
+        omega = finish(omega, ok, throw=throw, eager=f"{type(self).__name__}: {_NOT_OK}", at=describe_points(z))
+        return omega, ok
+
+    @reraise_as_value_error
     def stieltjes(self, z: ArrayLike, *, throw: bool = True) -> Array:
-        z = _complex(z)
-        omega, _ = self.solve(z, throw=throw)
-        return self._g_from_omega(z, omega)
+        r""":math:`G(z)` at finite ``z`` (any shape) by subordination; ``throw=True`` raises where a
+        point is not on the physical branch (``throw=False``: such points are unchecked; use
+        :meth:`solve` or :meth:`density_on_grid` for the per-point ``ok``)."""
+        throw = flag(throw, "throw")
+        z = as_complex(points(z, "z"))
+        _, g, ok = self._run(z)
+        return finish(g, ok, throw=throw, eager=f"{type(self).__name__}: {_NOT_OK}", at=describe_points(z))
 
-    def density_on_grid(self, x: ArrayLike, *, eta: float | None = None, throw: bool = True) -> FreeDensity:
-        r"""Density at real points ``x`` from :math:`G(x + i\eta)`; ``eta`` (a scalar or one height
-        per point) defaults to :math:`10^{-9}|x| + 10^{-13}s` with :math:`s` the spectrum's scale:
+    @reraise_as_value_error
+    def density_on_grid(self, x: ArrayLike, *, eta: ArrayLike | None = None, throw: bool = True) -> FreeDensity:
+        r"""Density at real points ``x`` (finite, any shape) from :math:`G(x + i\eta)`; ``eta`` (a
+        positive scalar or one height per point) defaults to :math:`10^{-9}|x| + 10^{-13}s` in
+        float64 (:math:`10^{-6}|x| + 10^{-9}s` in float32) with :math:`s` the spectrum's scale:
         relative to :math:`x`, so that a density diverging at 0 (products of Marchenko-Pastur
         laws: :math:`\rho(x)\sim x^{-L/(L+1)}`) is read accurately at small :math:`x` (an absolute
         :math:`10^{-9}s` read :math:`\mathrm{MP}^{\boxtimes 16}` 26% too high at :math:`x = 10^{-7}`;
         this default is within 3e-5 of the exact Fuss-Catalan density there). The
         subordination functions stay off the axis in the bulk, so the bias is negligible; at an
-        edge the density is read at :math:`\eta` and stays finite and non-negative."""
-        x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(float)
-        eta = 1e-9 * jnp.abs(x) + 1e-13 * self._scale() if eta is None else jnp.asarray(eta)
-        ec = concrete(eta)
-        if ec is not None and not np.all(ec > 0):
-            raise ValueError(f"eta must be > 0, got {ec}")
-        eta = eta.astype(x.dtype)
-        z = jax.lax.complex(x, jnp.broadcast_to(eta, x.shape))
-        omega, ok = self.solve(z, throw=throw)
-        g = self._g_from_omega(z, omega)
+        edge the density is read at :math:`\eta` and stays finite and non-negative. ``throw=True``
+        raises where a point is not on the physical branch; ``throw=False`` reports it in ``ok``."""
+        throw = flag(throw, "throw")
+        x = points(x, "x", complex_ok=False)
+        if eta is None:
+            eta = _default_eta(x, self._scale())
+        else:
+            eta = real(eta, "eta", lo=0.0, lo_open=True)
+            if eta.ndim and eta.shape != x.shape:
+                raise ArgumentError(f"eta must be a scalar or have the shape of x {x.shape}, got shape {eta.shape}")
+        eta = jnp.broadcast_to(eta.astype(x.dtype), x.shape)
+        z = jax.lax.complex(x, eta)
+        _, g, ok = self._run(z)
         zm = self.zero_mass().astype(x.dtype)
         dens = jnp.maximum(-jnp.imag(g) / math.pi - zm * _lorentz(x, eta), 0.0)
-        return FreeDensity(dens, g, zm, ok)
+        out = FreeDensity(dens, g, zm, ok)
+        return finish(out, ok, throw=throw, eager=f"{type(self).__name__}: {_NOT_OK.replace('these z', 'x + 1j * eta')}",
+                      at=describe_points(x))
 
-    def density(self, x: ArrayLike) -> Array:
+    def _density(self, x):
         return self.density_on_grid(x).density
 
+    @reraise_as_value_error
     def moments_by_contour(self, order: int, *, n_points: int = 64, radius: float = 0.5) -> Array:
         r""":math:`m_1..m_\mathrm{order}` from the subordination solution: the Taylor coefficients of
         :math:`\psi(u) = \sum_k m_ku^k` (multiplicative) or :math:`u\,G(1/u) = \sum_k m_ku^k`
         (additive, centred at 0) by the trapezoidal rule on :math:`|u| = r`, with
         :math:`r = \mathrm{radius}/\lambda_\mathrm{est}` (aliasing error
-        :math:`\sim\mathrm{radius}^{n_\mathrm{points}}`)."""
+        :math:`\sim\mathrm{radius}^{n_\mathrm{points}}`). ``order`` in ``[1, 32]``, ``n_points`` in
+        ``[8, 4096]`` (static), ``radius`` in ``(0, 1)`` (static)."""
+        order = static_int(order, "order", lo=1, hi=MAX_ORDER)
+        n_points = static_int(n_points, "n_points", lo=8, hi=4096)
+        radius = static_number(radius, "radius", lo=0.0, hi=0.999)
         theta = 2 * math.pi * (np.arange(n_points) + 0.5) / n_points
         r = radius / self._reach()
-        u = r.astype(complex) * jnp.asarray(np.exp(1j * theta))
+        cdt = cdtype(r.dtype)
+        u = r.astype(cdt) * jnp.asarray(np.exp(1j * theta), cdt)
         x = 1 / u
-        g = self.stieltjes(x)
+        _, g, ok = self._run(x)
+        g = finish(g, ok, throw=True, eager=f"moments_by_contour: the subordination solve failed on the contour; "
+                   "a smaller radius keeps it farther from the support")
         series = g * x - 1  # sum_{k>=1} m_k u^k for both cases
         ks = np.arange(1, order + 1)
-        phase = jnp.asarray(np.exp(-1j * np.outer(ks, theta)))
-        coef = jnp.mean(series[None, :] * phase, axis=1) / r.astype(complex) ** jnp.asarray(ks.astype(complex))
+        phase = jnp.asarray(np.exp(-1j * np.outer(ks, theta)), cdt)
+        coef = jnp.mean(series[None, :] * phase, axis=1) / r.astype(cdt) ** jnp.asarray(ks, cdt)
         return jnp.real(coef)
 
     def _scale(self):
         m = jax.lax.stop_gradient(self._series_moments(2))
-        return jnp.abs(m[0]) + jnp.sqrt(jnp.abs(m[1] - m[0] ** 2)) + 1e-300
+        return jnp.abs(m[0]) + jnp.sqrt(jnp.abs(m[1] - m[0] ** 2)) + jnp.finfo(m.dtype).tiny
 
     def _reach(self):
         """Estimate of max |t| on the support, from the moment series (ratio test)."""
@@ -313,12 +424,9 @@ class FreeAdditiveConvolution(_AbstractFree):
     r""":math:`\mu_1^{\boxplus n_1}\boxplus\dots\boxplus\mu_k^{\boxplus n_k}` (module docstring).
 
     Attributes:
-        measures: tuple of measures (leaves differentiable). powers: tuple of ints (static).
-        n_heights, max_steps: continuation steps and Newton step limit (static).
+        measures: tuple of measures (leaves differentiable). powers: tuple of ints ``>= 1`` (static).
+        n_heights, max_steps: continuation steps (``>= 2``) and Newton step limit (``>= 1``), static.
     """
-
-    def __check_init__(self):
-        _check_powers(self.measures, self.powers, "FreeAdditiveConvolution")
 
     def support_bounds(self):
         lo = sum(n * m.support_bounds()[0] for m, n in zip(self.measures, self.powers))
@@ -326,8 +434,7 @@ class FreeAdditiveConvolution(_AbstractFree):
         return lo, hi
 
     def _series_moments(self, K: int):
-        c = sum(n * _cumulant_series(_moment_series(m, K + 1)).at[0].set(0.0) for m, n in zip(self.measures, self.powers))
-        return _moments_from_cumulants(c)[1 : K + 1]
+        return _series_jit(_additive_series, self.measures, jnp.asarray(self.powers, dtype=_dtype(self.measures)), K)
 
     def _solve_scale(self):
         return self._scale()
@@ -336,7 +443,7 @@ class FreeAdditiveConvolution(_AbstractFree):
     def _map(omega, args):
         measures, n, zr, zi = args
         z = jax.lax.complex(zr, zi)
-        h = jnp.stack([1 / m.stieltjes(omega[i]) - omega[i] for i, m in enumerate(measures)])
+        h = jnp.stack([1 / m._stieltjes(omega[i]) - omega[i] for i, m in enumerate(measures)])
         return z + jnp.sum(n.astype(h.dtype) * h) - h
 
     @staticmethod
@@ -344,6 +451,7 @@ class FreeAdditiveConvolution(_AbstractFree):
         flip = jnp.imag(z) < 0
         z = jnp.where(flip, jnp.conj(z), z)
         scale = scale.astype(z.real.dtype)
+        rtol, _ = tolerances(z.dtype)
         m1 = jnp.stack([m.mean() for m in measures]).astype(z.dtype)
         nc = n.astype(z.dtype)
         heights = _heights(10 * scale + jnp.abs(jnp.real(z)), jnp.imag(z), n_heights)
@@ -351,38 +459,44 @@ class FreeAdditiveConvolution(_AbstractFree):
         def step(omega, h):
             sol = fixed_point(FreeAdditiveConvolution._map, omega, (measures, n, jnp.real(z), h), solver="newton",
                               max_steps=max_steps, throw=False, name="additive subordination")
-            ok = sol.ok & jnp.all(jnp.imag(sol.value) >= h - 1e-9 * scale) & jnp.all(jnp.isfinite(sol.value))
-            return sol.value, ok
+            w = sol.value
+            # physical branch: Im omega_i >= Im z (the omega_i map C+ into itself, above z)
+            ok = sol.ok & jnp.all(jnp.isfinite(w)) & jnp.all(jnp.imag(w) >= h - 10 * rtol * (jnp.abs(w) + scale))
+            return w, ok
 
         top = jax.lax.complex(jnp.real(z), heights[0])
         omega0 = top - (jnp.sum(nc * m1) - m1)
-        omega, oks, prev = _continue(step, omega0, heights)
-        return jnp.where(flip, jnp.conj(omega), omega), oks & _on_axis_ok(z, prev)
-
-    def _g_from_omega(self, z, omega):
-        return self.measures[0].stieltjes(omega[..., 0])
+        omega, ok, prev = _continue(step, omega0, heights)
+        g = measures[0]._stieltjes(omega[0])
+        ok = _physical_g(z, g, ok & _on_axis_ok(z, prev))
+        return jnp.where(flip, jnp.conj(omega), omega), jnp.where(flip, jnp.conj(g), g), ok
 
 
 class FreeMultiplicativeConvolution(_AbstractFree):
     r""":math:`\mu_1^{\boxtimes n_1}\boxtimes\dots\boxtimes\mu_k^{\boxtimes n_k}` for measures on
-    :math:`[0, \infty)` with positive mean (module docstring). The atom at 0 has mass
-    :math:`\max_i\mu_i(\{0\})` (Belinschi 2003; Bercovici & Voiculescu 1993).
+    :math:`[0, \infty)` with positive mean (module docstring; ``ValueError`` otherwise, eagerly or
+    under ``jit``). The atom at 0 has mass :math:`\max_i\mu_i(\{0\})` (Belinschi 2003; Bercovici &
+    Voiculescu 1993).
 
     Attributes:
-        measures: tuple of measures (leaves differentiable). powers: tuple of ints (static).
-        n_heights, max_steps: continuation steps and Newton step limit (static).
+        measures: tuple of measures (leaves differentiable). powers: tuple of ints ``>= 1`` (static).
+        n_heights, max_steps: continuation steps (``>= 2``) and Newton step limit (``>= 1``), static.
     """
 
-    def __check_init__(self):
-        _check_powers(self.measures, self.powers, "FreeMultiplicativeConvolution")
-        for m in self.measures:
-            lo = concrete(m.support_bounds()[0])
-            if lo is not None and lo < 0:
-                raise ValueError(f"FreeMultiplicativeConvolution: every measure must live on [0, inf); {m!r} has "
-                                 f"support down to {float(lo)}")
-            m1 = concrete(m.mean())
-            if m1 is not None and not m1 > 0:
-                raise ValueError(f"FreeMultiplicativeConvolution: every measure needs a mean > 0, got {float(m1)}")
+    def _check_factors(self, measures):
+        out = []
+        for i, m in enumerate(measures):
+            lo, m1 = m.support_bounds()[0], m.mean()
+            bad = (lo < 0) | ~(m1 > 0)
+            msg = f"measures must live on [0, inf) with a mean > 0 (factor {i}, {type(m).__name__}, does not)"
+            b = concrete(bad)
+            if b is not None:
+                if bool(b):
+                    raise ArgumentError(f"{msg}: support down to {float(concrete(lo)):.4g}, mean {float(concrete(m1)):.4g}")
+                out.append(m)
+            else:
+                out.append(error_if(m, bad, msg))
+        return tuple(out)
 
     def support_bounds(self):
         hi = 1.0
@@ -394,18 +508,15 @@ class FreeMultiplicativeConvolution(_AbstractFree):
         return jnp.max(jnp.stack([m.zero_mass() for m in self.measures]))
 
     def _series_moments(self, K: int):
-        s = None
-        for m, n in zip(self.measures, self.powers):
-            f = _pow(_s_series(_moment_series(m, K + 1)), n)
-            s = f if s is None else _mul(s, f)
-        return _moments_from_s(s)[1 : K + 1]
+        return _series_jit(_multiplicative_series, self.measures, jnp.asarray(self.powers, dtype=_dtype(self.measures)),
+                           K)
 
     def _solve_scale(self):
         return self._reach()
 
     @staticmethod
     def _h(m, w):
-        psi = m.psi(w)
+        psi = m._psi(w)
         return psi / (w * (1 + psi))
 
     @staticmethod
@@ -420,6 +531,7 @@ class FreeMultiplicativeConvolution(_AbstractFree):
         flip = jnp.imag(x) < 0
         x = jnp.where(flip, jnp.conj(x), x)
         scale = scale.astype(x.real.dtype)
+        rtol, _ = tolerances(x.dtype)
         m1 = jnp.stack([m.mean() for m in measures]).astype(x.dtype)
         nc = n.astype(x.dtype)
         heights = _heights(10 * scale + jnp.abs(jnp.real(x)), jnp.imag(x), n_heights)
@@ -428,20 +540,18 @@ class FreeMultiplicativeConvolution(_AbstractFree):
             u = 1 / jax.lax.complex(jnp.real(x), h)
             sol = fixed_point(FreeMultiplicativeConvolution._map, omega, (measures, n, jnp.real(u), jnp.imag(u)),
                               solver="newton", max_steps=max_steps, throw=False, name="multiplicative subordination")
-            ok = sol.ok & jnp.all(jnp.imag(sol.value) <= 1e-9 * jnp.abs(sol.value)) & jnp.all(jnp.isfinite(sol.value))
-            return sol.value, ok
+            w = sol.value
+            # physical branch: Im omega_i <= 0 at the point 1/x in the lower half-plane
+            ok = sol.ok & jnp.all(jnp.isfinite(w)) & jnp.all(jnp.imag(w) <= 10 * rtol * jnp.abs(w))
+            return w, ok
 
         u0 = 1 / jax.lax.complex(jnp.real(x), heights[0])
         omega0 = u0 * jnp.exp(jnp.sum(nc * jnp.log(m1))) / m1
-        omega, oks, prev = _continue(step, omega0, heights)
-        return jnp.where(flip, jnp.conj(omega), omega), oks & _on_axis_ok(x, prev)
-
-    def _g_from_omega(self, x, omega):
-        m = self.measures[0]
-        w = omega[..., 0]
-        psi = m.psi(w)
-        eta = psi / (1 + psi)
-        return 1 / (x * (1 - eta))
+        omega, ok, prev = _continue(step, omega0, heights)
+        psi = measures[0]._psi(omega[0])
+        g = 1 / (x * (1 - psi / (1 + psi)))
+        ok = _physical_g(x, g, ok & _on_axis_ok(x, prev))
+        return jnp.where(flip, jnp.conj(omega), omega), jnp.where(flip, jnp.conj(g), g), ok
 
 
 def _flatten(measures, powers, cls):
@@ -456,18 +566,30 @@ def _flatten(measures, powers, cls):
     return tuple(out_m), tuple(out_p)
 
 
-def free_additive_convolution(*measures: AbstractMeasure, **config) -> FreeAdditiveConvolution:
+def _check_measure_args(measures):
+    if not measures:
+        raise ArgumentError("measures: give at least one measure")
+    for m in measures:
+        if not isinstance(m, AbstractMeasure):
+            raise ArgumentError(f"measures must be rmtjax.rmt measures (e.g. MarchenkoPastur(0.5)), got {m!r:.80}")
+
+
+def free_additive_convolution(*measures: AbstractMeasure, n_heights: int = 32,
+                              max_steps: int = 200) -> FreeAdditiveConvolution:
     r""":math:`\mu_1\boxplus\mu_2\boxplus\dots` by subordination (nested convolutions are flattened).
 
     Example:
         >>> sc = free_additive_convolution(Semicircle(1.0), Semicircle(1.0))  # semicircle, variance 2
     """
+    _check_measure_args(measures)
     ms, ps = _flatten(measures, (1,) * len(measures), FreeAdditiveConvolution)
-    return FreeAdditiveConvolution(ms, ps, **config)
+    return FreeAdditiveConvolution(ms, ps, n_heights=n_heights, max_steps=max_steps)
 
 
-def free_additive_power(measure: AbstractMeasure, n: int, **config) -> FreeAdditiveConvolution:
-    r""":math:`\mu^{\boxplus n}` (one unknown: :math:`\omega = z + (n-1)h_\mu(\omega)`).
+def free_additive_power(measure: AbstractMeasure, n: int, *, n_heights: int = 32,
+                        max_steps: int = 200) -> FreeAdditiveConvolution:
+    r""":math:`\mu^{\boxplus n}` (one unknown: :math:`\omega = z + (n-1)h_\mu(\omega)`; ``n`` a static
+    integer ``>= 1``).
 
     Example:
         >>> import jax.numpy as jnp
@@ -475,32 +597,38 @@ def free_additive_power(measure: AbstractMeasure, n: int, **config) -> FreeAddit
         >>> N = 200  # free Poisson limit: ((1 - 1/N) delta_0 + (1/N) delta_1)^{boxplus N} -> MP(ratio 1)
         >>> p = free_additive_power(Discrete(jnp.array([0.0, 1.0]), jnp.array([1 - 1 / N, 1 / N])), N)
     """
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if not isinstance(measure, AbstractMeasure):
+        raise ArgumentError(f"measure must be an rmtjax.rmt measure (e.g. Semicircle(1.0)), got {measure!r:.80}")
+    n = static_int(n, "n", lo=1, hi=10**6)
     ms, ps = _flatten((measure,), (n,), FreeAdditiveConvolution)
-    return FreeAdditiveConvolution(ms, ps, **config)
+    return FreeAdditiveConvolution(ms, ps, n_heights=n_heights, max_steps=max_steps)
 
 
-def free_multiplicative_convolution(*measures: AbstractMeasure, **config) -> FreeMultiplicativeConvolution:
-    r""":math:`\mu_1\boxtimes\mu_2\boxtimes\dots` by subordination, for measures on :math:`[0,\infty)`.
+def free_multiplicative_convolution(*measures: AbstractMeasure, n_heights: int = 32,
+                                    max_steps: int = 200) -> FreeMultiplicativeConvolution:
+    r""":math:`\mu_1\boxtimes\mu_2\boxtimes\dots` by subordination, for measures on :math:`[0,\infty)`
+    with positive mean.
 
     Example:
         >>> from rmtjax.rmt._measures import MarchenkoPastur
         >>> rho = free_multiplicative_convolution(MarchenkoPastur(0.5, 1.0), MarchenkoPastur(1.0, 2.0))
     """
+    _check_measure_args(measures)
     ms, ps = _flatten(measures, (1,) * len(measures), FreeMultiplicativeConvolution)
-    return FreeMultiplicativeConvolution(ms, ps, **config)
+    return FreeMultiplicativeConvolution(ms, ps, n_heights=n_heights, max_steps=max_steps)
 
 
-def free_multiplicative_power(measure: AbstractMeasure, n: int, **config) -> FreeMultiplicativeConvolution:
+def free_multiplicative_power(measure: AbstractMeasure, n: int, *, n_heights: int = 32,
+                              max_steps: int = 200) -> FreeMultiplicativeConvolution:
     r""":math:`\mu^{\boxtimes n}`; a power of a product multiplies the powers of its factors
-    (composition: one unknown per distinct factor, whatever ``n``).
+    (composition: one unknown per distinct factor, whatever ``n``; ``n`` a static integer ``>= 1``).
 
     Example:
         >>> from rmtjax.rmt._measures import MarchenkoPastur
         >>> fc = free_multiplicative_power(MarchenkoPastur(1.0, 1.0), 64)
     """
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if not isinstance(measure, AbstractMeasure):
+        raise ArgumentError(f"measure must be an rmtjax.rmt measure (e.g. MarchenkoPastur(1.0)), got {measure!r:.80}")
+    n = static_int(n, "n", lo=1, hi=10**6)
     ms, ps = _flatten((measure,), (n,), FreeMultiplicativeConvolution)
-    return FreeMultiplicativeConvolution(ms, ps, **config)
+    return FreeMultiplicativeConvolution(ms, ps, n_heights=n_heights, max_steps=max_steps)

@@ -90,8 +90,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .._validate import concrete
-from ..solve import fixed_point, root
+import optimistix as optx
+
+from .._validate import (ArgumentError, check_range, concrete, error_if, flag, real, reraise_as_value_error,
+                         static_int, symmetric_psd)
+from ..solve import Solution, fixed_point, root
+from ._checks import describe_points, finish, points, tolerances
 
 __all__ = [
     "GramDensity",
@@ -116,6 +120,10 @@ class GramMixture(eqx.Module):
         means: class means :math:`\mu_\ell`, shape ``(k, p)``. Differentiable.
         n_per_class: class sizes :math:`n_\ell \ge 1` (static).
 
+    Every argument is validated (finite, the shapes above, ``cov`` symmetric PSD up to rounding or
+    diagonal entries ``>= 0``): ``ValueError`` eagerly, or a compiled check when the arrays are
+    traced (a non-PSD covariance would give an unphysical, e.g. negative, :math:`\delta`).
+
     The second moments are :math:`C_\ell = \Sigma_\ell + \mu_\ell\mu_\ell^\top`.
     """
 
@@ -124,43 +132,29 @@ class GramMixture(eqx.Module):
     n_per_class: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(self, cov: ArrayLike, means: ArrayLike | None = None, *, n_per_class):
-        cov = jnp.asarray(cov)
-        if not jnp.issubdtype(cov.dtype, jnp.floating):
-            cov = cov.astype(float)
-        self.cov = cov
-        self.means = jnp.zeros(cov.shape[:2], cov.dtype) if means is None else jnp.asarray(means).astype(cov.dtype)
-        n = np.asarray(n_per_class)
-        if n.ndim != 1 or n.dtype.kind not in "iuf" or np.any(n != np.round(n)) or np.any(n < 1):
-            raise ValueError(f"n_per_class must be positive integers (n >= 1 per class), got {n_per_class}")
-        self.n_per_class = tuple(int(v) for v in n)
-
-    def __check_init__(self):
-        c = self.cov
-        if c.ndim not in (2, 3) or (c.ndim == 3 and c.shape[1] != c.shape[2]):
-            raise ValueError(f"cov must have shape (k, p, p) or (k, p) (diagonal covariances), got {c.shape}")
-        k, p = c.shape[:2]
-        if p < 1 or k < 1:
-            raise ValueError(f"cov: need k >= 1 classes and dimension p >= 1, got shape {c.shape}")
-        if self.means.shape != (k, p):
-            raise ValueError(f"means must have shape (k, p) = {(k, p)}, got {self.means.shape}")
-        if len(self.n_per_class) != k:
-            raise ValueError(f"n_per_class must have k = {k} entries, got {self.n_per_class}")
-        cv = concrete(c)
-        if cv is not None:
-            if not np.all(np.isfinite(cv)):
-                raise ValueError("cov contains NaN or inf")
-            scale = max(1.0, float(np.max(np.abs(cv))))
-            if c.ndim == 3:
-                if not np.allclose(cv, np.swapaxes(cv, 1, 2), rtol=1e-10, atol=1e-12 * scale):
-                    raise ValueError("cov must be symmetric")
-                low = float(np.min(np.linalg.eigvalsh(cv)))
-            else:
-                low = float(np.min(cv))
-            if low < -1e-10 * scale:
-                raise ValueError(f"cov must be positive semi-definite (covariances); smallest eigenvalue {low:.3e}")
-        mv = concrete(self.means)
-        if mv is not None and not np.all(np.isfinite(mv)):
-            raise ValueError("means contains NaN or inf")
+        cov = real(cov, "cov", ndim=(2, 3))
+        if cov.ndim == 3 and cov.shape[1] != cov.shape[2]:
+            raise ArgumentError(f"cov must have shape (k, p, p) or (k, p) (diagonal covariances), got {cov.shape}")
+        k, p = cov.shape[:2]
+        if cov.ndim == 3:
+            cov = symmetric_psd(cov, "cov")
+        else:
+            cov = check_range(cov, "cov", lo=0.0)  # diagonal covariances: variances >= 0
+        if means is None:
+            means = jnp.zeros((k, p), cov.dtype)
+        else:
+            means = real(means, "means", shape=(k, p))
+        if isinstance(n_per_class, (str, bytes)) or not hasattr(n_per_class, "__len__"):
+            raise ArgumentError(f"n_per_class must be a sequence of k = {k} positive integers, got {n_per_class!r:.60}")
+        n = tuple(static_int(v, "n_per_class", lo=1, hi=10**9) for v in np.asarray(n_per_class, dtype=object).ravel()) \
+            if np.ndim(np.asarray(n_per_class, dtype=object)) == 1 else None
+        if n is None or len(n) != k:
+            raise ArgumentError(f"n_per_class must have k = {k} entries (one class size each), got {n_per_class!r:.60}")
+        strong = [np.dtype(x.dtype) for x in (cov, means) if not x.weak_type]
+        dt = np.result_type(*strong) if strong else cov.dtype
+        self.cov = jnp.asarray(cov, dtype=dt)
+        self.means = jnp.asarray(means, dtype=dt)
+        self.n_per_class = n
 
     @property
     def k(self) -> int:
@@ -255,39 +249,105 @@ def _solve_delta(model, z, delta0=None, *, with_means=True, throw=True, max_step
                        solver="newton", max_steps=max_steps, throw=throw, name="Gram delta fixed point")
 
 
-def _check_z(z):
-    zc = concrete(z)
-    if zc is None:
-        return jnp.asarray(z)
-    if not np.all(np.isfinite(zc)):
-        raise ValueError(f"z must be finite, got {zc}")
-    if np.iscomplexobj(zc):
-        bad = (np.imag(zc) == 0) & (np.real(zc) <= 0)
+def _check_model(model):
+    if not isinstance(model, GramMixture):
+        raise ArgumentError(f"model must be a GramMixture, got {model!r:.80}")
+    return model
+
+
+_Z_RULE = ("z must be > 0 or complex off the half-line (-inf, 0]: real z <= 0 can lie on the support of the spectrum "
+           "of G (in [0, inf)), where Q(z) is singular")
+
+
+def _check_z(z, throw: bool):
+    """``(z, z_ok)``: a scalar real or complex ``z`` (structure checked at once) and whether it is a
+    finite point of the domain. With ``throw`` a bad value raises (eagerly, or compiled in);
+    without, it is reported through the result code."""
+    if not throw:
+        z = _structure_z(z)
+        return z, jnp.isfinite(z) & ~((jnp.imag(z) == 0) & (jnp.real(z) <= 0))
+    z = points(z, "z", ndim=0)
+    bad = (jnp.imag(z) == 0) & (jnp.real(z) <= 0)
+    b = concrete(bad)
+    if b is not None:
+        if bool(b):
+            raise ArgumentError(f"{_Z_RULE}; got {complex(concrete(z)) if jnp.iscomplexobj(z) else float(concrete(z))!r}")
     else:
-        bad = zc <= 0
-    if np.any(bad):
-        raise ValueError(f"z must be > 0 or complex off the real axis: real z <= 0 can lie on the support "
-                         f"of the spectrum of G (in [0, inf)), where Q(z) is singular; got {zc}")
-    return jnp.asarray(z)
+        z = error_if(z, bad, _Z_RULE)
+    return z, jnp.ones((), bool)
 
 
-def _raise_if_failed(sol, name: str, max_steps: int):
-    """``ValueError`` (eager) or ``eqx.error_if`` (traced) when a solve with ``throw=False`` failed."""
-    ok = concrete(sol.ok)
-    if ok is not None:
-        if not np.all(ok):
-            raise ValueError(f"{name} did not converge: residual {float(np.max(concrete(sol.residual))):.3e} after "
-                             f"{max_steps} steps; raise max_steps or pass throw=False to inspect per point")
-        return sol
-    value = eqx.error_if(sol.value, ~jnp.all(sol.ok), f"{name} did not converge within {max_steps} steps")
-    return eqx.tree_at(lambda s_: s_.value, sol, value)
+def _structure_z(z):
+    """Structural checks of ``z`` only (a real or complex scalar; values reported through ``ok``)."""
+    from .._validate import _kind
+
+    kind = _kind(z)
+    if kind in ("bool", "object"):
+        raise ArgumentError(f"z must be a real or complex number, got {'a boolean' if kind == 'bool' else type(z).__name__}")
+    z = jnp.asarray(z)
+    if kind == "int":
+        z = z.astype(jnp.result_type(float))
+    if z.ndim != 0:
+        raise ArgumentError(f"z must be a scalar (vmap over z for several points), got shape {z.shape}")
+    return z
+
+
+def _physical(delta, z):
+    r"""Whether ``delta`` is finite and on the physical branch: :math:`\operatorname{Im}\delta_\ell` of
+    the sign opposite to :math:`\operatorname{Im}z` (or 0), and :math:`\delta_\ell \ge 0` for real
+    :math:`z > 0` (then :math:`\tilde R` is positive definite and :math:`C_\ell` PSD)."""
+    rtol, _ = tolerances(delta.dtype)
+    tol = 10 * rtol * (1 + jnp.abs(delta))
+    zi = jnp.imag(z).astype(tol.dtype)
+    im_ok = jnp.imag(delta) * jnp.sign(zi) <= tol
+    re_ok = (zi != 0) | (jnp.real(delta) >= -tol)
+    return jnp.all(jnp.isfinite(delta) & im_ok & re_ok)
+
+
+def _with_branch(sol, ok):
+    """``sol`` with ``result`` = divergence and ``value`` NaN where ``ok`` is false."""
+    result = optx.RESULTS.where(ok, sol.result, optx.RESULTS.nonlinear_divergence)
+    good = ok & (sol.result == optx.RESULTS.successful)
+    value = jnp.where(good, sol.value, jnp.full_like(sol.value, jnp.nan))
+    return Solution(value, result, sol.steps, sol.residual)
+
+
+def _safe_z(z, zok, dtype):
+    return jnp.where(zok, z, jnp.ones_like(z)).astype(dtype)
 
 
 @eqx.filter_jit
-def _delta_jit(model, z, delta0, max_steps):
-    return _solve_delta(model, z, delta0, throw=False, max_steps=max_steps)
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
+def _delta_core(model, z, zok, delta0, max_steps):
+    dtype = _common_dtype(model.cov.dtype, z.dtype)
+    zs = _safe_z(z, zok, dtype)
+    sol = _solve_delta(model, zs, delta0, throw=False, max_steps=max_steps)
+    return _with_branch(sol, zok & _physical(sol.value, zs))
 
 
+def _finish_delta(sol, throw: bool, max_steps: int, z):
+    """Applies ``throw`` to a delta solve: eagerly a ``ValueError`` with the residual, under tracing a
+    compiled check."""
+    if not throw:
+        return sol
+    msg = (f"Gram delta fixed point did not converge on the physical branch (Im delta of the sign opposite to Im z; "
+           f"delta >= 0 for real z > 0) within max_steps = {max_steps}")
+    ok = concrete(sol.ok)
+    if ok is not None:
+        if not np.all(ok):
+            zc = concrete(z)
+            raise ArgumentError(f"{msg} at z = {complex(zc) if np.iscomplexobj(zc) else float(zc)!r}: residual "
+                                f"{float(np.max(concrete(sol.residual))):.3e}; raise max_steps, start elsewhere "
+                                "(delta0), or pass throw=False to read ok per point")
+        return sol
+    return eqx.tree_at(lambda s_: s_.value, sol, error_if(sol.value, ~sol.ok, msg + "; pass throw=False to read ok"))
+
+
+def _static(max_steps, throw):
+    return static_int(max_steps, "max_steps", lo=1, hi=10**6), flag(throw, "throw")
+
+
+@reraise_as_value_error
 def gram_delta(model: GramMixture, z: ArrayLike, *, max_steps: int = 200, throw: bool = True,
                delta0: ArrayLike | None = None):
     r"""The fixed point :math:`\delta_\ell(z) = \frac1p\operatorname{tr}(C_\ell\tilde R(z))` (a
@@ -299,21 +359,32 @@ def gram_delta(model: GramMixture, z: ArrayLike, *, max_steps: int = 200, throw:
         \tilde R(z) = \Big(\sum_\ell \frac{n_\ell}{p}\frac{C_\ell}{1+\delta_\ell(z)} + zI_p\Big)^{-1}
 
     (Seddik et al. 2020, Thm. 1, with the class weights :math:`n_\ell/p` derived in the module doc).
+    Only the physical solution counts as converged: :math:`\operatorname{Im}\delta_\ell` of the sign
+    opposite to :math:`\operatorname{Im}z`, :math:`\delta_\ell \ge 0` for real :math:`z > 0`.
 
     Args:
         model: the mixture (:class:`GramMixture`).
-        z: real ``> 0`` or complex off the half-line :math:`(-\infty, 0]` (``ValueError`` otherwise).
+        z: a finite scalar, real ``> 0`` or complex off the half-line :math:`(-\infty, 0]`.
         max_steps: Newton step limit (static).
-        throw: raise when Newton does not converge (else read ``.ok``).
-        delta0: starting point (default 0).
+        throw: raise (``ValueError``, or a compiled check under ``jit``) for a ``z`` outside the
+            domain or a solve that does not reach the physical branch; with ``throw=False`` such
+            points get ``ok = False`` (``value`` NaN), so a ``vmap`` over ``z`` carries on.
+        delta0: starting point (default 0), shape ``(k,)``.
 
     Example:
         >>> import jax.numpy as jnp
         >>> m = GramMixture(jnp.ones((1, 50)), n_per_class=(100,))
         >>> d = float(gram_delta(m, 0.5).value[0])  # solves d = 1 / (2 / (1 + d) + 0.5)
     """
-    sol = _delta_jit(model, _check_z(z), None if delta0 is None else jnp.asarray(delta0), max_steps)
-    return _raise_if_failed(sol, "Gram delta fixed point", max_steps) if throw else sol
+    model = _check_model(model)
+    max_steps, throw = _static(max_steps, throw)
+    z, zok = _check_z(z, throw)
+    if delta0 is not None:
+        delta0 = points(delta0, "delta0", ndim=1)
+        if delta0.shape != (model.k,):
+            raise ArgumentError(f"delta0 must have shape (k,) = ({model.k},), got {delta0.shape}")
+    sol = _delta_core(model, z, zok, delta0, max_steps)
+    return _finish_delta(sol, throw, max_steps, z)
 
 
 class GramResolvent(NamedTuple):
@@ -338,55 +409,70 @@ class GramResolvent(NamedTuple):
 
     def trace(self, n_per_class) -> Array:
         r""":math:`\frac1n\sum_\ell n_\ell/(z(1+\delta_\ell))` (see :func:`gram_trace_resolvent`)."""
-        nl = jnp.asarray(np.asarray(n_per_class, float)).astype(self.diag.dtype)
+        nl = jnp.asarray(n_per_class, dtype=self.diag.real.dtype).astype(self.diag.dtype)
         return jnp.sum(nl * self.diag) / jnp.sum(nl)
 
 
 @eqx.filter_jit
-def _resolvent_jit(model, z, max_steps):
-    sol = _solve_delta(model, z, None, throw=False, max_steps=max_steps)
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
+def _resolvent_core(model, z, zok, max_steps):
+    dtype = _common_dtype(model.cov.dtype, z.dtype)
+    zs = _safe_z(z, zok, dtype)
+    sol = _solve_delta(model, zs, None, throw=False, max_steps=max_steps)
+    sol = _with_branch(sol, zok & _physical(sol.value, zs))
     delta = sol.value
-    z = z.astype(delta.dtype)
     a = _weights(model, delta.dtype) / (1 + delta)
-    mtrm = _pieces(model.cov, model.means, a, z).mtrm
+    mtrm = _pieces(model.cov, model.means, a, zs).mtrm
     omega = -mtrm / ((1 + delta)[:, None] * (1 + delta)[None, :])
-    return sol, GramResolvent(delta, 1 / (z * (1 + delta)), omega / (model.p * z), sol.ok)
+    zz = zs.astype(delta.dtype)
+    return sol, GramResolvent(delta, 1 / (zz * (1 + delta)), omega / (model.p * zz), sol.ok)
 
 
+@reraise_as_value_error
 def gram_resolvent(model: GramMixture, z: ArrayLike, *, max_steps: int = 200, throw: bool = True) -> GramResolvent:
     r"""The deterministic equivalent :math:`\tilde Q(z) = \frac1z\Lambda + \frac1{pz}J\Omega J^\top` of
     :math:`\mathbb E[(X^\top X/p + zI_n)^{-1}]` (Seddik et al. 2020, Thm. 1; the full :math:`k\times k`
     :math:`\Omega_{ab} = -\mu_a^\top\tilde R\mu_b/((1+\delta_a)(1+\delta_b))`, see the module doc), in
-    factored form (``.dense(n_per_class)`` builds the ``n x n`` matrix). Arguments as in :func:`gram_delta`.
+    factored form (``.dense(n_per_class)`` builds the ``n x n`` matrix). Arguments as in :func:`gram_delta`
+    (with ``throw=False``, points that are not ok have NaN entries and ``ok = False``).
 
     Example:
         >>> import jax.numpy as jnp
         >>> m = GramMixture(jnp.ones((2, 40)), jnp.eye(2, 40), n_per_class=(30, 50))
         >>> Qt = gram_resolvent(m, 1.0).dense(m.n_per_class)  # (80, 80)
     """
-    sol, out = _resolvent_jit(model, _check_z(z), max_steps)
+    model = _check_model(model)
+    max_steps, throw = _static(max_steps, throw)
+    z, zok = _check_z(z, throw)
+    sol, out = _resolvent_core(model, z, zok, max_steps)
     if throw:
-        sol = _raise_if_failed(sol, "Gram delta fixed point", max_steps)
+        sol = _finish_delta(sol, throw, max_steps, z)
         out = out._replace(delta=sol.value)
     return out
 
 
+@reraise_as_value_error
 def gram_trace_resolvent(model: GramMixture, z: ArrayLike, *, max_steps: int = 200, throw: bool = True) -> Array:
     r""":math:`\frac1n\operatorname{tr}\tilde Q(z) \simeq \frac1n\sum_\ell n_\ell/(z(1+\delta_\ell(z)))`, the
     deterministic equivalent of :math:`\frac1n\operatorname{tr}(G + zI)^{-1}` (error :math:`O(1/p)`; the
-    :math:`J\Omega J^\top` term changes the trace by :math:`O(1/p)` only). Arguments as in :func:`gram_delta`.
+    :math:`J\Omega J^\top` term changes the trace by :math:`O(1/p)` only). Arguments as in :func:`gram_delta`;
+    with ``throw=False`` a point that is not ok (see :func:`gram_delta`) is NaN.
 
     Example:
         >>> import jax.numpy as jnp
         >>> m = GramMixture(jnp.ones((1, 50)), n_per_class=(100,))
         >>> t = gram_trace_resolvent(m, 0.5)  # Marchenko-Pastur: 1 / (0.5 (1 + delta))
     """
-    sol, out = _resolvent_jit(model, _check_z(z), max_steps)
+    model = _check_model(model)
+    max_steps, throw = _static(max_steps, throw)
+    z, zok = _check_z(z, throw)
+    sol, out = _resolvent_core(model, z, zok, max_steps)
     tr = out.trace(model.n_per_class)
     if throw:
-        sol = _raise_if_failed(sol, "Gram delta fixed point", max_steps)
-        tr = eqx.error_if(tr, ~jnp.all(sol.ok), "Gram delta fixed point did not converge") \
-            if concrete(sol.ok) is None else tr
+        sol = _finish_delta(sol, throw, max_steps, z)
+        if concrete(sol.ok) is None:
+            tr = error_if(tr, ~sol.ok, "Gram delta fixed point did not converge on the physical branch; pass "
+                                       "throw=False to get NaN at such points")
     return tr
 
 
@@ -396,10 +482,10 @@ def _spectral_bound(model) -> Array:
     cov = jax.lax.stop_gradient(model.cov)
     means = jax.lax.stop_gradient(model.means)
     smax = jnp.max(cov) if model.diagonal else jnp.max(jnp.linalg.eigvalsh(cov))
-    sq = jnp.sqrt(jnp.asarray(np.asarray(model.n_per_class, float))).astype(means.dtype)
+    sq = jnp.sqrt(jnp.asarray(model.n_per_class, dtype=means.dtype))
     theta = jnp.max(jnp.linalg.eigvalsh((sq[:, None] * means) @ (sq[:, None] * means).T)) / model.p
     c = model.n / model.p
-    return (jnp.sqrt(theta) + (1 + np.sqrt(c)) * jnp.sqrt(smax)) ** 2 + 1e-12
+    return (jnp.sqrt(theta) + (1 + np.sqrt(c)) * jnp.sqrt(smax)) ** 2 + jnp.finfo(means.dtype).tiny
 
 
 class GramDensity(NamedTuple):
@@ -421,6 +507,7 @@ class GramDensity(NamedTuple):
     ok: Array
 
 
+@reraise_as_value_error
 def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float | ArrayLike = 1e-3, n_heights: int = 40,
                           throw: bool = True) -> GramDensity:
     r"""Limiting eigenvalue density of :math:`G = X^\top X/p` at the points ``x`` by Stieltjes
@@ -446,18 +533,13 @@ def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float | Arra
         >>> m = GramMixture(jnp.ones((1, 100)), n_per_class=(200,))
         >>> d = gram_spectral_density(m, jnp.linspace(0.1, 6.0, 50))  # Marchenko-Pastur, c = 2
     """
-    x = jnp.asarray(x)
-    if x.ndim != 1:
-        raise ValueError(f"x must be a 1-d grid, got shape {x.shape}")
-    eta = jnp.asarray(eta)
-    if eta.ndim > 1 or (eta.ndim == 1 and eta.shape != x.shape):
-        raise ValueError(f"eta must be a scalar or have the shape of x {x.shape}, got shape {eta.shape}")
-    eta_c = concrete(eta)
-    if eta_c is not None and not (np.all(eta_c > 0) and np.all(np.isfinite(eta_c))):
-        raise ValueError(f"eta must be finite and > 0, got {eta_c}")
+    model = _check_model(model)
+    x = points(x, "x", complex_ok=False, ndim=1)
+    eta = real(eta, "eta", ndim=(0, 1), lo=0.0, lo_open=True)
+    if eta.ndim == 1 and eta.shape != x.shape:
+        raise ArgumentError(f"eta must be a scalar or have the shape of x {x.shape}, got shape {eta.shape}")
     eta = jnp.broadcast_to(eta, x.shape)
-    if not (isinstance(n_heights, int) and n_heights >= 2):
-        raise ValueError(f"n_heights must be an integer >= 2, got {n_heights}")
+    n_heights, throw = static_int(n_heights, "n_heights", lo=2, hi=10_000), flag(throw, "throw")
     deltas, m, oks = _density_impl(model, x, eta, n_heights)
     dtype = m.real.dtype
     x = x.astype(dtype)
@@ -468,15 +550,14 @@ def gram_spectral_density(model: GramMixture, x: ArrayLike, *, eta: float | Arra
     zero_mass = jnp.asarray(max(0.0, 1.0 - rank / model.n), dtype)
     eta = eta.astype(dtype)
     dens = jnp.imag(m) / np.pi - zero_mass * eta / (np.pi * (x**2 + eta**2))
-    if throw:
-        okc = concrete(oks)
-        if okc is not None and not np.all(okc):
-            raise ValueError(f"gram_spectral_density: no physical solution at x = {np.asarray(x)[~okc]}; "
-                             "raise n_heights or eta")
-    return GramDensity(dens, m, zero_mass, oks)
+    out = GramDensity(dens, m, zero_mass, oks)
+    return finish(out, oks, throw=throw, eager="gram_spectral_density: no solution on the physical branch at these x "
+                  "(raise n_heights or eta, or pass throw=False to read ok per point)", at=describe_points(x))
+
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
 def _density_impl(model, x, eta, n_heights):
     dtype = model.cov.dtype
     x = x.astype(dtype)
@@ -488,9 +569,10 @@ def _density_impl(model, x, eta, n_heights):
     def heights(h):  # geometric from top down to h, ending exactly at h
         return (top * (h / top) ** steps).at[-1].set(h)
 
-    def on_branch(sol):
+    def on_branch(sol):  # z = -(x + i eta): Im delta >= 0
+        rtol, _ = tolerances(dtype)
         d = sol.value
-        return sol.ok & jnp.all(jnp.isfinite(d)) & jnp.all(jnp.imag(d) >= -1e-9 * (1 + jnp.abs(d)))
+        return sol.ok & jnp.all(jnp.isfinite(d)) & jnp.all(jnp.imag(d) >= -10 * rtol * (1 + jnp.abs(d)))
 
     def at(xi, h, d0):
         sol = _solve_delta(model, -jax.lax.complex(xi, h), d0, throw=False)
@@ -513,7 +595,7 @@ def _density_impl(model, x, eta, n_heights):
 
     d0, ok0 = from_above(x[0], eta[0])
     _, (deltas, oks) = jax.lax.scan(scan_x, (d0, ok0), (x, eta))
-    nl = jnp.asarray(np.asarray(model.n_per_class, float)).astype(dtype)
+    nl = jnp.asarray(model.n_per_class, dtype=dtype)
     zeta = jax.lax.complex(x, eta)
     m = jnp.einsum("l,xl->x", nl.astype(cdtype), 1 / (-zeta[:, None] * (1 + deltas))) / jnp.sum(nl).astype(cdtype)
     return deltas, m, oks
@@ -566,6 +648,7 @@ def _real_state(model, lam, d0):
     return d, ok, jnp.linalg.eigvalsh(_h_matrix(model, d, lam))
 
 
+@reraise_as_value_error
 def gram_spikes(model: GramMixture, *, n_grid: int = 120, n_bisect: int = 60, throw: bool = True) -> GramSpikes:
     r"""Isolated eigenvalues of :math:`G = X^\top X/p` to the right of the bulk and the alignment of their
     eigenvectors with the classes (module doc: zeros of the eigenvalue curves of
@@ -583,14 +666,13 @@ def gram_spikes(model: GramMixture, *, n_grid: int = 120, n_bisect: int = 60, th
         >>> m = GramMixture(jnp.ones((2, 200)), 3 * jnp.eye(2, 200), n_per_class=(200, 200))
         >>> s = gram_spikes(m)  # both spikes at (1 + 9) (1 + 2 / 9) = 12.22...
     """
-    if not (isinstance(n_grid, int) and n_grid >= 4 and isinstance(n_bisect, int) and n_bisect >= 1):
-        raise ValueError(f"n_grid must be an integer >= 4 and n_bisect >= 1, got {n_grid}, {n_bisect}")
+    model = _check_model(model)
+    n_grid = static_int(n_grid, "n_grid", lo=4, hi=100_000)
+    n_bisect = static_int(n_bisect, "n_bisect", lo=1, hi=1000)
+    throw = flag(throw, "throw")
     out = _spikes_impl(model, n_grid, n_bisect)
-    if throw:
-        okc = concrete(out.ok)
-        if okc is not None and not bool(okc):
-            raise ValueError("gram_spikes: a spike root or the bulk edge did not converge; raise n_grid")
-    return out
+    return finish(out, out.ok, throw=throw, eager="gram_spikes: a spike root or the bulk edge did not converge; "
+                  "raise n_grid (or pass throw=False to read ok)")
 
 
 @eqx.filter_jit
@@ -667,7 +749,7 @@ def _spikes_impl(model, n_grid, n_bisect):
     overlap = jnp.where(exists[:, None, None], overlap, 0.0)
     order = jnp.argsort(-lam)
     lam, overlap, exists = lam[order], overlap[order], exists[order]
-    nl = jnp.asarray(np.asarray(model.n_per_class, float)).astype(dtype)
+    nl = jnp.asarray(model.n_per_class, dtype=dtype)
     alignment = jnp.diagonal(overlap, axis1=1, axis2=2) / nl[None, :]
     ok_all = jnp.all(ok | ~exists) & (last >= 0)
     return GramSpikes(lam, alignment, overlap, exists, edge, ok_all)

@@ -59,11 +59,12 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._numerics import trapezoid_gaussian
-from .._validate import check_nonnegative, concrete
+from .._validate import ArgumentError, concrete, error_if, flag, real, reraise_as_value_error, static_int
 from ..activations import ABRelu, Abs, AbstractActivation, HardTanh, Identity, LeakyRelu, Relu, Sign
 from ..meanfield import q_star
-from ..solve import fixed_point, root
-from ._free import FreeMultiplicativeConvolution, FreeDensity, free_multiplicative_power
+from ..solve import root
+from ._checks import check_activation, finish, points, static_number
+from ._free import FreeDensity, FreeMultiplicativeConvolution, free_multiplicative_power
 from ._measures import Discrete, MarchenkoPastur, PointMass
 
 __all__ = [
@@ -78,30 +79,76 @@ __all__ = [
 
 
 def _hardtanh_length_map(q, w2, b2):
-    t = 1 / jnp.sqrt(q)
+    r""":math:`\sigma_w^2\mathbb E[\operatorname{hardtanh}(\sqrt q z)^2] + \sigma_b^2 =
+    \sigma_w^2\big(q(\operatorname{erf}(t/\sqrt2) - 2t\varphi(t)) + 1 - \operatorname{erf}(t/\sqrt2)\big)
+    + \sigma_b^2`, :math:`t = 1/\sqrt q` (finite at :math:`q = 0`, where it is :math:`\sigma_b^2`)."""
+    t = 1 / jnp.sqrt(jnp.maximum(q, jnp.finfo(jnp.result_type(q)).tiny))
     inner = jss.erf(t / math.sqrt(2))
     pdf = jnp.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
     return w2 * (q * (inner - 2 * t * pdf) + (1 - inner)) + b2
 
 
+def _hardtanh_residual(q, args):
+    w2, b2 = args
+    return _hardtanh_length_map(q, w2, b2) - q
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
+def _hardtanh_q_star(w2, b2):
+    """The hard-tanh q* reached from q0 = 1 (its physical branch): bracketed above 1 when V(1) > 1
+    (V <= w2 + b2 closes the bracket), else in (0, 1]; q* = 0 when b2 = 0 and V(q) < q for q > 0."""
+    one = jnp.ones_like(w2)
+    g1 = _hardtanh_residual(one, (w2, b2))
+    up = g1 >= 0
+    tiny = jnp.finfo(w2.dtype).eps ** 2
+    lower = jnp.where(up, one, tiny)
+    upper = jnp.where(up, w2 + b2 + 1, one)
+    g_lo = _hardtanh_residual(lower, (w2, b2))
+    sol = root(_hardtanh_residual, jnp.where(up, one, 0.5 * one), (w2, b2), bracket=(lower, upper), max_steps=200,
+               throw=False, name="q* (hard-tanh length map)")
+    zero = (~up) & (g_lo <= 0)  # no positive root below 1: q* = 0 (b2 = 0, chi < 1 at q = 0)
+    return jnp.where(zero, jnp.zeros_like(w2), sol.value), zero | sol.ok
+
+
 _SCALE_FREE = (Relu, LeakyRelu, ABRelu, Abs, Identity, Sign)
 
 
+def _sigmas(sigma_w2, sigma_b2):
+    w2 = real(sigma_w2, "sigma_w2", ndim=0, lo=0.0)
+    b2 = real(sigma_b2, "sigma_b2", ndim=0, lo=0.0)
+    strong = [np.dtype(x.dtype) for x in (w2, b2) if not x.weak_type]
+    dt = np.result_type(*strong) if strong else jnp.result_type(float)
+    return jnp.asarray(w2, dtype=dt), jnp.asarray(b2, dtype=dt)
+
+
+@reraise_as_value_error
 def jacobian_q_star(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, *, throw: bool = True):
     r""":math:`q^*` of the length map (:func:`rmtjax.meanfield.q_star`; :class:`HardTanh` by its closed
-    form through :func:`rmtjax.solve.fixed_point`). ``nan`` for activations whose
-    :math:`\phi'^2` law does not depend on :math:`q` (ReLU family), where it is not needed (and
-    not unique at :math:`\sigma_w^2 = 2, \sigma_b^2 = 0`)."""
-    w2 = jnp.asarray(check_nonnegative(sigma_w2, "sigma_w2"), float)
-    b2 = jnp.asarray(check_nonnegative(sigma_b2, "sigma_b2"), float)
+    form, bracketed from :math:`q_0 = 1` so that :math:`q^* \ge 0` is the fixed point the recursion
+    reaches). ``nan`` for activations whose :math:`\phi'^2` law does not depend on :math:`q` (ReLU
+    family), where it is not needed (and not unique at :math:`\sigma_w^2 = 2, \sigma_b^2 = 0`).
+    ``sigma_w2``, ``sigma_b2``: finite scalars ``>= 0``. ``throw=True`` raises where there is no
+    finite fixed point (``throw=False``: ``nan`` there)."""
+    activation = check_activation(activation)
+    w2, b2 = _sigmas(sigma_w2, sigma_b2)
+    throw = flag(throw, "throw")
     if isinstance(activation, _SCALE_FREE):
         return jnp.full_like(w2 + b2, jnp.nan)
     if isinstance(activation, HardTanh):
-        return fixed_point(lambda q, a: _hardtanh_length_map(q, a[0], a[1]), jnp.ones_like(w2 + b2), (w2, b2),
-                           solver="newton", throw=throw, name="q* (hard-tanh length map)").value
+        q, ok = _hardtanh_q_star(w2, b2)
+        q = jnp.where(ok, q, jnp.nan)
+        return finish(q, ok, throw=throw, eager=f"q* (hard-tanh length map) did not converge at sigma_w2 = "
+                      f"{_fmt(w2)}, sigma_b2 = {_fmt(b2)}; pass throw=False to get nan")
     return q_star(activation, w2, b2, throw=throw).value
 
 
+def _fmt(x):
+    v = concrete(x)
+    return "(traced)" if v is None else f"{float(v):.6g}"
+
+
+@reraise_as_value_error
 def derivative_squared_law(activation: AbstractActivation, q: ArrayLike, *, step: float = 0.05,
                            cutoff: float = 9.0) -> Discrete:
     r"""The law of :math:`\phi'(h)^2`, :math:`h\sim\mathcal N(0, q)`, as a :class:`Discrete` measure.
@@ -118,43 +165,85 @@ def derivative_squared_law(activation: AbstractActivation, q: ArrayLike, *, step
         >>> from rmtjax.activations import Relu
         >>> law = derivative_squared_law(Relu(), 1.0)  # atoms [0, 1], weights [1/2, 1/2]
     """
-    q = jnp.asarray(q, float)
-    half = jnp.full((2,), 0.5)
+    activation = check_activation(activation)
+    q = real(q, "q", ndim=0, lo=0.0)
+    step = static_number(step, "step", lo=0.0)
+    cutoff = static_number(cutoff, "cutoff", lo=0.0, hi=40.0)
+    if cutoff / step > 100_000:
+        raise ArgumentError(f"cutoff / step must be <= 100000 (the number of quadrature nodes), got {cutoff / step:.3g}")
+    return _derivative_squared_law(activation, q, step, cutoff)
+
+
+def _derivative_squared_law(activation, q, step, cutoff):
+    half = jnp.full((2,), 0.5, q.dtype)
     if isinstance(activation, Relu):
-        return Discrete(jnp.array([0.0, 1.0]), half)
+        return Discrete(jnp.array([0.0, 1.0], q.dtype), half)
     if isinstance(activation, LeakyRelu):
         return Discrete(jnp.stack([activation.alpha**2, jnp.ones_like(activation.alpha)]), half)
     if isinstance(activation, ABRelu):
         return Discrete(jnp.stack([activation.a**2, activation.b**2]), half)
     if isinstance(activation, Abs | Identity):
-        return Discrete(jnp.ones((1,)))
+        return Discrete(jnp.ones((1,), q.dtype))
     if isinstance(activation, Sign):
-        return Discrete(jnp.zeros((1,)))
+        return Discrete(jnp.zeros((1,), q.dtype))
     if isinstance(activation, HardTanh):
-        p = jss.erf(1 / jnp.sqrt(2 * q))
-        return Discrete(jnp.array([0.0, 1.0]), jnp.stack([1 - p, p]))
+        p = jss.erf(1 / jnp.sqrt(2 * jnp.maximum(q, jnp.finfo(q.dtype).tiny)))
+        return Discrete(jnp.array([0.0, 1.0], q.dtype), jnp.stack([1 - p, p]))
     z, w = trapezoid_gaussian(step, cutoff)
-    atoms = activation.derivative(jnp.sqrt(q) * jnp.asarray(z)) ** 2
-    return Discrete(atoms, jnp.asarray(w))
+    atoms = activation.derivative(jnp.sqrt(q) * jnp.asarray(z, q.dtype)) ** 2
+    msg = "activation's derivative must be finite at the Gaussian quadrature nodes sqrt(q) z (|z| <= cutoff)"
+    ac = concrete(atoms)
+    if ac is not None and not np.all(np.isfinite(ac)):
+        raise ArgumentError(f"{msg}; got a non-finite value at q = {_fmt(q)}")
+    if ac is None:
+        atoms = error_if(atoms, ~jnp.all(jnp.isfinite(atoms)), msg)
+    return Discrete(atoms, jnp.asarray(w, q.dtype))
 
 
+def _law(activation, w2, b2, depth, orthogonal, step, cutoff):
+    """The Jacobian law from validated arguments: ``(rho, q*, law of phi'^2)``."""
+    q = jacobian_q_star(activation, w2, b2)
+    d2 = _derivative_squared_law(activation, q, step, cutoff)
+    m1 = d2.mean()
+    msg = ("activation must have E[phi'(h)^2] > 0 at the fixed point (its derivative vanishes almost everywhere: "
+           "the Jacobian is 0)")
+    mc = concrete(m1)
+    if mc is not None and not mc > 0:
+        raise ArgumentError(f"{msg}; got {float(mc)!r}")
+    if mc is None:
+        d2 = error_if(d2, ~(m1 > 0), msg)
+    if orthogonal:
+        return free_multiplicative_power(Discrete(w2 * d2.atoms, d2.weights), depth), q, d2
+    return FreeMultiplicativeConvolution((MarchenkoPastur(jnp.ones_like(w2), w2), d2), (depth, depth)), q, d2
+
+
+def _law_args(activation, sigma_w2, sigma_b2, depth, orthogonal, step, cutoff):
+    activation = check_activation(activation)
+    w2, b2 = _sigmas(sigma_w2, sigma_b2)
+    w2 = real(w2, "sigma_w2", lo=0.0, lo_open=True)  # the law of a zero Jacobian has no positive mean
+    depth = static_int(depth, "depth", lo=1, hi=10**6)
+    orthogonal = flag(orthogonal, "orthogonal")
+    step = static_number(step, "step", lo=0.0)
+    cutoff = static_number(cutoff, "cutoff", lo=0.0, hi=40.0)
+    if cutoff / step > 100_000:
+        raise ArgumentError(f"cutoff / step must be <= 100000 (the number of quadrature nodes), got {cutoff / step:.3g}")
+    return activation, w2, b2, depth, orthogonal, step, cutoff
+
+
+@reraise_as_value_error
 def jacobian_law(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, *, depth: int,
-                 orthogonal: bool = False, **law_config) -> FreeMultiplicativeConvolution:
+                 orthogonal: bool = False, step: float = 0.05, cutoff: float = 9.0) -> FreeMultiplicativeConvolution:
     r"""The limiting law of the eigenvalues of :math:`JJ^\top` (squared singular values of
     :math:`J`): :math:`(\mu_{WW^\top}\boxtimes\mu_{D^2})^{\boxtimes L}` (module docstring). For
     orthogonal weights the factor :math:`\delta_{\sigma_w^2}` is folded into the atoms of
-    :math:`\mu_{D^2}`."""
-    if not (isinstance(depth, int) and depth >= 1):
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    w2 = jnp.asarray(check_nonnegative(sigma_w2, "sigma_w2"), float)
-    q = jacobian_q_star(activation, w2, sigma_b2)
-    d2 = derivative_squared_law(activation, q, **law_config)
-    if orthogonal:
-        return free_multiplicative_power(Discrete(w2 * d2.atoms, d2.weights), depth)
-    return FreeMultiplicativeConvolution((MarchenkoPastur(1.0, w2), d2), (depth, depth))
+    :math:`\mu_{D^2}`. ``sigma_w2 > 0``, ``sigma_b2 >= 0`` (finite scalars); ``depth`` a static
+    integer ``>= 1``; ``step``, ``cutoff``: the quadrature of :func:`derivative_squared_law`."""
+    args = _law_args(activation, sigma_w2, sigma_b2, depth, orthogonal, step, cutoff)
+    return _law(*args)[0]
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
 def _edge_core(ms, ns, n_grid, log_range):
     # compiled once per factor structure: the powers (depth) are traced
     disc = [i for i, m in enumerate(ms) if isinstance(m, Discrete)]
@@ -176,7 +265,8 @@ def _edge_core(ms, ns, n_grid, log_range):
             if isinstance(m, Discrete):
                 logs = jnp.log1p(w) - u + jnp.log(zeta_of(m, ts[disc.index(i)]))
             else:
-                logs = jnp.log(jnp.real(m.s_transform(w.astype(complex))))
+                cw = jax.lax.complex(w, jnp.zeros_like(w))
+                logs = jnp.log(jnp.real(m._s_transform(cw)[0]))
             out = out - ns[i] * logs
         return out
 
@@ -187,10 +277,11 @@ def _edge_core(ms, ns, n_grid, log_range):
             big = psi(m, mid) > jnp.exp(u)
             return jnp.where(big, lo, mid), jnp.where(big, mid, hi)
 
-        lo, hi = jax.lax.fori_loop(0, 80, body, (jnp.asarray(-60.0), jnp.asarray(60.0)))
+        lo, hi = jax.lax.fori_loop(0, 80, body, (jnp.asarray(-60.0, u.dtype), jnp.asarray(60.0, u.dtype)))
         return 0.5 * (lo + hi)
 
-    us = jnp.linspace(-log_range, log_range, n_grid)
+    dt = ns.dtype
+    us = jnp.linspace(-log_range, log_range, n_grid, dtype=dt)
     frozen = jax.lax.stop_gradient(ms)
     tgrid = [jax.vmap(lambda u, i=i: t_of_u(frozen[i], u))(us) for i in disc]
     vals = jax.vmap(lambda u, *t: log_x(u, t, frozen))(us, *tgrid)
@@ -213,10 +304,11 @@ def _edge_core(ms, ns, n_grid, log_range):
     sol = root(g, y0, ms, throw=False, name="Jacobian spectrum edge")
     lam = jnp.exp(log_x(sol.value[0], sol.value[1:], ms))
     edge = jnp.where(interior, lam, jnp.exp(vals[k]))
-    ok = jnp.where(interior, sol.ok, True)
+    ok = jnp.where(interior, sol.ok, True) & jnp.isfinite(edge) & (edge > 0)
     return edge, ok, sol
 
 
+@reraise_as_value_error
 def multiplicative_edge(rho: FreeMultiplicativeConvolution, *, n_grid: int = 400, log_range: float = 14.0,
                         throw: bool = True):
     r"""Right edge of the support of a product of :class:`MarchenkoPastur`, :class:`PointMass` and
@@ -231,15 +323,21 @@ def multiplicative_edge(rho: FreeMultiplicativeConvolution, *, n_grid: int = 400
         >>> from rmtjax.rmt._measures import MarchenkoPastur
         >>> edge = multiplicative_edge(free_multiplicative_power(MarchenkoPastur(1.0, 1.0), 2))  # 27 / 4
     """
+    if not isinstance(rho, FreeMultiplicativeConvolution):
+        raise ArgumentError(f"rho must be a FreeMultiplicativeConvolution (free_multiplicative_convolution(...)), "
+                            f"got {rho!r:.80}")
     ms = rho.measures
     for m in ms:
         if not isinstance(m, MarchenkoPastur | PointMass | Discrete):
-            raise ValueError(f"multiplicative_edge: factors must be MarchenkoPastur, PointMass or Discrete, got {m!r}")
-    ns = jnp.asarray(np.asarray(rho.powers, float))
+            raise ArgumentError(f"rho must have MarchenkoPastur, PointMass or Discrete factors, got {type(m).__name__}")
+    n_grid = static_int(n_grid, "n_grid", lo=3, hi=100_000)
+    log_range = static_number(log_range, "log_range", lo=0.0, hi=300.0)
+    throw = flag(throw, "throw")
+    dt = np.result_type(*(np.dtype(x.dtype) for x in jax.tree_util.tree_leaves(ms)))
+    ns = jnp.asarray(rho.powers, dtype=dt)
     edge, ok, sol = _edge_core(ms, ns, n_grid, log_range)
-    okc = concrete(ok)
-    if throw and okc is not None and not bool(np.all(okc)):
-        raise ValueError("multiplicative_edge: the Newton refinement of the edge did not converge")
+    edge = finish(edge, ok, throw=throw, eager="multiplicative_edge: the Newton refinement of the edge did not "
+                  "converge to a finite positive edge; raise n_grid or log_range (or pass throw=False to read ok)")
     return type(sol)(edge, sol.result, sol.steps, sol.residual), ok
 
 
@@ -272,6 +370,7 @@ class JacobianSpectrum(NamedTuple):
     ok: Array
 
 
+@reraise_as_value_error
 def jacobian_spectrum(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, x: ArrayLike, *,
                       depth: int, orthogonal: bool = False, eta: float | None = None, edge: bool = True,
                       throw: bool = True) -> JacobianSpectrum:
@@ -281,12 +380,15 @@ def jacobian_spectrum(activation: AbstractActivation, sigma_w2: ArrayLike, sigma
 
     Args:
         activation: the activation (:class:`HardTanh` or any :mod:`rmtjax.activations` module).
-        sigma_w2, sigma_b2: weight and bias variances.
-        x: grid of eigenvalues :math:`\lambda` of :math:`JJ^\top`.
+        sigma_w2, sigma_b2: weight and bias variances (finite scalars, ``sigma_w2 > 0``,
+            ``sigma_b2 >= 0``).
+        x: grid of eigenvalues :math:`\lambda` of :math:`JJ^\top` (finite, any shape).
         depth: :math:`L` (static). orthogonal: Haar-orthogonal instead of Gaussian weights (static).
-        eta: height of the Stieltjes inversion (default :math:`10^{-9}|x| + 10^{-13}s`, :math:`s` the scale of the law).
+        eta: height of the Stieltjes inversion (``> 0``; default :math:`10^{-9}|x| + 10^{-13}s` in float64,
+            :math:`10^{-6}|x| + 10^{-9}s` in float32, :math:`s` the scale of the law).
         edge: compute :math:`\lambda_{\max}` (a root solve; ``nan`` when ``False``).
-        throw: raise when a solve fails.
+        throw: raise when a solve fails (eagerly, or a compiled check under ``jit``); with
+            ``throw=False`` read ``converged`` / ``ok``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -295,10 +397,12 @@ def jacobian_spectrum(activation: AbstractActivation, sigma_w2: ArrayLike, sigma
         >>> float(s.mean)  # chi = 1 at criticality
         1.0
     """
-    rho = jacobian_law(activation, sigma_w2, sigma_b2, depth=depth, orthogonal=orthogonal)
-    q = jacobian_q_star(activation, sigma_w2, sigma_b2)
-    d2 = derivative_squared_law(activation, q)
-    chi = jnp.asarray(sigma_w2, float) * d2.mean()
+    activation, w2, b2, depth, orthogonal, step, cutoff = _law_args(activation, sigma_w2, sigma_b2, depth, orthogonal,
+                                                                    0.05, 9.0)
+    x = points(x, "x", complex_ok=False)
+    edge, throw = flag(edge, "edge"), flag(throw, "throw")
+    rho, q, d2 = _law(activation, w2, b2, depth, orthogonal, step, cutoff)
+    chi = w2 * d2.mean()
     dens: FreeDensity = rho.density_on_grid(x, eta=eta, throw=throw)
     m = rho.moments(2)
     if edge:
@@ -306,5 +410,5 @@ def jacobian_spectrum(activation: AbstractActivation, sigma_w2: ArrayLike, sigma
         lam = e.value
     else:
         lam, ok_e = jnp.full_like(chi, jnp.nan), jnp.asarray(True)
-    return JacobianSpectrum(jnp.asarray(x), dens.density, dens.zero_mass, chi, m[0], m[1] - m[0] ** 2, lam,
+    return JacobianSpectrum(x, dens.density, dens.zero_mass, chi, m[0], m[1] - m[0] ** 2, lam,
                             jnp.sqrt(lam), q, dens.ok, jnp.all(dens.ok) & ok_e)

@@ -51,6 +51,14 @@ the input law, and also gives :math:`\tau_\ell = \frac1n\operatorname{tr}K_\ell(
 recursion and with :math:`(c, \beta) = (r_+, r)` its NTK law (the paper's recursive fixed-point
 equations, written as one system).
 
+**Validation.** Arguments follow the rule of :mod:`rmtjax._validate` (``ValueError`` naming the
+argument, eagerly or as a compiled check under ``jit``): ``gammas`` finite and ``> 0``, ``b2`` in
+:math:`[0, 1]`, ``shift`` and ``coef`` finite and ``>= 0``, ``z`` finite with
+:math:`\operatorname{Im}z \ne 0` or real :math:`z < 0`, ``x`` and ``eta > 0`` finite, static
+integers in range. A solve that does not reach the physical branch
+(:math:`\operatorname{Im}m \ge 0` above the axis) raises with ``throw=True`` (compiled in under
+``jit``) and gives ``nan`` at that point with ``throw=False``. Tolerances scale with the dtype.
+
 **Numerics.** Every solve goes through :func:`rmtjax.solve.fixed_point` (Newton, complex unknowns as
 real/imaginary pairs, implicit differentiation), reached by continuation in :math:`\operatorname{Im}z`
 from far above the support, so the physical branch (:math:`\operatorname{Im} m > 0`) is taken.
@@ -88,10 +96,12 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._numerics import safe_sqrt
-from .._validate import check_matrix, concrete
+from .._validate import (ArgumentError, as_real, check_matrix, check_range, concrete, error_if, flag, prng_key, real,
+                         reraise_as_value_error, static_int)
 from ..activations import AbstractActivation
 from ..gaussian import AbstractMethod, Auto, gaussian_expectations, hermite_coefficients_at
 from ..solve import fixed_point, root
+from ._checks import as_complex, check_activation, describe_points, eps, finish, points, tolerances
 
 __all__ = [
     "ActivationConstants",
@@ -134,6 +144,7 @@ class ActivationConstants(NamedTuple):
     a: Array
 
 
+@reraise_as_value_error
 def activation_constants(activation: AbstractActivation, *, method: AbstractMethod = Auto()) -> ActivationConstants:
     r"""Mean, standard deviation, :math:`b_\sigma^2` and :math:`a_\sigma` of an activation at
     :math:`\xi \sim \mathcal N(0, 1)` (Fan & Wang, Assumption 3.2 and eq. (5)).
@@ -160,21 +171,44 @@ def activation_constants(activation: AbstractActivation, *, method: AbstractMeth
         >>> round(float(c.b2), 6)  # (1/2)^2 / (1/2 - 1/(2 pi))
         0.733471
     """
-    q12 = jnp.array([1.0, 0.0])
-    e = gaussian_expectations(activation, 1.0, 1.0, q12, method=method)
-    var = e.k[0] - e.k[1]
+    activation = check_activation(activation)
+    method = _check_method(method)
+    return _activation_constants(activation, method)
+
+
+def _check_method(method):
+    if not isinstance(method, AbstractMethod):
+        raise ArgumentError(f"method must be an rmtjax.gaussian method (Auto(), ClosedForm(), GaussHermite(deg), "
+                            f"Mehler(order)), got {method!r:.80}")
+    return method
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
+def _expectations(activation, method):
+    """E[phi^2], E[phi]^2, E[phi'^2], E[phi']^2 and a signed estimate of E[phi] (compiled once per
+    activation type and method)."""
+    dt = _widest(*[x for x in jax.tree_util.tree_leaves(activation) if jnp.issubdtype(x.dtype, jnp.floating)])
+    one = jnp.ones((), dt)
+    e = gaussian_expectations(activation, one, one, jnp.array([1.0, 0.0], dt), method=method)
+    t = hermite_coefficients_at(activation, one, order=0)[0]
+    return e.k, e.kdot, t
+
+
+def _activation_constants(activation, method):
+    k, kdot, t = _expectations(activation, method)
+    var = k[0] - k[1]
     v = concrete(var)
-    msg = (f"{type(activation).__name__} cannot be normalized: Var[phi(xi)] must be finite and > 0 for "
+    msg = (f"activation ({type(activation).__name__}) cannot be normalized: Var[phi(xi)] must be finite and > 0 for "
            "xi ~ N(0, 1) (Fan & Wang's assumption E sigma = 0, E sigma^2 = 1)")
     if v is not None:
-        scale = float(np.abs(concrete(e.k[0])))
-        if not (np.isfinite(v) and np.isfinite(scale) and v > 1e-12 * max(1.0, scale)):
-            raise ValueError(f"{msg}; got Var = {float(v)}")
+        scale = float(np.abs(concrete(k[0])))
+        if not (np.isfinite(v) and np.isfinite(scale) and v > 100 * eps(var.dtype) * max(1.0, scale)):
+            raise ArgumentError(f"{msg}; got Var = {float(v)}")
     else:
-        var = eqx.error_if(var, ~(jnp.isfinite(var) & (var > 0)), msg)
-    t = hermite_coefficients_at(activation, jnp.asarray(1.0, var.dtype), order=0)[0]
-    mean = t + jax.lax.stop_gradient(jnp.sign(t) * safe_sqrt(e.k[1]) - t)
-    return ActivationConstants(mean, jnp.sqrt(var), e.kdot[1] / var, e.kdot[0] / var)
+        var = error_if(var, ~(jnp.isfinite(var) & (var > 0)), msg)
+    mean = t + jax.lax.stop_gradient(jnp.sign(t) * safe_sqrt(k[1]) - t)
+    return ActivationConstants(mean, jnp.sqrt(var), kdot[1] / var, kdot[0] / var)
 
 
 class NTKCoefficients(NamedTuple):
@@ -191,6 +225,7 @@ def _ntk_coefficients(c: ActivationConstants, depth: int) -> NTKCoefficients:
     return NTKCoefficients(r_plus, r)
 
 
+@reraise_as_value_error
 def ntk_coefficients(activation: AbstractActivation, depth: int, *, method: AbstractMethod = Auto()) -> NTKCoefficients:
     r"""The NTK's linear-combination coefficients (Fan & Wang, Thm 3.7):
     :math:`r_\ell = b_\sigma^{2(L-\ell)}`, :math:`\ell = 0..L`, and
@@ -205,13 +240,8 @@ def ntk_coefficients(activation: AbstractActivation, depth: int, *, method: Abst
         >>> from rmtjax.activations import Tanh
         >>> r_plus, r = ntk_coefficients(Tanh(), 2)
     """
-    _check_depth(depth)
+    depth = static_int(depth, "depth", lo=1, hi=10**6)
     return _ntk_coefficients(activation_constants(activation, method=method), depth)
-
-
-def _check_depth(depth):
-    if not (isinstance(depth, (int, np.integer)) and depth >= 1):
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -238,44 +268,49 @@ class InputSpectrum(eqx.Module):
     ratio: Array | None
 
     def __init__(self, eigenvalues: ArrayLike, weights: ArrayLike | None = None, ratio: ArrayLike | None = None):
-        ev = jnp.asarray(eigenvalues)
-        ev = ev.astype(jnp.result_type(ev, float))
-        if ev.ndim != 1 or ev.shape[0] < 1:
-            raise ValueError(f"InputSpectrum: 'eigenvalues' must be a non-empty 1-d array, got shape {ev.shape}")
-        if weights is None:
-            w = jnp.full(ev.shape, 1.0 / ev.shape[0], ev.dtype)
+        ev = real(eigenvalues, "eigenvalues", ndim=1, lo=0.0)
+        w = None if weights is None else real(weights, "weights", ndim=1, lo=0.0)
+        r = None if ratio is None else real(ratio, "ratio", ndim=0, lo=0.0, lo_open=True)
+        if w is not None and w.shape != ev.shape:
+            raise ArgumentError(f"weights must have the shape of eigenvalues {ev.shape}, got {w.shape}")
+        dt = _widest(ev, w, r)
+        ev = jnp.asarray(ev, dtype=dt)
+        if w is None:
+            w = jnp.full(ev.shape, 1.0 / ev.shape[0], dt)
         else:
-            w = jnp.asarray(weights).astype(ev.dtype)
-        if w.shape != ev.shape:
-            raise ValueError(f"InputSpectrum: 'weights' must have the shape of 'eigenvalues' {ev.shape}, got {w.shape}")
+            w = jnp.asarray(w, dtype=dt)
+            total = jnp.sum(w)
+            tol = max(1e-8, 8 * ev.shape[0] * eps(dt))
+            msg = f"weights must sum to 1 (within {tol:.1e})"
+            tc = concrete(total)
+            if tc is not None:
+                if not abs(float(tc) - 1.0) <= tol:
+                    raise ArgumentError(f"{msg}, got sum {float(tc)!r}")
+            else:
+                w = error_if(w, ~(jnp.abs(total - 1) <= tol), msg)
         self.eigenvalues, self.weights = ev, w
-        self.ratio = None if ratio is None else jnp.asarray(ratio).astype(ev.dtype)
-
-    def __check_init__(self):
-        ev, w = concrete(self.eigenvalues), concrete(self.weights)
-        if ev is not None and (not np.all(np.isfinite(ev)) or np.any(ev < 0)):
-            raise ValueError("InputSpectrum: 'eigenvalues' must be finite and >= 0 (a Gram matrix), "
-                             f"got min {np.min(ev)}")
-        if w is not None and (np.any(w < 0) or not np.isclose(np.sum(w), 1.0, rtol=1e-8, atol=1e-12)):
-            raise ValueError(f"InputSpectrum: 'weights' must be >= 0 and sum to 1, got sum {np.sum(w)}")
-        if self.ratio is not None:
-            if jnp.ndim(self.ratio) != 0:
-                raise ValueError(f"InputSpectrum: 'ratio' must be a scalar, got shape {jnp.shape(self.ratio)}")
-            r = concrete(self.ratio)
-            if r is not None and not (np.isfinite(r) and r > 0):
-                raise ValueError(f"InputSpectrum: 'ratio' (n/d_0) must be finite and > 0, got {r}")
+        self.ratio = None if r is None else jnp.asarray(r, dtype=dt)
 
 
+def _widest(*arrays):
+    """The widest float dtype among the strongly typed arrays (``None`` entries skipped)."""
+    strong = [np.dtype(a.dtype) for a in arrays if a is not None and not a.weak_type]
+    return np.result_type(*strong) if strong else jnp.result_type(float)
+
+
+@reraise_as_value_error
 def marchenko_pastur_input(ratio: ArrayLike) -> InputSpectrum:
     r"""Inputs with i.i.d. Gaussian entries (rows normalized or not): :math:`\mu_0 =
     \rho^{\mathrm{MP}}_{\text{ratio}}`, ``ratio`` :math:`= n/d_0 > 0`."""
-    return InputSpectrum(jnp.ones((1,)), jnp.ones((1,)), ratio)
+    r = real(ratio, "ratio", ndim=0, lo=0.0, lo_open=True)
+    return InputSpectrum(jnp.ones((1,), r.dtype), jnp.ones((1,), r.dtype), r)
 
 
+@reraise_as_value_error
 def empirical_input(x: ArrayLike) -> InputSpectrum:
     r"""The empirical spectral law of :math:`K_0 = X_0^\top X_0` for data ``x`` of shape ``(n, d_0)``
     (rows are the inputs; normalize them to unit norm for the paper's setting)."""
-    x = check_matrix(x, "x")
+    x = check_range(check_matrix(x, "x"), "x")
     ev = jnp.clip(jnp.linalg.eigvalsh(x @ x.T), 0.0, None)
     return InputSpectrum(ev)
 
@@ -297,45 +332,32 @@ class _Problem(eqx.Module):
 
 
 def _check_gammas(gammas) -> Array:
-    g = jnp.asarray(gammas)
-    g = g.astype(jnp.result_type(g, float))
-    if g.ndim != 1 or g.shape[0] < 1:
-        raise ValueError("gammas must be a 1-d array of ratios n/d_l, one per hidden layer (L >= 1), "
-                         f"got shape {g.shape}")
-    v = concrete(g)
-    if v is not None:
-        if not np.all(np.isfinite(v)) or np.any(v <= 0):
-            raise ValueError(f"gammas (n/d_l) must be finite and > 0, got {v}")
-        return g
-    return eqx.error_if(g, ~jnp.all(jnp.isfinite(g) & (g > 0)), "gammas (n/d_l) must be finite and > 0")
+    """``gammas`` (n/d_l, one per hidden layer): a finite, non-empty 1-d array with entries > 0."""
+    return real(gammas, "gammas", ndim=1, lo=0.0, lo_open=True)
 
 
 def _check_b2(b2) -> Array:
-    b2 = jnp.asarray(b2)
-    b2 = b2.astype(jnp.result_type(b2, float))
-    v = concrete(b2)
-    if v is not None:
-        if np.ndim(v) != 0 or not (0 <= v <= 1):
-            raise ValueError(f"b2 (b_sigma^2 of a normalized activation) must be a scalar in [0, 1], got {v}")
-        return b2
-    return eqx.error_if(b2, ~((b2 >= 0) & (b2 <= 1)), "b2 must be in [0, 1]")
+    return real(b2, "b2", ndim=0, lo=0.0, hi=1.0)
+
+
+def _check_inp(inp):
+    if not isinstance(inp, InputSpectrum):
+        raise ArgumentError(f"inp must be an InputSpectrum (marchenko_pastur_input / empirical_input), got {inp!r:.80}")
+    return inp
 
 
 def _problem(inp: InputSpectrum, gammas, b2, shift, coef) -> _Problem:
-    if not isinstance(inp, InputSpectrum):
-        raise TypeError(f"inp must be an InputSpectrum (marchenko_pastur_input / empirical_input), got {type(inp)}")
+    inp = _check_inp(inp)
     gammas = _check_gammas(gammas)
     b2 = _check_b2(b2)
     L = gammas.shape[0]
-    dt = gammas.dtype
-    coef = jnp.asarray(coef).astype(dt)
+    coef = real(coef, "coef", ndim=1, lo=0.0)
     if coef.shape != (L + 1,):
-        raise ValueError(f"coef must have shape (L + 1,) = ({L + 1},) (one per K_0..K_L), got {coef.shape}")
-    shift = jnp.asarray(shift).astype(dt)
-    for name, v in (("coef", concrete(coef)), ("shift", concrete(shift))):
-        if v is not None and (not np.all(np.isfinite(v)) or np.any(v < 0)):
-            raise ValueError(f"{name} must be finite and >= 0 (a positive semi-definite combination), got {v}")
-    b2s = jnp.broadcast_to(b2.astype(dt), (L,))
+        raise ArgumentError(f"coef must have shape (L + 1,) = ({L + 1},) (one per K_0..K_L), got {coef.shape}")
+    shift = real(shift, "shift", ndim=0, lo=0.0)
+    dt = _widest(gammas, b2, coef, shift, inp.eigenvalues)
+    gammas, b2, coef, shift = (jnp.asarray(v, dtype=dt) for v in (gammas, b2, coef, shift))
+    b2s = jnp.broadcast_to(b2, (L,))
     if inp.ratio is None:
         gam, b2v, coefv = gammas, b2s, coef
     else:
@@ -398,9 +420,13 @@ def _s_infinity(p: _Problem, dt):
     return jnp.stack(s)
 
 
-def _fp(p, z, s0, *, max_steps, throw):
-    return fixed_point(lambda s, a: _map(s, a[1], a[0])[0], s0, (p, z), solver="newton", max_steps=max_steps,
-                       throw=throw, name="linear-width Marchenko-Pastur fixed point")
+def _fp_map(s, a):
+    return _map(s, a[1], a[0])[0]
+
+
+def _fp(p, z, s0, *, max_steps):
+    return fixed_point(_fp_map, s0, (p, z), solver="newton", max_steps=max_steps, throw=False,
+                       name="linear-width Marchenko-Pastur fixed point")
 
 
 def _newton(p, z, s, iters: int):
@@ -432,9 +458,10 @@ def _predict(p: _Problem, x, y_end, *, steps: int, iters: int):
     return jax.lax.scan(body, _s_infinity(p, cdt), etas)[0]
 
 
-def _solve_at(p: _Problem, z, *, steps: int, max_steps: int, throw: bool):
+def _solve_at(p: _Problem, z, *, steps: int, max_steps: int):
     """(m(z), ok) for one complex z with Im z >= 0: continuation in Im z (:func:`_predict`), then one
-    differentiable Newton solve through :func:`rmtjax.solve.fixed_point`."""
+    differentiable Newton solve through :func:`rmtjax.solve.fixed_point`. ``ok``: converged to a
+    finite m on the physical branch (Im m >= 0 for Im z >= 0, m = int dmu / (lambda - z))."""
     z = jnp.asarray(z).astype(jnp.complex128 if p.gam.dtype == jnp.float64 else jnp.complex64)
     if p.gam.shape[0] == 0:
         q = _cast(p, z.dtype)
@@ -442,52 +469,96 @@ def _solve_at(p: _Problem, z, *, steps: int, max_steps: int, throw: bool):
     x, y = jnp.real(z), jnp.imag(z)
     y_end = jnp.maximum(y, 1e-12 * _scale(p))
     s_pred = _predict(p, x, y_end, steps=steps, iters=_ITERS)
-    sol = _fp(p, z, s_pred, max_steps=max_steps, throw=throw)
-    return _map(sol.value, z, p)[1], sol.ok
+    sol = _fp(p, z, s_pred, max_steps=max_steps)
+    m = _map(sol.value, z, p)[1]
+    rtol, _ = tolerances(m.dtype)
+    ok = sol.ok & jnp.isfinite(m) & (jnp.imag(m) >= -10 * rtol * jnp.abs(m))
+    return m, ok
 
 
 _ITERS = 5  # Newton steps per rung of the continuation ladder
 
 
+def _cdtype(p):
+    return jnp.complex128 if p.gam.dtype == jnp.float64 else jnp.complex64
+
+
 def _check_z(z):
-    zc = concrete(z)
-    if zc is not None:
-        zc = np.asarray(zc)
-        bad = (np.imag(zc) == 0) & (np.real(zc) >= 0)
-        if np.any(bad):
-            raise ValueError("z must have Im z != 0 or be real and < 0 (the spectra lie in [0, inf)); got "
-                             f"{zc[bad].ravel()[:3]}. For the density on the support use *_density(x, eta=...)")
+    """A finite ``z`` (any shape) with Im z != 0 or real z < 0 (eagerly, or a compiled check)."""
+    z = as_complex(points(z, "z"))
+    bad = (jnp.imag(z) == 0) & (jnp.real(z) >= 0)
+    msg = ("z must have Im z != 0 or be real and < 0 (the spectra lie in [0, inf)); for the density on the "
+           "support use *_density(x, eta=...)")
+    b = concrete(bad)
+    if b is not None:
+        if np.any(b):
+            raise ArgumentError(f"{msg}; got {np.asarray(concrete(z))[np.asarray(b)].ravel()[:3]}")
+        return z
+    return error_if(z, jnp.any(bad), msg)
+
+
+def _solver_options(steps, max_steps, throw):
+    return (static_int(steps, "steps", lo=1, hi=10_000), static_int(max_steps, "max_steps", lo=1, hi=10**6),
+            flag(throw, "throw"))
+
+
+_FAILED = ("the linear-width fixed point did not converge on the physical branch (Im m >= 0 above the axis) at "
+           "these points; raise steps or max_steps, or pass throw=False to get nan there")
+
+
+def _apply_throw(value, ok, throw, at=None):
+    """``throw=True``: ValueError / compiled check where not ok; ``throw=False``: nan there."""
+    if throw:
+        return finish(value, ok, throw=True, eager=_FAILED, at=at)
+    nan = jnp.full_like(value, jnp.nan)
+    return jnp.where(ok, value, nan)
 
 
 def _stieltjes(p, z, *, steps, max_steps, throw):
-    z = jnp.asarray(z)
-    _check_z(z)
-    return _stieltjes_jit(p, z.astype(jnp.complex128 if p.gam.dtype == jnp.float64 else jnp.complex64),
-                          steps=steps, max_steps=max_steps, throw=throw)
+    steps, max_steps, throw = _solver_options(steps, max_steps, throw)
+    z = _check_z(z).astype(_cdtype(p))
+    m, ok = _stieltjes_jit(p, z, steps=steps, max_steps=max_steps)
+    return _apply_throw(m, ok, throw, describe_points(z))
 
 
 @eqx.filter_jit
-def _stieltjes_jit(p, z, *, steps, max_steps, throw):
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
+def _stieltjes_jit(p, z, *, steps, max_steps):
     flip = jnp.imag(z) < 0
     zu = jnp.where(flip, jnp.conj(z), z)
-    m, _ = jax.vmap(lambda w: _solve_at(p, w, steps=steps, max_steps=max_steps, throw=throw))(zu.reshape(-1))
-    m = m.reshape(z.shape)
-    return jnp.where(flip, jnp.conj(m), m)
+    m, ok = jax.vmap(lambda w: _solve_at(p, w, steps=steps, max_steps=max_steps))(zu.reshape(-1))
+    m, ok = m.reshape(z.shape), ok.reshape(z.shape)
+    return jnp.where(flip, jnp.conj(m), m), ok
+
+
+def _default_eta(dtype):
+    """Default height of the densities: 1e-8 in float64, 1e-5 in float32 (measured: the float32
+    density is within 1e-4 of the float64 one there; smaller heights cost accuracy at the edges)."""
+    return 1e-8 if eps(dtype) < 1e-10 else 1e-5
 
 
 def _density(p, x, *, eta, steps, max_steps, throw):
-    x = jnp.asarray(x)
-    x = x.astype(jnp.result_type(x, float))
-    if not (isinstance(eta, (int, float)) and eta > 0):
-        raise ValueError(f"eta must be a float > 0 (the distance to the real axis), got {eta!r}")
-    return _density_jit(p, x, float(eta), steps=steps, max_steps=max_steps, throw=throw)
+    steps, max_steps, throw = _solver_options(steps, max_steps, throw)
+    x = points(x, "x", complex_ok=False).astype(p.gam.dtype)
+    eta = _default_eta(x.dtype) if eta is None else eta
+    eta = real(eta, "eta", lo=0.0, lo_open=True)
+    try:
+        shape = jnp.broadcast_shapes(x.shape, eta.shape)
+    except ValueError:
+        shape = None
+    if shape != x.shape:
+        raise ArgumentError(f"eta must be a scalar or broadcast against x {x.shape}, got shape {eta.shape}")
+    eta = jnp.broadcast_to(eta.astype(x.dtype), x.shape)
+    d, ok = _density_jit(p, x, eta, steps=steps, max_steps=max_steps)
+    return _apply_throw(d, ok, throw, describe_points(x))
 
 
 @eqx.filter_jit
-def _density_jit(p, x, eta, *, steps, max_steps, throw):
-    m, _ = jax.vmap(lambda xi: _solve_at(p, jax.lax.complex(xi, jnp.asarray(eta, xi.dtype)), steps=steps,
-                                         max_steps=max_steps, throw=throw))(x.reshape(-1))
-    return (jnp.imag(m) / math.pi).reshape(x.shape)
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
+def _density_jit(p, x, eta, *, steps, max_steps):
+    m, ok = jax.vmap(lambda xi, ei: _solve_at(p, jax.lax.complex(xi, ei), steps=steps, max_steps=max_steps))(
+        x.reshape(-1), eta.reshape(-1))
+    return (jnp.imag(m) / math.pi).reshape(x.shape), ok.reshape(x.shape)
 
 
 # --------------------------------------------------------------------------------------
@@ -504,10 +575,22 @@ def _fold(y, p):
     return jnp.concatenate([s - f(s), det[None]])
 
 
-@eqx.filter_jit
 def _edge(p: _Problem, *, grid: int, stages: int, steps: int, max_steps: int, throw: bool):
+    steps, max_steps, throw = _solver_options(steps, max_steps, throw)
+    grid = static_int(grid, "grid", lo=4, hi=100_000)
+    stages = static_int(stages, "stages", lo=1, hi=20)
+    e, ok = _edge_jit(p, grid=grid, stages=stages, steps=steps, max_steps=max_steps)
+    if throw:
+        return finish(e, ok, throw=True, eager="the spectral edge (fold of the linear-width fixed point) did not "
+                      "converge; raise grid or stages, or pass throw=False to get nan")
+    return jnp.where(ok, e, jnp.nan)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
+def _edge_jit(p: _Problem, *, grid: int, stages: int, steps: int, max_steps: int):
     if p.gam.shape[0] == 0:
-        return p.shift + p.coef[0] * jnp.max(p.atoms)
+        return p.shift + p.coef[0] * jnp.max(p.atoms), jnp.asarray(True)
     ps = jax.lax.stop_gradient(p)
     U = _scale(p)
     eta = 1e-10 * U
@@ -530,9 +613,10 @@ def _edge(p: _Problem, *, grid: int, stages: int, steps: int, max_steps: int, th
     s_dummy = _s_infinity(ps, jnp.complex128 if U.dtype == jnp.float64 else jnp.complex64)
     _, hi, s_hi = jax.lax.fori_loop(0, stages, stage, (jnp.zeros_like(U), U, s_dummy))
     y0 = jnp.concatenate([jnp.real(s_hi).astype(U.dtype), hi[None]])
-    sol = root(_fold, jax.lax.stop_gradient(y0), p, max_steps=max_steps, throw=throw,
+    sol = root(_fold, jax.lax.stop_gradient(y0), p, max_steps=max_steps, throw=False,
                name="spectral edge (fold of the linear-width fixed point)")
-    return sol.value[-1]
+    e = sol.value[-1]
+    return e, sol.ok & jnp.isfinite(e) & (e >= 0)
 
 
 # --------------------------------------------------------------------------------------
@@ -541,15 +625,20 @@ def _edge(p: _Problem, *, grid: int, stages: int, steps: int, max_steps: int, th
 
 
 def _moments(p: _Problem, *, order: int, points: int, steps: int, max_steps: int, throw: bool):
-    if not (isinstance(order, (int, np.integer)) and order >= 1):
-        raise ValueError(f"order must be an integer >= 1, got {order!r}")
-    if not (isinstance(points, (int, np.integer)) and points >= 16 and points % 2 == 0):
-        raise ValueError(f"points must be an even integer >= 16, got {points!r}")
-    return _moments_jit(p, order=order, points=points, steps=steps, max_steps=max_steps, throw=throw)
+    steps, max_steps, throw = _solver_options(steps, max_steps, throw)
+    order = static_int(order, "order", lo=1, hi=100)
+    points = static_int(points, "points", lo=16, hi=100_000)
+    if points % 2:
+        raise ArgumentError(f"points must be an even integer >= 16, got {points}")
+    mom, ok = _moments_jit(p, order=order, points=points, steps=steps, max_steps=max_steps)
+    if throw:
+        return finish(mom, ok, throw=True, eager=_FAILED.replace("these points", "the contour"))
+    return jnp.where(ok, mom, jnp.nan)
 
 
 @eqx.filter_jit
-def _moments_jit(p: _Problem, *, order: int, points: int, steps: int, max_steps: int, throw: bool):
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
+def _moments_jit(p: _Problem, *, order: int, points: int, steps: int, max_steps: int):
     U = _scale(p)
     c0, R = 0.5 * U, 0.75 * U
     half = points // 2
@@ -557,7 +646,7 @@ def _moments_jit(p: _Problem, *, order: int, points: int, steps: int, max_steps:
     zs = jax.lax.complex(c0 + R * jnp.cos(phi), R * jnp.sin(phi))
     zs = jnp.where(jnp.arange(half + 1) == half, jax.lax.complex(c0 - R, 0.0 * R), zs)
     zs = jnp.where(jnp.arange(half + 1) == 0, jax.lax.complex(c0 + R, 0.0 * R), zs)
-    m, _ = jax.vmap(lambda w: _solve_at(p, w, steps=steps, max_steps=max_steps, throw=throw))(zs)
+    m, ok = jax.vmap(lambda w: _solve_at(p, w, steps=steps, max_steps=max_steps))(zs)
     # full circle by conjugate symmetry: phi_j = 2 pi j / points, j = 0..points-1
     m_full = jnp.concatenate([m, jnp.conj(m[1:half][::-1])])
     z_full = jnp.concatenate([zs, jnp.conj(zs[1:half][::-1])])
@@ -565,7 +654,7 @@ def _moments_jit(p: _Problem, *, order: int, points: int, steps: int, max_steps:
     ks = jnp.arange(1, order + 1)
     zk = z_full[None, :] ** ks[:, None].astype(z_full.dtype)
     mom = -jnp.mean(zk * m_full[None, :] * e[None, :], axis=1) * R.astype(z_full.dtype)
-    return jnp.real(mom)
+    return jnp.real(mom), jnp.all(ok)
 
 
 # --------------------------------------------------------------------------------------
@@ -573,6 +662,7 @@ def _moments_jit(p: _Problem, *, order: int, points: int, steps: int, max_steps:
 # --------------------------------------------------------------------------------------
 
 
+@reraise_as_value_error
 def combination_stieltjes(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike,
                           z: ArrayLike, *, steps: int = 16, max_steps: int = 64, throw: bool = True) -> Array:
     r"""Limit Stieltjes transform :math:`m(z) = \lim\frac1n\operatorname{tr}(cI + \sum_{\ell=0}^L
@@ -598,16 +688,20 @@ def combination_stieltjes(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, 
     return _stieltjes(p, z, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def combination_density(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike,
-                        x: ArrayLike, *, eta: float = 1e-8, steps: int = 16, max_steps: int = 64,
+                        x: ArrayLike, *, eta: ArrayLike | None = None, steps: int = 16, max_steps: int = 64,
                         throw: bool = True) -> Array:
     r"""Density :math:`\operatorname{Im} m(x + i\eta)/\pi` of the law of :func:`combination_stieltjes`
-    at the points ``x`` (any shape). Finite (no NaN) on the whole real line, edges included; atoms
-    (e.g. at 0 when some :math:`\gamma > 1`) appear as peaks of width :math:`\eta`."""
+    at the real points ``x`` (finite, any shape). Finite (no NaN) on the whole real line, edges
+    included; atoms (e.g. at 0 when some :math:`\gamma > 1`) appear as peaks of width :math:`\eta`.
+    ``eta > 0`` (a scalar or broadcasting against ``x``) defaults to :math:`10^{-8}` in float64 and
+    :math:`10^{-5}` in float32."""
     p = _problem(inp, gammas, b2, shift, coef)
     return _density(p, x, eta=eta, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def combination_edge(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike, *,
                      grid: int = 96, stages: int = 3, steps: int = 16, max_steps: int = 64,
                      throw: bool = True) -> Array:
@@ -623,6 +717,7 @@ def combination_edge(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift
     return _edge(p, grid=grid, stages=stages, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def combination_moments(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, shift: ArrayLike, coef: ArrayLike, *,
                         order: int = 4, points: int = 128, steps: int = 16, max_steps: int = 64,
                         throw: bool = True) -> Array:
@@ -635,6 +730,7 @@ def combination_moments(inp: InputSpectrum, gammas: ArrayLike, b2: ArrayLike, sh
 
 
 def _ntk_problem(inp, gammas, activation, method):
+    _check_inp(inp)
     gammas = _check_gammas(gammas)
     c = activation_constants(activation, method=method)
     r_plus, r = _ntk_coefficients(c, gammas.shape[0])
@@ -644,15 +740,15 @@ def _ntk_problem(inp, gammas, activation, method):
 def _ck(inp, gammas, activation, layer, method):
     """The CK of ``layer`` as the combination with coefficients e_layer over all L layers: the levels
     above ``layer`` get s = 0, and every layer shares one compiled program with the NTK."""
+    _check_inp(inp)
     gammas = _check_gammas(gammas)
     L = gammas.shape[0]
-    layer = L if layer is None else layer
-    if not (isinstance(layer, (int, np.integer)) and 0 <= layer <= L):
-        raise ValueError(f"layer must be an integer in [0, L] = [0, {L}], got {layer!r}")
+    layer = L if layer is None else static_int(layer, "layer", lo=0, hi=L)
     b2 = activation_constants(activation, method=method).b2
     return _problem(inp, gammas, b2, 0.0, jnp.zeros((L + 1,), gammas.dtype).at[layer].set(1.0)), layer
 
 
+@reraise_as_value_error
 def ck_stieltjes(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, z: ArrayLike, *,
                  layer: int | None = None, method: AbstractMethod = Auto(), steps: int = 16, max_steps: int = 64,
                  throw: bool = True) -> Array:
@@ -676,8 +772,9 @@ def ck_stieltjes(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActi
     return _stieltjes(p, z, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def ck_density(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, x: ArrayLike, *,
-               layer: int | None = None, eta: float = 1e-8, method: AbstractMethod = Auto(), steps: int = 16,
+               layer: int | None = None, eta: ArrayLike | None = None, method: AbstractMethod = Auto(), steps: int = 16,
                max_steps: int = 64, throw: bool = True) -> Array:
     r"""Density of the CK law :math:`\mu_\ell` at ``x`` (any shape) by Stieltjes inversion,
     :math:`\operatorname{Im} m_\ell(x + i\eta)/\pi` (an atom at 0, mass :math:`1 - 1/\gamma_\ell` when
@@ -692,6 +789,7 @@ def ck_density(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActiva
     return _density(p, x, eta=eta, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def ck_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *, layer: int | None = None,
             method: AbstractMethod = Auto(), grid: int = 96, stages: int = 3, steps: int = 16,
             max_steps: int = 64, throw: bool = True) -> Array:
@@ -705,10 +803,12 @@ def ck_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivatio
     """
     p, layer = _ck(inp, gammas, activation, layer, method)
     if layer == 0 and inp.ratio is None:  # a discrete law: its largest atom
+        _solver_options(steps, max_steps, throw)
         return jnp.max(jnp.where(inp.weights > 0, inp.eigenvalues, 0.0))
     return _edge(p, grid=grid, stages=stages, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def ck_moments(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *, layer: int | None = None,
                order: int = 4, method: AbstractMethod = Auto(), points: int = 128, steps: int = 16,
                max_steps: int = 64, throw: bool = True) -> Array:
@@ -717,6 +817,7 @@ def ck_moments(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActiva
     return _moments(p, order=order, points=points, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def ntk_stieltjes(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, z: ArrayLike, *,
                   method: AbstractMethod = Auto(), steps: int = 16, max_steps: int = 64, throw: bool = True) -> Array:
     r"""Stieltjes transform of the NTK law (Fan & Wang Thm 3.7), the law of
@@ -731,14 +832,16 @@ def ntk_stieltjes(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractAct
     return _stieltjes(p, z, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def ntk_density(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, x: ArrayLike, *,
-                eta: float = 1e-8, method: AbstractMethod = Auto(), steps: int = 16, max_steps: int = 64,
+                eta: ArrayLike | None = None, method: AbstractMethod = Auto(), steps: int = 16, max_steps: int = 64,
                 throw: bool = True) -> Array:
     r"""Density of the NTK law at ``x`` by Stieltjes inversion (:func:`ntk_stieltjes`)."""
     p = _ntk_problem(inp, gammas, activation, method)
     return _density(p, x, eta=eta, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def ntk_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *,
              method: AbstractMethod = Auto(), grid: int = 96, stages: int = 3, steps: int = 16,
              max_steps: int = 64, throw: bool = True) -> Array:
@@ -747,6 +850,7 @@ def ntk_edge(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivati
     return _edge(p, grid=grid, stages=stages, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def ntk_moments(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *, order: int = 4,
                 method: AbstractMethod = Auto(), points: int = 128, steps: int = 16, max_steps: int = 64,
                 throw: bool = True) -> Array:
@@ -755,6 +859,7 @@ def ntk_moments(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActiv
     return _moments(p, order=order, points=points, steps=steps, max_steps=max_steps, throw=throw)
 
 
+@reraise_as_value_error
 def max_stable_learning_rate(inp: InputSpectrum, gammas: ArrayLike, activation: AbstractActivation, *,
                              method: AbstractMethod = Auto(), **kwargs) -> Array:
     r""":math:`2/\lambda_{\max}(K^{\mathrm{NTK}})`: full-batch gradient descent on
@@ -767,6 +872,10 @@ def max_stable_learning_rate(inp: InputSpectrum, gammas: ArrayLike, activation: 
         >>> from rmtjax.activations import Tanh
         >>> lr = max_stable_learning_rate(marchenko_pastur_input(1.0), jnp.array([1.0, 1.0]), Tanh())
     """
+    allowed = {"grid", "stages", "steps", "max_steps", "throw"}
+    if set(kwargs) - allowed:
+        raise ArgumentError(f"max_stable_learning_rate takes the keyword arguments of ntk_edge ({sorted(allowed)}), "
+                            f"got {sorted(set(kwargs) - allowed)}")
     return 2.0 / ntk_edge(inp, gammas, activation, method=method, **kwargs)
 
 
@@ -790,6 +899,7 @@ class FiniteKernels(NamedTuple):
     w_scale: Array
 
 
+@reraise_as_value_error
 def finite_network_kernels(x: ArrayLike, key: jax.Array, widths: Sequence[int], activation: AbstractActivation, *,
                            method: AbstractMethod = Auto()) -> FiniteKernels:
     r"""CK of every layer and the NTK of one random network of the paper's form (module docstring).
@@ -813,10 +923,14 @@ def finite_network_kernels(x: ArrayLike, key: jax.Array, widths: Sequence[int], 
         >>> x = x / jax.numpy.linalg.norm(x, axis=1, keepdims=True)
         >>> k = finite_network_kernels(x, jax.random.key(1), (60, 70), Tanh())
     """
-    x = check_matrix(x, "x")
-    widths = tuple(widths)
-    if len(widths) < 1 or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in widths):
-        raise ValueError(f"widths must be a non-empty sequence of integers >= 1, got {widths!r}")
+    x = check_range(check_matrix(x, "x"), "x")
+    key = prng_key(key, "key")
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+        raise ArgumentError(f"widths must be a non-empty sequence of integers >= 1, got {widths!r:.60}")
+    widths = tuple(static_int(d, "widths", lo=1, hi=10**6) for d in widths)
+    if not widths:
+        raise ArgumentError("widths must be a non-empty sequence of integers >= 1, got an empty sequence")
+    activation = check_activation(activation)
     c = activation_constants(activation, method=method)
     dt = x.dtype
 

@@ -24,6 +24,15 @@ its bias is :math:`O(\eta)` in the bulk but :math:`O(\sqrt\eta)` at a square-roo
 ``richardson=True`` it combines :math:`\eta` and :math:`2\eta` (:math:`2\rho_\eta - \rho_{2\eta}`,
 bias :math:`O(\eta^2)` in the bulk) and clips at 0, which keeps the edges non-negative.
 
+**Validation.** Every public method validates its argument (the rule of :mod:`rmtjax._validate`):
+points must be finite, real where a real point is expected, and off the real support where the
+transform is singular there (``x + 1j * eta``, ``eta > 0``, reads the boundary value); moment
+orders are static integers in ``[0, 100]``; constructors check their parameters (eagerly, or
+compiled in under ``jit``). A result that would not be finite (a pole of an R- or S-transform, an
+overflowing moment, a numerical inverse that finds no root on the physical branch) is a
+``ValueError``, never a NaN. Measures hash by identity, so ``jax.jit(measure.stieltjes)`` works
+(the bound method is a pytree whose arrays become constants of the compiled function).
+
 Example:
     >>> import jax.numpy as jnp
     >>> mp = MarchenkoPastur(0.5, 1.0)
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import abc
 import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -42,8 +52,9 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._numerics import safe_div, safe_sqrt
-from .._validate import concrete
+from .._validate import ArgumentError, _summary, concrete, error_if, flag, real, reraise_as_value_error, static_int
 from ..solve import root
+from ._checks import as_complex, describe_points, eps, finish, points, tolerances
 
 __all__ = [
     "AbstractMeasure",
@@ -57,46 +68,57 @@ __all__ = [
     "stieltjes_inversion",
 ]
 
-
-def _leaf(x: ArrayLike, name: str) -> Array:
-    a = jnp.asarray(x)
-    if not jnp.issubdtype(a.dtype, jnp.inexact):
-        a = a.astype(float)
-    if a.ndim != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {a.shape}")
-    return a
+MAX_MOMENT_ORDER = 100  # moments of higher order overflow float64 for most laws and are not supported
 
 
-def _positive(x, name: str):
+# ----------------------------------------------------------------------------------------
+# Parameters
+# ----------------------------------------------------------------------------------------
+
+
+def _float_dtype(*arrays):
+    """The widest float dtype among the strongly typed ``arrays`` (weakly typed ones, from Python
+    numbers, follow the others), or the default float dtype."""
+    strong = [np.dtype(a.dtype) for a in arrays if not a.weak_type]
+    return np.result_type(*strong) if strong else jnp.result_type(float)
+
+
+def _params(**specs):
+    """Validated scalar parameters ``name=(value, lo, lo_open)`` (real, finite, ``> lo`` or
+    ``>= lo``; ``lo=None`` for any finite value), cast to one strong float dtype."""
+    arrs = {}
+    for name, (value, lo, lo_open) in specs.items():
+        arrs[name] = real(value, name, ndim=0, lo=lo, lo_open=lo_open)
+    dt = _float_dtype(*arrs.values())
+    return tuple(jnp.asarray(a, dtype=dt) for a in arrs.values())
+
+
+def _positive(x, name):
+    return (x, 0.0, True)
+
+
+def _any(x, name):
+    return (x, None, False)
+
+
+def _no_nan(x, msg: str):
+    """``x`` if no entry is NaN, else ``ValueError(msg)`` (eagerly or compiled in)."""
     v = concrete(x)
-    if v is not None and not (np.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {v}")
+    if v is not None:
+        if np.any(np.isnan(v)):
+            raise ArgumentError(msg)
+        return x
+    return error_if(x, jnp.any(jnp.isnan(x)), msg)
 
 
-def _complex(z) -> Array:
-    z = jnp.asarray(z)
-    if jnp.issubdtype(z.dtype, jnp.complexfloating):
-        return z
-    if not jnp.issubdtype(z.dtype, jnp.floating):
-        z = z.astype(float)
-    return jax.lax.complex(z, jnp.zeros_like(z))
-
-
-def _cdtype(x):
-    return jnp.complex128 if jnp.result_type(x) in (jnp.float64, jnp.complex128) else jnp.complex64
-
-
-def check_z_off_support(z, lo, hi, name: str = "z"):
-    """``ValueError`` when a concrete real ``z`` lies in ``[lo, hi]`` (the support): ``G`` is not
-    defined there; pass ``x + 1j * eta`` instead."""
-    zc, loc, hic = concrete(z), concrete(lo), concrete(hi)
-    if zc is None or loc is None or hic is None:
-        return
-    zc = np.asarray(zc)
-    bad = (np.imag(zc) == 0) & (np.real(zc) >= loc) & (np.real(zc) <= hic)
-    if np.any(bad):
-        raise ValueError(f"{name} = {np.real(zc)[bad][:3]} is on the real support [{float(loc):.4g}, {float(hic):.4g}]"
-                         " of the measure: the Stieltjes transform is undefined there; use x + 1j * eta, eta > 0")
+def _all_finite(x, msg: str):
+    """``x`` if every entry is finite, else ``ValueError(msg)`` (eagerly or compiled in)."""
+    v = concrete(x)
+    if v is not None:
+        if not np.all(np.isfinite(v)):
+            raise ArgumentError(msg)
+        return x
+    return error_if(x, ~jnp.all(jnp.isfinite(x)), msg)
 
 
 def _sqrt_pair(z, a, b):
@@ -105,78 +127,8 @@ def _sqrt_pair(z, a, b):
     return jnp.sqrt(z - a) * jnp.sqrt(z - b)
 
 
-class AbstractMeasure(eqx.Module):
-    """A probability measure on the real line (see the module docstring for conventions)."""
-
-    @abc.abstractmethod
-    def stieltjes(self, z: ArrayLike) -> Array:
-        r""":math:`G(z) = \int d\mu(t)/(z-t)`, elementwise (``z`` complex off the support, or real
-        outside it)."""
-
-    @abc.abstractmethod
-    def moment(self, k: int) -> Array:
-        r""":math:`m_k = \int t^k d\mu(t)` (``k`` static)."""
-
-    @abc.abstractmethod
-    def support_bounds(self) -> tuple[Array, Array]:
-        """An interval containing the support (not differentiated; used for scales and checks)."""
-
-    def density(self, x: ArrayLike) -> Array:
-        r"""Density of the absolutely continuous part at real ``x`` (atoms excluded). The default is
-        :func:`stieltjes_inversion` with a height of :math:`10^{-6}` times the support's scale."""
-        lo, hi = self.support_bounds()
-        eta = 1e-6 * (jnp.abs(hi) + jnp.abs(lo) + 1e-30)
-        return stieltjes_inversion(self, x, eta=eta) - self.zero_mass() * _lorentz(jnp.asarray(x), eta)
-
-    def zero_mass(self) -> Array:
-        """Mass of the atom at 0 (0 for the absolutely continuous laws)."""
-        return jnp.zeros(())
-
-    def moments(self, order: int) -> Array:
-        """``[m_1, ..., m_order]``."""
-        return jnp.stack([self.moment(k) for k in range(1, order + 1)])
-
-    def mean(self) -> Array:
-        return self.moment(1)
-
-    def variance(self) -> Array:
-        return self.moment(2) - self.moment(1) ** 2
-
-    # -- transforms -----------------------------------------------------------------------
-
-    def psi(self, z: ArrayLike) -> Array:
-        r""":math:`\psi(z) = \int zt/(1-zt)\,d\mu(t) = G(1/z)/z - 1` (moment generating function)."""
-        z = _complex(z)
-        return self.stieltjes(1 / z) / z - 1
-
-    def inverse_stieltjes(self, g: ArrayLike, z0: ArrayLike | None = None) -> Array:
-        r""":math:`G^{-1}(g)`: the root of :math:`G(z) = g` near ``z0`` (default :math:`1/g + m_1`,
-        the start that follows the branch through :math:`z = \infty`), by Newton's method through
-        :func:`rmtjax.solve.root`; for small :math:`|g|`. Points that do not converge are NaN."""
-        g = _complex(g)
-        z0 = 1 / g + self.mean().astype(g.dtype) if z0 is None else jnp.broadcast_to(_complex(z0), g.shape)
-        return _vmap_method(self, "_inverse_one", g, z0.astype(g.dtype), static=("stieltjes",))
-
-    def _inverse_one(self, g, z0, fn):
-        sol = root(lambda z, a: getattr(a[0], fn)(z) - a[1], z0, (self, g), throw=False,
-                   name=f"inverse of {fn}")
-        return jnp.where(sol.ok, sol.value, jnp.nan)
-
-    def r_transform(self, g: ArrayLike) -> Array:
-        r""":math:`R(g) = G^{-1}(g) - 1/g` (numerical inverse unless a closed form exists)."""
-        g = _complex(g)
-        return self.inverse_stieltjes(g) - 1 / g
-
-    def s_transform(self, w: ArrayLike) -> Array:
-        r""":math:`S(w) = \frac{1+w}{w}\psi^{-1}(w)` (numerical inverse of :math:`\psi` from
-        :math:`w/(m_1 + w\,t_{\max})`, for small :math:`|w|` or real :math:`w > 0` on measures
-        with an atom at the top of their support). Points that do not converge are NaN."""
-        w = _complex(w)
-        m1 = self.mean().astype(w.dtype)
-        top = self.support_bounds()[1].astype(w.dtype)
-        # start w / (m1 + w top): ~ w / m1 for small w, inside (0, 1/top) for real w > 0
-        chi = _vmap_method(self, "_inverse_one", w, w / (m1 + w * top), static=("psi",))
-        return chi * (1 + w) / w
+def _lorentz(x, eta):
+    return eta / (math.pi * (x * x + eta * eta))
 
 
 def _trailing(v, z):
@@ -184,18 +136,233 @@ def _trailing(v, z):
     return v.reshape((1,) * jnp.ndim(z) + v.shape)
 
 
-def _lorentz(x, eta):
-    return eta / (math.pi * (x * x + eta * eta))
+# ----------------------------------------------------------------------------------------
+# The abstract measure
+# ----------------------------------------------------------------------------------------
 
 
+class AbstractMeasure(eqx.Module):
+    """A probability measure on the real line (see the module docstring for conventions).
+
+    Subclasses implement ``_stieltjes`` (complex points, unvalidated), ``_moment`` (a static
+    order) and :meth:`support_bounds`; the public methods validate their arguments and call them.
+    """
+
+    def __hash__(self) -> int:  # by identity: jax.jit(measure.method) hashes the bound method
+        return id(self)
+
+    # -- to implement -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _stieltjes(self, z: Array) -> Array:
+        """G at complex points ``z`` (no validation)."""
+
+    @abc.abstractmethod
+    def _moment(self, k: int) -> Array:
+        """The ``k``-th moment (``k`` a validated static int)."""
+
+    @abc.abstractmethod
+    def support_bounds(self) -> tuple[Array, Array]:
+        """An interval containing the support (not differentiated; used for scales and checks)."""
+
+    def _bad_real(self, x: Array) -> Array:
+        """Real points where G is undefined (the support, poles): default the support bounds."""
+        lo, hi = self.support_bounds()
+        return (x >= lo.astype(x.dtype)) & (x <= hi.astype(x.dtype))
+
+    def _density(self, x: Array) -> Array:
+        lo, hi = self.support_bounds()
+        scale = (jnp.abs(hi) + jnp.abs(lo)).astype(x.dtype)
+        eta = max(1e-6, 100 * eps(x.dtype)) * jnp.maximum(scale, jnp.finfo(x.dtype).tiny / jnp.finfo(x.dtype).eps)
+        return _inversion(self, x, eta, False) - self.zero_mass().astype(x.dtype) * _lorentz(x, eta)
+
+    def _psi(self, z: Array) -> Array:
+        zs = jnp.where(z == 0, jnp.ones_like(z), z)
+        return jnp.where(z == 0, jnp.zeros_like(z), self._stieltjes(1 / zs) / zs - 1)
+
+    def _r_transform(self, g: Array) -> Array:
+        z, ok = self._inverse(g, None)
+        return jnp.where(ok, z - 1 / g, jnp.nan), ok
+
+    def _s_transform(self, w: Array) -> Array:
+        m1 = self.mean().astype(w.dtype)
+        top = self.support_bounds()[1].astype(w.dtype)
+        ws = jnp.where(w == 0, jnp.ones_like(w), w)
+        # start w / (m1 + w top): ~ w / m1 for small w, inside (0, 1/top) for real w > 0
+        chi, ok = _vmap_method(self, "_inverse_one", ws, ws / (m1 + ws * top), static=("_psi",))
+        s = jnp.where(w == 0, 1 / m1, chi * (1 + ws) / ws)
+        return s, ok | (w == 0)
+
+    def _inverse(self, g, z0):
+        z0 = 1 / g + self.mean().astype(g.dtype) if z0 is None else z0
+        return _vmap_method(self, "_inverse_one", g, z0.astype(g.dtype), static=("_stieltjes",))
+
+    def _inverse_one(self, g, z0, fn):
+        rtol, atol = tolerances(g.dtype)
+        sol = root(_inverse_residual, z0, (self, g, fn), throw=False, rtol=rtol, atol=atol,
+                   name=f"inverse of {fn.strip('_')}")
+        z = sol.value
+        # the branch through z = infinity: Im z and Im g of opposite signs (Im G < 0 above the axis)
+        physical = jnp.imag(z) * jnp.imag(g) <= 10 * rtol * jnp.abs(z) * jnp.abs(g)
+        ok = sol.ok & jnp.all(jnp.isfinite(z)) & physical
+        return jnp.where(ok, z, jnp.nan), ok
+
+    def zero_mass(self) -> Array:
+        """Mass of the atom at 0 (0 for the absolutely continuous laws)."""
+        return jnp.zeros(())
+
+    # -- public, validated -------------------------------------------------------------------
+
+    def _off_support(self, z, name: str):
+        """``z`` after checking that no real entry is on the real support (or a pole)."""
+        bad = (jnp.imag(z) == 0) & self._bad_real(jnp.real(z))
+        msg = (f"{name} must be off the real support of the measure (or a complex x + 1j * eta, eta > 0): "
+               "the Stieltjes transform is not defined on it")
+        b = concrete(bad)
+        if b is not None:
+            if np.any(b):
+                lo, hi = (concrete(v) for v in self.support_bounds())
+                rng = "" if lo is None or hi is None else f" [{float(lo):.4g}, {float(hi):.4g}]"
+                raise ArgumentError(msg.replace("support of the measure", f"support{rng} of the measure")
+                                    + f", got {_summary(np.asarray(concrete(z)), b)}")
+            return z
+        return error_if(z, jnp.any(bad), msg)
+
+    @reraise_as_value_error
+    def stieltjes(self, z: ArrayLike) -> Array:
+        r""":math:`G(z) = \int d\mu(t)/(z-t)`, elementwise (``z`` finite, complex off the real
+        support, or real outside it; any shape)."""
+        z = as_complex(points(z, "z"))
+        z = self._off_support(z, "z")
+        return _all_finite(self._stieltjes(z), "stieltjes: G(z) is not finite at this z (a pole of G: z must be "
+                                               "off the support and its atoms)")
+
+    @reraise_as_value_error
+    def density(self, x: ArrayLike) -> Array:
+        r"""Density of the absolutely continuous part at real ``x`` (finite; atoms excluded). The
+        default is :func:`stieltjes_inversion` with a height of :math:`10^{-6}` times the support's
+        scale."""
+        x = points(x, "x", complex_ok=False)
+        return _all_finite(self._density(x), "density is not finite at this x (x must be a finite real point)")
+
+    def moment(self, k: int) -> Array:
+        r""":math:`m_k = \int t^k d\mu(t)` (``k`` a static integer in ``[0, 100]``; ``inf`` where the
+        moment overflows the floating-point range with a definite sign)."""
+        k = static_int(k, "k", lo=0, hi=MAX_MOMENT_ORDER)
+        return _no_nan(self._moment(k), f"the moment of order k = {k} overflows the floating-point range for this "
+                                        "measure (its terms are +-inf); use a smaller k")
+
+    def moments(self, order: int) -> Array:
+        """``[m_1, ..., m_order]`` (``order`` a static integer in ``[1, 100]``)."""
+        order = static_int(order, "order", lo=1, hi=MAX_MOMENT_ORDER)
+        m = jnp.stack([self._moment(k) for k in range(1, order + 1)])
+        return _no_nan(m, f"a moment of order <= order = {order} overflows the floating-point range for this "
+                          "measure; use a smaller order")
+
+    def mean(self) -> Array:
+        return self._moment(1)
+
+    def variance(self) -> Array:
+        return self._moment(2) - self._moment(1) ** 2
+
+    @reraise_as_value_error
+    def psi(self, z: ArrayLike) -> Array:
+        r""":math:`\psi(z) = \int zt/(1-zt)\,d\mu(t) = G(1/z)/z - 1` (moment generating function;
+        ``z`` finite, with :math:`1/z` off the real support)."""
+        z = as_complex(points(z, "z"))
+        bad = (jnp.imag(z) == 0) & (jnp.real(z) != 0) & self._bad_real(1 / jnp.where(jnp.real(z) != 0, jnp.real(z), 1))
+        msg = "z must have 1/z off the real support of the measure (or be complex): psi is not defined there"
+        b = concrete(bad)
+        if b is not None and np.any(b):
+            raise ArgumentError(msg + f", got {_summary(np.asarray(concrete(z)), b)}")
+        if b is None:
+            z = error_if(z, jnp.any(bad), msg)
+        return _all_finite(self._psi(z), "psi is not finite at this z (1/z is a pole: z must have 1/z off the "
+                                         "support and its atoms)")
+
+    @reraise_as_value_error
+    def inverse_stieltjes(self, g: ArrayLike, z0: ArrayLike | None = None) -> Array:
+        r""":math:`G^{-1}(g)`: the root of :math:`G(z) = g` near ``z0`` (default :math:`1/g + m_1`,
+        the start that follows the branch through :math:`z = \infty`, on which :math:`\operatorname{Im}z`
+        and :math:`\operatorname{Im}g` have opposite signs), by Newton's method through
+        :func:`rmtjax.solve.root`; for small nonzero :math:`|g|` (``ValueError`` where no root on
+        that branch is found)."""
+        g = as_complex(points(g, "g"))
+        g = _nonzero(g, "g")
+        if z0 is not None:
+            z0 = jnp.broadcast_to(as_complex(points(z0, "z0")), g.shape)
+        z, ok = self._inverse(g, z0)
+        return finish(z, ok, throw=True, eager="inverse_stieltjes: G(z) = g has no root on the physical branch "
+                      "reachable from z0 (g must be small, nonzero and in the image of G)", at=describe_points(g))
+
+    @reraise_as_value_error
+    def r_transform(self, g: ArrayLike) -> Array:
+        r""":math:`R(g) = G^{-1}(g) - 1/g` (numerical inverse unless a closed form exists; ``g``
+        small, in the domain of :math:`R`)."""
+        g = as_complex(points(g, "g"))
+        r, ok = self._r_transform(g)
+        r = finish(r, ok, throw=True, eager="r_transform: G(z) = g has no root on the physical branch (g must be "
+                   "small, nonzero and in the image of G)", at=describe_points(g))
+        return _all_finite(r, "r_transform is not finite at this g (a pole of R: g must be in the domain of the "
+                              "R-transform, small |g|)")
+
+    @reraise_as_value_error
+    def s_transform(self, w: ArrayLike) -> Array:
+        r""":math:`S(w) = \frac{1+w}{w}\psi^{-1}(w)` for a measure on :math:`[0, \infty)` with
+        positive mean (numerical inverse of :math:`\psi` from :math:`w/(m_1 + w\,t_{\max})` unless a
+        closed form exists; for small :math:`|w|` or real :math:`w > 0` on measures with an atom at
+        the top of their support)."""
+        w = as_complex(points(w, "w"))
+        lo, _ = self.support_bounds()
+        bad = (lo < 0) | ~(self.mean() > 0)
+        msg = ("s_transform needs a measure on [0, inf) with a positive mean (the S-transform is not defined "
+               "otherwise); this measure's parameters do not give one")
+        b = concrete(bad)
+        if b is not None and bool(b):
+            raise ArgumentError(msg)
+        if b is None:
+            w = error_if(w, bad, msg)
+        s, ok = self._s_transform(w)
+        s = finish(s, ok, throw=True, eager="s_transform: psi(z) = w has no root reachable from the start (w must "
+                   "be small, or real and > 0)", at=describe_points(w))
+        return _all_finite(s, "s_transform is not finite at this w (a pole of S: w must be in the domain of the "
+                              "S-transform)")
+
+
+def _inverse_residual(z, args):
+    measure, g, fn = args
+    return getattr(measure, fn)(z) - g
+
+
+def _nonzero(x, name):
+    v = concrete(x)
+    msg = f"{name} must be nonzero"
+    if v is not None:
+        if np.any(v == 0):
+            raise ArgumentError(f"{msg}, got {_summary(np.asarray(v), np.asarray(v) == 0)}")
+        return x
+    return error_if(x, jnp.any(x == 0), msg)
+
+
+def _inversion(measure, x, eta, richardson):
+    z = jax.lax.complex(x, jnp.broadcast_to(eta, x.shape))
+    rho = -jnp.imag(measure._stieltjes(z)) / math.pi
+    if not richardson:
+        return rho
+    z2 = jax.lax.complex(x, jnp.broadcast_to(2 * eta, x.shape))
+    rho2 = -jnp.imag(measure._stieltjes(z2)) / math.pi
+    return jnp.maximum(2 * rho - rho2, 0.0)
+
+
+@reraise_as_value_error
 def stieltjes_inversion(measure: AbstractMeasure, x: ArrayLike, *, eta: ArrayLike, richardson: bool = False) -> Array:
     r"""Density by Stieltjes inversion, :math:`\rho_\eta(x) = -\operatorname{Im}G(x + i\eta)/\pi`
     (the density smoothed by a Cauchy kernel of width :math:`\eta`; atoms appear as Lorentzians).
 
     Args:
         measure: any :class:`AbstractMeasure` (or subordination-based convolution).
-        x: real points.
-        eta: height :math:`> 0` (absolute).
+        x: real points (finite, any shape).
+        eta: height :math:`> 0` (absolute; a scalar or an array broadcasting against ``x``).
         richardson: return :math:`\max(2\rho_\eta - \rho_{2\eta}, 0)`, which cancels the
             :math:`O(\eta)` bulk bias; the clip keeps square-root edges (bias :math:`O(\sqrt\eta)`)
             non-negative.
@@ -204,18 +371,32 @@ def stieltjes_inversion(measure: AbstractMeasure, x: ArrayLike, *, eta: ArrayLik
         >>> import jax.numpy as jnp
         >>> rho = stieltjes_inversion(Semicircle(1.0), jnp.linspace(-2, 2, 5), eta=1e-4)
     """
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(float)
-    ec = concrete(eta)
-    if ec is not None and not np.all(np.asarray(ec) > 0):
-        raise ValueError(f"eta must be > 0, got {ec}")
-    eta = jnp.asarray(eta).astype(x.dtype)
-    rho = -jnp.imag(measure.stieltjes(jax.lax.complex(x, jnp.broadcast_to(eta, x.shape)))) / math.pi
-    if not richardson:
+    if not isinstance(measure, AbstractMeasure):
+        raise ArgumentError(f"measure must be an rmtjax.rmt measure (e.g. MarchenkoPastur(0.5)), got {measure!r:.80}")
+    x = points(x, "x", complex_ok=False)
+    eta = real(eta, "eta", lo=0.0, lo_open=True)
+    richardson = flag(richardson, "richardson")
+    try:
+        shape = jnp.broadcast_shapes(x.shape, eta.shape)
+    except ValueError:
+        raise ArgumentError(f"eta must be a scalar or broadcast against x {x.shape}, got shape {eta.shape}") from None
+    if shape != x.shape:
+        raise ArgumentError(f"eta must be a scalar or broadcast against x {x.shape}, got shape {eta.shape}")
+    eta = eta.astype(x.dtype)
+    if isinstance(measure, _free_types()):
+        g = measure.stieltjes(jax.lax.complex(x, jnp.broadcast_to(eta, x.shape)))
+        rho = -jnp.imag(g) / math.pi
+        if richardson:
+            g2 = measure.stieltjes(jax.lax.complex(x, jnp.broadcast_to(2 * eta, x.shape)))
+            rho = jnp.maximum(2 * rho + jnp.imag(g2) / math.pi, 0.0)
         return rho
-    rho2 = -jnp.imag(measure.stieltjes(jax.lax.complex(x, jnp.broadcast_to(2 * eta, x.shape)))) / math.pi
-    return jnp.maximum(2 * rho - rho2, 0.0)
+    return _all_finite(_inversion(measure, x, eta, richardson), "stieltjes_inversion is not finite at these x, eta")
+
+
+def _free_types():
+    from ._free import _AbstractFree
+
+    return (_AbstractFree,)
 
 
 # ----------------------------------------------------------------------------------------
@@ -223,9 +404,9 @@ def stieltjes_inversion(measure: AbstractMeasure, x: ArrayLike, *, eta: ArrayLik
 # ----------------------------------------------------------------------------------------
 
 
-def _narayana(k: int) -> np.ndarray:
-    """``N(k, j+1) = binom(k, j) binom(k, j+1) / k``, ``j = 0..k-1``."""
-    return np.array([math.comb(k, j) * math.comb(k, j + 1) / k for j in range(k)], dtype=np.float64)
+def _log_narayana(k: int) -> np.ndarray:
+    """``log N(k, j+1) = log(binom(k, j) binom(k, j+1) / k)``, ``j = 0..k-1``."""
+    return np.array([math.log(math.comb(k, j) * math.comb(k, j + 1)) - math.log(k) for j in range(k)])
 
 
 class MarchenkoPastur(AbstractMeasure):
@@ -242,7 +423,8 @@ class MarchenkoPastur(AbstractMeasure):
     :math:`m_k = \sigma^{2k}\sum_{j=0}^{k-1} N(k, j+1)\,c^j` (Narayana numbers).
 
     Attributes:
-        ratio: :math:`c > 0`. variance: :math:`\sigma^2 > 0`.
+        ratio: :math:`c > 0`. variance: :math:`\sigma^2 > 0` (finite; ``ValueError`` otherwise,
+            eagerly or under ``jit``).
 
     Example:
         >>> float(MarchenkoPastur(1.0, 1.0).moment(3))  # Catalan number C_3
@@ -253,12 +435,7 @@ class MarchenkoPastur(AbstractMeasure):
     variance: Array
 
     def __init__(self, ratio: ArrayLike = 1.0, variance: ArrayLike = 1.0):
-        self.ratio = _leaf(ratio, "ratio")
-        self.variance = _leaf(variance, "variance")
-
-    def __check_init__(self):
-        _positive(self.ratio, "MarchenkoPastur: ratio")
-        _positive(self.variance, "MarchenkoPastur: variance")
+        self.ratio, self.variance = _params(ratio=_positive(ratio, "ratio"), variance=_positive(variance, "variance"))
 
     def edges(self):
         s = jnp.sqrt(self.ratio)
@@ -268,41 +445,55 @@ class MarchenkoPastur(AbstractMeasure):
         a, b = self.edges()
         return jax.lax.stop_gradient(jnp.minimum(a, 0.0)), jax.lax.stop_gradient(b)
 
-    def stieltjes(self, z):
-        z = _complex(z)
-        a, b = self.edges()
-        check_z_off_support(z, a, b)
-        c, v = self.ratio.astype(z.dtype), self.variance.astype(z.dtype)
-        return (z - v * (1 - c) - _sqrt_pair(z, a.astype(z.dtype), b.astype(z.dtype))) / (2 * c * v * z)
+    def _bad_real(self, x):
+        a, b = (jax.lax.stop_gradient(e).astype(x.dtype) for e in self.edges())
+        return ((x >= a) & (x <= b)) | ((x == 0) & (self.ratio >= 1))
 
-    def density(self, x):
-        x = jnp.asarray(x)
+    def _stieltjes(self, z):
         a, b = self.edges()
-        return safe_div(safe_sqrt((b - x) * (x - a)), 2 * math.pi * self.variance * self.ratio * x)
+        c, v = self.ratio.astype(z.dtype), self.variance.astype(z.dtype)
+        zero = z == 0
+        zs = jnp.where(zero, jnp.ones_like(z), z)
+        g = (zs - v * (1 - c) - _sqrt_pair(zs, a.astype(z.dtype), b.astype(z.dtype))) / (2 * c * v * zs)
+        # z = 0 (outside the support only for c < 1): G(0) = -E[1/t] = -1 / (v (1 - c))
+        g0 = -1 / (v * jnp.where(c == 1, jnp.ones_like(c), 1 - c))
+        return jnp.where(zero, g0, g)
+
+    def _density(self, x):
+        a, b = self.edges()
+        v, c = self.variance.astype(x.dtype), self.ratio.astype(x.dtype)
+        return safe_div(safe_sqrt((b.astype(x.dtype) - x) * (x - a.astype(x.dtype))), 2 * math.pi * v * c * x)
 
     def zero_mass(self):
         return jnp.maximum(1 - 1 / self.ratio, 0.0)
 
-    def moment(self, k: int):
+    def _moment(self, k: int):
         if k == 0:
             return jnp.ones_like(self.ratio)
-        n = _narayana(k)
-        return self.variance**k * sum(float(n[j]) * self.ratio**j for j in range(k))
+        c, v = self.ratio, self.variance
+        logn = _log_narayana(k)
+        direct = v**k * sum(float(np.exp(logn[j])) * c**j for j in range(k))
+        # scaled form where the direct one over- or underflows to nan: with M = max(c, 1),
+        # m_k = (v M)^k sum_j N_j (c / M)^j M^(j - k), every factor of the sum in (0, 1]
+        big = jnp.maximum(c, 1.0)
+        poly = sum(float(np.exp(logn[j])) * (c / big) ** j * big ** (j - k) for j in range(k))
+        return jnp.where(jnp.isfinite(direct), direct, (v * big) ** k * poly)
 
-    def r_transform(self, g):
-        g = _complex(g)
+    def _r_transform(self, g):
         v, c = self.variance.astype(g.dtype), self.ratio.astype(g.dtype)
-        return v / (1 - c * v * g)
+        return v / (1 - c * v * g), jnp.ones(g.shape, bool)
 
-    def s_transform(self, w):
-        w = _complex(w)
-        return 1 / (self.variance.astype(w.dtype) * (1 + self.ratio.astype(w.dtype) * w))
+    def _s_transform(self, w):
+        return 1 / (self.variance.astype(w.dtype) * (1 + self.ratio.astype(w.dtype) * w)), jnp.ones(w.shape, bool)
 
 
 class Semicircle(AbstractMeasure):
     r"""Wigner's semicircle law of variance :math:`\sigma^2` centred at :math:`m`:
     :math:`\rho(x) = \frac{\sqrt{4\sigma^2 - (x-m)^2}}{2\pi\sigma^2}`,
     :math:`G(z) = \frac{z - m - \sqrt{(z-m)^2 - 4\sigma^2}}{2\sigma^2}`, :math:`R(g) = m + \sigma^2 g`.
+
+    Attributes:
+        variance: :math:`\sigma^2 > 0`. center: :math:`m` (finite).
 
     Example:
         >>> float(Semicircle(2.0).moment(4))  # 2 sigma^4
@@ -313,11 +504,7 @@ class Semicircle(AbstractMeasure):
     center: Array
 
     def __init__(self, variance: ArrayLike = 1.0, center: ArrayLike = 0.0):
-        self.variance = _leaf(variance, "variance")
-        self.center = _leaf(center, "center")
-
-    def __check_init__(self):
-        _positive(self.variance, "Semicircle: variance")
+        self.variance, self.center = _params(variance=_positive(variance, "variance"), center=_any(center, "center"))
 
     def edges(self):
         r = 2 * jnp.sqrt(self.variance)
@@ -327,66 +514,75 @@ class Semicircle(AbstractMeasure):
         a, b = self.edges()
         return jax.lax.stop_gradient(a), jax.lax.stop_gradient(b)
 
-    def stieltjes(self, z):
-        z = _complex(z)
+    def _stieltjes(self, z):
         a, b = self.edges()
-        check_z_off_support(z, a, b)
         m, v = self.center.astype(z.dtype), self.variance.astype(z.dtype)
         return (z - m - _sqrt_pair(z, a.astype(z.dtype), b.astype(z.dtype))) / (2 * v)
 
-    def density(self, x):
-        x = jnp.asarray(x)
-        return safe_sqrt(4 * self.variance - (x - self.center) ** 2) / (2 * math.pi * self.variance)
+    def _density(self, x):
+        v, m = self.variance.astype(x.dtype), self.center.astype(x.dtype)
+        return safe_sqrt(4 * v - (x - m) ** 2) / (2 * math.pi * v)
 
-    def moment(self, k: int):
-        terms = [math.comb(k, 2 * j) * math.comb(2 * j, j) / (j + 1) * self.variance**j * self.center ** (k - 2 * j)
-                 for j in range(k // 2 + 1)]
-        return sum(terms[1:], terms[0])
+    def _moment(self, k: int):
+        v, m = self.variance, self.center
+        coef = [math.comb(k, 2 * j) * math.comb(2 * j, j) / (j + 1) for j in range(k // 2 + 1)]
+        direct = sum((coef[j] * v**j * m ** (k - 2 * j) for j in range(1, len(coef))), coef[0] * m**k)
+        # scaled form where the direct one overflows: s = max(sqrt(v), |m|), every factor in [-1, 1]
+        s = jnp.maximum(jnp.sqrt(v), jnp.abs(m))
+        poly = sum(coef[j] * (v / s**2) ** j * (m / s) ** (k - 2 * j) for j in range(len(coef)))
+        scaled = jnp.where(poly == 0, jnp.zeros_like(poly), s**k * poly)
+        return jnp.where(jnp.isfinite(direct), direct, scaled)
 
-    def r_transform(self, g):
-        g = _complex(g)
-        return self.center.astype(g.dtype) + self.variance.astype(g.dtype) * g
+    def _r_transform(self, g):
+        return self.center.astype(g.dtype) + self.variance.astype(g.dtype) * g, jnp.ones(g.shape, bool)
 
 
 class PointMass(AbstractMeasure):
-    r""":math:`\delta_a`: :math:`G(z) = 1/(z-a)`, :math:`R = a`, :math:`S = 1/a`."""
+    r""":math:`\delta_a`: :math:`G(z) = 1/(z-a)`, :math:`R = a`, :math:`S = 1/a` (``location`` finite)."""
 
     location: Array
 
     def __init__(self, location: ArrayLike = 1.0):
-        self.location = _leaf(location, "location")
+        (self.location,) = _params(location=_any(location, "location"))
 
     def support_bounds(self):
         a = jax.lax.stop_gradient(self.location)
         return a, a
 
-    def stieltjes(self, z):
-        z = _complex(z)
-        check_z_off_support(z, self.location, self.location)
+    def _bad_real(self, x):
+        return x == self.location.astype(x.dtype)
+
+    def _stieltjes(self, z):
         return 1 / (z - self.location.astype(z.dtype))
 
-    def density(self, x):
-        return jnp.zeros_like(jnp.asarray(x, dtype=self.location.dtype))
+    def _psi(self, z):
+        a = self.location.astype(z.dtype)
+        return z * a / (1 - z * a)
+
+    def _density(self, x):
+        return jnp.zeros_like(x)
 
     def zero_mass(self):
         return jnp.where(self.location == 0, 1.0, 0.0).astype(self.location.dtype)
 
-    def moment(self, k: int):
+    def _moment(self, k: int):
         return self.location**k
 
-    def r_transform(self, g):
-        g = _complex(g)
-        return jnp.broadcast_to(self.location.astype(g.dtype), g.shape)
+    def _r_transform(self, g):
+        return jnp.broadcast_to(self.location.astype(g.dtype), g.shape), jnp.ones(g.shape, bool)
 
-    def s_transform(self, w):
-        w = _complex(w)
-        return jnp.broadcast_to(1 / self.location.astype(w.dtype), w.shape)
+    def _s_transform(self, w):
+        return jnp.broadcast_to(1 / self.location.astype(w.dtype), w.shape), jnp.ones(w.shape, bool)
 
 
 class Discrete(AbstractMeasure):
     r""":math:`\sum_i w_i\delta_{a_i}` with weights normalized to 1 (atoms and weights differentiable).
     An empirical spectral measure is ``Discrete(eigenvalues)`` (equal weights, alias
     :class:`Empirical`).
+
+    Attributes:
+        atoms: finite, a non-empty 1-d array. weights: finite, ``>= 0``, with a positive total,
+            the shape of ``atoms`` (default equal).
 
     Example:
         >>> import jax.numpy as jnp
@@ -397,46 +593,49 @@ class Discrete(AbstractMeasure):
     weights: Array
 
     def __init__(self, atoms: ArrayLike, weights: ArrayLike | None = None):
-        atoms = jnp.asarray(atoms)
-        if not jnp.issubdtype(atoms.dtype, jnp.floating):
-            atoms = atoms.astype(float)
-        if atoms.ndim != 1 or atoms.shape[0] == 0:
-            raise ValueError(f"Discrete: atoms must be a non-empty 1-d array, got shape {atoms.shape}")
-        w = jnp.ones_like(atoms) if weights is None else jnp.asarray(weights).astype(atoms.dtype)
-        if w.shape != atoms.shape:
-            raise ValueError(f"Discrete: weights must have the shape of atoms {atoms.shape}, got {w.shape}")
-        wc = concrete(w)
-        if wc is not None and (np.any(~np.isfinite(wc)) or np.any(wc < 0) or not np.sum(wc) > 0):
-            raise ValueError(f"Discrete: weights must be finite, >= 0 and have positive total mass, got {wc}")
+        atoms = real(atoms, "atoms", ndim=1)
+        if weights is None:
+            w = jnp.ones_like(atoms)
+        else:
+            w = real(weights, "weights", ndim=1, lo=0.0)
+            if w.shape != atoms.shape:
+                raise ArgumentError(f"weights must have the shape of atoms {atoms.shape}, got {w.shape}")
+        dt = _float_dtype(atoms, w)
+        atoms, w = jnp.asarray(atoms, dtype=dt), jnp.asarray(w, dtype=dt)
+        total = jnp.sum(w)
+        msg = "weights must have a positive total mass"
+        tc = concrete(total)
+        if tc is not None:
+            if not (np.isfinite(tc) and tc > 0):
+                raise ArgumentError(f"{msg} (finite), got total {float(tc)!r}")
+        else:
+            w = error_if(w, ~(jnp.isfinite(total) & (total > 0)), msg)
         self.atoms = atoms
-        self.weights = w / jnp.sum(w)
+        self.weights = w / total
 
     def support_bounds(self):
         a = jax.lax.stop_gradient(self.atoms)
         return jnp.min(a), jnp.max(a)
 
-    def stieltjes(self, z):
-        z = _complex(z)
-        a, w = self.atoms.astype(z.dtype), self.weights.astype(z.dtype)
-        zc, ac = concrete(z), concrete(self.atoms)
-        if zc is not None and ac is not None and np.any(np.isin(np.asarray(zc), np.asarray(ac).astype(zc.dtype))):
-            raise ValueError("z is an atom of the measure: the Stieltjes transform has a pole there; use x + 1j * eta")
-        a, w = _trailing(a, z), _trailing(w, z)
+    def _bad_real(self, x):
+        return jnp.any(x[..., None] == _trailing(self.atoms.astype(x.dtype), x), axis=-1)
+
+    def _stieltjes(self, z):
+        a, w = _trailing(self.atoms.astype(z.dtype), z), _trailing(self.weights.astype(z.dtype), z)
         return jnp.sum(w / (z[..., None] - a), axis=-1)
 
-    def psi(self, z):
-        z = _complex(z)
+    def _psi(self, z):
         a, w = _trailing(self.atoms.astype(z.dtype), z), _trailing(self.weights.astype(z.dtype), z)
         return jnp.sum(w * z[..., None] * a / (1 - z[..., None] * a), axis=-1)
 
-    def density(self, x):
-        return jnp.zeros_like(jnp.asarray(x, dtype=self.atoms.dtype))
+    def _density(self, x):
+        return jnp.zeros_like(x)
 
     def zero_mass(self):
         return jnp.sum(jnp.where(self.atoms == 0, self.weights, 0.0))
 
-    def moment(self, k: int):
-        return jnp.sum(self.weights * self.atoms**k)
+    def _moment(self, k: int):
+        return jnp.sum(jnp.where(self.weights > 0, self.weights * self.atoms**k, 0.0))
 
 
 Empirical = Discrete
@@ -456,6 +655,9 @@ class FussCatalan(AbstractMeasure):
         x(\varphi) = \frac{(\sin(s+1)\varphi)^{s+1}}{\sin\varphi\,(\sin s\varphi)^s},\qquad
         \rho(x(\varphi)) = \frac{1}{\pi}\frac{\sin^2\varphi\,(\sin s\varphi)^{s-1}}{(\sin(s+1)\varphi)^s}.
 
+    Attributes:
+        power: :math:`s`, a static integer in ``[1, 1000]``. scale: ``> 0``.
+
     Example:
         >>> float(FussCatalan(2).moment(2))  # binom(6, 2) / 5
         3.0
@@ -465,24 +667,24 @@ class FussCatalan(AbstractMeasure):
     power: int = eqx.field(static=True)
 
     def __init__(self, power: int, scale: ArrayLike = 1.0):
-        if not (isinstance(power, int) and power >= 1):
-            raise ValueError(f"FussCatalan: power must be an integer >= 1, got {power!r}")
-        self.power = power
-        self.scale = _leaf(scale, "scale")
-
-    def __check_init__(self):
-        _positive(self.scale, "FussCatalan: scale")
+        self.power = static_int(power, "power", lo=1, hi=1000)
+        (self.scale,) = _params(scale=_positive(scale, "scale"))
 
     def edge(self):
         s = self.power
-        return self.scale * (s + 1) ** (s + 1) / s**s
+        return self.scale * math.exp((s + 1) * math.log(s + 1) - s * math.log(s))
 
     def support_bounds(self):
         return jnp.zeros_like(self.scale), jax.lax.stop_gradient(self.edge())
 
-    def moment(self, k: int):
+    def _moment(self, k: int):
         s = self.power
-        return self.scale**k * (math.comb((s + 1) * k, k) / (s * k + 1))
+        try:
+            coef = math.comb((s + 1) * k, k) / (s * k + 1)
+        except OverflowError:  # the coefficient alone exceeds float64: the moment does
+            log_coef = math.lgamma((s + 1) * k + 1) - math.lgamma(k + 1) - math.lgamma(s * k + 1) - math.log(s * k + 1)
+            return jnp.exp(k * jnp.log(self.scale) + log_coef)
+        return self.scale**k * coef
 
     def _x_of_phi(self, phi):
         s = self.power
@@ -499,46 +701,65 @@ class FussCatalan(AbstractMeasure):
             return jnp.where(big, mid, lo), jnp.where(big, hi, mid)
 
         lo, hi = jax.lax.fori_loop(0, 60, body, (jnp.asarray(0.0, yv.dtype), jnp.asarray(top, yv.dtype)))
-        sol = root(lambda p, a: self._x_of_phi(p) - a, 0.5 * (lo + hi), yv, throw=False, rtol=1e-13, atol=1e-15,
+        rtol, atol = tolerances(yv.dtype, 1e-13, 1e-15)
+        sol = root(_fc_angle_residual, 0.5 * (lo + hi), (self, yv), throw=False, rtol=rtol, atol=atol,
                    max_steps=20, name="Fuss-Catalan angle")
-        return sol.value
+        # Newton polishes the bisection; where it stops short the bisection midpoint is within 2^-60
+        return jnp.where(sol.ok, sol.value, 0.5 * (lo + hi))
 
-    def density(self, x):
-        x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(float)
+    def _density(self, x):
         s = self.power
-        y = x / self.scale
-        inside = (y > 0) & (y < (s + 1) ** (s + 1) / s**s)
+        y = x / self.scale.astype(x.dtype)
+        inside = (y > 0) & (y < jax.lax.stop_gradient(self.edge() / self.scale).astype(x.dtype))
         ys = jnp.where(inside, y, 1.0)
-
         phi = _vmap_method(self, "_phi_one", ys)
         rho = jnp.sin(phi) ** 2 * jnp.sin(s * phi) ** (s - 1) / (math.pi * jnp.sin((s + 1) * phi) ** s)
-        return jnp.where(inside, rho / self.scale, 0.0)
+        return jnp.where(inside, rho / self.scale.astype(x.dtype), 0.0)
 
-    def stieltjes(self, z, *, n_heights: int = 30):
-        z = _complex(z)
-        check_z_off_support(z, 0.0, self.edge())
-        return _vmap_method(self, "_g_one", z, static=(n_heights,))
+    @reraise_as_value_error
+    def stieltjes(self, z: ArrayLike, *, n_heights: int = 30) -> Array:
+        r""":math:`G(z)` by Newton's method on the moment-series equation, continued in
+        :math:`\operatorname{Im} z` over ``n_heights`` (static, ``>= 2``) heights (``ValueError``
+        where the continuation does not reach the physical branch, :math:`\operatorname{Im}G \le 0`
+        for :math:`\operatorname{Im}z > 0`)."""
+        n_heights = static_int(n_heights, "n_heights", lo=2, hi=10_000)
+        z = as_complex(points(z, "z"))
+        z = self._off_support(z, "z")
+        g, ok = _vmap_method(self, "_g_one", z, static=(n_heights,))
+        return finish(g, ok, throw=True, eager="FussCatalan.stieltjes: the continuation did not reach the physical "
+                      "branch (Im G <= 0 for Im z > 0); raise n_heights", at=describe_points(z))
+
+    def _stieltjes(self, z):
+        return _vmap_method(self, "_g_one", z, static=(30,))[0]
 
     def _g_one(self, zz, n_heights):
         s = self.power
         top = 10 * jax.lax.stop_gradient(self.edge()).astype(zz.real.dtype)
-
-        def eq(w, a):
-            u, sc = a
-            return w - 1 - sc * u * w ** (s + 1)
-
         sign = jnp.where(jnp.imag(zz) < 0, -1.0, 1.0).astype(top.dtype)
         heights = _heights(top, jnp.abs(jnp.imag(zz)), n_heights)
+        rtol, atol = tolerances(zz.dtype)
 
         def step(w, h):
             u = 1 / jax.lax.complex(jnp.real(zz), sign * h)
-            sol = root(eq, w, (u, self.scale.astype(zz.dtype)), throw=False, name="Fuss-Catalan Stieltjes")
+            sol = root(_fc_series_residual, w, (u, self.scale.astype(zz.dtype), s), throw=False, rtol=rtol,
+                       atol=atol, name="Fuss-Catalan Stieltjes")
             return sol.value, sol.ok
 
-        w, _ = jax.lax.scan(step, jnp.ones((), zz.dtype), heights)
-        return w / zz
+        w, oks = jax.lax.scan(step, jnp.ones((), zz.dtype), heights)
+        g = w / zz
+        # physical branch: Im G of the opposite sign of Im z (G real for real z off the support)
+        physical = jnp.imag(g) * jnp.imag(zz) <= 10 * rtol * jnp.abs(g) * jnp.abs(zz)
+        return g, oks[-1] & jnp.isfinite(g) & physical
+
+
+def _fc_angle_residual(p, args):
+    measure, y = args
+    return measure._x_of_phi(p) - y
+
+
+def _fc_series_residual(w, args):
+    u, sc, s = args
+    return w - 1 - sc * u * w ** (s + 1)
 
 
 def _vmap_method(obj, method: str, *arrays, static: tuple = ()):
@@ -569,6 +790,10 @@ class GridDensity(AbstractMeasure):
     :math:`G` is exact for the interpolant (the logarithms do not cross their cut for
     :math:`z\notin[x_0, x_1]`).
 
+    Attributes:
+        x: a finite, strictly increasing 1-d grid of at least 2 points. values: finite, ``>= 0``,
+            the shape of ``x``, with positive mass.
+
     Example:
         >>> import jax.numpy as jnp
         >>> x = jnp.linspace(-2, 2, 401)
@@ -579,29 +804,30 @@ class GridDensity(AbstractMeasure):
     values: Array
 
     def __init__(self, x: ArrayLike, values: ArrayLike):
-        x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(float)
-        v = jnp.asarray(values).astype(x.dtype)
-        if x.ndim != 1 or x.shape != v.shape or x.shape[0] < 2:
-            raise ValueError(f"GridDensity: x and values must be 1-d of equal length >= 2, got {x.shape}, {v.shape}")
-        xc, vc = concrete(x), concrete(v)
-        if xc is not None and not np.all(np.diff(xc) > 0):
-            raise ValueError("GridDensity: x must be strictly increasing")
-        if vc is not None and (np.any(vc < 0) or not np.all(np.isfinite(vc))):
-            raise ValueError("GridDensity: values must be finite and >= 0")
+        x = real(x, "x", ndim=1)
+        v = real(values, "values", ndim=1, lo=0.0)
+        if x.shape != v.shape or x.shape[0] < 2:
+            raise ArgumentError(f"x and values must be 1-d of equal length >= 2, got shapes {x.shape} and {v.shape}")
+        dt = _float_dtype(x, v)
+        x, v = jnp.asarray(x, dtype=dt), jnp.asarray(v, dtype=dt)
+        inc = jnp.all(jnp.diff(x) > 0)
         mass = jnp.sum(0.5 * (v[1:] + v[:-1]) * jnp.diff(x))
-        mc = concrete(mass)
-        if mc is not None and not mc > 0:
-            raise ValueError("GridDensity: the density has zero mass")
+        ic, mc = concrete(inc), concrete(mass)
+        if ic is not None and not ic:
+            raise ArgumentError("x must be strictly increasing")
+        if ic is None:
+            x = error_if(x, ~inc, "x must be strictly increasing")
+        if mc is not None and not (np.isfinite(mc) and mc > 0):
+            raise ArgumentError(f"values must have a positive, finite mass (trapezoidal rule), got {float(mc)!r}")
+        if mc is None:
+            v = error_if(v, ~(jnp.isfinite(mass) & (mass > 0)), "values must have a positive, finite mass")
         self.x = x
         self.values = v / mass
 
     def support_bounds(self):
         return jax.lax.stop_gradient(self.x[0]), jax.lax.stop_gradient(self.x[-1])
 
-    def stieltjes(self, z):
-        z = _complex(z)
+    def _stieltjes(self, z):
         x0, x1 = self.x[:-1].astype(z.dtype), self.x[1:].astype(z.dtype)
         f0, f1 = self.values[:-1].astype(z.dtype), self.values[1:].astype(z.dtype)
         x0, x1, f0, f1 = (_trailing(v, z) for v in (x0, x1, f0, f1))
@@ -610,15 +836,15 @@ class GridDensity(AbstractMeasure):
         fz = f0 + beta * (zz - x0)
         return jnp.sum(fz * (jnp.log(zz - x0) - jnp.log(zz - x1)) - beta * (x1 - x0), axis=-1)
 
-    def density(self, x):
-        return jnp.interp(jnp.asarray(x), self.x, self.values, left=0.0, right=0.0)
+    def _density(self, x):
+        return jnp.interp(x, self.x.astype(x.dtype), self.values.astype(x.dtype), left=0.0, right=0.0)
 
-    def moment(self, k: int):
+    def _moment(self, k: int):
         # Gauss-Legendre with k//2 + 2 nodes per segment integrates t^k (linear f) exactly
         t, w = np.polynomial.legendre.leggauss(k // 2 + 2)
         x0, x1 = self.x[:-1, None], self.x[1:, None]
         f0, f1 = self.values[:-1, None], self.values[1:, None]
-        u = jnp.asarray(0.5 * (t + 1))[None, :]
+        u = jnp.asarray(0.5 * (t + 1), self.x.dtype)[None, :]
         tt = x0 + (x1 - x0) * u
         ff = f0 + (f1 - f0) * u
-        return jnp.sum(0.5 * (x1 - x0) * jnp.asarray(w)[None, :] * ff * tt**k)
+        return jnp.sum(0.5 * (x1 - x0) * jnp.asarray(w, self.x.dtype)[None, :] * ff * tt**k)
