@@ -33,6 +33,7 @@ def quick_run(tmp_path_factory):
     return out, code
 
 
+@pytest.mark.slow
 def test_quick_run_writes_figure_and_reports(quick_run):
     out, code = quick_run
     assert code == 0
@@ -44,6 +45,7 @@ def test_quick_run_writes_figure_and_reports(quick_run):
     assert "](kernels.png)" in md and "| Relu | 1 |" in md
 
 
+@pytest.mark.slow
 def test_quick_run_agrees_with_theory_within_standard_errors(quick_run):
     out, _ = quick_run
     report = json.loads((out / "report.json").read_text())
@@ -64,6 +66,7 @@ def test_quick_run_agrees_with_theory_within_standard_errors(quick_run):
     assert report["precision"] == {"dtype": "float64"} and report["resume"]["status"] == "new"
 
 
+@pytest.mark.slow
 def test_rerun_skips_completed_steps(quick_run):
     out, _ = quick_run
     first = json.loads((out / "report.json").read_text())
@@ -77,13 +80,14 @@ def test_rerun_skips_completed_steps(quick_run):
     assert [s["ntk"]["rel_error"] for s in second["steps"]] == [s["ntk"]["rel_error"] for s in first["steps"]]
 
 
+@pytest.mark.slow
 def test_quick_run_float32(tmp_path):
     assert main(["reproduce", "kernels", "--quick", "--float32", "--out", str(tmp_path), "--no-progress"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ok"] and report["config"]["dtype"] == "float32"
     p = report["precision"]
     assert p["dtype"] == "float32" and len(p["quantities"]) == 2 * len(report["config"]["activations"])
-    assert p["max_rel_diff"] < 1e-4, p
+    assert p["max_rel_diff"] < 2e-5, p  # measured 2.4e-6 (erf and tanh kernels)
     assert "## float32 accuracy" in (tmp_path / "report.md").read_text()
 
 
@@ -91,31 +95,32 @@ TINY = kernels_experiment.Config(n_points=6, dim=4, width=16, depths=(1, 2), act
                                  n_seeds_nngp=16, n_seeds_ntk=4)
 
 
-def test_partial_resume_recomputes_only_missing_steps_deterministically(tmp_path, capsys):
-    full = kernels_experiment.run(tmp_path / "a", config=TINY, progress=False)
-    saved = json.loads((tmp_path / "a" / "resume.json").read_text())
-    assert sorted(saved["entries"]) == ["relu|depth=1", "relu|depth=2"]
-    # a run interrupted after its first step
-    partial = tmp_path / "b"
-    partial.mkdir()
-    saved["entries"].pop("relu|depth=2")
-    (partial / "resume.json").write_text(json.dumps(saved))
-    resumed = kernels_experiment.run(partial, config=TINY, progress=False)
-    assert resumed["timing"]["resumed_steps"] == 1 and resumed["timing"]["computed_steps"] == 1
+@pytest.mark.slow
+def test_partial_resume_recomputes_only_missing_steps_deterministically(quick_run, tmp_path, capsys):
+    out, _ = quick_run
+    full = json.loads((out / "report.json").read_text())
+    saved = json.loads((out / "resume.json").read_text())
+    # a run interrupted before its last step (the compiled programs are those of the quick run)
+    last = f"{full['steps'][-1]['activation']}|depth={full['steps'][-1]['depth']}"
+    saved["entries"].pop(last)
+    (tmp_path / "resume.json").write_text(json.dumps(saved))
+    resumed = kernels_experiment.run(tmp_path, quick=True, progress=False)
+    n = len(full["steps"])
+    assert resumed["timing"]["resumed_steps"] == n - 1 and resumed["timing"]["computed_steps"] == 1
     for a, b in zip(full["steps"], resumed["steps"], strict=True):
         assert (a["activation"], a["depth"]) == (b["activation"], b["depth"])
         np.testing.assert_allclose(b["nngp"]["mc_mean"], a["nngp"]["mc_mean"], rtol=1e-12)
         np.testing.assert_allclose(b["ntk"]["mc_mean"], a["ntk"]["mc_mean"], rtol=1e-12)
-    # another configuration (here: another width or seed) reuses none of these steps: one line, recomputed
     assert capsys.readouterr().err == ""
-    for changed, seed in ((dataclasses.replace(TINY, width=8), 0), (TINY, 1)):
-        assert dataclasses.replace(changed, seed=seed).fingerprint() != TINY.fingerprint()
-        rep = kernels_experiment.run(tmp_path / "a", config=changed, seed=seed, progress=False)
-        assert rep["resume"]["status"] == "foreign" and rep["timing"]["computed_steps"] == 2
-        assert capsys.readouterr().err.count("written by another run") == 1
+    # another configuration (another seed; another width) reuses none of these steps: one line, recomputed
+    assert dataclasses.replace(kernels_experiment.QUICK, width=64).fingerprint() != kernels_experiment.QUICK.fingerprint()
+    rep = kernels_experiment.run(tmp_path, quick=True, seed=1, progress=False)
+    assert rep["resume"]["status"] == "foreign" and rep["timing"]["computed_steps"] == n
+    assert capsys.readouterr().err.count("written by another run") == 1
 
 
-@pytest.mark.parametrize("damage", ["cut", "empty", "old-jsonl"])
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["cut", "old-jsonl"])  # more kinds: test_experiment_output.py
 def test_damaged_resume_file_is_reported_once_and_recomputed(tmp_path, capsys, damage):
     """Issue 12: a resume file cut off mid-write made every rerun fail with JSONDecodeError."""
     kernels_experiment.run(tmp_path, config=TINY, progress=False)
@@ -219,6 +224,7 @@ def test_value_error_in_a_run_is_one_line_exit_3(tmp_path, capsys, fake_experime
     assert jax.config.jax_enable_x64
 
 
+@pytest.mark.slow
 def test_check_failing_under_jit_is_one_line(tmp_path):
     """Issue 12: under jit a bad input printed a pure_callback traceback, the equinox banner and
     `JaxRuntimeError: INTERNAL: CpuCallback error`; the command prints the message alone, for our

@@ -22,6 +22,7 @@ def quick(tmp_path_factory):
     return out, run(out, quick=True, progress=False)
 
 
+@pytest.mark.slow
 def test_reproduce_liang_tranbach_quick(quick):
     out, report = quick
     assert report["ok"], report["checks"]
@@ -39,6 +40,7 @@ def test_reproduce_liang_tranbach_quick(quick):
     assert max(max(v["accuracy"]) for v in report["mnist"]["results"].values()) > 0.6
 
 
+@pytest.mark.slow
 def test_headline_mu_is_the_exact_one_of_the_table(quick):
     """Issue 12: the headline said centered ReLU mu = 1.4207 (the order-64 truncation, whose tail
     a_k^2 ~ k^-5/2 makes sum k a_k^2 converge like k^-1/2) where the table gives the exact 1.4669.
@@ -55,6 +57,7 @@ def test_headline_mu_is_the_exact_one_of_the_table(quick):
     assert abs(row["mu_truncated"] - 1.4207) < 1e-3 and f"{row['mu_truncated']:.4f} at order 64" in report["summary"]
 
 
+@pytest.mark.slow
 def test_reproduce_liang_tranbach_quick_float32(tmp_path):
     with jax.enable_x64(False):
         report = run(tmp_path, quick=True, progress=False)

@@ -17,6 +17,7 @@ def quick(tmp_path_factory):
     return out, run(out, quick=True, progress=False)
 
 
+@pytest.mark.slow
 def test_reproduce_dynamical_isometry_quick(quick):
     out, report = quick
     assert report["ok"], report["summary"]
@@ -32,6 +33,7 @@ def test_reproduce_dynamical_isometry_quick(quick):
         assert abs(r["theory"]["zero_mass"] - 0.5) < 1e-12
 
 
+@pytest.mark.slow
 def test_rerun_resumes(quick):
     out, report = quick
     again = run(out, quick=True, progress=False)
@@ -39,6 +41,7 @@ def test_rerun_resumes(quick):
     assert again["results"] == report["results"]
 
 
+@pytest.mark.slow
 def test_reproduce_dynamical_isometry_quick_float32(tmp_path):
     """The reproducer of issue 12: `--float32` crashed writing float32 values to JSON."""
     assert main(["reproduce", "dynamical-isometry", "--quick", "--float32", "--out", str(tmp_path),

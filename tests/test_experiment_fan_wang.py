@@ -18,6 +18,7 @@ def quick(tmp_path_factory):
     return out, run(out, quick=True, progress=False)
 
 
+@pytest.mark.slow
 def test_reproduce_fan_wang_quick(quick):
     out, report = quick
     assert report["ok"], report["checks"]
@@ -38,6 +39,7 @@ def test_reproduce_fan_wang_quick(quick):
     assert all(a > b for a, b in zip(lr, lr[1:]))
 
 
+@pytest.mark.slow
 def test_reproduce_fan_wang_quick_float32(tmp_path):
     with jax.enable_x64(False):
         report = run(tmp_path, quick=True, progress=False)

@@ -18,6 +18,7 @@ def quick(tmp_path_factory):
     return out, run(out, quick=True, progress=False)
 
 
+@pytest.mark.slow
 def test_reproduce_hidden_manifold_quick(quick):
     out, report = quick
     assert report["ok"], report["summary"]
@@ -33,6 +34,7 @@ def test_reproduce_hidden_manifold_quick(quick):
     assert all(x["covariance_rel_error"] < 0.05 for x in d)
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_recomputing(quick):
     out, report = quick
     again = run(out, quick=True, progress=False)
@@ -41,6 +43,7 @@ def test_rerun_resumes_without_recomputing(quick):
     assert again["simulations"] == report["simulations"] and again["ode"]["eps_g"] == report["ode"]["eps_g"]
 
 
+@pytest.mark.slow
 def test_reproduce_hidden_manifold_quick_float32(tmp_path):
     with jax.enable_x64(False):
         report = run(tmp_path, quick=True, progress=False)

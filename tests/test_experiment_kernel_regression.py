@@ -20,6 +20,7 @@ def quick(tmp_path_factory):
     return out, run(out, quick=True, progress=False)
 
 
+@pytest.mark.slow
 def test_reproduce_kernel_regression_quick(quick):
     out, report = quick
     assert report["ok"], report["checks"]
@@ -40,6 +41,7 @@ def test_reproduce_kernel_regression_quick(quick):
     assert fin[-1]["relative_gap"][-1] < fin[0]["relative_gap"][-1]
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_recomputing(quick):
     out, report = quick
     before = (out / "resume.json").read_text()
@@ -48,6 +50,7 @@ def test_rerun_resumes_without_recomputing(quick):
     assert again["resume"]["status"] == "resumed" and again["checks"] == report["checks"]
 
 
+@pytest.mark.slow
 def test_reproduce_kernel_regression_quick_float32(tmp_path):
     with jax.enable_x64(False):
         report = run(tmp_path, quick=True, progress=False)

@@ -19,6 +19,7 @@ def quick(tmp_path_factory):
     return out, json.loads((out / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_reproduce_meanfield_quick(quick):
     out, report = quick
     assert report["ok"] and report["quick"] and report["dtype"] == "float64"
@@ -36,6 +37,7 @@ def test_reproduce_meanfield_quick(quick):
     assert report["precision"] == {"dtype": "float64"}
 
 
+@pytest.mark.slow
 def test_markdown_lists_the_points_that_did_not_converge(quick):
     _, report = quick
     report = json.loads(json.dumps(report))
@@ -46,6 +48,7 @@ def test_markdown_lists_the_points_that_did_not_converge(quick):
     assert "The 2 points (sigma_w^2, sigma_b^2, chi_1) = (1, 0, 0.5); (1.75, 0.05, 1) have no converged" in md
 
 
+@pytest.mark.slow
 def test_reproduce_meanfield_quick_float32(tmp_path):
     """The reproducer of issue 12: `rmtjax reproduce meanfield --quick --float32` failed."""
     assert main(["reproduce", "meanfield", "--quick", "--float32", "--out", str(tmp_path), "--no-progress"]) == 0

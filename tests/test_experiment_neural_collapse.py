@@ -22,6 +22,7 @@ def quick(tmp_path_factory):
     return out, run(out, quick=True, progress=False)
 
 
+@pytest.mark.slow
 def test_reproduce_neural_collapse_quick(quick):
     out, report = quick
     assert report["ok"], report["summary"]
@@ -42,6 +43,7 @@ def test_reproduce_neural_collapse_quick(quick):
     assert res["ncc_mismatch_test"][-1] <= 0.02
 
 
+@pytest.mark.slow
 def test_rerun_resumes_instead_of_training_again(quick):
     out, report = quick
     again = run(out, quick=True, progress=False)
@@ -49,6 +51,7 @@ def test_rerun_resumes_instead_of_training_again(quick):
     assert again["seconds"] < report["seconds"]
 
 
+@pytest.mark.slow
 def test_reproduce_neural_collapse_quick_float32(tmp_path):
     with jax.enable_x64(False):
         report = run(tmp_path, quick=True, progress=False)

@@ -20,6 +20,7 @@ def quick(tmp_path_factory):
     return out, run(out, quick=True, progress=False)
 
 
+@pytest.mark.slow
 def test_reproduce_seddik_universality_quick(quick):
     out, report = quick
     assert report["ok"], report["summary"]
@@ -48,6 +49,7 @@ def test_reproduce_seddik_universality_quick(quick):
     assert min(mc["gen"]["top_eigenvalues"]) > 0
 
 
+@pytest.mark.slow
 def test_rerun_resumes_the_draws(quick):
     out, report = quick
     again = run(out, quick=True, progress=False)
@@ -56,6 +58,7 @@ def test_rerun_resumes_the_draws(quick):
     assert again["monte_carlo"] == report["monte_carlo"] and again["kolmogorov"] == report["kolmogorov"]
 
 
+@pytest.mark.slow
 def test_cut_off_resume_file_is_reported_and_recomputed(quick, tmp_path, capsys):
     """Issue 12: a resume file cut off mid-write made every rerun fail with JSONDecodeError."""
     out, report = quick
@@ -69,6 +72,7 @@ def test_cut_off_resume_file_is_reported_and_recomputed(quick, tmp_path, capsys)
     assert json.loads((tmp_path / "resume.json").read_text())["experiment"] == "seddik-universality"
 
 
+@pytest.mark.slow
 def test_reproduce_seddik_universality_quick_float32(tmp_path):
     with jax.enable_x64(False):
         report = run(tmp_path, quick=True, progress=False)

@@ -33,9 +33,12 @@ def x64_enabled() -> bool:
 
 
 def _upcast(tree):
-    def up(a):
-        if isinstance(a, (jax.Array, np.ndarray, np.generic)) and jnp.issubdtype(a.dtype, jnp.floating):
-            return jnp.asarray(a, jnp.float64)
+    def up(a):  # floating arrays to float64, integer arrays to int64 (as a float64 run has them)
+        if isinstance(a, (jax.Array, np.ndarray, np.generic)):
+            if jnp.issubdtype(a.dtype, jnp.floating):
+                return jnp.asarray(a, jnp.float64)
+            if jnp.issubdtype(a.dtype, jnp.signedinteger):
+                return jnp.asarray(a, jnp.int64)
         return a
 
     return jax.tree.map(up, tree)
@@ -54,10 +57,9 @@ def _diffs(a, b) -> tuple[float, float]:
         return 0.0, 0.0
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         return math.inf, math.inf
-    d = np.abs(a - b)
-    scale = np.abs(b)
-    rel = np.where(scale > 0, d / np.where(scale > 0, scale, 1.0), np.where(d > 0, math.inf, 0.0))
-    return float(d.max()), float(rel.max())
+    d = float(np.max(np.abs(a - b)))
+    scale = float(np.max(np.abs(b)))
+    return d, d / scale if scale > 0 else (math.inf if d > 0 else 0.0)
 
 
 def float64_comparison(compute: Callable[..., Mapping[str, Any]], *args: Any,
@@ -67,9 +69,10 @@ def float64_comparison(compute: Callable[..., Mapping[str, Any]], *args: Any,
     In a float64 run this records only the dtype. In a float32 run it evaluates ``compute`` (or
     takes ``float32_values``, the values the run already has), evaluates it again under
     ``jax.enable_x64(True)`` with every floating array of ``args`` cast to float64, and returns,
-    per quantity, the largest absolute and relative difference (relative to the float64 value;
-    entries that are NaN or the same infinity in both are skipped, a NaN or inf in one only
-    counts as an infinite difference).
+    per quantity, the largest absolute difference and the relative one, ``max |a - b| / max |b|``
+    over the entries (normwise: entries of an array that cross zero, such as predictions, do not
+    make it blow up; for a scalar the usual relative difference). Entries that are NaN or the same
+    infinity in both are skipped; a NaN or inf in one only counts as an infinite difference.
 
     Returns:
         ``{"dtype", "reference", "quantities": {name: {"max_abs_diff", "max_rel_diff",

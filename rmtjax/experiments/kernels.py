@@ -141,7 +141,7 @@ class Config:
 
 
 #: ``--quick``: small enough to finish in well under a minute on two CPU cores.
-QUICK = Config(n_points=12, dim=16, width=128, depths=(1, 2, 3), activations=("relu", "erf", "tanh"),
+QUICK = Config(n_points=12, dim=16, width=128, depths=(1, 2), activations=("relu", "erf", "tanh"),
                n_seeds_nngp=256, n_seeds_ntk=32)
 
 _CHUNK = 16  # initialisations held in memory at once (bounds memory)

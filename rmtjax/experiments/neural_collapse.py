@@ -132,9 +132,10 @@ def _final_metrics(h, ht, W, b, labels_tr, labels_te, num_classes):
     """NC metrics of given features (float32 runs compare them with float64 from the same features)."""
     stats = class_statistics(h, labels_tr, num_classes=num_classes)
     m = collapse_metrics(stats, W)
+    pred = jnp.argmax(ht @ W.T + b[None, :], axis=1)
     return {**m._asdict(), "ncc_mismatch_train": ncc_mismatch(h, stats.class_means, W, b),
             "ncc_mismatch_test": ncc_mismatch(ht, stats.class_means, W, b),
-            "test_accuracy": jnp.mean((jnp.argmax(ht @ W.T + b[None, :], axis=1) == labels_te).astype(h.dtype))}
+            "test_accuracy": jnp.mean((pred == labels_te.astype(pred.dtype)).astype(h.dtype))}
 
 
 def _train_one(cfg: DataConfig, seed: int, progress: bool) -> dict:

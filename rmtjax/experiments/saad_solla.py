@@ -14,7 +14,7 @@ E 52, 4225, Figs. 1-2) and Biehl & Schwarze (1995) for :math:`g = \operatorname{
 2. **Finite-N gap.** For several ``N`` the RMS difference between simulated and ODE
    :math:`\epsilon_g` over :math:`0 < t \le t_{gap}` (per seed, averaged): a weighted
    least-squares fit of :math:`\log` gap against :math:`\log N` (weights from the
-   seed-to-seed standard errors) must give the slope :math:`-1/2` within 0.15 or within 3
+   seed-to-seed standard errors) must give the slope :math:`-1/2` within 0.15 (0.25 in the quick run) or within 3
    standard errors of the fit, whichever is larger.
 
 Partial results (one entry per finished ``N`` of part 2) are saved to ``resume.json`` as they
@@ -60,7 +60,8 @@ class Config:
         N_plateau: input dimension of the plateau runs; seeds: their number (``>= 2``).
         t_max: their final time (long enough to escape the plateau, ``> 10``); saves: recorded times.
         gap_Ns: input dimensions of the finite-N gap (at least 2, increasing); gap_seeds (``>= 2``),
-        t_gap (``> 0``), gap_saves: its runs.
+        t_gap (``> 0``), gap_saves: its runs; gap_slope_tolerance: the fitted slope must be within
+        the larger of this and 3 standard errors of -1/2.
     """
 
     N_plateau: int = 500
@@ -71,6 +72,7 @@ class Config:
     gap_seeds: int = 8
     t_gap: float = 2.0
     gap_saves: int = 4
+    gap_slope_tolerance: float = 0.15
 
     def __post_init__(self):
         positive_int(self.N_plateau, "N_plateau", lo=2)
@@ -81,11 +83,15 @@ class Config:
         positive_int(self.gap_seeds, "gap_seeds", lo=2)
         number(self.t_gap, "t_gap", lo=0, lo_open=True)
         positive_int(self.gap_saves, "gap_saves", lo=1)
+        number(self.gap_slope_tolerance, "gap_slope_tolerance", lo=0, lo_open=True)
 
 
 FULL = Config()
-QUICK = Config(N_plateau=200, seeds=4, t_max=250.0, saves=125, gap_Ns=(100, 400, 1600), gap_seeds=8, t_gap=4.0,
-               gap_saves=8)
+# quick: N over a 16x range only; with 8 seeds per N the fitted slopes of master seeds 0-5 spread from
+# -0.37 to -0.80 in float32 (-0.54, -0.61 for seeds 0-1 in float64) while the fit's own standard error
+# said 0.07-0.09: 16 seeds and a tolerance of 0.25 (a smoke-level check; the full run keeps 0.15)
+QUICK = Config(N_plateau=200, seeds=4, t_max=250.0, saves=125, gap_Ns=(100, 400, 1600), gap_seeds=16, t_gap=4.0,
+               gap_saves=8, gap_slope_tolerance=0.25)
 _ode_batch = eqx.filter_jit(jax.vmap(committee_ode, in_axes=(0, None, None, None, None)))
 
 
@@ -217,7 +223,8 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         "learns_teacher": bool(sim.eps_g[:, -1].mean() < 0.01 * plateau and ode_mean[-1] < 0.01 * plateau),
         "gap_slope": gslope,
         "gap_slope_se": gslope_se,
-        "gap_like_inverse_sqrt_n": bool(abs(gslope + 0.5) < max(0.15, 3 * gslope_se)),
+        "gap_slope_tolerance": max(cfg.gap_slope_tolerance, 3 * gslope_se),
+        "gap_like_inverse_sqrt_n": bool(abs(gslope + 0.5) < max(cfg.gap_slope_tolerance, 3 * gslope_se)),
     }
     ok = all(checks[k] for k in ("fixed_point_converged", "plateau_symmetric", "plateau_ok", "escape_ok",
                                  "learns_teacher", "gap_like_inverse_sqrt_n"))
