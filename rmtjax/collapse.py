@@ -83,7 +83,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ._numerics import safe_div, safe_sqrt
-from ._validate import check_finite_array, check_matrix, concrete
+from ._validate import as_real, check_finite_array, check_matrix, check_range, concrete, error_if, static_int
 
 __all__ = [
     "ClassStatistics",
@@ -102,15 +102,22 @@ __all__ = [
 
 
 def _check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    return int(num_classes)
+    return static_int(num_classes, "num_classes", lo=2)
 
 
-def _check_features_labels(features, labels, num_classes):
+def _check_features_labels(features, labels, num_classes, *, allow_no_rows: bool = False):
     """Shapes and dtypes eagerly; label range eagerly (concrete) or by ``eqx.error_if`` (traced)."""
-    features = check_finite_array(check_matrix(features, "features"), "features")
-    labels = jnp.asarray(labels)
+    if allow_no_rows:  # a batch of a stream may be empty
+        features = as_real(features, "features", ndim=2, allow_empty=True)
+        if features.shape[1] == 0:
+            raise ValueError(f"features must have at least one column, got shape {features.shape}")
+        features = check_range(features, "features")
+    else:
+        features = check_finite_array(check_matrix(features, "features"), "features")
+    try:
+        labels = jnp.asarray(labels)
+    except Exception:  # noqa: BLE001 - strings, ragged lists
+        raise ValueError(f"labels must be an integer array (class indices), got {type(labels).__name__}") from None
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must be an integer array (class indices), got dtype {labels.dtype}")
     if labels.shape != (features.shape[0],):
@@ -143,7 +150,35 @@ def _check_classifier(weights, stats_or_means, name="weights"):
     if weights.shape != (C, p):
         raise ValueError(f"{name} must have shape (num_classes, p) = ({C}, {p}) (one row w_c per class), "
                          f"got {weights.shape}")
-    return weights.astype(stats_or_means.dtype)
+    return check_range(weights.astype(stats_or_means.dtype), name)
+
+
+def _check_stats(stats) -> ClassStatistics:
+    """A :class:`ClassStatistics` with consistent shapes and finite entries."""
+    if not (isinstance(stats, tuple) and len(stats) == 6):
+        raise ValueError(f"stats must be a ClassStatistics (from class_statistics or StreamingStatistics.statistics), "
+                         f"got {type(stats).__name__}")
+    means = check_matrix(stats.class_means, "stats.class_means")
+    C, p = means.shape
+    if C < 2:
+        raise ValueError(f"stats.class_means must have at least 2 rows (classes), got shape {means.shape}")
+    shapes = {"global_mean": (p,), "sigma_w": (p, p), "sigma_b": (p, p), "sigma_t": (p, p)}
+    rest = {n: check_range(as_real(getattr(stats, n), f"stats.{n}", shape=shp).astype(means.dtype), f"stats.{n}")
+            for n, shp in shapes.items()}
+    return ClassStatistics(stats.counts, check_range(means, "stats.class_means"), **rest)
+
+
+def _check_rtol(rtol, C, dtype) -> float:
+    if rtol is None:
+        return _default_rtol(C, dtype)
+    v = float(rtol) if isinstance(rtol, (int, float)) and not isinstance(rtol, bool) else \
+        concrete(as_real(rtol, "rtol", ndim=0))
+    if v is None:
+        raise ValueError("rtol must be a concrete number (a static eigenvalue cutoff), got a traced value")
+    v = float(v)
+    if not (0.0 <= v < 1.0):
+        raise ValueError(f"rtol must be in [0, 1), got {v!r}")
+    return v
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,23 +220,25 @@ def simplex_etf(rotation: ArrayLike | None = None, scale: ArrayLike = 1.0, *, nu
         True
     """
     C = _check_num_classes(num_classes)
-    scale = jnp.asarray(scale)
-    if not jnp.issubdtype(scale.dtype, jnp.floating):
-        scale = scale.astype(float)
+    scale = as_real(scale, "scale")
     if scale.ndim != 0:
         raise ValueError(f"scale must be a scalar, got shape {scale.shape}")
+    scale = check_range(scale, "scale")
     if rotation is None:
         rotation = jnp.eye(C, dtype=scale.dtype)
-    U = check_matrix(rotation, "rotation")
+    U = check_range(check_matrix(rotation, "rotation"), "rotation")
     if U.shape[1] not in (C, C - 1) or U.shape[0] < U.shape[1]:
         raise ValueError(f"rotation must have shape (p, {C}) or (p, {C - 1}) with p >= its number of "
                          f"columns, got {U.shape}")
-    u = concrete(U)
-    if u is not None:
-        tol = 10 * np.sqrt(np.finfo(u.dtype).eps)
-        err = np.max(np.abs(u.T @ u - np.eye(u.shape[1])))
-        if err > tol:
-            raise ValueError(f"rotation must have orthonormal columns (U^T U = I), max |U^T U - I| = {err:.3g}")
+    tol = 10 * float(np.sqrt(np.finfo(U.dtype).eps))
+    err = jnp.max(jnp.abs(U.T @ U - jnp.eye(U.shape[1], dtype=U.dtype)))
+    msg = f"rotation must have orthonormal columns (U^T U = I), max |U^T U - I| <= {tol:.1e}"
+    e = concrete(err)
+    if e is not None:
+        if e > tol:
+            raise ValueError(f"{msg}, got {float(e):.3g}")
+    else:
+        U = error_if(U, err > tol, msg)
     base = np.eye(C) - 1.0 / C if U.shape[1] == C else _helmert(C)
     dtype = jnp.result_type(U.dtype, scale.dtype)
     return _etf(jnp.asarray(np.sqrt(C / (C - 1)) * base, dtype), U.astype(dtype), scale.astype(dtype))
@@ -327,16 +364,20 @@ class StreamingStatistics(eqx.Module):
     def init(cls, dim: int, *, num_classes: int, dtype=None) -> StreamingStatistics:
         """An empty accumulator for features of dimension ``dim`` (default dtype: JAX's float)."""
         C = _check_num_classes(num_classes)
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        dtype = jnp.zeros((), dtype if dtype is not None else float).dtype
+        dim = static_int(dim, "dim", lo=1)
+        try:
+            dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+        except TypeError:
+            raise ValueError(f"dtype must be a floating-point dtype, got {dtype!r}") from None
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
         return cls(jnp.zeros((C,), int), jnp.zeros((C, dim), dtype), jnp.zeros((C, dim, dim), dtype), C)
 
     def update(self, features: ArrayLike, labels: ArrayLike) -> StreamingStatistics:
         """Merges a batch ``features`` ``(m, p)`` with integer ``labels`` ``(m,)`` (any classes may be
         missing from a batch); returns the new accumulator."""
         C = self.num_classes
-        h, labels = _check_features_labels(features, labels, C)
+        h, labels = _check_features_labels(features, labels, C, allow_no_rows=True)
         if h.shape[1] != self.means.shape[1]:
             raise ValueError(f"features must have {self.means.shape[1]} columns (the accumulator's dim), "
                              f"got shape {h.shape}")
@@ -457,8 +498,9 @@ def within_class_variation(stats: ClassStatistics, *, rtol: float | None = None)
         >>> round(float(within_class_variation(class_statistics(h, jnp.array([0, 0, 1, 1]), num_classes=2))), 6)
         0.125
     """
+    stats = _check_stats(stats)
     C = stats.class_means.shape[0]
-    rtol = _default_rtol(C, stats.class_means.dtype) if rtol is None else float(rtol)
+    rtol = _check_rtol(rtol, C, stats.class_means.dtype)
     return _nc1(stats.class_means, stats.global_mean, stats.sigma_w, rtol)
 
 
@@ -488,6 +530,7 @@ def collapse_metrics(stats: ClassStatistics, weights: ArrayLike, *, rtol: float 
         >>> bool(max(m) < 1e-6)
         True
     """
+    stats = _check_stats(stats)
     W = _check_classifier(weights, stats.class_means)
     return _metrics(stats, W, within_class_variation(stats, rtol=rtol))
 
@@ -533,7 +576,7 @@ def ncc_mismatch(features: ArrayLike, class_means: ArrayLike, weights: ArrayLike
         (0.0, 1.0)
     """
     h = check_finite_array(check_matrix(features, "features"), "features")
-    means = check_matrix(class_means, "class_means")
+    means = check_range(check_matrix(class_means, "class_means"), "class_means")
     if means.shape[1] != h.shape[1] or means.shape[0] < 2:
         raise ValueError(f"class_means must have shape (C, p) with C >= 2 and p = features.shape[1] = "
                          f"{h.shape[1]}, got {means.shape}")
@@ -543,9 +586,10 @@ def ncc_mismatch(features: ArrayLike, class_means: ArrayLike, weights: ArrayLike
     if bias is None:
         b = jnp.zeros(means.shape[0], dtype)
     else:
-        b = jnp.asarray(bias)
+        b = as_real(bias, "bias")
         if b.shape != (means.shape[0],):
             raise ValueError(f"bias must have shape (num_classes,) = ({means.shape[0]},), got {b.shape}")
+        b = check_range(b, "bias")
     return _ncc_mismatch(h, means, W, b.astype(dtype))
 
 

@@ -668,13 +668,14 @@ def blocked_kernel(
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
 
     def host(x, name):  # blocked_kernel assembles in host memory: its inputs must be concrete
-        x = as_real(x, name, ndim=2)
-        v = concrete(x)
+        as_real(x, name, ndim=2)  # structure (dtype, rank, empty)
+        v = concrete(x)  # from x itself: under jit, jnp.asarray of NumPy data would be a tracer
         if v is None:
             raise ValueError(f"{name} must be a concrete array (blocked_kernel assembles the kernel in host memory, "
                              "outside jit), got a traced value")
         if not np.all(np.isfinite(v)):
             check_range(v, name)
+        v = v if np.issubdtype(v.dtype, np.floating) else v.astype(np.float64)
         return v
 
     a = host(x1, "x1")

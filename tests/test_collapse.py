@@ -346,13 +346,13 @@ def test_gradients_finite_at_exact_collapse():
 
 def test_bad_input_raises_value_errors():
     h, labels, W, b = random_problem(0)
-    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+    with pytest.raises(ValueError, match=r"num_classes must be an integer in \[2, inf\)"):
         class_statistics(h, labels, num_classes=1)
     with pytest.raises(ValueError, match="labels must be an integer array"):
         class_statistics(h, labels.astype(float), num_classes=4)
     with pytest.raises(ValueError, match=r"labels must have shape \(n,\)"):
         class_statistics(h, labels[:-1], num_classes=4)
-    with pytest.raises(ValueError, match=r"features must be a 2-d array"):
+    with pytest.raises(ValueError, match=r"features must be 2-d"):
         class_statistics(h[:, 0], labels, num_classes=4)
     with pytest.raises(ValueError, match=r"labels must be in \[0, num_classes\) = \[0, 3\)"):
         class_statistics(h, labels, num_classes=3)
@@ -360,7 +360,7 @@ def test_bad_input_raises_value_errors():
         class_statistics(h, np.where(labels == 0, -1, labels), num_classes=4)
     with pytest.raises(ValueError, match=r"every class needs at least one sample.*\[4\]"):
         class_statistics(h, labels, num_classes=5)
-    with pytest.raises(ValueError, match="features contains NaN"):
+    with pytest.raises(ValueError, match="features must be finite"):
         class_statistics(np.where(h > 1, np.nan, h), labels, num_classes=4)
     stats = class_statistics(h, labels, num_classes=4)
     with pytest.raises(ValueError, match=r"weights must have shape \(num_classes, p\) = \(4, 6\)"):
@@ -378,7 +378,7 @@ def test_bad_input_raises_value_errors():
     acc = StreamingStatistics.init(6, num_classes=4)
     with pytest.raises(ValueError, match="features must have 6 columns"):
         acc.update(h[:, :3], labels)
-    with pytest.raises(ValueError, match="dim must be a positive integer"):
+    with pytest.raises(ValueError, match="dim must be an integer"):
         StreamingStatistics.init(0, num_classes=4)
     with pytest.raises(ValueError, match=r"every class needs at least one sample.*\[1, 2, 3\]"):
         acc.update(h[labels == 0], labels[labels == 0]).statistics()
@@ -394,3 +394,36 @@ def test_bad_values_under_jit_raise_runtime_errors():
     acc = StreamingStatistics.init(6, num_classes=4)
     with pytest.raises(Exception, match="every class needs at least one sample"):
         jax.jit(lambda a: a.statistics().sigma_w)(acc).block_until_ready()
+
+
+def test_every_argument_is_validated_eagerly_and_under_jit():
+    h, labels, W, b = random_problem(0)
+    stats = class_statistics(h, labels, num_classes=4)
+    for k in (2.0, True, None, "4"):
+        with pytest.raises(ValueError, match="num_classes"):
+            class_statistics(h, labels, num_classes=k)
+    with pytest.raises(ValueError, match="labels must be an integer array"):
+        class_statistics(h, labels > 1, num_classes=4)
+    with pytest.raises(ValueError, match="weights must be finite"):
+        collapse_metrics(stats, W.at[0, 0].set(np.nan) if hasattr(W, "at") else np.where(W > 1, np.nan, W))
+    with pytest.raises(ValueError, match="bias must be finite"):
+        ncc_mismatch(h, stats.class_means, W, np.full(4, np.inf))
+    with pytest.raises(ValueError, match="bias must be real"):
+        ncc_mismatch(h, stats.class_means, W, b + 1j)
+    with pytest.raises(ValueError, match="stats.sigma_w must be finite"):
+        within_class_variation(stats._replace(sigma_w=stats.sigma_w.at[0, 0].set(np.nan)))
+    with pytest.raises(ValueError, match="rtol must be in"):
+        within_class_variation(stats, rtol=-1.0)
+    with pytest.raises(ValueError, match="scale must be finite"):
+        simplex_etf(None, np.nan, num_classes=3)
+    with pytest.raises(ValueError, match="dtype must be a floating-point dtype"):
+        StreamingStatistics.init(3, num_classes=2, dtype=jnp.int32)
+    # under jit: non-orthonormal rotation, NaN scale and NaN weights are caught at run time
+    etf = jax.jit(lambda U, s: simplex_etf(U, s, num_classes=3))
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="rotation must have orthonormal columns"):
+        jax.block_until_ready(etf(jnp.ones((5, 3)), 1.0))
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="scale must be finite"):
+        jax.block_until_ready(etf(jnp.eye(3), jnp.nan))
+    metrics = jax.jit(lambda W: collapse_metrics(stats, W).self_duality)
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="weights must be finite"):
+        jax.block_until_ready(metrics(jnp.full((4, 6), jnp.nan)))

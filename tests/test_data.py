@@ -187,7 +187,7 @@ def test_issue_12_one_hot_under_jit():
                                   [[0, 0, 1], [0, 0, 1]])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         one_hot(jnp.array([0, 3]), 3)
-    with pytest.raises(jax.errors.JaxRuntimeError, match=r"labels must lie in \[0, 3\)"):
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match=r"labels must lie in \[0, 3\)"):
         jax.block_until_ready(f(jnp.array([0, -1])))
     with pytest.raises(ValueError, match="num_classes must be a static Python integer"):
         jax.jit(lambda k: one_hot(jnp.array([0]), k))(3)
@@ -216,7 +216,7 @@ def test_data_arguments_are_validated():
         class_counts(4, [0.0, 0.0])
     # under jit the covariance checks are compiled in
     f = jax.jit(lambda c: gaussian_mixture(key, jnp.zeros((1, 2)), c, n=4).x)
-    with pytest.raises(jax.errors.JaxRuntimeError, match="covariances must be positive definite"):
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="covariances must be positive definite"):
         jax.block_until_ready(f(-jnp.eye(2)[None]))
     with pytest.raises(ValueError, match="x must be a concrete array"):
         jax.jit(lambda x: split(x, np.arange(4) % 2, n_train=2, n_test=2).x_train)(jnp.zeros((4, 2)))

@@ -11,8 +11,8 @@ from flax import nnx
 
 from rmtjax.activations import Erf, Gelu, Relu
 from rmtjax.data._mixtures import gaussian_mixture_dataset
-from rmtjax.finite import (MLP, Dense, empirical_nngp, empirical_ntk, ensemble_kernels, functional, init_ensemble,
-                           input_jacobian, monte_carlo_kernels, train)
+from rmtjax.finite import (MLP, Classifier, Dense, cross_entropy, empirical_nngp, empirical_ntk, ensemble_kernels,
+                           functional, init_ensemble, input_jacobian, monte_carlo_kernels, mse, train)
 from rmtjax.kernels import FullyConnected, kernel
 from rmtjax.regression import gradient_descent_mse
 
@@ -170,7 +170,7 @@ def test_training_bad_input():
         train(net, x, y, optax.sgd(0.1), epochs=1, batch_size=7, key=jax.random.key(0))
     with pytest.raises(ValueError, match="epochs"):
         train(net, x, y, optax.sgd(0.1), epochs=-1)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="x must be finite"):
         train(net, x.at[0, 0].set(jnp.nan), y, optax.sgd(0.1), epochs=1)
     with pytest.raises(ValueError, match="eval_x"):
         train(net, x, y, optax.sgd(0.1), epochs=1, eval_x=jnp.ones((2, 4)))
@@ -311,10 +311,89 @@ def test_empirical_bad_input():
         empirical_ntk(jnp.ones((2, 3)), None, apply, params, implementation="fast")
     with pytest.raises(ValueError, match="same number of features"):
         empirical_ntk(jnp.ones((2, 3)), jnp.ones((2, 4)), apply, params)
-    with pytest.raises(ValueError, match="x1 contains NaN"):
+    with pytest.raises(ValueError, match="x1 must be finite"):
         empirical_nngp(jnp.full((2, 3), jnp.nan), None, apply, params)
     with pytest.raises(ValueError, match="ensemble"):
         monte_carlo_kernels(jnp.ones((2, 3)), None, (apply, params))
     with pytest.raises(ValueError, match=">= 2 members"):
         monte_carlo_kernels(jnp.ones((2, 3)), None, init_ensemble(jax.random.key(0), FullyConnected(1), 3, size=1,
                                                                    width=4))
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 12: hyperparameters validated, diverging runs reported
+# ------------------------------------------------------------------------------------------
+
+
+def test_network_hyperparameters_are_validated():
+    for bad in (-1.0, jnp.nan, jnp.inf, 1.0 + 1j, True):
+        with pytest.raises(ValueError, match="W_std"):
+            Dense(2, 2, bad, 0.1, rngs=nnx.Rngs(0))
+        with pytest.raises(ValueError, match="b_std"):
+            Dense(2, 2, 1.0, bad, rngs=nnx.Rngs(0))
+    for bad in (0, -3, 2.5, True, None):
+        with pytest.raises(ValueError, match="width"):
+            MLP(FullyConnected(1), 3, width=bad, rngs=0)
+    with pytest.raises(ValueError, match="in_features"):
+        MLP(FullyConnected(1), 0, width=4, rngs=0)
+    with pytest.raises(ValueError, match="rngs"):
+        MLP(FullyConnected(1), 3, width=4, rngs=1.5)
+    with pytest.raises(ValueError, match="residual must be True or False"):
+        MLP(FullyConnected(2), 3, width=4, residual="yes", rngs=0)
+    with pytest.raises(ValueError, match="x must have 3 columns"):
+        MLP(FullyConnected(1), 3, width=4, rngs=0)(jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="key must be a JAX PRNG key"):
+        init_ensemble(0, FullyConnected(1), 3, size=2, width=4)
+    with pytest.raises(ValueError, match="depth"):
+        Classifier(3, 2, width=4, depth=0)
+    with pytest.raises(ValueError, match="seed"):
+        Classifier(3, 2, width=4, depth=1, seed=-1)
+    # a traced W_std is checked inside the compiled program
+    f = jax.jit(lambda s: Dense(2, 2, s, 0.1, rngs=nnx.Rngs(0))(jnp.ones((1, 2))))
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="W_std must be finite and >= 0"):
+        jax.block_until_ready(f(-1.0))
+
+
+def test_losses_validate_their_inputs():
+    f, y = jnp.zeros((2, 3)), jnp.eye(3)[:2]
+    assert float(cross_entropy(f, y)) == pytest.approx(np.log(3), rel=1e-14)
+    with pytest.raises(ValueError, match="targets must be probability vectors"):
+        cross_entropy(f, y - 1 / 3)  # centred one-hot targets are not probabilities
+    with pytest.raises(ValueError, match="outputs and targets must have the same shape"):
+        mse(f, y[:1])
+    with pytest.raises(ValueError, match="outputs must be finite"):
+        mse(f.at[0, 0].set(jnp.nan), y)
+    net = MLP(FullyConnected(1), 3, 3, width=4, rngs=0)
+    with pytest.raises(ValueError, match="y must be probability vectors"):
+        train(net, jnp.ones((2, 3)), y - 1 / 3, optax.sgd(0.1), epochs=1, loss="cross_entropy", progress=False)
+    with pytest.raises(ValueError, match="optimizer must be an optax.GradientTransformation"):
+        train(net, jnp.ones((2, 3)), y, 0.1, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="loss must return a scalar"):
+        train(net, jnp.ones((2, 3)), y, optax.sgd(0.1), epochs=1, loss=lambda a, b: a - b, progress=False)
+    with pytest.raises(ValueError, match="model outputs have shape"):
+        train(net, jnp.ones((2, 3)), y[:, :2], optax.sgd(0.1), epochs=1, progress=False)
+
+
+def test_diverging_training_is_reported_never_a_nan_loss():
+    """Full-batch GD with a learning rate far above 2 / lambda_max of the NTK: the loss overflows
+    within a few epochs. Default: a ValueError naming the epoch; on_divergence='stop': a History
+    that ends at the last finite record, diverged_at set, and the model holding finite weights."""
+    x = _x(6, 3)
+    y = jnp.sin(x[:, :1])
+
+    def make():
+        return MLP(FullyConnected(1, 1.5, 0.1, Erf()), 3, 1, width=16, rngs=0)
+
+    net = make()
+    with pytest.raises(ValueError, match="training diverged at epoch [0-9]+.*lower the optimizer's learning rate"):
+        train(net, x, y, optax.sgd(1e6), epochs=60, progress=False)
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(nnx.state(net, nnx.Param)))
+    net = make()
+    hist = train(net, x, y, optax.sgd(1e6), epochs=60, progress=False, on_divergence="stop")
+    assert hist.diverged_at is not None and 0 < hist.diverged_at <= 60
+    assert np.all(np.isfinite(hist.loss)) and hist.epoch[-1] < hist.diverged_at
+    assert np.all(np.isfinite(np.asarray(net(x))))
+    ok = train(make(), x, y, optax.sgd(0.1), epochs=3, progress=False)
+    assert ok.diverged_at is None
+    with pytest.raises(ValueError, match="on_divergence must be"):
+        train(make(), x, y, optax.sgd(0.1), epochs=1, progress=False, on_divergence="ignore")

@@ -231,7 +231,7 @@ def test_issue_12_asymmetric_kernels_are_rejected_as_asymmetric():
             gp_inference(K, y)("nngp", kt)
         with pytest.raises(ValueError, match="k_train_train must be symmetric"):
             gradient_descent_mse(K, y)(1.0, 0.0)
-        with pytest.raises(jax.errors.JaxRuntimeError, match="k_train_train must be symmetric"):
+        with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="k_train_train must be symmetric"):
             jax.block_until_ready(jax.jit(lambda K: gp_inference(K, y)("nngp", kt))(K))
     # rounding-level asymmetry is accepted (and symmetrized): both triangles are used
     K = jnp.array([[2.0, 0.5], [0.5, 1.0]])
@@ -274,7 +274,7 @@ def test_every_argument_is_validated(problem):
     with pytest.raises(ValueError, match="x1 must be a concrete array"):
         jax.jit(lambda a: blocked_kernel(a, None, NET).nngp)(x)
     # under jit a NaN time or learning rate is caught at run time, with the same message
-    with pytest.raises(jax.errors.JaxRuntimeError, match="t must be not NaN and >= 0"):
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="t must be not NaN and >= 0"):
         jax.block_until_ready(jax.jit(lambda t: predict(t, 0.0))(jnp.nan))
-    with pytest.raises(jax.errors.JaxRuntimeError, match="learning_rate must be finite and > 0"):
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="learning_rate must be finite and > 0"):
         jax.block_until_ready(jax.jit(lambda lr: gradient_descent_mse(ktr.ntk, y, lr)(1.0, 0.0))(-1.0))

@@ -326,7 +326,9 @@ class LipschitzGenerator(eqx.Module):
         z = as_real(z, "z", ndim=(1, 2))
         if z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape ({self.latent_dim},) or (n, {self.latent_dim}), got {z.shape}")
-        h = check_range(z.astype(self.weights[0].dtype), "z")
+        return self._apply(check_range(z.astype(self.weights[0].dtype), "z"))
+
+    def _apply(self, h):
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ w.T + (b if h.ndim == 1 else b[None, :])
@@ -438,7 +440,7 @@ def _class_setup(generators, latent_means, latent_std):
 
 @eqx.filter_jit
 def _draw(g, m, s, key, count):
-    return g(m[None, :] + s * jax.random.normal(key, (count, g.latent_dim), m.dtype))
+    return g._apply(m[None, :] + s * jax.random.normal(key, (count, g.latent_dim), m.dtype))
 
 
 def concentrated_mixture(key: PRNGKeyArray, generators, latent_means: ArrayLike | None = None, *, n: int,
@@ -500,7 +502,7 @@ def _class_sums(g, m, s, key, n_batches, batch):
 
     def body(carry, kb):
         s1, s2 = carry
-        x = g(m[None, :] + s * jax.random.normal(kb, (batch, g.latent_dim), m.dtype))
+        x = g._apply(m[None, :] + s * jax.random.normal(kb, (batch, g.latent_dim), m.dtype))
         return (s1 + jnp.sum(x, 0), s2 + x.T @ x), None
 
     zero = (jnp.zeros((p,), m.dtype), jnp.zeros((p, p), m.dtype))

@@ -134,13 +134,14 @@ def one_hot(
 
 def _host(x, name: str, *, ndim: int = 2) -> np.ndarray:
     """A concrete, real, finite NumPy array (the data functions run on the host, outside jit)."""
-    arr = as_real(x, name, ndim=ndim)
-    v = concrete(arr)
+    as_real(x, name, ndim=ndim)  # structure (dtype, rank, empty)
+    v = concrete(x)  # from x itself: under jit, jnp.asarray of NumPy data would be a tracer
     if v is None:
         raise ValueError(f"{name} must be a concrete array (data preparation runs on the host, outside jit), got a "
                          "traced value")
     if not np.all(np.isfinite(v)):
         check_range(v, name)
+    v = v if np.issubdtype(v.dtype, np.floating) else v.astype(np.float64)
     return v
 
 

@@ -79,6 +79,11 @@ def max_steps(x, name: str = "max_steps") -> int:
 
 def static_number(x, name: str, *, lo: float = 0.0) -> float:
     """A concrete real number ``> lo`` (a static configuration value such as ``t_max``)."""
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        v = float(x)  # a Python number is static (jnp.asarray of it would be traced under jit)
+        if not (math.isfinite(v) and v > lo):
+            raise ValueError(f"{name} must be finite and > {lo:g}, got {v!r}")
+        return v
     arr = as_real(x, name, ndim=0)
     v = concrete(arr)
     if v is None:

@@ -27,9 +27,11 @@ Example:
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float
+
+from .._validate import flag, static_int
+from ._network import _float_dtype, _input
 
 __all__ = ["Classifier"]
 
@@ -66,11 +68,14 @@ class Classifier(nnx.Module):
 
     def __init__(self, in_features: int, num_classes: int, *, width: int, depth: int, layer_norm: bool = True,
                  seed: int = 0, dtype=None):
-        for name, v, lo in (("in_features", in_features, 1), ("num_classes", num_classes, 2), ("width", width, 1),
-                            ("depth", depth, 1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        dt = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+        in_features = static_int(in_features, "in_features", lo=1)
+        num_classes = static_int(num_classes, "num_classes", lo=2)
+        width = static_int(width, "width", lo=1, hi=2**31 - 1)
+        depth = static_int(depth, "depth", lo=1, hi=10_000)
+        layer_norm = flag(layer_norm, "layer_norm")
+        seed = static_int(seed, "seed", lo=0, hi=2**63 - 1)
+        dt = _float_dtype(dtype)
+        self.in_features = in_features
         rngs = nnx.Rngs(seed)
         he = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
         sizes = [in_features] + [width] * depth
@@ -80,8 +85,9 @@ class Classifier(nnx.Module):
         self.out = nnx.Linear(width, num_classes, param_dtype=dt, dtype=dt, rngs=rngs)
 
     def features(self, x: Float[Array, "n d"]) -> Float[Array, "n width"]:
-        """The penultimate representation :math:`h^L` (the readout's input)."""
-        h = x
+        """The penultimate representation :math:`h^L` (the readout's input); ``x`` real and finite,
+        ``(n, in_features)``."""
+        h = _input(x, self.in_features)
         for layer, norm in zip(self.hidden, self.norms):
             z = layer(h)
             h = nnx.relu(z if norm is None else norm(z))

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._validate import check_finite_array, check_matrix
+from .._validate import check_finite_array, check_matrix, choice, flag, static_int
 from ..kernels import Kernel
 from ._network import Ensemble
 
@@ -69,8 +69,25 @@ def _inputs(x1, x2):
 
 
 def _check_implementation(implementation):
-    if implementation not in _IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}")
+    choice(implementation, "implementation", _IMPLEMENTATIONS)
+
+
+def _check_network(apply_fn, params, x):
+    """``apply_fn(params, x)`` must be a function returning ``(n, k)`` floats for ``x`` ``(n, d)``."""
+    if not callable(apply_fn):
+        raise ValueError(f"apply_fn must be a function apply_fn(params, x), got {type(apply_fn).__name__}")
+    try:
+        out = jax.eval_shape(apply_fn, params, x)
+    except Exception as e:  # noqa: BLE001 - params that do not fit apply_fn, x of the wrong width
+        raise ValueError(f"apply_fn(params, x) cannot be evaluated for x of shape {x.shape}: {e}") from None
+    if not (hasattr(out, "shape") and len(out.shape) == 2 and out.shape[0] == x.shape[0]
+            and jnp.issubdtype(out.dtype, jnp.floating)):
+        raise ValueError(f"apply_fn(params, x) must return floating outputs of shape (n, k) = ({x.shape[0]}, k), got "
+                         f"{getattr(out, 'shape', out)}")
+
+
+def _config(max_bytes, batch_size):
+    return static_int(max_bytes, "max_bytes", lo=1), static_int(batch_size, "batch_size", lo=1, hi=2**31 - 1)
 
 
 def _nngp(x1, x2, apply_fn, params):
@@ -146,7 +163,8 @@ def empirical_nngp(
         (2, 2)
     """
     x1, x2 = _inputs(x1, x2)
-    return _nngp_jit(x1, x2, apply_fn, params)
+    _check_network(apply_fn, params, x1)
+    return _finite(_nngp_jit(x1, x2, apply_fn, params), "empirical_nngp")
 
 
 def empirical_ntk(
@@ -184,9 +202,11 @@ def empirical_ntk(
         True
     """
     _check_implementation(implementation)
+    max_bytes, batch_size = _config(max_bytes, batch_size)
     x1, x2 = _inputs(x1, x2)
+    _check_network(apply_fn, params, x1)
     impl = _choose(implementation, x1, x2, apply_fn, params, max_bytes)
-    return _ntk(x1, x2, apply_fn, params, impl, int(batch_size))
+    return _finite(_ntk(x1, x2, apply_fn, params, impl, batch_size), "empirical_ntk")
 
 
 def ensemble_kernels(
@@ -214,11 +234,14 @@ def ensemble_kernels(
     if not isinstance(ensemble, Ensemble):
         raise ValueError(f"ensemble must be an rmtjax.finite.Ensemble, got {type(ensemble).__name__}")
     _check_implementation(implementation)
+    ntk = flag(ntk, "ntk")
+    max_bytes, batch_size = _config(max_bytes, batch_size)
     x1, x2 = _inputs(x1, x2)
     one = jax.tree_util.tree_map(lambda a: a[0], ensemble.params)
+    _check_network(ensemble.apply, one, x1)
     impl = _choose(implementation, x1, x2, ensemble.apply, one, max_bytes)
-    nngp, ntk_s = _ensemble_kernels(x1, x2, ensemble.apply, ensemble.params, ntk, impl, int(batch_size))
-    return Kernel(nngp, ntk_s)
+    nngp, ntk_s = _ensemble_kernels(x1, x2, ensemble.apply, ensemble.params, ntk, impl, batch_size)
+    return _finite(Kernel(nngp, ntk_s), "ensemble_kernels")
 
 
 def monte_carlo_kernels(
@@ -297,7 +320,19 @@ def input_jacobian(x: Float[ArrayLike, "n d"], apply_fn: Callable, params: Any) 
         (4, 3, 5)
     """
     x = check_finite_array(check_matrix(x, "x"), "x")
-    return _input_jacobian(x, apply_fn, params)
+    _check_network(apply_fn, params, x)
+    return _finite(_input_jacobian(x, apply_fn, params), "input_jacobian")
+
+
+def _finite(out, fn: str):
+    """``out`` if every entry is finite; else ``ValueError`` (eager) / ``error_if`` (traced): the
+    network's parameters or outputs overflow."""
+    from .._validate import error_if
+
+    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(out)]
+    ok = jnp.all(jnp.stack(leaves))
+    return error_if(out, ~ok, f"{fn}: params (the network) give non-finite outputs or derivatives (NaN or overflowing "
+                    "parameters)")
 
 
 @eqx.filter_jit

@@ -40,6 +40,7 @@ from flax import nnx
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .. import stax
+from .._validate import as_real, check_range, choice, flag, prng_key, static_int
 from ..kernels import FullyConnected, Kernel, kernel
 
 __all__ = ["Dense", "Ensemble", "Hyperparameter", "MLP", "functional", "init_ensemble", "stax_layers"]
@@ -52,7 +53,10 @@ class Hyperparameter(nnx.Variable):
 
 
 def _float_dtype(dtype):
-    dt = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    try:
+        dt = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype!r}") from None
     if not jnp.issubdtype(dt, jnp.floating):
         raise ValueError(f"dtype must be a floating-point dtype, got {dt}")
     return dt
@@ -83,24 +87,25 @@ class Dense(nnx.Module):
     def __init__(self, in_features: int, out_features: int, W_std: ArrayLike = 1.0, b_std: ArrayLike = 0.0, *,
                  bias: bool = True, parameterization: str = "ntk", dtype=None, rngs: nnx.Rngs | None = None,
                  normals: Array | None = None):
-        if parameterization not in ("ntk", "standard"):
-            raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        parameterization = choice(parameterization, "parameterization", ("ntk", "standard"))
+        in_features = static_int(in_features, "in_features", lo=1)
+        out_features = static_int(out_features, "out_features", lo=1)
+        bias = flag(bias, "bias")
         dt = _float_dtype(dtype)
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = in_features, out_features
         self.parameterization = parameterization
-        self.W_std = Hyperparameter(jnp.asarray(W_std, dt))
-        self.b_std = Hyperparameter(jnp.asarray(b_std, dt))
+        self.W_std = Hyperparameter(_std(W_std, "W_std", dt))
+        self.b_std = Hyperparameter(_std(b_std, "b_std", dt))
         size = in_features * out_features + (out_features if bias else 0)
         if normals is None:
-            if rngs is None:
-                raise ValueError("Dense needs rngs (or normals)")
+            if not isinstance(rngs, nnx.Rngs):
+                raise ValueError(f"rngs must be an nnx.Rngs (or pass normals), got {type(rngs).__name__}")
             normals = jax.random.normal(rngs.params(), (size,), dt)
-        elif normals.shape != (size,):
-            raise ValueError(f"normals must have shape ({size},), got {normals.shape}")
-        normals = normals.astype(dt)
+        else:
+            normals = as_real(normals, "normals")
+            if normals.shape != (size,):
+                raise ValueError(f"normals must have shape ({size},), got {normals.shape}")
+            normals = check_range(normals.astype(dt), "normals")
         w = normals[: in_features * out_features].reshape(in_features, out_features)
         b = normals[in_features * out_features :] if bias else None
         if parameterization == "standard":
@@ -110,6 +115,10 @@ class Dense(nnx.Module):
         self.bias = None if b is None else nnx.Param(b)
 
     def __call__(self, x: Float[Array, "n in_features"]) -> Float[Array, "n out_features"]:
+        """``x`` real and finite, ``(n, in_features)``."""
+        return self._apply(_input(x, self.in_features))
+
+    def _apply(self, x):
         w = self.kernel[...]
         if self.parameterization == "ntk":
             out = (self.W_std[...] / math.sqrt(self.in_features)) * (x @ w)
@@ -127,13 +136,36 @@ class Dense(nnx.Module):
         return w, b
 
 
+def _input(x, d: int):
+    """Network inputs: a real ``(n, d)`` array with finite entries (``ValueError``, or ``error_if``
+    when traced: one cheap reduction per forward pass)."""
+    x = as_real(x, "x", ndim=2)
+    if x.shape[1] != d:
+        raise ValueError(f"x must have {d} columns (the input dimension), got shape {x.shape}")
+    return check_range(x, "x")
+
+
+def _std(x, name: str, dtype):
+    """A standard deviation: a real scalar, finite and ``>= 0`` (eager, or ``error_if`` when traced)."""
+    return check_range(as_real(x, name, ndim=0).astype(dtype), name, lo=0.0)
+
+
+def _check_spec(spec):
+    if not isinstance(spec, FullyConnected):
+        raise ValueError(f"spec must be an rmtjax.kernels.FullyConnected, got {type(spec).__name__}")
+    return spec
+
+
 def _hidden_widths(spec: FullyConnected, width) -> tuple[int, ...]:
     if width is None:
         if spec.widths is None and spec.depth > 0:
             raise ValueError("width is required (the spec has no widths)")
         return tuple(spec.widths or ())
-    widths = (int(width),) * spec.depth if isinstance(width, (int, np.integer)) else tuple(int(w) for w in width)
-    if len(widths) != spec.depth or any(w < 1 for w in widths):
+    if isinstance(width, (tuple, list)):
+        widths = tuple(static_int(w, "width", lo=1, hi=2**31 - 1) for w in width)
+    else:
+        widths = (static_int(width, "width", lo=1, hi=2**31 - 1),) * spec.depth
+    if len(widths) != spec.depth:
         raise ValueError(f"width must be a positive integer or {spec.depth} positive integers, got {width!r}")
     if spec.widths is not None and tuple(spec.widths) != widths:
         raise ValueError(f"width {widths} disagrees with the spec's widths {spec.widths}")
@@ -180,18 +212,19 @@ class MLP(nnx.Module):
 
     def __init__(self, spec: FullyConnected, in_features: int, out_features: int = 1, *, width=None,
                  residual: bool = False, dtype=None, rngs: nnx.Rngs | int | PRNGKeyArray):
-        if not isinstance(spec, FullyConnected):
-            raise ValueError(f"spec must be an rmtjax.kernels.FullyConnected, got {type(spec).__name__}")
-        if not isinstance(rngs, nnx.Rngs):
-            rngs = nnx.Rngs(params=rngs)  # an int seed or a PRNG key
+        spec = _check_spec(spec)
+        rngs = _rngs(rngs)
+        in_features = static_int(in_features, "in_features", lo=1)
+        out_features = static_int(out_features, "out_features", lo=1)
         widths = _hidden_widths(spec, width)
+        residual = flag(residual, "residual")
         if residual and (spec.depth < 1 or len(set(widths)) > 1):
             raise ValueError(f"residual=True needs depth >= 1 and equal hidden widths, got {widths}")
         self.spec = nnx.data(spec)
-        self.residual = bool(residual)
+        self.residual = residual
         self.widths = widths
         dt = _float_dtype(dtype)
-        W, b = (np.broadcast_to(np.asarray(a, np.float64), (spec.depth + 1,)) for a in (spec.W_std, spec.b_std))
+        W, b = spec.layer_params(dt)  # arrays (traced under jit), validated by the spec
         sizes = (in_features,) + widths + (out_features,)
         counts = [sizes[l] * sizes[l + 1] + (sizes[l + 1] if spec.bias else 0) for l in range(spec.depth + 1)]
         # one draw for the whole network: one random-number kernel to compile, not 2 (depth + 1)
@@ -206,18 +239,26 @@ class MLP(nnx.Module):
     def _phi(self, z):
         return self.spec.activation(z)
 
+    def _input(self, x):
+        return _input(x, self.layers[0].in_features)
+
     def features(self, x: Float[Array, "n d"]) -> Float[Array, "n width"]:
         r"""The penultimate representation :math:`h^{L} = \phi(z^{L-1})`, the readout's input
-        (``x`` itself for ``depth = 0``)."""
+        (``x`` itself for ``depth = 0``); ``x`` real and finite, of shape ``(n, in_features)``."""
+        return self._features(self._input(x))
+
+    def _features(self, x):
         if self.spec.depth == 0:
             return x
-        z = self.layers[0](x)
+        z = self.layers[0]._apply(x)
         for l in range(1, self.spec.depth):
-            z = z + self.layers[l](self._phi(z)) if self.residual else self.layers[l](self._phi(z))
+            z = z + self.layers[l]._apply(self._phi(z)) if self.residual else self.layers[l]._apply(self._phi(z))
         return self._phi(z)
 
     def __call__(self, x: Float[Array, "n d"]) -> Float[Array, "n k"]:
-        return self.layers[-1](self.features(x))
+        """Outputs ``(n, out_features)``; ``x`` real and finite, ``(n, in_features)`` (checked once,
+        not layer by layer: a diverging training run is reported by :func:`train`)."""
+        return self.layers[-1]._apply(self._features(self._input(x)))
 
     def readout(self) -> tuple[Array, Array]:
         r"""The last layer as a linear classifier on :meth:`features`:
@@ -230,6 +271,18 @@ class MLP(nnx.Module):
         """The infinite-width ``Kernel(nngp, ntk)`` of this architecture (same spec; for the
         standard parameterization, the NTK at these widths)."""
         return infinite_width_kernel(x1, x2, self.spec, widths=self.widths, residual=self.residual)
+
+
+def _rngs(rngs) -> nnx.Rngs:
+    """``nnx.Rngs``, an int seed (``>= 0``) or a PRNG key, as ``nnx.Rngs``."""
+    if isinstance(rngs, nnx.Rngs):
+        return rngs
+    if isinstance(rngs, (int, np.integer)) and not isinstance(rngs, bool):
+        return nnx.Rngs(params=static_int(rngs, "rngs", lo=0, hi=2**63 - 1))
+    if hasattr(rngs, "dtype") and not isinstance(rngs, bool):
+        return nnx.Rngs(params=prng_key(rngs, "rngs"))
+    raise ValueError(f"rngs must be an nnx.Rngs, an int seed >= 0 or a PRNG key, got {type(rngs).__name__} "
+                     f"({rngs!r})")
 
 
 def _spec_at_widths(spec: FullyConnected, widths) -> FullyConnected:
@@ -248,12 +301,15 @@ def stax_layers(spec: FullyConnected, widths, *, residual: bool = False, out_fea
         >>> from rmtjax.kernels import FullyConnected
         >>> _, _, kernel_fn = stax.serial(*stax_layers(FullyConnected(3, 1.4, 0.1), 64, residual=True))
     """
+    spec = _check_spec(spec)
     widths = _hidden_widths(spec, widths)
-    W, b = (np.broadcast_to(np.asarray(a, np.float64), (spec.depth + 1,)) for a in (spec.W_std, spec.b_std))
+    residual = flag(residual, "residual")
+    out_features = static_int(out_features, "out_features", lo=1)
+    W, b = spec.layer_params(spec.W_std.dtype)
     par = spec.parameterization
 
     def dense(l, n):
-        return stax.Dense(n, float(W[l]), float(b[l]) if spec.bias else None, parameterization=par)
+        return stax.Dense(n, W[l], b[l] if spec.bias else None, parameterization=par)
 
     act = stax.Activation(spec.activation)
     if spec.depth == 0:
@@ -272,6 +328,10 @@ def infinite_width_kernel(x1, x2, spec: FullyConnected, *, widths=None, residual
     """``Kernel(nngp, ntk)`` of the infinite-width limit of :class:`MLP` ``(spec, width=widths,
     residual=residual)``: :func:`rmtjax.kernels.kernel` for plain networks, :mod:`rmtjax.stax`
     for residual ones."""
+    spec = _check_spec(spec)
+    residual = flag(residual, "residual")
+    if widths is not None:
+        widths = _hidden_widths(spec, widths)
     if not residual:
         return kernel(x1, x2, _spec_at_widths(spec, widths) if widths is not None else spec)
     _, _, kernel_fn = stax.serial(*stax_layers(spec, widths, residual=True))
@@ -291,6 +351,8 @@ def functional(model: nnx.Module) -> tuple[Callable[[Any, Array], Array], Any]:
         >>> bool(jnp.all(apply(params, jnp.ones((2, 3))) == net(jnp.ones((2, 3)))))
         True
     """
+    if not isinstance(model, nnx.Module):
+        raise ValueError(f"model must be an nnx.Module, got {type(model).__name__}")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def apply(params, x):
@@ -319,10 +381,15 @@ class Ensemble(NamedTuple):
 
     def __call__(self, x: Float[Array, "n d"]) -> Float[Array, "s n k"]:
         """Outputs of every member, ``(size, n, k)``."""
-        return jax.vmap(self.apply, (0, None))(self.params, x)
+        x = as_real(x, "x", ndim=2)
+        d = self.model.layers[0].in_features if isinstance(self.model, MLP) else x.shape[1]
+        if x.shape[1] != d:
+            raise ValueError(f"x must have {d} columns (the input dimension), got shape {x.shape}")
+        return jax.vmap(self.apply, (0, None))(self.params, check_range(x, "x"))
 
     def member(self, i: int) -> nnx.Module:
         """Member ``i`` as an ``nnx`` module (a copy)."""
+        i = static_int(i, "i", lo=0, hi=self.size - 1)
         model = nnx.clone(self.model)
         nnx.update(model, jax.tree_util.tree_map(lambda a: a[i], self.params))
         return model
@@ -344,8 +411,14 @@ def init_ensemble(
         >>> ens(jnp.ones((3, 5))).shape
         (16, 3, 1)
     """
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+    key = prng_key(key, "key")
+    spec = _check_spec(spec)
+    size = static_int(size, "size", lo=1, hi=2**31 - 1)
+    in_features = static_int(in_features, "in_features", lo=1)
+    out_features = static_int(out_features, "out_features", lo=1)
+    width = _hidden_widths(spec, width)
+    residual = flag(residual, "residual")
+    dtype = _float_dtype(dtype)
     keys = jax.random.split(key, size)
 
     def make(k):
