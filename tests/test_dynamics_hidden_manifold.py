@@ -220,9 +220,9 @@ def test_bad_input(sign_setup):
     for eta in (0.0, -1.0, jnp.inf):
         with pytest.raises(ValueError, match="eta must be finite and > 0"):
             hidden_manifold_ode(d, jnp.ones(2), jnp.ones(2), ts, eta)
-    with pytest.raises(ValueError, match="initial condition q"):
+    with pytest.raises(ValueError, match="densities.q must be finite"):
         hidden_manifold_ode(d._replace(q=d.q.at[0, 0, 0].set(jnp.inf)), jnp.ones(2), jnp.ones(2), ts, 0.2)
-    with pytest.raises(ValueError, match="initial condition v0"):
+    with pytest.raises(ValueError, match="v0 must be finite"):
         hidden_manifold_ode(d, jnp.array([1.0, jnp.nan]), jnp.ones(2), ts, 0.2)
     with pytest.raises(ValueError, match="densities.r must be .B, K, M. with M >= 1"):
         hidden_manifold_ode(d._replace(r=d.r[:, :, :0]), jnp.ones(2), jnp.ones(0), ts, 0.2)
@@ -232,8 +232,55 @@ def test_bad_input(sign_setup):
     with pytest.raises(ValueError, match=r"moments.phi must have shape \(N, D\) = \(200, 50\)"):
         bad = analytic_moments(Generator(jnp.ones((10, 50)), Sign()))
         simulate_hidden_manifold(key, gen, bad, w0, jnp.ones(2), wt, jnp.ones(2), 0.2, t_max=1.0, num_saves=1)
-    with pytest.raises(ValueError, match="w0 contains NaN"):
+    with pytest.raises(ValueError, match="w0 must be finite"):
         simulate_hidden_manifold(key, gen, mom, w0.at[1, 1].set(jnp.nan), jnp.ones(2), wt, jnp.ones(2), 0.2,
                                  t_max=1.0, num_saves=1)
     with pytest.raises(ValueError, match="num_samples"):
         local_field_distance(key, gen, mom, w0, wt, num_samples=5)
+
+
+def test_more_bad_input(sign_setup):
+    gen, mom, w0, wt = sign_setup
+    d = hidden_manifold_densities(mom, w0, wt, num_bins=3)
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="ts must be finite and strictly increasing"):
+        hidden_manifold_ode(d, jnp.ones(2), jnp.ones(2), jnp.array([1.0, 0.0]), 0.2)
+    with pytest.raises(ValueError, match="densities.mu must be finite and in"):
+        hidden_manifold_ode(d._replace(mu=d.mu.at[0].set(2.0)), jnp.ones(2), jnp.ones(2), jnp.linspace(0, 1, 3), 0.2)
+    with pytest.raises(ValueError, match="moments.omega must be symmetric"):
+        hidden_manifold_densities(mom._replace(omega=mom.omega.at[0, 1].add(1.0)), w0, wt)
+    with pytest.raises(ValueError, match="num_bins must be an integer"):
+        hidden_manifold_densities(mom, w0, wt, num_bins=2.5)
+    with pytest.raises(ValueError, match="generator: every row of its matrix F must be non-zero"):
+        analytic_moments(Generator(jnp.zeros((3, 2)).at[0].set(1.0), Sign()))
+    with pytest.raises(ValueError, match="activation must be an activation"):
+        Generator(jnp.ones((3, 2)), jnp.tanh)
+    with pytest.raises(ValueError, match="weights.0. .generator matrix. must be finite"):
+        Generator(jnp.full((3, 2), jnp.nan), Sign())
+    with pytest.raises(ValueError, match="key must be a JAX PRNG key"):
+        monte_carlo_moments(0, gen)
+    with pytest.raises(ValueError, match="t_max must be finite and > 0"):
+        simulate_hidden_manifold(key, gen, mom, w0, jnp.ones(2), wt, jnp.ones(2), 0.2, t_max=jnp.nan, num_saves=1)
+    with pytest.raises(ValueError, match="w, w_teacher: the local fields have a singular"):
+        local_field_distance(key, gen, mom, jnp.stack([w0[0], w0[0]]), wt, num_samples=500)
+
+
+def test_float32_hidden_manifold_matches_float64(float32_mode):
+    """x64 off: moments, densities and the ODE (Tsit5 at rtol 1.5e-5 / atol 1.9e-6) in float32,
+    against the same computation in float64 from the same NumPy inputs. Measured on this machine:
+    eps_g(t) within 7.2e-7 relative, Omega within 1.4e-7; tolerances 20x / 10x."""
+    rng = np.random.default_rng(1)
+    F, w, wt = rng.normal(size=(40, 10)), rng.normal(size=(2, 40)), rng.normal(size=(2, 10))
+
+    def run():
+        mom = analytic_moments(Generator(jnp.asarray(F), Sign()))
+        d = hidden_manifold_densities(mom, jnp.asarray(w), jnp.asarray(wt))
+        traj = hidden_manifold_ode(d, jnp.ones(2), jnp.ones(2), jnp.linspace(0.0, 5.0, 6), 0.2)
+        return np.asarray(traj.eps_g, np.float64), np.asarray(mom.omega, np.float64), traj.eps_g.dtype
+
+    eps32, omega32, dt = run()
+    assert dt == jnp.float32
+    with jax.enable_x64(True):
+        eps64, omega64, _ = run()
+    np.testing.assert_allclose(eps32, eps64, rtol=1.5e-5)
+    np.testing.assert_allclose(omega32, omega64, atol=1.5e-6)
