@@ -492,7 +492,8 @@ def _figure(r, path):
                  title=rf"centered ReLU, $\kappa$ = {m['kappa']}, points on $S^{{d-1}}$")
     n_ticks = sorted({x["n"] for rows in m["regimes"].values() for x in rows})
     _plain_log_ticks(ax[1, 1], n_ticks)
-    top = max(max(x["bound_small"], x["bound_large"], x["gershgorin"]) for rows in m["regimes"].values() for x in rows)
+    top = max(max(min(x["bound_small"], x["bound_large"]), x["gershgorin"], x["rate_small"])
+              for rows in m["regimes"].values() for x in rows)  # what is drawn
     ax[1, 1].set_ylim(0, 1.45 * top)  # room for the legend above the curves
     ax[1, 1].legend(fontsize=7, loc="upper left", ncol=2)
     for row in r["random_features"]:
