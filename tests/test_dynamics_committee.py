@@ -472,12 +472,13 @@ def float64_values():
 def test_float32_solvers_match_float64(float64_values, float32_mode):
     """With x64 off the ODE (Tsit5 at rtol 1.5e-5 / atol 1.9e-6), the Newton fixed point and the
     ReLU integrals on a singular covariance run in float32 and agree with float64. Measured
-    (this machine): eps_g(t) to 3e-6 relative, plateau height and growth rate to 2.4e-6, ReLU
-    integrals to 7e-8 absolute; tolerances 10x."""
+    (this machine): eps_g(t) to 2.6e-6 absolute (the step control's atol is 1.9e-6 in float32),
+    plateau height and growth rate to 2.4e-6 relative, ReLU integrals to 7e-8 absolute;
+    tolerances about 10x."""
     out, ok = _float32_quantities()
     assert bool(ok)
     assert all(v.dtype == jnp.float32 for v in out.values())
-    np.testing.assert_allclose(np.asarray(out["ode"], np.float64), float64_values["ode"], rtol=3e-5)
+    np.testing.assert_allclose(np.asarray(out["ode"], np.float64), float64_values["ode"], rtol=0, atol=3e-5)
     np.testing.assert_allclose(np.asarray(out["fp"], np.float64), float64_values["fp"], rtol=3e-5)
     np.testing.assert_allclose(np.asarray(out["relu"], np.float64), float64_values["relu"], atol=1e-6)
 
@@ -506,8 +507,9 @@ def test_repeated_eager_calls_do_not_recompile():
     committee_ode(s0, T2, V2, ts, 0.5)
     committee_fixed_point(g, T2, V2, 0.1)
     generalization_error(s0.Q, s0.R, T2, s0.v, V2)
-    with _CountCompiles() as c:
-        committee_ode(_state0(scale=0.3), T2, V2, ts + 1.0, 0.7)
-        committee_fixed_point(g._replace(R=jnp.full((2, 2), 0.41)), T2, V2, 0.12)
-        generalization_error(0.5 * s0.Q, s0.R, T2, s0.v, V2)
+    s1, ts1, g1, Q1 = _state0(scale=0.3), ts + 1.0, g._replace(R=jnp.full((2, 2), 0.41)), 0.5 * s0.Q
+    with _CountCompiles() as c:  # new values, same structure: the compiled cores are reused
+        committee_ode(s1, T2, V2, ts1, 0.7)
+        committee_fixed_point(g1, T2, V2, 0.12)
+        generalization_error(Q1, s0.R, T2, s0.v, V2)
     assert c.n == 0, f"{c.n} compilations"

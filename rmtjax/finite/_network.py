@@ -33,6 +33,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -395,6 +396,17 @@ class Ensemble(NamedTuple):
         return model
 
 
+def _make_member(k, spec, config):
+    in_features, out_features, width, residual, dtype = config
+    return MLP(spec, in_features, out_features, width=width, residual=residual, dtype=dtype,
+               rngs=nnx.Rngs(params=k))
+
+
+@eqx.filter_jit
+def _init_states(keys, spec, config):
+    return jax.vmap(lambda k: nnx.split(_make_member(k, spec, config))[1])(keys)
+
+
 def init_ensemble(
     key: PRNGKeyArray, spec: FullyConnected, in_features: int, out_features: int = 1, *, size: int, width=None,
     residual: bool = False, dtype=None,
@@ -421,20 +433,20 @@ def init_ensemble(
     dtype = _float_dtype(dtype)
     keys = jax.random.split(key, size)
 
-    def make(k):
-        return MLP(spec, in_features, out_features, width=width, residual=residual, dtype=dtype,
-                   rngs=nnx.Rngs(params=k))
-
+    config = (in_features, out_features, width, residual, np.dtype(dtype).name)
+    # the graph of one member from abstract shapes (no computation), then one compiled, vmapped
+    # initialisation, cached across calls with the same structure (eager nnx construction would
+    # compile op by op, and a fresh jit closure would recompile on every call)
     graphdefs = []
 
-    def one(k):
-        graphdef, state = nnx.split(make(k))
+    def member_state(k, spec):
+        graphdef, state = nnx.split(_make_member(k, spec, config))
         graphdefs.append(graphdef)
         return state
 
-    # one compiled, vmapped initialisation (eager nnx construction compiles op by op)
-    states = jax.jit(jax.vmap(one))(keys)
+    eqx.filter_eval_shape(member_state, keys[0], spec)  # traced like _init_states: the same graph
     graphdef = graphdefs[0]
+    states = _init_states(keys, spec, config)
     model = nnx.merge(graphdef, jax.tree_util.tree_map(lambda a: a[0], states))
     apply, _ = functional(model)
     return Ensemble(apply, nnx.state(nnx.merge(graphdef, states), nnx.Param), model)
