@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("name", nargs="?", metavar="NAME", help="experiment name (see --list)")
     rep.add_argument("--list", action="store_true", help="list the experiments (with their --quick times) and exit")
     rep.add_argument("--quick", action="store_true",
-                     help="small sizes: 5-60 s per experiment on two CPU cores (see --list for each)")
+                     help="small sizes: 35-80 s of CPU time per experiment, mostly compilation (see --list)")
     rep.add_argument("--out", type=_folder, metavar="DIR", help="output folder (default: out/NAME/)")
     rep.add_argument("--seed", type=_seed, default=0, metavar="S", help=f"master random seed in [0, {_SEED_MAX}] "
                      "(default: 0)")
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         width = max(map(len, EXPERIMENTS))
         for name, exp in EXPERIMENTS.items():
-            quick = f" (--quick: about {exp.quick_seconds:.0f} s)" if exp.quick_seconds else ""
+            quick = f" (--quick: about {exp.quick_seconds:.0f} s of CPU)" if exp.quick_seconds else ""
             print(f"{name:<{width}}  {exp.description}{quick}")
         return 0
     if args.name is None:

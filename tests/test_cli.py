@@ -140,6 +140,18 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for name, exp in EXPERIMENTS.items():
         assert name in out and exp.description in out
+        assert exp.quick_seconds and f"(--quick: about {exp.quick_seconds:.0f} s of CPU)" in out
+
+
+def test_help_is_light():
+    """--help and --list parse the arguments before importing any experiment (or starting JAX)."""
+    code = ("import sys; from rmtjax.cli import main; import contextlib, io\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert main(['reproduce', '--help']) == 0 and main(['reproduce', '--list']) == 0\n"
+            "print(sorted(m for m in sys.modules if m.startswith('rmtjax.experiments.')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
@@ -276,6 +288,7 @@ def test_flags_reach_the_experiment(tmp_path, monkeypatch):
     assert seen == {"out": Path("out") / "fake", "quick": False, "seed": 13, "x64": True}
 
 
+@pytest.mark.slow  # a fresh interpreter importing rmtjax: 5-15 s
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("rmtjax")
     if not script.exists():

@@ -58,7 +58,8 @@ def test_reproduce_neural_collapse_quick_float32(tmp_path):
     assert report["ok"], report["summary"]
     p = report["precision"]
     assert p["dtype"] == "float32" and "digits: nc1" in p["quantities"]
-    assert p["quantities"]["digits: nc1"]["max_rel_diff"] < 1e-2, p
+    # the same float32 features in float32 and float64 metrics: measured 2.4e-6 (equinorm of the means)
+    assert p["max_rel_diff"] < 1e-4, p
 
 
 def test_classifier_readout_reproduces_the_logits():
@@ -67,7 +68,7 @@ def test_classifier_readout_reproduces_the_logits():
     W, b = net.readout()
     np.testing.assert_allclose(np.asarray(net.features(x) @ W.T + b[None, :]), np.asarray(net(x)), atol=1e-13)
     assert float(jnp.min(net.features(x))) >= 0.0  # post-ReLU
-    with pytest.raises(ValueError, match="depth must be an integer >= 1"):
+    with pytest.raises(ValueError, match="depth must be an integer"):
         Classifier(5, 3, width=7, depth=0)
 
 

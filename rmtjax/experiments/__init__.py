@@ -37,8 +37,10 @@ class Experiment(NamedTuple):
     Attributes:
         description: one line, shown by ``rmtjax reproduce --list``.
         target: ``"package.module:function"``, the runner (imported lazily by :meth:`load`).
-        quick_seconds: measured wall time of ``rmtjax reproduce NAME --quick`` on two CPU cores
-            (shown by ``--list``), or ``None``.
+        quick_seconds: measured CPU time (user + system, import and compilation included) of
+            ``rmtjax reproduce NAME --quick`` in float64 (shown by ``--list``), or ``None``. Measured
+            2026-12-05 on the 2-core development machine under heavy load (load average 6-12), where
+            the wall times were 2-5x longer; compilation is most of it.
     """
 
     description: str
@@ -55,47 +57,57 @@ EXPERIMENTS: dict[str, Experiment] = {
     "kernels": Experiment(
         "Infinite-width NNGP/NTK across depths vs Monte-Carlo finite-width networks (Relu, Erf, Tanh)",
         "rmtjax.experiments.kernels:run",
+        quick_seconds=69,
     ),
     "meanfield": Experiment(
         "Order/chaos phase diagram of tanh networks, depth-scale divergence, c-map vs wide random networks",
         "rmtjax.experiments.meanfield:run",
+        quick_seconds=38,
     ),
     "liang-tranbach": Experiment(
         "Compositional kernels as branching processes (Liang & Tran-Bach 2020): mu table, depth limits, "
         "extinction probability, memorization depth, compositional random features on MNIST",
         "rmtjax.experiments.compositional_kernels:run",
+        quick_seconds=76,
     ),
     "kernel-regression": Experiment(
         "NNGP/NTK regression on MNIST 5k across depths (ReLU, Erf) and finite MLPs approaching the NTK across widths",
         "rmtjax.experiments.kernel_regression:run",
+        quick_seconds=54,
     ),
     "neural-collapse": Experiment(
         "Neural collapse NC1-NC4 in the terminal phase of training: LayerNorm MLPs on digits and MNIST 5k "
         "(Papyan et al. 2020)",
         "rmtjax.experiments.neural_collapse:run",
+        quick_seconds=52,
     ),
     "dynamical-isometry": Experiment(
         "Jacobian singular-value spectra at criticality, ReLU/hard-tanh/erf, Gaussian vs orthogonal weights, "
         "vs finite networks (Pennington et al. 2017)",
         "rmtjax.experiments.dynamical_isometry:run",
+        quick_seconds=45,
     ),
     "saad-solla": Experiment(
         "Soft committee machine (erf, K = M = 2): Saad-Solla ODEs vs online SGD, plateau and escape, "
         "finite-N gap ~ N^-1/2",
         "rmtjax.experiments.saad_solla:run",
+        quick_seconds=77,
     ),
     "hidden-manifold": Experiment(
         "Hidden manifold model (Goldt et al. 2020): online-SGD ODEs over the spectrum of Omega vs simulation on "
         "sign-generated data; Gaussian equivalence of the local fields for a deep generator",
         "rmtjax.experiments.hidden_manifold:run",
+        quick_seconds=43,
     ),
     "seddik-universality": Experiment(
         "GAN-like (random Lipschitz generator) data vs their Gaussian twin: Gram spectra, spikes, eigenvector "
         "alignments, ridge accuracy, and the deterministic equivalent (Seddik et al. 2020)",
         "rmtjax.experiments.seddik_universality:run",
+        quick_seconds=37,
     ),
     "fan-wang": Experiment(
         "CK/NTK eigenvalue spectra of linear-width networks and the largest stable learning rate (Fan & Wang 2020)",
         "rmtjax.experiments.fan_wang:run",
+        quick_seconds=64,
     ),
 }
