@@ -443,7 +443,7 @@ def hermite_coefficients(
 
     Args:
         activation: an :mod:`rmtjax.activations` module (its parameters are differentiable).
-        order: highest index ``k`` (static, ``>= 0``).
+        order: highest index ``k`` (static, ``0 <= order <= 10000``).
         q: variance (``>= 0``, finite), any shape; the result has shape ``q.shape + (order + 1,)``.
         method: :class:`Auto` (default), :class:`ClosedForm`, :class:`Trapezoid`,
             :class:`GaussLegendre` or :class:`GaussHermite`.
@@ -579,7 +579,7 @@ def compositional_kernel(coeffs: ArrayLike, rho: ArrayLike, *, depth: int) -> Ar
     Args:
         coeffs: ``a_0..a_N`` (1-d; differentiable).
         rho: correlations in ``[-1, 1]``, any shape.
-        depth: number of compositions (static, ``>= 0``).
+        depth: number of compositions (static, ``0 <= depth <= 10000``).
 
     Example:
         >>> import jax.numpy as jnp
@@ -706,8 +706,9 @@ def _extinction(p: Array, max_steps: int) -> Solution:
     # from s = 0 (h(0) = p0 >= 0) upwards to the end s = 1, whose sign is closed by theory: h(1) = 1 - mu
     # >= 0 means no root below 1, xi = 1
     sol = _scalar_root(_deflated, p, jnp.zeros((), dt), rtol=rtol, atol=atol, max_steps=max_steps, up_end=one)
-    subcritical = _deflated(one, p) >= 0
-    value = jnp.where(subcritical & sol.ok, one, sol.value)  # xi = 1 is not a root of h: no derivative
+    # xi = 1 at the end of the bracket (mu <= 1) is not a root of h: a constant, no implicit derivative
+    at_one = (_deflated(one, p) >= 0) & (sol.value == 1)
+    value = jnp.where(at_one, one, sol.value)
     return Solution(jnp.clip(value, 0.0, 1.0), sol.result, sol.steps, sol.residual)
 
 
@@ -904,7 +905,7 @@ def memorization_depth(coeffs: ArrayLike, X: ArrayLike, kappa: ArrayLike, *, max
         coeffs: normalized ``a_0..a_N``.
         X: data, shape ``(n, d)``, no zero rows.
         kappa: tolerance in ``(0, 1)``.
-        max_depth: deepest ``L`` examined (static).
+        max_depth: deepest ``L`` examined (static, ``0 <= max_depth <= 10000``).
 
     Example:
         >>> import jax
@@ -1036,6 +1037,7 @@ def offspring_distribution(coeffs: ArrayLike, *, depth: int, max_degree: int = 6
     the power-series coefficients of :math:`K^{(L)} = G^{\circ L}`, for
     :math:`k \le` ``max_degree`` (the mass beyond is :math:`1 - \sum_k`), by truncated polynomial
     composition :math:`G^{\circ(\ell+1)} = G\circ G^{\circ\ell}` (Horner with truncated products).
+    ``depth`` and ``max_degree`` are static integers in ``[0, 10000]``.
 
     Example:
         >>> import jax.numpy as jnp

@@ -446,7 +446,7 @@ def q_star(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayL
     Example:
         >>> from rmtjax.activations import Erf
         >>> round(float(q_star(Erf(), 10.0, 0.05).value), 6)
-        8.694233
+        7.833533
     """
     activation = _check_activation(activation)
     method = _check_method(method, activation)
