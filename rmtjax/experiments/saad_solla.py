@@ -179,15 +179,18 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     slope_e = np.abs(np.gradient(np.log(ode_mean), t))
     window = (t > 10) & (ode_mean > 1e-4)
     i_pl = int(np.argmin(np.where(window, slope_e, np.inf)))
-    guess = CommitteeState(jnp.asarray(ode.Q[:, i_pl].mean(0)), jnp.asarray(ode.R[:, i_pl].mean(0)),
-                           jnp.ones(K, T.dtype))
+    Qm = ode.Q[:, i_pl].mean(0)
+    guess = CommitteeState(jnp.asarray((Qm + Qm.T) / 2), jnp.asarray(ode.R[:, i_pl].mean(0)), jnp.ones(K, T.dtype))
     fp = committee_fixed_point(guess, jnp.asarray(T), jnp.ones(M, T.dtype), jnp.asarray(ETA, T.dtype))
     plateau = float(fp.eps_g)
     sim_plateau = float(sim.eps_g[:, i_pl].mean())
     sim_plateau_se = float(sim.eps_g[:, i_pl].std(ddof=1) / math.sqrt(cfg.seeds))
     esc_sim = np.array([_crossing(t, e, 0.5 * plateau) for e in sim.eps_g])
     esc_ode = np.array([_crossing(t, e, 0.5 * plateau) for e in ode.eps_g])
-    s0 = CommitteeState(jnp.asarray(sim.Q[:, 0]), jnp.asarray(sim.R[:, 0]), jnp.asarray(sim.v[:, 0]))
+    # symmetric to the last bit: the float64 recomputation checks symmetry at float64 precision
+    Q0 = sim.Q[:, 0]
+    s0 = CommitteeState(jnp.asarray((Q0 + np.swapaxes(Q0, -1, -2)) / 2), jnp.asarray(sim.R[:, 0]),
+                        jnp.asarray(sim.v[:, 0]))
     precision = float64_comparison(
         _theory, s0, jnp.asarray(T), jnp.asarray(t), guess,
         float32_values={"ODE eps_g (every seed and time)": ode.eps_g, "plateau eps_g (fixed point)": plateau,
