@@ -133,6 +133,7 @@ def test_ode_reduces_to_saad_solla():
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a long statistical or convergence check (several compiled sizes or long runs)
 def test_ode_vs_simulation(sign_setup):
     """Sign generator, erf student and teacher, K = M = 2, eta = 0.2 (their setting at N = 200):
     the seed mean of the simulated eps_g(Q, R) and of the test error on generated data stay within
@@ -168,6 +169,7 @@ def test_ode_vs_simulation(sign_setup):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a long statistical or convergence check (several compiled sizes or long runs)
 def test_deep_generator_gaussian_equivalence():
     """Two-layer ReLU generator, Omega and Phi by Monte Carlo, D = N / 4: (i) the covariance of the
     local fields (lambda, nu) is the Gaussian-equivalent C(Q, R, T) built from Omega, Phi (within

@@ -123,6 +123,7 @@ def test_full_batch_gradient_descent_matches_a_hand_written_loop():
     assert hist.outputs.shape == (4, 3, 2) and hist.loss[-1] < hist.loss[0]
 
 
+@pytest.mark.slow  # a long statistical or convergence check (several compiled sizes or long runs)
 def test_minibatch_sgd_with_weight_decay_and_callback_learns_a_mixture():
     ds = gaussian_mixture_dataset(jax.random.key(0), 2.0 * jnp.eye(5)[:3], 1.0, n_train=90, n_test=30)
     spec = FullyConnected(2, 2.0**0.5, 0.1, Relu())
@@ -255,6 +256,7 @@ def _fit_slope(widths, errors):
     return float(np.polyfit(np.log(widths), np.log(errors), 1)[0])
 
 
+@pytest.mark.slow  # a long statistical or convergence check (several compiled sizes or long runs)
 def test_empirical_ntk_converges_at_rate_one_over_sqrt_width():
     # relative Frobenius error of one network's NTK, RMS over 8 initialisations per width:
     # O(width^-1/2) fluctuations (Hanin & Nica 2020). Fit over widths 64..4096 (one hidden layer;
@@ -273,6 +275,7 @@ def test_empirical_ntk_converges_at_rate_one_over_sqrt_width():
     assert errors[-1] < 0.05
 
 
+@pytest.mark.slow  # a long statistical or convergence check (several compiled sizes or long runs)
 def test_trained_wide_network_follows_ntk_gradient_flow():
     # Full-batch GD with step eta on the MSE for T steps vs the NTK gradient-flow prediction at
     # t = T (in units of eta) from the same initial outputs. The gap shrinks like width^-1/2;

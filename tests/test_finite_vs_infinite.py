@@ -32,6 +32,7 @@ CHUNK = 128
     ],
     ids=["erf-depth2", "relu-depth1", "gelu-standard", "residual-relu"],
 )
+@pytest.mark.slow  # a long statistical or convergence check (several compiled sizes or long runs)
 def test_monte_carlo_nngp_within_five_standard_errors(layers):
     init_fn, apply_fn, kernel_fn = stax.serial(*layers())
     x = jax.random.normal(jax.random.key(1), (5, 8))

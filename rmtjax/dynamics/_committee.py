@@ -92,7 +92,7 @@ def _check_state(state, T: ArrayLike, v_teacher: ArrayLike, prefix: str = "", *,
     field covariance :math:`C = [[Q, R], [R^T, T]]` positive semi-definite, up to rounding) eagerly
     or by ``error_if``. ``prefix`` names the state argument (``"state0."`` -> ``state0.Q``).
     ``psd="guess"``: ``Q`` only symmetric (a solver's starting point); ``psd=False``: no matrix
-    checks (Gram matrices of weights)."""
+    checks (Gram matrices of weights). Tolerances: :func:`_tolerance`."""
     if not (isinstance(state, tuple) and len(state) == 3):
         raise ValueError(f"{prefix.rstrip('.') or 'state'} must be a CommitteeState(Q, R, v), got "
                          f"{type(state).__name__}")
@@ -116,23 +116,31 @@ def _check_state(state, T: ArrayLike, v_teacher: ArrayLike, prefix: str = "", *,
         raise ValueError(f"v_teacher must have shape (M,) = {(M,)}, got {vt.shape}")
     dt = _checks.common_dtype(Q, R, v, T, vt)
     Q, R, v, T, vt = (check_range(a.astype(dt), n) for a, n in ((Q, nQ), (R, nR), (v, nv), (T, "T"), (vt, "v_teacher")))
-    if psd == "guess":  # a starting point: symmetric (only its upper triangle is used), not necessarily PSD
-        Q = _symmetric(Q, nQ)
-        T = symmetric_psd(T, "T")
+    tol = _tolerance(K + M, dt)
+    if psd == "guess":  # a starting point: symmetric (then symmetrized), not necessarily PSD
+        Q = _symmetric(Q, nQ, tol)
+        T = symmetric_psd(T, "T", rtol=tol)
     elif psd:
-        Q = symmetric_psd(Q, nQ)
-        T = symmetric_psd(T, "T")
+        Q = symmetric_psd(Q, nQ, rtol=tol)
+        T = symmetric_psd(T, "T", rtol=tol)
         C = symmetric_psd(_covariance(Q, R, T),
-                          f"the covariance [[{nQ}, {nR}], [{nR}^T, T]] of the local fields")
+                          f"the covariance [[{nQ}, {nR}], [{nR}^T, T]] of the local fields", rtol=tol)
         Q, R, T = C[:K, :K], C[:K, K:], C[K:, K:]
     return CommitteeState(Q, R, v), T, vt
 
 
-def _symmetric(x, name: str):
-    """``x`` after checking that it is symmetric up to rounding (``100 n eps`` of its largest entry)."""
-    tol = min(100.0 * x.shape[0] * float(jnp.finfo(x.dtype).eps), 1e-3)
+def _tolerance(n: int, dtype) -> float:
+    """Relative tolerance of the symmetry and PSD checks of order parameters: rounding of the
+    dtype (``100 n eps``), but at least 1e-6, so that order parameters measured in float32 and
+    passed on in float64 are accepted (their rounding cannot change a result beyond 1e-6)."""
+    return max(min(100.0 * n * float(jnp.finfo(dtype).eps), 1e-3), 1e-6)
+
+
+def _symmetric(x, name: str, tol: float):
+    """``x`` symmetrized, after checking that it is symmetric up to ``tol`` of its largest entry."""
     bad = jnp.max(jnp.abs(x - x.T)) > tol * jnp.max(jnp.abs(x))
-    return error_if(x, bad, f"{name} must be symmetric (max |{name} - {name}^T| <= {tol:.1e} max |{name}|)")
+    x = error_if(x, bad, f"{name} must be symmetric (max |{name} - {name}^T| <= {tol:.1e} max |{name}|)")
+    return 0.5 * (x + x.T)
 
 
 def _covariance(Q, R, T):
