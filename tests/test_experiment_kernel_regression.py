@@ -57,7 +57,7 @@ def test_reproduce_kernel_regression_quick_float32(tmp_path):
     assert report["ok"], report["checks"]
     p = report["precision"]
     assert p["dtype"] == "float32" and len(p["quantities"]) == 2 * 2 * len(kernel_regression.QUICK.depths)
-    assert p["max_rel_diff"] < 1e-2, p
+    assert p["max_rel_diff"] < 2e-3, p  # measured 2.0e-4 (relu depth 1 NNGP predictions, max |diff| / max |f|)
 
 
 def test_bad_sizes_are_clear_errors():
