@@ -119,20 +119,68 @@ def safe_div(num, den):
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
+def sqrt_prod(q1, q2):
+    r"""The geometric mean :math:`p = \sqrt{q_1 q_2}` (``q1, q2 >= 0``) as ``sqrt(q1 * q2)`` —
+    which is exactly ``q`` for ``q1 == q2 == q``, what keeps identical inputs at a correlation of
+    exactly 1 — or as ``sqrt(q1) * sqrt(q2)`` where the product overflows (``q1 q2`` above
+    1.8e308 in float64, 3.4e38 in float32), so large variances give the finite true value."""
+    prod = q1 * q2
+    return jnp.where(jnp.isfinite(prod), safe_sqrt(prod), safe_sqrt(q1) * safe_sqrt(q2))
+
+
 def gap(q1, q2, q12):
     r"""The Gram determinant's root :math:`\sqrt{q_1q_2 - q_{12}^2}` as
     :math:`\sqrt{(p - q_{12})(p + q_{12})}`, :math:`p = \sqrt{q_1q_2}`: exactly 0 for identical
     inputs (``q1 == q2 == q12``) even when the compiler contracts ``q1*q2 - q12*q12`` into a
-    fused multiply-add, whose rounding residue would otherwise leave an angle of ~1e-8."""
-    p = safe_sqrt(q1 * q2)
-    return safe_sqrt((p - q12) * (p + q12))
+    fused multiply-add, whose rounding residue would otherwise leave an angle of ~1e-8. Where
+    the product overflows it is taken as :math:`\sqrt{p - q_{12}}\sqrt{p + q_{12}}` (finite for
+    every finite input)."""
+    p = sqrt_prod(q1, q2)
+    g2 = (p - q12) * (p + q12)
+    return jnp.where(jnp.isfinite(g2), safe_sqrt(g2), safe_sqrt(p - q12) * safe_sqrt(p + q12))
 
 
 def correlation(q1, q2, q12):
     r"""Returns ``(rho, s)`` with :math:`\rho = q_{12}/\sqrt{q_1 q_2}` clipped to ``[-1, 1]`` and
     :math:`s = \sqrt{1 - \rho^2}`; ``rho = 0`` where a variance vanishes."""
-    rho = jnp.clip(safe_div(q12, safe_sqrt(q1 * q2)), -1.0, 1.0)
-    return rho, safe_sqrt(1.0 - rho * rho)
+    rho = jnp.clip(safe_div(q12, sqrt_prod(q1, q2)), -1.0, 1.0)
+    return rho, safe_sqrt((1.0 - rho) * (1.0 + rho))
+
+
+@jax.custom_jvp
+def det_ratio(q1, q2, q12, s):
+    r""":math:`(q_1q_2 - q_{12}^2)/s`, clipped at 0, for a scale ``s > 0`` that grows like the
+    variances (e.g. :math:`1 + q_1 + q_2`).
+
+    Evaluated as :math:`(p - q_{12})\,((p + q_{12})/s)` with :math:`p = \sqrt{q_1q_2}`: no
+    cancellation (exactly 0 for identical inputs) and no overflow of :math:`q_1 q_2` at large
+    variances. Its derivative is that of the polynomial :math:`q_1q_2 - q_{12}^2` (exact also on
+    the boundary :math:`q_{12}^2 = q_1q_2` and at zero variance, where differentiating through
+    the square root would not be).
+    """
+    p = sqrt_prod(q1, q2)
+    return jnp.maximum((p - q12) * ((p + q12) / s), 0.0)
+
+
+@det_ratio.defjvp
+def _det_ratio_jvp(primals, tangents):
+    q1, q2, q12, s = primals
+    d1, d2, d12, ds = tangents
+    out = det_ratio(q1, q2, q12, s)
+    return out, (q2 / s) * d1 + (q1 / s) * d2 - (2 * q12 / s) * d12 - out * (ds / s)
+
+
+def atan_deficit(u):
+    r""":math:`1 - \arctan(u)/u` for ``0 <= u <= 1`` (0 at ``u = 0``) without cancellation at small
+    ``u``: the Cephes rational approximation :math:`\arctan u = u + u\,zP(z)/Q(z)` (``z = u^2``)
+    gives it as :math:`-zP(z)/Q(z)` to a few ulp for ``u <= 0.66`` (no ``u^3``, which would
+    underflow in float32); above, the difference loses at most a factor 9
+    (``0.66 / (0.66 - atan 0.66)``)."""
+    small = u <= 0.66
+    z = jnp.where(small, u, 0.0) ** 2
+    series = -(z * _horner(z, _ATAN_P) / _horner(z, _ATAN_Q, monic=True))
+    ub = jnp.where(small, 1.0, u)
+    return jnp.where(small, series, 1 - _atan_unit(ub) / ub)
 
 
 def hermite_table(z: np.ndarray, order: int) -> np.ndarray:

@@ -36,9 +36,11 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.special as jss
 import numpy as np
+from scipy import special
 from jaxtyping import Array, ArrayLike
 
-from ._numerics import angle, atan2, correlation, gap, safe_sqrt
+from ._numerics import angle, atan2, det_ratio, gap, safe_sqrt, sqrt_prod, atan_deficit
+from ._validate import as_real, check_range, concrete, error_if, flag, static_int
 
 __all__ = [
     "AbstractActivation",
@@ -72,20 +74,88 @@ __all__ = [
 ]
 
 
-def _leaf(x: ArrayLike, name: str) -> Array:
-    arr = jnp.asarray(x)
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(float)
-    if arr.ndim != 0:
-        raise ValueError(f"activation parameter {name!r} must be a scalar, got shape {arr.shape}")
-    return arr
+_SUPPORTED_DEGREE = 100  # polynomial / rectified-monomial degrees (see Polynomial)
+
+
+def _param(x: ArrayLike, owner: str, name: str, **bounds) -> Array:
+    """A scalar activation parameter as a real array leaf: complex, boolean, string and
+    non-scalar values raise ``ValueError`` at once; NaN/inf (and values outside ``bounds``, the
+    keywords of :func:`rmtjax._validate.check_range`) raise eagerly, or through
+    ``equinox.error_if`` when the parameter is traced."""
+    label = f"{owner}.{name}"
+    return check_range(as_real(x, label, ndim=0), label, **bounds)
+
+
+def _degree(x, owner: str) -> int:
+    n = static_int(x, f"{owner}.degree", lo=0)
+    if n > _SUPPORTED_DEGREE:
+        raise ValueError(f"{owner}.degree must be an integer in [0, {_SUPPORTED_DEGREE}] (the supported range: the "
+                         f"dual is exact and checked against 60-digit references up to degree {_SUPPORTED_DEGREE}), "
+                         f"got {n}")
+    return n
+
+
+def _float_dtype(*xs):
+    """The widest floating dtype among ``xs`` (integers count as the default float); no
+    promotion rules are involved, so float32 and float64 mix without a strict-promotion error."""
+    best = None
+    for x in xs:
+        dt = jnp.asarray(x).dtype
+        if not jnp.issubdtype(dt, jnp.floating):
+            dt = jnp.dtype(jnp.result_type(float))
+        if best is None or jnp.dtype(dt).itemsize > jnp.dtype(best).itemsize:
+            best = dt
+    return jnp.dtype(best)
+
+
+def covariance_tolerance(dtype) -> float:
+    r"""The rounding allowed in :math:`|q_{12}| \le \sqrt{q_1q_2}`: :math:`\sqrt{\varepsilon}` of
+    ``dtype`` (1.5e-8 in float64, 3.5e-4 in float32). Within it ``q12`` is clipped to the
+    boundary; beyond it the covariance is rejected."""
+    return float(np.sqrt(np.finfo(np.dtype(dtype)).eps))
+
+
+def _covariance(q1, q2, q12, names=("q1", "q2", "q12")):
+    """Validated ``(q1, q2, q12)`` of one floating dtype, broadcast together, ``q12`` clipped
+    to :math:`\\pm\\sqrt{q_1q_2}` (see :func:`covariance_tolerance`)."""
+    n1, n2, n12 = names
+    q1 = as_real(q1, n1)
+    q2 = as_real(q2, n2)
+    q12 = as_real(q12, n12)
+    dtype = _float_dtype(q1, q2, q12)
+    q1, q2, q12 = q1.astype(dtype), q2.astype(dtype), q12.astype(dtype)
+    try:
+        shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
+    except ValueError:
+        raise ValueError(f"{n1}, {n2} and {n12} must broadcast together, got shapes {q1.shape}, {q2.shape}, "
+                         f"{q12.shape}") from None
+    q1 = check_range(q1, n1, lo=0.0)
+    q2 = check_range(q2, n2, lo=0.0)
+    q12 = check_range(q12, n12)
+    rank = len(shape)  # one rank for all three (no implicit rank promotion downstream)
+    q1, q2, q12 = (q.reshape((1,) * (rank - q.ndim) + q.shape) for q in (q1, q2, q12))
+    tol = covariance_tolerance(dtype)
+    p = sqrt_prod(q1, q2)
+    bad = jnp.abs(q12) > (1 + tol) * p
+    msg = (f"{n12} must satisfy {n12}^2 <= {n1} {n2} (a covariance; allowed rounding |{n12}| <= (1 + {tol:.1e}) "
+           f"sqrt({n1} {n2}))")
+    c = concrete(bad)
+    if c is not None and np.any(c):
+        i = tuple(int(j) for j in np.argwhere(np.broadcast_to(c, shape))[0]) if np.ndim(c) else ()
+        v = [float(np.broadcast_to(np.asarray(a), shape)[i]) for a in (q1, q2, q12)]
+        raise ValueError(f"{msg}, got {n1}={v[0]:.6g}, {n2}={v[1]:.6g}, {n12}={v[2]:.6g}"
+                         + (f" at index {i}" if i else ""))
+    q12 = error_if(q12, bad, msg)
+    return q1, q2, jnp.clip(q12, -p, p)
 
 
 class AbstractActivation(eqx.Module):
     """An elementwise activation :math:`\\phi`.
 
     Subclasses implement ``__call__``; ``derivative`` defaults to forward-mode autodiff.
-    ``nt_name`` is the neural-tangents layer name used by :mod:`rmtjax.stax`.
+    ``nt_name`` is the neural-tangents layer name used by :mod:`rmtjax.stax`. Evaluating
+    :math:`\\phi` follows IEEE arithmetic (NaN in, NaN out); parameters and Gaussian
+    expectations are validated.
     """
 
     nt_name: ClassVar[str] = ""
@@ -101,11 +171,26 @@ class AbstractActivation(eqx.Module):
 
 
 class AbstractClosedFormActivation(AbstractActivation):
-    """An activation with closed-form Gaussian expectations (see the module docstring)."""
+    """An activation with closed-form Gaussian expectations (see the module docstring).
+
+    Subclasses implement ``_dual`` (the formula, for valid arguments of one dtype); ``dual``
+    validates its arguments first.
+    """
+
+    def dual(self, q1: ArrayLike, q2: ArrayLike, q12: ArrayLike) -> tuple[Array, Array]:
+        r"""Returns :math:`(\mathbb{E}[\phi(u)\phi(v)], \mathbb{E}[\phi'(u)\phi'(v)])` for
+        :math:`(u, v) \sim \mathcal N(0, [[q_1, q_{12}], [q_{12}, q_2]])`.
+
+        ``q1, q2 >= 0`` and :math:`q_{12}^2 \le q_1 q_2` (up to :func:`covariance_tolerance`),
+        broadcastable; otherwise ``ValueError`` (``equinox.error_if`` under ``jit``).
+        """
+        q1, q2, q12 = _covariance(q1, q2, q12)
+        k, kdot = self._dual(q1, q2, q12)
+        shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
+        return jnp.broadcast_to(k, shape).astype(q12.dtype), jnp.broadcast_to(kdot, shape).astype(q12.dtype)
 
     @abc.abstractmethod
-    def dual(self, q1: ArrayLike, q2: ArrayLike, q12: ArrayLike) -> tuple[Array, Array]:
-        r"""Returns :math:`(\mathbb{E}[\phi(u)\phi(v)], \mathbb{E}[\phi'(u)\phi'(v)])`."""
+    def _dual(self, q1: Array, q2: Array, q12: Array) -> tuple[Array, Array]:
         raise NotImplementedError
 
 
@@ -117,12 +202,13 @@ class AbstractClosedFormActivation(AbstractActivation):
 def _abrelu_dual(a, b, q1, q2, q12):
     # Cho & Saul (2009) arc-cosine kernel of order 1, generalised to two slopes:
     #   E = (a-b)^2/(2 pi) sqrt(q1 q2 - q12^2) + ((a^2+b^2)/2 - (a-b)^2 theta/(2 pi)) q12
-    #   E' = (a^2+b^2)/2 - (a-b)^2 theta / (2 pi),  theta = arccos(q12 / sqrt(q1 q2)).
+    #   E' = (a^2+b^2)/2 - (a-b)^2 theta / (2 pi),  theta = arccos(q12 / sqrt(q1 q2)),
+    # written with phi = pi/2 - theta = atan2(q12, gap) in [-pi/2, pi/2]:
+    #   E' = (a+b)^2/4 + (a-b)^2 phi / (2 pi)   (exact at orthogonal inputs, where phi = 0).
     s = gap(q1, q2, q12)
-    theta = angle(s, q12)
-    f = (a - b) ** 2 / (2 * math.pi)
-    kdot = (a * a + b * b) / 2 - f * theta
-    return f * s + kdot * q12, kdot
+    phi = atan2(q12, s)
+    kdot = (a + b) ** 2 / 4 + (a - b) ** 2 * phi / (2 * math.pi)
+    return (a - b) ** 2 / (2 * math.pi) * s + kdot * q12, kdot
 
 
 class ABRelu(AbstractClosedFormActivation):
@@ -141,8 +227,8 @@ class ABRelu(AbstractClosedFormActivation):
     nt_name: ClassVar[str] = "ABRelu"
 
     def __init__(self, a: ArrayLike = 0.0, b: ArrayLike = 1.0):
-        self.a = _leaf(a, "a")
-        self.b = _leaf(b, "b")
+        self.a = _param(a, "ABRelu", "a")
+        self.b = _param(b, "ABRelu", "b")
 
     def __call__(self, x):
         return self.a * jnp.minimum(x, 0) + self.b * jnp.maximum(x, 0)
@@ -150,7 +236,7 @@ class ABRelu(AbstractClosedFormActivation):
     def derivative(self, x):
         return jnp.where(jnp.asarray(x) > 0, self.b, self.a)
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         return _abrelu_dual(self.a, self.b, q1, q2, q12)
 
 
@@ -167,7 +253,7 @@ class Relu(AbstractClosedFormActivation):
     def derivative(self, x):
         return (jnp.asarray(x) > 0).astype(jnp.result_type(x, float))
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         return _abrelu_dual(0.0, 1.0, q1, q2, q12)
 
 
@@ -178,7 +264,7 @@ class LeakyRelu(AbstractClosedFormActivation):
     nt_name: ClassVar[str] = "LeakyRelu"
 
     def __init__(self, alpha: ArrayLike = 0.01):
-        self.alpha = _leaf(alpha, "alpha")
+        self.alpha = _param(alpha, "LeakyRelu", "alpha")
 
     def __call__(self, x):
         return jnp.where(x > 0, x, self.alpha * x)
@@ -186,7 +272,7 @@ class LeakyRelu(AbstractClosedFormActivation):
     def derivative(self, x):
         return jnp.where(jnp.asarray(x) > 0, 1.0, self.alpha)
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         return _abrelu_dual(self.alpha, 1.0, q1, q2, q12)
 
 
@@ -201,7 +287,7 @@ class Abs(AbstractClosedFormActivation):
     def derivative(self, x):
         return jnp.sign(x)
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         return _abrelu_dual(-1.0, 1.0, q1, q2, q12)
 
 
@@ -216,7 +302,7 @@ class Identity(AbstractClosedFormActivation):
     def derivative(self, x):
         return jnp.ones_like(jnp.asarray(x, dtype=float))
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         q12 = jnp.asarray(q12)
         return q12, jnp.ones_like(q12)
 
@@ -234,15 +320,22 @@ class Sign(AbstractClosedFormActivation):
     def derivative(self, x):
         return jnp.zeros_like(jnp.asarray(x, dtype=float))
 
-    def dual(self, q1, q2, q12):
-        s = gap(q1, q2, q12)
-        k = 1 - 2 * angle(s, q12) / math.pi
+    def _dual(self, q1, q2, q12):
+        k = 2 * atan2(q12, gap(q1, q2, q12)) / math.pi  # = 1 - 2 theta / pi, exact at 0 and +-1
         return k, jnp.zeros_like(k)
 
 
 # --------------------------------------------------------------------------------------
 # Smooth closed forms
 # --------------------------------------------------------------------------------------
+
+
+def _root_of(s, c, q1, q2, q12):
+    r""":math:`\sqrt{s + c^2(q_1q_2 - q_{12}^2)}` for ``s > 0`` growing with the variances, as
+    :math:`\sqrt s\sqrt{1 + c^2\det/s}`: a sum of non-negative terms (no cancellation of the
+    expanded products, exactly ``sqrt(s)`` for identical inputs) with no overflow of
+    :math:`q_1q_2`."""
+    return jnp.sqrt(s) * jnp.sqrt(1 + c * det_ratio(q1, q2, q12, s))
 
 
 class Erf(AbstractClosedFormActivation):
@@ -252,6 +345,14 @@ class Erf(AbstractClosedFormActivation):
         \mathbb{E}[\phi\phi] = \tfrac{2a^2}{\pi}\arcsin\frac{2b^2q_{12}}
         {\sqrt{(1+2b^2q_1)(1+2b^2q_2)}} + c^2,\qquad
         \mathbb{E}[\phi'\phi'] = \frac{4a^2b^2}{\pi\sqrt{(1+2b^2q_1)(1+2b^2q_2) - 4b^4q_{12}^2}}.
+
+    Evaluated without cancellation: the arcsine as
+    :math:`\operatorname{atan2}(2b^2q_{12}, \sqrt D)` and the determinant as
+    :math:`D = 1 + 2b^2(q_1 + q_2) + 4b^4(q_1q_2 - q_{12}^2)` (every term non-negative; the
+    textbook :math:`(1+2b^2q)^2 - (2b^2q)^2` on the diagonal loses everything once
+    :math:`q \gtrsim \varepsilon^{-1/2}`, giving ``kdot = inf`` — neural-tangents issue 197).
+    Measured against 60-digit references: relative error below 1e-15 (float64) and 4e-7
+    (float32) for variances up to 1e30 (``tests/test_activations.py``).
     """
 
     a: Array
@@ -260,7 +361,7 @@ class Erf(AbstractClosedFormActivation):
     nt_name: ClassVar[str] = "Erf"
 
     def __init__(self, a: ArrayLike = 1.0, b: ArrayLike = 1.0, c: ArrayLike = 0.0):
-        self.a, self.b, self.c = _leaf(a, "a"), _leaf(b, "b"), _leaf(c, "c")
+        self.a, self.b, self.c = (_param(v, "Erf", n) for v, n in ((a, "a"), (b, "b"), (c, "c")))
 
     def __call__(self, x):
         return self.a * jss.erf(self.b * x) + self.c
@@ -268,12 +369,10 @@ class Erf(AbstractClosedFormActivation):
     def derivative(self, x):
         return self.a * self.b * (2 / math.sqrt(math.pi)) * jnp.exp(-((self.b * x) ** 2))
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         b2 = self.b * self.b
-        prod = (1 + 2 * b2 * q1) * (1 + 2 * b2 * q2)
-        x = 2 * b2 * q12
-        root = safe_sqrt(prod - x * x)
-        k = self.a**2 * (2 / math.pi) * atan2(x, root) + self.c**2
+        root = _root_of(1 + 2 * b2 * (q1 + q2), 4 * b2 * b2, q1, q2, q12)
+        k = self.a**2 * (2 / math.pi) * atan2(2 * b2 * q12, root) + self.c**2
         kdot = self.a**2 * b2 * (4 / math.pi) / root
         return k, kdot
 
@@ -288,12 +387,32 @@ class Gelu(AbstractClosedFormActivation):
         \frac{q_{12}}{\sqrt{(1+q_1)(1+q_2)}} + \frac{q_{12}^2 + q_1q_2\delta^2}
         {(1+q_1)(1+q_2)\,\delta}\Big).
 
+    Evaluated in a form without cancellation, with :math:`\delta^2 = 1 + q_1 + q_2 + (q_1q_2 -
+    q_{12}^2)`, :math:`r = q_{12}/\sqrt{(1+q_1)(1+q_2)}`, :math:`t_i = q_i/(1+q_i)` and
+    :math:`\alpha = \operatorname{atan2}(\delta, -q_{12}) = \pi/2 + \arcsin r`:
+
+    .. math::
+        2\pi\,\mathbb{E}[\phi\phi] = r^2/\delta + t_1t_2\,\delta + q_{12}\,\alpha,\qquad
+        2\pi\,\mathbb{E}[\phi'\phi'] = \Big(\frac{1}{\delta^2} + \frac{1}{1+q_1} +
+        \frac{1}{1+q_2}\Big)\frac{q_{12}}{\delta} + \alpha,
+
+    and, for :math:`-q_{12} > \delta` (nearly opposite inputs at large variance, where the value
+    is :math:`O(q^{-1/2})` against terms of :math:`O(q^{1/2})`), with :math:`y = -q_{12}`,
+    :math:`u = \delta/y`, :math:`m = (1+q_1+q_2)/\sqrt{(1+q_1)(1+q_2)}`:
+    :math:`2\pi\,\mathbb{E}[\phi\phi] = \delta\,(1 - \arctan(u)/u) - (m^2\delta^2/(1+q_1+q_2) -
+    r^2)/\delta`. (The textbook form cancels on the diagonal:
+    :math:`(1 - q_1q_2)/((1+q_1)(1+q_2)) + 1 \to 0`.) Measured against 60-digit references:
+    relative error below 1e-14 (float64) and 2e-6 (float32) for variances up to 1e30.
+
     ``approximate=True`` only changes the finite network (tanh approximation), as in
     neural-tangents; the kernel is that of the exact GELU.
     """
 
     approximate: bool = eqx.field(static=True, default=False)
     nt_name: ClassVar[str] = "Gelu"
+
+    def __check_init__(self):
+        flag(self.approximate, "Gelu.approximate")
 
     def __call__(self, x):
         return jax.nn.gelu(x, approximate=self.approximate)
@@ -302,16 +421,31 @@ class Gelu(AbstractClosedFormActivation):
         x = jnp.asarray(x)
         return jss.ndtr(x) + x * jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
 
-    def dual(self, q1, q2, q12):
-        pp1 = (1 + q1) * (1 + q2)
-        d2 = pp1 - q12 * q12
-        d = safe_sqrt(d2)
-        ang = atan2(q12, d)
-        k = (q12 * q12 + q1 * q2 * d2) / (pp1 * d) + q12 * ang
-        k = k / (2 * math.pi) + 0.25 * q12
-        first = (1 / d2 + (1 - q1 * q2) / pp1 + 1) * q12 / d / (2 * math.pi)
-        kdot = first + 0.25 + ang / (2 * math.pi)
+    def _dual(self, q1, q2, q12):
+        a1, a2 = 1 + q1, 1 + q2
+        s = a1 + q2
+        ratio = 1 + det_ratio(q1, q2, q12, s)  # delta^2 / s
+        d = jnp.sqrt(s) * jnp.sqrt(ratio)
+        big = jnp.sqrt(a1) * jnp.sqrt(a2)
+        r = q12 / big
+        alpha = angle(d, -q12)
+        k_pos = r * r / d + (q1 / a1) * (q2 / a2) * d + q12 * alpha
+        neg = -q12 > d
+        m = s / big
+        # y (u - atan u) = d (1 - atan(u) / u), u = d / y <= 1
+        k_neg = d * atan_deficit(d / jnp.where(neg, -q12, d)) - (m * m * ratio - r * r) / d
+        k = jnp.where(neg, k_neg, k_pos) / (2 * math.pi)
+        kdot = ((1 / (s * ratio) + 1 / a1 + 1 / a2) * (q12 / d) + alpha) / (2 * math.pi)
         return k, kdot
+
+
+def _sin_dual(a, b, c, q1, q2, q12):
+    b2 = b * b
+    half = -0.5 * b2 * (q1 + q2)
+    s1 = jnp.exp(half + b2 * q12)
+    s2 = jnp.exp(half - b2 * q12) * jnp.cos(2 * c)
+    h = a**2 / 2
+    return h * (s1 - s2), h * b2 * (s1 + s2)
 
 
 class Sin(AbstractClosedFormActivation):
@@ -325,7 +459,7 @@ class Sin(AbstractClosedFormActivation):
     nt_name: ClassVar[str] = "Sin"
 
     def __init__(self, a: ArrayLike = 1.0, b: ArrayLike = 1.0, c: ArrayLike = 0.0):
-        self.a, self.b, self.c = _leaf(a, "a"), _leaf(b, "b"), _leaf(c, "c")
+        self.a, self.b, self.c = (_param(v, "Sin", n) for v, n in ((a, "a"), (b, "b"), (c, "c")))
 
     def __call__(self, x):
         return self.a * jnp.sin(self.b * x + self.c)
@@ -333,19 +467,21 @@ class Sin(AbstractClosedFormActivation):
     def derivative(self, x):
         return self.a * self.b * jnp.cos(self.b * x + self.c)
 
-    def dual(self, q1, q2, q12):
-        b2 = self.b * self.b
-        half = -0.5 * b2 * (q1 + q2)
-        s1 = jnp.exp(half + b2 * q12)
-        s2 = jnp.exp(half - b2 * q12) * jnp.cos(2 * self.c)
-        h = self.a**2 / 2
-        return h * (s1 - s2), h * b2 * (s1 + s2)
+    def _dual(self, q1, q2, q12):
+        return _sin_dual(self.a, self.b, self.c, q1, q2, q12)
 
 
-class Cos(Sin):
-    r""":math:`\phi(x) = a\cos(bx + c) = a\sin(bx + c + \pi/2)`."""
+class Cos(AbstractClosedFormActivation):
+    r""":math:`\phi(x) = a\cos(bx + c) = a\sin(bx + c + \pi/2)` (the dual of :class:`Sin` with
+    the phase shifted)."""
 
+    a: Array
+    b: Array
+    c: Array
     nt_name: ClassVar[str] = "Cos"
+
+    def __init__(self, a: ArrayLike = 1.0, b: ArrayLike = 1.0, c: ArrayLike = 0.0):
+        self.a, self.b, self.c = (_param(v, "Cos", n) for v, n in ((a, "a"), (b, "b"), (c, "c")))
 
     def __call__(self, x):
         return self.a * jnp.cos(self.b * x + self.c)
@@ -353,13 +489,13 @@ class Cos(Sin):
     def derivative(self, x):
         return -self.a * self.b * jnp.sin(self.b * x + self.c)
 
-    def dual(self, q1, q2, q12):
-        return Sin(self.a, self.b, self.c + math.pi / 2).dual(q1, q2, q12)
+    def _dual(self, q1, q2, q12):
+        return _sin_dual(self.a, self.b, self.c + math.pi / 2, q1, q2, q12)
 
 
 class Rbf(AbstractClosedFormActivation):
     r"""Random Fourier feature map of the RBF kernel:
-    :math:`\phi(x) = \sqrt2\sin(\sqrt{2\gamma}x + \pi/4)`, so that
+    :math:`\phi(x) = \sqrt2\sin(\sqrt{2\gamma}x + \pi/4)` (``gamma >= 0``), so that
     :math:`\mathbb{E}[\phi\phi] = e^{-\gamma(q_1 + q_2 - 2q_{12})}` and
     :math:`\mathbb{E}[\phi'\phi'] = 2\gamma\,\mathbb{E}[\phi\phi]`."""
 
@@ -367,12 +503,12 @@ class Rbf(AbstractClosedFormActivation):
     nt_name: ClassVar[str] = "Rbf"
 
     def __init__(self, gamma: ArrayLike = 1.0):
-        self.gamma = _leaf(gamma, "gamma")
+        self.gamma = _param(gamma, "Rbf", "gamma", lo=0.0)
 
     def __call__(self, x):
         return math.sqrt(2) * jnp.sin(jnp.sqrt(2 * self.gamma) * x + math.pi / 4)
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         k = jnp.exp(self.gamma * (2 * q12 - q1 - q2))
         return k, 2 * self.gamma * k
 
@@ -380,27 +516,31 @@ class Rbf(AbstractClosedFormActivation):
 class Exp(AbstractClosedFormActivation):
     r""":math:`\phi(x) = a e^{bx}`:
     :math:`\mathbb{E}[\phi\phi] = a^2 e^{b^2(q_1 + q_2 + 2q_{12})/2}`,
-    :math:`\mathbb{E}[\phi'\phi'] = b^2\,\mathbb{E}[\phi\phi]`."""
+    :math:`\mathbb{E}[\phi'\phi'] = b^2\,\mathbb{E}[\phi\phi]` (``inf`` where the true value
+    exceeds the dtype's range)."""
 
     a: Array
     b: Array
     nt_name: ClassVar[str] = "Exp"
 
     def __init__(self, a: ArrayLike = 1.0, b: ArrayLike = 1.0):
-        self.a, self.b = _leaf(a, "a"), _leaf(b, "b")
+        self.a, self.b = _param(a, "Exp", "a"), _param(b, "Exp", "b")
 
     def __call__(self, x):
         return self.a * jnp.exp(self.b * x)
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         b2 = self.b * self.b
-        k = self.a**2 * jnp.exp(b2 * (0.5 * (q1 + q2) + q12))
-        return k, b2 * k
+        a2 = self.a**2
+        e = jnp.exp(b2 * (0.5 * (q1 + q2) + q12))
+        k = jnp.where(a2 == 0, 0.0, a2 * e)  # a = 0: phi = 0 even where e overflows
+        return k, jnp.where(b2 == 0, 0.0, b2 * k)
 
 
 class Gaussian(AbstractClosedFormActivation):
     r""":math:`\phi(x) = a e^{bx^2}` (``b < 0``). With
-    :math:`D = (1-2bq_1)(1-2bq_2) - 4b^2q_{12}^2`:
+    :math:`D = (1-2bq_1)(1-2bq_2) - 4b^2q_{12}^2 = 1 - 2b(q_1 + q_2) + 4b^2(q_1q_2 - q_{12}^2)`
+    (evaluated in the second form, without cancellation):
     :math:`\mathbb{E}[\phi\phi] = a^2 D^{-1/2}`,
     :math:`\mathbb{E}[\phi'\phi'] = 4a^2b^2q_{12}D^{-3/2}`."""
 
@@ -409,23 +549,16 @@ class Gaussian(AbstractClosedFormActivation):
     nt_name: ClassVar[str] = "Gaussian"
 
     def __init__(self, a: ArrayLike = 1.0, b: ArrayLike = -1.0):
-        self.a, self.b = _leaf(a, "a"), _leaf(b, "b")
-
-    def __check_init__(self):
-        try:
-            b = float(self.b)
-        except Exception:  # traced
-            return
-        if not b < 0:
-            raise ValueError(f"Gaussian: parameter 'b' must be < 0 (integrable), got {b}")
+        self.a = _param(a, "Gaussian", "a")
+        self.b = _param(b, "Gaussian", "b", hi=0.0, hi_open=True)
 
     def __call__(self, x):
         return self.a * jnp.exp(self.b * x * x)
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         b = self.b
-        det = (1 - 2 * b * q1) * (1 - 2 * b * q2) - 4 * b * b * q12 * q12
-        inv = 1 / jnp.sqrt(det)
+        root = _root_of(1 - 2 * b * (q1 + q2), 4 * b * b, q1, q2, q12)
+        inv = 1 / root
         a2 = self.a**2
         return a2 * inv, a2 * 4 * b * b * q12 * inv**3
 
@@ -435,44 +568,79 @@ class Gaussian(AbstractClosedFormActivation):
 # --------------------------------------------------------------------------------------
 
 
+def _log_factorial(n):
+    return float(special.gammaln(n + 1))
+
+
 @functools.lru_cache(maxsize=None)
 def _mehler_poly_table(degree: int) -> np.ndarray:
-    """T[l, n]: contribution of coefficient n to s_l (see ``Polynomial.dual``); q power is m."""
+    """``T[l, n] = n! / (m! 2^m sqrt(l!))`` for ``n = l + 2m`` (else 0), float64: the coefficient
+    of ``q^m h_l`` in ``(sqrt(q) z)^n`` (see :class:`Polynomial`). Evaluated through log-gamma,
+    so no integer overflows; entries reach 1e93 at ``degree = 100``."""
     t = np.zeros((degree + 1, degree + 1))
     for n in range(degree + 1):
         for m in range(n // 2 + 1):
             l = n - 2 * m
-            t[l, n] = math.factorial(n) / (math.factorial(m) * 2**m * math.sqrt(math.factorial(l)))
+            t[l, n] = math.exp(_log_factorial(n) - _log_factorial(m) - m * math.log(2) - 0.5 * _log_factorial(l))
     return t
 
 
-def _poly_dual_terms(coef: Array, q: Array) -> list[Array]:
-    r"""Returns :math:`s_l(q)` with :math:`p(\sqrt q z) = \sum_l s_l(q) q^{l/2}\,h_l(z)`."""
+# Largest polynomial degree whose table fits each dtype (float32: T <= 3.4e38).
+_FLOAT32_POLY_DEGREE = 49
+
+
+def _powers(x: Array, m: int) -> Array:
+    """``x^0 .. x^m`` stacked on a new last axis, by repeated multiplication (exact
+    derivatives everywhere, also at ``x = 0``)."""
+    out = [jnp.ones_like(x)]
+    for _ in range(m):
+        out.append(out[-1] * x)
+    return jnp.stack(out, axis=-1)
+
+
+def _check_poly_dtype(degree: int, dtype, owner: str):
+    if jnp.finfo(dtype).bits < 64 and degree > _FLOAT32_POLY_DEGREE:
+        raise ValueError(f"{owner}: degree {degree} needs float64 (enable jax_enable_x64): its Mehler coefficients "
+                         f"exceed float32 beyond degree {_FLOAT32_POLY_DEGREE}")
+
+
+def _poly_s(coef: Array, q: Array) -> Array:
+    r""":math:`s_l(q)`, ``l = 0..N`` on a new last axis, with
+    :math:`p(\sqrt q z) = \sum_l s_l(q) q^{l/2}\,h_l(z)`:
+    :math:`s_l(q) = \sum_m c_{l+2m}\,T[l, l+2m]\,q^m`."""
     degree = coef.shape[0] - 1
+    half = degree // 2
     table = _mehler_poly_table(degree)
-    out = []
-    for l in range(degree + 1):
-        acc = jnp.zeros_like(q)
-        for m in range((degree - l) // 2 + 1):
-            n = l + 2 * m
-            acc = acc + coef[n] * table[l, n] * q**m
-        out.append(acc)
-    return out
+    l_idx, m_idx = np.meshgrid(np.arange(degree + 1), np.arange(half + 1), indexing="ij")
+    n_idx = l_idx + 2 * m_idx
+    valid = n_idx <= degree
+    n_safe = np.where(valid, n_idx, 0)
+    t = jnp.asarray(np.where(valid, table[l_idx, n_safe], 0.0), coef.dtype)
+    c = coef[n_safe]
+    a = jnp.where(jnp.asarray(valid) & (c != 0), c * t, 0.0)  # (N + 1, M + 1)
+    return _powers(q, half) @ a.T
 
 
-def _poly_expectation(coef: Array, q1, q2, q12) -> Array:
-    r""":math:`\mathbb{E}[p(u)p(v)] = \sum_l s_l(q_1)s_l(q_2)\,q_{12}^l` (Mehler's formula)."""
-    s1 = _poly_dual_terms(coef, jnp.asarray(q1))
-    s2 = _poly_dual_terms(coef, jnp.asarray(q2))
-    acc = jnp.zeros(jnp.broadcast_shapes(jnp.shape(q1), jnp.shape(q2), jnp.shape(q12)), coef.dtype)
-    for l in reversed(range(len(s1))):
-        acc = acc * q12 + s1[l] * s2[l]
-    return acc
+def _poly_dual_terms(coef: Array, q: Array) -> list[Array]:
+    r"""Returns :math:`s_l(q)` (a list over ``l``) with
+    :math:`p(\sqrt q z) = \sum_l s_l(q) q^{l/2}\,h_l(z)` (used by :mod:`rmtjax.hermite`)."""
+    s = _poly_s(coef, jnp.asarray(q))
+    return [s[..., l] for l in range(s.shape[-1])]
+
+
+def _mehler_expectation(s1: Array, s2: Array, q12: Array) -> Array:
+    r""":math:`\sum_l s_l(q_1)s_l(q_2)\,q_{12}^l` (Mehler's formula). Terms whose factors are
+    exactly zero count as zero even where another factor overflowed, so a result is ``inf``
+    only where a term's true value is; an overflow of terms of both signs gives NaN, which
+    :func:`rmtjax.gaussian.gaussian_expectations` and :func:`rmtjax.kernels.kernel` report."""
+    pw = _powers(q12, s1.shape[-1] - 1)
+    ss = jnp.where((s1 == 0) | (s2 == 0), 0.0, s1 * s2)
+    return jnp.sum(jnp.where((ss == 0) | (pw == 0), 0.0, ss * pw), axis=-1)
 
 
 class Polynomial(AbstractClosedFormActivation):
     r""":math:`\phi(x) = \sum_{n=0}^{N} c_n x^n` (``coef`` in increasing order, as NumPy's
-    ``Polynomial``). Exact through Mehler's formula: writing
+    ``Polynomial``; degree ``N <= 100``). Exact through Mehler's formula: writing
     :math:`p(\sqrt{q}z) = \sum_l r_l(q)\,h_l(z)` in orthonormal Hermite functions,
 
     .. math::
@@ -480,19 +648,25 @@ class Polynomial(AbstractClosedFormActivation):
         = \sum_l s_l(q_1)s_l(q_2)\,q_{12}^l,\qquad
         s_l(q) = \sum_m c_{l+2m}\frac{(l+2m)!}{m!\,2^m\sqrt{l!}}\,q^m,
 
-    a polynomial in :math:`(q_1, q_2, q_{12})`, so no singularity anywhere.
+    a polynomial in :math:`(q_1, q_2, q_{12})`, so no singularity anywhere and exact gradients.
+    The table is computed through log-gamma in float64. Accuracy: a few ulp of the sum of the
+    absolute values of the terms (exact cancellation-free for a single monomial, and for
+    :class:`Hermite`, which has its own form of :math:`s_l`); a general polynomial with
+    coefficients of mixed signs inherits its own conditioning. Degrees above 49 need float64
+    (the coefficients exceed float32). Overflow gives ``inf`` where the true value does; a
+    NaN (terms of both signs overflowing) is reported as an error by
+    :func:`rmtjax.gaussian.gaussian_expectations` and :func:`rmtjax.kernels.kernel`.
     """
 
     coef: Array
     nt_name: ClassVar[str] = "Polynomial"
 
     def __init__(self, coef: ArrayLike):
-        coef = jnp.asarray(coef)
-        if not jnp.issubdtype(coef.dtype, jnp.floating):
-            coef = coef.astype(float)
-        if coef.ndim != 1 or coef.shape[0] < 1:
-            raise ValueError(f"Polynomial: 'coef' must be a non-empty 1-d array, got shape {coef.shape}")
-        self.coef = coef
+        coef = as_real(coef, "Polynomial.coef", ndim=1)
+        if coef.shape[0] > _SUPPORTED_DEGREE + 1:
+            raise ValueError(f"Polynomial.coef must have at most {_SUPPORTED_DEGREE + 1} entries (degree <= "
+                             f"{_SUPPORTED_DEGREE}, the supported range), got {coef.shape[0]}")
+        self.coef = check_range(coef, "Polynomial.coef")
 
     def __call__(self, x):
         x = jnp.asarray(x)
@@ -501,49 +675,87 @@ class Polynomial(AbstractClosedFormActivation):
             acc = acc * x + c
         return acc
 
-    def _dcoef(self):
-        n = jnp.arange(1, self.coef.shape[0], dtype=self.coef.dtype)
-        d = self.coef[1:] * n
-        return d if d.shape[0] else jnp.zeros((1,), self.coef.dtype)
+    def _dcoef(self, dtype=None):
+        coef = self.coef if dtype is None else self.coef.astype(dtype)
+        n = jnp.asarray(np.arange(1, coef.shape[0]), coef.dtype)
+        d = coef[1:] * n
+        return d if d.shape[0] else jnp.zeros((1,), coef.dtype)
 
     def derivative(self, x):
         return Polynomial(self._dcoef())(x)
 
-    def dual(self, q1, q2, q12):
-        return _poly_expectation(self.coef, q1, q2, q12), _poly_expectation(self._dcoef(), q1, q2, q12)
+    def _s(self, q: Array, derivative: bool) -> Array:
+        """``s_l(q)`` of the polynomial (or of its derivative) on a new last axis."""
+        _check_poly_dtype(self.coef.shape[0] - 1, q.dtype, type(self).__name__)
+        return _poly_s(self._dcoef(q.dtype) if derivative else self.coef.astype(q.dtype), q)
+
+    def _dual(self, q1, q2, q12):
+        k, kdot = (_mehler_expectation(self._s(q1, d), self._s(q2, d), q12) for d in (False, True))
+        return k, kdot
 
 
 class Monomial(Polynomial):
-    r""":math:`\phi(x) = x^{\mathrm{degree}}` (exact Mehler expansion, any degree)."""
+    r""":math:`\phi(x) = x^{\mathrm{degree}}` (``0 <= degree <= 100``): exact Mehler expansion,
+    a single positive term per order (no cancellation):
+    :math:`s_l(q) = \frac{n!}{m!\,2^m\sqrt{l!}}q^m`, :math:`n = l + 2m`."""
 
     degree: int = eqx.field(static=True)
     nt_name: ClassVar[str] = "Monomial"
 
     def __init__(self, degree: int):
-        if int(degree) != degree or degree < 0:
-            raise ValueError(f"Monomial: 'degree' must be a non-negative integer, got {degree}")
-        self.degree = int(degree)
+        self.degree = _degree(degree, "Monomial")
         self.coef = jnp.asarray(np.eye(self.degree + 1)[self.degree])
 
 
-class Hermite(Polynomial):
-    r"""Normalized probabilists' Hermite polynomial :math:`h_n = He_n/\sqrt{n!}`.
+@functools.lru_cache(maxsize=None)
+def _hermite_rescaling(n: int) -> np.ndarray:
+    """``C[l] = sqrt(n!) / (m! 2^m sqrt(l!))`` for ``l = n - 2m`` (else 0), float64."""
+    c = np.zeros(n + 1)
+    for m in range(n // 2 + 1):
+        l = n - 2 * m
+        c[l] = math.exp(0.5 * _log_factorial(n) - _log_factorial(m) - m * math.log(2) - 0.5 * _log_factorial(l))
+    return c
 
-    The dual is exact for any variances: :math:`\sum_l s_l(q_1)s_l(q_2)q_{12}^l`. For unit
-    variances it reduces to :math:`q_{12}^n`, neural-tangents' formula (which assumes them).
+
+def _hermite_s(n: int, q: Array) -> Array:
+    r""":math:`s_l(q)` of :math:`h_n`: from :math:`He_n(az) = \sum_m \frac{n!}{m!(n-2m)!}
+    \big(\frac{a^2-1}{2}\big)^m a^{n-2m} He_{n-2m}(z)`,
+    :math:`s_{n-2m}(q) = \frac{\sqrt{n!}}{m!\,2^m\sqrt{(n-2m)!}}(q-1)^m` — no cancellation
+    (the expanded monomial sums cancel to 0 at ``q = 1``, where this is exact)."""
+    c = _hermite_rescaling(n)
+    m_of_l = np.array([(n - l) // 2 if (n - l) % 2 == 0 else 0 for l in range(n + 1)])
+    pw = _powers(q - 1, n // 2)[..., m_of_l]  # (q - 1)^{m(l)}
+    lead = (1,) * q.ndim
+    return jnp.where(jnp.asarray(c != 0).reshape(lead + c.shape), pw * jnp.asarray(c, q.dtype).reshape(lead + c.shape), 0.0)
+
+
+class Hermite(Polynomial):
+    r"""Normalized probabilists' Hermite polynomial :math:`h_n = He_n/\sqrt{n!}`
+    (``0 <= degree <= 100``).
+
+    The dual is exact for any variances: :math:`\sum_l s_l(q_1)s_l(q_2)q_{12}^l` with the
+    rescaling identity :math:`s_{n-2m}(q) = \frac{\sqrt{n!}}{m!\,2^m\sqrt{(n-2m)!}}(q-1)^m`
+    (no cancellation: at unit variances it is exactly :math:`q_{12}^n`, neural-tangents'
+    formula, which assumes them); :math:`h_n' = \sqrt n\,h_{n-1}`.
     """
 
     degree: int = eqx.field(static=True)
     nt_name: ClassVar[str] = "Hermite"
 
     def __init__(self, degree: int):
-        if int(degree) != degree or degree < 0:
-            raise ValueError(f"Hermite: 'degree' must be a non-negative integer, got {degree}")
         from numpy.polynomial.hermite_e import herme2poly
 
-        self.degree = int(degree)
-        c = herme2poly([0] * self.degree + [1]) / math.sqrt(math.factorial(self.degree))
+        self.degree = _degree(degree, "Hermite")
+        c = herme2poly([0] * self.degree + [1]) / math.exp(0.5 * _log_factorial(self.degree))
         self.coef = jnp.asarray(np.asarray(c, dtype=np.float64))
+
+    def _s(self, q, derivative):
+        n = self.degree
+        if not derivative:
+            return _hermite_s(n, q)
+        if n == 0:
+            return jnp.zeros(q.shape + (1,), q.dtype)
+        return math.sqrt(n) * _hermite_s(n - 1, q)
 
 
 # --------------------------------------------------------------------------------------
@@ -551,58 +763,67 @@ class Hermite(Polynomial):
 # --------------------------------------------------------------------------------------
 
 
-def _positive_moment(k: int) -> float:
-    """E[max(z, 0)^k] for z ~ N(0, 1)."""
-    return 2 ** (k / 2) * math.gamma((k + 1) / 2) / (2 * math.sqrt(math.pi))
+@functools.lru_cache(maxsize=None)
+def _rect_nodes(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes in (0, 1/2] and weights (doubled: the integrand is symmetric about
+    1/2) for :math:`J_n`. ``N = n + 28`` nodes on [0, 1] (rounded up to even): measured against
+    60-digit quadrature at ``eps`` in [1e-6, pi], relative error <= 2e-14 for n <= 100 (it
+    needs about ``n + 16``)."""
+    npts = n + 28 + (n % 2)
+    x, w = np.polynomial.legendre.leggauss(npts)
+    x, w = 0.5 * (x + 1), 0.5 * w
+    half = x < 0.5
+    return x[half], 2 * w[half]
 
 
-def _rect_moments(a: int, b: int, rho, s, theta) -> Array:
-    r"""G_{a,b}(rho) = E[u_+^a v_+^b] for unit variances and correlation rho, by Gaussian
-    integration by parts in u (Stein's lemma):
-    G_{a,b} = (a-1) G_{a-2,b} + b rho G_{a-1,b-1} (+ boundary terms at u = 0 or v = 0)."""
-    phi0 = 1 / math.sqrt(2 * math.pi)
-    one_m_r2 = 1 - rho * rho
-
-    def spow(k):  # s^k without an infinite derivative of (1-rho^2)^{k/2} for k >= 2
-        out = one_m_r2 ** (k // 2)
-        return out * s if k % 2 else out
-
-    @functools.lru_cache(maxsize=None)
-    def g(a, b):
-        if a < b:
-            return g(b, a)
-        if a == 0:
-            return (math.pi - theta) / (2 * math.pi)
-        # a >= 1, a >= b
-        if a == 1:
-            # E[delta(u) v_+^b] + b rho G_{0,b-1}, or for b = 0: E[delta(u)] P + rho E[delta(v)]
-            if b == 0:
-                return phi0 * 0.5 * (1 + rho)
-            return phi0 * _positive_moment(b) * spow(b) + b * rho * g(0, b - 1)
-        out = (a - 1) * g(a - 2, b)
-        if b >= 1:
-            out = out + b * rho * g(a - 1, b - 1)
-        else:
-            out = out + rho * phi0 * _positive_moment(a - 1) * spow(a - 1)
-        return out
-
-    return g(a, b)
+def _rect_moment(n: int, a: Array, eps: Array) -> Array:
+    r""":math:`\mathbb E[u_+^n v_+^n] = \frac{n!}{2\pi}(p + q_{12})^n\,\varepsilon\,J_n(\varepsilon)`,
+    :math:`J_n(\varepsilon) = \int_0^1 g(x)^n dx`, :math:`g = \frac{\sin(\varepsilon x)
+    \sin(\varepsilon(1-x))}{\sin^2(\varepsilon/2)}\in[0, 1]`; ``a = p + q12``, ``eps`` the angle
+    :math:`\pi - \theta`."""
+    if n == 0:
+        return eps / (2 * math.pi)
+    x, w = _rect_nodes(n)
+    dtype = eps.dtype
+    lead = (1,) * eps.ndim
+    x = jnp.asarray(x, dtype).reshape(lead + x.shape)
+    w = jnp.asarray(w, dtype).reshape(lead + w.shape)
+    e = eps[..., None]
+    pi = math.pi
+    g = 4 * x * (1 - x) * jnp.sinc(e * x / pi) * jnp.sinc(e * (1 - x) / pi) / jnp.sinc(e / (2 * pi)) ** 2
+    j = jnp.sum(w * g**n, axis=-1)
+    pos = (a > 0) & (eps > 0)
+    a_s = jnp.where(pos, a, 1.0)
+    e_s = jnp.where(pos, eps, 1.0)
+    log_k = n * jnp.log(a_s) + (_log_factorial(n) - math.log(2 * pi)) + jnp.log(e_s) + jnp.log(j)
+    return jnp.where(pos, jnp.exp(log_k), 0.0)
 
 
 class RectifiedMonomial(AbstractClosedFormActivation):
-    r""":math:`\phi(x) = \max(x, 0)^n`: the arc-cosine kernel of order :math:`n` (Cho & Saul
-    2009), :math:`\mathbb{E}[\phi\phi] = (q_1q_2)^{n/2} J_n(\theta)/(2\pi)`, evaluated by the
-    exact recursion :math:`G_{a,b} = (a-1)G_{a-2,b} + b\rho G_{a-1,b-1}` for
-    :math:`G_{a,b} = \mathbb{E}[u_+^a v_+^b]` (Stein's lemma), which stays finite at
-    :math:`\rho = \pm 1` where the :math:`\partial_\theta / \sin\theta` form does not."""
+    r""":math:`\phi(x) = \max(x, 0)^n` (``0 <= n <= 100``): the arc-cosine kernel of order
+    :math:`n` (Cho & Saul 2009). Writing :math:`(u, v) = (w\cdot a, w\cdot b)` with
+    :math:`w \sim \mathcal N(0, I_2)` and integrating the radius (:math:`\mathbb E R^{2n} =
+    2^n n!`) leaves a positive integral over the angle:
+
+    .. math::
+        \mathbb E[u_+^n v_+^n] = \frac{n!}{2\pi}\,(\sqrt{q_1q_2} + q_{12})^n\,\varepsilon
+        \int_0^1 \Big(\frac{\sin(\varepsilon x)\sin(\varepsilon(1-x))}
+        {\sin^2(\varepsilon/2)}\Big)^n dx,\qquad \varepsilon = \pi - \theta,
+
+    evaluated by Gauss-Legendre quadrature with ``n + 28`` nodes in log space. Every term is
+    positive, so the value has a small *relative* error at every correlation — the recursions in
+    :math:`\theta` (Cho & Saul's :math:`J_n`) cancel catastrophically for negative
+    correlations (degree 20 at :math:`\rho = -0.9` gave :math:`-2\times10^6` for
+    :math:`3.4\times10^{-4}`). Measured against 60-digit references: relative error below
+    1e-13 (float64) for degrees up to 100; overflow gives ``inf`` (the true value).
+    :math:`\mathbb E[\phi'\phi'] = n^2\,\mathbb E[u_+^{n-1}v_+^{n-1}]`.
+    """
 
     degree: int = eqx.field(static=True)
     nt_name: ClassVar[str] = "RectifiedMonomial"
 
     def __init__(self, degree: int):
-        if int(degree) != degree or degree < 0:
-            raise ValueError(f"RectifiedMonomial: 'degree' must be a non-negative integer, got {degree}")
-        self.degree = int(degree)
+        self.degree = _degree(degree, "RectifiedMonomial")
 
     def __call__(self, x):
         x = jnp.asarray(x)
@@ -615,16 +836,14 @@ class RectifiedMonomial(AbstractClosedFormActivation):
             return jnp.zeros_like(x, dtype=float)
         return n * jnp.maximum(x, 0) ** (n - 1) * (x >= 0)
 
-    def dual(self, q1, q2, q12):
+    def _dual(self, q1, q2, q12):
         n = self.degree
-        rho, s = correlation(q1, q2, q12)
-        theta = angle(s, rho)
-        root = safe_sqrt(q1 * q2)
-        k = root**n * _rect_moments(n, n, rho, s, theta)
+        a = jnp.maximum(sqrt_prod(q1, q2) + q12, 0.0)
+        eps = angle(gap(q1, q2, q12), -q12)
+        k = _rect_moment(n, a, eps)
         if n == 0:
             return k, jnp.zeros_like(k)
-        kdot = n * n * root ** (n - 1) * _rect_moments(n - 1, n - 1, rho, s, theta)
-        return k, kdot
+        return k, n * n * _rect_moment(n - 1, a, eps)
 
 
 # --------------------------------------------------------------------------------------
@@ -680,7 +899,7 @@ class Swish(AbstractActivation):
     nt_name: ClassVar[str] = "Swish"
 
     def __init__(self, beta: ArrayLike = 1.0):
-        self.beta = _leaf(beta, "beta")
+        self.beta = _param(beta, "Swish", "beta")
 
     def __call__(self, x):
         return x * jax.nn.sigmoid(self.beta * x)
@@ -712,7 +931,7 @@ class Elu(AbstractActivation):
     nt_name: ClassVar[str] = "Elu"
 
     def __init__(self, alpha: ArrayLike = 1.0):
-        self.alpha = _leaf(alpha, "alpha")
+        self.alpha = _param(alpha, "Elu", "alpha")
 
     def __call__(self, x):
         x = jnp.asarray(x)
@@ -743,6 +962,17 @@ class Custom(AbstractActivation):
 
     fn: Callable = eqx.field(static=True)
     params: Any = None
+
+    def __init__(self, fn: Callable, params: Any = None):
+        if not callable(fn):
+            raise ValueError(f"Custom.fn must be callable fn(x, params), got {type(fn).__name__}")
+        self.fn = fn
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        checked = []
+        for i, leaf in enumerate(leaves):
+            name = f"Custom.params (leaf {i})"
+            checked.append(check_range(as_real(leaf, name, allow_empty=True), name))
+        self.params = jax.tree_util.tree_unflatten(treedef, checked)
 
     def __call__(self, x):
         return self.fn(x, self.params)

@@ -41,6 +41,7 @@ the Hermite coefficients decay only algebraically: prefer a closed form where on
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import NamedTuple
 
 import equinox as eqx
@@ -50,7 +51,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from ._numerics import correlation, gauss_hermite, hermite_table, safe_sqrt, trapezoid_gaussian
-from .activations import AbstractActivation, AbstractClosedFormActivation
+from ._validate import error_if, real, static_int
+from .activations import AbstractActivation, AbstractClosedFormActivation, _covariance
 
 __all__ = [
     "AbstractMethod",
@@ -76,64 +78,86 @@ class AbstractMethod(eqx.Module):
     """How to evaluate a bivariate Gaussian expectation."""
 
 
+def _static_float(x, name: str, lo: float, hi: float) -> float:
+    """A structural (static) real number in ``[lo, hi]``: bools, strings, complex, NaN and
+    traced values raise ``ValueError``."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a real number in [{lo:g}, {hi:g}], got {x!r} ({type(x).__name__})")
+    v = float(x)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be a real number in [{lo:g}, {hi:g}], got {v!r}")
+    return v
+
+
 class ClosedForm(AbstractMethod):
-    """The activation's closed form; a ``TypeError`` if it has none."""
+    """The activation's closed form (``ValueError`` if it has none)."""
 
 
 class GaussHermite(AbstractMethod):
-    """Tensor-product Gauss-Hermite quadrature with ``deg`` nodes per dimension."""
+    """Tensor-product Gauss-Hermite quadrature with ``deg`` nodes per dimension (``2 <= deg <= 400``)."""
 
     deg: int = eqx.field(static=True, default=32)
 
     def __check_init__(self):
-        if not (isinstance(self.deg, int) and 2 <= self.deg <= 400):
-            raise ValueError(f"GaussHermite: 'deg' must be an integer in [2, 400], got {self.deg!r}")
+        static_int(self.deg, "GaussHermite.deg", lo=2, hi=400)
 
 
 class Mehler(AbstractMethod):
     """Truncated Mehler series of ``order`` terms plus a tail estimate (exact at
     ``rho = +-1``); the Hermite coefficients of each variance come from a trapezoidal rule of
     spacing ``step`` on ``[-cutoff, cutoff]`` (exponentially convergent for analytic
-    activations, see :func:`rmtjax._numerics.trapezoid_gaussian`)."""
+    activations, see :func:`rmtjax._numerics.trapezoid_gaussian`). ``1 <= order <= 400``,
+    ``0.001 <= step <= 0.25``, ``8 <= cutoff <= 40``."""
 
     order: int = eqx.field(static=True, default=64)
     step: float = eqx.field(static=True, default=0.04)
     cutoff: float = eqx.field(static=True, default=13.0)
 
     def __check_init__(self):
-        if not (isinstance(self.order, int) and 1 <= self.order <= 400):
-            raise ValueError(f"Mehler: 'order' must be an integer in [1, 400], got {self.order!r}")
-        if not (0.001 <= self.step <= 0.25):
-            raise ValueError(f"Mehler: 'step' must be in [0.001, 0.25], got {self.step!r}")
-        if not (8.0 <= self.cutoff <= 40.0):
-            raise ValueError(f"Mehler: 'cutoff' must be in [8, 40], got {self.cutoff!r}")
+        static_int(self.order, "Mehler.order", lo=1, hi=400)
+        _static_float(self.step, "Mehler.step", 0.001, 0.25)
+        _static_float(self.cutoff, "Mehler.cutoff", 8.0, 40.0)
 
 
 class MonteCarlo(AbstractMethod):
-    """Monte-Carlo estimate with ``num_samples`` draws from a fixed ``seed``."""
+    """Monte-Carlo estimate with ``num_samples`` draws (``1 <= num_samples <= 10**8``) from a
+    fixed ``seed`` (``0 <= seed < 2**32``)."""
 
     num_samples: int = eqx.field(static=True, default=100_000)
     seed: int = eqx.field(static=True, default=0)
 
+    def __check_init__(self):
+        static_int(self.num_samples, "MonteCarlo.num_samples", lo=1, hi=10**8)
+        static_int(self.seed, "MonteCarlo.seed", lo=0, hi=2**32 - 1)
+
 
 class Auto(AbstractMethod):
-    """Closed form if the activation has one, else ``numerical`` (default ``Mehler()``)."""
+    """Closed form if the activation has one, else ``numerical`` (default ``Mehler()``;
+    one of :class:`Mehler`, :class:`GaussHermite`, :class:`MonteCarlo`)."""
 
     numerical: AbstractMethod = Mehler()
 
+    def __check_init__(self):
+        if not isinstance(self.numerical, (Mehler, GaussHermite, MonteCarlo)):
+            raise ValueError(f"Auto.numerical must be a Mehler, GaussHermite or MonteCarlo method, got "
+                             f"{self.numerical!r}")
+
 
 def _resolve(activation: AbstractActivation, method: AbstractMethod) -> AbstractMethod:
+    if not isinstance(activation, AbstractActivation):
+        raise ValueError(f"activation must be an rmtjax.activations module, got {type(activation).__name__}")
+    if not isinstance(method, AbstractMethod):
+        raise ValueError(f"method must be an rmtjax.gaussian method object (Auto(), ClosedForm(), Mehler(order), "
+                         f"GaussHermite(deg), MonteCarlo(num_samples)), got {method!r}")
     if isinstance(method, Auto):
         if isinstance(activation, AbstractClosedFormActivation):
             return ClosedForm()
-        return _resolve(activation, method.numerical)
+        return method.numerical
     if isinstance(method, ClosedForm) and not isinstance(activation, AbstractClosedFormActivation):
-        raise TypeError(
-            f"{type(activation).__name__} has no closed-form Gaussian expectation; use "
-            "method=GaussHermite(deg) or method=Mehler(order)"
+        raise ValueError(
+            f"method=ClosedForm(): {type(activation).__name__} has no closed-form Gaussian expectation; use "
+            "method=Mehler(order) or method=GaussHermite(deg)"
         )
-    if not isinstance(method, AbstractMethod):
-        raise TypeError(f"method must be an rmtjax.gaussian method object, got {method!r}")
     return method
 
 
@@ -150,7 +174,25 @@ def _mehler_table(order: int, step: float, cutoff: float):
 
 def hermite_coefficients_at(fn, q: ArrayLike, *, order: int, step: float = 0.04, cutoff: float = 13.0) -> Array:
     r"""Coefficients :math:`a_j(q) = \mathbb E[f(\sqrt q z) h_j(z)]`, ``j = 0..order``, for
-    every entry of ``q`` (shape ``q.shape + (order + 1,)``), by the trapezoidal rule."""
+    every entry of ``q`` (shape ``q.shape + (order + 1,)``), by the trapezoidal rule.
+
+    Args:
+        fn: an elementwise function (an activation module or any callable).
+        q: variances, finite and ``>= 0``.
+        order: the highest coefficient index, ``0 <= order <= 400``.
+        step, cutoff: the trapezoidal rule (as :class:`Mehler`).
+
+    Example:
+        >>> from rmtjax.activations import Tanh
+        >>> hermite_coefficients_at(Tanh(), 1.0, order=3).shape
+        (4,)
+    """
+    if not callable(fn):
+        raise ValueError(f"fn must be callable, got {type(fn).__name__}")
+    order = static_int(order, "order", lo=0, hi=400)
+    step = _static_float(step, "step", 0.001, 0.25)
+    cutoff = _static_float(cutoff, "cutoff", 8.0, 40.0)
+    q = real(q, "q", lo=0.0)
     return _coefficients_and_tails(fn, q, order=order, step=step, cutoff=cutoff)[0]
 
 
@@ -232,6 +274,30 @@ def _monte_carlo(activation, q1, q2, q12, num_samples, seed):
     return k, kdot
 
 
+def _expectations(activation: AbstractActivation, q1: Array, q2: Array, q12: Array,
+                  method: AbstractMethod) -> Expectations:
+    """The expectations for valid arguments (arrays of one floating dtype, ``q12`` within
+    :math:`\\pm\\sqrt{q_1q_2}`) and a method object; no checks (the kernel engine calls this)."""
+    dtype = q12.dtype
+    method = _resolve(activation, method)
+    shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
+    if isinstance(method, ClosedForm):
+        k, kdot = activation._dual(q1, q2, q12)
+    elif isinstance(method, GaussHermite):
+        q1, q2, q12 = (jnp.broadcast_to(x, shape) for x in (q1, q2, q12))
+        k, kdot = _gauss_hermite(activation, q1, q2, q12, method.deg)
+    elif isinstance(method, Mehler):
+        rho, _ = correlation(q1, q2, q12)
+        k = _mehler(activation, q1, q2, rho, method)
+        kdot = _mehler(activation.derivative, q1, q2, rho, method)
+    elif isinstance(method, MonteCarlo):
+        q1, q2, q12 = (jnp.broadcast_to(x, shape) for x in (q1, q2, q12))
+        k, kdot = _monte_carlo(activation, q1, q2, q12, method.num_samples, method.seed)
+    else:  # pragma: no cover - _resolve rejects the rest
+        raise ValueError(f"unknown method {method!r}")
+    return Expectations(jnp.broadcast_to(k, shape).astype(dtype), jnp.broadcast_to(kdot, shape).astype(dtype))
+
+
 def gaussian_expectations(
     activation: AbstractActivation,
     q1: ArrayLike,
@@ -244,34 +310,27 @@ def gaussian_expectations(
 
     Args:
         activation: an :mod:`rmtjax.activations` module.
-        q1, q2: the variances of ``u`` and ``v`` (``>= 0``), broadcastable with ``q12``.
-        q12: the covariance, :math:`|q_{12}| \le \sqrt{q_1 q_2}` (clipped if rounding exceeds it).
+        q1, q2: the variances of ``u`` and ``v``, finite and ``>= 0``, broadcastable with ``q12``.
+        q12: the covariance, :math:`q_{12}^2 \le q_1 q_2`; rounding up to
+            :math:`|q_{12}| \le (1 + \sqrt{\varepsilon})\sqrt{q_1q_2}` (1.5e-8 in float64, 3.5e-4
+            in float32) is clipped to the boundary, more is rejected.
         method: :class:`Auto` (default), :class:`ClosedForm`, :class:`GaussHermite`,
             :class:`Mehler` or :class:`MonteCarlo`.
+
+    Raises:
+        ValueError: for invalid arguments (eagerly, or through a compiled check under ``jit``),
+            and where the expectation overflows the dtype in a way that leaves no value (terms of
+            both signs beyond its range); an overflow to ``+-inf`` that is the true value is
+            returned.
 
     Example:
         >>> from rmtjax.activations import Tanh
         >>> k, kdot = gaussian_expectations(Tanh(), 1.0, 1.0, 0.5, method=GaussHermite(40))
     """
-    q1, q2, q12 = jnp.asarray(q1), jnp.asarray(q2), jnp.asarray(q12)
-    dtype = jnp.result_type(q1, q2, q12, float)
-    q1, q2, q12 = q1.astype(dtype), q2.astype(dtype), q12.astype(dtype)
-    method = _resolve(activation, method)
-    if isinstance(method, ClosedForm):
-        k, kdot = activation.dual(q1, q2, q12)
-    elif isinstance(method, GaussHermite):
-        shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
-        q1, q2, q12 = (jnp.broadcast_to(x, shape) for x in (q1, q2, q12))
-        k, kdot = _gauss_hermite(activation, q1, q2, q12, method.deg)
-    elif isinstance(method, Mehler):
-        rho, _ = correlation(q1, q2, q12)
-        k = _mehler(activation, q1, q2, rho, method)
-        kdot = _mehler(activation.derivative, q1, q2, rho, method)
-    elif isinstance(method, MonteCarlo):
-        shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
-        q1, q2, q12 = (jnp.broadcast_to(x, shape) for x in (q1, q2, q12))
-        k, kdot = _monte_carlo(activation, q1, q2, q12, method.num_samples, method.seed)
-    else:  # pragma: no cover - _resolve rejects the rest
-        raise TypeError(method)
-    shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
-    return Expectations(jnp.broadcast_to(k, shape).astype(dtype), jnp.broadcast_to(kdot, shape).astype(dtype))
+    _resolve(activation, method)
+    q1, q2, q12 = _covariance(q1, q2, q12)
+    out = _expectations(activation, q1, q2, q12, method)
+    bad = jnp.isnan(out.k) | jnp.isnan(out.kdot)
+    msg = (f"q1, q2: the Gaussian expectations of {type(activation).__name__} overflow {q12.dtype.name} at these "
+           "variances (no finite or infinite value can be given); use smaller q1, q2 or float64")
+    return Expectations(*error_if(tuple(out), bad, msg))

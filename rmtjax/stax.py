@@ -32,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import activations as _act
-from ._validate import check_finite_array, check_matrix, check_nonnegative
-from .gaussian import AbstractMethod, Auto, GaussHermite, gaussian_expectations
-from .kernels._core import FullyConnected, Kernel, _signature, exact_gram, kernel as _core_kernel
+from ._validate import check_nonnegative, choice, flag, static_int
+from .gaussian import AbstractMethod, Auto, GaussHermite, _expectations, _resolve
+from .kernels._core import FullyConnected, Kernel, _cast, _matrix, _pad, _signature, _unpad, _widest, bucket_size, exact_gram
+from .kernels._core import kernel as _core_kernel
 
 __all__ = [
     "ABRelu", "Abs", "Activation", "Cos", "Dense", "ElementwiseNumerical", "Erf", "Exp", "FanInSum",
@@ -61,34 +62,53 @@ class Layer(NamedTuple):
 
 
 class KernelFn:
-    """``kernel_fn(x1, x2=None, get=None)`` with neural-tangents' semantics."""
+    """``kernel_fn(x1, x2=None, get=None)`` with neural-tangents' semantics.
+
+    rmtjax extension: ``kernel_fn(x1, x2, get, buckets=True)`` pads the rows to size buckets
+    and slices the result, as :func:`rmtjax.kernels.kernel` (one compiled program per bucket
+    instead of one per input size). Other neural-tangents keywords are not supported.
+    """
 
     def __init__(self, transform: Callable[[Any], Any], chain: tuple | None):
         self._transform = transform
         self._chain = chain  # description of a plain Dense/activation chain, or None
 
+    def _generic(self, x1, x2):
+        st = self._transform(_input_state(x1, x2))
+        if not isinstance(st, _State):
+            raise ValueError("kernel_fn: the network ends with several branches; close them with FanInSum()")
+        return {"nngp": st.nngp, "ntk": st.ntk, "cov1": st.cov1, "cov2": st.cov2}
+
     def __call__(self, x1, x2=None, get=None, **kwargs):
+        buckets = flag(kwargs.pop("buckets", False), "buckets")
         if kwargs:
             unknown = ", ".join(sorted(kwargs))
-            raise NotImplementedError(f"kernel_fn keyword arguments not supported by rmtjax.stax: {unknown}")
+            raise ValueError(f"kernel_fn: keyword arguments {unknown} are not supported by rmtjax.stax (it takes "
+                             "x1, x2, get and buckets)")
         names = _parse_get(get)
-        x1 = check_finite_array(check_matrix(x1, "x1"), "x1")
+        x1 = _matrix(x1, "x1")
         if x2 is not None:
-            x2 = check_finite_array(check_matrix(x2, "x2"), "x2")
+            x2 = _matrix(x2, "x2")
             if x2.shape[1] != x1.shape[1]:
                 raise ValueError(f"x1 and x2 must have the same number of features, got {x1.shape[1]} and {x2.shape[1]}")
-        dtype = jnp.result_type(x1, float) if x2 is None else jnp.result_type(x1, x2, float)
-        x1 = x1.astype(dtype)
-        x2 = None if x2 is None else x2.astype(dtype)
+        dtype = _widest(x1.dtype, x1.dtype if x2 is None else x2.dtype)
+        x1 = _cast(x1, dtype)
+        x2 = None if x2 is None else _cast(x2, dtype)
         net = _chain_to_spec(self._chain, x1.shape[1]) if self._chain else None  # None or ()
         if net is not None and set(names) <= {"nngp", "ntk"}:
-            out = _core_kernel(x1, x2, net)
+            out = _core_kernel(x1, x2, net, buckets=buckets)
             vals = {"nngp": out.nngp, "ntk": out.ntk}
         else:
-            st = self._transform(_input_state(x1, x2))
-            if not isinstance(st, _State):
-                raise ValueError("the network ends with several branches; close them with FanInSum")
-            vals = {"nngp": st.nngp, "ntk": st.ntk, "cov1": st.cov1, "cov2": st.cov2}
+            n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+            if buckets:
+                x1 = _pad(x1, bucket_size(n1))
+                x2 = None if x2 is None else _pad(x2, bucket_size(n2))
+            # layer by layer, op by op: graphs other than plain chains are small and usually
+            # evaluated once, where compiling the whole graph would cost more than it saves
+            vals = self._generic(x1, x2)
+            if buckets:
+                vals = {"nngp": _unpad(vals["nngp"], n1, n2), "ntk": _unpad(vals["ntk"], n1, n2),
+                        "cov1": _unpad(vals["cov1"], n1), "cov2": _unpad(vals["cov2"], n2)}
         if isinstance(get, str):
             return vals[get]
         if get is None:
@@ -100,10 +120,19 @@ class KernelFn:
 
 def _parse_get(get):
     allowed = ("nngp", "ntk", "cov1", "cov2")
-    names = (get,) if isinstance(get, str) else (("nngp", "ntk") if get is None else tuple(get))
+    if isinstance(get, str):
+        names = (get,)
+    elif get is None:
+        names = ("nngp", "ntk")
+    elif isinstance(get, (tuple, list)) and get:
+        names = tuple(get)
+    else:
+        raise ValueError(f"get must be None, one of {allowed} or a non-empty tuple of them, got {get!r}")
     for n in names:
-        if n not in allowed:
-            raise ValueError(f"get must be one of {allowed} or a tuple of them, got {get!r}")
+        if not isinstance(n, str) or n not in allowed:
+            raise ValueError(f"get must be None, one of {allowed} or a non-empty tuple of them, got {get!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"get must not repeat a name, got {get!r}")
     return names
 
 
@@ -116,10 +145,25 @@ def _input_state(x1, x2):
     return _State(s1[1] / d, dot / d, s2[1] / d, jnp.zeros_like(dot), same, d)
 
 
-def _map_states(st, fn):
-    if isinstance(st, (list, tuple)) and not isinstance(st, _State):
-        return type(st)(_map_states(s, fn) for s in st)
-    return fn(st)
+def _branches(x, who: str, what: str):
+    """``x`` if it is a list of branches (from FanOut / parallel), else a clear ``ValueError``."""
+    if not isinstance(x, list):
+        raise ValueError(f"{who} needs several branches ({what} a list, one per branch, as FanOut(n) produces); "
+                         "got a single input. Put FanOut(n) (or parallel(...)) before it")
+    return x
+
+
+def _single(x, who: str, what: str):
+    if isinstance(x, list):
+        raise ValueError(f"{who} got {len(x)} branches ({what}); close them with FanInSum() first, or wrap it in "
+                         f"parallel(...)")
+    return x
+
+
+def _check_layer(l, who: str, i: int):
+    if not (isinstance(l, tuple) and len(l) == 3 and isinstance(l[2], KernelFn)):
+        raise ValueError(f"{who}: argument {i} is not an rmtjax.stax layer (init_fn, apply_fn, kernel_fn), got "
+                         f"{type(l).__name__}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -131,8 +175,7 @@ def serial(*layers: Layer) -> Layer:
     """Layers applied one after the other (``neural_tangents.stax.serial``)."""
     layers = tuple(layers)
     for i, l in enumerate(layers):
-        if not isinstance(l, tuple) or len(l) != 3:
-            raise ValueError(f"serial: argument {i} is not an (init_fn, apply_fn, kernel_fn) layer")
+        _check_layer(l, "serial", i)
 
     def init_fn(key, input_shape):
         params = []
@@ -143,6 +186,8 @@ def serial(*layers: Layer) -> Layer:
         return input_shape, tuple(params)
 
     def apply_fn(params, x, **kwargs):
+        if not isinstance(params, (tuple, list)) or len(params) != len(layers):
+            raise ValueError(f"serial: params must be the {len(layers)} per-layer parameters from init_fn")
         for l, p in zip(layers, params):
             x = l[1](p, x, **kwargs)
         return x
@@ -159,47 +204,76 @@ def serial(*layers: Layer) -> Layer:
 
 
 def parallel(*layers: Layer) -> Layer:
-    """Applies ``layers[i]`` to the ``i``-th input branch (``neural_tangents.stax.parallel``)."""
+    """Applies ``layers[i]`` to the ``i``-th input branch (``neural_tangents.stax.parallel``);
+    its input must be a list of branches (from :func:`FanOut`)."""
     layers = tuple(layers)
+    if not layers:
+        raise ValueError("parallel needs at least one layer (one per branch)")
+    for i, l in enumerate(layers):
+        _check_layer(l, "parallel", i)
+
+    def _count(n):
+        if n != len(layers):
+            raise ValueError(f"parallel: got {n} branches for {len(layers)} layers")
 
     def init_fn(key, input_shape):
+        shapes = _branches(input_shape, "parallel", "input_shape must be")
+        _count(len(shapes))
         keys = jax.random.split(key, len(layers))
-        outs = [l[0](k, s) for l, k, s in zip(layers, keys, input_shape)]
+        outs = [l[0](k, s) for l, k, s in zip(layers, keys, shapes)]
         return [o[0] for o in outs], tuple(o[1] for o in outs)
 
     def apply_fn(params, xs, **kwargs):
+        xs = _branches(xs, "parallel", "x must be")
+        _count(len(xs))
         return [l[1](p, x, **kwargs) for l, p, x in zip(layers, params, xs)]
 
     def transform(sts):
-        if len(sts) != len(layers):
-            raise ValueError(f"parallel: got {len(sts)} branches for {len(layers)} layers")
+        sts = _branches(sts, "parallel", "its input must be")
+        _count(len(sts))
         return [l[2]._transform(s) for l, s in zip(layers, sts)]
 
     return Layer(init_fn, apply_fn, KernelFn(transform, None))
 
 
 def FanOut(num: int) -> Layer:
-    """Copies the input into ``num`` branches."""
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"FanOut: num must be a positive integer, got {num!r}")
-    return Layer(
-        lambda key, s: ([s] * num, ()),
-        lambda params, x, **kw: [x] * num,
-        KernelFn(lambda st: [st] * num, None),
-    )
+    """Copies the input into ``num >= 1`` branches."""
+    num = static_int(num, "FanOut: num", lo=1, hi=10_000)
+
+    def init_fn(key, s):
+        return [_single(s, "FanOut", "input_shape")] * num, ()
+
+    def apply_fn(params, x, **kw):
+        return [_single(x, "FanOut", "x")] * num
+
+    def transform(st):
+        return [_single(st, "FanOut", "its input")] * num
+
+    return Layer(init_fn, apply_fn, KernelFn(transform, None))
 
 
 def FanInSum() -> Layer:
     r"""Sums the branches. Kernels add (branches are independent given the input, as in
     neural-tangents: a branch ending in a zero-mean random ``Dense`` is uncorrelated with the
-    others)."""
+    others). Its input must be a list of branches (from :func:`FanOut` / :func:`parallel`)."""
 
     def init_fn(key, shapes):
+        shapes = _branches(shapes, "FanInSum", "input_shape must be")
         if len({tuple(s) for s in shapes}) != 1:
             raise ValueError(f"FanInSum: branch shapes differ: {shapes}")
         return shapes[0], ()
 
+    def apply_fn(params, xs, **kw):
+        xs = _branches(xs, "FanInSum", "x must be")
+        if len({jnp.shape(x) for x in xs}) != 1:
+            raise ValueError(f"FanInSum: branch shapes differ: {[jnp.shape(x) for x in xs]}")
+        return sum(xs[1:], xs[0])
+
     def transform(sts):
+        sts = _branches(sts, "FanInSum", "its input must be")
+        for s in sts:
+            if not isinstance(s, _State):
+                raise ValueError("FanInSum: a branch is itself split (nested FanOut); close the inner branches first")
         widths = {s.width for s in sts}
         if len(widths) != 1:
             raise ValueError(f"FanInSum: branch widths differ: {sorted(widths)}")
@@ -208,7 +282,7 @@ def FanInSum() -> Layer:
             sum(s.ntk for s in sts), sts[0].same, sts[0].width,
         )
 
-    return Layer(init_fn, lambda params, xs, **kw: sum(xs), KernelFn(transform, None))
+    return Layer(init_fn, apply_fn, KernelFn(transform, None))
 
 
 def Identity() -> Layer:
@@ -241,21 +315,29 @@ def Dense(
     :math:`\Sigma \mapsto \sigma_w^2\Sigma + \sigma_b^2`, :math:`\Theta \mapsto \Sigma' + \sigma_w^2\Theta`.
     ``"standard"``: :math:`z = W x + b`, :math:`W_{ij} \sim \mathcal N(0, \sigma_w^2/n)`,
     :math:`b_i \sim \mathcal N(0, \sigma_b^2)`; :math:`\Theta \mapsto n\,\Sigma + \sigma_w^2\Theta + 1`.
+
+    ``out_dim >= 1``; ``W_std``, ``b_std`` real scalars, finite and ``>= 0`` (``b_std=None``: no
+    bias); 2-d inputs only (``batch_axis=0``, ``channel_axis=-1`` or ``1``); ``s = (1, 1)``
+    in the standard parameterization.
     """
-    if not isinstance(out_dim, (int, np.integer)) or out_dim < 1:
-        raise ValueError(f"Dense: out_dim must be a positive integer, got {out_dim!r}")
-    if parameterization not in ("ntk", "standard"):
-        raise ValueError(f"Dense: parameterization must be 'ntk' or 'standard', got {parameterization!r}")
-    if batch_axis != 0 or channel_axis not in (-1, 1):
-        raise NotImplementedError("Dense: only batch_axis=0, channel_axis=-1 (2-d inputs) are supported")
-    if tuple(s) != (1, 1) and parameterization == "standard":
-        raise NotImplementedError("Dense: width scalings s != (1, 1) are not supported")
-    W_std = check_nonnegative(W_std, "W_std")
-    b_std = None if b_std is None else check_nonnegative(b_std, "b_std")
+    out_dim = static_int(out_dim, "Dense: out_dim", lo=1)
+    parameterization = choice(parameterization, "Dense: parameterization", ("ntk", "standard"))
+    if static_int(batch_axis, "Dense: batch_axis") != 0:
+        raise ValueError(f"Dense: batch_axis must be 0 (rmtjax.stax supports 2-d inputs (batch, channels)), got {batch_axis}")
+    if static_int(channel_axis, "Dense: channel_axis") not in (-1, 1):
+        raise ValueError(f"Dense: channel_axis must be -1 or 1 (2-d inputs (batch, channels)), got {channel_axis}")
+    if not (isinstance(s, (tuple, list)) and len(s) == 2):
+        raise ValueError(f"Dense: s must be a pair of positive integers, got {s!r}")
+    s = tuple(static_int(v, "Dense: s", lo=1) for v in s)
+    if s != (1, 1) and parameterization == "standard":
+        raise ValueError(f"Dense: s must be (1, 1) (width scalings are not supported), got {s}")
+    W_std = _scalar(W_std, "W_std")
+    b_std = None if b_std is None else _scalar(b_std, "b_std")
     bias = b_std is not None
     bvar = 0.0 if b_std is None else b_std**2
 
     def init_fn(key, input_shape):
+        input_shape = _single(input_shape, "Dense", "input_shape")
         n_in = input_shape[-1]
         k1, k2 = jax.random.split(key)
         W = jax.random.normal(k1, (n_in, out_dim))
@@ -266,7 +348,11 @@ def Dense(
         return tuple(input_shape[:-1]) + (out_dim,), (W, b)
 
     def apply_fn(params, x, **kwargs):
+        x = _single(x, "Dense", "x")
         W, b = params
+        if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != W.shape[0]:
+            raise ValueError(f"Dense: x must have {W.shape[0]} channels (the init_fn input shape), got shape "
+                             f"{jnp.shape(x)}")
         if parameterization == "ntk":
             out = (W_std / math.sqrt(x.shape[-1])) * (x @ W)
             return out if b is None else out + b_std * _bcast(b, out)
@@ -282,10 +368,18 @@ def Dense(
                 ntk = st.width * st.nngp + W_std**2 * st.ntk + (1.0 if bias else 0.0)
             return _State(W_std**2 * st.cov1 + bvar, nngp, W_std**2 * st.cov2 + bvar, ntk, st.same, out_dim)
 
-        return _map_states(st, f)
+        return f(_single(st, "Dense", "its input"))
 
     chain = (("dense", W_std, b_std, parameterization, out_dim),)
     return Layer(init_fn, apply_fn, KernelFn(transform, chain))
+
+
+def _scalar(x, name: str):
+    """A hyperparameter captured by a layer: a real scalar, finite and ``>= 0``."""
+    x = check_nonnegative(x, name)
+    if jnp.ndim(x) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(x)}")
+    return x
 
 
 # ------------------------------------------------------------------------------------------
@@ -297,20 +391,24 @@ def Activation(activation: _act.AbstractActivation, method: AbstractMethod = Aut
     """Any :mod:`rmtjax.activations` module as a stax layer, with a ``method=`` for its
     Gaussian expectations (closed form where available, Mehler series otherwise)."""
     if not isinstance(activation, _act.AbstractActivation):
-        raise ValueError(f"Activation: expected an rmtjax.activations module, got {activation!r}")
+        raise ValueError(f"Activation: activation must be an rmtjax.activations module, got {activation!r}")
+    _resolve(activation, method)
 
     def transform(st):
         def f(st):
-            k, kdot = gaussian_expectations(activation, st.cov1[:, None], st.cov2[None, :], _fix_same(st), method=method)
-            c1 = gaussian_expectations(activation, st.cov1, st.cov1, st.cov1, method=method).k
-            c2 = gaussian_expectations(activation, st.cov2, st.cov2, st.cov2, method=method).k
+            k, kdot = _expectations(activation, st.cov1[:, None], st.cov2[None, :], _fix_same(st), method)
+            c1 = _expectations(activation, st.cov1, st.cov1, st.cov1, method).k
+            c2 = _expectations(activation, st.cov2, st.cov2, st.cov2, method).k
             return _State(c1, k, c2, kdot * st.ntk, st.same, st.width)
 
-        return _map_states(st, f)
+        return f(_single(st, type(activation).__name__, "its input"))
+
+    def apply_fn(params, x, **kw):
+        return activation(_single(x, type(activation).__name__, "x"))
 
     return Layer(
-        lambda key, s: (s, ()),
-        lambda params, x, **kw: activation(x),
+        lambda key, s: (_single(s, type(activation).__name__, "input_shape"), ()),
+        apply_fn,
         KernelFn(transform, (("act", activation, method),)),
     )
 
@@ -321,18 +419,22 @@ def _fix_same(st: _State):
 
 
 def Relu(do_stabilize: bool = False) -> Layer:
+    flag(do_stabilize, "do_stabilize")
     return Activation(_act.Relu())
 
 
 def LeakyRelu(alpha: float, do_stabilize: bool = False) -> Layer:
+    flag(do_stabilize, "do_stabilize")
     return Activation(_act.LeakyRelu(alpha))
 
 
 def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
+    flag(do_stabilize, "do_stabilize")
     return Activation(_act.ABRelu(a, b))
 
 
 def Abs(do_stabilize: bool = False) -> Layer:
+    flag(do_stabilize, "do_stabilize")
     return Activation(_act.Abs())
 
 
@@ -388,8 +490,13 @@ def ElementwiseNumerical(fn: Callable, deg: int, df: Callable | None = None) -> 
     """``fn`` with Gaussian expectations by ``deg``-point Gauss-Hermite quadrature, as
     neural-tangents' layer of the same name (prefer ``Activation(act)``: the Mehler series is
     far cheaper at equal accuracy)."""
+    if not callable(fn):
+        raise ValueError(f"ElementwiseNumerical: fn must be callable, got {type(fn).__name__}")
+    if df is not None and not callable(df):
+        raise ValueError(f"ElementwiseNumerical: df must be None or callable, got {type(df).__name__}")
+    method = GaussHermite(deg)
     act = _act.Custom(lambda x, p: fn(x)) if df is None else _DerivCustom(fn, df)
-    return Activation(act, method=GaussHermite(deg))
+    return Activation(act, method=method)
 
 
 class _DerivCustom(_act.AbstractActivation):

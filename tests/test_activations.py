@@ -13,6 +13,7 @@ from scipy.integrate import quad
 import rmtjax.activations as A
 from rmtjax.gaussian import ClosedForm, GaussHermite, Mehler, MonteCarlo, gaussian_expectations
 
+import _reference as R
 from _reference import quad_expectation
 
 relu = lambda x: max(x, 0.0)  # noqa: E731
@@ -204,9 +205,242 @@ def test_activation_values_and_derivatives():
 def test_bad_parameters_raise():
     with pytest.raises(ValueError, match="degree"):
         A.Monomial(-1)
-    with pytest.raises(ValueError, match="'b'"):
+    with pytest.raises(ValueError, match=r"Gaussian\.b must be finite and < 0"):
         A.Gaussian(1.0, 0.5)
     with pytest.raises(ValueError, match="coef"):
         A.Polynomial([])
     with pytest.raises(ValueError, match="alpha"):
         A.LeakyRelu(jnp.ones(3))
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 12: no silent wrong answers
+# ------------------------------------------------------------------------------------------
+
+
+def test_issue12_rectified_monomial_negative_correlation():
+    # was -2.0e6 (the theta recursion cancels); the true value is 3.4e-4
+    k, kdot = A.RectifiedMonomial(20).dual(1.0, 1.0, -0.9)
+    assert float(k) == pytest.approx(R.mp_rect_moment(20, 1.0, 1.0, -0.9), rel=1e-13)
+    assert float(kdot) == pytest.approx(400 * R.mp_rect_moment(19, 1.0, 1.0, -0.9), rel=1e-13)
+    # its kernels stay non-negative (phi >= 0) and finite, also for opposite inputs
+    from rmtjax.kernels import FullyConnected, kernel
+
+    x = jax.random.normal(jax.random.key(0), (6, 4))
+    x = jnp.concatenate([x, -x[:2]])
+    out = kernel(x, None, FullyConnected(1, 1.0, 0.0, A.RectifiedMonomial(20)))
+    assert np.all(np.asarray(out.nngp) >= 0) and np.all(np.isfinite(np.asarray(out.ntk)))
+
+
+def test_issue12_hermite_80_and_monomial_200():
+    out = gaussian_expectations(A.Hermite(80), 1, 1, 1)  # was 4984 (cancelling monomial sums)
+    assert float(out.k) == pytest.approx(1.0, rel=1e-14)
+    assert float(out.kdot) == pytest.approx(80.0, rel=1e-14)  # h_n' = sqrt(n) h_{n-1}
+    with pytest.raises(ValueError, match=r"Monomial\.degree must be an integer in \[0, 100\]"):
+        A.Monomial(200)  # was OverflowError
+    with pytest.raises(ValueError, match=r"\[0, 100\]"):
+        A.RectifiedMonomial(101)
+    with pytest.raises(ValueError, match="Polynomial.coef must have at most 101"):
+        A.Polynomial(np.ones(102))
+
+
+# Points (q1, q2, q12): negative, positive and near-opposite correlations, unequal variances.
+HIGH_DEGREE_POINTS = [(1.0, 1.0, -0.9), (0.7, 1.3, -0.95 * math.sqrt(0.91)), (2.0, 0.5, 0.2), (0.3, 0.3, 0.29)]
+
+
+@pytest.mark.parametrize("n", [1, 7, 50, 100])
+def test_rectified_monomial_against_60_digit_recursion(n):
+    act = A.RectifiedMonomial(n)
+    for q1, q2, q12 in HIGH_DEGREE_POINTS + [(1.0, 1.0, 1.0), (1.0, 1.0, -0.999)]:
+        k, kdot = act.dual(q1, q2, q12)
+        # measured <= 1.7e-14 relative (Gauss-Legendre, n + 28 nodes; relative at every rho)
+        assert float(k) == pytest.approx(R.mp_rect_moment(n, q1, q2, q12), rel=1e-13, abs=1e-300)
+        assert float(kdot) == pytest.approx(n * n * R.mp_rect_moment(n - 1, q1, q2, q12), rel=1e-13, abs=1e-300)
+    assert float(act.dual(1.0, 1.0, -1.0)[0]) == 0.0  # u_+ v_+ = 0 surely
+
+
+@pytest.mark.parametrize("n", [20, 100])
+def test_monomial_against_exact_moments(n):
+    act = A.Monomial(n)
+    for q1, q2, q12 in HIGH_DEGREE_POINTS:
+        k, kdot = act.dual(q1, q2, q12)
+        # measured <= 3.7e-14 relative: one positive term per Mehler order, no cancellation
+        assert float(k) == pytest.approx(R.mp_poly_expectation([0] * n + [1], q1, q2, q12), rel=1e-12)
+        assert float(kdot) == pytest.approx(R.mp_poly_expectation([0] * (n - 1) + [n], q1, q2, q12), rel=1e-12)
+
+
+def test_hermite_against_exact_moments():
+    # degree 30 at unequal variances: relative to the Cauchy-Schwarz scale sqrt(k11 k22)
+    # (the value itself can be 1e-30 of it: a high-degree Hermite at mismatched variances is
+    # nearly uncorrelated); measured 1e-16 to 2e-14 of the scale at degrees 50 and 100.
+    n = 30
+    act = A.Hermite(n)
+    for q1, q2, q12 in HIGH_DEGREE_POINTS:
+        k, kdot = act.dual(q1, q2, q12)
+        ref, refd = R.mp_hermite_dual(n, q1, q2, q12)
+        r1, r2 = R.mp_hermite_dual(n, q1, q1, q1), R.mp_hermite_dual(n, q2, q2, q2)
+        assert abs(float(k) - ref) <= 1e-13 * math.sqrt(r1[0] * r2[0])
+        assert abs(float(kdot) - refd) <= 1e-13 * math.sqrt(r1[1] * r2[1])
+    # at unit variances the dual is exactly q12^n (neural-tangents' formula), any degree
+    k, _ = A.Hermite(100).dual(1.0, 1.0, jnp.array([-0.9, 0.5, 1.0]))
+    np.testing.assert_allclose(k, np.array([-0.9, 0.5, 1.0]) ** 100, rtol=1e-13)
+
+
+def test_polynomial_overflow_is_inf_or_an_error_never_nan():
+    # E[u^100 v^100] at q = 100 is ~1e387: inf is the true float64 value (all terms positive)
+    k, _ = A.Monomial(100).dual(100.0, 100.0, jnp.array([0.0, 50.0, 100.0]))
+    assert np.all(np.isposinf(np.asarray(k)))
+    # float32 cannot hold the Mehler coefficients of degree > 49: a clear error, not inf * 0
+    with jax.enable_x64(False):
+        with pytest.raises(ValueError, match="needs float64"):
+            A.Monomial(60).dual(0.01, 0.01, 0.005)
+        k, _ = A.Monomial(40).dual(0.01, 0.01, -0.005)  # 79!! 1e-40 ~ 5e-2: finite in float32
+        assert float(k) == pytest.approx(R.mp_poly_expectation([0] * 40 + [1], 0.01, 0.01, -0.005), rel=2e-5)
+
+
+# Large variances: identical, opposite, generic and nearly orthogonal pairs.
+def _large_points(q):
+    return [(q, q, q), (q, q, -q), (q, 2 * q, 0.9 * q * math.sqrt(2)), (q, 2 * q, -0.9 * q * math.sqrt(2)),
+            (q, 0.5 * q, 0.0)]
+
+
+LARGE_Q = [1e-3, 1.0, 1e3, 1e8, 1e16, 1e30]
+
+
+def _erf_gelu_errors(dtype):
+    worst = 0.0
+    for q in LARGE_Q:
+        for pt in _large_points(q):
+            pt = tuple(float(np.asarray(v, dtype)) for v in pt)  # the inputs as the dtype holds them
+            for act, ref in [(A.Erf(1.3, 0.7, 0.2), R.mp_erf_dual(1.3, 0.7, 0.2, *pt)), (A.Gelu(), R.mp_gelu_dual(*pt))]:
+                if isinstance(act, A.Erf) and dtype == np.float32:
+                    ref = R.mp_erf_dual(float(np.float32(1.3)), float(np.float32(0.7)), float(np.float32(0.2)), *pt)
+                k, kdot = act.dual(*pt)
+                assert k.dtype == dtype
+                for got, want in zip((k, kdot), ref):
+                    worst = max(worst, abs(float(got) - want) / abs(want))
+    return worst
+
+
+def test_erf_gelu_large_variance_float64():
+    # the textbook forms lose everything for q >~ 1e8 and give kdot = inf from q ~ 1e16
+    # (neural-tangents issue 197); measured worst relative error 3e-15 up to q = 1e30
+    assert _erf_gelu_errors(np.float64) < 2e-14
+
+
+def test_erf_gelu_large_variance_float32(float32_mode):
+    # measured worst relative error 6.4e-7 (float32, inputs rounded to float32) up to q = 1e30
+    assert _erf_gelu_errors(np.float32) < 3e-6
+
+
+def test_issue12_erf_kernel_float32_large_inputs(float32_mode):
+    from rmtjax.kernels import FullyConnected, kernel
+
+    x = 3000 * jax.random.normal(jax.random.key(0), (6, 5))
+    out = kernel(x, None, FullyConnected(1, 1.5, 0.1, A.Erf()))  # had an inf NTK entry
+    assert out.ntk.dtype == jnp.float32
+    with jax.enable_x64(True):
+        ref = kernel(np.asarray(x, np.float64), None, FullyConnected(1, 1.5, 0.1, A.Erf()))
+    for a, b in ((out.nngp, ref.nngp), (out.ntk, ref.ntk)):
+        a, b = np.asarray(a, np.float64), np.asarray(b)
+        assert np.all(np.isfinite(a))
+        assert np.max(np.abs(a - b) / np.abs(b)) < 1e-5  # measured 1.2e-6
+
+
+CLOSED_32 = [A.Relu(), A.LeakyRelu(0.2), A.Abs(), A.Erf(1.3, 0.7, 0.2), A.Gelu(), A.Sin(1.1, 0.8, 0.3), A.Cos(),
+             A.Exp(0.5, 0.6), A.Gaussian(1.2, -0.4), A.Rbf(0.7), A.Polynomial([0.3, -1.0, 0.5, 0.2]), A.Hermite(6),
+             A.Monomial(5), A.RectifiedMonomial(3), A.Sign(), A.Identity()]
+
+
+def test_every_closed_form_dual_float32(float32_mode):
+    # float32 duals against the float64 duals of the same (float32) arguments; measured worst
+    # relative error 1.3e-6 (relative to max(|value|, 1e-3 of the diagonal scale))
+    q1 = np.array([1.3, 0.8, 1.5, 1.5, 0.9, 2.0], np.float32)
+    q2 = np.array([0.7, 2.1, 1.5, 1.5, 1.1, 0.5], np.float32)
+    q12 = np.array([0.45, -1.2, 1.5, -1.5, 0.0, 0.99], np.float32)
+    for act in CLOSED_32:
+        k, kdot = act.dual(q1, q2, q12)
+        assert k.dtype == jnp.float32 and kdot.dtype == jnp.float32, type(act).__name__
+        with jax.enable_x64(True):
+            act64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), act)
+            ref = act64.dual(q1.astype(np.float64), q2.astype(np.float64), q12.astype(np.float64))
+        for got, want in zip((k, kdot), ref):
+            got, want = np.asarray(got, np.float64), np.asarray(want)
+            scale = np.maximum(np.abs(want), 1e-3 * np.max(np.abs(want)))
+            assert np.max(np.abs(got - want) / np.maximum(scale, 1e-30)) < 1e-5, type(act).__name__
+
+
+@pytest.mark.parametrize("bad,match", [(1 + 5j, "must be real"), (True, "boolean"), ("0.5", "real number"),
+                                       (float("nan"), "finite"), (float("inf"), "finite"),
+                                       (np.ones(2), "0-d")])
+def test_activation_parameters_validated(bad, match):
+    for make in (lambda v: A.Erf(v), lambda v: A.Erf(1.0, v), lambda v: A.LeakyRelu(v), lambda v: A.Sin(c=v),
+                 lambda v: A.Swish(v), lambda v: A.Elu(v), lambda v: A.Exp(b=v), lambda v: A.Rbf(v)):
+        with pytest.raises(ValueError, match=match):
+            make(bad)
+    with pytest.raises(ValueError, match="Rbf.gamma must be finite and >= 0"):
+        A.Rbf(-1.0)
+    with pytest.raises(ValueError, match="degree"):
+        A.Hermite(True)
+    with pytest.raises(ValueError, match="approximate"):
+        A.Gelu(approximate=1)
+    with pytest.raises(ValueError, match="Custom.fn must be callable"):
+        A.Custom(3.0)
+    with pytest.raises(ValueError, match="Custom.params"):
+        A.Custom(lambda x, p: x, {"s": float("nan")})
+
+
+def test_traced_nan_parameter_raises_under_jit():
+    f = jax.jit(lambda a, q: gaussian_expectations(A.Erf(a), q, q, q).k)
+    assert np.isfinite(float(f(1.0, 1.0)))
+    with pytest.raises(Exception, match="Erf.a must be finite"):
+        jax.block_until_ready(f(float("nan"), 1.0))
+
+
+@pytest.mark.parametrize("q1,q2,q12,match", [(-1.0, 1.0, 0.0, "q1 must be finite and >= 0"),
+                                             (1.0, float("nan"), 0.0, "q2 must be finite"),
+                                             (1.0, 1.0, 1.5, r"q12 must satisfy q12\^2 <= q1 q2"),
+                                             (1.0, 4.0, -2.001, "q12 must satisfy"),
+                                             (1.0 + 1j, 1.0, 0.5, "q1 must be real"),
+                                             (1.0, True, 0.5, "q2 must be a real number"),
+                                             (np.ones(2), np.ones(3), 0.5, "must broadcast together")])
+def test_gaussian_expectations_validates_covariance(q1, q2, q12, match):
+    with pytest.raises(ValueError, match=match):
+        gaussian_expectations(A.Tanh(), q1, q2, q12)
+    with pytest.raises(ValueError, match=match):
+        A.Relu().dual(q1, q2, q12)
+
+
+def test_gaussian_expectations_checks_under_jit_and_allows_rounding():
+    f = jax.jit(lambda q1, q2, q12: gaussian_expectations(A.Erf(), q1, q2, q12).k)
+    with pytest.raises(Exception, match="q12 must satisfy"):
+        jax.block_until_ready(f(1.0, 1.0, 1.01))
+    with pytest.raises(Exception, match="q1 must be finite and >= 0"):
+        jax.block_until_ready(f(-1.0, 1.0, 0.0))
+    # rounding within (1 + sqrt(eps)) sqrt(q1 q2) is clipped to the boundary (= identical inputs)
+    tol = A.covariance_tolerance(np.float64)
+    assert tol == pytest.approx(1.49e-8, rel=1e-2)
+    edge = gaussian_expectations(A.Erf(), 2.0, 2.0, 2.0 * (1 + 0.5 * tol))
+    np.testing.assert_allclose(edge, gaussian_expectations(A.Erf(), 2.0, 2.0, 2.0), rtol=1e-15)
+    np.testing.assert_allclose(f(2.0, 2.0, 2.0 * (1 + 0.5 * tol)), edge.k, rtol=1e-15)
+
+
+def test_methods_validated():
+    from rmtjax.gaussian import Auto, hermite_coefficients_at
+
+    for bad in (lambda: GaussHermite(1), lambda: GaussHermite(True), lambda: GaussHermite(2.5),
+                lambda: Mehler(0), lambda: Mehler(64, step=float("nan")), lambda: Mehler(64, step=True),
+                lambda: Mehler(64, cutoff="13"), lambda: MonteCarlo(0), lambda: MonteCarlo(10, seed=-1),
+                lambda: Auto(ClosedForm()), lambda: Auto(3)):
+        with pytest.raises(ValueError):
+            bad()
+    with pytest.raises(ValueError, match="method must be an rmtjax.gaussian method"):
+        gaussian_expectations(A.Tanh(), 1.0, 1.0, 0.5, method="mehler")
+    with pytest.raises(ValueError, match="no closed-form"):
+        gaussian_expectations(A.Tanh(), 1.0, 1.0, 0.5, method=ClosedForm())
+    with pytest.raises(ValueError, match="activation must be"):
+        gaussian_expectations(jnp.tanh, 1.0, 1.0, 0.5)
+    with pytest.raises(ValueError, match="q must be finite and >= 0"):
+        hermite_coefficients_at(A.Tanh(), -1.0, order=4)
+    with pytest.raises(ValueError, match="order"):
+        hermite_coefficients_at(A.Tanh(), 1.0, order=True)

@@ -66,7 +66,75 @@ def test_bad_input():
         kernel_fn(jnp.ones((3, 7)), jnp.ones((2, 6)))
     with pytest.raises(ValueError, match="x1"):
         kernel_fn(jnp.ones(7))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="x1 must be finite, got nan"):
         kernel_fn(jnp.full((2, 7), jnp.nan))
     with pytest.raises(ValueError, match="FanInSum"):
         stax.serial(stax.FanOut(2), stax.parallel(stax.Relu(), stax.Erf()))[2](jnp.ones((2, 7)))
+
+
+def test_combinators_without_branches_raise_clear_errors():
+    x = jnp.ones((2, 7))
+    # issue 12: FanInSum without FanOut raised AttributeError
+    with pytest.raises(ValueError, match="FanInSum needs several branches.*FanOut"):
+        stax.FanInSum()[2](x)
+    with pytest.raises(ValueError, match="FanInSum needs several branches"):
+        stax.serial(stax.Dense(3), stax.FanInSum())[2](x)
+    with pytest.raises(ValueError, match="parallel needs several branches"):
+        stax.parallel(stax.Relu(), stax.Erf())[2](x)
+    with pytest.raises(ValueError, match="parallel: got 3 branches for 2 layers"):
+        stax.serial(stax.FanOut(3), stax.parallel(stax.Relu(), stax.Erf()))[2](x)
+    with pytest.raises(ValueError, match="Dense got 2 branches"):
+        stax.serial(stax.FanOut(2), stax.Dense(3))[2](x)
+    with pytest.raises(ValueError, match="several branches; close them with FanInSum"):
+        stax.FanOut(2)[2](x)
+    # the finite network: the same clear errors instead of silently summing rows
+    init_fn, apply_fn, _ = stax.FanInSum()
+    with pytest.raises(ValueError, match="FanInSum needs several branches"):
+        apply_fn((), x)
+    with pytest.raises(ValueError, match="FanInSum needs several branches"):
+        init_fn(jax.random.key(0), (2, 7))
+    with pytest.raises(ValueError, match="parallel needs several branches"):
+        stax.parallel(stax.Relu())[1](((),), x)
+    with pytest.raises(ValueError, match="Relu got 2 branches"):
+        stax.Relu()[1]((), [x, x])
+    init_fn, apply_fn, _ = stax.serial(stax.FanOut(2), stax.parallel(stax.Dense(3), stax.Identity()))
+    with pytest.raises(ValueError, match="Dense: x must have 7 channels"):
+        apply_fn(init_fn(jax.random.key(0), (2, 7))[1], jnp.ones((2, 5)))
+
+
+def test_layer_arguments_validated():
+    for make, match in [(lambda: stax.FanOut(True), "num must be an integer"), (lambda: stax.FanOut(0), "num"),
+                        (lambda: stax.Dense(3, 1 + 2j), "W_std must be real"),
+                        (lambda: stax.Dense(3, 1.0, True), "b_std must be a real number"),
+                        (lambda: stax.Dense(True), "out_dim"), (lambda: stax.Dense(3, batch_axis=1), "batch_axis"),
+                        (lambda: stax.Dense(3, s=(2, 1), parameterization="standard"), "s must be"),
+                        (lambda: stax.Dense(3, parameterization="mup"), "parameterization"),
+                        (lambda: stax.Erf(a=float("nan")), "Erf.a must be finite"),
+                        (lambda: stax.Relu(do_stabilize=1), "do_stabilize"),
+                        (lambda: stax.Activation(A.Tanh(), method="gh"), "method must be"),
+                        (lambda: stax.ElementwiseNumerical(jnp.tanh, deg=1), "GaussHermite.deg"),
+                        (lambda: stax.ElementwiseNumerical(3.0, deg=20), "fn must be callable"),
+                        (lambda: stax.serial(stax.Relu(), (1, 2, 3)), "argument 1 is not an rmtjax.stax layer"),
+                        (lambda: stax.parallel(), "at least one layer")]:
+        with pytest.raises(ValueError, match=match):
+            make()
+    _, _, kernel_fn = _net()
+    x = jnp.ones((2, 7))
+    with pytest.raises(ValueError, match="keyword arguments diagonal_batch are not supported"):
+        kernel_fn(x, None, "ntk", diagonal_batch=True)
+    for get in ((), ("ntk", "ntk"), 3, ("nngp", 1)):
+        with pytest.raises(ValueError, match="get"):
+            kernel_fn(x, None, get)
+
+
+def test_buckets_in_kernel_fn_fast_and_generic_paths():
+    x = jax.random.normal(jax.random.key(0), (11, 7))
+    for layers in [(stax.Dense(8, 1.5, 0.1), stax.Erf(), stax.Dense(1, 1.5, 0.1)),
+                   (stax.Dense(8, 1.5, 0.1), stax.FanOut(2), stax.parallel(stax.Erf(), stax.Relu()), stax.FanInSum(),
+                    stax.Dense(1, 1.5, 0.1))]:
+        _, _, kernel_fn = stax.serial(*layers)
+        exact = kernel_fn(x, x[:5], ("nngp", "ntk", "cov1"))
+        padded = kernel_fn(x, x[:5], ("nngp", "ntk", "cov1"), buckets=True)
+        for a, b in zip(padded, exact):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)

@@ -27,7 +27,9 @@ of exactly ``+1`` (``-1``), so rounding cannot leave ``theta ~ sqrt(eps)`` on th
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 from typing import NamedTuple
 
 import equinox as eqx
@@ -36,11 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._validate import check_finite_array, check_matrix, check_nonnegative, concrete
+from .._validate import (as_real, check_range, choice, concrete, error_if, flag, reraise_as_value_error,
+                         static_int)
 from ..activations import AbstractActivation, Relu
-from ..gaussian import AbstractMethod, Auto, gaussian_expectations
+from ..gaussian import AbstractMethod, Auto, _expectations, _resolve
 
-__all__ = ["FullyConnected", "Kernel", "kernel"]
+__all__ = ["FullyConnected", "Kernel", "bucket_size", "kernel"]
 
 
 class Kernel(NamedTuple):
@@ -51,21 +54,26 @@ class Kernel(NamedTuple):
 
 
 _PARAMETERIZATIONS = ("ntk", "standard")
+_MAX_DEPTH = 100_000
 
 
 class FullyConnected(eqx.Module):
     r"""A fully-connected network: ``depth`` blocks ``Dense -> activation``, then ``Dense``.
 
     Args:
-        depth: number of hidden layers (static); ``depth = 0`` is a linear model.
-        W_std: weight standard deviation :math:`\sigma_w`, a scalar or one per Dense layer
-            (shape ``(depth + 1,)``). Differentiable.
-        b_std: bias standard deviation :math:`\sigma_b` (scalar or ``(depth + 1,)``), or
-            ``None`` for no biases. Differentiable.
+        depth: number of hidden layers (a static integer in ``[0, 100000]``); ``depth = 0`` is a
+            linear model.
+        W_std: weight standard deviation :math:`\sigma_w`, finite and ``>= 0``: a scalar or one per
+            Dense layer (shape ``(depth + 1,)``). Differentiable.
+        b_std: bias standard deviation :math:`\sigma_b` (scalar or ``(depth + 1,)``, finite and
+            ``>= 0``), or ``None`` for no biases. Differentiable.
         activation: an :mod:`rmtjax.activations` module (its parameters are differentiable).
         parameterization: ``"ntk"`` (default) or ``"standard"``.
-        widths: hidden widths ``(n_1, ..., n_depth)``; only the standard-parameterization NTK
-            depends on them (an int is broadcast).
+        widths: hidden widths ``(n_1, ..., n_depth)``, positive integers; only the
+            standard-parameterization NTK depends on them (an int is broadcast).
+
+    Invalid arguments raise ``ValueError`` (values that are traced under ``jit``: a compiled
+    check).
 
     Example:
         >>> import jax.numpy as jnp
@@ -94,37 +102,34 @@ class FullyConnected(eqx.Module):
         parameterization: str = "ntk",
         widths: int | tuple[int, ...] | None = None,
     ):
-        if not isinstance(depth, (int, np.integer)) or depth < 0:
-            raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
-        self.depth = int(depth)
-        if parameterization not in _PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {_PARAMETERIZATIONS}, got {parameterization!r}")
-        self.parameterization = parameterization
+        self.depth = static_int(depth, "depth", lo=0, hi=_MAX_DEPTH)
+        self.parameterization = choice(parameterization, "parameterization", _PARAMETERIZATIONS)
         if not isinstance(activation, AbstractActivation):
-            raise ValueError(f"activation must be an rmtjax.activations module, got {activation!r}")
+            raise ValueError(f"activation must be an rmtjax.activations module, got {type(activation).__name__}")
         self.activation = activation
         self.bias = b_std is not None
-        self.W_std = self._per_layer(check_nonnegative(W_std, "W_std"), "W_std")
-        self.b_std = self._per_layer(check_nonnegative(0.0 if b_std is None else b_std, "b_std"), "b_std")
-        if isinstance(widths, (int, np.integer)):
-            widths = (int(widths),) * self.depth
+        self.W_std = self._per_layer(W_std, "W_std")
+        self.b_std = self._per_layer(0.0 if b_std is None else b_std, "b_std")
         if widths is not None:
-            widths = tuple(int(w) for w in widths)
-            if len(widths) != self.depth or any(w < 1 for w in widths):
-                raise ValueError(f"widths must be {self.depth} positive integers, got {widths}")
-        elif parameterization == "standard" and self.depth > 0:
+            if isinstance(widths, (int, np.integer)) and not isinstance(widths, (bool, np.bool_)):
+                widths = (widths,) * self.depth
+            if not isinstance(widths, (tuple, list)) or len(widths) != self.depth:
+                raise ValueError(f"widths must be a positive integer or {self.depth} positive integers (one per hidden "
+                                 f"layer), got {widths!r}")
+            widths = tuple(static_int(w, "widths", lo=1) for w in widths)
+        elif self.parameterization == "standard" and self.depth > 0:
             raise ValueError("widths are required for parameterization='standard' (the NTK depends on them)")
         self.widths = widths
 
     def _per_layer(self, x, name: str) -> Array:
-        x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(float)
+        x = as_real(x, name, ndim=(0, 1))
         if x.shape not in ((), (self.depth + 1,)):
-            raise ValueError(f"{name} must be a scalar or have shape ({self.depth + 1},), got {x.shape}")
-        return x
+            raise ValueError(f"{name} must be a scalar or have shape ({self.depth + 1},) (one per Dense layer), "
+                             f"got shape {x.shape}")
+        return check_range(x, name, lo=0.0)
 
     def layer_params(self, dtype) -> tuple[Array, Array]:
+        """``(W_std, b_std)`` broadcast to one entry per Dense layer, in ``dtype``."""
         n = self.depth + 1
         return (
             jnp.broadcast_to(self.W_std, (n,)).astype(dtype),
@@ -133,7 +138,7 @@ class FullyConnected(eqx.Module):
 
 
 def _expect(act, method, q1, q2, q12):
-    return gaussian_expectations(act, q1, q2, q12, method=method)
+    return _expectations(act, q1, q2, q12, method)
 
 
 def _diagonal(x: Array, net: FullyConnected, method: AbstractMethod) -> Array:
@@ -222,6 +227,105 @@ def _pad_rows(x, m):
     return jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)) if pad else x
 
 
+def bucket_size(n: int, tile: int = 128) -> int:
+    """The number of rows :func:`kernel` pads ``n`` rows to with ``buckets=True``.
+
+    Up to one tile: the next power of two (at least 8, at most ``tile``) — the cost there is
+    the compile, not the arithmetic. Beyond: a whole number of tiles from 1, 2, 3, 4, 6, 8, 12,
+    16, 24, ... (powers of two and their multiples by 1.5), so at most a third of the rows is
+    padding (the tiled engine pads to whole tiles anyway). Loops over ``n`` then compile about
+    ``2 log2(n / tile) + log2(tile / 8)`` programs instead of one per size.
+    """
+    n = static_int(n, "n", lo=1)
+    tile = static_int(tile, "tile", lo=8)
+    if n <= tile:
+        b = 8
+        while b < n:
+            b *= 2
+        return min(b, tile)
+    need = -(-n // tile)
+    k = 1
+    while True:
+        for c in (k, 3 * k // 2):
+            if c >= need and c >= 1:
+                return c * tile
+        k *= 2
+
+
+def _matrix(x, name: str):
+    """``x`` as a real 2-d array with at least one row and one feature (structure), then finite
+    (eagerly when concrete, a compiled check when traced). Host arrays are checked with NumPy
+    and moved with ``jax.device_put`` (``jnp.asarray`` compiles a small program per shape)."""
+    if not isinstance(x, jax.Array) and not isinstance(x, (bool, np.bool_, numbers.Number)):
+        try:
+            host = np.asarray(x)
+        except Exception:
+            host = None
+        if host is not None and host.dtype.kind in "fiu":
+            if host.ndim != 2:
+                raise ValueError(f"{name} must be 2-d, got shape {host.shape}")
+            x = jax.device_put(host if host.dtype.kind == "f" else host.astype(jnp.result_type(float)))
+    x = as_real(x, name, ndim=2, allow_empty=True)
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one feature (column), got shape {x.shape}: a zero-feature "
+                         "input has no kernel (its normalisation x.x'/d divides by d = 0)")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one row, got shape {x.shape}")
+    return check_range(x, name)
+
+
+def _widest(*dtypes):
+    return max((jnp.dtype(d) for d in dtypes), key=lambda d: d.itemsize)
+
+
+def _cast(x, dtype):
+    """``x`` in ``dtype``; a concrete array is converted on the host (no per-shape compile)."""
+    if x.dtype == dtype:
+        return x
+    c = concrete(x)
+    return jax.device_put(c.astype(dtype)) if c is not None else x.astype(dtype)
+
+
+def _pad(x, rows: int):
+    extra = rows - x.shape[0]
+    if extra <= 0:
+        return x
+    c = concrete(x)
+    if c is not None:
+        return jax.device_put(np.concatenate([c, np.zeros((extra, c.shape[1]), c.dtype)]))
+    return jnp.pad(x, ((0, extra), (0, 0)))
+
+
+def _check_devices(devices):
+    if devices is None:
+        return tuple(_host_devices())
+    try:
+        devs = tuple(devices)
+    except TypeError:
+        raise ValueError(f"devices must be None or a sequence of jax devices, got {type(devices).__name__}") from None
+    for d in devs:
+        if not isinstance(d, jax.Device):
+            raise ValueError(f"devices must be None or a sequence of jax devices (jax.devices()), got an element "
+                             f"{d!r} ({type(d).__name__})")
+    return devs
+
+
+def _check_compute_dtype(compute_dtype):
+    if compute_dtype is None:
+        return jnp.dtype(jnp.result_type(float))
+    try:
+        dt = np.dtype(compute_dtype)
+    except TypeError:
+        raise ValueError(f"compute_dtype must be None, jnp.float32 or jnp.float64, got {compute_dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"compute_dtype must be None, jnp.float32 or jnp.float64, got {compute_dtype!r}")
+    if dt == np.float64 and jnp.dtype(jnp.result_type(float)) != np.float64:
+        raise ValueError("compute_dtype=float64 needs 64-bit JAX (jax.config.update('jax_enable_x64', True)); "
+                         "without it JAX computes in float32")
+    return jnp.dtype(dt)
+
+
+@reraise_as_value_error
 def kernel(
     x1: Float[ArrayLike, "n1 d"],
     x2: Float[ArrayLike, "n2 d"] | None,
@@ -232,6 +336,7 @@ def kernel(
     tile: int = 128,
     compute_dtype=None,
     devices=None,
+    buckets: bool = False,
 ) -> Kernel:
     r"""NNGP and NTK of ``net`` between the rows of ``x1`` and ``x2`` (``x2=None``: ``x1``).
 
@@ -239,25 +344,39 @@ def kernel(
     ``net.W_std``, ``net.b_std`` and the activation's parameters; ``jax.vmap`` over any of them.
 
     Args:
-        x1: inputs, shape ``(n1, d)``.
+        x1: inputs, shape ``(n1, d)``, ``n1, d >= 1``, finite (all-zero rows are fine).
         x2: inputs, shape ``(n2, d)``, or ``None`` for ``x1`` (only half the tiles are computed).
         net: a :class:`FullyConnected` spec.
         all_depths: if true, return the kernels after every Dense layer, with a leading axis of
             length ``depth + 1`` (index ``l`` is the output of Dense layer ``l``).
-        method: how Gaussian expectations are evaluated (:mod:`rmtjax.gaussian`).
-        tile: tile edge; the recursion for a ``tile x tile`` block stays in cache.
-        compute_dtype: dtype of the recursion. ``None`` (default) computes in float64 whenever
-            JAX has x64 enabled, also for float32 inputs, and casts the result back: the angle
-            between two nearly-aligned inputs is ill-conditioned (``q1 q2 - q12^2`` cancels), and
-            a float32 recursion drifts by ~1e-4 relative at depth 20 where this one stays within
-            1e-7. Pass ``jnp.float32`` to trade that accuracy for speed.
+        method: how Gaussian expectations are evaluated (an :mod:`rmtjax.gaussian` method object).
+        tile: tile edge, an integer in ``[8, 4096]``; the recursion for a ``tile x tile`` block
+            stays in cache.
+        compute_dtype: dtype of the recursion, ``None``, ``jnp.float32`` or ``jnp.float64``.
+            ``None`` (default) computes in float64 whenever JAX has x64 enabled, also for float32
+            inputs, and casts the result back: the angle between two nearly-aligned inputs is
+            ill-conditioned (``q1 q2 - q12^2`` cancels), and a float32 recursion drifts by ~1e-4
+            relative at depth 20 where this one stays within 1e-7. Pass ``jnp.float32`` to trade
+            that accuracy for speed. Without x64 everything is float32 (measured against float64:
+            relative error below 1e-5 at depth 20, ``tests/test_kernels.py``).
         devices: devices to spread the tiles over (networks of depth >= 8); ``None`` uses every
             device of the default backend when there are several (start Python with
             ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` to get one CPU device per
             core; the ``rmtjax`` command does this), ``[]`` or one device disables it.
+        buckets: pad the rows of ``x1`` and ``x2`` with zero rows up to :func:`bucket_size` and
+            slice the result, so a loop over many input sizes compiles once per bucket instead of
+            once per size (a kernel program takes seconds to compile; each one kept costs memory).
+            The real entries and their gradients are those of the unpadded call (padding rows
+            are separate inputs; measured equal to 1e-15 relative).
 
     Returns:
-        ``Kernel(nngp, ntk)``, each ``(n1, n2)`` or ``(depth + 1, n1, n2)``.
+        ``Kernel(nngp, ntk)``, each ``(n1, n2)`` or ``(depth + 1, n1, n2)``. Entries overflow to
+        ``inf`` where the true value does (e.g. ``Exp``); a NaN (no value in the dtype) raises
+        ``ValueError`` instead.
+
+    Compilation: one compiled program per input shape and structure (``net``'s static fields,
+    ``method``, ``tile``, ``all_depths``, dtypes), reused by later calls; at most
+    ``_MAX_PROGRAMS`` programs are kept (older ones are dropped, bounding memory).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -265,31 +384,79 @@ def kernel(
         >>> net = FullyConnected(depth=2, W_std=1.4, b_std=0.1)
         >>> dK = jax.grad(lambda w: kernel(x, None, FullyConnected(2, w, 0.1)).ntk.sum())(1.4)
     """
-    x1 = check_matrix(x1, "x1")
-    symmetric = x2 is None
-    x2 = x1 if symmetric else check_matrix(x2, "x2")
-    if x1.shape[1] != x2.shape[1]:
-        raise ValueError(f"x1 and x2 must have the same number of features, got {x1.shape[1]} and {x2.shape[1]}")
     if not isinstance(net, FullyConnected):
         raise ValueError(f"net must be a FullyConnected spec, got {type(net).__name__}")
-    if not isinstance(tile, int) or tile < 8:
-        raise ValueError(f"tile must be an integer >= 8, got {tile!r}")
-    out_dtype = jnp.result_type(x1, x2, float)
-    dtype = jnp.dtype(jnp.result_type(float) if compute_dtype is None else compute_dtype)
-    if jnp.finfo(dtype).bits < jnp.finfo(out_dtype).bits:
-        dtype = out_dtype
-    x1 = check_finite_array(x1.astype(dtype), "x1")
-    x2 = x1 if symmetric else check_finite_array(x2.astype(dtype), "x2")
+    all_depths = flag(all_depths, "all_depths")
+    buckets = flag(buckets, "buckets")
+    tile = static_int(tile, "tile", lo=8, hi=4096)
+    if not isinstance(method, AbstractMethod):
+        raise ValueError(f"method must be an rmtjax.gaussian method object (Auto(), Mehler(order), GaussHermite(deg), "
+                         f"MonteCarlo(n)), got {method!r}")
+    _resolve(net.activation, method)
+    devices = _check_devices(devices)
+    dtype = _check_compute_dtype(compute_dtype)
+    x1 = _matrix(x1, "x1")
+    symmetric = x2 is None
+    x2 = x1 if symmetric else _matrix(x2, "x2")
+    if x1.shape[1] != x2.shape[1]:
+        raise ValueError(f"x1 and x2 must have the same number of features, got {x1.shape[1]} and {x2.shape[1]}")
+    out_dtype = _widest(x1.dtype, x2.dtype)
+    dtype = _widest(dtype, out_dtype)
+    x1 = _cast(x1, dtype)
+    x2 = x1 if symmetric else _cast(x2, dtype)
     net = eqx.tree_at(lambda n: (n.W_std, n.b_std), net,
-                      (check_nonnegative(net.W_std, "W_std"), check_nonnegative(net.b_std, "b_std")))
+                      (check_range(net.W_std, "net.W_std", lo=0.0), check_range(net.b_std, "net.b_std", lo=0.0)))
+    n1, n2 = x1.shape[0], x2.shape[0]
+    if buckets:
+        x1 = _pad(x1, bucket_size(n1, tile))
+        x2 = x1 if symmetric else _pad(x2, bucket_size(n2, tile))
+    dyn, static = eqx.partition(net, eqx.is_array)
+    out = _kernel_core(x1, None if symmetric else x2, dyn, static=static, all_depths=all_depths, method=method,
+                       tile=tile, dtype=dtype, out_dtype=jnp.dtype(out_dtype), devices=devices)
+    _bound_programs()
+    if buckets and (x1.shape[0] != n1 or x2.shape[0] != n2):
+        out = Kernel(_unpad(out.nngp, n1, n2), _unpad(out.ntk, n1, n2))
+    return out
 
+
+def _unpad(a, n1: int, n2: int | None = None):
+    """``a[..., :n1, :n2]`` (or ``a[..., :n1]``); a concrete array is sliced on the host (an eager
+    slice compiles a program per shape, which buckets are there to avoid)."""
+    idx = (Ellipsis, slice(0, n1)) if n2 is None else (Ellipsis, slice(0, n1), slice(0, n2))
+    c = concrete(a)
+    if c is not None:
+        return jax.device_put(np.ascontiguousarray(c[idx]))
+    return a[idx]
+
+
+# Compiled kernel programs kept (each costs a few MiB); beyond, the cache of _kernel_core is
+# dropped and refilled. TRACES counts the traces of _kernel_core (tests use it).
+_MAX_PROGRAMS = 16
+TRACES = [0]
+_since_clear = [0]
+
+
+def _bound_programs():
+    if _since_clear[0] > _MAX_PROGRAMS:
+        _kernel_core.clear_cache()
+        _since_clear[0] = 0
+
+
+@functools.partial(jax.jit, static_argnames=("static", "all_depths", "method", "tile", "dtype", "out_dtype", "devices"))
+def _kernel_core(x1, x2, dyn, *, static, all_depths, method, tile, dtype, out_dtype, devices):
+    TRACES[0] += 1
+    _since_clear[0] += 1
+    net = eqx.combine(dyn, static)
     net = jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, net)
-    devices = tuple(_host_devices() if devices is None else devices)
-    return _kernel_jit(x1, None if symmetric else x2, net, all_depths=all_depths, method=method, tile=tile,
-                       out_dtype=jnp.dtype(out_dtype), devices=devices)
+    out = _kernel_jit(x1, x2, net, all_depths=all_depths, method=method, tile=tile, out_dtype=out_dtype,
+                      devices=devices)
+    bad = jnp.any(jnp.isnan(out.nngp)) | jnp.any(jnp.isnan(out.ntk))
+    msg = (f"x1, x2: the kernel of {type(net.activation).__name__} is NaN for these inputs: its Gaussian expectations "
+           f"have no finite or infinite value in {jnp.dtype(dtype).name} (terms of both signs overflowing, or an "
+           "activation that is NaN somewhere); use float64, smaller inputs or smaller W_std")
+    return Kernel(*error_if(tuple(out), bad, msg))
 
 
-@eqx.filter_jit
 def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
     """The compiled part of :func:`kernel` (inputs validated and cast already)."""
     symmetric = x2 is None

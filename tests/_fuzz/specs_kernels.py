@@ -1,0 +1,288 @@
+"""Fuzz entries for rmtjax.activations, rmtjax.gaussian, rmtjax.kernels and rmtjax.stax.
+
+An activation entry builds the activation from drawn parameters and takes its Gaussian
+expectations at drawn (q1, q2, q12) — so the constructor's checks (complex, bool, NaN
+parameters) and the covariance checks both run, eagerly and under jit. Checks are invariants:
+Cauchy-Schwarz against the diagonal, symmetry in (q1, q2), kernels symmetric with a
+non-negative diagonal, and for the stax layers agreement with the functional core."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import strategies as st
+
+import rmtjax.activations as A
+from rmtjax import stax
+from rmtjax.gaussian import (Auto, ClosedForm, GaussHermite, Mehler, MonteCarlo, gaussian_expectations,
+                             hermite_coefficients_at)
+from rmtjax.kernels import FullyConnected, bucket_size, kernel
+
+from .harness import Entry, array, bad_type, number, static_int
+
+Q = number(0.0, 10.0)
+Q12 = number(-3.0, 3.0)
+P = number(-3.0, 3.0)
+FLAG = st.sampled_from([True, False, False, 1, None, "yes"])
+
+
+def _f(x) -> np.ndarray:
+    return np.asarray(x, np.float64)
+
+
+def _cauchy_schwarz(make):
+    """|E[phi(u)phi(v)]| <= sqrt(E[phi(u)^2] E[phi(v)^2]) (and the same for phi'), from the
+    diagonal evaluated separately; and the expectation is symmetric in (u, v)."""
+
+    def check(kwargs, out):
+        act = make(**{k: v for k, v in kwargs.items() if k not in ("q1", "q2", "q12")})
+        q1, q2, q12 = kwargs["q1"], kwargs["q2"], kwargs["q12"]
+        d1 = gaussian_expectations(act, q1, q1, q1)
+        d2 = gaussian_expectations(act, q2, q2, q2)
+        swapped = gaussian_expectations(act, q2, q1, q12)
+        for v, a, b, s in ((out.k, d1.k, d2.k, swapped.k), (out.kdot, d1.kdot, d2.kdot, swapped.kdot)):
+            v, a, b, s = _f(v), _f(a), _f(b), _f(s)
+            if not (np.isfinite(v) and np.isfinite(a) and np.isfinite(b)):
+                continue
+            tol = 1e-6 if isinstance(act, (A.Tanh, A.Sigmoid, A.Softplus, A.Swish, A.Elu, A.Mish, A.HardTanh,
+                                           A.Custom)) else 1e-9
+            assert abs(v) <= math.sqrt(max(a * b, 0.0)) * (1 + tol) + 1e-12, (v, a, b)
+            assert abs(v - s) <= tol * max(abs(v), math.sqrt(max(a * b, 0.0)), 1e-300), (v, s)
+
+    return check
+
+
+def _act_entry(name, make, params, *, static=(), allow_inf=(), max_examples=8, slow=False):
+    def fn(q1, q2, q12, **p):
+        return gaussian_expectations(make(**p), q1, q2, q12)
+
+    return Entry(f"activations.{name}", fn, {**params, "q1": Q, "q2": Q, "q12": Q12}, static=static,
+                 names=("q1", "q2", "q12"), allow_inf=allow_inf, check=_cauchy_schwarz(make),
+                 max_examples=max_examples, slow=slow)
+
+
+def _scaled_tanh(x, p):
+    return jnp.tanh(x if p is None else p * x)
+
+
+DEGREE = st.one_of(st.integers(0, 8), st.sampled_from([40, 100, 101, -1, True, 2.5, "3", None]))
+COEF = st.one_of(array((4,), -2.0, 2.0), st.sampled_from([[], [1.0, float("nan")], np.ones(102), "x"]))
+
+ACTIVATIONS = [
+    _act_entry("ABRelu", lambda a, b: A.ABRelu(a, b), {"a": P, "b": P}),
+    _act_entry("Abs", lambda: A.Abs(), {}),
+    _act_entry("Cos", lambda a, b, c: A.Cos(a, b, c), {"a": P, "b": P, "c": P}),
+    _act_entry("Custom", lambda params: A.Custom(_scaled_tanh, params), {"params": P}),
+    _act_entry("Elu", lambda alpha: A.Elu(alpha), {"alpha": P}),
+    _act_entry("Erf", lambda a, b, c: A.Erf(a, b, c), {"a": P, "b": P, "c": P}),
+    _act_entry("Exp", lambda a, b: A.Exp(a, b), {"a": P, "b": P}, allow_inf=("k",)),
+    _act_entry("Gaussian", lambda a, b: A.Gaussian(a, b), {"a": P, "b": P}),
+    _act_entry("Gelu", lambda approximate: A.Gelu(approximate=approximate), {"approximate": FLAG},
+               static=("approximate",)),
+    _act_entry("HardTanh", lambda: A.HardTanh(), {}),
+    _act_entry("Hermite", lambda degree: A.Hermite(degree), {"degree": DEGREE}, static=("degree",),
+               allow_inf=("k",)),
+    _act_entry("Identity", lambda: A.Identity(), {}),
+    _act_entry("LeakyRelu", lambda alpha: A.LeakyRelu(alpha), {"alpha": P}),
+    _act_entry("Mish", lambda: A.Mish(), {}),
+    _act_entry("Monomial", lambda degree: A.Monomial(degree), {"degree": DEGREE}, static=("degree",),
+               allow_inf=("k",)),
+    _act_entry("Polynomial", lambda coef: A.Polynomial(coef), {"coef": COEF}, allow_inf=("k",)),
+    _act_entry("Rbf", lambda gamma: A.Rbf(gamma), {"gamma": P}),
+    _act_entry("RectifiedMonomial", lambda degree: A.RectifiedMonomial(degree), {"degree": DEGREE},
+               static=("degree",), allow_inf=("k",)),
+    _act_entry("Relu", lambda: A.Relu(), {}),
+    _act_entry("Sigmoid", lambda: A.Sigmoid(), {}),
+    _act_entry("Sign", lambda: A.Sign(), {}),
+    _act_entry("Sin", lambda a, b, c: A.Sin(a, b, c), {"a": P, "b": P, "c": P}),
+    _act_entry("Softplus", lambda: A.Softplus(), {}),
+    _act_entry("Swish", lambda beta: A.Swish(beta), {"beta": P}),
+    _act_entry("Tanh", lambda: A.Tanh(), {}),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# rmtjax.gaussian
+# --------------------------------------------------------------------------------------------
+
+
+METHOD_ACTS = st.one_of(st.sampled_from([A.Tanh(), A.Erf(), A.Relu()]), st.sampled_from(["tanh", None]))
+
+
+def _method_entry(name, make, params, static):
+    def fn(activation, q1, q2, q12, **p):
+        return gaussian_expectations(activation, q1, q2, q12, method=make(**p))
+
+    def check(kwargs, out):
+        # within the method's accuracy of the closed form / Mehler(128) reference
+        ref = gaussian_expectations(kwargs["activation"], kwargs["q1"], kwargs["q2"], kwargs["q12"],
+                                    method=Auto(Mehler(128)))
+        scale = math.sqrt(max(_f(gaussian_expectations(kwargs["activation"], kwargs["q1"], kwargs["q1"],
+                                                       kwargs["q1"]).k)
+                              * _f(gaussian_expectations(kwargs["activation"], kwargs["q2"], kwargs["q2"],
+                                                         kwargs["q2"]).k), 0.0))
+        if name == "MonteCarlo" or not all(np.isfinite([_f(ref.k), scale])):
+            return
+        assert abs(_f(out.k) - _f(ref.k)) <= 0.05 * scale + 1e-9, (out.k, ref.k)
+
+    return Entry(f"gaussian.{name}", fn, {"activation": METHOD_ACTS, "q1": Q, "q2": Q, "q12": Q12, **params},
+                 static=static, names=("activation", "method") + tuple(params), check=check,
+                 max_examples=8)
+
+
+def _parseval(kwargs, out):
+    """The truncated sum of squared Hermite coefficients never exceeds E[tanh(sqrt(q) z)^2]."""
+    total = _f(gaussian_expectations(A.Tanh(), kwargs["q"], kwargs["q"], kwargs["q"]).k)
+    assert _f(jnp.sum(out**2)) <= total * (1 + 1e-9) + 1e-12
+
+
+GAUSSIAN = [
+    Entry("gaussian.gaussian_expectations",
+          lambda activation, q1, q2, q12: gaussian_expectations(activation, q1, q2, q12),
+          {"activation": METHOD_ACTS, "q1": Q, "q2": Q, "q12": Q12},
+          check=lambda kw, out: _cauchy_schwarz(lambda: kw["activation"])(
+              {k: v for k, v in kw.items() if k != "activation"}, out), max_examples=12),
+    _method_entry("Auto", lambda: Auto(), {}, ()),
+    _method_entry("ClosedForm", lambda: ClosedForm(), {}, ()),
+    _method_entry("GaussHermite", lambda deg: GaussHermite(deg), {"deg": static_int(2, 40)}, ("deg",)),
+    _method_entry("Mehler", lambda order, step: Mehler(order, step),
+                  {"order": static_int(1, 64), "step": st.sampled_from([0.04, 0.1, 0.5, float("nan"), True, "0.1"])},
+                  ("order", "step")),
+    _method_entry("MonteCarlo", lambda num_samples, seed: MonteCarlo(num_samples, seed),
+                  {"num_samples": st.sampled_from([1000, 0, -5, True, 2.5]), "seed": static_int(0, 5)},
+                  ("num_samples", "seed")),
+    Entry("gaussian.hermite_coefficients_at",
+          lambda q, order: hermite_coefficients_at(A.Tanh(), q, order=order),
+          {"q": Q, "order": static_int(0, 12)}, static=("order",), check=_parseval, max_examples=8),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# rmtjax.kernels
+# --------------------------------------------------------------------------------------------
+
+
+KACTS = st.one_of(st.sampled_from([A.Relu(), A.Erf(), A.Gelu()]), st.sampled_from(["relu", None]))
+
+
+def _kernel_check(kwargs, out):
+    for m in (out.nngp, out.ntk):
+        m = _f(m)
+        assert np.allclose(m, m.T, rtol=1e-12, atol=1e-300), "kernel not symmetric"
+        assert np.all(np.diag(m) >= -1e-12 * np.max(np.abs(m))), "negative variance"
+        if np.all(np.isfinite(m)) and np.max(np.abs(m)) < 1e100:
+            ev = np.linalg.eigvalsh(m)
+            assert ev[0] >= -1e-8 * max(abs(ev[-1]), 1e-300), ev
+
+
+KERNELS = [
+    Entry("kernels.kernel",
+          lambda x1, W_std, b_std, activation, depth: kernel(x1, None, FullyConnected(depth, W_std, b_std, activation)),
+          {"x1": array((3, 2)), "W_std": number(0.0, 3.0), "b_std": number(0.0, 1.0), "activation": KACTS,
+           "depth": static_int(0, 3)}, static=("depth",), check=_kernel_check, max_examples=10),
+    Entry("kernels.FullyConnected",
+          lambda W_std, b_std, depth, parameterization, widths: kernel(
+              np.eye(2, 3), None, FullyConnected(depth, W_std, b_std, A.Erf(), parameterization=parameterization,
+                                                 widths=widths)),
+          {"W_std": number(0.0, 3.0), "b_std": number(0.0, 1.0), "depth": static_int(0, 2),
+           "parameterization": st.sampled_from(["ntk", "standard", "mup", None]),
+           "widths": st.sampled_from([None, 4, (4, 4), 0, True, (4, 2.5), "4"])},
+          static=("depth", "parameterization", "widths"), check=_kernel_check, max_examples=10),
+    Entry("kernels.bucket_size", lambda n, tile: bucket_size(n, tile),
+          {"n": static_int(1, 3000), "tile": static_int(8, 256)}, static=("n", "tile"), jit=False,
+          check=lambda kw, out: _bucket_check(kw, out), max_examples=15),
+]
+
+
+def _bucket_check(kwargs, out):
+    n, tile = kwargs["n"], kwargs["tile"]
+    assert out >= n, (n, out)
+    assert out <= max(8, 2 * n) if n <= tile else out <= tile * math.ceil(1.5 * math.ceil(n / tile)), (n, tile, out)
+
+
+# --------------------------------------------------------------------------------------------
+# rmtjax.stax
+# --------------------------------------------------------------------------------------------
+
+
+X = array((3, 2))
+
+
+def _stax_entry(name, make_layer, params, *, static=(), allow_inf=(), max_examples=6, jit=False, core=None):
+    """``serial(Dense, layer, Dense)`` built from drawn parameters, its kernel at drawn inputs;
+    ``core(**params)`` (an activation module) gives the functional-core reference."""
+
+    def fn(x1, **p):
+        return stax.serial(stax.Dense(4, 1.3, 0.1), make_layer(**p), stax.Dense(1, 1.1, 0.2))[2](x1)
+
+    def check(kwargs, out):
+        if core is None:
+            return
+        x1 = kwargs["x1"]
+        p = {k: v for k, v in kwargs.items() if k != "x1"}
+        ref = kernel(x1, None, FullyConnected(1, jnp.array([1.3, 1.1]), jnp.array([0.1, 0.2]), core(**p)))
+        for a, b in ((out.nngp, ref.nngp), (out.ntk, ref.ntk)):
+            a, b = _f(a), _f(b)
+            fin = np.isfinite(b)
+            np.testing.assert_allclose(a[fin], b[fin], rtol=1e-10, atol=1e-12 * max(np.max(np.abs(b[fin]), initial=0), 1))
+
+    return Entry(f"stax.{name}", fn, {"x1": X, **params}, static=static, allow_inf=allow_inf, check=check,
+                 max_examples=max_examples, jit=jit)
+
+
+STAX = [
+    _stax_entry("ABRelu", lambda a, b: stax.ABRelu(a, b), {"a": P, "b": P}, core=lambda a, b: A.ABRelu(a, b), jit=True),
+    _stax_entry("Abs", lambda: stax.Abs(), {}, core=lambda: A.Abs()),
+    _stax_entry("Activation", lambda activation: stax.Activation(activation),
+                {"activation": st.one_of(st.sampled_from([A.Tanh(), A.Relu()]), st.sampled_from(["tanh", None]))},
+                core=lambda activation: activation),
+    _stax_entry("Cos", lambda a, b, c: stax.Cos(a, b, c), {"a": P, "b": P, "c": P}, core=lambda a, b, c: A.Cos(a, b, c)),
+    _stax_entry("Dense", lambda W_std, b_std, out_dim: stax.Dense(out_dim, W_std, b_std),
+                {"W_std": number(0.0, 3.0), "b_std": st.one_of(number(0.0, 1.0), st.just(None)),
+                 "out_dim": static_int(1, 4)}, static=("out_dim",), jit=True),
+    _stax_entry("ElementwiseNumerical", lambda deg: stax.ElementwiseNumerical(jnp.tanh, deg),
+                {"deg": static_int(2, 30)}, static=("deg",)),
+    _stax_entry("Erf", lambda a, b, c: stax.Erf(a, b, c), {"a": P, "b": P, "c": P}, core=lambda a, b, c: A.Erf(a, b, c),
+                jit=True),
+    _stax_entry("Exp", lambda a, b: stax.Exp(a, b), {"a": P, "b": P}, core=lambda a, b: A.Exp(a, b),
+                allow_inf=("nngp", "ntk")),
+    _stax_entry("FanInSum", lambda n: stax.serial(stax.FanOut(n), stax.parallel(*[stax.Erf()] * 2), stax.FanInSum()),
+                {"n": static_int(1, 3)}, static=("n",)),
+    _stax_entry("FanOut", lambda n: stax.serial(stax.FanOut(n), stax.parallel(*[stax.Relu()] * 2), stax.FanInSum()),
+                {"n": static_int(1, 3)}, static=("n",)),
+    _stax_entry("Gaussian", lambda a, b: stax.Gaussian(a, b), {"a": P, "b": P}, core=lambda a, b: A.Gaussian(a, b)),
+    _stax_entry("Gelu", lambda approximate: stax.Gelu(approximate), {"approximate": FLAG}, static=("approximate",),
+                core=lambda approximate: A.Gelu(approximate=approximate)),
+    _stax_entry("Hermite", lambda degree: stax.Hermite(degree), {"degree": DEGREE}, static=("degree",),
+                core=lambda degree: A.Hermite(degree), allow_inf=("nngp", "ntk")),
+    _stax_entry("Identity", lambda: stax.Identity(), {}),
+    _stax_entry("LeakyRelu", lambda alpha: stax.LeakyRelu(alpha), {"alpha": P}, core=lambda alpha: A.LeakyRelu(alpha)),
+    _stax_entry("Monomial", lambda degree: stax.Monomial(degree), {"degree": DEGREE}, static=("degree",),
+                core=lambda degree: A.Monomial(degree), allow_inf=("nngp", "ntk")),
+    _stax_entry("Polynomial", lambda coef: stax.Polynomial(coef), {"coef": COEF}, core=lambda coef: A.Polynomial(coef),
+                allow_inf=("nngp", "ntk")),
+    _stax_entry("Rbf", lambda gamma: stax.Rbf(gamma), {"gamma": P}, core=lambda gamma: A.Rbf(gamma)),
+    _stax_entry("RectifiedMonomial", lambda degree: stax.RectifiedMonomial(degree), {"degree": DEGREE},
+                static=("degree",), core=lambda degree: A.RectifiedMonomial(degree), allow_inf=("nngp", "ntk")),
+    _stax_entry("Relu", lambda do_stabilize: stax.Relu(do_stabilize), {"do_stabilize": FLAG},
+                static=("do_stabilize",), core=lambda do_stabilize: A.Relu()),
+    _stax_entry("Sign", lambda: stax.Sign(), {}, core=lambda: A.Sign()),
+    _stax_entry("Sin", lambda a, b, c: stax.Sin(a, b, c), {"a": P, "b": P, "c": P}, core=lambda a, b, c: A.Sin(a, b, c)),
+    _stax_entry("parallel", lambda n: stax.serial(stax.FanOut(2), stax.parallel(*[stax.Erf()] * n), stax.FanInSum()),
+                {"n": static_int(0, 3)}, static=("n",)),
+    _stax_entry("serial", lambda layer: stax.serial(stax.Relu(), layer), {"layer": st.sampled_from(
+        [stax.Identity(), stax.Erf(), (1, 2, 3), None, stax.FanInSum()])}, static=("layer",)),
+]
+
+ENTRIES = ACTIVATIONS + GAUSSIAN + KERNELS + STAX
+
+EXEMPT = {
+    "activations.AbstractActivation": "abstract base class",
+    "activations.AbstractClosedFormActivation": "abstract base class",
+    "activations.SiLU": "alias of Swish",
+    "gaussian.AbstractMethod": "abstract base class",
+    "gaussian.Expectations": "result container (NamedTuple)",
+    "kernels.Kernel": "result container (NamedTuple)",
+}
