@@ -14,6 +14,13 @@ from rmtjax.rmt._measures import (AbstractMeasure, Discrete, FussCatalan, GridDe
                                   Semicircle, stieltjes_inversion)
 
 
+def _raises(match, fn, *args):
+    """``fn(*args)`` fails with a message matching ``match``: a ValueError eagerly, or the runtime error
+    JAX makes of a failed compiled check under the caller's jit (its text ends with the message)."""
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match=match):
+        jax.block_until_ready(fn(*args))
+
+
 def _quad_g(density, z, a, b, points=None):
     re = integrate.quad(lambda t: density(t) * (1 / (z - t)).real, a, b, points=points, limit=400, epsabs=1e-13)[0]
     im = integrate.quad(lambda t: density(t) * (1 / (z - t)).imag, a, b, points=points, limit=400, epsabs=1e-13)[0]
@@ -42,7 +49,8 @@ def test_marchenko_pastur_against_quadrature(c, v):
 
 def test_semicircle_point_mass_discrete_closed_forms():
     sc = Semicircle(2.0, 0.5)
-    dens = lambda t: float(sc.density(jnp.array(t)))  # noqa: E731
+    jd = jax.jit(sc.density)  # one compilation for the thousands of quadrature nodes
+    dens = lambda t: float(jd(t))  # noqa: E731
     a, b = (float(e) for e in sc.edges())
     for z in (0.5 + 1j, 4.0 + 0j):
         assert complex(sc.stieltjes(jnp.array(z))) == pytest.approx(_quad_g(dens, z, a, b), abs=1e-8)
@@ -127,7 +135,7 @@ def test_bad_input():
         stieltjes_inversion(Semicircle(1.0), jnp.zeros(3), eta=0.0)
     with pytest.raises(ValueError, match="power"):
         FussCatalan(0)
-    with pytest.raises(ValueError, match="zero mass"):
+    with pytest.raises(ValueError, match="positive, finite mass"):
         GridDensity(jnp.linspace(0, 1, 5), jnp.zeros(5))
 
 
@@ -153,3 +161,120 @@ def test_vmap_equals_loop_and_jit_equals_eager():
     vs = jnp.array([0.5, 1.0, 2.0])
     batched = jax.vmap(lambda v: MarchenkoPastur(0.5, v).moment(3))(vs)
     np.testing.assert_allclose(batched, jnp.stack([MarchenkoPastur(0.5, v).moment(3) for v in vs]), rtol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 12: no silent wrong answers (the exact reproducers, then the rule under jit)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_issue12_reproducers():
+    # MarchenkoPastur.moment(2.5) was a TypeError
+    with pytest.raises(ValueError, match="k must be an integer, got 2.5"):
+        MarchenkoPastur(0.5).moment(2.5)
+    with pytest.raises(ValueError, match="k must be an integer"):
+        MarchenkoPastur(0.5).moment(True)
+    # jit(MarchenkoPastur(0.5).stieltjes) raised "unhashable": the bound method now jits (measures hash by
+    # identity), and gives the closed form
+    mp = MarchenkoPastur(0.5)
+    z = np.array([1.0 + 0.5j, -1.0 + 0j, 3.0 - 0.2j])
+    c = 0.5
+    ref = (z - (1 - c) - np.sqrt(z - (1 - np.sqrt(c)) ** 2) * np.sqrt(z - (1 + np.sqrt(c)) ** 2)) / (2 * c * z)
+    np.testing.assert_allclose(jax.jit(mp.stieltjes)(jnp.asarray(z)), ref, rtol=1e-14)
+    np.testing.assert_allclose(jax.jit(mp.density)(jnp.array([1.0])), mp.density(jnp.array([1.0])), rtol=1e-14)
+    # NaN x in a density reported "eta must be > 0"
+    with pytest.raises(ValueError, match="x must be finite"):
+        stieltjes_inversion(mp, jnp.array([jnp.nan]), eta=1e-3)
+    with pytest.raises(ValueError, match="x must be finite"):
+        mp.density(jnp.array([1.0, jnp.nan]))
+    with pytest.raises(ValueError, match="x must not be empty"):
+        mp.density(jnp.zeros((0,)))
+
+
+def test_validation_holds_under_jit():
+    mp = MarchenkoPastur(0.5)
+    _raises("z must be off the real support", jax.jit(mp.stieltjes), jnp.array([1.0]))
+    _raises("z must be finite", jax.jit(mp.stieltjes), jnp.array([jnp.nan + 1j]))
+    _raises("ratio must be finite and > 0", jax.jit(lambda c: MarchenkoPastur(c).stieltjes(1j)), -0.5)
+    _raises("variance must be finite and > 0", jax.jit(lambda v: Semicircle(v).density(0.0)), jnp.nan)
+    _raises("weights must have a positive total mass", jax.jit(lambda w: Discrete(jnp.ones(2), w).moment(1)),
+            jnp.zeros(2))
+    _raises("x must be strictly increasing", jax.jit(lambda x: GridDensity(x, jnp.ones(3)).moment(1)),
+            jnp.array([0.0, 2.0, 1.0]))
+    _raises("eta must be finite and > 0", jax.jit(lambda e: stieltjes_inversion(mp, jnp.ones(2), eta=e)), 0.0)
+    # real z on the support raises; outside it (left of the MP bulk, and 0 for ratio < 1) G is real and exact
+    np.testing.assert_allclose(mp.stieltjes(jnp.array([0.0, -1.0])), [-1 / (1 - 0.5), complex(ref_g(-1.0, 0.5))],
+                               rtol=1e-12)  # the quadrature reference: 4e-14
+    with pytest.raises(ValueError, match=r"z must be off the real support \[0, 5.828\]"):
+        MarchenkoPastur(2.0).stieltjes(jnp.array(0.0))  # the atom at 0 for ratio > 1
+
+
+def ref_g(z, c):
+    """MP(c, 1) Stieltjes transform at real z < lambda_- by quadrature of the density."""
+    a, b = (1 - math.sqrt(c)) ** 2, (1 + math.sqrt(c)) ** 2
+    dens = lambda t: math.sqrt(max((b - t) * (t - a), 0)) / (2 * math.pi * c * t)  # noqa: E731
+    atom = max(0.0, 1 - 1 / c)
+    return integrate.quad(lambda t: dens(t) / (z - t), a, b, epsabs=1e-14, limit=200)[0] + atom / z
+
+
+def test_transform_domains_give_errors_not_nan():
+    mp = MarchenkoPastur(0.5, 2.0)
+    with pytest.raises(ValueError, match="r_transform is not finite"):  # the pole g = 1 / (c v)
+        mp.r_transform(jnp.array(1.0 + 0j))
+    with pytest.raises(ValueError, match="s_transform is not finite"):  # the pole w = -1 / c
+        mp.s_transform(jnp.array(-2.0 + 0j))
+    with pytest.raises(ValueError, match="measure on \\[0, inf\\)"):
+        Semicircle(1.0).s_transform(jnp.array(0.1 + 0j))
+    with pytest.raises(ValueError, match="g must be nonzero"):
+        mp.inverse_stieltjes(jnp.array(0j))
+    with pytest.raises(ValueError, match="1/z off the real support"):
+        mp.psi(jnp.array(1.0))  # 1/z = 1 is in the bulk [0.17, 5.83]
+    # psi(0) = 0 (the limit), and S(0) = 1/m1 on the numerical path
+    assert complex(mp.psi(jnp.array(0.0))) == 0
+    relu = Discrete(jnp.array([0.0, 1.0]), jnp.array([0.5, 0.5]))
+    assert complex(relu.s_transform(jnp.array(0j))) == pytest.approx(2.0)
+    # overflow: inf where the moment overflows, never NaN; a NaN moment (inf - inf) is an error
+    assert float(MarchenkoPastur(1e30, 1e10).moment(12)) == math.inf
+    assert float(MarchenkoPastur(1e30, 1e-300).moment(12)) == 0.0  # the true value 1e-3240 underflows
+    with pytest.raises(ValueError, match="order k = 3 overflows"):
+        Discrete(jnp.array([-1e200, 1e200])).moment(3)
+    with pytest.raises(ValueError, match=r"k must be an integer in \[0, 100\]"):
+        mp.moment(101)
+
+
+def test_fuss_catalan_continuation_reports_the_branch():
+    fc = FussCatalan(2, 1.0)
+    with pytest.raises(ValueError, match="n_heights must be an integer"):
+        fc.stieltjes(jnp.array(1j), n_heights=1)
+    g = fc.stieltjes(jnp.array([0.5 + 1e-3j, 0.5 - 1e-3j, -2.0]))
+    assert float(g[0].imag) < 0 < float(g[1].imag) and float(g[2].imag) == 0
+
+
+def test_float32(float32_mode):
+    # closed forms in float32 against the same formulas in float64 (NumPy): measured max relative error
+    # 1.2e-7 (stieltjes, moments); tolerance 2e-6. The density next to the edge loses digits in b - x
+    # (measured absolute error 1.1e-7 at x = b - 0.01): tolerance 5e-7 absolute
+    mp = MarchenkoPastur(0.5, 1.5)
+    assert mp.ratio.dtype == jnp.float32
+    z = np.array([1.0 + 0.5j, -1.0 + 0.1j, 4.0 - 0.2j])
+    a, b = 1.5 * (1 - np.sqrt(0.5)) ** 2, 1.5 * (1 + np.sqrt(0.5)) ** 2
+    ref = (z - 1.5 * 0.5 - np.sqrt(z - a) * np.sqrt(z - b)) / (2 * 0.5 * 1.5 * z)
+    g = mp.stieltjes(jnp.asarray(z, jnp.complex64))
+    assert g.dtype == jnp.complex64
+    np.testing.assert_allclose(np.asarray(g), ref, rtol=2e-6)
+    x = np.linspace(a + 0.01, b - 0.01, 7)
+    np.testing.assert_allclose(np.asarray(mp.density(jnp.asarray(x, jnp.float32))),
+                               np.sqrt((b - x) * (x - a)) / (2 * np.pi * 1.5 * 0.5 * x), rtol=2e-6, atol=5e-7)
+    np.testing.assert_allclose(np.asarray(mp.moments(3)), [1.5, 1.5**2 * 1.5, 1.5**3 * (1 + 3 * 0.5 + 0.25)],
+                               rtol=2e-6)
+    # the numerical paths (Newton through rmtjax.solve with float32 tolerances): Fuss-Catalan density vs its
+    # parametric form in float64, and the numerical S-transform of relu'^2 (measured 3e-7 and 1e-7)
+    fc = FussCatalan(2, 1.0)
+    phi = np.array([0.3, 0.6, 0.9])
+    xs = np.sin(3 * phi) ** 3 / (np.sin(phi) * np.sin(2 * phi) ** 2)
+    rho = np.sin(phi) ** 2 * np.sin(2 * phi) / (np.pi * np.sin(3 * phi) ** 2)
+    np.testing.assert_allclose(np.asarray(fc.density(jnp.asarray(xs, jnp.float32))), rho, rtol=1e-4)
+    relu = Discrete(jnp.array([0.0, 1.0]), jnp.array([0.5, 0.5]))
+    w = np.array([0.1, 1.0, 5.0])
+    np.testing.assert_allclose(np.asarray(relu.s_transform(jnp.asarray(w, jnp.complex64))),
+                               2 * (1 + w) / (1 + 2 * w), rtol=1e-4)

@@ -196,11 +196,22 @@ def _additive_series(measures, n, K):
 
 
 def _multiplicative_series(measures, n, K):
-    s = None
+    # each factor is rescaled to mean 1 where it can be (the S-series divides by powers of the mean,
+    # which over- or underflow for means far from 1); the product's moments scale back by
+    # prod_i mean_i^(n_i k), taken in logarithms (inf or 0 where the true value over/underflows)
+    s, log_scale = None, 0.0
     for i, m in enumerate(measures):
-        f = _pow_traced(_s_series(_moment_series(m, K + 1)), n[i])
+        m1 = jax.lax.stop_gradient(m._moment(1))
+        scaled = m._rescaled(1 / m1)
+        if scaled is None:
+            scaled, m1 = m, jnp.ones_like(m1)
+        f = _pow_traced(_s_series(_moment_series(scaled, K + 1)), n[i])
+        # (m1 is held constant: the rescaled factor's leaves carry the whole derivative, by homogeneity)
+        log_scale = log_scale + n[i] * jnp.log(m1)
         s = f if s is None else _mul(s, f)
-    return _moments_from_s(s)[1 : K + 1]
+    mom = _moments_from_s(s)[1 : K + 1]
+    ks = jnp.arange(1, K + 1).astype(mom.dtype)
+    return mom * jnp.exp(ks * log_scale)
 
 
 @eqx.filter_jit

@@ -321,8 +321,40 @@ def _safe_z(z, zok, dtype):
 def _delta_core(model, z, zok, delta0, max_steps):
     dtype = _common_dtype(model.cov.dtype, z.dtype)
     zs = _safe_z(z, zok, dtype)
-    sol = _solve_delta(model, zs, delta0, throw=False, max_steps=max_steps)
+    sol = _solve_physical(model, zs, delta0, max_steps)
     return _with_branch(sol, zok & _physical(sol.value, zs))
+
+
+_N_CONTINUATION = 32  # heights of the continuation that recovers the physical branch next to the support
+
+
+def _solve_physical(model, z, delta0, max_steps):
+    """Newton from ``delta0`` (default 0); for a complex ``z`` where that lands off the physical branch
+    (next to the support Newton from 0 can converge to another root, e.g. at z = -2 + 0.1i), the
+    point is recomputed by continuation from Im z = 10 ||G|| + |z| down to Im z (geometric heights,
+    each solve warm-started from the one above; far from the axis delta ~ 0 is on the branch)."""
+    sol = _solve_delta(model, z, delta0, throw=False, max_steps=max_steps)
+    if not jnp.iscomplexobj(z):
+        return sol
+    ok = sol.ok & _physical(sol.value, z)
+
+    def continued():
+        rdt = z.real.dtype
+        target = jnp.abs(jnp.imag(z))
+        top = 10 * _spectral_bound(model).astype(rdt) + jnp.abs(z)
+        steps = jnp.arange(_N_CONTINUATION, dtype=rdt) / (_N_CONTINUATION - 1)
+        floor = jnp.maximum(target, jnp.finfo(rdt).eps * top)
+        hs = (top * (floor / top) ** steps).at[-1].set(target)
+        sign = jnp.where(jnp.imag(z) < 0, -1.0, 1.0).astype(rdt)
+
+        def step(d, h):
+            sh = _solve_delta(model, jax.lax.complex(jnp.real(z), sign * h), d, throw=False, max_steps=max_steps)
+            return sh.value, None
+
+        d, _ = jax.lax.scan(step, jnp.zeros((model.k,), z.dtype), hs[:-1])
+        return _solve_delta(model, z, d, throw=False, max_steps=max_steps)
+
+    return jax.lax.cond(ok, lambda: sol, continued)
 
 
 def _finish_delta(sol, throw: bool, max_steps: int, z):
@@ -418,7 +450,7 @@ class GramResolvent(NamedTuple):
 def _resolvent_core(model, z, zok, max_steps):
     dtype = _common_dtype(model.cov.dtype, z.dtype)
     zs = _safe_z(z, zok, dtype)
-    sol = _solve_delta(model, zs, None, throw=False, max_steps=max_steps)
+    sol = _solve_physical(model, zs, None, max_steps)
     sol = _with_branch(sol, zok & _physical(sol.value, zs))
     delta = sol.value
     a = _weights(model, delta.dtype) / (1 + delta)

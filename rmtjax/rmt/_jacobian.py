@@ -126,15 +126,13 @@ def _sigmas(sigma_w2, sigma_b2):
 def jacobian_q_star(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, *, throw: bool = True):
     r""":math:`q^*` of the length map (:func:`rmtjax.meanfield.q_star`; :class:`HardTanh` by its closed
     form, bracketed from :math:`q_0 = 1` so that :math:`q^* \ge 0` is the fixed point the recursion
-    reaches). ``nan`` for activations whose :math:`\phi'^2` law does not depend on :math:`q` (ReLU
-    family), where it is not needed (and not unique at :math:`\sigma_w^2 = 2, \sigma_b^2 = 0`).
+    reaches). (The Jacobian law of the ReLU family does not depend on :math:`q^*`, and
+    :func:`jacobian_law` does not compute it for them.)
     ``sigma_w2``, ``sigma_b2``: finite scalars ``>= 0``. ``throw=True`` raises where there is no
     finite fixed point (``throw=False``: ``nan`` there)."""
     activation = check_activation(activation)
     w2, b2 = _sigmas(sigma_w2, sigma_b2)
     throw = flag(throw, "throw")
-    if isinstance(activation, _SCALE_FREE):
-        return jnp.full_like(w2 + b2, jnp.nan)
     if isinstance(activation, HardTanh):
         q, ok = _hardtanh_q_star(w2, b2)
         q = jnp.where(ok, q, jnp.nan)
@@ -202,7 +200,11 @@ def _derivative_squared_law(activation, q, step, cutoff):
 
 def _law(activation, w2, b2, depth, orthogonal, step, cutoff):
     """The Jacobian law from validated arguments: ``(rho, q*, law of phi'^2)``."""
-    q = jacobian_q_star(activation, w2, b2)
+    if isinstance(activation, _SCALE_FREE):  # the law of phi'^2 does not depend on q
+        mf = q_star(activation, w2, b2, throw=False)
+        q = jnp.where(mf.ok, mf.value, jnp.inf)  # inf: the variance grows without bound (q* not needed)
+    else:
+        q = jacobian_q_star(activation, w2, b2)
     d2 = _derivative_squared_law(activation, q, step, cutoff)
     m1 = d2.mean()
     msg = ("activation must have E[phi'(h)^2] > 0 at the fixed point (its derivative vanishes almost everywhere: "
@@ -352,7 +354,8 @@ class JacobianSpectrum(NamedTuple):
         mean: :math:`m_1 = \chi^L` (mean squared singular value of :math:`J`).
         variance: :math:`\operatorname{Var}(\lambda) = m_2 - m_1^2`.
         max_eigenvalue: right edge :math:`\lambda_{\max}`; ``max_singular_value`` its square root.
-        q_star: the fixed point used (nan for the ReLU family).
+        q_star: the fixed point :math:`q^*` (for the ReLU family, whose law does not use it, the
+            mean-field value, ``inf`` where the variance grows without bound).
         converged: per grid point, the subordination converged on the physical branch.
         ok: every solve converged (all of ``converged`` and the edge).
     """

@@ -211,6 +211,10 @@ class AbstractMeasure(eqx.Module):
         """Mass of the atom at 0 (0 for the absolutely continuous laws)."""
         return jnp.zeros(())
 
+    def _rescaled(self, c):
+        """The law of ``c t`` (``c > 0``, unvalidated), or ``None`` if this measure cannot say."""
+        return None
+
     # -- public, validated -------------------------------------------------------------------
 
     def _off_support(self, z, name: str):
@@ -320,9 +324,9 @@ class AbstractMeasure(eqx.Module):
         b = concrete(bad)
         if b is not None and bool(b):
             raise ArgumentError(msg)
-        if b is None:
-            w = error_if(w, bad, msg)
         s, ok = self._s_transform(w)
+        if b is None:
+            s = error_if(s, bad, msg)
         s = finish(s, ok, throw=True, eager="s_transform: psi(z) = w has no root reachable from the start (w must "
                    "be small, or real and > 0)", at=describe_points(w))
         return _all_finite(s, "s_transform is not finite at this w (a pole of S: w must be in the domain of the "
@@ -467,6 +471,9 @@ class MarchenkoPastur(AbstractMeasure):
     def zero_mass(self):
         return jnp.maximum(1 - 1 / self.ratio, 0.0)
 
+    def _rescaled(self, c):
+        return eqx.tree_at(lambda m: m.variance, self, self.variance * c.astype(self.variance.dtype))
+
     def _moment(self, k: int):
         if k == 0:
             return jnp.ones_like(self.ratio)
@@ -536,6 +543,10 @@ class Semicircle(AbstractMeasure):
     def _r_transform(self, g):
         return self.center.astype(g.dtype) + self.variance.astype(g.dtype) * g, jnp.ones(g.shape, bool)
 
+    def _rescaled(self, c):
+        c = c.astype(self.variance.dtype)
+        return eqx.tree_at(lambda m: (m.variance, m.center), self, (self.variance * c * c, self.center * c))
+
 
 class PointMass(AbstractMeasure):
     r""":math:`\delta_a`: :math:`G(z) = 1/(z-a)`, :math:`R = a`, :math:`S = 1/a` (``location`` finite)."""
@@ -560,7 +571,7 @@ class PointMass(AbstractMeasure):
         return z * a / (1 - z * a)
 
     def _density(self, x):
-        return jnp.zeros_like(x)
+        return 0 * x  # (not zeros_like: the result must depend on x, which carries its checks under jit)
 
     def zero_mass(self):
         return jnp.where(self.location == 0, 1.0, 0.0).astype(self.location.dtype)
@@ -568,11 +579,14 @@ class PointMass(AbstractMeasure):
     def _moment(self, k: int):
         return self.location**k
 
-    def _r_transform(self, g):
-        return jnp.broadcast_to(self.location.astype(g.dtype), g.shape), jnp.ones(g.shape, bool)
+    def _rescaled(self, c):
+        return eqx.tree_at(lambda m: m.location, self, self.location * c.astype(self.location.dtype))
+
+    def _r_transform(self, g):  # (+ 0 g: the result depends on g, which carries its checks under jit)
+        return self.location.astype(g.dtype) + 0 * g, jnp.ones(g.shape, bool)
 
     def _s_transform(self, w):
-        return jnp.broadcast_to(1 / self.location.astype(w.dtype), w.shape), jnp.ones(w.shape, bool)
+        return 1 / self.location.astype(w.dtype) + 0 * w, jnp.ones(w.shape, bool)
 
 
 class Discrete(AbstractMeasure):
@@ -629,13 +643,16 @@ class Discrete(AbstractMeasure):
         return jnp.sum(w * z[..., None] * a / (1 - z[..., None] * a), axis=-1)
 
     def _density(self, x):
-        return jnp.zeros_like(x)
+        return 0 * x  # (not zeros_like: the result must depend on x, which carries its checks under jit)
 
     def zero_mass(self):
         return jnp.sum(jnp.where(self.atoms == 0, self.weights, 0.0))
 
     def _moment(self, k: int):
         return jnp.sum(jnp.where(self.weights > 0, self.weights * self.atoms**k, 0.0))
+
+    def _rescaled(self, c):
+        return eqx.tree_at(lambda m: m.atoms, self, self.atoms * c.astype(self.atoms.dtype))
 
 
 Empirical = Discrete
@@ -685,6 +702,9 @@ class FussCatalan(AbstractMeasure):
             log_coef = math.lgamma((s + 1) * k + 1) - math.lgamma(k + 1) - math.lgamma(s * k + 1) - math.log(s * k + 1)
             return jnp.exp(k * jnp.log(self.scale) + log_coef)
         return self.scale**k * coef
+
+    def _rescaled(self, c):
+        return eqx.tree_at(lambda m: m.scale, self, self.scale * c.astype(self.scale.dtype))
 
     def _x_of_phi(self, phi):
         s = self.power
