@@ -50,7 +50,10 @@ def test_saad_solla_quick_float32(tmp_path):
     assert report["ok"], report["checks"]
     p = report["precision"]
     assert p["dtype"] == "float32" and "plateau eps_g (fixed point)" in p["quantities"]
-    assert p["max_rel_diff"] < 1e-2, p
+    # measured: ODE curves 7.5e-5 (max |diff| / max eps_g; the escape from the unstable plateau
+    # amplifies rounding), fixed point 1.9e-7, growth rate 9.7e-8
+    assert p["max_rel_diff"] < 1e-3, p
+    assert p["quantities"]["plateau eps_g (fixed point)"]["max_rel_diff"] < 1e-5, p
 
 
 def test_bad_sizes_are_clear_errors():
