@@ -166,6 +166,14 @@ _DOUBLINGS = 40  # then steps of 2^8, up to 1000 binary orders of magnitude in a
 _UP_STEPS = _DOUBLINGS + 120
 
 
+def _q_floor(dtype) -> float:
+    """The smallest positive variance at which the Gaussian expectations keep their relative
+    accuracy: the fourth root of the smallest normal number (1.2e-77 in float64, 1.1e-10 in
+    float32). Below it products such as q1 q2 underflow (measured: tanh's Mehler series returns
+    V(q)/q ~ 1e-34 at q = 1e-154 in float64 and 1e-19 in float32, ReLU's correlation turns to 0)."""
+    return float(jnp.finfo(dtype).tiny) ** 0.25
+
+
 def _margin(dtype) -> float:
     """A sign change must exceed this relative size to count as one (rounding: for ReLU at
     sigma_w2 = 2, V(q) - q = sigma_b2 vanishes into the rounding of q at q ~ 1e15)."""
@@ -173,14 +181,15 @@ def _margin(dtype) -> float:
 
 
 def _q_up(q0, g0, k):
-    start = jnp.maximum(jnp.maximum(2 * q0, q0 + g0), jnp.asarray(jnp.finfo(q0.dtype).tiny, q0.dtype) ** 0.5)
+    start = jnp.maximum(jnp.maximum(2 * q0, q0 + g0), _q_floor(q0.dtype))
     e = (k - 1) + 7 * jnp.maximum(k - 1 - _DOUBLINGS, 0)
     p = start * jnp.exp2(e.astype(q0.dtype))
     return jnp.where(p <= _Q_MAX, p, jnp.nan)
 
 
 def _q_down(q0, g0, k):
-    return q0 * jnp.exp2(-k.astype(q0.dtype))
+    p = q0 * jnp.exp2(-k.astype(q0.dtype))
+    return jnp.where(p >= _q_floor(q0.dtype), p, 0.0)  # below the floor: the end q = 0, where V(0) >= 0
 
 
 def _q_star_scalar(activation, w2, b2, q0, method, max_steps) -> Solution:
@@ -203,7 +212,7 @@ def _g_c(c, args):
 
 def _q_eval(q):
     """q* where the correlation map is evaluated: q* itself, or the limit q -> 0+ at q* = 0."""
-    floor = jnp.asarray(jnp.finfo(q.dtype).tiny, q.dtype) ** 0.5
+    floor = jnp.asarray(_q_floor(q.dtype), q.dtype)
     return jnp.where(q > floor, q, floor)
 
 
@@ -378,7 +387,8 @@ def _finish_c(sol, throw, shape, w2, b2, c0):
 def q_map(q: ArrayLike, activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, *,
           method: AbstractMethod = Auto()) -> Array:
     r"""The length map :math:`\mathcal V(q) = \sigma_w^2\mathbb E[\phi(\sqrt q z)^2] + \sigma_b^2`
-    (arrays broadcast together; ``q >= 0``).
+    (arrays broadcast together; ``q = 0`` or ``q >=`` the fourth root of the dtype's smallest
+    normal number, 1.2e-77 in float64 and 1.1e-10 in float32, below which the expectations underflow).
 
     Example:
         >>> from rmtjax.activations import Relu
@@ -390,6 +400,10 @@ def q_map(q: ArrayLike, activation: AbstractActivation, sigma_w2: ArrayLike, sig
     q = real(q, "q", lo=0.0)
     w2, b2 = _sigmas(sigma_w2, sigma_b2)
     activation, _, a = _common(activation, q=q, sigma_w2=w2, sigma_b2=b2)
+    floor = _q_floor(a["q"].dtype)
+    a["q"] = error_if(a["q"], jnp.any((a["q"] > 0) & (a["q"] < floor)),
+                      f"q must be 0 or >= {floor:.2g} ({a['q'].dtype.name}: smaller variances underflow in the "
+                      "Gaussian expectations)")
     return _q_map_core(a["q"], activation, a["sigma_w2"], a["sigma_b2"], method)
 
 
@@ -400,8 +414,9 @@ _q_map_core = eqx.filter_jit(_V)
 def c_map(c: ArrayLike, q: ArrayLike, activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, *,
           method: AbstractMethod = Auto()) -> Array:
     r"""The correlation map :math:`\mathcal C(c) = (\sigma_w^2\mathbb E[\phi(u_1)\phi(u_2)] +
-    \sigma_b^2)/q` for inputs of variance ``q > 0`` (normally :math:`q^*`) and correlation
-    ``c`` in ``[-1, 1]`` (arrays broadcast together).
+    \sigma_b^2)/q` for inputs of variance ``q`` (normally :math:`q^*`; ``q >= 1.2e-77`` in float64,
+    ``1.1e-10`` in float32, see :func:`q_map`) and correlation ``c`` in ``[-1, 1]`` (arrays
+    broadcast together).
 
     Example:
         >>> from rmtjax.activations import Relu
@@ -414,6 +429,10 @@ def c_map(c: ArrayLike, q: ArrayLike, activation: AbstractActivation, sigma_w2: 
     q = real(q, "q", lo=0.0, lo_open=True)
     w2, b2 = _sigmas(sigma_w2, sigma_b2)
     activation, _, a = _common(activation, c=c, q=q, sigma_w2=w2, sigma_b2=b2)
+    floor = _q_floor(a["q"].dtype)
+    a["q"] = error_if(a["q"], jnp.any(a["q"] < floor),
+                      f"q must be >= {floor:.2g} ({a['q'].dtype.name}: smaller variances underflow in the "
+                      "Gaussian expectations)")
     return _c_map_core(a["c"], a["q"], activation, a["sigma_w2"], a["sigma_b2"], method)
 
 

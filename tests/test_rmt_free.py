@@ -9,9 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import equinox as eqx
+
+from rmtjax.rmt import _free
 from rmtjax.rmt._free import (free_additive_convolution, free_additive_power, free_multiplicative_convolution,
                               free_multiplicative_power)
-from rmtjax.rmt._measures import Discrete, MarchenkoPastur, PointMass, Semicircle
+from rmtjax.rmt._jacobian import multiplicative_edge
+from rmtjax.rmt._measures import Discrete, FussCatalan, MarchenkoPastur, PointMass, Semicircle
 
 
 def test_semicircle_plus_semicircle_is_semicircle_including_edges():
@@ -141,7 +145,9 @@ def test_bad_input():
         free_multiplicative_convolution(PointMass(0.0), MarchenkoPastur())
     with pytest.raises(ValueError, match="n must be"):
         free_additive_power(Semicircle(1.0), 0)
-    with pytest.raises(ValueError, match="did not converge"):  # real z inside the support has no solution
+    # real z inside the support has no solution: the message says so (validated arguments are not the cause)
+    with pytest.raises(ValueError, match="no converged solution on the physical branch .* a real z must lie "
+                                         "outside the support"):
         free_additive_convolution(Semicircle(1.0), Semicircle(1.0)).stieltjes(jnp.array([0.3 + 0j]))
     with pytest.raises(ValueError, match="eta"):
         free_additive_convolution(Semicircle(1.0), Semicircle(1.0)).density_on_grid(jnp.zeros(2), eta=-1.0)
@@ -172,3 +178,85 @@ def test_default_height_reads_a_density_diverging_at_zero():
     # is 26% off at 1e-7
     old = np.asarray(rho.density_on_grid(jnp.asarray(xs), eta=1e-9 * (1 + np.sqrt(L))).density)
     assert abs(old[0] / ref[0] - 1) > 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 12: validation first, physical branches, throw under jit, float32, one compilation
+# ---------------------------------------------------------------------------------------------
+
+
+def _raises(match, fn, *args):
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match=match):
+        jax.block_until_ready(fn(*args))
+
+
+def test_issue12_bad_points_are_named_not_reported_as_eta_or_convergence():
+    rho = free_additive_convolution(Semicircle(1.0), Semicircle(1.0))
+    with pytest.raises(ValueError, match="x must be finite"):  # was "eta must be > 0, got [nan]"
+        rho.density_on_grid(jnp.array([0.5, jnp.nan]))
+    with pytest.raises(ValueError, match="x must not be empty"):
+        rho.density_on_grid(jnp.zeros((0,)))
+    with pytest.raises(ValueError, match="eta must be finite and > 0"):
+        rho.density_on_grid(jnp.ones(2), eta=jnp.nan)
+    with pytest.raises(ValueError, match="eta must be a scalar or have the shape of x"):
+        rho.density_on_grid(jnp.ones(2), eta=jnp.ones(3))
+    with pytest.raises(ValueError, match="z must be finite"):
+        rho.stieltjes(jnp.array([jnp.inf + 1j]))
+    with pytest.raises(ValueError, match="n_heights must be an integer in \\[2, 10000\\]"):
+        free_additive_convolution(Semicircle(1.0), Semicircle(1.0), n_heights=1)
+    with pytest.raises(ValueError, match="n must be an integer"):
+        free_multiplicative_power(MarchenkoPastur(), 2.0)
+    with pytest.raises(ValueError, match="measures must be rmtjax.rmt measures"):
+        free_additive_convolution(Semicircle(1.0), 3.0)
+    with pytest.raises(ValueError, match="order must be an integer in \\[1, 32\\]"):
+        rho.moments(40)
+
+
+def test_throw_and_branch_checks_hold_under_jit():
+    rho = free_additive_convolution(Semicircle(1.0), Semicircle(1.0))
+    z = jnp.array([0.3 + 0j, 0.3 + 0.1j, 5.0 + 0j])  # inside the support on the axis; above it; outside
+    _raises("no converged solution on the physical branch", jax.jit(lambda z: rho.stieltjes(z)), z)
+    omega, ok = jax.jit(lambda z: rho.solve(z, throw=False))(z)
+    np.testing.assert_array_equal(ok, [False, True, True])
+    # the accepted points are the semicircle of variance 2: G(z) = (z - sqrt(z^2 - 8)) / 4
+    g = rho.stieltjes(z[1:])
+    zz = np.asarray(z[1:])
+    np.testing.assert_allclose(g, (zz - np.sqrt(zz - np.sqrt(8)) * np.sqrt(zz + np.sqrt(8))) / 4, rtol=1e-10)
+    _raises("measures must live on \\[0, inf\\) with a mean > 0",
+            jax.jit(lambda c: free_multiplicative_convolution(Semicircle(1.0, c), MarchenkoPastur()).moments(2)), 0.0)
+    _raises("x must be finite", jax.jit(lambda x: rho.density_on_grid(x).density), jnp.array([jnp.nan]))
+
+
+def test_repeated_calls_do_not_recompile():
+    # one compiled subordination core per kind, factor structure and grid shape: new parameter values,
+    # new points and new depths (the powers are traced) reuse it; likewise the series moments
+    x = jnp.linspace(0.1, 3.0, 6)
+    free_multiplicative_power(MarchenkoPastur(1.0, 1.0), 2).density_on_grid(x)
+    solves, series = eqx.debug.get_num_traces(_free._solve_points), eqx.debug.get_num_traces(_free._series_jit)
+    for L, c in ((3, 0.5), (5, 1.5), (8, 0.9)):
+        rho = free_multiplicative_power(MarchenkoPastur(c, 1.0), L)
+        rho.density_on_grid(x + 0.01 * L)
+        rho.moments(2)
+    assert eqx.debug.get_num_traces(_free._solve_points) == solves
+    # (moments(2) is a second K: one more series program, shared by the three calls)
+    assert eqx.debug.get_num_traces(_free._series_jit) <= series + 1
+
+
+def test_float32(float32_mode):
+    # default heights and tolerances scaled to float32. Measured: semicircle of variance 3 within 2.1e-7
+    # (absolute; float64: 2.1e-10), MP^{boxtimes 3} density within 1.2e-6 (relative, bulk) of float64 and
+    # its moments exact; the edge 256/27 within 1e-7 relative
+    x = np.linspace(-3.4, 3.4, 9)
+    rho = free_additive_convolution(Semicircle(1.0), Semicircle(2.0, 0.5))
+    d = rho.density_on_grid(jnp.asarray(x, jnp.float32))
+    assert d.density.dtype == jnp.float32 and bool(jnp.all(d.ok))
+    np.testing.assert_allclose(np.asarray(d.density), np.sqrt(np.maximum(12 - (x - 0.5) ** 2, 0)) / (6 * np.pi),
+                               atol=2e-6)
+    pr = free_multiplicative_power(MarchenkoPastur(1.0, 1.0), 3)
+    np.testing.assert_allclose(np.asarray(pr.moments(3)), [1, 4, 22], rtol=1e-5)
+    xs = np.array([0.05, 0.5, 2.0])
+    with jax.enable_x64(True):  # the parametric Fuss-Catalan density, in float64
+        ref = np.asarray(FussCatalan(3).density(jnp.asarray(xs)))
+    dd = pr.density_on_grid(jnp.asarray(xs, jnp.float32))
+    np.testing.assert_allclose(np.asarray(dd.density), ref, rtol=2e-5)
+    assert float(multiplicative_edge(pr)[0].value) == pytest.approx(256 / 27, rel=1e-5)

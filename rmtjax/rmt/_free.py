@@ -215,6 +215,7 @@ def _multiplicative_series(measures, n, K):
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
 def _series_jit(fn, measures, n, K):
     """Moments ``m_1..m_K`` of a convolution from power series, compiled once per kind, factor
     structure and ``K`` (the powers ``n`` are traced: every depth shares one program)."""

@@ -17,12 +17,44 @@ from rmtjax import hermite, meanfield, solve
 from rmtjax.activations import Erf, Gelu, Relu, Sin, Tanh
 from rmtjax.gaussian import gaussian_expectations
 
-from .harness import Entry, array, bad_type, number, static_int
+from .harness import Entry, bad_type, finite
+from .harness import array as _array
+from .harness import number as _number
+
+# Valid values weigh more than in the harness' defaults: an entry has up to five arguments, and with
+# the default mix most examples would stop at the first bad one before reaching the solver. Every
+# kind of bad value (NaN, inf, negative, huge, tiny, complex, bool, str, None, wrong rank, empty)
+# still appears.
+
+
+def _mostly(valid, invalid, tenths_valid=8):
+    """``valid`` in ``tenths_valid`` of ten draws, else ``invalid`` (a flatmap: hypothesis' one_of
+    does not weight by repeating a strategy)."""
+    return st.integers(0, 9).flatmap(lambda i: valid if i < tenths_valid else invalid)
+
+
+def number(lo, hi):
+    return _mostly(finite(lo, hi), _number(lo, hi, valid_weight=0))
+
+
+def array(shape, lo=-3.0, hi=3.0):
+    return _mostly(_array(shape, lo, hi, bad=False), _array(shape, lo, hi))
+
+
+def static_int(lo, hi):
+    # no True / False among the bad values: as static jit arguments they hash and compare equal to 1 / 0,
+    # so the harness' cached compiled call would answer for them (eager calls reject booleans; the
+    # tests of the modules check that)
+    bad = st.sampled_from([-1, lo - 1, 10**9, 2.5, float(hi), None, "3"])
+    return _mostly(st.integers(lo, hi), bad)
+
 
 CLOSED = [Erf(), Relu(), Gelu(), Sin()]
-ACTIVATIONS = st.one_of(st.sampled_from(CLOSED), st.sampled_from(CLOSED), st.sampled_from(["tanh", None, 1.0]))
-WITH_TANH = st.one_of(st.sampled_from([Tanh(), Erf(), Relu()]), st.sampled_from(["tanh", None]))
-FLAG = st.sampled_from([True, False, True, 1, None, "yes"])
+ACTIVATIONS = _mostly(st.sampled_from(CLOSED), st.sampled_from(["tanh", None, 1.0]))
+WITH_TANH = _mostly(st.sampled_from([Tanh(), Erf(), Relu()]), st.sampled_from(["tanh", None]))
+# no 1 / 0 among the bad flags: as static jit arguments they hash and compare equal to True / False,
+# so the harness' compiled call would reuse the True / False program (the eager call does reject them)
+FLAG = _mostly(st.booleans(), st.sampled_from([None, "yes", 2]))
 
 
 def _f(x) -> float:
@@ -151,12 +183,13 @@ MEANFIELD = [
     Entry("meanfield.edge_of_chaos",
           lambda activation, sigma_b2, sigma_w2_guess: meanfield.edge_of_chaos(activation, sigma_b2,
                                                                                sigma_w2_guess=sigma_w2_guess),
-          {"activation": st.one_of(st.sampled_from([Erf(), Sin()]), bad_type()), "sigma_b2": number(0.0, 1.0),
+          {"activation": _mostly(st.sampled_from([Erf(), Sin()]), bad_type()),
+           "sigma_b2": number(0.0, 1.0),
            "sigma_w2_guess": st.one_of(st.just(2.0), number(0.0, 10.0))},
           check=_edge_check, max_examples=8),
     Entry("meanfield.phase_diagram",
           lambda activation, sigma_w2, sigma_b2: meanfield.phase_diagram(activation, sigma_w2, sigma_b2),
-          {"activation": st.one_of(st.sampled_from([Erf(), Relu()]), bad_type()),
+          {"activation": _mostly(st.sampled_from([Erf(), Relu()]), bad_type()),
            "sigma_w2": array((3,), 0.0, 4.0), "sigma_b2": array((2,), 0.0, 1.0)},
           allow_inf=("xi_q", "xi_c", "[5]", "[6]"), ok=lambda out: out.ok, check=_phase_check, max_examples=8),
     Entry("meanfield.q_map",
@@ -185,6 +218,8 @@ def _sum_sq(c) -> float:
 def _coefficients_check(kwargs, out):
     # Bessel's inequality: sum_k a_k(q)^2 <= E[sigma(sqrt(q) z)^2]
     q = _f(kwargs["q"])
+    if 0 < q < 1e-150:  # gaussian_expectations' own q12^2 <= q1 q2 check underflows there
+        return
     e2 = _f(gaussian_expectations(kwargs["activation"], q, q, q).k)
     assert _sum_sq(out) <= e2 * (1 + 1e-8) + 1e-12, (_sum_sq(out), e2)
 
