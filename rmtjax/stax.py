@@ -162,7 +162,7 @@ def _single(x, who: str, what: str):
 
 def _check_layer(l, who: str, i: int):
     if not (isinstance(l, tuple) and len(l) == 3 and isinstance(l[2], KernelFn)):
-        raise ValueError(f"{who}: argument {i} is not an rmtjax.stax layer (init_fn, apply_fn, kernel_fn), got "
+        raise ValueError(f"{who}: layers[{i}] is not an rmtjax.stax layer (init_fn, apply_fn, kernel_fn), got "
                          f"{type(l).__name__}")
 
 
@@ -208,13 +208,13 @@ def parallel(*layers: Layer) -> Layer:
     its input must be a list of branches (from :func:`FanOut`)."""
     layers = tuple(layers)
     if not layers:
-        raise ValueError("parallel needs at least one layer (one per branch)")
+        raise ValueError("parallel: layers must hold at least one layer (one per branch), got none")
     for i, l in enumerate(layers):
         _check_layer(l, "parallel", i)
 
     def _count(n):
         if n != len(layers):
-            raise ValueError(f"parallel: got {n} branches for {len(layers)} layers")
+            raise ValueError(f"parallel: got {n} branches for {len(layers)} layers (one layer per branch)")
 
     def init_fn(key, input_shape):
         shapes = _branches(input_shape, "parallel", "input_shape must be")

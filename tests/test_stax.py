@@ -114,7 +114,7 @@ def test_layer_arguments_validated():
                         (lambda: stax.Activation(A.Tanh(), method="gh"), "method must be"),
                         (lambda: stax.ElementwiseNumerical(jnp.tanh, deg=1), "GaussHermite.deg"),
                         (lambda: stax.ElementwiseNumerical(3.0, deg=20), "fn must be callable"),
-                        (lambda: stax.serial(stax.Relu(), (1, 2, 3)), "argument 1 is not an rmtjax.stax layer"),
+                        (lambda: stax.serial(stax.Relu(), (1, 2, 3)), "layers\\[1\\] is not an rmtjax.stax layer"),
                         (lambda: stax.parallel(), "at least one layer")]:
         with pytest.raises(ValueError, match=match):
             make()

@@ -334,7 +334,7 @@ class _AbstractFree(AbstractMeasure):
         so every depth L reuses one compilation."""
         flat = z.reshape(-1)
         n = jnp.asarray(self.powers, dtype=flat.real.dtype)
-        scale = self._solve_scale()
+        scale = _finite_scale(self._solve_scale(), "spectrum's scale")
         omega, g, ok = _solve_points(type(self)._solve_one, self.measures, n, scale, flat, self.n_heights,
                                      self.max_steps)
         return omega.reshape(z.shape + (len(self.measures),)), g.reshape(z.shape), ok.reshape(z.shape)
@@ -408,7 +408,7 @@ class _AbstractFree(AbstractMeasure):
         n_points = static_int(n_points, "n_points", lo=8, hi=4096)
         radius = static_number(radius, "radius", lo=0.0, hi=0.999)
         theta = 2 * math.pi * (np.arange(n_points) + 0.5) / n_points
-        r = radius / self._reach()
+        r = radius / _finite_scale(self._reach(), "support's reach (ratio test on the moments)")
         cdt = cdtype(r.dtype)
         u = r.astype(cdt) * jnp.asarray(np.exp(1j * theta), cdt)
         x = 1 / u
@@ -430,6 +430,13 @@ class _AbstractFree(AbstractMeasure):
         K = _SERIES_ORDER
         m = jax.lax.stop_gradient(self._series_moments(K))
         return jnp.maximum(jnp.abs(m[K - 1] / m[K - 2]) / (1 - 1.5 / (K - 1)), jnp.abs(m[K - 1]) ** (1.0 / K))
+
+
+def _finite_scale(x, what: str):
+    """``x`` (a scale estimated from the moment series), or a ``ValueError`` where it overflowed."""
+    return error_if(x, ~jnp.isfinite(x),
+                    f"the convolution's {what} overflows {x.dtype.name}: the measures' parameters (ratio, variance, "
+                    "mean, atoms) are too large for this dtype; rescale them")
 
 
 class FreeAdditiveConvolution(_AbstractFree):

@@ -210,7 +210,7 @@ def _bucket_check(kwargs, out):
 X = array((3, 2))
 
 
-def _stax_entry(name, make_layer, params, *, static=(), allow_inf=(), max_examples=6, jit=False, core=None):
+def _stax_entry(name, make_layer, params, *, static=(), allow_inf=(), max_examples=6, jit=False, core=None, names=()):
     """``serial(Dense, layer, Dense)`` built from drawn parameters, its kernel at drawn inputs;
     ``core(**params)`` (an activation module) gives the functional-core reference."""
 
@@ -229,7 +229,7 @@ def _stax_entry(name, make_layer, params, *, static=(), allow_inf=(), max_exampl
             np.testing.assert_allclose(a[fin], b[fin], rtol=1e-10, atol=1e-12 * max(np.max(np.abs(b[fin]), initial=0), 1))
 
     return Entry(f"stax.{name}", fn, {"x1": X, **params}, static=static, allow_inf=allow_inf, check=check,
-                 max_examples=max_examples, jit=jit)
+                 max_examples=max_examples, jit=jit, names=names)
 
 
 STAX = [
@@ -248,10 +248,13 @@ STAX = [
                 jit=True),
     _stax_entry("Exp", lambda a, b: stax.Exp(a, b), {"a": P, "b": P}, core=lambda a, b: A.Exp(a, b),
                 allow_inf=("nngp", "ntk")),
-    _stax_entry("FanInSum", lambda n: stax.serial(stax.FanOut(n), stax.parallel(*[stax.Erf()] * 2), stax.FanInSum()),
-                {"n": static_int(1, 3)}, static=("n",)),
-    _stax_entry("FanOut", lambda n: stax.serial(stax.FanOut(n), stax.parallel(*[stax.Relu()] * 2), stax.FanInSum()),
-                {"n": static_int(1, 3)}, static=("n",)),
+    # the drawn count is FanOut's ``num``; a count that does not match parallel's two layers is an
+    # error naming "layers"
+    _stax_entry("FanInSum", lambda num: stax.serial(stax.FanOut(num), stax.parallel(*[stax.Erf()] * 2),
+                                                    stax.FanInSum()),
+                {"num": static_int(1, 3)}, static=("num",), names=("layers",)),
+    _stax_entry("FanOut", lambda num: stax.serial(stax.FanOut(num), stax.parallel(*[stax.Relu()] * 2), stax.FanInSum()),
+                {"num": static_int(1, 3)}, static=("num",), names=("layers",)),
     _stax_entry("Gaussian", lambda a, b: stax.Gaussian(a, b), {"a": P, "b": P}, core=lambda a, b: A.Gaussian(a, b)),
     _stax_entry("Gelu", lambda approximate: stax.Gelu(approximate), {"approximate": FLAG}, static=("approximate",),
                 core=lambda approximate: A.Gelu(approximate=approximate)),
@@ -270,8 +273,9 @@ STAX = [
                 static=("do_stabilize",), core=lambda do_stabilize: A.Relu()),
     _stax_entry("Sign", lambda: stax.Sign(), {}, core=lambda: A.Sign()),
     _stax_entry("Sin", lambda a, b, c: stax.Sin(a, b, c), {"a": P, "b": P, "c": P}, core=lambda a, b, c: A.Sin(a, b, c)),
-    _stax_entry("parallel", lambda n: stax.serial(stax.FanOut(2), stax.parallel(*[stax.Erf()] * n), stax.FanInSum()),
-                {"n": static_int(0, 3)}, static=("n",)),
+    _stax_entry("parallel", lambda layers: stax.serial(stax.FanOut(2), stax.parallel(*layers), stax.FanInSum()),
+                {"layers": st.sampled_from([(), (stax.Erf(),), (stax.Erf(), stax.Relu()), (stax.Erf(),) * 3,
+                                            (stax.Erf(), None), (stax.Erf(), 2.5)])}),
     _stax_entry("serial", lambda layer: stax.serial(stax.Relu(), layer), {"layer": st.sampled_from(
         [stax.Identity(), stax.Erf(), (1, 2, 3), None, stax.FanInSum()])}, static=("layer",)),
 ]
