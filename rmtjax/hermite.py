@@ -946,7 +946,10 @@ def _memorization(c, X, kappa, max_depth):
 
     def step(K, _):
         out = stats(K)
-        return _mehler_sum(c, c, K), out
+        # G(1) = sum a_k^2 = 1 for normalized coefficients: the diagonal is kept at exactly 1 and
+        # |G(rho)| <= G(|rho|) <= 1 off it. Carrying G(1) = 1 + rounding instead compounds like
+        # (1 + eps)^(mu^l) for a supercritical law and overflowed by depth 60 in float32.
+        return jnp.where(eye > 0, 1.0, jnp.clip(_mehler_sum(c, c, K), -1.0, 1.0)), out
 
     _, (lo, hi, mx, rowsum, frob) = jax.lax.scan(step, R, None, length=max_depth + 1)
     ok = (lo >= 1 - kappa) & (hi <= 1 + kappa)

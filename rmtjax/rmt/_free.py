@@ -264,11 +264,13 @@ def _default_eta(x, scale):
 
 def _continue(step, omega0, heights):
     """Warm-started solves along ``heights``: the last solution, its flag, and the solution one
-    height above."""
+    height above. A step whose solution is not finite (an overflow far from the support, seen in
+    float32 at 1/x for x = 1e4) is not carried on: the next height starts from the last finite one."""
 
     def body(carry, h):
         omega, _ = carry
         new, ok = step(omega, h)
+        new = jnp.where(jnp.all(jnp.isfinite(new)), new, omega)
         return (new, omega), ok
 
     (omega, prev), oks = jax.lax.scan(body, (omega0, omega0), heights)

@@ -257,8 +257,11 @@ def _edge_core(ms, ns, n_grid, log_range):
         return jax.nn.sigmoid(t) / top(m)
 
     def psi(m, t):
-        zeta = zeta_of(m, t)
-        return jnp.sum(m.weights * zeta * m.atoms / (1 - zeta * m.atoms))
+        # zeta a / (1 - zeta a) with r = a / max atom: 1 - zeta a = (1 - r) + r sigmoid(-t), which does
+        # not round to 0 where sigmoid(t) rounds to 1 (t > 17 in float32, 37 in float64: psi was
+        # inf there and Newton stopped on non-finite values, measured for ReLU, orthogonal, L = 2)
+        r = m.atoms / top(m)
+        return jnp.sum(m.weights * jax.nn.sigmoid(t) * r / ((1 - r) + r * jax.nn.sigmoid(-t)))
 
     def log_x(u, ts, args):
         w = jnp.exp(u)
@@ -305,8 +308,15 @@ def _edge_core(ms, ns, n_grid, log_range):
     y0 = jnp.stack([us[k]] + [t[k] for t in tgrid])
     sol = root(g, y0, ms, throw=False, name="Jacobian spectrum edge")
     lam = jnp.exp(log_x(sol.value[0], sol.value[1:], ms))
-    edge = jnp.where(interior, lam, jnp.exp(vals[k]))
-    ok = jnp.where(interior, sol.ok, True) & jnp.isfinite(edge) & (edge > 0)
+    newton = interior & sol.ok & jnp.isfinite(lam)
+    # where Newton fails at an interior grid minimum that is flat to rounding (the infimum is an
+    # asymptote of a discrete factor's branch, t -> inf: ReLU, orthogonal, L = 2 has edge 2^L = 4,
+    # reached only in the limit; float32 Newton overflows there) the grid value is the edge
+    eps = jnp.finfo(dt).eps
+    near = jnp.stack([vals[jnp.maximum(k - 1, 0)], vals[jnp.minimum(k + 1, n_grid - 1)]])
+    flat = jnp.all(jnp.abs(near - vals[k]) <= 64 * eps * jnp.maximum(1.0, jnp.abs(vals[k])))
+    edge = jnp.where(newton, lam, jnp.exp(vals[k]))
+    ok = (newton | ~interior | flat) & jnp.isfinite(edge) & (edge > 0)
     return edge, ok, sol
 
 
