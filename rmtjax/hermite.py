@@ -1062,7 +1062,9 @@ def _offspring(p, depth, D):
 
         return jax.lax.scan(body, jnp.zeros((D + 1,), p.dtype), p[::-1])[0], None
 
-    return jax.lax.scan(compose, P, None, length=depth)[0]
+    # at depth 0 the law (1 at k = 1) does not use p: the 0 * p[0] keeps p's compiled validation
+    # (an unused checked value is dead code under jit, and its check with it)
+    return jax.lax.scan(compose, P, None, length=depth)[0] + (0 * p[0] if depth == 0 else 0)
 
 
 class Features(NamedTuple):
