@@ -20,6 +20,7 @@ import os
 import pathlib
 import pkgutil
 
+import jax
 import pytest
 from _fuzz import harness
 from hypothesis import HealthCheck, given, settings
@@ -51,6 +52,14 @@ def _write_counts():
         out = pathlib.Path(path)
         out = out.with_name(f"{out.stem}.{worker}{out.suffix}")
         out.write_text(json.dumps({k: dict(v) for k, v in harness.COUNTS.items()}, indent=1, sort_keys=True))
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs_per_entry():
+    """Each entry compiles a program per drawn shape and dtype: dropped after every entry (see the
+    module-level fixture of the same purpose in conftest.py)."""
+    yield
+    jax.clear_caches()
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,7 @@ def test_vmap_over_numerical_activation_parameter_and_no_retrace():
 def test_gradients_match_finite_differences(act):
     x1, x2 = _x(5, 6), _x(4, 6, seed=5)
 
+    @jax.jit  # one compiled program (and its jvp/vjp) per activation: check_grads calls f dozens of times
     def f(w, b, x1, act):
         k = kernel(x1, x2, FullyConnected(3, w, b, act))
         return jnp.sum(k.ntk * jnp.arange(1.0, 5.0)[None, :]) + jnp.sum(k.nngp**2)
@@ -326,6 +327,10 @@ def test_compiles_once_per_shape_and_buckets_bound_compiles():
 
     net = FullyConnected(2, 1.3, 0.1, A.Erf())
     x = np.asarray(_x(200, 5, seed=7))
+    # start from an empty program cache: it is dropped every 16 traces (_MAX_PROGRAMS), which earlier
+    # tests in the same process would otherwise make happen in the middle of the loop below
+    _core._kernel_core.clear_cache()
+    _core._since_clear[0] = 0
     t0 = _core.TRACES[0]
     first = kernel(x[:9], None, net)
     kernel(x[:9], None, net)
