@@ -97,3 +97,17 @@ def test_bad_input():
         jacobian_law(Relu(), 2.0, 0.0, depth=0)
     with pytest.raises(ValueError, match="sigma_w2"):
         jacobian_law(Erf(), -1.0, 0.0, depth=2)
+
+
+def test_float32_edge_at_an_asymptote_and_far_tail(float32_mode):
+    # issue 12 (reproduce dynamical-isometry --quick --float32 crashed with "y0 must be finite"):
+    # ReLU, orthogonal, L = 2 has lambda_max = 2^L = 4 reached only as a limit, where float32 Newton
+    # overflows; the far tail x = 1e4 overflowed the continuation. Measured: 3.999998 (float64:
+    # 4 + 7e-13), and a finite density with ok = False at 1e4.
+    from rmtjax.rmt._jacobian import multiplicative_edge
+
+    rho = jacobian_law(Relu(), 2.0, 0.0, depth=2, orthogonal=True)
+    edge, ok = multiplicative_edge(rho, throw=False)
+    assert bool(ok) and abs(float(edge.value) - 4.0) < 1e-5
+    d = jacobian_law(Relu(), 2.0, 0.0, depth=2).density_on_grid(jnp.array([1.0, 1e4], jnp.float32), throw=False)
+    assert bool(jnp.all(jnp.isfinite(d.density))) and bool(d.ok[0])
