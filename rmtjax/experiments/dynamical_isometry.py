@@ -181,8 +181,8 @@ def _point(cfg, seed, ci, di, name, act, w2, b2, orth, L):
     nets, width = cfg.networks, cfg.width
     # the standard error of the mean: the sample one, but at least the binomial one of ReLU's gains
     # (each layer multiplies m1 by 2 f, f the active fraction, Var(2 f) = 1 / width; not derived for
-    # the other laws, where it is a floor only). With two networks the sample standard deviation alone can come out small by
-    # chance (seen in a float32 run: 0.036 where the binomial SE is 0.091).
+    # the other laws, where it is a floor only). With two networks the sample standard deviation
+    # alone can come out small by chance (seen in a float32 run: 0.036 where the binomial SE is 0.091).
     se_m1 = max(m1s.std(ddof=1) / math.sqrt(nets), math.sqrt(L / (width * nets)))
     tol_m1 = 5 * se_m1 + 2 * L / width + 0.02
     tol_var = 5 * v.std(ddof=1) / math.sqrt(nets) + 2 * L / width * max(th_var, 1) + 0.05 * max(th_var, 0.05)
