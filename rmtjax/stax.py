@@ -34,7 +34,8 @@ import numpy as np
 from . import activations as _act
 from ._validate import check_nonnegative, choice, flag, static_int
 from .gaussian import AbstractMethod, Auto, GaussHermite, _expectations, _resolve
-from .kernels._core import FullyConnected, Kernel, _cast, _matrix, _pad, _signature, _unpad, _widest, bucket_size, exact_gram
+from .kernels._core import (FullyConnected, Kernel, _cast, _matrix, _pad, _signature, _unpad, _widest, bucket_size,
+                            exact_gram, mirror_variance)
 from .kernels._core import kernel as _core_kernel
 
 __all__ = [
@@ -52,6 +53,7 @@ class _State(NamedTuple):
     cov2: jax.Array  # (n2,)
     ntk: jax.Array  # (n1, n2)
     same: jax.Array  # (n1, n2) bool: identical inputs
+    mirror: jax.Array  # (n1, n2) bool: identical or opposite inputs (equal variances at every layer)
     width: int  # channel dimension of the current (finite) activations
 
 
@@ -141,8 +143,8 @@ def _input_state(x1, x2):
     sym = x2 is None
     x2_ = x1 if sym else x2
     s1, s2 = _signature(x1), _signature(x2_)
-    dot, same = exact_gram(x1, x2_, s1, s2)
-    return _State(s1[1] / d, dot / d, s2[1] / d, jnp.zeros_like(dot), same, d)
+    dot, same, opp = exact_gram(x1, x2_, s1, s2)
+    return _State(s1.sq / d, dot / d, s2.sq / d, jnp.zeros_like(dot), same, same | opp, d)
 
 
 def _branches(x, who: str, what: str):
@@ -279,7 +281,7 @@ def FanInSum() -> Layer:
             raise ValueError(f"FanInSum: branch widths differ: {sorted(widths)}")
         return _State(
             sum(s.cov1 for s in sts), sum(s.nngp for s in sts), sum(s.cov2 for s in sts),
-            sum(s.ntk for s in sts), sts[0].same, sts[0].width,
+            sum(s.ntk for s in sts), sts[0].same, sts[0].mirror, sts[0].width,
         )
 
     return Layer(init_fn, apply_fn, KernelFn(transform, None))
@@ -366,7 +368,8 @@ def Dense(
                 ntk = nngp + W_std**2 * st.ntk
             else:
                 ntk = st.width * st.nngp + W_std**2 * st.ntk + (1.0 if bias else 0.0)
-            return _State(W_std**2 * st.cov1 + bvar, nngp, W_std**2 * st.cov2 + bvar, ntk, st.same, out_dim)
+            return _State(W_std**2 * st.cov1 + bvar, nngp, W_std**2 * st.cov2 + bvar, ntk, st.same, st.mirror,
+                          out_dim)
 
         return f(_single(st, "Dense", "its input"))
 
@@ -396,10 +399,13 @@ def Activation(activation: _act.AbstractActivation, method: AbstractMethod = Aut
 
     def transform(st):
         def f(st):
-            k, kdot = _expectations(activation, st.cov1[:, None], st.cov2[None, :], _fix_same(st), method)
+            # one copy of the variances for every use (see the optimization barrier in kernels._core)
+            st = st._replace(**dict(zip(("cov1", "cov2"), jax.lax.optimization_barrier((st.cov1, st.cov2)))))
+            k, kdot = _expectations(activation, st.cov1[:, None], mirror_variance(st.cov1, st.cov2, st.mirror),
+                                    _fix_same(st), method)
             c1 = _expectations(activation, st.cov1, st.cov1, st.cov1, method).k
             c2 = _expectations(activation, st.cov2, st.cov2, st.cov2, method).k
-            return _State(c1, k, c2, kdot * st.ntk, st.same, st.width)
+            return _State(c1, k, c2, kdot * st.ntk, st.same, st.mirror, st.width)
 
         return f(_single(st, type(activation).__name__, "its input"))
 

@@ -160,6 +160,36 @@ def test_identical_inputs_give_exact_diagonal():
     np.testing.assert_allclose(np.diag(out.ntk), 21 * q, rtol=1e-14)  # kdot = 1/2 exactly, w^2 kdot = 1
 
 
+def test_identical_and_opposite_rows_exact_in_every_program():
+    """Rows shared by x1 and x2 at other positions (other shapes, tiles, fusions) and rows negated:
+    correlation exactly +1 / -1 at the first layer, so the NTK is the closed form to rounding. Before
+    the hashed row signatures and the materialised variances, XLA recomputed a row's variance in
+    two fusions (one with a fused multiply-add), and the depth-1 NTK of identical rows came out
+    3e-9 relative off: a missed sqrt(eps) (seen with the suite's XLA flags, tests/conftest.py)."""
+    x = _x(40)
+    w, b = 1.4, 0.1
+    q0 = np.asarray(w**2 * jnp.sum(x**2, 1) / x.shape[1] + b**2)
+    for net in (FullyConnected(1, w, b, A.Relu()), FullyConnected(1, w, 0.0, A.Relu())):
+        bias = float(net.b_std)
+        q0 = np.asarray(w**2 * jnp.sum(x**2, 1) / x.shape[1] + bias**2)
+        stax_net = stax.serial(stax.Dense(8, w, bias), stax.Relu(), stax.Dense(1, w, bias))[2]
+        for tile in (128, 8):
+            k = kernel(x[:30], x[20:], net, tile=tile)
+            ks = stax_net(x[:30], x[20:], ("nngp", "ntk"))
+            for out in (k, ks):
+                same = np.asarray(out.ntk)[np.arange(20, 30), np.arange(10)]
+                # theta = 0: E[phi phi] = q/2, E[phi' phi'] = 1/2
+                exact = w**2 * q0[20:30] / 2 + bias**2 + w**2 * 0.5 * q0[20:30]
+                np.testing.assert_allclose(same, exact, rtol=4e-16)
+        if bias == 0.0:  # theta = pi at the first activation: both kernels 0 (rounding: 1e-17 q; a
+            # correlation of -1 + eps instead would leave sqrt(eps) q ~ 1e-8 q)
+            opp = kernel(x[:30], -x[20:], net)
+            opp_s = stax_net(x[:30], -x[20:], ("nngp", "ntk"))
+            for out in (opp, opp_s):
+                for k in (out.nngp, out.ntk):
+                    assert np.all(np.abs(np.asarray(k)[np.arange(20, 30), np.arange(10)]) <= 1e-15 * q0[20:30])
+
+
 SINGULAR_ACTS = [A.Relu(), A.Erf(), A.Gelu(), A.Abs(), A.Sign(), A.RectifiedMonomial(2), A.Sin(), A.Tanh(), A.Hermite(2)]
 
 

@@ -141,10 +141,11 @@ def _expect(act, method, q1, q2, q12):
     return _expectations(act, q1, q2, q12, method)
 
 
-def _diagonal(x: Array, net: FullyConnected, method: AbstractMethod) -> Array:
-    """Variances q^{(l)}(x_i), l = 0..depth, shape (depth + 1, n)."""
-    W, b = net.layer_params(x.dtype)
-    q0 = W[0] ** 2 * jnp.sum(x * x, axis=1) / x.shape[1] + b[0] ** 2
+def _diagonal(sq: Array, d: int, net: FullyConnected, method: AbstractMethod) -> Array:
+    """Variances q^{(l)}(x_i), l = 0..depth, shape (depth + 1, n), from the squared norms ``sq``
+    of the rows (the same numbers :func:`exact_gram` puts on identical pairs)."""
+    W, b = net.layer_params(sq.dtype)
+    q0 = W[0] ** 2 * sq / d + b[0] ** 2
 
     def step(q, wb):
         w, bb = wb
@@ -156,23 +157,78 @@ def _diagonal(x: Array, net: FullyConnected, method: AbstractMethod) -> Array:
     return jnp.concatenate([q0[None], qs], axis=0)
 
 
-def _signature(x: Array) -> tuple[Array, Array]:
-    """A fingerprint of each row: (projection on a fixed direction, squared norm).
+class _Rows(NamedTuple):
+    """What :func:`exact_gram` needs of the rows of an input: two 32-bit hashes of each row's bits
+    (``hash``, shape ``(n, 2)``), the same of the negated row (``neg``), squared norms ``sq``."""
 
-    Identical rows have identical fingerprints; distinct rows collide with probability 0."""
-    r = np.random.default_rng(12345).standard_normal(x.shape[1])
-    return jnp.sum(x * jnp.asarray(r, x.dtype)[None, :], axis=1), jnp.sum(x * x, axis=1)
+    hash: Array
+    neg: Array
+    sq: Array
 
 
-def exact_gram(x1, x2, s1, s2):
+
+def _fmix32(h):
+    """MurmurHash3's finaliser: every input bit flips each output bit with probability ~1/2."""
+    h = h ^ (h >> jnp.uint32(16))
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> jnp.uint32(13))
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> jnp.uint32(16))
+
+
+def _row_hash(x):
+    """Two independent 32-bit hashes of the bits of each row, ``(n, 2)`` uint32.
+
+    ``sum_k a_k fmix32(bits_k ^ s_k) mod 2^32`` with random odd multipliers ``a_k`` and salts
+    ``s_k`` per position: integer addition is exact and associative, so the hash of a row is the
+    same bits whatever the program, shape, tiling or device that computes it (a floating-point
+    fingerprint is not: its rounding depends on the reduction order XLA picks, and an identical
+    pair missed costs ``sqrt(eps)`` in the kernel: measured 3e-9 relative for ReLU)."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    m = math.prod(bits.shape[1:])
+    bits = bits.reshape(x.shape[0], m)
+    rng = np.random.default_rng([12345, m])
+    salt = rng.integers(0, 2**32, size=(2, m), dtype=np.uint32)
+    mult = rng.integers(0, 2**31, size=(2, m), dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    return jnp.stack([jnp.sum(_fmix32(bits ^ jnp.asarray(salt[k])[None, :]) * jnp.asarray(mult[k])[None, :], axis=1,
+                             dtype=jnp.uint32)
+                      for k in range(2)], axis=1)
+
+
+def _signature(x: Array) -> _Rows:
+    """Hashes of each row and of its negation, and the squared norms.
+
+    Identical rows have identical hashes (``-0.0`` counts as ``0.0``); distinct rows collide
+    with probability ``2^-64``."""
+    xs = jax.lax.stop_gradient(x)
+    zero = xs == 0
+    return _Rows(_row_hash(jnp.where(zero, jnp.zeros_like(xs), xs)), _row_hash(jnp.where(zero, jnp.zeros_like(xs), -xs)),
+                 jnp.sum(x * x, axis=1))
+
+
+def _match(h1, h2):
+    return jnp.all(h1[:, None, :] == h2[None, :, :], axis=-1)
+
+
+def exact_gram(x1, x2, s1: _Rows, s2: _Rows):
     """``x1 @ x2.T`` with entries of identical (opposite) rows set to exactly ``+|x|^2``
-    (``-|x|^2``), gradients kept from the product; also returns the identical-rows mask."""
-    same = (s1[0][:, None] == s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
-    opp = (s1[0][:, None] == -s2[0][None, :]) & (s1[1][:, None] == s2[1][None, :])
+    (``-|x|^2``), gradients kept from the product; also returns the masks of identical and of
+    opposite rows."""
+    same = _match(s1.hash, s2.hash)
+    opp = _match(s1.hash, s2.neg) & ~same
     dot = x1 @ x2.T
-    sq = s1[1][:, None]
-    exact = jnp.where(same, sq, jnp.where(opp, -sq, dot))
-    return jnp.where(same | opp, dot - jax.lax.stop_gradient(dot) + jax.lax.stop_gradient(exact), dot), same
+    sq = s1.sq[:, None]
+    exact = jnp.where(same, sq, -sq)
+    return jnp.where(same | opp, dot - jax.lax.stop_gradient(dot) + jax.lax.stop_gradient(exact), dot), same, opp
+
+
+def mirror_variance(q1, q2, mirror):
+    """``q2`` broadcast against ``q1`` (``(n1, n2)``), with the entries of identical or opposite rows
+    (``mirror``) set to ``q1``: the variance of ``x`` and ``-x`` is the same at every layer, and
+    computed apart it may differ in the last bit, which would put the correlation ``1 - eps`` and
+    the kernel ``sqrt(eps)`` off. The gradient stays that of ``q2``."""
+    q1, q2 = q1[:, None], q2[None, :]
+    return jnp.where(mirror, q2 - jax.lax.stop_gradient(q2) + jax.lax.stop_gradient(q1), q2)
 
 
 def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool):
@@ -181,7 +237,8 @@ def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool)
     dtype = x1.dtype
     d = x1.shape[1]
     W, b = net.layer_params(dtype)
-    dot, same = exact_gram(x1, x2, s1, s2)
+    dot, same, opp = exact_gram(x1, x2, s1, s2)
+    mirror = same | opp
     sigma = W[0] ** 2 * dot / d + b[0] ** 2
     standard = net.parameterization == "standard"
     if standard:
@@ -196,7 +253,7 @@ def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool)
         w, bb, n_in, qa, qb = xs
         # Identical inputs: the covariance is exactly the variance (gradient kept from sigma).
         sigma = jnp.where(same, sigma - jax.lax.stop_gradient(sigma) + jax.lax.stop_gradient(qa)[:, None], sigma)
-        k, kdot = _expect(net.activation, method, qa[:, None], qb[None, :], sigma)
+        k, kdot = _expect(net.activation, method, qa[:, None], mirror_variance(qa, qb, mirror), sigma)
         new_sigma = w**2 * k + bb**2
         if standard:
             new_theta = n_in * k + w**2 * kdot * theta + (1.0 if net.bias else 0.0)
@@ -462,10 +519,15 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
     n1, n2 = x1.shape[0], x2.shape[0]
-    q1 = _diagonal(x1, net, method)
-    q2 = q1 if symmetric else _diagonal(x2, net, method)
     s1 = _signature(x1)
     s2 = s1 if symmetric else _signature(x2)
+    q1 = _diagonal(s1.sq, x1.shape[1], net, method)
+    q2 = q1 if symmetric else _diagonal(s2.sq, x2.shape[1], net, method)
+    # Materialise the variances once: XLA may otherwise recompute them inside each fusion that
+    # reads them, some with a fused multiply-add and some without, and the variance of a row then
+    # differs in the last bit between the places that need it equal (identical rows: measured
+    # 3e-9 relative in a depth-1 ReLU NTK, where the depth scan is unrolled away).
+    q1, q2 = jax.lax.optimization_barrier((q1, q2))
 
     if n1 <= tile and n2 <= tile:
         out = _tile(x1, x2, s1, s2, q1, q2, net, method, all_depths)
@@ -480,10 +542,12 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
     # Padding rows are zero inputs with their own (consistent) variances and fingerprints: a
     # zero-padded variance next to a covariance of b^2 would give inf/NaN in the discarded
     # padding, and NaN * 0 would still reach the gradients.
-    s1p = tuple(jnp.concatenate([a, b]) for a, b in zip(s1, _signature(x1p[n1:])))
-    s2p = tuple(jnp.concatenate([a, b]) for a, b in zip(s2, _signature(x2p[n2:])))
-    q1p = jnp.concatenate([q1, _diagonal(x1p[n1:], net, method)], axis=1)
-    q2p = jnp.concatenate([q2, _diagonal(x2p[n2:], net, method)], axis=1)
+    pad1, pad2 = _signature(x1p[n1:]), _signature(x2p[n2:])
+    s1p = _Rows(*(jnp.concatenate([a, b]) for a, b in zip(s1, pad1)))
+    s2p = _Rows(*(jnp.concatenate([a, b]) for a, b in zip(s2, pad2)))
+    q1p = jnp.concatenate([q1, _diagonal(pad1.sq, x1.shape[1], net, method)], axis=1)
+    q2p = jnp.concatenate([q2, _diagonal(pad2.sq, x2.shape[1], net, method)], axis=1)
+    q1p, q2p = jax.lax.optimization_barrier((q1p, q2p))
     if symmetric:
         pairs = [(i, j) for i in range(nb1) for j in range(i, nb2)]
     else:
@@ -496,8 +560,8 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
             a0, b0 = i * t1, j * t2
             xa = jax.lax.dynamic_slice_in_dim(x1p, a0, t1)
             xb = jax.lax.dynamic_slice_in_dim(x2p, b0, t2)
-            sa = tuple(jax.lax.dynamic_slice_in_dim(s, a0, t1) for s in s1p)
-            sb = tuple(jax.lax.dynamic_slice_in_dim(s, b0, t2) for s in s2p)
+            sa = _Rows(*(jax.lax.dynamic_slice_in_dim(s, a0, t1) for s in s1p))
+            sb = _Rows(*(jax.lax.dynamic_slice_in_dim(s, b0, t2) for s in s2p))
             qa = jax.lax.dynamic_slice_in_dim(q1p, a0, t1, axis=1)
             qb = jax.lax.dynamic_slice_in_dim(q2p, b0, t2, axis=1)
             return _tile(xa, xb, sa, sb, qa, qb, net, method, all_depths)
