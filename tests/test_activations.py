@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
+from _gradcheck import check_gradients
 from scipy import special
 from scipy.integrate import quad
 
@@ -191,8 +191,8 @@ def test_gradients_wrt_activation_parameters(make, p0):
         k, kdot = gaussian_expectations(make(p), 1.3, 0.7, q12)
         return k + 0.5 * kdot
 
-    # compiled once (check_grads evaluates f dozens of times)
-    check_grads(jax.jit(f), (p0, jnp.array(0.45)), order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
+    # f, its gradient and its JVP compiled once each (tests/_gradcheck.py)
+    check_gradients(f, (p0, jnp.array(0.45)), atol=1e-6, rtol=1e-6)
     # jit == eager and vmap == loop over parameters
     assert float(jax.jit(f)(p0, jnp.array(0.45))) == pytest.approx(float(f(p0, jnp.array(0.45))), rel=1e-13)
     ps = jnp.stack([p0, p0 * 1.1, p0 * 0.9])
