@@ -6,7 +6,7 @@ offending argument, eagerly and under jit (see ``tests/_fuzz/harness.py``). The 
 complete. Set ``RMTJAX_FUZZ_COUNTS=path.json`` to write the examples drawn per entry point and
 their outcomes (eager/jit, value/error).
 
-``RMTJAX_FUZZ_SCALE`` scales every entry's number of examples (default 0.5, at least 2; the derandomized
+``RMTJAX_FUZZ_SCALE`` scales every entry's number of examples (default 0.25, at least 2; the derandomized
 examples are the same on every run, so a larger scale explores further: ``RMTJAX_FUZZ_SCALE=4``
 for a thorough pass before a release).
 """
@@ -37,7 +37,7 @@ for _name in SPEC_MODULES:
     ENTRIES += _mod.ENTRIES
     EXEMPT.update(_mod.EXEMPT)
 
-SCALE = float(os.environ.get("RMTJAX_FUZZ_SCALE", "0.5"))
+SCALE = float(os.environ.get("RMTJAX_FUZZ_SCALE", "0.25"))
 
 PUBLIC_MODULES = ("activations", "collapse", "data", "dynamics", "finite", "gaussian", "hermite", "kernels",
                   "meanfield", "regression", "rmt", "solve", "stax")
