@@ -35,7 +35,7 @@ from . import activations as _act
 from ._validate import check_nonnegative, choice, flag, static_int
 from .gaussian import AbstractMethod, Auto, GaussHermite, _expectations, _resolve
 from .kernels._core import (FullyConnected, Kernel, _cast, _matrix, _pad, _signature, _unpad, _widest, bucket_size,
-                            exact_gram, mirror_variance)
+                            exact_gram, mirror_variance, with_value)
 from .kernels._core import kernel as _core_kernel
 
 __all__ = [
@@ -420,8 +420,7 @@ def Activation(activation: _act.AbstractActivation, method: AbstractMethod = Aut
 
 
 def _fix_same(st: _State):
-    v = st.cov1[:, None] + jnp.zeros_like(st.nngp)
-    return jnp.where(st.same, st.nngp - jax.lax.stop_gradient(st.nngp) + jax.lax.stop_gradient(v), st.nngp)
+    return with_value(st.same, st.nngp, st.cov1[:, None])
 
 
 def Relu(do_stabilize: bool = False) -> Layer:

@@ -1,8 +1,8 @@
 """Derivatives against finite differences in three compiled programs.
 
 ``jax.test_util.check_grads`` traces and compiles its function anew for nearly every evaluation
-(measured: 16 compilations of a depth-3 kernel for one call, about 2 s each), which made it the most
-expensive line of several test modules. :func:`check_gradients` checks the same thing — forward-
+(measured: 16 compilations of a depth-3 kernel in one test's two calls, 35 s of compile), which
+made it the most expensive line of several test modules. :func:`check_gradients` checks the same thing — forward-
 and reverse-mode directional derivatives against central finite differences along random
 directions — with ``f``, its gradient and its JVP each compiled once.
 """
@@ -21,8 +21,8 @@ def check_gradients(f, args, *, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6, dire
     real arrays or floats. Along ``directions`` random unit directions ``v`` (over all arguments
     at once) the directional derivative from ``jax.jvp`` (``"fwd"``) and from ``jax.grad``
     (``"rev"``, as ``grad . v``) must equal the fourth-order central difference
-    ``(-f(x+2hv) + 8 f(x+hv) - 8 f(x-hv) + f(x-2hv)) / 12h`` (truncation ~h^4, rounding
-    ~eps/h: 1e-12 relative in float64 at the default ``h``) to ``atol + rtol * |fd|``.
+    ``(-f(x+2hv) + 8 f(x+hv) - 8 f(x-hv) + f(x-2hv)) / 12h`` (error estimates: truncation
+    ~h^4 f^(5), rounding ~eps |f| / h, about 2e-12 |f| in float64 at the default ``h``) to ``atol + rtol * |fd|``.
     """
     args = tuple(jnp.asarray(a, dtype=jnp.result_type(float)) if not hasattr(a, "dtype") else jnp.asarray(a)
                  for a in args)

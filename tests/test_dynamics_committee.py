@@ -493,7 +493,8 @@ def test_float32_solvers_match_float64(float64_values, float32_mode):
 
 class _CountCompiles:
     """Counts compilations (``jax.monitoring`` events) inside a ``with`` block: lowerings to XLA,
-    which happen also when the compiled program then comes from the suite's on-disk cache."""
+    which happen also when the compiled program then comes from an on-disk cache
+    (RMTJAX_TEST_COMPILATION_CACHE, tests/conftest.py)."""
 
     def __enter__(self):
         self.n = 0

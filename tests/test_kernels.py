@@ -1,6 +1,10 @@
 """The tiled fully-connected kernel core: consistency, autodiff, vmap, numerics, validation."""
 
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import equinox as eqx
 import jax
@@ -159,34 +163,43 @@ def test_identical_inputs_give_exact_diagonal():
     np.testing.assert_allclose(np.diag(out.ntk), 21 * q, rtol=1e-14)  # kdot = 1/2 exactly, w^2 kdot = 1
 
 
-def test_identical_and_opposite_rows_exact_in_every_program():
+def _check_identical_and_opposite_rows():
     """Rows shared by x1 and x2 at other positions (other shapes, tiles, fusions) and rows negated:
-    correlation exactly +1 / -1 at the first layer, so the NTK is the closed form to rounding. Before
-    the hashed row signatures and the materialised variances, XLA recomputed a row's variance in
-    two fusions (one with a fused multiply-add), and the depth-1 NTK of identical rows came out
-    3e-9 relative off: a missed sqrt(eps) (seen with the suite's XLA flags, tests/conftest.py)."""
+    correlation exactly +1 / -1 at the first layer, so the depth-1 ReLU kernels are the closed form
+    to rounding."""
     x = _x(40)
-    w, b = 1.4, 0.1
-    q0 = np.asarray(w**2 * jnp.sum(x**2, 1) / x.shape[1] + b**2)
-    for net in (FullyConnected(1, w, b, A.Relu()), FullyConnected(1, w, 0.0, A.Relu())):
-        bias = float(net.b_std)
-        q0 = np.asarray(w**2 * jnp.sum(x**2, 1) / x.shape[1] + bias**2)
-        stax_net = stax.serial(stax.Dense(8, w, bias), stax.Relu(), stax.Dense(1, w, bias))[2]
-        for tile in (128, 8):
-            k = kernel(x[:30], x[20:], net, tile=tile)
-            ks = stax_net(x[:30], x[20:], ("nngp", "ntk"))
-            for out in (k, ks):
-                same = np.asarray(out.ntk)[np.arange(20, 30), np.arange(10)]
-                # theta = 0: E[phi phi] = q/2, E[phi' phi'] = 1/2
-                exact = w**2 * q0[20:30] / 2 + bias**2 + w**2 * 0.5 * q0[20:30]
-                np.testing.assert_allclose(same, exact, rtol=2e-15)  # rounding; a missed pair: 3e-9
-        if bias == 0.0:  # theta = pi at the first activation: both kernels 0 (rounding: 1e-17 q; a
+    w = 1.4
+    for bias in (0.1, 0.0):
+        net = FullyConnected(1, w, bias, A.Relu())
+        q0 = np.asarray(w**2 * jnp.sum(x**2, 1) / x.shape[1] + bias**2)[20:30]
+        stax_fn = stax.serial(stax.Dense(8, w, bias), stax.Relu(), stax.Dense(1, w, bias))[2]
+        outs = [kernel(x[:30], x[20:], net, tile=t) for t in (128, 8)] + [stax_fn(x[:30], x[20:], ("nngp", "ntk"))]
+        for out in outs:
+            same = np.asarray(out.ntk)[np.arange(20, 30), np.arange(10)]
+            # theta = 0: E[phi phi] = q/2, E[phi' phi'] = 1/2
+            exact = w**2 * q0 / 2 + bias**2 + w**2 * 0.5 * q0
+            np.testing.assert_allclose(same, exact, rtol=2e-15)  # rounding (measured 4.4e-16); a missed pair: 3e-9
+        if bias == 0.0:  # theta = pi at the first activation: both kernels 0 (rounding: measured 4e-17 q; a
             # correlation of -1 + eps instead would leave sqrt(eps) q ~ 1e-8 q)
-            opp = kernel(x[:30], -x[20:], net)
-            opp_s = stax_net(x[:30], -x[20:], ("nngp", "ntk"))
-            for out in (opp, opp_s):
+            for out in (kernel(x[:30], -x[20:], net), stax_fn(x[:30], -x[20:], ("nngp", "ntk"))):
                 for k in (out.nngp, out.ntk):
-                    assert np.all(np.abs(np.asarray(k)[np.arange(20, 30), np.arange(10)]) <= 1e-15 * q0[20:30])
+                    assert np.all(np.abs(np.asarray(k)[np.arange(20, 30), np.arange(10)]) <= 1e-15 * q0)
+
+
+def test_identical_and_opposite_rows_exact_in_every_program():
+    """Here, and in a fresh process with LLVM at -O0 and XLA's elemental fusion emitter, the
+    compiler settings under which the check failed before the hashed row signatures and the
+    materialised variances (XLA recomputed a row's variance in two fusions, one with a fused
+    multiply-add, and the depth-1 NTK of identical rows came out 3e-9 relative off: a missed
+    sqrt(eps)). Under the suite's own flags the old engine happened to pass."""
+    _check_identical_and_opposite_rows()
+    flags = ("--xla_force_host_platform_device_count=2 --xla_cpu_use_fusion_emitters=false "
+             "--xla_backend_optimization_level=0")
+    here = pathlib.Path(__file__).parent
+    code = "import conftest, test_kernels; test_kernels._check_identical_and_opposite_rows()"
+    run = subprocess.run([sys.executable, "-c", code], cwd=here, env={**os.environ, "XLA_FLAGS": flags},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 SINGULAR_ACTS = [A.Relu(), A.Erf(), A.Gelu(), A.Abs(), A.Sign(), A.RectifiedMonomial(2), A.Sin(), A.Tanh(), A.Hermite(2)]

@@ -166,7 +166,6 @@ class _Rows(NamedTuple):
     sq: Array
 
 
-
 def _fmix32(h):
     """MurmurHash3's finaliser: every input bit flips each output bit with probability ~1/2."""
     h = h ^ (h >> jnp.uint32(16))
@@ -199,7 +198,7 @@ def _signature(x: Array) -> _Rows:
     """Hashes of each row and of its negation, and the squared norms.
 
     Identical rows have identical hashes (``-0.0`` counts as ``0.0``); distinct rows collide
-    with probability ``2^-64``."""
+    with probability about ``2^-64``."""
     xs = jax.lax.stop_gradient(x)
     zero = xs == 0
     return _Rows(_row_hash(jnp.where(zero, jnp.zeros_like(xs), xs)), _row_hash(jnp.where(zero, jnp.zeros_like(xs), -xs)),
@@ -210,6 +209,13 @@ def _match(h1, h2):
     return jnp.all(h1[:, None, :] == h2[None, :, :], axis=-1)
 
 
+def with_value(mask, x, value):
+    """``x`` with the entries under ``mask`` replaced by ``value`` (broadcast), keeping the
+    gradient of ``x`` there: the exact value where rounding would lose it, the derivative of the
+    formula it stands for."""
+    return jnp.where(mask, x - jax.lax.stop_gradient(x) + jax.lax.stop_gradient(value), x)
+
+
 def exact_gram(x1, x2, s1: _Rows, s2: _Rows):
     """``x1 @ x2.T`` with entries of identical (opposite) rows set to exactly ``+|x|^2``
     (``-|x|^2``), gradients kept from the product; also returns the masks of identical and of
@@ -218,8 +224,7 @@ def exact_gram(x1, x2, s1: _Rows, s2: _Rows):
     opp = _match(s1.hash, s2.neg) & ~same
     dot = x1 @ x2.T
     sq = s1.sq[:, None]
-    exact = jnp.where(same, sq, -sq)
-    return jnp.where(same | opp, dot - jax.lax.stop_gradient(dot) + jax.lax.stop_gradient(exact), dot), same, opp
+    return with_value(same | opp, dot, jnp.where(same, sq, -sq)), same, opp
 
 
 def mirror_variance(q1, q2, mirror):
@@ -227,8 +232,7 @@ def mirror_variance(q1, q2, mirror):
     (``mirror``) set to ``q1``: the variance of ``x`` and ``-x`` is the same at every layer, and
     computed apart it may differ in the last bit, which would put the correlation ``1 - eps`` and
     the kernel ``sqrt(eps)`` off. The gradient stays that of ``q2``."""
-    q1, q2 = q1[:, None], q2[None, :]
-    return jnp.where(mirror, q2 - jax.lax.stop_gradient(q2) + jax.lax.stop_gradient(q1), q2)
+    return with_value(mirror, jnp.broadcast_to(q2[None, :], mirror.shape), q1[:, None])
 
 
 def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool):
@@ -252,7 +256,7 @@ def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool)
         sigma, theta = carry
         w, bb, n_in, qa, qb = xs
         # Identical inputs: the covariance is exactly the variance (gradient kept from sigma).
-        sigma = jnp.where(same, sigma - jax.lax.stop_gradient(sigma) + jax.lax.stop_gradient(qa)[:, None], sigma)
+        sigma = with_value(same, sigma, qa[:, None])
         k, kdot = _expect(net.activation, method, qa[:, None], mirror_variance(qa, qb, mirror), sigma)
         new_sigma = w**2 * k + bb**2
         if standard:
