@@ -158,6 +158,19 @@ class Entry:
 
 COUNTS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 
+# XLA programs compiled so far in this process (from JAX's compile events): check_rule records how
+# many each entry's eager and jit calls compiled (``eager_compiles``, ``jit_compiles`` in COUNTS), and
+# the test module releases compiled programs once many have piled up.
+COMPILED = [0]
+
+
+def _count_compile(event: str, duration: float, **_) -> None:
+    if "backend_compile" in event:
+        COMPILED[0] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
+
 
 def _mentions(msg: str, entry: Entry) -> bool:
     words = tuple(entry.args) + tuple(entry.names)
@@ -238,8 +251,10 @@ def check_rule(entry: Entry, kwargs: dict):
     """Checks the rule for one example (see the module docstring)."""
     counts = COUNTS[entry.name]
     counts["examples"] += 1
+    before = COMPILED[0]
     status, out = _outcome(entry, lambda: entry.fn(**kwargs), "eager")
     counts[f"eager_{status}"] += 1
+    counts["eager_compiles"] += COMPILED[0] - before
     if status == "ok":
         _assert_finite(entry, out, "eager")
         if entry.check is not None:
@@ -252,8 +267,10 @@ def check_rule(entry: Entry, kwargs: dict):
         hash(tuple(static.items()))
     except TypeError:
         return  # an unhashable structural argument: nothing to compile against
+    before = COMPILED[0]
     jstatus, jout = _outcome(entry, lambda: entry.jitted()(traced, static), "jit")
     counts[f"jit_{jstatus}"] += 1
+    counts["jit_compiles"] += COMPILED[0] - before
     if status == "error":
         assert jstatus == "error", (f"{entry.name}: raised eagerly ({out!r}) but returned a value under jit: "
                                     "validation disappears under jit")
