@@ -115,14 +115,22 @@ def _orthogonal(key, n):
     return q * jnp.sign(jnp.diagonal(r))[None, :]
 
 
-def _network_singular_values(act, w2, b2, q, depth, width, orthogonal, key):
-    """Squared singular values of J = prod D W for one random network at its fixed point q*."""
+def _network_singular_values(act, w2, b2, q, depth, width, orthogonal, key, max_depth=None):
+    """Squared singular values of J = prod D W for one random network at its fixed point q*.
+
+    One compiled program serves every depth up to ``max_depth`` and both weight laws (of one
+    activation): the layers run in a scan of ``max_depth`` steps whose steps past ``depth`` are
+    skipped by ``lax.cond``, and the weight law is a ``lax.cond`` too. The layer keys are
+    ``split(key, max_depth)[:depth]``, the same as ``split(key, depth)`` (threefry keys split by
+    counter), so the network is the one of a scan of exactly ``depth`` layers."""
+    max_depth = depth if max_depth is None else max_depth
     return np.asarray(_singular_values(act, jnp.asarray(w2, float), jnp.asarray(b2, float), jnp.asarray(q, float),
-                                       key, depth=depth, width=width, orthogonal=orthogonal), np.float64)
+                                       key, jnp.asarray(depth), jnp.asarray(orthogonal), max_depth=max_depth,
+                                       width=width), np.float64)
 
 
-@functools.partial(jax.jit, static_argnames=("depth", "width", "orthogonal"))
-def _singular_values(act, w2, b2, q, key, *, depth, width, orthogonal):
+@functools.partial(jax.jit, static_argnames=("max_depth", "width"))
+def _singular_values(act, w2, b2, q, key, depth, orthogonal, *, max_depth, width):
     dtype = w2.dtype
     k0, key = jax.random.split(key)
     x = act(jnp.sqrt(q) * jax.random.normal(k0, (width,), dtype))  # h^0 ~ N(0, q*): x^0 = phi(h^0)
@@ -131,13 +139,18 @@ def _singular_values(act, w2, b2, q, key, *, depth, width, orthogonal):
     def layer(carry, k):
         x, J = carry
         kw, kb = jax.random.split(k)
-        W = _orthogonal(kw, width).astype(dtype) if orthogonal else jax.random.normal(kw, (width, width), dtype) / math.sqrt(width)
+        W = jax.lax.cond(orthogonal, lambda kw: _orthogonal(kw, width).astype(dtype),
+                         lambda kw: jax.random.normal(kw, (width, width), dtype) / math.sqrt(width), kw)
         W = jnp.sqrt(w2) * W
         h = W @ x + jnp.sqrt(b2) * jax.random.normal(kb, (width,), dtype)
         J = act.derivative(h)[:, None] * (W @ J)
-        return (act(h), J), None
+        return act(h), J
 
-    (x, J), _ = jax.lax.scan(layer, (x, J), jax.random.split(key, depth))
+    def step(carry, ik):
+        i, k = ik
+        return jax.lax.cond(i < depth, layer, lambda c, k: c, carry, k), None
+
+    (x, J), _ = jax.lax.scan(step, (x, J), (jnp.arange(max_depth), jax.random.split(key, max_depth)))
     return jnp.linalg.svd(J, compute_uv=False) ** 2
 
 
@@ -173,7 +186,7 @@ def _point(cfg, seed, ci, di, name, act, w2, b2, orth, L):
     q = float(jacobian_q_star(act, w2, b2))
     q_net = 1.0 if not np.isfinite(q) else q
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 100 * ci + di), cfg.networks)
-    lam = np.stack([_network_singular_values(act, w2, b2, q_net, L, cfg.width, orth, k) for k in keys])
+    lam = np.stack([_network_singular_values(act, w2, b2, q_net, L, cfg.width, orth, k, max(cfg.depths)) for k in keys])
     m1s, v = lam.mean(1), lam.var(1)
     grid = _theory_grid(act, w2, b2, L, orth, cfg.theory_grid)
     th = _theory(act, w2, b2, jnp.asarray(grid, float), L, orth)
