@@ -104,20 +104,24 @@ def test_correlations_of_a_wide_random_network_follow_the_c_map():
         c = float(c_map(c, q, act, w2, b2))
         theory.append(c)
 
+    def corr(h):
+        return jnp.sum(h[0] * h[1]) / jnp.sqrt(jnp.sum(h[0] ** 2) * jnp.sum(h[1] ** 2))
+
+    def layer(h, key):  # one layer, compiled once (lax.scan over depth, not an unrolled loop)
+        kw, kb = jax.random.split(key)
+        W = jax.random.normal(kw, (width, width), jnp.float32) * math.sqrt(w2 / width)
+        b = jax.random.normal(kb, (width,), jnp.float32) * math.sqrt(b2)
+        h = jnp.tanh(h) @ W.T + b[None, :]
+        return h, corr(h)
+
     def run(key):  # float32 networks: rounding (1e-7) is far below the standard errors (~1e-3)
         k0, key = jax.random.split(key)
         z = jax.random.normal(k0, (2, width), jnp.float32)
         h = math.sqrt(q) * jnp.stack([z[0], 0.6 * z[0] + 0.8 * z[1]])
-        out = [jnp.sum(h[0] * h[1]) / jnp.sqrt(jnp.sum(h[0] ** 2) * jnp.sum(h[1] ** 2))]
-        for _ in range(depth):
-            kw, kb, key = jax.random.split(key, 3)
-            W = jax.random.normal(kw, (width, width), jnp.float32) * math.sqrt(w2 / width)
-            b = jax.random.normal(kb, (width,), jnp.float32) * math.sqrt(b2)
-            h = jnp.tanh(h) @ W.T + b[None, :]
-            out.append(jnp.sum(h[0] * h[1]) / jnp.sqrt(jnp.sum(h[0] ** 2) * jnp.sum(h[1] ** 2)))
-        return jnp.stack(out)
+        _, cs = jax.lax.scan(layer, h, jax.random.split(key, depth))
+        return jnp.concatenate([corr(h)[None], cs])
 
-    emp = np.asarray(jax.vmap(run)(jax.random.split(jax.random.key(0), seeds)))
+    emp = np.asarray(jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(0), seeds)))
     mean, se = emp.mean(0), emp.std(0, ddof=1) / np.sqrt(seeds)
     z = np.abs(mean - np.array(theory)) / np.maximum(se, 1e-12)
     assert np.all(z[1:] < 5), (mean, theory, se)
