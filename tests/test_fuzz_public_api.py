@@ -9,7 +9,8 @@ compiled (a program already compiled by an earlier entry is not counted again).
 
 ``RMTJAX_FUZZ_SCALE`` scales every entry's number of examples (default 0.25, at least 2; the derandomized
 examples are the same on every run, so a larger scale explores further: ``RMTJAX_FUZZ_SCALE=4``
-for a thorough pass before a release).
+for a thorough pass before a release, which also checks every example under jit, see
+``harness.JIT_VALUE_PROGRAMS``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ for _name in SPEC_MODULES:
     EXEMPT.update(_mod.EXEMPT)
 
 SCALE = float(os.environ.get("RMTJAX_FUZZ_SCALE", "0.25"))
+# Under jit every example with a new shape, dtype or static argument compiles a program (most of
+# this module's time). Below scale 1, one such program per entry checks the values under jit; the
+# further eagerly successful examples with new signatures are checked eagerly only (``jit_skipped``
+# in the counts), while every example that raises eagerly, and every one that reuses a compiled
+# program, is still checked under jit. From scale 1 on, every example is checked under jit.
+# (Set here, not passed by test_rule: hypothesis derives the derandomized examples from the source of
+# test_rule's inner function, so editing it would change every entry's examples.)
+harness.JIT_VALUE_PROGRAMS = None if SCALE >= 1 else 1
 
 PUBLIC_MODULES = ("activations", "collapse", "data", "dynamics", "finite", "gaussian", "hermite", "kernels",
                   "meanfield", "regression", "rmt", "solve", "stax")

@@ -14,7 +14,9 @@ For every drawn example :func:`check_rule` runs the call
 2. under ``equinox.filter_jit`` with every non-static numeric argument traced (Python scalars
    become arrays, so the value checks run inside the compiled program): the same outcome —
    an error (``ValueError`` at trace time, or a runtime error carrying a message that names an
-   argument) exactly when the eager call raised, otherwise the same values.
+   argument) exactly when the eager call raised, otherwise the same values. (With
+   ``JIT_VALUE_PROGRAMS``, eagerly successful examples beyond that many compiled programs per
+   entry are checked eagerly only; see :func:`check_rule`.)
 
 Specs live in ``tests/_fuzz/specs_*.py``, one module per part of the package; each defines
 ``ENTRIES`` (a list of :class:`Entry`) and ``EXEMPT`` (public names that are not entry points,
@@ -247,8 +249,37 @@ def _outcome(entry: Entry, call, where: str):
     return "ok", out
 
 
+# per entry: the signatures (see _signature) of the examples that returned a value under jit
+JIT_VALUE_SIGNATURES: dict[str, set] = collections.defaultdict(set)
+
+
+def _signature(traced: dict, static: dict):
+    """What decides whether ``Entry.jitted`` compiles a new program: the tree structure, the shape,
+    dtype and weak type of every array leaf, the other leaves and the static arguments. ``None``
+    when unknown."""
+    try:
+        leaves, treedef = jax.tree_util.tree_flatten(traced)
+        sig = tuple((np.shape(x), str(x.dtype), bool(getattr(x, "weak_type", False))) if hasattr(x, "dtype")
+                    else (type(x).__name__, repr(x)) for x in leaves)
+        return treedef, sig, tuple(sorted((k, repr(v)) for k, v in static.items()))
+    except Exception:  # noqa: BLE001 - an unusual argument: treat it as new
+        return None
+
+
+# at most this many programs per entry check values under jit (see check_rule; None: no limit; the test
+# module sets it from RMTJAX_FUZZ_SCALE)
+JIT_VALUE_PROGRAMS: int | None = None
+
+
 def check_rule(entry: Entry, kwargs: dict):
-    """Checks the rule for one example (see the module docstring)."""
+    """Checks the rule for one example (see the module docstring).
+
+    ``JIT_VALUE_PROGRAMS``: at most this many distinct signatures of examples that succeed eagerly
+    are checked under jit per entry (each compiles a program); an eagerly successful example with a
+    further new signature skips the jit check (counted as ``jit_skipped``). Examples that raise
+    eagerly are always checked under jit (validation must not disappear under jit), and so are
+    examples whose signature already returned a value under jit (no new program). ``None``: no
+    limit."""
     counts = COUNTS[entry.name]
     counts["examples"] += 1
     before = COMPILED[0]
@@ -267,6 +298,12 @@ def check_rule(entry: Entry, kwargs: dict):
         hash(tuple(static.items()))
     except TypeError:
         return  # an unhashable structural argument: nothing to compile against
+    sig = _signature(traced, static) if status == "ok" else None
+    seen = JIT_VALUE_SIGNATURES[entry.name]
+    if (status == "ok" and JIT_VALUE_PROGRAMS is not None and sig not in seen
+            and len(seen) >= JIT_VALUE_PROGRAMS):
+        counts["jit_skipped"] += 1
+        return
     before = COMPILED[0]
     jstatus, jout = _outcome(entry, lambda: entry.jitted()(traced, static), "jit")
     counts[f"jit_{jstatus}"] += 1
@@ -278,6 +315,8 @@ def check_rule(entry: Entry, kwargs: dict):
     assert jstatus == "ok", f"{entry.name}: succeeded eagerly but raised under jit: {jout!r}"
     _assert_finite(entry, jout, "jit")
     _close(entry, out, jout)
+    if sig is not None:
+        seen.add(sig)
 
 
 def describe(x) -> str:
