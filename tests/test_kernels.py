@@ -1,5 +1,6 @@
 """The tiled fully-connected kernel core: consistency, autodiff, vmap, numerics, validation."""
 
+import functools
 import math
 import os
 import pathlib
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 import rmtjax.activations as A
 from rmtjax import stax
-from rmtjax.gaussian import ClosedForm, GaussHermite, Mehler
+from rmtjax.gaussian import Auto, ClosedForm, GaussHermite, Mehler, _expectations
 from rmtjax.kernels import FullyConnected, kernel
 
 
@@ -58,21 +59,27 @@ def test_relu_against_independent_numpy_recursion():
     np.testing.assert_allclose(out.ntk, ref[1], rtol=1e-12)
 
 
-@pytest.mark.parametrize("act", [A.Relu(), A.Erf(), A.Gelu(), A.Tanh()], ids=lambda a: type(a).__name__)
+# The tiling, the symmetric half, all_depths and identical-row detection are the same code for every
+# activation (the activation only supplies its Gaussian expectations, checked for each activation
+# against neural-tangents in test_stax_golden.py): a closed form with a kink and a smooth one. Each
+# (shape, tile, depth, all_depths) is a compiled program; a numerical activation's compile twice as long
+# (measured 2026-12-06 with the eight programs this test had: Tanh 30 s of XLA compile, Erf 15 s).
+@pytest.mark.parametrize("act", [A.Relu(), A.Erf()], ids=lambda a: type(a).__name__)
 def test_tiles_symmetry_and_all_depths_consistent(act):
     x1 = _x(40)
-    net = FullyConnected(3, 1.4, 0.1, act)
-    full = kernel(x1, None, net, tile=256)
-    tiled = kernel(x1, None, net, tile=16)
-    asym = kernel(x1, x1 + 0.0, net, tile=24)
+    net = FullyConnected(2, 1.4, 0.1, act)
+    full = kernel(x1, None, net, tile=256)  # one tile
+    tiled = kernel(x1, None, net, tile=16)  # 3 x 3 tiles, the upper half computed
+    # x2 given: 4 x 3 tiles of 8, rows 20-29 of x1 identical to rows 0-9 of x2
     deep = kernel(x1[:30], x1[20:], net, all_depths=True, tile=8)
-    for a, b in [(full, tiled), (full, asym)]:
-        np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-13, atol=1e-14)
-        np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(tiled.nngp, full.nngp, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(tiled.ntk, full.ntk, rtol=1e-13, atol=1e-14)
     np.testing.assert_array_equal(full.nngp, full.nngp.T)
-    assert deep.nngp.shape == (4, 30, 20)
-    np.testing.assert_allclose(deep.ntk[-1], full.ntk[:30, 20:], rtol=1e-13)
-    for l in range(4):
+    assert deep.nngp.shape == (3, 30, 20)
+    # the last depth of the asymmetric tiled call is the symmetric one-tile kernel's block
+    np.testing.assert_allclose(deep.nngp[-1], full.nngp[:30, 20:], rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(deep.ntk[-1], full.ntk[:30, 20:], rtol=1e-13, atol=1e-14)
+    for l in range(2):  # the other depths: networks of that depth (asymmetric, one tile)
         sub = kernel(x1[:30], x1[20:], FullyConnected(l, 1.4, 0.1, act))
         np.testing.assert_allclose(deep.nngp[l], sub.nngp, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(deep.ntk[l], sub.ntk, rtol=1e-12, atol=1e-15)
@@ -82,7 +89,8 @@ def test_stax_generic_path_matches_core():
     x1, x2 = _x(8), _x(6, seed=2)
     layers = [stax.Dense(64, 1.3, 0.1), stax.Gelu(), stax.Dense(64, 1.6, 0.2), stax.Gelu(), stax.Dense(1, 1.1, 0.3)]
     _, _, kf = stax.serial(*layers)
-    generic = kf._transform(stax._input_state(x1, x2))
+    # the layer-by-layer path compiled as one program (run eagerly it compiles every op on its own)
+    generic = jax.jit(lambda a, b: kf._transform(stax._input_state(a, b)))(x1, x2)
     core = kernel(x1, x2, FullyConnected(2, jnp.array([1.3, 1.6, 1.1]), jnp.array([0.1, 0.2, 0.3]), A.Gelu()))
     np.testing.assert_allclose(generic.nngp, core.nngp, rtol=1e-13)
     np.testing.assert_allclose(generic.ntk, core.ntk, rtol=1e-13)
@@ -136,8 +144,10 @@ def test_vmap_over_numerical_activation_parameter_and_no_retrace():
     assert not np.allclose(out[0], out[2])
 
 
-@pytest.mark.parametrize("act", [A.Relu(), A.Erf(1.2, 0.8, 0.1), A.Gelu(), A.Tanh(), A.LeakyRelu(0.3)],
-                         ids=lambda a: type(a).__name__)
+# The engine chains derivatives the same way for every activation: checked end to end (inputs,
+# W_std, b_std, the activation's parameters, through depth 3) for a closed form with a kink and one
+# with parameters; each activation's own derivatives are checked below on its Gaussian expectations.
+@pytest.mark.parametrize("act", [A.Relu(), A.Erf(1.2, 0.8, 0.1)], ids=lambda a: type(a).__name__)
 def test_gradients_match_finite_differences(act):
     x1, x2 = _x(5, 6), _x(4, 6, seed=5)
 
@@ -151,6 +161,24 @@ def test_gradients_match_finite_differences(act):
     if leaves:
         check_gradients(lambda *l: f(1.4, 0.3, x1, jax.tree_util.tree_unflatten(treedef, l)), tuple(leaves),
                         modes=("rev",), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("act", [A.Relu(), A.Erf(1.2, 0.8, 0.1), A.Gelu(), A.Tanh(), A.LeakyRelu(0.3)],
+                         ids=lambda a: type(a).__name__)
+def test_expectation_gradients_match_finite_differences(act):
+    """The activation's part of the kernel's derivatives, in small programs (no tiles, no depth scan):
+    E[phi phi] and E[phi' phi'] as the engine evaluates them (gaussian._expectations, the default
+    method: closed form, Mehler series for Tanh), differentiated with respect to q1, q2, q12 at a
+    generic pair, along the diagonal q1 = q2 = q12 = q (the variance recursion, kernels._core._diagonal),
+    and with respect to the activation's parameters."""
+    leaves, treedef = jax.tree_util.tree_flatten(act)
+
+    def f(q1, q2, q12, q, *leaves):
+        a = jax.tree_util.tree_unflatten(treedef, leaves)
+        k, kdot = _expectations(a, q1, q2, q12, Auto())
+        return k + 0.5 * kdot + 0.3 * _expectations(a, q, q, q, Auto()).k
+
+    check_gradients(f, (1.3, 0.7, 0.45, 0.9, *leaves), atol=1e-6, rtol=1e-6)
 
 
 def test_identical_inputs_give_exact_diagonal():
@@ -205,27 +233,47 @@ def test_identical_and_opposite_rows_exact_in_every_program():
 SINGULAR_ACTS = [A.Relu(), A.Erf(), A.Gelu(), A.Abs(), A.Sign(), A.RectifiedMonomial(2), A.Sin(), A.Tanh(), A.Hermite(2)]
 
 
-@pytest.mark.parametrize("act", SINGULAR_ACTS, ids=lambda a: type(a).__name__)
-def test_no_nan_in_values_or_gradients(act):
+def _singular_inputs():
     base = _x(3, 5)
     x1 = jnp.concatenate([base, jnp.zeros((1, 5))])
     x2 = jnp.concatenate([base[:2], -base[:1], jnp.zeros((1, 5))])  # identical, opposite, zero rows
+    return x1, x2
+
+
+def _depth(act):
     # depth 50 for the closed forms; the numerical (Mehler) path is the same code at any depth
     # (lax.scan over depth: the compile does not grow with it, so depth costs only runtime)
-    depth = 4 if isinstance(act, (A.Hermite, A.RectifiedMonomial, A.Tanh)) else 50
+    return 4 if isinstance(act, (A.Hermite, A.RectifiedMonomial, A.Tanh)) else 50
+
+
+@pytest.mark.parametrize("act", SINGULAR_ACTS, ids=lambda a: type(a).__name__)
+def test_no_nan_in_values_or_gradients(act):
+    """Identical, opposite and zero rows (correlation +-1, variance 0 without bias) between x1 and x2:
+    the activation's expectations and their derivatives at the singular points. The same points
+    through the symmetric path (x2 = None) are the same expectations, checked below for two
+    activations (the gradients of each are as expensive to compile as these)."""
+    x1, x2 = _singular_inputs()
+    depth = _depth(act)
 
     def f(w, b, x1, x2):
         k = kernel(x1, x2, FullyConnected(depth, w, b, act))
         return jnp.sum(k.nngp) + jnp.sum(k.ntk)
 
+    value_and_grad = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3)))  # one program, both biases
     for b in (0.0, 0.1):
-        val = f(1.0, b, x1, x2)
-        grads = jax.grad(f, argnums=(0, 1, 2, 3))(jnp.array(1.0), jnp.array(b), x1, x2)
+        val, grads = value_and_grad(jnp.array(1.0), jnp.array(b), x1, x2)
         assert np.isfinite(float(val))
         for g in grads:
             assert np.all(np.isfinite(np.asarray(g)))
-        g_sym = jax.grad(lambda x: jnp.sum(kernel(x, None, FullyConnected(depth, 1.0, b, act)).ntk))(x1)
-        assert np.all(np.isfinite(np.asarray(g_sym)))
+
+
+@pytest.mark.parametrize("act", [A.Relu(), A.Tanh()], ids=lambda a: type(a).__name__)
+def test_no_nan_in_gradients_of_the_symmetric_path(act):
+    x1, _ = _singular_inputs()
+    depth = _depth(act)
+    grad = jax.jit(jax.grad(lambda x, b: jnp.sum(kernel(x, None, FullyConnected(depth, 1.0, b, act)).ntk)))
+    for b in (0.0, 0.1):
+        assert np.all(np.isfinite(np.asarray(grad(x1, jnp.array(b)))))
 
 
 @pytest.mark.parametrize("act,w", [(A.Relu(), math.sqrt(2)), (A.Erf(), 1.5), (A.Gelu(), 1.6)], ids=["relu", "erf", "gelu"])
@@ -378,19 +426,20 @@ def test_compiles_once_per_shape_and_buckets_bound_compiles():
     kernel(x[:9], None, net)
     kernel(jnp.asarray(x[:9]), None, net)
     assert _core.TRACES[0] - t0 == 1  # one compile per shape (was two), reused afterwards
-    # 30 distinct sizes in a loop over n compile a handful of programs with buckets
+    # 23 distinct sizes in a loop over n compile a handful of programs with buckets (tiles of 16 here, so
+    # that few small programs show both kinds of bucket: powers of two up to a tile, whole tiles beyond)
     t0 = _core.TRACES[0]
-    sizes = list(range(3, 183, 6))
-    outs = {n: kernel(x[:n], None, net, buckets=True) for n in sizes}
-    assert _core.TRACES[0] - t0 <= 6  # buckets 8, 16, 32, 64, 128, 256
-    assert len({bucket_size(n) for n in sizes}) == 6
+    sizes = list(range(3, 49, 2))
+    outs = {n: kernel(x[:n], None, net, buckets=True, tile=16) for n in sizes}
+    assert _core.TRACES[0] - t0 <= 4  # buckets 8, 16, 32, 48
+    assert sorted({bucket_size(n, 16) for n in sizes}) == [8, 16, 32, 48]
     # padding rows change neither the real entries nor their gradients
-    np.testing.assert_allclose(outs[9].ntk, first.ntk, rtol=1e-14)
-    for n in (sizes[5], sizes[-1]):  # 33 (one tile) and 177 (tiles, padded to 256)
-        exact = kernel(x[:n], x[:n] + 0.0, net)  # unpadded (a different program: x2 given)
-        np.testing.assert_allclose(outs[n].nngp, exact.nngp, rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(outs[n].ntk, exact.ntk, rtol=1e-13, atol=1e-15)
-    g = [jax.grad(lambda x, b=b: kernel(x, None, net, buckets=b).ntk.sum())(jnp.asarray(x[:20])) for b in (True, False)]
+    np.testing.assert_allclose(outs[9].ntk, first.ntk, rtol=1e-14)  # one tile, padded to 16 rows
+    exact = kernel(x[:47], x[:47] + 0.0, net, tile=16)  # unpadded (a different program: x2 given)
+    np.testing.assert_allclose(outs[47].nngp, exact.nngp, rtol=1e-13, atol=1e-15)  # 3 x 3 tiles, one padding row
+    np.testing.assert_allclose(outs[47].ntk, exact.ntk, rtol=1e-13, atol=1e-15)
+    g = jax.jit(lambda x: [jax.grad(lambda x: kernel(x, None, net, buckets=b).ntk.sum())(x) for b in (True, False)])(
+        jnp.asarray(x[:20]))  # padded to 32 rows, and not padded
     np.testing.assert_allclose(g[0], g[1], rtol=1e-12, atol=1e-14)
     assert [bucket_size(n) for n in (1, 8, 9, 128, 129, 257, 385, 513, 769)] == [8, 8, 16, 128, 256, 384, 512, 768,
                                                                                   1024]
@@ -423,12 +472,27 @@ def test_opposite_inputs_through_sign_layers_are_exact():
 def test_tiles_spread_over_host_devices_match_one_device():
     assert len(jax.devices()) >= 2  # conftest asks XLA for two host devices
     x1 = _x(36)
-    net = FullyConnected(8, 1.4, 0.1, A.Erf())  # deep enough to be sharded (3 x 3 tiles, padded)
-    many = kernel(x1, None, net, tile=16)
-    one = kernel(x1, None, net, tile=16, devices=[])
-    np.testing.assert_allclose(many.ntk, one.ntk, rtol=1e-14)
-    # gradients through padded, sharded tiles equal those of the single-tile path
-    for x2 in (None, x1[:20]):
-        grads = [jax.grad(lambda w: kernel(x1, x2, FullyConnected(8, w, 0.1, A.Erf()), tile=t).ntk.sum())(1.4)
-                 for t in (16, 256)]
-        assert float(grads[0]) == pytest.approx(float(grads[1]), rel=1e-12)
+
+    @functools.partial(jax.jit, static_argnames=("tile", "devices"))
+    def kernels_and_gradients(w, *, tile, devices):
+        """NTK and d(sum NTK)/dW of x1 against itself (x2 = None) and against x1[:20], in one program."""
+        out = []
+        for x2 in (None, x1[:20]):
+            def total(w):
+                k = kernel(x1, x2, FullyConnected(8, w, 0.1, A.Erf()), tile=tile, devices=devices).ntk
+                return k.sum(), k
+
+            g, k = jax.grad(total, has_aux=True)(w)
+            out.append((k, g))
+        return out
+
+    w = jnp.array(1.4)
+    # depth 8 is deep enough to be sharded: 3 x 3 tiles of 16 (padded rows), 6 and 9 tile pairs
+    many = kernels_and_gradients(w, tile=16, devices=None)
+    one = kernel(x1, None, FullyConnected(8, 1.4, 0.1, A.Erf()), tile=16, devices=[])  # the same tiles
+    np.testing.assert_allclose(many[0][0], one.ntk, rtol=1e-14)
+    # values and gradients through padded, sharded tiles equal those of the single-tile path
+    single = kernels_and_gradients(w, tile=256, devices=None)
+    for (k_many, g_many), (k_one, g_one) in zip(many, single):
+        np.testing.assert_allclose(k_many, k_one, rtol=1e-13)
+        assert float(g_many) == pytest.approx(float(g_one), rel=1e-12)
