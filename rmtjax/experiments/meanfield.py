@@ -115,13 +115,16 @@ def _correlations(keys, w2, b2, q, c0, width, depth):
         z = jax.random.normal(k0, (2, width), w2.dtype)
         h = jnp.sqrt(q) * jnp.stack([z[0], c0 * z[0] + jnp.sqrt(1 - c0**2) * z[1]])
         corr = lambda h: jnp.sum(h[0] * h[1]) / jnp.sqrt(jnp.sum(h[0] ** 2) * jnp.sum(h[1] ** 2))  # noqa: E731
-        out = [corr(h)]
-        for _ in range(depth):
+
+        def layer(carry, _):  # a scan, not a Python loop: the layer is compiled once, not depth times
+            h, key = carry
             kw, kb, key = jax.random.split(key, 3)
             W = jax.random.normal(kw, (width, width), w2.dtype) * jnp.sqrt(w2 / width)
             h = jnp.tanh(h) @ W.T + jnp.sqrt(b2) * jax.random.normal(kb, (width,), w2.dtype)[None, :]
-            out.append(corr(h))
-        return jnp.stack(out)
+            return (h, key), corr(h)
+
+        _, out = jax.lax.scan(layer, (h, key), None, length=depth)
+        return jnp.concatenate([corr(h)[None], out])
 
     return jax.lax.map(one, keys)
 
