@@ -101,9 +101,9 @@ print(f"b_sigma^2 = {float(c.b2):.4f}, a_sigma = {float(c.a):.4f}, r_+ = {float(
 # combination with coefficient vector $e_\ell$).
 
 # %%
-key_x, key_net = jax.random.split(jax.random.key(0))
-x = jax.random.normal(key_x, (N, d0))
-x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
+x = np.random.default_rng(0).standard_normal((N, d0))  # data on the host: numpy (no compilation)
+x = jnp.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
+key_net = jax.random.key(0)
 inp = empirical_input(x)
 kernels = finite_network_kernels(x, key_net, widths, act)
 

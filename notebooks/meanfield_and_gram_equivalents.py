@@ -194,7 +194,7 @@ for z in (0.5, 1.0):
     print(f"z = {z}: (1/n) tr (G+z)^-1 generated {np.mean(1 / (e_gen + z)):.5f}, Gaussian {np.mean(1 / (e_gau + z)):.5f}, "
           f"deterministic equivalent {th:.5f}")
     assert abs(np.mean(1 / (e_gen + z)) - th) < 0.05 * th and abs(np.mean(1 / (e_gau + z)) - th) < 0.05 * th
-zs = np.linspace(0.2, 3.0, 8)
+zs = np.linspace(0.2, 3.0, 8).tolist()  # Python floats, as above: one compiled `trace` (np.float64 would compile anew)
 fig, ax = plt.subplots(1, 2, figsize=(11, 4))
 bins = np.linspace(0.01, np.quantile(e_gen, 0.999) * 1.05, 40)
 ax[0].hist(e_gen, bins=bins, density=True, histtype="step", lw=1.5, label="generated")
