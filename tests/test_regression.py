@@ -166,28 +166,29 @@ def test_gradients_jit_and_vmap(problem):
         return jnp.sum(gradient_descent_mse(k.ntk, y)(t, 0.0, 0.0, kt.ntk)[1] ** 2)
 
     w, t = jnp.asarray(1.5), jnp.asarray(5.0)
-    g = jax.jit(jax.grad(test_loss, argnums=(0, 1)))(w, t)
+    # one compiled program for the gradient and the values of the finite differences
+    f = jax.jit(jax.value_and_grad(test_loss, argnums=(0, 1)))
+    g = f(w, t)[1]
     eps = 1e-5
-    f = jax.jit(test_loss)  # compiled once for the finite differences and the vmap comparison
-    fd_w = (f(w + eps, t) - f(w - eps, t)) / (2 * eps)
-    fd_t = (f(w, t + eps) - f(w, t - eps)) / (2 * eps)
+    fd_w = (f(w + eps, t)[0] - f(w - eps, t)[0]) / (2 * eps)
+    fd_t = (f(w, t + eps)[0] - f(w, t - eps)[0]) / (2 * eps)
     np.testing.assert_allclose(g[0], fd_w, rtol=1e-6)
     np.testing.assert_allclose(g[1], fd_t, rtol=1e-6)
-    np.testing.assert_allclose(f(w, t), test_loss(w, t), rtol=1e-12)  # jit == eager
+    np.testing.assert_allclose(f(w, t)[0], test_loss(w, t), rtol=1e-12)  # jit == eager
     ts = jnp.array([0.5, 5.0, 50.0])
-    np.testing.assert_allclose(jax.vmap(test_loss, (None, 0))(w, ts), [f(w, s) for s in ts], rtol=1e-12)
+    # eagerly (only t is batched: the kernels are the unbatched programs compiled above)
+    np.testing.assert_allclose(jax.vmap(test_loss, (None, 0))(w, ts), [f(w, s)[0] for s in ts], rtol=1e-12)
 
 
-def test_blocked_kernel_equals_kernel():
-    # 40 = 16 + 16 + 8 rows (a ragged last block) and 32 = 2 x 16: few distinct block shapes
-    x1 = jax.random.normal(jax.random.key(0), (40, 5))
-    x2 = jax.random.normal(jax.random.key(1), (32, 5))
-    for a, b in ((x1, None), (x1, x2)):
-        ref = kernel(a, b, NET)
-        blk = blocked_kernel(a, b, NET, block=16)
+def test_blocked_kernel_equals_kernel(problem):
+    # the fixture's inputs and kernels (no new reference programs): 12 = 8 + 4 rows (a ragged last
+    # block, blocks above the diagonal mirrored) and 5 test rows against two blocks of training rows
+    x, xt, _, ktr, kte, _ = problem
+    for a, b, ref in ((x, None, ktr), (xt, x, kte)):
+        blk = blocked_kernel(a, b, NET, block=8)
         np.testing.assert_allclose(blk.nngp, ref.nngp, rtol=1e-13)
         np.testing.assert_allclose(blk.ntk, ref.ntk, rtol=1e-13)
-    assert np.array_equal(blk.ntk.shape, (40, 32))
+    assert np.array_equal(blk.ntk.shape, (5, 12))
 
 
 def test_bad_input(problem):
