@@ -40,6 +40,7 @@ generator and initial weights. Writes ``hidden_manifold.png``, ``report.json`` a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -109,16 +110,22 @@ def _bar(it, progress: bool, desc: str):
     return tqdm(it, desc=desc, leave=False)
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _normals(keys, draws):
+    """``jax.random.normal(keys[i], shape)`` for every ``(i, shape)`` of ``draws``, in one compiled
+    program (eagerly, each shape compiles its own)."""
+    return tuple(jax.random.normal(keys[i], shape) for i, shape in draws)
+
+
 def _dynamics_setup(cfg, seed):
     from ..activations import Sign
     from ..dynamics._hidden_manifold import Generator, analytic_moments
 
     k = jax.random.split(jax.random.key(seed), 4)
     N, D = cfg.N, cfg.D
-    gen = Generator(jax.random.normal(k[0], (N, D)), Sign())
+    F, w0, wt = _normals(k, ((0, (N, D)), (1, (cfg.K, N)), (2, (cfg.M, D))))
+    gen = Generator(F, Sign())
     mom = analytic_moments(gen)
-    w0 = jax.random.normal(k[1], (cfg.K, N))
-    wt = jax.random.normal(k[2], (cfg.M, D))
     return gen, mom, w0, wt, k[3]
 
 
@@ -169,18 +176,20 @@ def _deep_point(cfg, N, seed):
 
     D = max(2, N // 4)
     k = jax.random.split(jax.random.fold_in(jax.random.key(seed + 1), N), 6)
-    gen = Generator((jax.random.normal(k[0], (N, D)), jax.random.normal(k[1], (N, N))), Relu())
+    W1, W2, w, wt = _normals(k, ((0, (N, D)), (1, (N, N)), (3, (cfg.K, N)), (4, (cfg.M, D))))
+    gen = Generator((W1, W2), Relu())
     t0 = time.perf_counter()
     mom = monte_carlo_moments(k[2], gen, num_samples=cfg.deep_samples, batch_size=min(5000, cfg.deep_samples))
-    w, wt = jax.random.normal(k[3], (cfg.K, N)), jax.random.normal(k[4], (cfg.M, D))
     r = local_field_distance(k[5], gen, mom, w, wt, num_samples=cfg.deep_samples,
                              num_directions=cfg.deep_directions)
     # the Gaussian-equivalent covariance of the fields from Omega, Phi (Monte Carlo) vs the measured one
-    Q = w @ mom.omega @ w.T / N
-    R = w @ mom.phi @ wt.T / math.sqrt(N * D)
-    T = wt @ wt.T / D
-    C = jnp.block([[Q, R], [R.T, T]])
-    cov_err = float(jnp.max(jnp.abs(r.covariance - C)) / jnp.max(jnp.abs(C)))
+    # on the host in float64 (eager jnp ops would compile a program each, for each N)
+    wh, wth = np.asarray(w, np.float64), np.asarray(wt, np.float64)
+    Q = wh @ np.asarray(mom.omega, np.float64) @ wh.T / N
+    R = wh @ np.asarray(mom.phi, np.float64) @ wth.T / math.sqrt(N * D)
+    T = wth @ wth.T / D
+    C = np.block([[Q, R], [R.T, T]])
+    cov_err = float(np.max(np.abs(np.asarray(r.covariance, np.float64) - C)) / np.max(np.abs(C)))
     return {"N": N, "D": D, "distance": float(r.distance), "null": float(r.null), "null_se": float(r.null_se),
             "covariance_rel_error": cov_err, "seconds": time.perf_counter() - t0}
 
