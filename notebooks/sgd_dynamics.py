@@ -63,9 +63,10 @@ SEEDS, T_MAX, SAVES = 4, 300.0, 150
 # order parameters and $\epsilon_g$ (exact for Gaussian inputs) every 2 time units.
 
 # %%
-k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-wt = jax.random.normal(k1, (M, N))
-w0 = 0.5 * jax.random.normal(k2, (SEEDS, K, N))
+rng = np.random.default_rng(0)  # initial weights on the host: numpy (no compilation)
+wt = jnp.asarray(rng.standard_normal((M, N)))
+w0 = jnp.asarray(0.5 * rng.standard_normal((SEEDS, K, N)))
+k3 = jax.random.key(0)
 sim = jax.jit(jax.vmap(functools.partial(simulate_committee, t_max=T_MAX, num_saves=SAVES),
                        in_axes=(0, 0, None, None, None, None)))(jax.random.split(k3, SEEDS), w0, jnp.ones(K), wt,
                                                                 jnp.ones(M), 0.5)
