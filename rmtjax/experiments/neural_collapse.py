@@ -45,6 +45,7 @@ Writes ``neural_collapse.png``, ``report.json`` and ``report.md``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any
@@ -138,6 +139,33 @@ def _final_metrics(h, ht, W, b, labels_tr, labels_te, num_classes):
             "test_accuracy": jnp.mean((pred == labels_te.astype(pred.dtype)).astype(h.dtype))}
 
 
+@functools.partial(jax.jit, static_argnums=(6, 7))
+def _metrics(h, ht, W, b, labels_tr, labels_te, num_classes, dtype):
+    """:func:`_final_metrics` of the features cast to ``dtype``, one compiled program (the eager
+    version compiled every operation of the metrics on its own, for each shape)."""
+    return _final_metrics(*(a.astype(dtype) for a in (h, ht, W, b)), labels_tr, labels_te, num_classes)
+
+
+def _metrics_in_default_dtype(h, ht, W, b, labels_tr, labels_te, num_classes):
+    return _metrics(h, ht, W, b, labels_tr, labels_te, num_classes, jnp.result_type(float))
+
+
+def _features(model, x_train, x_test):
+    """Penultimate features of both sets and the readout ``(W, b)``, one compiled program."""
+    from flax import nnx
+
+    return _features_jit(*nnx.split(model), x_train, x_test)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _features_jit(graphdef, state, x_train, x_test):
+    from flax import nnx
+
+    model = nnx.merge(graphdef, state)
+    W, b = model.readout()
+    return model.features(x_train), model.features(x_test), W, b
+
+
 def _train_one(cfg: DataConfig, seed: int, progress: bool) -> dict:
     import optax
 
@@ -155,20 +183,17 @@ def _train_one(cfg: DataConfig, seed: int, progress: bool) -> dict:
     mdtype = jnp.result_type(float)  # float64 under x64
     labels_tr, labels_te = ds.labels_train, ds.labels_test
 
-    def features(model):
-        W, b = model.readout()
-        return model.features(ds.x_train), model.features(ds.x_test), W, b
-
     def measure(model, epoch):
-        h, ht, W, b = (a.astype(mdtype) for a in features(model))
-        return {k: float(v) for k, v in _final_metrics(h, ht, W, b, labels_tr, labels_te, C).items()}
+        values = _metrics(*_features(model, ds.x_train, ds.x_test), labels_tr, labels_te, C, mdtype)
+        return {k: float(v) for k, v in values.items()}
 
     hist = train(net, ds.x_train, ds.y_train, opt, loss="cross_entropy", epochs=cfg.epochs,
                  batch_size=cfg.batch_size, key=jax.random.key(seed + 1), record_every=cfg.record_every,
                  callback=measure, progress=progress, desc=f"neural-collapse {cfg.name}")
     curves = {k: [r[k] for r in hist.records] for k in hist.records[0]}
     # the metrics of the final features in this run's dtype against float64 (float32 runs only)
-    precision = float64_comparison(_final_metrics, *features(net), labels_tr, labels_te, C,
+    precision = float64_comparison(_metrics_in_default_dtype, *_features(net, ds.x_train, ds.x_test),
+                                   labels_tr, labels_te, C,
                                    float32_values={k: v[-1] for k, v in curves.items()})
     return {"config": dataclasses.asdict(cfg), "epoch": hist.epoch.tolist(), "train_loss": hist.loss.tolist(),
             "train_accuracy": hist.accuracy.tolist(), **curves, "train_seconds": hist.wall_time,
