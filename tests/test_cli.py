@@ -108,26 +108,35 @@ def test_partial_resume_recomputes_only_missing_steps_deterministically(quick_ru
         np.testing.assert_allclose(b["nngp"]["mc_mean"], a["nngp"]["mc_mean"], rtol=1e-12)
         np.testing.assert_allclose(b["ntk"]["mc_mean"], a["ntk"]["mc_mean"], rtol=1e-12)
     assert capsys.readouterr().err == ""
-    # another configuration (another seed; another width) reuses none of these steps: one line, recomputed
+    # another configuration (another seed; another width; here fewer seeds, CHEAP) reuses none of these
+    # steps: one line, recomputed
     assert dataclasses.replace(kernels_experiment.QUICK, width=64).fingerprint() != kernels_experiment.QUICK.fingerprint()
-    rep = kernels_experiment.run(tmp_path, quick=True, seed=1, progress=False)
+    rep = kernels_experiment.run(tmp_path, config=CHEAP, seed=1, progress=False)
     assert rep["resume"]["status"] == "foreign" and rep["timing"]["computed_steps"] == n
     assert capsys.readouterr().err.count("written by another run") == 1
 
 
+# the quick configuration with 8x fewer initialisations: the same chunks of 16 seeds (the compiled
+# programs of the quick run), 1/8 of its Monte-Carlo time, for the resume tests that recompute every step
+CHEAP = dataclasses.replace(kernels_experiment.QUICK, n_seeds_nngp=32, n_seeds_ntk=4)
+
+
 @pytest.mark.slow
-def test_damaged_resume_file_is_reported_once_and_recomputed(quick_run, tmp_path, capsys):
+def test_damaged_resume_file_is_reported_once_and_recomputed(tmp_path, capsys):
     """Issue 12: a resume file cut off mid-write made every rerun fail with JSONDecodeError. (Other
     damage, not JSON, another format, another configuration: tests/test_experiment_output.py.)"""
-    out, _ = quick_run
-    text = (out / "resume.json").read_text()
+    assert kernels_experiment._chunk_size(CHEAP.n_seeds_nngp, CHEAP.n_seeds_ntk) == kernels_experiment._chunk_size(
+        kernels_experiment.QUICK.n_seeds_nngp, kernels_experiment.QUICK.n_seeds_ntk)
+    first = kernels_experiment.run(tmp_path, config=CHEAP, progress=False)
+    assert first["resume"]["status"] == "new" and first["timing"]["computed_steps"] == len(first["steps"])
+    text = (tmp_path / "resume.json").read_text()
     (tmp_path / "resume.json").write_text(text[: len(text) // 3])
-    rep = kernels_experiment.run(tmp_path, quick=True, progress=False)
+    rep = kernels_experiment.run(tmp_path, config=CHEAP, progress=False)
     err = capsys.readouterr().err
-    assert rep["ok"] and rep["resume"]["status"] == "unreadable"
+    assert rep["resume"]["status"] == "unreadable"
     assert rep["timing"]["computed_steps"] == len(rep["steps"])
     assert err.count("\n") == 1 and "resume.json is unreadable (JSONDecodeError" in err and "recomputing" in err
-    again = kernels_experiment.run(tmp_path, quick=True, progress=False)  # the file was rewritten whole
+    again = kernels_experiment.run(tmp_path, config=CHEAP, progress=False)  # the file was rewritten whole
     assert again["resume"]["status"] == "resumed" and capsys.readouterr().err == ""
     def results(entries):  # the recomputed steps equal the lost ones (same keys), up to their timing
         return {k: {f: v for f, v in e.items() if f != "seconds"} for k, e in entries.items()}
