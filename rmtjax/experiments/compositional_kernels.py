@@ -42,11 +42,13 @@ Writes ``compositional_kernels.png``, ``mnist_random_features.png``, ``report.js
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,28 +138,53 @@ QUICK = Config(n_beta=24, memorization_n=(10, 30), memorization_max_depth=60, fe
 TABLE = [("ReLU", A.Relu), ("GeLU", A.Gelu), ("Sigmoid", A.Sigmoid), ("Swish", A.Swish), ("tanh", A.Tanh)]
 
 
-def _coeffs(act, center=False):
-    return normalized(hermite_coefficients(act, order=ORDER), center=center)
+@eqx.filter_jit
+def _activation_stats(act):
+    """Everything the table needs of one activation, in one compiled program (called eagerly, each
+    expectation, coefficient, check and root solve compiles a program of its own): E sigma(z)^2,
+    the raw order-64 coefficients and, uncentered and centered, the normalized coefficients, the exact
+    mu (activation_mu) and the branching process of the truncation."""
+    one = jnp.ones(())
+    raw = hermite_coefficients(act, order=ORDER)
+    out = {"m2": gaussian_expectations(act, one, one, one).k, "raw": raw}
+    for tag, center in (("plain", False), ("centered", True)):
+        a = normalized(raw, center=center)
+        bp = branching_process(a)
+        out[tag] = {"a": a, "mu_exact": activation_mu(act, center=center), "mu": bp.mu, "mu_star": bp.mu_star,
+                    "xi": bp.xi, "phase": bp.phase}
+    return out
+
+
+_STATS: dict[tuple[str, str], dict] = {}  # per run (cleared by run): (activation, dtype) -> its statistics
+
+
+def _stats(name: str, center: bool = False) -> dict:
+    """The statistics of TABLE's activation ``name`` (computed once per dtype and run), centered or not."""
+    key = (name, jnp.dtype(jnp.result_type(float)).name)
+    if key not in _STATS:
+        _STATS[key] = _activation_stats(dict(TABLE)[name]())
+    st = _STATS[key]
+    return {**st[("centered" if center else "plain")], "m2": st["m2"], "raw": st["raw"]}
 
 
 def _table():
     rows = []
-    for name, make in TABLE:
-        act = make()
-        one = jnp.ones(())
-        m2 = float(gaussian_expectations(act, one, one, one).k)
-        raw = hermite_coefficients(act, order=ORDER)
+    for name, _ in TABLE:
+        st = _stats(name)
+        m2 = float(st["m2"])
+        raw = np.asarray(st["raw"])
         a0, a1 = float(raw[0]), float(raw[1])
         for center in (False, True):
             var = m2 - (a0 * a0 if center else 0.0)
-            bp = branching_process(_coeffs(act, center))
-            rows.append({"activation": name, "centered": center, "mu": float(activation_mu(act, center=center)),
+            s = _stats(name, center)
+            rows.append({"activation": name, "centered": center, "mu": float(s["mu_exact"]),
                          "a1_squared": a1 * a1 / var, "a0_squared": 0.0 if center else a0 * a0 / var,
-                         "mu_truncated": float(bp.mu), "mu_star_truncated": float(bp.mu_star), "xi": float(bp.xi),
-                         "phase": Phase(int(bp.phase)).name})
+                         "mu_truncated": float(s["mu"]), "mu_star_truncated": float(s["mu_star"]), "xi": float(s["xi"]),
+                         "phase": Phase(int(s["phase"])).name})
     return rows
 
 
+@jax.jit
 def _relu_exact_dual(rho):
     """Normalized arc-cosine dual of ReLU (exactly critical: G'(1) = 1)."""
     one = jnp.ones_like(rho)
@@ -167,14 +194,14 @@ def _relu_exact_dual(rho):
 def _depth_sweep(depth):
     rho0 = 0.5
     out = []
-    for name, act, center in [("sigmoid", A.Sigmoid(), False), ("tanh", A.Tanh(), False), ("GeLU", A.Gelu(), False),
-                              ("Swish", A.Swish(), False), ("centered ReLU", A.Relu(), True)]:
-        a = _coeffs(act, center)
+    for name, table_name, center in [("sigmoid", "Sigmoid", False), ("tanh", "tanh", False), ("GeLU", "GeLU", False),
+                                     ("Swish", "Swish", False), ("centered ReLU", "ReLU", True)]:
+        bp = _stats(table_name, center)
+        a = bp["a"]
         K = np.asarray(compositional_kernel(a, jnp.asarray(rho0), depth=depth))
         lim = float(unscaled_limit(a, rho0))
-        bp = branching_process(a)
         e30, e60 = abs(K[min(30, depth)] - lim), abs(K[depth] - lim)
-        out.append({"name": name, "K": K.tolist(), "limit": lim, "phase": Phase(int(bp.phase)).name,
+        out.append({"name": name, "K": K.tolist(), "limit": lim, "phase": Phase(int(bp["phase"])).name,
                     "err_30": e30, "err_last": e60, "ok": bool(e60 <= 0.05 and e60 <= e30 + 1e-15)})
     r = [rho0]
     for _ in range(depth):
@@ -201,26 +228,36 @@ def _rescaled_check_depth(mu: float) -> tuple[int, float]:
     return int(math.floor(math.log(1e-4 / eps) / math.log(mu))), 1e-2
 
 
+def _rescaled_curves(a, mu: float, t, depths) -> dict[int, list[float]]:
+    """K^(L)(e^(-t/mu^L)) for every L of ``depths`` (one compositional_kernel call)."""
+    rho = np.exp(-np.asarray(t, np.float64)[None, :] / mu ** np.asarray(depths, np.float64)[:, None])
+    K = np.asarray(compositional_kernel(a, jnp.asarray(rho, float), depth=max(depths)))
+    return {L: K[L, i].tolist() for i, L in enumerate(depths)}
+
+
 def _rescaled():
-    a = _coeffs(A.Relu(), True)
-    bp = branching_process(a)
-    mu = float(bp.mu)
+    bp = _stats("ReLU", center=True)
+    a = bp["a"]
+    mu = float(bp["mu"])
     depth, tol = _rescaled_check_depth(mu)
     rho = np.linspace(0, 1, 101)
     t = np.linspace(0, 6, 61)
-    unscaled = {L: np.asarray(compositional_kernel(a, jnp.asarray(rho), depth=L)[-1]).tolist() for L in (1, 3, 5, 7)}
-    rescaled = {L: np.asarray(compositional_kernel(a, jnp.exp(-jnp.asarray(t) / mu**L), depth=L)[-1]).tolist()
-                for L in (1, 3, 5, 7, depth)}
+    # compositional_kernel returns every iterate up to its depth: one call (one compiled program)
+    # per input shape instead of one per depth; the rescaled inputs e^(-t/mu^L) of all depths are
+    # the rows of one matrix (made on the host in float64, then cast), row i read at depth L_i
+    K = np.asarray(compositional_kernel(a, jnp.asarray(rho, float), depth=7))
+    unscaled = {L: K[L].tolist() for L in (1, 3, 5, 7)}
+    rescaled = _rescaled_curves(a, mu, t, (1, 3, 5, 7, depth))
     phi = np.asarray(rescaled_limit(a, jnp.asarray(t)))
     err = float(np.max(np.abs(np.array(rescaled[depth]) - phi)))
-    g = _coeffs(A.Gelu())
-    mug = float(branching_process(g).mu)
-    gelu = {L: np.asarray(compositional_kernel(g, jnp.exp(-jnp.asarray(t) / mug**L), depth=L)[-1]).tolist()
-            for L in (5, 20, 60)}
+    bpg = _stats("GeLU")
+    g = bpg["a"]
+    mug = float(bpg["mu"])
+    gelu = _rescaled_curves(g, mug, t, (5, 20, 60))
     phig = np.asarray(rescaled_limit(g, jnp.asarray(t)))
     return {"mu": mu, "rho": rho.tolist(), "t": t.tolist(), "unscaled": unscaled, "rescaled": rescaled,
             "phi_W": phi.tolist(), "check_depth": depth, "tolerance": tol, "max_err": err, "ok": bool(err < tol),
-            "gelu": {"mu": mug, "xi": float(branching_process(g).xi), "K": gelu, "phi_W": phig.tolist(),
+            "gelu": {"mu": mug, "xi": float(bpg["xi"]), "K": gelu, "phi_W": phig.tolist(),
                      "max_err_depth60": float(np.max(np.abs(np.array(gelu[60]) - phig)))}}
 
 
@@ -232,8 +269,6 @@ def _extinction(cfg):
         bp = branching_process(a)
         return bp.xi, bp.mu
 
-    xi, mu = jax.jit(jax.vmap(stats))(jnp.asarray(betas))
-
     def xi_of(beta):
         return extinction_probability(normalized(hermite_coefficients(A.Swish(beta), order=ORDER))).value
 
@@ -242,34 +277,66 @@ def _extinction(cfg):
     # 4.8e-4 against the measured 9.4e-5, float64 1e-5 against the measured 2e-10
     eps = float(jnp.finfo(jnp.result_type(float)).eps)
     h, tol = eps ** (1 / 3), max(1e-5, 20 * eps ** (2 / 3))
+    at = np.array([0.5, 1.0, 2.0])
+    # the curve and the finite-difference points in one vmapped program (bp.xi is the
+    # extinction_probability of the same law), the implicit derivatives in another
+    xi, mu = jax.jit(jax.vmap(stats))(jnp.asarray(np.concatenate([betas, at + h, at - h]), float))
+    xi, mu = np.asarray(xi, np.float64), np.asarray(mu, np.float64)
+    grads = np.asarray(jax.jit(jax.vmap(jax.grad(xi_of)))(jnp.asarray(at, float)), np.float64)
+    nb = len(betas)
     checks = []
-    for b in (0.5, 1.0, 2.0):
-        g = float(jax.grad(xi_of)(jnp.asarray(b, float)))
-        fd = (float(xi_of(jnp.asarray(b + h, float))) - float(xi_of(jnp.asarray(b - h, float)))) / (2 * h)
-        checks.append({"beta": b, "implicit": g, "finite_difference": fd, "step": h})
+    for i, b in enumerate(at):
+        fd = (float(xi[nb + i]) - float(xi[nb + 3 + i])) / (2 * h)
+        checks.append({"beta": float(b), "implicit": float(grads[i]), "finite_difference": fd, "step": h})
+    xi, mu = xi[:nb], mu[:nb]
     ok = all(abs(c["implicit"] - c["finite_difference"]) <= tol * max(1.0, abs(c["finite_difference"])) for c in checks)
     return {"beta": betas.tolist(), "xi": np.asarray(xi).tolist(), "mu": np.asarray(mu).tolist(),
             "gradient_checks": checks, "tolerance": tol, "ok": ok}
 
 
-def _sphere(key, n, d):
-    x = jax.random.normal(key, (n, d))
-    return x / jnp.linalg.norm(x, axis=1)[:, None]
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _normals(seed, draws):
+    """``jax.random.normal(key, (n, d))`` for every ``(offset, fold, n, d)`` of ``draws``, with key
+    ``key(seed + offset)`` folded with ``fold`` (unless ``None``): one compiled program (eagerly,
+    each shape compiles its own)."""
+    out = []
+    for offset, fold, n, d in draws:
+        key = jax.random.key(seed + offset)
+        out.append(jax.random.normal(key if fold is None else jax.random.fold_in(key, fold), (n, d)))
+    return out
 
 
-def _memorization(cfg, seed, bar):
-    a = _coeffs(A.Relu(), True)
+def _sphere(x):
+    x = np.asarray(x)
+    return x / np.linalg.norm(x, axis=1)[:, None]  # on the host: no eager program per shape
+
+
+def _sphere_draws(cfg, seed):
+    """The points of the memorization panel ({(d, i): (n_i, d)}) and of the random-feature panel (6, 10)."""
+    keys = [(d, i) for d in (100, 3) for i in range(len(cfg.memorization_n))]
+    draws = tuple((0, 1000 * d + i, cfg.memorization_n[i], d) for d, i in keys) + ((7, None, 6, 10),)
+    x = _normals(seed, draws)
+    return {k: _sphere(v) for k, v in zip(keys, x)}, _sphere(x[-1])
+
+
+def _memorization(cfg, points, bar):
+    bp = _stats("ReLU", center=True)
+    a = bp["a"]
     kappa = 0.1
-    a12 = float(a[1] ** 2)
-    mu = float(branching_process(a).mu)
+    a12 = float(np.asarray(a)[1] ** 2)
+    mu = float(bp["mu"])
     ns = list(cfg.memorization_n)
     out = {}
     for d in (100, 3):
         rows = []
         for i, n in enumerate(ns):
-            X = _sphere(jax.random.fold_in(jax.random.key(seed), 1000 * d + i), n, d)
-            m = memorization_depth(a, X, kappa, max_depth=cfg.memorization_max_depth)
-            R = np.asarray(X @ X.T)
+            X = points[(d, i)]
+            # zero columns up to d = 100 leave every row's direction and X X^T as they are: both regimes
+            # share the compiled programs of each n
+            Xp = np.zeros((n, max(d, 100)), X.dtype)
+            Xp[:, :d] = X
+            m = memorization_depth(a, jnp.asarray(Xp), kappa, max_depth=cfg.memorization_max_depth)
+            R = X @ X.T
             r = float(np.max(np.abs(R - np.diag(np.diag(R)))))
             b = memorization_bounds(a, r, n, kappa)
             rows.append({"n": n, "rho_max": r, "exact": int(m.depth), "necessary": int(m.necessary_depth),
@@ -284,19 +351,20 @@ def _memorization(cfg, seed, bar):
     return {"kappa": kappa, "a1_squared": a12, "mu": mu, "regimes": out, "ok": ok}
 
 
-def _random_features(cfg, seed):
+def _random_features(cfg, seed, X):
     """Feature Gram error vs M. The product features have light tails only for polynomial activations
     (finite offspring support): for tanh, E[(1 + 2 rho^2)^Z] grows with the tail of Z, so its standard
     errors are shown but not checked."""
-    X = _sphere(jax.random.key(seed + 7), 6, 10)
     Ms = list(cfg.features)
     iu = np.triu_indices(6, 1)
     rows = []
     cubic = jnp.sqrt(jnp.array([0.0, 0.5, 0.3, 0.2]))  # sigma = sqrt(.5) h_1 + sqrt(.3) h_2 + sqrt(.2) h_3
-    shown = [("tanh", _coeffs(A.Tanh()), False)] if cfg.show_tanh_features else []
+    shown = [("tanh", _stats("tanh")["a"], False)] if cfg.show_tanh_features else []
+    R = jnp.asarray(np.clip(np.asarray(X) @ np.asarray(X).T, -1, 1))  # on the host: no eager programs
     for name, a, checked in [("cubic", cubic, True)] + shown:
+        KL = np.asarray(compositional_kernel(a, R, depth=3))  # every depth in one call
         for L in (1, 2, 3):
-            K = np.asarray(compositional_kernel(a, jnp.clip(X @ X.T, -1, 1), depth=L)[-1])
+            K = KL[L]
             errs, ses, zs, rels = [], [], [], []
             for M in Ms:
                 f = compositional_features(X, a, jax.random.fold_in(jax.random.key(seed), 10 * L + M), depth=L,
@@ -328,32 +396,33 @@ def _mnist(cfg, seed, bar):
 
     n_train, n_test = cfg.mnist_train, cfg.mnist_test
     ds = mnist(n_train, n_test, seed=seed)
-    xa = jnp.concatenate([ds.x_train, ds.x_test])
-    xa = xa / jnp.linalg.norm(xa, axis=1)[:, None]
+    xa = np.concatenate([np.asarray(ds.x_train), np.asarray(ds.x_test)])  # on the host: no eager programs
+    xa = jnp.asarray(xa / np.linalg.norm(xa, axis=1)[:, None])
+    ytr = np.asarray(ds.y_train)
     Ms = list(cfg.mnist_features)
     depths = cfg.mnist_depths
-    make = {"ReLU": A.Relu, "GeLU": A.Gelu, "Sigmoid": A.Sigmoid, "Swish": A.Swish}
-    acts = [(name, make[name]()) for name in cfg.mnist_activations]
     lam = 0.1
     out = {}
     labels = np.asarray(ds.labels_test)
-    for name, act in acts:
-        a = _coeffs(act)
+    rho = np.asarray(xa)
+    rho = jnp.asarray(np.clip(rho @ rho[:n_train].T, -1, 1))
+    for name in cfg.mnist_activations:
+        a = _stats(name)["a"]
+        KL = np.asarray(compositional_kernel(a, rho, depth=max(depths)))  # every depth in one call
         for L in depths:
             accs, comp = [], []
             for M in Ms:
                 key = jax.random.fold_in(jax.random.key(seed), 100 * L + M)
                 f = compositional_features(xa, a, key, depth=L, num_features=M, max_degree=12)
-                pred = ridge_predict(f.features[:n_train], ds.y_train, f.features[n_train:], lam)
+                F = np.asarray(f.features)  # sliced on the host (an eager slice compiles per shape)
+                pred = ridge_predict(F[:n_train], ytr, F[n_train:], lam)
                 accs.append(float(np.mean(np.argmax(np.asarray(pred), axis=1) == labels)))
-                g = compressed_features(xa, a, key, depth=L, num_features=M, max_degree=48).features
-                pred = ridge_predict(g[:n_train], ds.y_train, g[n_train:], lam)
+                g = np.asarray(compressed_features(xa, a, key, depth=L, num_features=M, max_degree=48).features)
+                pred = ridge_predict(g[:n_train], ytr, g[n_train:], lam)
                 comp.append(float(np.mean(np.argmax(np.asarray(pred), axis=1) == labels)))
                 bar.update()
-            K = compositional_kernel(a, jnp.clip(xa @ xa[:n_train].T, -1, 1), depth=L)[-1]
-            ktrain = K[:n_train]
-            kpred = K[n_train:] @ jnp.linalg.solve(ktrain + lam * jnp.eye(n_train, dtype=K.dtype),
-                                                    ds.y_train)
+            K = KL[L]
+            kpred = K[n_train:] @ np.linalg.solve(K[:n_train] + lam * np.eye(n_train, dtype=K.dtype), ytr)
             kacc = float(np.mean(np.argmax(np.asarray(kpred), axis=1) == labels))
             out[f"{name} L={L}"] = {"features": Ms, "accuracy": accs, "compressed_accuracy": comp, "kernel_accuracy": kacc,
                                    "truncated_mass": float(f.truncated_mass)}
@@ -363,15 +432,14 @@ def _mnist(cfg, seed, bar):
 def _headline():
     """The theory quantities of the summary and the table (compared with float64 in a float32 run)."""
     out = {}
-    for name, make in TABLE:
-        act = make()
+    for name, _ in TABLE:
         for center in (False, True):
             tag = f"{name}{' centered' if center else ''}"
-            bp = branching_process(_coeffs(act, center))
-            out[f"mu, {tag}"] = activation_mu(act, center=center)
-            out[f"xi, {tag}"] = bp.xi
-    a = _coeffs(A.Relu(), True)
-    out["rescaled limit E exp(-tW), centered ReLU"] = rescaled_limit(a, jnp.linspace(0.0, 6.0, 61))
+            st = _stats(name, center)
+            out[f"mu, {tag}"] = st["mu_exact"]
+            out[f"xi, {tag}"] = st["xi"]
+    a = _stats("ReLU", center=True)["a"]
+    out["rescaled limit E exp(-tW), centered ReLU"] = rescaled_limit(a, jnp.asarray(np.linspace(0, 6, 61), float))
     return out
 
 
@@ -398,6 +466,7 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     n_mnist = len(cfg.mnist_activations) * len(cfg.mnist_depths) * len(cfg.mnist_features)
     bar = tqdm(total=5 + n_mem + n_mnist, desc="reproduce liang-tranbach", disable=not progress)
     bar.set_postfix_str("table")
+    _STATS.clear()
     table = _table()
     bar.update()
     bar.set_postfix_str("unscaled/rescaled")
@@ -410,9 +479,10 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     ext = _extinction(cfg)
     bar.update()
     bar.set_postfix_str("memorization")
-    mem = _memorization(cfg, seed, bar)
+    points, X = _sphere_draws(cfg, seed)
+    mem = _memorization(cfg, points, bar)
     bar.set_postfix_str("random features")
-    rf = _random_features(cfg, seed)
+    rf = _random_features(cfg, seed, X)
     bar.update()
     bar.set_postfix_str("MNIST")
     mn = _mnist(cfg, seed, bar)

@@ -95,25 +95,32 @@ QUICK = Config(N_plateau=200, seeds=4, t_max=250.0, saves=125, gap_Ns=(100, 400,
 _ode_batch = eqx.filter_jit(jax.vmap(committee_ode, in_axes=(0, None, None, None, None)))
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _simulate_batch(keys, w0, wt, t_max, saves, progress):
+    """Online SGD of every seed (vmapped); compiled once per shape (a rerun reuses the program)."""
+    return jax.vmap(functools.partial(simulate_committee, t_max=t_max, num_saves=saves, progress=progress),
+                    in_axes=(0, 0, None, None, None, None))(keys, w0, jnp.ones(K), wt, jnp.ones(M), ETA)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
 def _setup(key, N, seeds, scale=0.5):
-    """Teacher rows with ||w~||^2 = N (T ~ I), student weights N(0, scale^2), v = v~ = 1."""
-    k1, k2 = jax.random.split(key)
+    """Teacher rows with ||w~||^2 = N (T ~ I), student weights N(0, scale^2), v = v~ = 1; the
+    teacher overlaps T and the seeds' keys (one compiled program per N: eagerly each draw and
+    product compiles its own)."""
+    kw, ks = jax.random.split(key)
+    k1, k2 = jax.random.split(kw)
     wt = jax.random.normal(k1, (M, N))
     w0 = scale * jax.random.normal(k2, (seeds, K, N))
-    return w0, wt
+    return w0, wt, wt @ wt.T / N, jax.random.split(ks, seeds)
 
 
 def _sim_and_ode(key, N, seeds, t_max, saves, progress):
-    kw, ks = jax.random.split(key)
-    w0, wt = _setup(kw, N, seeds)
+    w0, wt, T, keys = _setup(key, N, seeds)
     desc = f"SGD N={N} ({seeds} seeds)" if progress else False
-    sim = jax.jit(jax.vmap(functools.partial(simulate_committee, t_max=t_max, num_saves=saves, progress=desc),
-                           in_axes=(0, 0, None, None, None, None)))(
-        jax.random.split(ks, seeds), w0, jnp.ones(K), wt, jnp.ones(M), ETA)
-    T = wt @ wt.T / N
-    s0 = CommitteeState(sim.Q[:, 0], sim.R[:, 0], sim.v[:, 0])
-    ode = _ode_batch(s0, T, jnp.ones(M), sim.t[0], jnp.asarray(ETA))
-    return jax.tree.map(np.asarray, sim), jax.tree.map(np.asarray, ode), np.asarray(T)
+    sim = jax.tree.map(np.asarray, _simulate_batch(keys, w0, wt, float(t_max), saves, desc))
+    s0 = CommitteeState(*(jnp.asarray(a[:, 0]) for a in (sim.Q, sim.R, sim.v)))  # sliced on the host
+    ode = _ode_batch(s0, T, jnp.ones(M, T.dtype), jnp.asarray(sim.t[0]), jnp.asarray(ETA, T.dtype))
+    return sim, jax.tree.map(np.asarray, ode), np.asarray(T)
 
 
 def _crossing(t, e, level, t_min=10.0):
