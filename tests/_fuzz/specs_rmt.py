@@ -191,8 +191,10 @@ def _positive_edge(kwargs, out):
 
 
 def _moments_ok(kwargs, out):
+    """m_1 >= 0 and m_2 >= m_1^2 (Cauchy-Schwarz). m_1 may be exactly 0: with sigma_w2 = 1e-300 the
+    Jacobian's moments (sigma_w2^depth) underflow, a correct finite value."""
     m = _np(out)
-    assert m[0] > 0 and m[1] >= m[0] ** 2 * (1 - 1e-6), m
+    assert m[0] >= 0 and m[1] >= m[0] ** 2 * (1 - 1e-6), m
 
 
 # ---------------------------------------------------------------------------------------------
