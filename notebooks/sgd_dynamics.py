@@ -76,7 +76,7 @@ ts = sim.t[0]
 # ODEs vmapped over (initial state, eta): one compilation serves parts 1 and 3
 ode = eqx.filter_jit(jax.vmap(committee_ode, in_axes=(0, None, None, None, 0)))
 s0 = CommitteeState(sim.Q[:, 0], sim.R[:, 0], sim.v[:, 0])
-ode_runs = ode(s0, T, jnp.ones(M), ts, jnp.full(SEEDS, 0.5))
+ode_runs = ode(s0, T, jnp.ones(M), ts, jnp.full(SEEDS, 0.5, float))  # float, not weakly typed: as in part 3
 print("max |eps_g(sim) - eps_g(ODE)| per seed:", np.round(np.max(np.abs(np.asarray(sim.eps_g - ode_runs.eps_g)), 1), 4))
 
 # %% [markdown]
