@@ -146,6 +146,19 @@ def error_if(x, pred, msg: str):
     return _checked(x, jnp.asarray(pred), msg)
 
 
+def tie(x, *checked):
+    """Returns ``x`` (a floating array) carrying the compiled checks of the arrays ``checked``:
+    a checked argument whose value the result happens not to use (the bias of a scale-free
+    activation's Jacobian law, say) would otherwise have its check removed as dead code under
+    ``jit``. Adds ``0 * c`` for one entry of each ``c`` (exactly 0 for every finite entry: the
+    value and the derivatives of ``x`` are unchanged)."""
+    for c in checked:
+        c = jnp.ravel(jnp.asarray(c))
+        if c.size:
+            x = x + jnp.zeros_like(x) * c[0].astype(x.dtype)
+    return x
+
+
 # --------------------------------------------------------------------------------------------
 # Structure: dtypes, ranks, integers, flags, choices (always checked at once)
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ Pennington et al. moment formulas, hard-tanh/erf laws against quadrature, gradie
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,6 +98,12 @@ def test_bad_input():
         jacobian_law(Relu(), 2.0, 0.0, depth=0)
     with pytest.raises(ValueError, match="sigma_w2"):
         jacobian_law(Erf(), -1.0, 0.0, depth=2)
+    # a scale-free activation's law does not use sigma_b2; its check still runs under jit (the fuzz
+    # suite found it removed as dead code: jit returned the moments for sigma_b2 = nan)
+    f = eqx.filter_jit(lambda w, b: jacobian_law(Relu(), w, b, depth=3).moments(2))
+    np.testing.assert_allclose(f(jnp.asarray(1.0), jnp.asarray(0.1)), [0.125, 0.109375], rtol=1e-12)
+    with pytest.raises(ValueError, match="sigma_b2"):
+        f(jnp.asarray(1.0), jnp.asarray(np.nan))
 
 
 def test_float32_edge_at_an_asymptote_and_far_tail(float32_mode):

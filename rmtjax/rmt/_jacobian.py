@@ -59,7 +59,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._numerics import trapezoid_gaussian
-from .._validate import ArgumentError, concrete, error_if, flag, real, reraise_as_value_error, static_int
+from .._validate import ArgumentError, concrete, error_if, flag, real, reraise_as_value_error, static_int, tie
 from ..activations import ABRelu, Abs, AbstractActivation, HardTanh, Identity, LeakyRelu, Relu, Sign
 from ..meanfield import q_star
 from ..solve import root
@@ -223,6 +223,7 @@ def _law_args(activation, sigma_w2, sigma_b2, depth, orthogonal, step, cutoff):
     activation = check_activation(activation)
     w2, b2 = _sigmas(sigma_w2, sigma_b2)
     w2 = real(w2, "sigma_w2", lo=0.0, lo_open=True)  # the law of a zero Jacobian has no positive mean
+    w2 = tie(w2, b2)  # a scale-free activation's law does not use b2: its check must still run under jit
     depth = static_int(depth, "depth", lo=1, hi=10**6)
     orthogonal = flag(orthogonal, "orthogonal")
     step = static_number(step, "step", lo=0.0)
