@@ -63,6 +63,20 @@ def test_analytic_moments_vs_monte_carlo(act):
     assert np.linalg.eigvalsh(np.asarray(ana.omega)).min() > -1e-10
 
 
+def test_monte_carlo_moments_use_exactly_num_samples():
+    """A batch size that does not divide num_samples: the moments are those of exactly
+    num_samples draws (the first rows of the batches), not of a multiple of the batch size."""
+    gen = Generator(jax.random.normal(jax.random.key(0), (5, 3)), Tanh())
+    key = jax.random.key(7)
+    m = monte_carlo_moments(key, gen, num_samples=7, batch_size=3)
+    c = np.concatenate([np.asarray(jax.random.normal(k, (3, 3))) for k in jax.random.split(key, 3)])[:7]
+    x = np.asarray(gen(jnp.asarray(c)))
+    mean = x.mean(0)
+    np.testing.assert_allclose(m.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(m.omega, x.T @ x / 7 - np.outer(mean, mean), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(m.phi, x.T @ c / 7, rtol=1e-10, atol=1e-14)
+
+
 def test_analytic_moments_gradient_and_jit():
     """d Tr(Omega) / dF against central finite differences; jit == eager."""
     F = jax.random.normal(jax.random.key(3), (6, 4))

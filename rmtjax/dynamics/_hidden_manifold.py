@@ -281,7 +281,8 @@ def _analytic_moments(F, sigma: AbstractActivation, order: int) -> GeneratorMome
 def monte_carlo_moments(key: Array, generator: Generator, *, num_samples: int = 100_000,
                         batch_size: int = 2_000) -> GeneratorMoments:
     r"""Monte-Carlo :math:`\mathbb E[x]`, :math:`\Omega` and :math:`\Phi` of any generator (deep
-    ones included) from ``num_samples`` latent draws, accumulated in batches.
+    ones included) from exactly ``num_samples`` latent draws, accumulated in batches of
+    ``batch_size`` (the last one partly used when ``batch_size`` does not divide ``num_samples``).
 
     Example:
         >>> import jax
@@ -294,25 +295,27 @@ def monte_carlo_moments(key: Array, generator: Generator, *, num_samples: int = 
     _check_generator(generator)
     num_samples = static_int(num_samples, "num_samples", lo=2)
     batch_size = min(static_int(batch_size, "batch_size", lo=2), num_samples)
-    m = _mc_moments(key, generator, num_samples // batch_size, batch_size)
+    m = _mc_moments(key, generator, num_samples, batch_size)
     ok = jnp.all(jnp.isfinite(m.omega)) & jnp.all(jnp.isfinite(m.phi))
     return error_if(m, ~ok, "generator: its outputs overflow (non-finite moments); scale its weights down")
 
 
 @eqx.filter_jit
-def _mc_moments(key, generator: Generator, nb: int, batch_size: int) -> GeneratorMoments:
+def _mc_moments(key, generator: Generator, n: int, batch_size: int) -> GeneratorMoments:
     D, N = generator.latent_dim, generator.input_dim
     dtype = generator.weights[0].dtype
+    nb = -(-n // batch_size)  # the last batch counts only its first n - (nb - 1) batch_size draws
 
-    def body(acc, k):
+    def body(acc, ki):
+        k, i = ki
         c = jax.random.normal(k, (batch_size, D), dtype)
         x = generator(c)
+        xw = x * (i * batch_size + jnp.arange(batch_size) < n).astype(dtype)[:, None]
         s1, s2, s3 = acc
-        return (s1 + x.sum(0), s2 + x.T @ x, s3 + x.T @ c), None
+        return (s1 + xw.sum(0), s2 + xw.T @ x, s3 + xw.T @ c), None
 
     init = (jnp.zeros(N, dtype), jnp.zeros((N, N), dtype), jnp.zeros((N, D), dtype))
-    (s1, s2, s3), _ = jax.lax.scan(body, init, jax.random.split(key, nb))
-    n = nb * batch_size
+    (s1, s2, s3), _ = jax.lax.scan(body, init, (jax.random.split(key, nb), jnp.arange(nb)))
     mean = s1 / n
     omega = s2 / n - mean[:, None] * mean[None, :]
     return GeneratorMoments(mean, 0.5 * (omega + omega.T), s3 / n)
