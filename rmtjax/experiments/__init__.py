@@ -40,7 +40,8 @@ class Experiment(NamedTuple):
         quick_seconds: measured CPU time (user + system, import and compilation included) of
             ``rmtjax reproduce NAME --quick`` in float64 (shown by ``--list``), or ``None``. Measured
             2026-12-05 on the 2-core development machine under heavy load (load average 6-12), where
-            the wall times were 2-5x longer; compilation is most of it.
+            the wall times were 2-5x longer; compilation is most of it. kernel-regression, meanfield and
+            dynamical-isometry remeasured 2026-12-06 on a quiet machine after their compile-count cuts.
     """
 
     description: str
@@ -62,7 +63,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "meanfield": Experiment(
         "Order/chaos phase diagram of tanh networks, depth-scale divergence, c-map vs wide random networks",
         "rmtjax.experiments.meanfield:run",
-        quick_seconds=38,
+        quick_seconds=33,
     ),
     "liang-tranbach": Experiment(
         "Compositional kernels as branching processes (Liang & Tran-Bach 2020): mu table, depth limits, "
@@ -73,7 +74,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "kernel-regression": Experiment(
         "NNGP/NTK regression on MNIST 5k across depths (ReLU, Erf) and finite MLPs approaching the NTK across widths",
         "rmtjax.experiments.kernel_regression:run",
-        quick_seconds=54,
+        quick_seconds=40,
     ),
     "neural-collapse": Experiment(
         "Neural collapse NC1-NC4 in the terminal phase of training: LayerNorm MLPs on digits and MNIST 5k "
@@ -85,7 +86,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         "Jacobian singular-value spectra at criticality, ReLU/hard-tanh/erf, Gaussian vs orthogonal weights, "
         "vs finite networks (Pennington et al. 2017)",
         "rmtjax.experiments.dynamical_isometry:run",
-        quick_seconds=45,
+        quick_seconds=41,
     ),
     "saad-solla": Experiment(
         "Soft committee machine (erf, K = M = 2): Saad-Solla ODEs vs online SGD, plateau and escape, "
