@@ -600,7 +600,7 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
         if symmetric:  # a diagonal tile is computed whole: mirror its upper triangle (exact symmetry)
             upper = jnp.triu(jnp.ones((t1, t2), bool)).reshape((1,) * (r.ndim - 2) + (t1, t2))
             on_diag = (ii == jj).reshape((-1,) + (1,) * (r.ndim - 1))
-            r = jnp.where(on_diag & upper, r, jnp.where(on_diag, jnp.swapaxes(r, -1, -2), r))
+            r = jnp.where(on_diag & ~upper, jnp.swapaxes(r, -1, -2), r)
         blocks = blocks.at[ii, jj].set(r)
         if symmetric:
             blocks = blocks.at[jj, ii].set(jnp.swapaxes(r, -1, -2))
