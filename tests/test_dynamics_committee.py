@@ -161,10 +161,13 @@ def plateau():
 @pytest.mark.slow  # a long statistical or convergence check (several compiled sizes or long runs)
 def test_ode_vmap_equals_loop_and_eps_g_is_closed_form(plateau):
     s0, tr = plateau
+    # The batched and unbatched programs are compiled separately and may order floating-point
+    # operations differently, so their adaptive step sequences can part at rounding level. Measured:
+    # 1.4e-12 on entries of Q ~ 5e-9 (absolute; Q's scale is 0.25) under XLA -O0, equal otherwise.
     for i in (0, 3):  # unbatched calls: one compilation, the second call hits the cache
         one = committee_ode(jax.tree.map(lambda a: a[i], s0), T2, V2, TS_PLATEAU, ETA)
-        np.testing.assert_allclose(tr.Q[i], one.Q, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(tr.eps_g[i], one.eps_g, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(tr.Q[i], one.Q, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(tr.eps_g[i], one.eps_g, rtol=1e-9, atol=1e-10)
     # the generalization error on the grid is the closed form of the saved order parameters
     j = 50
     np.testing.assert_allclose(tr.eps_g[0, j], generalization_error(tr.Q[0, j], tr.R[0, j], T2, tr.v[0, j], V2),

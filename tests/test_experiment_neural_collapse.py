@@ -13,6 +13,10 @@ from rmtjax.experiments import neural_collapse
 from rmtjax.experiments.neural_collapse import run
 from rmtjax.finite import Classifier
 
+# XLA's default optimizations (conftest.py): this reproduction's run time is long elementwise loops,
+# which XLA at -O0 runs 1.1-2x slower than it saves in compiling.
+XLA_OPTIMIZED = True
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

