@@ -424,7 +424,9 @@ class _AbstractFree(AbstractMeasure):
         return jnp.real(coef)
 
     def _scale(self):
-        m = jax.lax.stop_gradient(self._series_moments(2))
+        # the first two of the _SERIES_ORDER moments that _reach uses (lower coefficients of a power
+        # series do not depend on the truncation): one compiled series per factor structure, not two
+        m = jax.lax.stop_gradient(self._series_moments(_SERIES_ORDER))[:2]
         return jnp.abs(m[0]) + jnp.sqrt(jnp.abs(m[1] - m[0] ** 2)) + jnp.finfo(m.dtype).tiny
 
     def _reach(self):
