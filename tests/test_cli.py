@@ -4,7 +4,9 @@ one-line usage errors, ``--out`` checked before computing, errors of a run as on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -22,7 +24,6 @@ from rmtjax.experiments import EXPERIMENTS, Experiment
 from rmtjax.experiments import kernels as kernels_experiment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
 
 
 @pytest.fixture(scope="module")
@@ -91,52 +92,65 @@ def test_quick_run_float32(tmp_path):
     assert "## float32 accuracy" in (tmp_path / "report.md").read_text()
 
 
-@pytest.mark.slow
-def test_partial_resume_recomputes_only_missing_steps_deterministically(quick_run, tmp_path, capsys):
+# the quick configuration with 8x fewer initialisations: the same chunks of 16 seeds (the compiled
+# programs of the quick run), 1/8 of its Monte-Carlo time, for the resume tests that recompute every step
+CHEAP = dataclasses.replace(kernels_experiment.QUICK, n_seeds_nngp=32, n_seeds_ntk=4)
+
+
+@pytest.fixture(scope="module")
+def partial_then_foreign(quick_run, tmp_path_factory):
+    """A quick run interrupted before its last step, resumed; then, in the same folder, a run of
+    another configuration (CHEAP, seed 1), whose whole resume file the damaged-file test reuses
+    (one CHEAP run fewer). Each run's stderr is kept."""
     out, _ = quick_run
+    folder = tmp_path_factory.mktemp("partial_resume")
     full = json.loads((out / "report.json").read_text())
     saved = json.loads((out / "resume.json").read_text())
     # a run interrupted before its last step (the compiled programs are those of the quick run)
     last = f"{full['steps'][-1]['activation']}|depth={full['steps'][-1]['depth']}"
     saved["entries"].pop(last)
-    (tmp_path / "resume.json").write_text(json.dumps(saved))
-    resumed = kernels_experiment.run(tmp_path, quick=True, progress=False)
+    (folder / "resume.json").write_text(json.dumps(saved))
+    runs = []
+    for kwargs in ({"quick": True}, {"config": CHEAP, "seed": 1}):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            runs.append((kernels_experiment.run(folder, progress=False, **kwargs), err.getvalue()))
+    return folder, full, runs, (folder / "resume.json").read_text()
+
+
+@pytest.mark.slow
+def test_partial_resume_recomputes_only_missing_steps_deterministically(partial_then_foreign):
+    _, full, [(resumed, err), (rep, err_foreign)], _ = partial_then_foreign
     n = len(full["steps"])
     assert resumed["timing"]["resumed_steps"] == n - 1 and resumed["timing"]["computed_steps"] == 1
     for a, b in zip(full["steps"], resumed["steps"], strict=True):
         assert (a["activation"], a["depth"]) == (b["activation"], b["depth"])
         np.testing.assert_allclose(b["nngp"]["mc_mean"], a["nngp"]["mc_mean"], rtol=1e-12)
         np.testing.assert_allclose(b["ntk"]["mc_mean"], a["ntk"]["mc_mean"], rtol=1e-12)
-    assert capsys.readouterr().err == ""
+    assert err == ""
     # another configuration (another seed; another width; here fewer seeds, CHEAP) reuses none of these
     # steps: one line, recomputed
     assert dataclasses.replace(kernels_experiment.QUICK, width=64).fingerprint() != kernels_experiment.QUICK.fingerprint()
-    rep = kernels_experiment.run(tmp_path, config=CHEAP, seed=1, progress=False)
     assert rep["resume"]["status"] == "foreign" and rep["timing"]["computed_steps"] == n
-    assert capsys.readouterr().err.count("written by another run") == 1
-
-
-# the quick configuration with 8x fewer initialisations: the same chunks of 16 seeds (the compiled
-# programs of the quick run), 1/8 of its Monte-Carlo time, for the resume tests that recompute every step
-CHEAP = dataclasses.replace(kernels_experiment.QUICK, n_seeds_nngp=32, n_seeds_ntk=4)
+    assert err_foreign.count("written by another run") == 1
 
 
 @pytest.mark.slow
-def test_damaged_resume_file_is_reported_once_and_recomputed(tmp_path, capsys):
+def test_damaged_resume_file_is_reported_once_and_recomputed(partial_then_foreign, tmp_path, capsys):
     """Issue 12: a resume file cut off mid-write made every rerun fail with JSONDecodeError. (Other
-    damage, not JSON, another format, another configuration: tests/test_experiment_output.py.)"""
+    damage, not JSON, another format, another configuration: tests/test_experiment_output.py.)
+    The whole file is the one the CHEAP run (seed 1) of ``partial_then_foreign`` wrote."""
     assert kernels_experiment._chunk_size(CHEAP.n_seeds_nngp, CHEAP.n_seeds_ntk) == kernels_experiment._chunk_size(
         kernels_experiment.QUICK.n_seeds_nngp, kernels_experiment.QUICK.n_seeds_ntk)
-    first = kernels_experiment.run(tmp_path, config=CHEAP, progress=False)
-    assert first["resume"]["status"] == "new" and first["timing"]["computed_steps"] == len(first["steps"])
-    text = (tmp_path / "resume.json").read_text()
+    _, _, [_, (first, _)], text = partial_then_foreign
+    assert first["timing"]["computed_steps"] == len(first["steps"])
     (tmp_path / "resume.json").write_text(text[: len(text) // 3])
-    rep = kernels_experiment.run(tmp_path, config=CHEAP, progress=False)
+    rep = kernels_experiment.run(tmp_path, config=CHEAP, seed=1, progress=False)
     err = capsys.readouterr().err
     assert rep["resume"]["status"] == "unreadable"
     assert rep["timing"]["computed_steps"] == len(rep["steps"])
     assert err.count("\n") == 1 and "resume.json is unreadable (JSONDecodeError" in err and "recomputing" in err
-    again = kernels_experiment.run(tmp_path, config=CHEAP, progress=False)  # the file was rewritten whole
+    again = kernels_experiment.run(tmp_path, config=CHEAP, seed=1, progress=False)  # the file was rewritten whole
     assert again["resume"]["status"] == "resumed" and capsys.readouterr().err == ""
     def results(entries):  # the recomputed steps equal the lost ones (same keys), up to their timing
         return {k: {f: v for f, v in e.items() if f != "seconds"} for k, e in entries.items()}
@@ -150,17 +164,6 @@ def test_list(capsys):
     for name, exp in EXPERIMENTS.items():
         assert name in out and exp.description in out
         assert exp.quick_seconds and f"(--quick: about {exp.quick_seconds:.0f} s of CPU)" in out
-
-
-def test_help_is_light():
-    """--help and --list parse the arguments before importing any experiment (or starting JAX)."""
-    code = ("import sys; from rmtjax.cli import main; import contextlib, io\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    assert main(['reproduce', '--help']) == 0 and main(['reproduce', '--list']) == 0\n"
-            "print(sorted(m for m in sys.modules if m.startswith('rmtjax.experiments.')))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
@@ -245,8 +248,12 @@ def test_value_error_in_a_run_is_one_line_exit_3(tmp_path, capsys, fake_experime
 
 
 @pytest.mark.slow
-def test_check_failing_under_jit_is_one_line(tmp_path):
-    """Issue 12: under jit a bad input printed a pure_callback traceback, the equinox banner and
+def test_help_is_light_and_check_failing_under_jit_is_one_line(tmp_path):
+    """One fresh interpreter (importing rmtjax and JAX costs 4 s of this test) checks two things.
+
+    --help and --list parse the arguments before importing any experiment (or starting JAX).
+
+    Issue 12: under jit a bad input printed a pure_callback traceback, the equinox banner and
     `JaxRuntimeError: INTERNAL: CpuCallback error`; the command prints the message alone, for our
     checks (rmtjax._validate.error_if) and for equinox's (optimistix, diffrax)."""
     (tmp_path / "jit_failing_experiments.py").write_text(textwrap.dedent("""
@@ -262,8 +269,11 @@ def test_check_failing_under_jit_is_one_line(tmp_path):
             return {"ok": bool(f(jnp.asarray(-1.0)) > 0)}
     """))
     script = textwrap.dedent(f"""
-        import sys
+        import contextlib, io, sys
         from rmtjax.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(['reproduce', '--help']) == 0 and main(['reproduce', '--list']) == 0
+        print(sorted(m for m in sys.modules if m.startswith('rmtjax.experiments.')))
         from rmtjax.experiments import EXPERIMENTS, Experiment
         EXPERIMENTS["ours"] = Experiment("fails under jit", "jit_failing_experiments:ours")
         EXPERIMENTS["eqx"] = Experiment("fails under jit", "jit_failing_experiments:equinox")
@@ -272,7 +282,7 @@ def test_check_failing_under_jit_is_one_line(tmp_path):
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
-    assert res.stdout.strip() == "[3, 3]", res.stderr
+    assert res.stdout.splitlines() == ["[]", "[3, 3]"], (res.stdout, res.stderr)
     assert res.stderr == ("rmtjax: error: reproduce ours: x must be >= 0, got a negative value\n"
                           "rmtjax: error: reproduce eqx: y must be >= 0, got a negative value\n")
 
