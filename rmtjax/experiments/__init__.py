@@ -109,6 +109,6 @@ EXPERIMENTS: dict[str, Experiment] = {
     "fan-wang": Experiment(
         "CK/NTK eigenvalue spectra of linear-width networks and the largest stable learning rate (Fan & Wang 2020)",
         "rmtjax.experiments.fan_wang:run",
-        quick_seconds=64,
+        quick_seconds=53,
     ),
 }
