@@ -100,7 +100,11 @@ def _any(pred):
 @_any.def_vmap
 def _any_vmap(axis_size, in_batched, pred):
     del axis_size, in_batched
-    return jnp.any(pred), False  # one verdict for the whole batch: the cond below stays a cond
+    # One verdict for the whole batch, so the cond below stays a cond. Through _any itself, not
+    # jnp.any: under a vmap of a vmap the outer batch must be reduced by this rule as well, or the
+    # verdict comes out batched, the cond becomes a select and the failing branch's callback runs
+    # for valid input too (found: jit(vmap(vmap(kernel))) raised "W_std must be finite").
+    return _any(pred), False
 
 
 def _raiser(msg: str):

@@ -45,10 +45,12 @@ def test_argument_error_is_a_value_error_with_the_argument_and_value():
     assert issubclass(ArgumentError, ValueError)
 
 
-@pytest.mark.parametrize("transform", ["jit", "vmap", "jit_vmap", "grad", "jit_grad", "vmap_grad", "scan"])
+@pytest.mark.parametrize("transform", ["jit", "vmap", "jit_vmap", "grad", "jit_grad", "vmap_grad", "scan",
+                                       "jit_vmap_vmap"])
 def test_checks_survive_every_transformation(transform):
     bad = jnp.array([1.0, -1.0])
     calls = {
+        "jit_vmap_vmap": lambda: jax.jit(jax.vmap(jax.vmap(_f)))(jnp.stack([bad, -bad])),
         "jit": lambda: jax.jit(_f)(-1.0),
         "vmap": lambda: jax.vmap(_f)(bad),
         "jit_vmap": lambda: jax.jit(jax.vmap(_f))(bad),
@@ -64,6 +66,9 @@ def test_valid_values_pass_through_with_their_derivatives():
     good = jnp.array([1.0, 2.0])
     np.testing.assert_array_equal(jax.jit(jax.vmap(_f))(good), [1.0, 4.0])
     np.testing.assert_array_equal(jax.jit(jax.vmap(jax.grad(_f)))(good), [2.0, 4.0])
+    # a vmap of a vmap: the verdict is reduced over both batch axes (it came out batched, the check's
+    # cond became a select and the failing branch raised for valid input: kernel under vmap(vmap))
+    np.testing.assert_array_equal(jax.jit(jax.vmap(jax.vmap(_f)))(jnp.stack([good, 2 * good])), [[1.0, 4.0], [4.0, 16.0]])
     assert float(jax.hessian(_f)(3.0)) == 2.0
     assert float(jax.jacfwd(_f)(3.0)) == 6.0
 
