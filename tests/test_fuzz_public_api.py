@@ -3,9 +3,12 @@
 Every public function returns a finite, correct value or raises a ValueError naming the
 offending argument, eagerly and under jit (see ``tests/_fuzz/harness.py``). The entries live in
 ``tests/_fuzz/specs_*.py``; :func:`test_every_public_entry_point_is_fuzzed` keeps the list
-complete. Set ``RMTJAX_FUZZ_COUNTS=path.json`` to write the examples drawn per entry point and
-their outcomes (eager/jit, value/error), with the number of XLA programs the eager and jit calls
-compiled (a program already compiled by an earlier entry is not counted again).
+complete, and :func:`test_rule` requires at least one eagerly successful call per entry (a
+drawn example or the entry's ``valid`` one, see ``harness.Entry``). Set
+``RMTJAX_FUZZ_COUNTS=path.json`` to write the examples drawn per entry point and their outcomes
+(eager/jit, value/error; an entry's ``valid`` example is counted with them), with the number of
+XLA programs the eager and jit calls compiled (a program already compiled by an earlier entry is
+not counted again).
 
 ``RMTJAX_FUZZ_SCALE`` scales every entry's number of examples (default 0.25, at least 2; the derandomized
 examples are the same on every run, so a larger scale explores further: ``RMTJAX_FUZZ_SCALE=4``
@@ -88,6 +91,11 @@ def _release_compiled_programs_when_many():
 @pytest.mark.parametrize(
     "entry", [pytest.param(e, id=e.name, marks=[pytest.mark.slow] if e.slow else []) for e in ENTRIES])
 def test_rule(entry: harness.Entry):
+    # (the lines around ``run`` may change freely: the derandomized examples depend on its source only)
+    values_before = harness.COUNTS[entry.name]["eager_ok"]
+    if entry.valid is not None:
+        harness.check_rule(entry, entry.valid())
+
     @settings(max_examples=max(2, round(entry.max_examples * SCALE)),
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
     @given(data=st.data())
@@ -96,6 +104,9 @@ def test_rule(entry: harness.Entry):
         harness.check_rule(entry, kwargs)
 
     run()
+    assert harness.COUNTS[entry.name]["eager_ok"] > values_before, (
+        f"{entry.name}: no example returned a value eagerly, so its value path (finite outputs, check, "
+        "eager-versus-jit agreement) went unchecked; give its Entry a valid= example (see harness.Entry)")
 
 
 def public_names() -> set[str]:

@@ -18,6 +18,14 @@ For every drawn example :func:`check_rule` runs the call
    ``JIT_VALUE_PROGRAMS``, eagerly successful examples beyond that many compiled programs per
    entry are checked eagerly only; see :func:`check_rule`.)
 
+An entry may also give ``valid``: one known-valid example (a function returning the kwargs, so no
+array is built at import time). The test runs it through :func:`check_rule` before the
+hypothesis examples, so the value path (finite outputs, ``check``, eager-versus-jit agreement) is
+exercised even where the few derandomized examples of the default scale all stop at a bad
+argument; the test then requires at least one eagerly successful call per entry (``eager_ok`` in
+``COUNTS``), drawn or ``valid``. Use :func:`sample` for its arrays: the same values the
+strategies of :func:`array` draw, so the compiled program matches theirs.
+
 Specs live in ``tests/_fuzz/specs_*.py``, one module per part of the package; each defines
 ``ENTRIES`` (a list of :class:`Entry`) and ``EXEMPT`` (public names that are not entry points,
 with the reason: result containers, abstract bases, aliases).
@@ -75,14 +83,18 @@ def static_int(lo: int = 0, hi: int = 10) -> st.SearchStrategy:
                      st.sampled_from([-1, lo - 1, 10**9, True, 2.5, float(hi), None, "3"]))
 
 
+def sample(shape: tuple[int, ...], lo: float = -3.0, hi: float = 3.0, seed: int = 0) -> np.ndarray:
+    """The valid float64 array that :func:`array` draws for ``seed`` (for ``Entry.valid``)."""
+    return np.random.default_rng(seed).uniform(lo, hi, size=shape)
+
+
 def array(shape: tuple[int, ...], lo: float = -3.0, hi: float = 3.0, *, bad: bool = True,
           seed_range: int = 2**16) -> st.SearchStrategy:
-    """A float64 array of ``shape``: random valid entries, or (if ``bad``) the same array with a
-    NaN/inf/huge entry, complex or bool dtype, the wrong rank, or no rows."""
+    """A float64 array of ``shape``: random valid entries (:func:`sample`), or (if ``bad``) the same
+    array with a NaN/inf/huge entry, complex or bool dtype, the wrong rank, or no rows."""
 
     def valid(seed):
-        rng = np.random.default_rng(seed)
-        return rng.uniform(lo, hi, size=shape)
+        return sample(shape, lo, hi, seed)
 
     base = st.integers(0, seed_range).map(valid)
     if not bad:
@@ -130,6 +142,11 @@ class Entry:
         max_examples: hypothesis examples for this entry.
         rtol: eager-versus-jit agreement of successful calls.
         slow: mark the test ``slow`` (only for entries whose single call takes seconds).
+        valid: ``valid()`` returns one known-valid kwargs dict (built when called, not at import),
+            checked by :func:`check_rule` before the hypothesis examples, eagerly and under jit.
+            Give one whenever the derandomized examples at the default scale never return a value
+            eagerly (the test fails then, naming the entry): ordinary arguments of the shapes,
+            dtypes and static values the strategies draw, so the compiled program is theirs.
     """
 
     name: str
@@ -144,6 +161,7 @@ class Entry:
     max_examples: int = 12
     rtol: float = 1e-6
     slow: bool = False
+    valid: Callable[[], dict] | None = None
     _jitted: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def jitted(self):
@@ -249,8 +267,9 @@ def _outcome(entry: Entry, call, where: str):
     return "ok", out
 
 
-# per entry: the signatures (see _signature) of the examples that returned a value under jit
-JIT_VALUE_SIGNATURES: dict[str, set] = collections.defaultdict(set)
+# per entry (by id: two entries may share a name, e.g. a function's throwing and sweep forms): the
+# signatures (see _signature) of the examples that returned a value under jit
+JIT_VALUE_SIGNATURES: dict[int, set] = collections.defaultdict(set)
 
 
 def _signature(traced: dict, static: dict):
@@ -299,7 +318,7 @@ def check_rule(entry: Entry, kwargs: dict):
     except TypeError:
         return  # an unhashable structural argument: nothing to compile against
     sig = _signature(traced, static) if status == "ok" else None
-    seen = JIT_VALUE_SIGNATURES[entry.name]
+    seen = JIT_VALUE_SIGNATURES[id(entry)]
     if (status == "ok" and JIT_VALUE_PROGRAMS is not None and sig not in seen
             and len(seen) >= JIT_VALUE_PROGRAMS):
         counts["jit_skipped"] += 1

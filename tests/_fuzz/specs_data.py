@@ -13,7 +13,7 @@ from rmtjax import collapse, data, regression
 from rmtjax.activations import Erf, LeakyRelu, Relu, Tanh
 from rmtjax.kernels import FullyConnected, kernel
 
-from .harness import NAN, Entry, array, number, static_int
+from .harness import NAN, Entry, array, number, sample, static_int
 from .specs_dynamics import finite_array, keys, positive_rate, psd
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +206,8 @@ ENTRIES = [
           lambda key, latent_means, n_samples: data.concentrated_moments(key, _generator(), latent_means,
                                                                          n_samples=n_samples, batch_size=16),
           {"key": keys(), "latent_means": finite_array((2, 3)), "n_samples": static_int(1, 40)},
-          static=("n_samples",), names=("generators", "batch_size"), max_examples=8),
+          static=("n_samples",), names=("generators", "batch_size"), max_examples=8,
+          valid=lambda: {"key": jax.random.key(0), "latent_means": sample((2, 3), -1.0, 1.0), "n_samples": 32}),
     # ------------------------------------------------------------------ collapse
     Entry("collapse.class_statistics", lambda features, labels: _stats(features, labels),
           {"features": finite_array((9, 4)), "labels": labels(9, 3)}, names=("num_classes",),
@@ -231,7 +232,8 @@ ENTRIES = [
            "num_classes": st.one_of(st.just(3), static_int(1, 4))}, static=("num_classes",), check=_etf),
     Entry("collapse.StreamingStatistics.init",
           lambda dim, num_classes: collapse.StreamingStatistics.init(dim, num_classes=num_classes),
-          {"dim": static_int(1, 5), "num_classes": static_int(1, 4)}, static=("dim", "num_classes")),
+          {"dim": static_int(1, 5), "num_classes": static_int(1, 4)}, static=("dim", "num_classes"),
+          valid=lambda: {"dim": 4, "num_classes": 3}),
     Entry("collapse.StreamingStatistics.update",
           lambda features, labels: collapse.StreamingStatistics.init(4, num_classes=3).update(features, labels),
           {"features": finite_array((9, 4)), "labels": labels(9, 3)}, names=("num_classes",)),
@@ -261,7 +263,8 @@ ENTRIES = [
           static=("t",), check=_posterior_variance, rtol=1e-5, max_examples=10),
     Entry("regression.blocked_kernel", lambda x1, x2, block: regression.blocked_kernel(x1, x2, NET, block=block),
           {"x1": finite_array((10, 3)), "x2": st.one_of(st.none(), finite_array((9, 3))), "block": static_int(6, 12)},
-          jit=False, max_examples=8),
+          jit=False, max_examples=8,
+          valid=lambda: {"x1": sample((10, 3), -1.0, 1.0), "x2": sample((9, 3), -1.0, 1.0, seed=1), "block": 8}),
 ]
 
 # a None training kernel means "the true kernel of the fixed problem" (valid input, mixed with bad ones)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from rmtjax import dynamics
 from rmtjax.activations import Erf, Relu, Sign, Tanh
 
-from .harness import BAD_TYPES, NAN, Entry, array, number, static_int
+from .harness import BAD_TYPES, NAN, Entry, array, number, sample, static_int
 
 # ---------------------------------------------------------------------------------------------
 # shared strategies
@@ -61,7 +61,8 @@ def keys() -> st.SearchStrategy:
                      st.just(jax.random.split(jax.random.key(0), 2)))
 
 
-ACTIVATIONS = st.sampled_from([Erf(b=1 / math.sqrt(2)), Erf(), Relu(), Tanh()])
+ACTIVATION_LIST = [Erf(b=1 / math.sqrt(2)), Erf(), Relu(), Tanh()]
+ACTIVATIONS = st.sampled_from(ACTIVATION_LIST)
 ACTIVATIONS_OR_BAD = st.one_of(ACTIVATIONS, ACTIVATIONS, st.sampled_from([jnp.tanh, "relu", None]))
 
 
@@ -72,6 +73,14 @@ def positive_rate(hi: float = 2.0) -> st.SearchStrategy:
 
 def finite_array(shape, lo=-1.0, hi=1.0):
     return array(shape, lo, hi)
+
+
+def _committee(**more) -> dict:
+    """A valid committee state (the shapes and ranges the entries draw), for ``valid=``: the fields'
+    covariance ``[[Q, R], [R^T, I]]`` (teacher overlap ``T = I``) is positive definite, its Schur
+    complement being ``Q - R R^T = I / 2``."""
+    R = sample((2, 2), -0.3, 0.3)
+    return {"Q": 0.5 * np.eye(2) + R @ R.T, "R": R, "v": sample((2,), -1.0, 1.0, seed=1), **more}
 
 
 def _is_sym_psd(a, tol=1e-8):
@@ -165,18 +174,25 @@ ENTRIES = [
           lambda Q, R, T, v, v_teacher, student: dynamics.generalization_error(Q, R, T, v, v_teacher, student=student),
           {"Q": psd(2), "R": finite_array((2, 2), -0.3, 0.3), "T": psd(2), "v": finite_array((2,)),
            "v_teacher": finite_array((2,)), "student": ACTIVATIONS_OR_BAD},
-          static=("student",), check=_eps_nonnegative, max_examples=15),
+          # ``student`` is not static: an activation (a module of array parameters) does not hash, so as a
+          # static argument the harness skipped the jit check of every example that drew one; filter_jit
+          # traces its parameters and keeps a function or string static
+          check=_eps_nonnegative, max_examples=15,
+          valid=lambda: _committee(T=np.eye(2), v_teacher=sample((2,), -1.0, 1.0, seed=3),
+                                   student=ACTIVATION_LIST[1])),
     Entry("dynamics.committee_rhs",
           lambda Q, R, v, eta, eta_v, noise_std: dynamics.committee_rhs(dynamics.CommitteeState(Q, R, v), np.eye(2),
                                                                         np.ones(2), eta, eta_v, noise_std),
           {"Q": psd(2), "R": finite_array((2, 2), -0.3, 0.3), "v": finite_array((2,)), "eta": positive_rate(),
-           "eta_v": number(0.0, 1.0), "noise_std": number(0.0, 1.0)}, max_examples=12),
+           "eta_v": number(0.0, 1.0), "noise_std": number(0.0, 1.0)}, max_examples=12,
+          valid=lambda: _committee(eta=0.5, eta_v=0.1, noise_std=0.1)),
     Entry("dynamics.committee_ode",
           lambda Q, R, v, ts, eta: dynamics.committee_ode(dynamics.CommitteeState(Q, R, v), np.eye(2), np.ones(2), ts,
                                                           eta),
           {"Q": psd(2), "R": finite_array((2, 2), -0.3, 0.3), "v": finite_array((2,)), "ts": TS,
            "eta": positive_rate()},
-          check=_ode_starts_at_state, max_examples=8, rtol=1e-5, slow=True),
+          check=_ode_starts_at_state, max_examples=8, rtol=1e-5, slow=True,
+          valid=lambda: _committee(ts=np.linspace(0.0, 2.0, 3), eta=0.5)),
     Entry("dynamics.committee_fixed_point",
           lambda Q, R, eta: _fixed_point(Q, R, eta),
           {"Q": psd(2, scale=0.4), "R": finite_array((2, 2), 0.3, 0.5), "eta": positive_rate(0.5)},
@@ -232,7 +248,8 @@ ENTRIES = [
           lambda key, w, num_samples: dynamics.local_field_distance(key, _setup()[0], _setup()[1], w, _setup()[3],
                                                                     num_samples=num_samples, num_directions=4),
           {"key": keys(), "w": finite_array((2, 12)), "num_samples": static_int(4, 300)},
-          static=("num_samples",), check=_distance_range, names=("w_teacher",), max_examples=8),
+          static=("num_samples",), check=_distance_range, names=("w_teacher",), max_examples=8,
+          valid=lambda: {"key": jax.random.key(0), "w": sample((2, 12), -1.0, 1.0), "num_samples": 100}),
 ]
 
 EXEMPT = {

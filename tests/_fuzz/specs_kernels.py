@@ -20,7 +20,7 @@ from rmtjax.gaussian import (Auto, ClosedForm, GaussHermite, Mehler, MonteCarlo,
                              hermite_coefficients_at)
 from rmtjax.kernels import FullyConnected, bucket_size, kernel
 
-from .harness import Entry, array, bad_type, number, static_int
+from .harness import Entry, array, bad_type, number, sample, static_int
 
 Q = number(0.0, 10.0)
 Q12 = number(-3.0, 3.0)
@@ -54,13 +54,17 @@ def _cauchy_schwarz(make):
     return check
 
 
-def _act_entry(name, make, params, *, static=(), allow_inf=(), max_examples=8, slow=False):
+def _act_entry(name, make, params, *, static=(), allow_inf=(), max_examples=8, slow=False, valid=None):
     def fn(q1, q2, q12, **p):
         return gaussian_expectations(make(**p), q1, q2, q12)
 
     return Entry(f"activations.{name}", fn, {**params, "q1": Q, "q2": Q, "q12": Q12}, static=static,
                  names=("q1", "q2", "q12"), allow_inf=allow_inf, check=_cauchy_schwarz(make),
-                 max_examples=max_examples, slow=slow)
+                 max_examples=max_examples, slow=slow, valid=valid)
+
+
+# a covariance with q12^2 < q1 q2 (for ``valid=``)
+Q_VALID = {"q1": 1.0, "q2": 2.0, "q12": 0.5}
 
 
 def _scaled_tanh(x, p):
@@ -78,7 +82,8 @@ ACTIVATIONS = [
     _act_entry("Elu", lambda alpha: A.Elu(alpha), {"alpha": P}),
     _act_entry("Erf", lambda a, b, c: A.Erf(a, b, c), {"a": P, "b": P, "c": P}),
     _act_entry("Exp", lambda a, b: A.Exp(a, b), {"a": P, "b": P}, allow_inf=("k",)),
-    _act_entry("Gaussian", lambda a, b: A.Gaussian(a, b), {"a": P, "b": P}),
+    _act_entry("Gaussian", lambda a, b: A.Gaussian(a, b), {"a": P, "b": P},
+               valid=lambda: {"a": 1.0, "b": -0.5, **Q_VALID}),
     _act_entry("Gelu", lambda approximate: A.Gelu(approximate=approximate), {"approximate": FLAG},
                static=("approximate",)),
     _act_entry("HardTanh", lambda: A.HardTanh(), {}),
@@ -111,7 +116,7 @@ ACTIVATIONS = [
 METHOD_ACTS = st.one_of(st.sampled_from([A.Tanh(), A.Erf(), A.Relu()]), st.sampled_from(["tanh", None]))
 
 
-def _method_entry(name, make, params, static):
+def _method_entry(name, make, params, static, valid=None):
     def fn(activation, q1, q2, q12, **p):
         return gaussian_expectations(activation, q1, q2, q12, method=make(**p))
 
@@ -129,7 +134,7 @@ def _method_entry(name, make, params, static):
 
     return Entry(f"gaussian.{name}", fn, {"activation": METHOD_ACTS, "q1": Q, "q2": Q, "q12": Q12, **params},
                  static=static, names=("activation", "method") + tuple(params), check=check,
-                 max_examples=8)
+                 max_examples=8, valid=valid)
 
 
 def _parseval(kwargs, out):
@@ -145,7 +150,7 @@ GAUSSIAN = [
           check=lambda kw, out: _cauchy_schwarz(lambda: kw["activation"])(
               {k: v for k, v in kw.items() if k != "activation"}, out), max_examples=12),
     _method_entry("Auto", lambda: Auto(), {}, ()),
-    _method_entry("ClosedForm", lambda: ClosedForm(), {}, ()),
+    _method_entry("ClosedForm", lambda: ClosedForm(), {}, (), valid=lambda: {"activation": A.Erf(), **Q_VALID}),
     _method_entry("GaussHermite", lambda deg: GaussHermite(deg), {"deg": static_int(2, 40)}, ("deg",)),
     _method_entry("Mehler", lambda order, step: Mehler(order, step),
                   {"order": static_int(1, 64), "step": st.sampled_from([0.04, 0.1, 0.5, float("nan"), True, "0.1"])},
@@ -210,7 +215,8 @@ def _bucket_check(kwargs, out):
 X = array((3, 2))
 
 
-def _stax_entry(name, make_layer, params, *, static=(), allow_inf=(), max_examples=6, jit=False, core=None, names=()):
+def _stax_entry(name, make_layer, params, *, static=(), allow_inf=(), max_examples=6, jit=False, core=None, names=(),
+                valid=None):
     """``serial(Dense, layer, Dense)`` built from drawn parameters, its kernel at drawn inputs;
     ``core(**params)`` (an activation module) gives the functional-core reference."""
 
@@ -229,7 +235,8 @@ def _stax_entry(name, make_layer, params, *, static=(), allow_inf=(), max_exampl
             np.testing.assert_allclose(a[fin], b[fin], rtol=1e-10, atol=1e-12 * max(np.max(np.abs(b[fin]), initial=0), 1))
 
     return Entry(f"stax.{name}", fn, {"x1": X, **params}, static=static, allow_inf=allow_inf, check=check,
-                 max_examples=max_examples, jit=jit, names=names)
+                 max_examples=max_examples, jit=jit, names=names,
+                 valid=None if valid is None else lambda: {"x1": sample((3, 2)), **valid()})
 
 
 STAX = [
@@ -252,10 +259,11 @@ STAX = [
     # error naming "layers"
     _stax_entry("FanInSum", lambda num: stax.serial(stax.FanOut(num), stax.parallel(*[stax.Erf()] * 2),
                                                     stax.FanInSum()),
-                {"num": static_int(1, 3)}, static=("num",), names=("layers",)),
+                {"num": static_int(1, 3)}, static=("num",), names=("layers",), valid=lambda: {"num": 2}),
     _stax_entry("FanOut", lambda num: stax.serial(stax.FanOut(num), stax.parallel(*[stax.Relu()] * 2), stax.FanInSum()),
-                {"num": static_int(1, 3)}, static=("num",), names=("layers",)),
-    _stax_entry("Gaussian", lambda a, b: stax.Gaussian(a, b), {"a": P, "b": P}, core=lambda a, b: A.Gaussian(a, b)),
+                {"num": static_int(1, 3)}, static=("num",), names=("layers",), valid=lambda: {"num": 2}),
+    _stax_entry("Gaussian", lambda a, b: stax.Gaussian(a, b), {"a": P, "b": P}, core=lambda a, b: A.Gaussian(a, b),
+                valid=lambda: {"a": 1.0, "b": -0.5}),
     _stax_entry("Gelu", lambda approximate: stax.Gelu(approximate), {"approximate": FLAG}, static=("approximate",),
                 core=lambda approximate: A.Gelu(approximate=approximate)),
     _stax_entry("Hermite", lambda degree: stax.Hermite(degree), {"degree": DEGREE}, static=("degree",),
@@ -275,7 +283,8 @@ STAX = [
     _stax_entry("Sin", lambda a, b, c: stax.Sin(a, b, c), {"a": P, "b": P, "c": P}, core=lambda a, b, c: A.Sin(a, b, c)),
     _stax_entry("parallel", lambda layers: stax.serial(stax.FanOut(2), stax.parallel(*layers), stax.FanInSum()),
                 {"layers": st.sampled_from([(), (stax.Erf(),), (stax.Erf(), stax.Relu()), (stax.Erf(),) * 3,
-                                            (stax.Erf(), None), (stax.Erf(), 2.5)])}),
+                                            (stax.Erf(), None), (stax.Erf(), 2.5)])},
+                valid=lambda: {"layers": (stax.Erf(), stax.Relu())}),
     _stax_entry("serial", lambda layer: stax.serial(stax.Relu(), layer), {"layer": st.sampled_from(
         [stax.Identity(), stax.Erf(), (1, 2, 3), None, stax.FanInSum()])}, static=("layer",)),
 ]

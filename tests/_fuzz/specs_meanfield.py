@@ -18,7 +18,7 @@ from rmtjax import hermite, meanfield, solve
 from rmtjax.activations import Erf, Gelu, Relu, Sin, Tanh
 from rmtjax.gaussian import gaussian_expectations
 
-from .harness import Entry, bad_type, finite
+from .harness import Entry, bad_type, finite, sample
 from .harness import array as _array
 from .harness import number as _number
 
@@ -163,6 +163,7 @@ def _c_map_check(kwargs, out):
 
 
 SIGMAS = {"sigma_w2": number(0.0, 12.0), "sigma_b2": number(0.0, 2.0)}
+VALID_SIGMAS = {"activation": Erf(), "sigma_w2": 1.5, "sigma_b2": 0.1}  # for ``valid=``: the ordered phase
 MEANFIELD = [
     Entry("meanfield.q_star",
           lambda activation, sigma_w2, sigma_b2, q0, throw: meanfield.q_star(activation, sigma_w2, sigma_b2, q0=q0,
@@ -175,13 +176,13 @@ MEANFIELD = [
     Entry("meanfield.c_star",
           lambda activation, sigma_w2, sigma_b2, c0: meanfield.c_star(activation, sigma_w2, sigma_b2, c0=c0),
           {"activation": ACTIVATIONS, **SIGMAS, "c0": st.one_of(st.just(0.0), number(-1.0, 1.0))},
-          check=_c_star_check, max_examples=10),
+          check=_c_star_check, max_examples=10, valid=lambda: {**VALID_SIGMAS, "c0": 0.0}),
     Entry("meanfield.mean_field",
           lambda activation, sigma_w2, sigma_b2, throw: meanfield.mean_field(activation, sigma_w2, sigma_b2,
                                                                              throw=throw),
           {"activation": ACTIVATIONS, **SIGMAS, "throw": st.sampled_from([True, False, "no"])},
           static=("throw",), allow_inf=("xi_q", "xi_c", "[5]", "[6]"), ok=lambda out: out.ok,
-          check=_mean_field_check, max_examples=10),
+          check=_mean_field_check, max_examples=10, valid=lambda: {**VALID_SIGMAS, "throw": True}),
     Entry("meanfield.edge_of_chaos",
           lambda activation, sigma_b2, sigma_w2_guess: meanfield.edge_of_chaos(activation, sigma_b2,
                                                                                sigma_w2_guess=sigma_w2_guess),
@@ -200,7 +201,7 @@ MEANFIELD = [
     Entry("meanfield.c_map",
           lambda c, q, activation, sigma_w2, sigma_b2: meanfield.c_map(c, q, activation, sigma_w2, sigma_b2),
           {"c": number(-1.0, 1.0), "q": number(0.0, 100.0), "activation": ACTIVATIONS, **SIGMAS},
-          check=_c_map_check, max_examples=10),
+          check=_c_map_check, max_examples=10, valid=lambda: {"c": 0.5, "q": 1.0, **VALID_SIGMAS}),
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +211,8 @@ MEANFIELD = [
 COEFFS = array((5,), -1.0, 1.0)
 KEY = jax.random.key(0)
 X = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8], [0.0, 0.0, 1.0]])
+# for ``valid=``: normalized (sum a_k^2 = 1), centered (a_0 = 0), supercritical (mu = sum k a_k^2 = 2.05 > 1)
+MEMORIZING = (0.0, 0.6, 0.48, 0.64, 0.0)
 
 
 def _sum_sq(c) -> float:
@@ -306,11 +309,13 @@ HERMITE = [
     Entry("hermite.memorization_depth",
           lambda coeffs, X, kappa, max_depth: hermite.memorization_depth(coeffs, X, kappa, max_depth=max_depth),
           {"coeffs": COEFFS, "X": array((4, 3)), "kappa": number(0.0, 1.0), "max_depth": static_int(0, 8)},
-          static=("max_depth",), check=_memorization_check, max_examples=10),
+          static=("max_depth",), check=_memorization_check, max_examples=10,
+          valid=lambda: {"coeffs": np.array(MEMORIZING), "X": sample((4, 3)), "kappa": 0.5, "max_depth": 8}),
     Entry("hermite.memorization_bounds",
           lambda coeffs, rho_max, n, kappa: hermite.memorization_bounds(coeffs, rho_max, n, kappa),
           {"coeffs": COEFFS, "rho_max": number(0.0, 1.0), "n": number(1.0, 1000.0), "kappa": number(0.0, 1.0)},
-          allow_inf=("small_correlation", "large_correlation", "[0]", "[1]"), check=_bounds_check, max_examples=10),
+          allow_inf=("small_correlation", "large_correlation", "[0]", "[1]"), check=_bounds_check, max_examples=10,
+          valid=lambda: {"coeffs": np.array(MEMORIZING), "rho_max": 0.5, "n": 10.0, "kappa": 0.5}),
     Entry("hermite.offspring_distribution",
           lambda coeffs, depth, max_degree: hermite.offspring_distribution(coeffs, depth=depth, max_degree=max_degree),
           {"coeffs": COEFFS, "depth": static_int(0, 4), "max_degree": static_int(0, 20)},

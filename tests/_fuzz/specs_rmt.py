@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from rmtjax import rmt
 from rmtjax.activations import Erf, HardTanh, Relu, Tanh
 
-from .harness import INF, NAN, Entry, array, number, static_int
+from .harness import INF, NAN, Entry, array, number, sample, static_int
 
 # ---------------------------------------------------------------------------------------------
 # strategies
@@ -72,6 +72,12 @@ def grid(shape=(3,), lo=0.05, hi=6.0) -> st.SearchStrategy:
     """Real points (sorted, positive), with NaN/inf/complex/bool/wrong-rank/empty variants."""
     return array(shape, lo, hi).map(lambda a: np.sort(a) if isinstance(a, np.ndarray) and a.ndim == 1
                                     and np.isrealobj(a) and a.dtype != bool else a)
+
+
+def real_w_valid() -> np.ndarray:
+    """Two small real positive arguments of an S-transform, complex dtype like :func:`small_g`'s
+    (for ``valid=``; see the note at rmt.Semicircle.s_transform on complex ones)."""
+    return np.array([0.1, 0.05], complex)
 
 
 def positive(lo=0.05, hi=4.0) -> st.SearchStrategy:
@@ -144,6 +150,17 @@ def _sc_moment(kwargs, out):
         scale = sum(math.comb(k, 2 * j) * math.comb(2 * j, j) / (j + 1) * v**j * abs(m) ** (k - 2 * j)
                     for j in range(k // 2 + 1))
         assert abs(float(out) - ref) <= 1e-10 * scale + 1e-300, (float(out), ref)
+
+
+def _s_inverse_check(measure_fn):
+    """psi(chi) = w at chi = S(w) w / (1 + w), the definition S(w) = (1 + w) / w psi^{-1}(w)."""
+
+    def check(kwargs, out):
+        w = np.asarray(kwargs["w"], complex)
+        back = _np(measure_fn(kwargs).psi(_np(out) * w / (1 + w)))
+        assert np.allclose(back, w, rtol=1e-7, atol=1e-12), (back, w)
+
+    return check
 
 
 def _inverse_check(measure_fn):
@@ -261,7 +278,12 @@ ENTRIES = [
           {"variance": positive(), "g": small_g()}),
     Entry("rmt.Semicircle.s_transform", lambda variance, center, w: SC(variance, center).s_transform(w),
           {"variance": positive(0.05, 1.0), "center": number(-3, 6), "w": small_g()}, names=("measure",),
-          max_examples=8),
+          check=_s_inverse_check(lambda kw: SC(kw["variance"], kw["center"])), max_examples=8,
+          # support [3 - sqrt(2), 3 + sqrt(2)]. Real w > 0: for complex w (every small_g draw) the numerical
+          # inverse of psi finds the root (residual 2e-13 at w = 0.1 e^i) but rejects it with the test for
+          # G^{-1}'s branch (Im z, Im g of opposite signs), while psi^{-1}(w) ~ w / m_1 keeps the sign of
+          # Im w: "s_transform: psi(z) = w has no root reachable from the start" (a library bug, reported)
+          valid=lambda: {"variance": 0.5, "center": 3.0, "w": real_w_valid()}),
     Entry("rmt.PointMass.stieltjes", lambda location, z: rmt.PointMass(location).stieltjes(z),
           {"location": number(-3, 3), "z": cpoints()}, check=_physical_g),
     Entry("rmt.PointMass.s_transform", lambda location, w: rmt.PointMass(location).s_transform(w),
@@ -273,7 +295,9 @@ ENTRIES = [
     Entry("rmt.Discrete.psi", lambda atoms, z: rmt.Discrete(atoms).psi(z),
           {"atoms": array((3,), 0, 3), "z": cpoints(lo=-1, hi=1)}),
     Entry("rmt.Discrete.s_transform", lambda atoms, w: rmt.Discrete(atoms).s_transform(w),
-          {"atoms": array((3,), 0.1, 3), "w": small_g()}, names=("measure",), max_examples=8),
+          {"atoms": array((3,), 0.1, 3), "w": small_g()}, names=("measure",), max_examples=8,
+          check=_s_inverse_check(lambda kw: rmt.Discrete(kw["atoms"])),
+          valid=lambda: {"atoms": sample((3,), 0.1, 3), "w": real_w_valid()}),  # real w: see Semicircle.s_transform
     Entry("rmt.GridDensity.stieltjes", lambda values, z: _grid_density(values).stieltjes(z),
           {"values": array((5,), 0, 1), "z": cpoints()}, check=_physical_g, names=("x",)),
     Entry("rmt.GridDensity.moment", lambda values, k: _grid_density(values).moment(k),
@@ -332,7 +356,8 @@ ENTRIES = [
         activation, sigma_w2, sigma_b2, depth=depth).moments(2),
           {"activation": st.sampled_from([Erf(), HardTanh(), Relu()]), "sigma_w2": number(0, 3),
            "sigma_b2": number(0, 0.5), "depth": st.one_of(st.just(3), st.just(3), st.sampled_from([0, 2.5, True]))},
-          static=("depth",), check=_moments_ok, max_examples=8),
+          static=("depth",), check=_moments_ok, max_examples=8,
+          valid=lambda: {"activation": Erf(), "sigma_w2": 1.0, "sigma_b2": 0.1, "depth": 3}),
     Entry("rmt.multiplicative_edge", lambda c1, c2: rmt.multiplicative_edge(
         rmt.free_multiplicative_convolution(MP(c1), MP(c2))), {"c1": positive(0.2, 3), "c2": positive(0.2, 3)},
           names=("ratio",), check=_positive_edge, max_examples=6, slow=True),
@@ -402,12 +427,13 @@ ENTRIES = [
     # --- Gram-matrix equivalents ------------------------------------------------------------------
     Entry("rmt.gram_delta", lambda cov, z: rmt.gram_delta(rmt.GramMixture(cov, n_per_class=(8,)), z),
           {"cov": array((1, 5), 0.1, 3), "z": st.one_of(number(-2, 5), st.sampled_from([1 + 1j, -1 + 0.5j]))},
-          check=_gram_residual),
+          check=_gram_residual, valid=lambda: {"cov": sample((1, 5), 0.1, 3), "z": 1.0}),
     Entry("rmt.gram_resolvent", lambda cov, z: rmt.gram_resolvent(rmt.GramMixture(cov, n_per_class=(8,)), z),
-          {"cov": array((1, 5), 0.1, 3), "z": number(-2, 5)}),
+          {"cov": array((1, 5), 0.1, 3), "z": number(-2, 5)}, valid=lambda: {"cov": sample((1, 5), 0.1, 3), "z": 1.0}),
     Entry("rmt.gram_trace_resolvent",
           lambda cov, z, throw: rmt.gram_trace_resolvent(rmt.GramMixture(cov, n_per_class=(8,)), z, throw=throw),
-          {"cov": array((1, 5), 0.1, 3), "z": number(-2, 5), "throw": st.just(True)}, static=("throw",)),
+          {"cov": array((1, 5), 0.1, 3), "z": number(-2, 5), "throw": st.just(True)}, static=("throw",),
+          valid=lambda: {"cov": sample((1, 5), 0.1, 3), "z": 1.0, "throw": True}),
     Entry("rmt.gram_spectral_density",
           lambda cov, x: rmt.gram_spectral_density(rmt.GramMixture(cov, n_per_class=(8,)), x, n_heights=8),
           {"cov": array((1, 5), 0.1, 3), "x": array((3,), 0.01, 6)}, check=_nonneg, max_examples=6),
