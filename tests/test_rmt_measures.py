@@ -75,6 +75,10 @@ def test_transforms_against_numerical_inverses():
     relu = Discrete(jnp.array([0.0, 1.0]), jnp.array([0.5, 0.5]))
     wr = jnp.array([0.1, 1.0, 30.0]).astype(complex)
     np.testing.assert_allclose(relu.s_transform(wr), 2 * (1 + wr) / (1 + 2 * wr), rtol=1e-10)
+    # complex w: chi = psi^{-1} is the branch through 0, Im chi of the sign of Im w (the branch test of
+    # G^{-1} rejected every complex w on laws without a closed form; found by the fuzz suite)
+    wc = jnp.asarray(np.array([0.1 * np.exp(1j), 0.05 * np.exp(-2j)]))
+    np.testing.assert_allclose(relu.s_transform(wc), 2 * (1 + wc) / (1 + 2 * wc), rtol=1e-10)
     np.testing.assert_allclose(m.stieltjes(m.inverse_stieltjes(g)), g, atol=1e-12)  # G(G^{-1}(g)) = g
 
 

@@ -202,8 +202,14 @@ class AbstractMeasure(eqx.Module):
         sol = root(_inverse_residual, z0, (self, g, fn), throw=False, rtol=rtol, atol=atol,
                    name=f"inverse of {fn.strip('_')}")
         z = sol.value
-        # the branch through z = infinity: Im z and Im g of opposite signs (Im G < 0 above the axis)
-        physical = jnp.imag(z) * jnp.imag(g) <= 10 * rtol * jnp.abs(z) * jnp.abs(g)
+        if fn == "_psi":
+            # chi = psi^{-1}, the branch through z = 0: chi(w) ~ w / m1, so Im z has the sign of
+            # m1 Im w (the G^{-1} test below rejected every complex w: issue 12's fuzz suite)
+            m1 = self.mean().astype(jnp.real(z).dtype)
+            physical = jnp.sign(m1) * jnp.imag(z) * jnp.imag(g) >= -10 * rtol * jnp.abs(z) * jnp.abs(g)
+        else:
+            # the branch through z = infinity: Im z and Im g of opposite signs (Im G < 0 above the axis)
+            physical = jnp.imag(z) * jnp.imag(g) <= 10 * rtol * jnp.abs(z) * jnp.abs(g)
         ok = sol.ok & jnp.all(jnp.isfinite(z)) & physical
         return jnp.where(ok, z, jnp.nan), ok
 

@@ -74,10 +74,10 @@ def grid(shape=(3,), lo=0.05, hi=6.0) -> st.SearchStrategy:
                                     and np.isrealobj(a) and a.dtype != bool else a)
 
 
-def real_w_valid() -> np.ndarray:
-    """Two small real positive arguments of an S-transform, complex dtype like :func:`small_g`'s
-    (for ``valid=``; see the note at rmt.Semicircle.s_transform on complex ones)."""
-    return np.array([0.1, 0.05], complex)
+def complex_w_valid() -> np.ndarray:
+    """Two small complex arguments of an S-transform, one in each half-plane, complex dtype like
+    :func:`small_g`'s (for ``valid=``)."""
+    return np.array([0.1 * np.exp(1j), 0.05 * np.exp(-2j)])
 
 
 def positive(lo=0.05, hi=4.0) -> st.SearchStrategy:
@@ -279,11 +279,9 @@ ENTRIES = [
     Entry("rmt.Semicircle.s_transform", lambda variance, center, w: SC(variance, center).s_transform(w),
           {"variance": positive(0.05, 1.0), "center": number(-3, 6), "w": small_g()}, names=("measure",),
           check=_s_inverse_check(lambda kw: SC(kw["variance"], kw["center"])), max_examples=8,
-          # support [3 - sqrt(2), 3 + sqrt(2)]. Real w > 0: for complex w (every small_g draw) the numerical
-          # inverse of psi finds the root (residual 2e-13 at w = 0.1 e^i) but rejects it with the test for
-          # G^{-1}'s branch (Im z, Im g of opposite signs), while psi^{-1}(w) ~ w / m_1 keeps the sign of
-          # Im w: "s_transform: psi(z) = w has no root reachable from the start" (a library bug, reported)
-          valid=lambda: {"variance": 0.5, "center": 3.0, "w": real_w_valid()}),
+          # support [3 - sqrt(2), 3 + sqrt(2)]; complex w: this example found that the numerical inverse of
+          # psi rejected every complex w with G^{-1}'s branch test (fixed in rmt/_measures.py)
+          valid=lambda: {"variance": 0.5, "center": 3.0, "w": complex_w_valid()}),
     Entry("rmt.PointMass.stieltjes", lambda location, z: rmt.PointMass(location).stieltjes(z),
           {"location": number(-3, 3), "z": cpoints()}, check=_physical_g),
     Entry("rmt.PointMass.s_transform", lambda location, w: rmt.PointMass(location).s_transform(w),
@@ -297,7 +295,7 @@ ENTRIES = [
     Entry("rmt.Discrete.s_transform", lambda atoms, w: rmt.Discrete(atoms).s_transform(w),
           {"atoms": array((3,), 0.1, 3), "w": small_g()}, names=("measure",), max_examples=8,
           check=_s_inverse_check(lambda kw: rmt.Discrete(kw["atoms"])),
-          valid=lambda: {"atoms": sample((3,), 0.1, 3), "w": real_w_valid()}),  # real w: see Semicircle.s_transform
+          valid=lambda: {"atoms": sample((3,), 0.1, 3), "w": complex_w_valid()}),
     Entry("rmt.GridDensity.stieltjes", lambda values, z: _grid_density(values).stieltjes(z),
           {"values": array((5,), 0, 1), "z": cpoints()}, check=_physical_g, names=("x",)),
     Entry("rmt.GridDensity.moment", lambda values, k: _grid_density(values).moment(k),
