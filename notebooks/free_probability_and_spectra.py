@@ -23,8 +23,8 @@
 #    ReLU vs erf, Gaussian vs orthogonal weights, and a gradient with respect to $\sigma_w^2$.
 #
 # Matrix sizes scale with `RMTJAX_NOTEBOOK_N` (the tests use 16, and then draw one Jacobian spectrum
-# of the three: every law is a separately compiled solve); figures go to `RMTJAX_NOTEBOOK_OUT`
-# (default: a temporary folder).
+# of the three, every law being a separately compiled solve, and every density on a coarse grid);
+# figures go to `RMTJAX_NOTEBOOK_OUT` (default: a temporary folder).
 
 # %%
 import math
@@ -53,7 +53,7 @@ from rmtjax.rmt import MarchenkoPastur, Semicircle  # noqa: E402
 N = int(os.environ.get("RMTJAX_NOTEBOOK_N", 125))
 OUT = Path(os.environ.get("RMTJAX_NOTEBOOK_OUT", tempfile.mkdtemp()))
 p = 16 * N  # matrix size (2000 with the default N)
-SMALL = N < 100  # the test run: one Jacobian spectrum (erf, orthogonal) instead of three
+SMALL = N < 100  # the test run: one Jacobian spectrum (erf, orthogonal) instead of three, on coarser grids
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -64,7 +64,7 @@ X = rng.standard_normal((p, 2 * p))
 A = rng.standard_normal((p, p))
 ev = np.linalg.eigvalsh(X @ X.T / (2 * p) + (A + A.T) / np.sqrt(2 * p) * np.sqrt(0.5))
 rho = free_additive_convolution(MarchenkoPastur(0.5, 1.0), Semicircle(0.5))
-x = np.linspace(-1.5, 4.5, 301)
+x = np.linspace(-1.5, 4.5, 61 if SMALL else 301)
 d = rho.density_on_grid(jnp.asarray(x))
 print("converged everywhere:", bool(jnp.all(d.ok)), " mass:", np.trapezoid(np.asarray(d.density), x))
 
@@ -79,7 +79,7 @@ P = np.eye(p // 2)
 for _ in range(L):
     P = rng.standard_normal((p // 2, p // 2)) / np.sqrt(p // 2) @ P
 sv2 = np.linalg.svd(P, compute_uv=False) ** 2
-xf = np.linspace(0.05, (L + 1) ** (L + 1) / L**L, 200)
+xf = np.linspace(0.05, (L + 1) ** (L + 1) / L**L, 40 if SMALL else 200)
 dfc = fc.density_on_grid(jnp.asarray(xf)).density
 
 # %% [markdown]
@@ -88,7 +88,10 @@ dfc = fc.density_on_grid(jnp.asarray(xf)).density
 # %%
 depth = 16
 erf_w2 = float(edge_of_chaos(Erf(), 0.01).value)
-lam = np.geomspace(1e-8, 1e4, 160)
+# every point of a Jacobian spectrum is a continuation of 32 Newton solves against the law of phi'^2
+# (for erf 180 atoms); the test run draws a coarse curve (measured under XLA -O0 on a loaded 2-core
+# machine: 0.6 s per point, 160 points 130 s)
+lam = np.geomspace(1e-8, 1e4, 12 if SMALL else 160)
 spectra = {}
 if not SMALL:
     spectra[("relu", "gaussian")] = jacobian_spectrum(Relu(), 2.0, 0.0, jnp.asarray(lam), depth=depth, throw=False)
@@ -106,7 +109,7 @@ def variance(w2):
     return m[1] - m[0] ** 2
 
 
-print("d Var / d sigma_w^2 =", float(jax.grad(variance)(erf_w2)))
+print("d Var / d sigma_w^2 =", float(jax.jit(jax.grad(variance))(erf_w2)))  # jit: one compiled program
 
 # %%
 fig, ax = plt.subplots(1, 3, figsize=(15, 4))

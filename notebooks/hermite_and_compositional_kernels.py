@@ -204,14 +204,14 @@ for i in range(max(100, N // 2)):
 beta = float(jnp.exp(log_beta))
 print(f"beta = {beta:.4f}: mu = {float(mu_of(beta)):.6f} (target {TARGET})")
 xi_of = lambda b: extinction_probability(normalized(hermite_coefficients(A.Swish(b), order=ORDER))).value  # noqa: E731
-print(f"xi(beta) = {float(xi_of(beta)):.4f}, d xi / d beta = {float(jax.grad(xi_of)(beta)):.4f}")
+print(f"xi(beta) = {float(xi_of(beta)):.4f}, d xi / d beta = {float(jax.jit(jax.grad(xi_of))(beta)):.4f}")
 
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
 ax[0].semilogy(history)
 ax[0].set(xlabel="Adam step", ylabel=r"$(\mu - \mu_{target})^2$", title="tuning Swish beta")
 betas = jnp.linspace(0.1, 4.0, 40)
-ax[1].plot(betas, jax.vmap(mu_of)(betas), label=r"$\mu(\beta)$")
-ax[1].plot(betas, jax.vmap(xi_of)(betas), label=r"$\xi(\beta)$")
+ax[1].plot(betas, jax.jit(jax.vmap(mu_of))(betas), label=r"$\mu(\beta)$")  # jit: one compiled program per curve
+ax[1].plot(betas, jax.jit(jax.vmap(xi_of))(betas), label=r"$\xi(\beta)$")
 ax[1].axvline(beta, color="k", ls=":")
 ax[1].axhline(TARGET, color="gray", ls=":")
 ax[1].set(xlabel=r"$\beta$")

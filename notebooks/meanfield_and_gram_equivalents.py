@@ -73,7 +73,7 @@ mf = mean_field(Tanh(), 1.5, 0.05)
 print(f"tanh, sigma_w^2 = 1.5, sigma_b^2 = 0.05: q* = {float(mf.q_star):.6f}, chi_1 = {float(mf.chi_1):.6f}, "
       f"xi_c = {float(mf.xi_c):.3f}")
 # d chi_1 / d sigma_w^2 through the implicit q* solve
-dchi = jax.grad(lambda w2: mean_field(Tanh(), w2, 0.05).chi_1)(1.5)
+dchi = jax.jit(jax.grad(lambda w2: mean_field(Tanh(), w2, 0.05).chi_1))(1.5)  # jit: one compiled program
 h = 1e-5
 fd = (float(mean_field(Tanh(), 1.5 + h, 0.05).chi_1) - float(mean_field(Tanh(), 1.5 - h, 0.05).chi_1)) / (2 * h)
 print(f"d chi_1 / d sigma_w^2 = {float(dchi):.8f} (finite difference {fd:.8f})")

@@ -26,7 +26,8 @@
 # 3. sweeps the learning rate with one `jax.vmap` of the ODE solve.
 #
 # The input dimension is $N = 10\,n$ with $n$ from `RMTJAX_NOTEBOOK_N` (default 100; the tests use
-# 16); figures go to `RMTJAX_NOTEBOOK_OUT` (default: a temporary folder).
+# 16, and stop at $t = 100$: online SGD takes $tN$ steps); figures go to `RMTJAX_NOTEBOOK_OUT`
+# (default: a temporary folder).
 
 # %%
 import functools
@@ -53,7 +54,10 @@ from rmtjax.dynamics import simulate_committee  # noqa: E402
 N = 10 * int(os.environ.get("RMTJAX_NOTEBOOK_N", "100"))
 OUT = Path(os.environ.get("RMTJAX_NOTEBOOK_OUT", tempfile.mkdtemp()))
 K = M = 2
-SEEDS, T_MAX, SAVES = 4, 300.0, 150
+SEEDS = 4  # also the number of learning rates in part 3: the vmapped ODE solve compiles once for both
+SMALL = N < 1000  # the test run: up to t = 100 (the plateau and the start of the escape), a third of the SGD steps
+T_MAX = 100.0 if SMALL else 300.0
+SAVES = int(T_MAX) // 2  # every 2 time units
 
 # %% [markdown]
 # ## 1. Simulation and ODEs
