@@ -69,21 +69,27 @@ relu_crit = float(edge_of_chaos(Relu(), 0.0).value)
 print(f"ReLU critical sigma_w^2 at sigma_b^2 = 0: {relu_crit:.10f} (closed form 2)")
 assert abs(relu_crit - 2.0) < 1e-8
 
-mf = mean_field(Tanh(), 1.5, 0.05)
+
+def chi_1_and_all(w2):
+    mf = mean_field(Tanh(), w2, 0.05)
+    return mf.chi_1, mf
+
+
+# every mean-field quantity and d chi_1 / d sigma_w^2 (through the implicit q* solve): one compiled program
+chi_1_and_slope = jax.jit(jax.value_and_grad(chi_1_and_all, has_aux=True))
+(_, mf), dchi = chi_1_and_slope(1.5)
 print(f"tanh, sigma_w^2 = 1.5, sigma_b^2 = 0.05: q* = {float(mf.q_star):.6f}, chi_1 = {float(mf.chi_1):.6f}, "
       f"xi_c = {float(mf.xi_c):.3f}")
-# d chi_1 / d sigma_w^2 through the implicit q* solve
-dchi = jax.jit(jax.grad(lambda w2: mean_field(Tanh(), w2, 0.05).chi_1))(1.5)  # jit: one compiled program
 h = 1e-5
-fd = (float(mean_field(Tanh(), 1.5 + h, 0.05).chi_1) - float(mean_field(Tanh(), 1.5 - h, 0.05).chi_1)) / (2 * h)
+fd = (float(chi_1_and_slope(1.5 + h)[0][0]) - float(chi_1_and_slope(1.5 - h)[0][0])) / (2 * h)
 print(f"d chi_1 / d sigma_w^2 = {float(dchi):.8f} (finite difference {fd:.8f})")
 assert abs(float(dchi) - fd) < 1e-5 * (1 + abs(fd))
 
 w2_grid = np.linspace(0.5, 4.0, N)
 b2_grid = np.linspace(0.0, 0.3, max(N // 4, 3))
 pd = phase_diagram(Tanh(), w2_grid, b2_grid)
-b_line = b2_grid  # the root-solved edge of chaos at the grid's sigma_b^2 (vmapped)
-crit = np.asarray(jax.vmap(lambda b: edge_of_chaos(Tanh(), b, throw=False).value)(jnp.asarray(b_line)))
+b_line = b2_grid  # the root-solved edge of chaos at the grid's sigma_b^2 (arrays broadcast: one vmapped solve)
+crit = np.asarray(edge_of_chaos(Tanh(), jnp.asarray(b_line), throw=False).value)
 chi = np.asarray(pd.chi_1)
 for j, b in enumerate(b2_grid):  # the grid's sign change of chi_1 - 1 brackets the root-solved critical point
     c = float(crit[j])
