@@ -52,6 +52,7 @@ from rmtjax.rmt import MarchenkoPastur, Semicircle  # noqa: E402
 
 N = int(os.environ.get("RMTJAX_NOTEBOOK_N", 125))
 OUT = Path(os.environ.get("RMTJAX_NOTEBOOK_OUT", tempfile.mkdtemp()))
+OUT.mkdir(parents=True, exist_ok=True)
 p = 16 * N  # matrix size (2000 with the default N)
 SMALL = N < 100  # the test run: one Jacobian spectrum (erf, orthogonal) instead of three, on coarser grids
 rng = np.random.default_rng(0)

@@ -53,6 +53,7 @@ from rmtjax.dynamics import simulate_committee  # noqa: E402
 
 N = 10 * int(os.environ.get("RMTJAX_NOTEBOOK_N", "100"))
 OUT = Path(os.environ.get("RMTJAX_NOTEBOOK_OUT", tempfile.mkdtemp()))
+OUT.mkdir(parents=True, exist_ok=True)
 K = M = 2
 SEEDS = 4  # also the number of learning rates in part 3: the vmapped ODE solve compiles once for both
 SMALL = N < 1000  # the test run: up to t = 100 (the plateau and the start of the escape), a third of the SGD steps
