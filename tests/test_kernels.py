@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _gradcheck import check_gradients_batched
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -156,49 +157,6 @@ def test_vmap_over_numerical_activation_parameter_and_no_retrace():
     assert not np.allclose(out[0], out[2])
 
 
-def _check_directional_derivatives(f, args, groups, *, atol, rtol, directions=2, h=1e-4, seed=0):
-    """tests/_gradcheck.check_gradients in one compiled program instead of four (the value, its gradient,
-    its JVP, and the first evaluation, each with its own forward pass: measured 4 to 7 compiles of a
-    depth-3 kernel per activation). The same check: for each group of arguments, ``directions`` random
-    unit directions over those arguments; the JVP and grad . v must equal the fourth-order central
-    difference (-f(x+2hv) + 8 f(x+hv) - 8 f(x-hv) + f(x-2hv)) / 12h within atol + rtol |fd|. Here the
-    four shifted values of every direction are one vmapped evaluation in the same program."""
-    args = tuple(jnp.asarray(a, dtype=jnp.result_type(float)) for a in args)
-    shape = jax.eval_shape(f, *args).shape
-    weight = jnp.asarray(np.random.default_rng(seed + 1).uniform(0.5, 1.5, shape))
-
-    def scalar(*a):
-        return jnp.sum(f(*a) * weight)
-
-    rng = np.random.default_rng(seed)
-    dirs = []
-    for group in groups:
-        for _ in range(directions):
-            v = [rng.standard_normal(np.shape(a)) if i in group else np.zeros(np.shape(a)) for i, a in enumerate(args)]
-            norm = np.sqrt(sum(np.sum(x**2) for x in v))
-            dirs.append([x / norm for x in v])
-    vs = tuple(jnp.asarray(np.stack([d[i] for d in dirs])) for i in range(len(args)))
-
-    @jax.jit
-    def program(args, vs):
-        ts = jnp.array([2 * h, h, -h, -2 * h])
-        # one vmap over all (direction, shift) pairs (a vmap inside a vmap of the kernel's validated
-        # W_std raised its traced "W_std must be finite and >= 0" check for valid values, measured 2026-12-06)
-        points = tuple((a[None, None] + ts.reshape((1, 4) + (1,) * a.ndim) * x[:, None]).reshape((-1,) + a.shape)
-                       for a, x in zip(args, vs))
-        shifted = jax.vmap(scalar)(*points).reshape(-1, 4)
-        g = jax.grad(scalar, argnums=tuple(range(len(args))))(*args)
-        rev = jax.vmap(lambda v: sum(jnp.sum(gi * vi) for gi, vi in zip(g, v)))(vs)
-        fwd = jax.vmap(lambda v: jax.jvp(scalar, args, v)[1])(vs)
-        return shifted, rev, fwd
-
-    shifted, rev, fwd = (np.asarray(a) for a in program(args, vs))
-    fd = (-shifted[:, 0] + 8 * shifted[:, 1] - 8 * shifted[:, 2] + shifted[:, 3]) / (12 * h)
-    tol = atol + rtol * np.abs(fd)
-    assert np.all(np.abs(rev - fd) <= tol), f"reverse mode: grad . v = {rev!r}, finite differences {fd!r}"
-    assert np.all(np.abs(fwd - fd) <= tol), f"forward mode: jvp = {fwd!r}, finite differences {fd!r}"
-
-
 # The engine chains derivatives the same way for every activation: checked end to end (inputs,
 # W_std, b_std, the activation's parameters, through depth 3) for a closed form with a kink and one
 # with parameters; each activation's own derivatives are checked below on its Gaussian expectations.
@@ -213,7 +171,7 @@ def test_gradients_match_finite_differences(act):
 
     # directions over (W_std, b_std, x1), and over the activation's parameters
     groups = [(0, 1, 2)] + ([tuple(range(3, 3 + len(leaves)))] if leaves else [])
-    _check_directional_derivatives(f, (1.4, 0.3, x1, *leaves), groups, atol=1e-5, rtol=1e-5)
+    check_gradients_batched(f, (1.4, 0.3, x1, *leaves), groups, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("act", [A.Relu(), A.Erf(1.2, 0.8, 0.1), A.Gelu(), A.Tanh(), A.LeakyRelu(0.3)],
@@ -232,7 +190,7 @@ def test_expectation_gradients_match_finite_differences(act):
         return k + 0.5 * kdot + 0.3 * _expectations(a, q, q, q, Auto()).k
 
     args = (1.3, 0.7, 0.45, 0.9, *leaves)
-    _check_directional_derivatives(f, args, [tuple(range(len(args)))], atol=1e-6, rtol=1e-6)
+    check_gradients_batched(f, args, [tuple(range(len(args)))], atol=1e-6, rtol=1e-6)
 
 
 def test_identical_inputs_give_exact_diagonal():
