@@ -185,13 +185,20 @@ class AbstractClosedFormActivation(AbstractActivation):
         broadcastable; otherwise ``ValueError`` (``equinox.error_if`` under ``jit``).
         """
         q1, q2, q12 = _covariance(q1, q2, q12)
-        k, kdot = self._dual(q1, q2, q12)
-        shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
-        return jnp.broadcast_to(k, shape).astype(q12.dtype), jnp.broadcast_to(kdot, shape).astype(q12.dtype)
+        return _dual_compiled(self, q1, q2, q12)
 
     @abc.abstractmethod
     def _dual(self, q1: Array, q2: Array, q12: Array) -> tuple[Array, Array]:
         raise NotImplementedError
+
+
+@eqx.filter_jit
+def _dual_compiled(activation: AbstractClosedFormActivation, q1: Array, q2: Array, q12: Array) -> tuple[Array, Array]:
+    """``activation._dual`` broadcast to the arguments' shape, as one compiled program per activation type and
+    shape (called eagerly, each operation of the formula otherwise compiled on its own)."""
+    k, kdot = activation._dual(q1, q2, q12)
+    shape = jnp.broadcast_shapes(q1.shape, q2.shape, q12.shape)
+    return jnp.broadcast_to(k, shape).astype(q12.dtype), jnp.broadcast_to(kdot, shape).astype(q12.dtype)
 
 
 # --------------------------------------------------------------------------------------

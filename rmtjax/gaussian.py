@@ -298,6 +298,13 @@ def _expectations(activation: AbstractActivation, q1: Array, q2: Array, q12: Arr
     return Expectations(jnp.broadcast_to(k, shape).astype(dtype), jnp.broadcast_to(kdot, shape).astype(dtype))
 
 
+@eqx.filter_jit
+def _expectations_compiled(activation, q1, q2, q12, method):
+    """:func:`_expectations` as one compiled program per activation type, method and shape (called
+    eagerly, the formula or the quadrature otherwise compiled each of its operations on its own)."""
+    return _expectations(activation, q1, q2, q12, method)
+
+
 def gaussian_expectations(
     activation: AbstractActivation,
     q1: ArrayLike,
@@ -329,7 +336,7 @@ def gaussian_expectations(
     """
     _resolve(activation, method)
     q1, q2, q12 = _covariance(q1, q2, q12)
-    out = _expectations(activation, q1, q2, q12, method)
+    out = _expectations_compiled(activation, q1, q2, q12, method)
     bad = jnp.isnan(out.k) | jnp.isnan(out.kdot)
     msg = (f"q1, q2: the Gaussian expectations of {type(activation).__name__} overflow {q12.dtype.name} at these "
            "variances (no finite or infinite value can be given); use smaller q1, q2 or float64")
