@@ -464,7 +464,10 @@ class MarchenkoPastur(AbstractMeasure):
         c, v = self.ratio.astype(z.dtype), self.variance.astype(z.dtype)
         zero = z == 0
         zs = jnp.where(zero, jnp.ones_like(z), z)
-        g = (zs - v * (1 - c) - _sqrt_pair(zs, a.astype(z.dtype), b.astype(z.dtype))) / (2 * c * v * zs)
+        # (u - S) / (2 c v z) with u = z - v (1 - c), S = sqrt((z - a)(z - b)), rationalized (u^2 - S^2 = 4 c v z):
+        # no cancellation far from the support (the textbook form lost ~ |z|^2 / v digits: 3.5e-8 relative at
+        # |z| = 4e4 for the semicircle's analogue)
+        g = 2 / (zs - v * (1 - c) + _sqrt_pair(zs, a.astype(z.dtype), b.astype(z.dtype)))
         # z = 0 (outside the support only for c < 1): G(0) = -E[1/t] = -1 / (v (1 - c))
         g0 = -1 / (v * jnp.where(c == 1, jnp.ones_like(c), 1 - c))
         return jnp.where(zero, g0, g)
@@ -530,7 +533,8 @@ class Semicircle(AbstractMeasure):
     def _stieltjes(self, z):
         a, b = self.edges()
         m, v = self.center.astype(z.dtype), self.variance.astype(z.dtype)
-        return (z - m - _sqrt_pair(z, a.astype(z.dtype), b.astype(z.dtype))) / (2 * v)
+        # (u - S) / (2 v), u = z - m, rationalized (u^2 - S^2 = 4 v): no cancellation for |u| >> sqrt(v)
+        return 2 / (z - m + _sqrt_pair(z, a.astype(z.dtype), b.astype(z.dtype)))
 
     def _density(self, x):
         v, m = self.variance.astype(x.dtype), self.center.astype(x.dtype)
