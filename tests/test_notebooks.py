@@ -30,6 +30,7 @@ def test_notebook_is_percent_format(path):
     assert nb.cells[0].cell_type == "markdown"
 
 
+@pytest.mark.slow  # ~20 s each (mostly compiling); the README's `-m "not slow"` leaves them out, as it says
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("RMTJAX_NOTEBOOK_N", "16")

@@ -352,8 +352,12 @@ class _AbstractFree(AbstractMeasure):
         reaches a gradient."""
         K = _SERIES_ORDER
         m = self._series_moments(K)
-        reach = _finite_scale(self._reach(), "support's reach (ratio test on the moments)").astype(z.real.dtype)
-        far = jnp.abs(z) > 8 * reach
+        # (a reach that overflows the dtype, e.g. float32 moments of a large variance, leaves every point to the
+        # solver, whose own scale is checked there)
+        reach = self._reach().astype(z.real.dtype)
+        known = jnp.isfinite(reach) & (reach > 0)
+        reach = jnp.where(known, reach, jnp.ones_like(reach))
+        far = known & (jnp.abs(z) > 8 * reach)
         safe = jax.lax.complex(jnp.zeros_like(reach), reach).astype(z.dtype)
         _, g, ok = self._run(jnp.where(far, safe, z))
         w = 1 / jnp.where(far, z, 1 / safe)  # 1/z at far points
