@@ -74,11 +74,11 @@ def test_transforms_against_numerical_inverses():
     # law of relu'(h)^2: psi = z / (2 (1 - z)), chi = 2w / (1 + 2w), S = 2 (1 + w) / (1 + 2w) (real w > 0 too)
     relu = Discrete(jnp.array([0.0, 1.0]), jnp.array([0.5, 0.5]))
     wr = jnp.array([0.1, 1.0, 30.0]).astype(complex)
-    np.testing.assert_allclose(relu.s_transform(wr), 2 * (1 + wr) / (1 + 2 * wr), rtol=1e-15)
+    np.testing.assert_allclose(relu.s_transform(wr), 2 * (1 + wr) / (1 + 2 * wr), rtol=1e-10)
     # complex w: chi = psi^{-1} is the branch through 0, Im chi of the sign of Im w (the branch test of
     # G^{-1} rejected every complex w on laws without a closed form; found by the fuzz suite)
     wc = jnp.asarray(np.array([0.1 * np.exp(1j), 0.05 * np.exp(-2j)]))
-    np.testing.assert_allclose(relu.s_transform(wc), 2 * (1 + wc) / (1 + 2 * wc), rtol=1e-15)
+    np.testing.assert_allclose(relu.s_transform(wc), 2 * (1 + wc) / (1 + 2 * wc), rtol=1e-10)
     np.testing.assert_allclose(m.stieltjes(m.inverse_stieltjes(g)), g, atol=1e-12)  # G(G^{-1}(g)) = g
 
 
@@ -105,7 +105,7 @@ def test_fuss_catalan_density_moments_and_stieltjes():
     # the algebraic Stieltjes transform agrees with the parametric density
     xs = jnp.array([0.5, 3.0, 8.0])
     g = fc.stieltjes(jax.lax.complex(xs, jnp.full_like(xs, 1e-10)))
-    np.testing.assert_allclose(-jnp.imag(g) / math.pi, fc.density(xs), rtol=1e-15)
+    np.testing.assert_allclose(-jnp.imag(g) / math.pi, fc.density(xs), rtol=1e-7)
 
 
 def test_grid_density_is_exact_for_its_interpolant():
@@ -160,11 +160,11 @@ def test_vmap_equals_loop_and_jit_equals_eager():
     z = jnp.array([0.3 + 0.2j, 1.0 + 0.01j, 5.0 + 0j])
     mp = MarchenkoPastur(0.5, 1.0)
     loop = jnp.stack([mp.stieltjes(zi) for zi in z])
-    np.testing.assert_allclose(jax.vmap(mp.stieltjes)(z), loop, rtol=1e-15)
-    np.testing.assert_allclose(jax.jit(lambda m, z: m.stieltjes(z))(mp, z), loop, rtol=1e-15)
+    np.testing.assert_allclose(jax.vmap(mp.stieltjes)(z), loop, rtol=1e-14)
+    np.testing.assert_allclose(jax.jit(lambda m, z: m.stieltjes(z))(mp, z), loop, rtol=1e-14)
     vs = jnp.array([0.5, 1.0, 2.0])
     batched = jax.vmap(lambda v: MarchenkoPastur(0.5, v).moment(3))(vs)
-    np.testing.assert_allclose(batched, jnp.stack([MarchenkoPastur(0.5, v).moment(3) for v in vs]), rtol=1e-15)
+    np.testing.assert_allclose(batched, jnp.stack([MarchenkoPastur(0.5, v).moment(3) for v in vs]), rtol=1e-14)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,8 +184,8 @@ def test_issue12_reproducers():
     z = np.array([1.0 + 0.5j, -1.0 + 0j, 3.0 - 0.2j])
     c = 0.5
     ref = (z - (1 - c) - np.sqrt(z - (1 - np.sqrt(c)) ** 2) * np.sqrt(z - (1 + np.sqrt(c)) ** 2)) / (2 * c * z)
-    np.testing.assert_allclose(jax.jit(mp.stieltjes)(jnp.asarray(z)), ref, rtol=1e-15)
-    np.testing.assert_allclose(jax.jit(mp.density)(jnp.array([1.0])), mp.density(jnp.array([1.0])), rtol=1e-15)
+    np.testing.assert_allclose(jax.jit(mp.stieltjes)(jnp.asarray(z)), ref, rtol=1e-14)
+    np.testing.assert_allclose(jax.jit(mp.density)(jnp.array([1.0])), mp.density(jnp.array([1.0])), rtol=1e-14)
     # NaN x in a density reported "eta must be > 0"
     with pytest.raises(ValueError, match="x must be finite"):
         stieltjes_inversion(mp, jnp.array([jnp.nan]), eta=1e-3)
@@ -265,29 +265,30 @@ def test_float32(float32_mode):
     ref = (z - 1.5 * 0.5 - np.sqrt(z - a) * np.sqrt(z - b)) / (2 * 0.5 * 1.5 * z)
     g = mp.stieltjes(jnp.asarray(z, jnp.complex64))
     assert g.dtype == jnp.complex64
-    np.testing.assert_allclose(np.asarray(g), ref, rtol=1e-15)
+    np.testing.assert_allclose(np.asarray(g), ref, rtol=2e-6)
     x = np.linspace(a + 0.01, b - 0.01, 7)
     np.testing.assert_allclose(np.asarray(mp.density(jnp.asarray(x, jnp.float32))),
                                np.sqrt((b - x) * (x - a)) / (2 * np.pi * 1.5 * 0.5 * x), rtol=2e-6, atol=5e-7)
     np.testing.assert_allclose(np.asarray(mp.moments(3)), [1.5, 1.5**2 * 1.5, 1.5**3 * (1 + 3 * 0.5 + 0.25)],
-                               rtol=1e-15)
+                               rtol=2e-6)
     # the numerical paths (Newton through rmtjax.solve with float32 tolerances): Fuss-Catalan density vs its
     # parametric form in float64, and the numerical S-transform of relu'^2 (measured 3e-7 and 1e-7)
     fc = FussCatalan(2, 1.0)
     phi = np.array([0.3, 0.6, 0.9])
     xs = np.sin(3 * phi) ** 3 / (np.sin(phi) * np.sin(2 * phi) ** 2)
     rho = np.sin(phi) ** 2 * np.sin(2 * phi) / (np.pi * np.sin(3 * phi) ** 2)
-    np.testing.assert_allclose(np.asarray(fc.density(jnp.asarray(xs, jnp.float32))), rho, rtol=1e-15)
+    np.testing.assert_allclose(np.asarray(fc.density(jnp.asarray(xs, jnp.float32))), rho, rtol=1e-4)
     relu = Discrete(jnp.array([0.0, 1.0]), jnp.array([0.5, 0.5]))
     w = np.array([0.1, 1.0, 5.0])
     np.testing.assert_allclose(np.asarray(relu.s_transform(jnp.asarray(w, jnp.complex64))),
-                               2 * (1 + w) / (1 + 2 * w), rtol=1e-15)
+                               2 * (1 + w) / (1 + 2 * w), rtol=1e-4)
 
 
 def test_closed_form_stieltjes_keeps_its_digits_far_from_the_support():
     # (u - S) / (2 v) cancels for |z| >> the support (3.5e-8 relative at |z| = 4e4, found by the
     # free-convolution far-field test); the rationalized 2 / (u + S) does not. Reference: the moment
-    # series G = sum_k m_k / z^(k+1), exact here to rounding (6 terms; the 7th is below 2e-21 relative at |z| >= 1e4); measured: both laws within 4e-16.
+    # series G = sum_k m_k / z^(k+1), exact here to rounding (6 terms; the 7th is below 2e-21 relative at |z| >= 1e4);
+    # measured: both laws within 4e-16.
     z = np.array([1e4 + 2j, 4e4 * np.exp(0.3j), -1e6 + 1j])
     semi = [1.0, 0.0, 3.0, 0.0, 18.0, 0.0]  # Semicircle(3, 0): m_2k = Catalan_k 3^k
     c, v = 0.5, 2.0  # MarchenkoPastur(0.5, 2): Narayana polynomials times v^k
