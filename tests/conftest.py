@@ -137,5 +137,10 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session, exitstatus):
     if session.config.getoption("--record-durations") and not hasattr(session.config, "workerinput"):
         old = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+        if not (session.config.option.keyword or session.config.option.markexpr):
+            # every test of the files that ran has a report: entries of those files without one are
+            # tests renamed or removed since
+            ran = {k.split("::")[0] for k in _RECORDED}
+            old = {k: v for k, v in old.items() if k.split("::")[0] not in ran}
         old.update({k: round(v, 2) for k, v in _RECORDED.items()})
         DURATIONS.write_text(json.dumps(dict(sorted(old.items())), indent=0) + "\n")
