@@ -44,7 +44,8 @@ def test_far_field_stieltjes_from_the_moment_series():
     rho = free_additive_convolution(Semicircle(1.0), Semicircle(2.0, 0.5))
     ref = Semicircle(3.0, 0.5)
     reach = float(rho._reach())
-    assert 0.9 * 2 * math.sqrt(3.0) < reach < 1.2 * 2 * math.sqrt(3.0)  # true max |t|: 2 sqrt(3) + 0.5 = 3.96
+    top = 2 * math.sqrt(3.0) + 0.5  # the true max |t| of the sum, Semicircle(3, 0.5): 3.96
+    assert 0.9 * top < reach < 1.1 * top  # measured 4.01
     z = jnp.asarray(np.array([7.0, 9.0, 30.0, 1e4]) * reach * np.exp(0.3j))
     np.testing.assert_allclose(rho.stieltjes(z), ref.stieltjes(z), rtol=1e-13)
     # (a gradient through the series: test_rmt_jacobian.py::test_gradients_against_finite_differences)
