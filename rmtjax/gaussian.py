@@ -132,15 +132,35 @@ class MonteCarlo(AbstractMethod):
 
 
 class Auto(AbstractMethod):
-    """Closed form if the activation has one, else ``numerical`` (default ``Mehler()``;
-    one of :class:`Mehler`, :class:`GaussHermite`, :class:`MonteCarlo`)."""
+    """The closed form where the activation has one, else the numerical method ``numerical``.
 
-    numerical: AbstractMethod = Mehler()
+    One ``Auto`` for the whole package (``rmtjax.Auto``, ``rmtjax.gaussian.Auto`` and
+    ``rmtjax.hermite.Auto`` are this class). ``numerical=None`` (the default) means the default
+    numerical method of the function it is passed to: :class:`Mehler` for Gaussian expectations
+    (:func:`gaussian_expectations`, :mod:`rmtjax.meanfield`, the kernels),
+    :class:`rmtjax.hermite.Trapezoid` for Hermite coefficients
+    (:func:`rmtjax.hermite.hermite_coefficients`). A method that the function cannot use (e.g.
+    ``Auto(Trapezoid())`` for Gaussian expectations) is refused there with a ``ValueError``.
+
+    Example:
+        >>> from rmtjax.activations import Tanh
+        >>> from rmtjax.hermite import hermite_coefficients
+        >>> k, kdot = gaussian_expectations(Tanh(), 1.0, 1.0, 0.5, method=Auto())
+        >>> hermite_coefficients(Tanh(), order=4, method=Auto()).shape
+        (5,)
+    """
+
+    numerical: AbstractMethod | None = None
 
     def __check_init__(self):
-        if not isinstance(self.numerical, (Mehler, GaussHermite, MonteCarlo)):
-            raise ValueError(f"Auto.numerical must be a Mehler, GaussHermite or MonteCarlo method, got "
-                             f"{self.numerical!r}")
+        if self.numerical is not None and (not isinstance(self.numerical, AbstractMethod)
+                                           or isinstance(self.numerical, Auto | ClosedForm)):
+            raise ValueError(f"Auto: numerical must be None or a numerical method object (Mehler(order), "
+                             f"GaussHermite(deg), MonteCarlo(), or for Hermite coefficients Trapezoid(), "
+                             f"GaussLegendre()), got {self.numerical!r:.80}")
+
+
+_EXPECTATION_METHODS = (Mehler, GaussHermite, MonteCarlo)
 
 
 def _resolve(activation: AbstractActivation, method: AbstractMethod) -> AbstractMethod:
@@ -152,12 +172,19 @@ def _resolve(activation: AbstractActivation, method: AbstractMethod) -> Abstract
     if isinstance(method, Auto):
         if isinstance(activation, AbstractClosedFormActivation):
             return ClosedForm()
-        return method.numerical
+        numerical = Mehler() if method.numerical is None else method.numerical
+        if not isinstance(numerical, _EXPECTATION_METHODS):
+            raise ValueError(f"method=Auto(numerical=...): Gaussian expectations need Mehler(order), GaussHermite(deg) "
+                             f"or MonteCarlo() as the numerical method, got {numerical!r:.80}")
+        return numerical
     if isinstance(method, ClosedForm) and not isinstance(activation, AbstractClosedFormActivation):
         raise ValueError(
             f"method=ClosedForm(): {type(activation).__name__} has no closed-form Gaussian expectation; use "
             "method=Mehler(order) or method=GaussHermite(deg)"
         )
+    if not isinstance(method, (ClosedForm, *_EXPECTATION_METHODS)):
+        raise ValueError(f"method must be an rmtjax.gaussian method object (Auto(), ClosedForm(), Mehler(order), "
+                         f"GaussHermite(deg), MonteCarlo(num_samples)), got {method!r:.80}")
     return method
 
 

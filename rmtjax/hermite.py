@@ -66,7 +66,7 @@ from ._validate import (
     reraise_as_value_error,
     static_int,
 )
-from .gaussian import AbstractMethod, ClosedForm, GaussHermite, _mehler_sum, gaussian_expectations
+from .gaussian import AbstractMethod, Auto, ClosedForm, GaussHermite, _mehler_sum, gaussian_expectations
 from .gaussian import hermite_coefficients_at
 from .solve import Solution, _finish, _scalar_root
 
@@ -140,186 +140,25 @@ class GaussLegendre(AbstractMethod):
         _static_real(self.cutoff, "GaussLegendre: cutoff", 8.0, 40.0)
 
 
-class Auto(AbstractMethod):
-    """Closed form when the activation has one here (polynomials, Hermite, ReLU family, sign,
-    rectified monomials, erf, GELU, sin/cos/RBF, exp, Gaussian), else ``numerical``
-    (default :class:`Trapezoid`; pass :class:`GaussLegendre` for an activation with a kink at 0
-    such as ELU)."""
-
-    numerical: AbstractMethod = Trapezoid()
-
-    def __check_init__(self):
-        if not isinstance(self.numerical, Trapezoid | GaussLegendre | GaussHermite):
-            raise ValueError(f"Auto: numerical must be Trapezoid(), GaussLegendre() or GaussHermite(deg), "
-                             f"got {self.numerical!r:.80}")
-
-
 # --------------------------------------------------------------------------------------
-# Closed forms (static NumPy tables times traced parameter-dependent factors)
+# Closed forms: the activations' own (``AbstractActivation.hermite_coefficients``)
 # --------------------------------------------------------------------------------------
 
 
-def _lgamma(x):
-    from scipy.special import gammaln
-
-    return gammaln(np.asarray(x, dtype=np.float64))
-
-
-def _he0_over_sqrt_fact(m: np.ndarray, k: np.ndarray) -> np.ndarray:
-    r""":math:`He_m(0)/\sqrt{k!}` for integer arrays ``m, k`` (``m < 0`` gives 0), in log space:
-    :math:`He_{2j}(0) = (-1)^j (2j)!/(2^j j!)`."""
-    m = np.asarray(m)
-    k = np.asarray(k)
-    out = np.zeros(np.broadcast(m, k).shape)
-    even = (m >= 0) & (m % 2 == 0)
-    j = np.where(even, m // 2, 0)
-    logv = _lgamma(2 * j + 1) - j * math.log(2) - _lgamma(j + 1) - 0.5 * _lgamma(k + 1)
-    return np.where(even, np.where(j % 2 == 0, 1.0, -1.0) * np.exp(logv), out)
+def _has_closed_form(activation) -> bool:
+    """Whether the activation's class has closed-form Hermite coefficients (it overrides the
+    numerical default of :class:`rmtjax.activations.AbstractActivation`)."""
+    return type(activation)._hermite is not A.AbstractActivation._hermite
 
 
-@functools.lru_cache(maxsize=None)
-def _rectified_table(n: int, order: int) -> np.ndarray:
-    r""":math:`\mathbb E[z_+^n h_k(z)]`, ``k = 0..order``: for ``k > n`` by integrating by parts
-    ``n + 1`` times, :math:`n!\,\varphi(0)He_{k-n-1}(0)/\sqrt{k!}`; for ``k <= n`` from the
-    half-line moments :math:`\mathbb E[z_+^m] = 2^{m/2}\Gamma(\tfrac{m+1}{2})/(2\sqrt\pi)`."""
-    from numpy.polynomial.hermite_e import herme2poly
-
-    k = np.arange(order + 1)
-    out = math.factorial(n) * _PHI0 * _he0_over_sqrt_fact(k - n - 1, k)
-    for kk in range(min(n, order) + 1):
-        e = herme2poly([0] * kk + [1])
-        mom = [2 ** ((n + j) / 2) * math.gamma((n + j + 1) / 2) / (2 * math.sqrt(math.pi)) for j in range(len(e))]
-        out[kk] = float(np.dot(e, mom)) / math.sqrt(math.factorial(kk))
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def _erf_table(order: int) -> np.ndarray:
-    r""":math:`(2j-1)!!/\sqrt{(2j+1)!}` at odd ``k = 2j + 1`` (0 at even ``k``)."""
-    k = np.arange(order + 1)
-    j = np.maximum((k - 1) // 2, 0)
-    logv = _lgamma(2 * j + 1) - j * math.log(2) - _lgamma(j + 1) - 0.5 * _lgamma(k + 1)
-    return np.where(k % 2 == 1, np.exp(logv), 0.0)
-
-
-@functools.lru_cache(maxsize=None)
-def _even_table(order: int) -> np.ndarray:
-    r""":math:`(2j-1)!!/\sqrt{(2j)!}` at even ``k = 2j`` (0 at odd ``k``)."""
-    k = np.arange(order + 1)
-    j = k // 2
-    logv = _lgamma(2 * j + 1) - j * math.log(2) - _lgamma(j + 1) - 0.5 * _lgamma(k + 1)
-    return np.where(k % 2 == 0, np.exp(logv), 0.0)
+def _closed_form(act, q: Array, order: int):
+    """Closed-form coefficients, or ``None`` if ``act`` has none."""
+    return act._hermite(q, order) if _has_closed_form(act) else None
 
 
 def _row(v, nd: int):
     v = jnp.asarray(v)
     return v.reshape((1,) * nd + v.shape)
-
-
-def _powers(x: Array, order: int, scale: np.ndarray | None = None) -> Array:
-    r""":math:`x^k\,s_k`, ``k = 0..order`` (shape ``x.shape + (order + 1,)``) as a cumulative
-    product, so the derivative at ``x = 0`` is finite (``scale[k]`` multiplies step ``k``)."""
-    nd = x.ndim
-    steps = jnp.broadcast_to(x[..., None], x.shape + (order,))
-    if scale is not None:
-        steps = steps * _row(jnp.asarray(scale[1:], x.dtype), nd)
-    first = jnp.ones(x.shape + (1,), x.dtype)
-    return jnp.cumprod(jnp.concatenate([first, steps], axis=-1), axis=-1)
-
-
-def _erf_coefficients(a, beta: Array, order: int) -> Array:
-    r"""Coefficients of :math:`a\,\mathrm{erf}(\beta z)`: at :math:`k = 2j+1`,
-    :math:`a\frac{2\beta}{\sqrt\pi\sqrt{1+2\beta^2}}(-r)^j\frac{(2j-1)!!}{\sqrt{(2j+1)!}}`,
-    :math:`r = 2\beta^2/(1+2\beta^2)` (Stein's lemma and the Gaussian integral
-    :math:`\mathbb E[e^{-cz^2}He_{2j}(z)] = (1+2c)^{-1/2}(-2c/(1+2c))^j(2j-1)!!`)."""
-    nd = beta.ndim
-    b2 = beta * beta
-    r = -2 * b2 / (1 + 2 * b2)
-    # r^j at k = 2j + 1 (and k = 2j): powers of sqrt-free r, indexed by j = k // 2
-    rj = _powers(r, order // 2 + 1)[..., np.arange(order + 1) // 2]
-    front = a * 2 * beta / (math.sqrt(math.pi) * jnp.sqrt(1 + 2 * b2))
-    return front[..., None] * rj * _row(jnp.asarray(_erf_table(order), beta.dtype), nd)
-
-
-def _gaussian_bump_coefficients(a, c: Array, order: int) -> Array:
-    r"""Coefficients of :math:`a e^{-cz^2}` (:math:`c > -1/2`): at :math:`k = 2j`,
-    :math:`a(1+2c)^{-1/2}(-2c/(1+2c))^j(2j-1)!!/\sqrt{(2j)!}`."""
-    r = -2 * c / (1 + 2 * c)
-    rj = _powers(r, order // 2 + 1)[..., np.arange(order + 1) // 2]
-    front = a / jnp.sqrt(1 + 2 * c)
-    return front[..., None] * rj * _row(jnp.asarray(_even_table(order), c.dtype), c.ndim)
-
-
-def _sin_coefficients(a, beta: Array, c, order: int) -> Array:
-    r""":math:`a\sin(\beta z + c)`: :math:`a\,\beta^k e^{-\beta^2/2}\sin(c + k\pi/2)/\sqrt{k!}`
-    (imaginary part of :math:`\mathbb E[e^{i(\beta z + c)}He_k(z)] = e^{ic}(i\beta)^k e^{-\beta^2/2}`)."""
-    k = np.arange(order + 1)
-    scale = np.concatenate([[1.0], 1.0 / np.sqrt(np.maximum(k[1:], 1))])
-    pw = _powers(beta, order, scale)
-    phase = jnp.sin(_row(jnp.asarray(k * (math.pi / 2), beta.dtype), beta.ndim) + jnp.asarray(c, beta.dtype))
-    return (a * jnp.exp(-0.5 * beta * beta))[..., None] * pw * phase
-
-
-def _pad(c: Array, order: int) -> Array:
-    n = c.shape[-1]
-    if n > order + 1:
-        return c[..., : order + 1]
-    return jnp.concatenate([c, jnp.zeros(c.shape[:-1] + (order + 1 - n,), c.dtype)], axis=-1)
-
-
-def _closed_form(act, q: Array, order: int):
-    """Closed-form coefficients, or ``None`` if ``act`` has none here."""
-    nd = q.ndim
-    dt = q.dtype
-    sq = safe_sqrt(q)
-    k = np.arange(order + 1)
-    e1 = _row(jnp.asarray((k == 1).astype(float), dt), nd)
-    e0 = _row(jnp.asarray((k == 0).astype(float), dt), nd)
-    relu = _row(jnp.asarray(_rectified_table(1, order), dt), nd)
-
-    if isinstance(act, A.Monomial | A.Hermite) or type(act) is A.Polynomial:
-        from .activations import _poly_dual_terms
-
-        s = _poly_dual_terms(act.coef.astype(dt), q)  # p(sqrt q z) = sum_l s_l(q) q^{l/2} h_l(z)
-        cols = [s[l] * q ** (0.5 * l) for l in range(len(s))]
-        return _pad(jnp.stack(cols, axis=-1).astype(dt), order)
-    if isinstance(act, A.Identity):
-        return sq[..., None] * e1
-    if isinstance(act, A.Relu):
-        return sq[..., None] * relu
-    if isinstance(act, A.ABRelu | A.LeakyRelu | A.Abs):
-        a, b = {A.ABRelu: lambda: (act.a, act.b), A.LeakyRelu: lambda: (act.alpha, 1.0),
-                A.Abs: lambda: (-1.0, 1.0)}[type(act)]()
-        # a min(x,0) + b max(x,0) = a x + (b - a) max(x, 0)
-        return sq[..., None] * ((b - a) * relu + a * e1)
-    if isinstance(act, A.Sign):
-        return 2 * _row(jnp.asarray(_rectified_table(0, order), dt), nd) - e0 + 0 * q[..., None]
-    if isinstance(act, A.RectifiedMonomial):
-        n = act.degree
-        return (q ** (0.5 * n))[..., None] * _row(jnp.asarray(_rectified_table(n, order), dt), nd)
-    if isinstance(act, A.Erf):
-        return _erf_coefficients(act.a, act.b * sq, order) + act.c * e0
-    if isinstance(act, A.Gelu):
-        # x Phi(x) at x = sqrt(q) z: Phi(sqrt q z) = 1/2 + erf(sqrt(q/2) z)/2, times z by
-        # z h_k = sqrt(k+1) h_{k+1} + sqrt(k) h_{k-1}
-        f = 0.5 * _erf_coefficients(1.0, sq * math.sqrt(0.5), order + 1) + 0.5 * _row(
-            jnp.asarray((np.arange(order + 2) == 0).astype(float), dt), nd)
-        kk = jnp.asarray(np.sqrt(k), dt)
-        up = jnp.concatenate([jnp.zeros(q.shape + (1,), dt), f[..., : order]], axis=-1)  # f_{k-1}
-        return sq[..., None] * (_row(kk, nd) * up + _row(jnp.asarray(np.sqrt(k + 1), dt), nd) * f[..., 1:])
-    if isinstance(act, A.Cos):
-        return _sin_coefficients(act.a, act.b * sq, act.c + math.pi / 2, order)
-    if isinstance(act, A.Sin):
-        return _sin_coefficients(act.a, act.b * sq, act.c, order)
-    if isinstance(act, A.Rbf):
-        return _sin_coefficients(math.sqrt(2), jnp.sqrt(2 * act.gamma) * sq, math.pi / 4, order)
-    if isinstance(act, A.Exp):
-        beta = act.b * sq
-        scale = np.concatenate([[1.0], 1.0 / np.sqrt(np.maximum(k[1:], 1))])
-        return (act.a * jnp.exp(0.5 * beta * beta))[..., None] * _powers(beta, order, scale)
-    if isinstance(act, A.Gaussian):
-        return _gaussian_bump_coefficients(act.a, -act.b * q, order)
-    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -359,6 +198,9 @@ def _check_order(order, name: str = "order") -> int:
 
 def _resolve_method(activation, method):
     if isinstance(method, Auto):
+        if method.numerical is not None and not isinstance(method.numerical, Trapezoid | GaussLegendre | GaussHermite):
+            raise ValueError(f"method=Auto(numerical=...): Hermite coefficients need Trapezoid(), GaussLegendre() or "
+                             f"GaussHermite(deg) as the numerical method, got {method.numerical!r:.80}")
         return
     if isinstance(method, ClosedForm):
         if not _has_closed_form(activation):
@@ -388,10 +230,6 @@ def _finite_result(x, what: str):
     return error_if(x, ~jnp.all(jnp.isfinite(x)), what)
 
 
-def _has_closed_form(activation) -> bool:
-    return jax.eval_shape(lambda: _closed_form(activation, jnp.ones(()), 1)) is not None
-
-
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
 def _coefficients(activation, q, order, method):
@@ -399,7 +237,7 @@ def _coefficients(activation, q, order, method):
         out = _closed_form(activation, q, order)
         if out is not None:
             return out
-        method = method.numerical
+        method = Trapezoid() if method.numerical is None else method.numerical
     if isinstance(method, ClosedForm):
         out = _closed_form(activation, q, order)
         return out
@@ -426,14 +264,17 @@ def hermite_coefficients(
     z)^2]` and :math:`\mathbb E[\sigma(u)\sigma(v)] = \sum_k a_k^2\rho^k` for unit variances
     (Mehler's formula, the starting point of Liang & Tran-Bach 2020).
 
-    Closed forms (``method=ClosedForm()`` or :class:`Auto`): polynomials and Hermite polynomials
+    Closed forms (``method=ClosedForm()`` or :class:`Auto`) are the activation's own
+    (:meth:`rmtjax.activations.AbstractActivation.hermite_coefficients`): polynomials and Hermite polynomials
     (exact, via :class:`rmtjax.activations.Polynomial`'s expansion); the ReLU family
     (:math:`a\min(x,0) + b\max(x,0) = ax + (b-a)x_+` and, for :math:`k \ge 2`,
     :math:`\mathbb E[z_+h_k] = \varphi(0)He_{k-2}(0)/\sqrt{k!}`), sign and rectified monomials
     (integration by parts); erf (:math:`\frac{2\beta}{\sqrt\pi\sqrt{1+2\beta^2}}(-r)^j
     \frac{(2j-1)!!}{\sqrt{(2j+1)!}}` at :math:`k = 2j+1`, :math:`r = \frac{2\beta^2}{1+2\beta^2}`,
     :math:`\beta = b\sqrt q`); GELU (:math:`z\Phi(z)` from erf and
-    :math:`zh_k = \sqrt{k+1}h_{k+1} + \sqrt k h_{k-1}`); sin/cos/RBF, exp and Gaussian bumps.
+    :math:`zh_k = \sqrt{k+1}h_{k+1} + \sqrt k h_{k-1}`); sin/cos/RBF, exp and Gaussian bumps;
+    hard-tanh (:math:`a_k = -2\sqrt q\,\varphi(t)h_{k-2}(t)/\sqrt{k(k-1)}` at odd :math:`k\ge3`,
+    :math:`t = q^{-1/2}`).
     Numerical: :class:`Trapezoid` (default for smooth activations), :class:`GaussLegendre` (split
     at the kink ``x = 0``), :class:`GaussHermite`. Measured against scipy.integrate.quad for
     ``k <= 30`` (``tests/test_hermite.py``): below 1e-12 absolute for every closed form, and for

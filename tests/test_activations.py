@@ -56,6 +56,7 @@ CLOSED = [
     (A.RectifiedMonomial(2), lambda x: relu(x) ** 2, lambda x: 2 * relu(x), (0.0,)),
     (A.RectifiedMonomial(3), lambda x: relu(x) ** 3, lambda x: 3 * relu(x) ** 2, (0.0,)),
     (A.Sign(), lambda x: float(np.sign(x)), lambda x: 0.0, (0.0,)),
+    (A.HardTanh(), lambda x: max(-1.0, min(1.0, x)), lambda x: float(abs(x) < 1), (-1.0, 1.0)),
 ]
 
 TRIPLES = [(1.3, 0.7, 0.45), (0.8, 2.1, -1.2), (1.5, 1.5, 1.5), (1.5, 1.5, -1.5), (0.9, 1.1, 0.0), (2.0, 0.5, 0.99)]
@@ -64,7 +65,7 @@ TRIPLES = [(1.3, 0.7, 0.45), (0.8, 2.1, -1.2), (1.5, 1.5, 1.5), (1.5, 1.5, -1.5)
 def _reference(act, f, q1, q2, q12, kinks, derivative=False):
     """Exact moments (Isserlis, mpmath) for polynomials, the 60-digit Stein recursion for
     rectified monomials, adaptive scipy quadrature for the rest."""
-    if isinstance(act, A.Polynomial):
+    if isinstance(act, A.AbstractPolynomial):
         coef = [float(c) for c in np.asarray(act.coef)]
         if derivative:
             coef = [i * c for i, c in enumerate(coef)][1:] or [0.0]
@@ -145,22 +146,31 @@ def test_numerical_methods_match_quadrature(act, f, df):
                 assert abs(float(kdot) - refd) <= 10 * tol * max(1, abs(refd)), (method, q1, q2, q12)
 
 
-def test_hard_tanh_numerical_and_its_closed_form_length_map():
-    from rmtjax.rmt._jacobian import _hardtanh_length_map
+def test_hard_tanh_closed_form_dual_at_extreme_variances():
+    """HardTanh's dual (an integral over the angle, in log(pi/2 - |theta|); moderate variances are in
+    CLOSED, 1e-10 against scipy): on the diagonal against the textbook length map
+    q (erf(t/sqrt2) - 2 t varphi(t)) + erfc(t/sqrt2) and P(|u| < 1) = erf(t/sqrt2), t = q^(-1/2), in 40
+    digits, up to the boundary layer of large variances; near |rho| = 1 against nested scipy quadrature."""
+    import mpmath as mp
 
+    mp.mp.dps = 40
     act = A.HardTanh()
+    qs = np.array([1e-3, 0.05, 1.0, 30.0, 1e4, 1e6, 1e10, 1e20])
+    tols = [1e-13] * 6 + [5e-12, 1e-8]  # measured 4.5e-14 at 1e6, 5.4e-13 at 1e10, 1.7e-9 at 1e20
+    q = jnp.asarray(np.concatenate([qs, qs]))
+    out = gaussian_expectations(act, q, q, q * np.repeat([1.0, -1.0], qs.size))
+    k, kdot = np.asarray(out.k), np.asarray(out.kdot)
+    for i, (qi, tol) in enumerate(zip(qs, tols)):
+        t = 1 / mp.sqrt(qi)
+        want = float(qi * (mp.erf(t / mp.sqrt(2)) - 2 * t * mp.npdf(t)) + mp.erfc(t / mp.sqrt(2)))
+        wantd = float(mp.erf(t / mp.sqrt(2)))
+        for kk, kd, sign in ((k[i], kdot[i], 1), (k[i + qs.size], kdot[i + qs.size], -1)):
+            assert kk == pytest.approx(sign * want, rel=tol), qi
+            assert kd == pytest.approx(wantd, rel=tol), qi
     f = lambda x: max(-1.0, min(1.0, x))  # noqa: E731
-    ref = quad_expectation(f, f, 1.2, 0.8, 0.5, (-1.0, 1.0))
-    k, kdot = gaussian_expectations(act, 1.2, 0.8, 0.5, method=Mehler(128))
-    assert abs(float(k) - ref) < 5e-5  # kinks at +-1: measured 1.9e-5 (Mehler(128))
-    refd = quad_expectation(lambda x: float(abs(x) < 1), lambda x: float(abs(x) < 1), 1.2, 0.8, 0.5, (-1.0, 1.0))
-    # phi' is a step, its Hermite coefficients decay like j^(-3/4): measured 9.7e-3 (GaussHermite(64): 5.9e-2)
-    assert abs(float(kdot) - refd) < 1.5e-2
-    for q in (0.3, 1.0, 4.0):  # E[phi(sqrt(q) z)^2] by 1-d quadrature vs the closed form
-        one = quad(lambda z: f(math.sqrt(q) * z) ** 2 * npdf(z), -12, 12, points=[-1 / math.sqrt(q), 1 / math.sqrt(q)],
-                   epsabs=1e-13, limit=200)[0]
-        assert float(_hardtanh_length_map(jnp.asarray(q), 1.0, 0.0)) == pytest.approx(one, abs=1e-12)
-    assert float(act(jnp.asarray(3.0))) == 1.0 and float(act.derivative(jnp.asarray(0.5))) == 1.0
+    for q1, q2, q12 in ((0.05, 20.0, 0.9), (3.0, 3.0, -2.97), (200.0, 200.0, 199.9), (0.3, 0.3, 0.299)):
+        got = gaussian_expectations(act, q1, q2, q12)
+        assert float(got.k) == pytest.approx(quad_expectation(f, f, q1, q2, q12, (-1.0, 1.0)), rel=1e-12, abs=1e-14)
 
 
 def test_elu_numerical_with_kink():
@@ -171,7 +181,8 @@ def test_elu_numerical_with_kink():
     assert abs(float(k) - ref) < 2e-4  # a kink in phi': coefficients decay only like j^{-5/4}
 
 
-@pytest.mark.parametrize("act", [c[0] for c in CLOSED if not isinstance(c[0], (A.Sign, A.RectifiedMonomial))] + [A.Tanh()])
+@pytest.mark.parametrize("act", [c[0] for c in CLOSED if not isinstance(c[0], (A.Sign, A.RectifiedMonomial, A.HardTanh))]
+                         + [A.Tanh()])
 def test_methods_agree_with_each_other(act):
     q1, q2, q12 = jnp.array([1.3, 0.6]), jnp.array([0.7, 0.6]), jnp.array([0.45, -0.2])
     # eager: the one-op programs (quadrature grids, Mehler sums) are shared by every activation;
@@ -445,7 +456,7 @@ def test_issue12_erf_kernel_float32_large_inputs(float32_mode):
 
 CLOSED_32 = [A.Relu(), A.LeakyRelu(0.2), A.Abs(), A.Erf(1.3, 0.7, 0.2), A.Gelu(), A.Sin(1.1, 0.8, 0.3), A.Cos(),
              A.Exp(0.5, 0.6), A.Gaussian(1.2, -0.4), A.Rbf(0.7), A.Polynomial([0.3, -1.0, 0.5, 0.2]), A.Hermite(6),
-             A.Monomial(5), A.RectifiedMonomial(3), A.Sign(), A.Identity()]
+             A.Monomial(5), A.RectifiedMonomial(3), A.Sign(), A.Identity(), A.HardTanh()]
 
 
 def test_every_closed_form_dual_float32(float32_mode):
@@ -531,13 +542,20 @@ def test_methods_validated():
     for bad in (lambda: GaussHermite(1), lambda: GaussHermite(True), lambda: GaussHermite(2.5),
                 lambda: Mehler(0), lambda: Mehler(64, step=float("nan")), lambda: Mehler(64, step=True),
                 lambda: Mehler(64, cutoff="13"), lambda: MonteCarlo(0), lambda: MonteCarlo(10, seed=-1),
-                lambda: Auto(ClosedForm()), lambda: Auto(3)):
+                lambda: Auto(ClosedForm()), lambda: Auto(3), lambda: Auto(Auto())):
         with pytest.raises(ValueError):
             bad()
     with pytest.raises(ValueError, match="method must be an rmtjax.gaussian method"):
         gaussian_expectations(A.Tanh(), 1.0, 1.0, 0.5, method="mehler")
     with pytest.raises(ValueError, match="no closed-form"):
         gaussian_expectations(A.Tanh(), 1.0, 1.0, 0.5, method=ClosedForm())
+    from rmtjax.hermite import Trapezoid
+
+    # the one Auto: a numerical method that Gaussian expectations cannot use is refused where it is used
+    with pytest.raises(ValueError, match="Gaussian expectations need Mehler"):
+        gaussian_expectations(A.Tanh(), 1.0, 1.0, 0.5, method=Auto(Trapezoid()))
+    with pytest.raises(ValueError, match="method must be an rmtjax.gaussian method"):
+        gaussian_expectations(A.Tanh(), 1.0, 1.0, 0.5, method=Trapezoid())
     with pytest.raises(ValueError, match="activation must be"):
         gaussian_expectations(jnp.tanh, 1.0, 1.0, 0.5)
     with pytest.raises(ValueError, match="q must be finite and >= 0"):

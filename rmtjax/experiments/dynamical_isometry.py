@@ -84,11 +84,9 @@ def _critical_hardtanh(q_target):
     """(sigma_w2, sigma_b2) with chi = sigma_w2 erf(1 / sqrt(2 q*)) = 1 and q* = q_target."""
     from jax.scipy.special import erf
 
-    from ..rmt._jacobian import _hardtanh_length_map
-
     w2 = 1 / erf(1 / jnp.sqrt(2 * q_target))
     # sigma_b2 from the length map at q*: q = V(q)
-    b2 = q_target - _hardtanh_length_map(q_target, w2, 0.0)
+    b2 = q_target - w2 * HardTanh().length_map(q_target)
     return float(w2), float(b2)
 
 

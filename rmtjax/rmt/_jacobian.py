@@ -48,19 +48,16 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.special as jss
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .._numerics import trapezoid_gaussian
 from .._validate import ArgumentError, concrete, error_if, flag, real, reraise_as_value_error, static_int, tie
-from ..activations import ABRelu, Abs, AbstractActivation, HardTanh, Identity, LeakyRelu, Relu, Sign
+from ..activations import AbstractActivation, HardTanh
 from ..meanfield import q_star
 from ..solve import root
 from ._checks import check_activation, finish, points, static_number
@@ -78,42 +75,6 @@ __all__ = [
 ]
 
 
-def _hardtanh_length_map(q, w2, b2):
-    r""":math:`\sigma_w^2\mathbb E[\operatorname{hardtanh}(\sqrt q z)^2] + \sigma_b^2 =
-    \sigma_w^2\big(q(\operatorname{erf}(t/\sqrt2) - 2t\varphi(t)) + 1 - \operatorname{erf}(t/\sqrt2)\big)
-    + \sigma_b^2`, :math:`t = 1/\sqrt q` (finite at :math:`q = 0`, where it is :math:`\sigma_b^2`)."""
-    t = 1 / jnp.sqrt(jnp.maximum(q, jnp.finfo(jnp.result_type(q)).tiny))
-    inner = jss.erf(t / math.sqrt(2))
-    pdf = jnp.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
-    return w2 * (q * (inner - 2 * t * pdf) + (1 - inner)) + b2
-
-
-def _hardtanh_residual(q, args):
-    w2, b2 = args
-    return _hardtanh_length_map(q, w2, b2) - q
-
-
-@eqx.filter_jit
-@eqx.debug.assert_max_traces(max_traces=None)  # a trace counter (tests check that repeated calls do not retrace)
-def _hardtanh_q_star(w2, b2):
-    """The hard-tanh q* reached from q0 = 1 (its physical branch): bracketed above 1 when V(1) > 1
-    (V <= w2 + b2 closes the bracket), else in (0, 1]; q* = 0 when b2 = 0 and V(q) < q for q > 0."""
-    one = jnp.ones_like(w2)
-    g1 = _hardtanh_residual(one, (w2, b2))
-    up = g1 >= 0
-    tiny = jnp.finfo(w2.dtype).eps ** 2
-    lower = jnp.where(up, one, tiny)
-    upper = jnp.where(up, w2 + b2 + 1, one)
-    g_lo = _hardtanh_residual(lower, (w2, b2))
-    sol = root(_hardtanh_residual, jnp.where(up, one, 0.5 * one), (w2, b2), bracket=(lower, upper), max_steps=200,
-               throw=False, name="q* (hard-tanh length map)")
-    zero = (~up) & (g_lo <= 0)  # no positive root below 1: q* = 0 (b2 = 0, chi < 1 at q = 0)
-    return jnp.where(zero, jnp.zeros_like(w2), sol.value), zero | sol.ok
-
-
-_SCALE_FREE = (Relu, LeakyRelu, ABRelu, Abs, Identity, Sign)
-
-
 def _sigmas(sigma_w2, sigma_b2):
     w2 = real(sigma_w2, "sigma_w2", ndim=0, lo=0.0)
     b2 = real(sigma_b2, "sigma_b2", ndim=0, lo=0.0)
@@ -124,20 +85,22 @@ def _sigmas(sigma_w2, sigma_b2):
 
 @reraise_as_value_error
 def jacobian_q_star(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, *, throw: bool = True):
-    r""":math:`q^*` of the length map (:func:`rmtjax.meanfield.q_star`; :class:`HardTanh` by its closed
-    form, bracketed from :math:`q_0 = 1` so that :math:`q^* \ge 0` is the fixed point the recursion
-    reaches). (The Jacobian law of the ReLU family does not depend on :math:`q^*`, and
-    :func:`jacobian_law` does not compute it for them.)
+    r""":math:`q^*` of the length map, reached from :math:`q_0 = 1`: exactly
+    :func:`rmtjax.meanfield.q_star` (one fact for every activation: the length map
+    :math:`\sigma_w^2\,\phi\texttt{.length\_map}(q) + \sigma_b^2`, closed form where the activation
+    has one, e.g. :class:`HardTanh`). (The Jacobian law of the ReLU family does not depend on
+    :math:`q^*`, and :func:`jacobian_law` does not compute it for them.)
     ``sigma_w2``, ``sigma_b2``: finite scalars ``>= 0``. ``throw=True`` raises where there is no
-    finite fixed point (``throw=False``: ``nan`` there)."""
+    finite fixed point (``throw=False``: ``nan`` there).
+
+    Example:
+        >>> from rmtjax.activations import HardTanh
+        >>> round(float(jacobian_q_star(HardTanh(), 1.05, 0.05)), 4)
+        0.3768
+    """
     activation = check_activation(activation)
     w2, b2 = _sigmas(sigma_w2, sigma_b2)
     throw = flag(throw, "throw")
-    if isinstance(activation, HardTanh):
-        q, ok = _hardtanh_q_star(w2, b2)
-        q = jnp.where(ok, q, jnp.nan)
-        return finish(q, ok, throw=throw, eager=f"q* (hard-tanh length map) did not converge at sigma_w2 = "
-                      f"{_fmt(w2)}, sigma_b2 = {_fmt(b2)}; pass throw=False to get nan")
     return q_star(activation, w2, b2, throw=throw).value
 
 
@@ -151,13 +114,14 @@ def derivative_squared_law(activation: AbstractActivation, q: ArrayLike, *, step
                            cutoff: float = 9.0) -> Discrete:
     r"""The law of :math:`\phi'(h)^2`, :math:`h\sim\mathcal N(0, q)`, as a :class:`Discrete` measure.
 
-    Exact atoms for ReLU (:math:`\frac12\delta_0 + \frac12\delta_1`), leaky/AB-ReLU
+    The activation's own fact (:meth:`rmtjax.activations.AbstractActivation.derivative_squared_law`):
+    exact atoms for ReLU (:math:`\frac12\delta_0 + \frac12\delta_1`), leaky/AB-ReLU
     (:math:`\frac12\delta_{a^2} + \frac12\delta_{b^2}`), abs and identity (:math:`\delta_1`), sign
     (:math:`\delta_0`) and :class:`HardTanh` (:math:`p\,\delta_1 + (1-p)\,\delta_0`,
-    :math:`p = \operatorname{erf}(1/\sqrt{2q})`); otherwise atoms :math:`\phi'(\sqrt q z_i)^2` with
-    the trapezoidal Gaussian weights of spacing ``step`` on ``[-cutoff, cutoff]``
-    (:func:`rmtjax._numerics.trapezoid_gaussian`, exponentially convergent for smooth
-    :math:`\phi`). Differentiable in ``q`` and the activation's parameters.
+    :math:`p = \operatorname{erf}(1/\sqrt{2q})`); otherwise atoms :math:`\phi'(\sqrt q z_i)^2` at the
+    midpoints :math:`z_i = (i + \frac12)\,\mathrm{step}` of ``[-cutoff, cutoff]`` with Gaussian weights
+    (exponentially convergent for smooth :math:`\phi`; :math:`O(\mathrm{step}^2)` where :math:`\phi'`
+    jumps at 0, as ELU's). Differentiable in ``q`` and the activation's parameters.
 
     Example:
         >>> from rmtjax.activations import Relu
@@ -173,34 +137,19 @@ def derivative_squared_law(activation: AbstractActivation, q: ArrayLike, *, step
 
 
 def _derivative_squared_law(activation, q, step, cutoff):
-    half = jnp.full((2,), 0.5, q.dtype)
-    if isinstance(activation, Relu):
-        return Discrete(jnp.array([0.0, 1.0], q.dtype), half)
-    if isinstance(activation, LeakyRelu):
-        return Discrete(jnp.stack([activation.alpha**2, jnp.ones_like(activation.alpha)]), half)
-    if isinstance(activation, ABRelu):
-        return Discrete(jnp.stack([activation.a**2, activation.b**2]), half)
-    if isinstance(activation, Abs | Identity):
-        return Discrete(jnp.ones((1,), q.dtype))
-    if isinstance(activation, Sign):
-        return Discrete(jnp.zeros((1,), q.dtype))
-    if isinstance(activation, HardTanh):
-        p = jss.erf(1 / jnp.sqrt(2 * jnp.maximum(q, jnp.finfo(q.dtype).tiny)))
-        return Discrete(jnp.array([0.0, 1.0], q.dtype), jnp.stack([1 - p, p]))
-    z, w = trapezoid_gaussian(step, cutoff)
-    atoms = activation.derivative(jnp.sqrt(q) * jnp.asarray(z, q.dtype)) ** 2
+    atoms, weights = activation._derivative_squared_law(q, step, cutoff)
     msg = "activation's derivative must be finite at the Gaussian quadrature nodes sqrt(q) z (|z| <= cutoff)"
     ac = concrete(atoms)
     if ac is not None and not np.all(np.isfinite(ac)):
         raise ArgumentError(f"{msg}; got a non-finite value at q = {_fmt(q)}")
     if ac is None:
         atoms = error_if(atoms, ~jnp.all(jnp.isfinite(atoms)), msg)
-    return Discrete(atoms, jnp.asarray(w, q.dtype))
+    return Discrete(atoms, weights)
 
 
 def _law(activation, w2, b2, depth, orthogonal, step, cutoff):
     """The Jacobian law from validated arguments: ``(rho, q*, law of phi'^2)``."""
-    if isinstance(activation, _SCALE_FREE):  # the law of phi'^2 does not depend on q
+    if activation.scale_free_derivative:  # the law of phi'^2 does not depend on q
         mf = q_star(activation, w2, b2, throw=False)
         q = jnp.where(mf.ok, mf.value, jnp.inf)  # inf: the variance grows without bound (q* not needed)
     else:

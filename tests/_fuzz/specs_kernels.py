@@ -294,6 +294,7 @@ ENTRIES = ACTIVATIONS + GAUSSIAN + KERNELS + STAX
 EXEMPT = {
     "activations.AbstractActivation": "abstract base class",
     "activations.AbstractClosedFormActivation": "abstract base class",
+    "activations.AbstractPolynomial": "abstract base class",
     "activations.SiLU": "alias of Swish",
     "gaussian.AbstractMethod": "abstract base class",
     "gaussian.Expectations": "result container (NamedTuple)",
