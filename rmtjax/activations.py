@@ -278,8 +278,11 @@ class AbstractActivation(eqx.Module):
 
         Closed form on the classes that have one (:func:`rmtjax.hermite.hermite_coefficients`
         lists them and their accuracy); otherwise the trapezoidal rule of spacing 0.04 on
-        :math:`|z|\le 13` (:class:`rmtjax.hermite.Trapezoid`). ``q`` finite and ``>= 0``;
-        ``order`` a static integer in ``[0, 10000]``.
+        :math:`|z|\le 13` (:class:`rmtjax.hermite.Trapezoid`): exponentially convergent for analytic
+        :math:`\phi`, :math:`O(h^2)` at a kink (measured for ELU, ``k <= 30``: 2e-5 with
+        :math:`\alpha = 0.7`, whose :math:`\phi'` jumps at 0, 2e-8 with :math:`\alpha = 1`; there
+        ``rmtjax.hermite.hermite_coefficients(..., method=GaussLegendre())`` splits at the kink).
+        ``q`` finite and ``>= 0``; ``order`` a static integer in ``[0, 10000]``.
 
         Example:
             >>> import jax.numpy as jnp

@@ -170,13 +170,11 @@ def _resolve(activation: AbstractActivation, method: AbstractMethod) -> Abstract
         raise ValueError(f"method must be an rmtjax.gaussian method object (Auto(), ClosedForm(), Mehler(order), "
                          f"GaussHermite(deg), MonteCarlo(num_samples)), got {method!r}")
     if isinstance(method, Auto):
-        if isinstance(activation, AbstractClosedFormActivation):
-            return ClosedForm()
         numerical = Mehler() if method.numerical is None else method.numerical
-        if not isinstance(numerical, _EXPECTATION_METHODS):
+        if not isinstance(numerical, _EXPECTATION_METHODS):  # refused whatever the activation
             raise ValueError(f"method=Auto(numerical=...): Gaussian expectations need Mehler(order), GaussHermite(deg) "
                              f"or MonteCarlo() as the numerical method, got {numerical!r:.80}")
-        return numerical
+        return ClosedForm() if isinstance(activation, AbstractClosedFormActivation) else numerical
     if isinstance(method, ClosedForm) and not isinstance(activation, AbstractClosedFormActivation):
         raise ValueError(
             f"method=ClosedForm(): {type(activation).__name__} has no closed-form Gaussian expectation; use "

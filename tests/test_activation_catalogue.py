@@ -128,8 +128,9 @@ def catalogue():
 
 
 def _tol(act, smooth=1e-10, kink=1e-4):
-    """The numerical default (trapezoid, spacing 0.04) is exponentially accurate for analytic phi; at
-    ELU's kink (alpha = 0.7: phi' jumps at 0) it is O(h^2) (measured 1.2e-5 of the scale)."""
+    """The numerical defaults (trapezoid, spacing 0.04) are exponentially accurate for analytic phi; at
+    ELU's kink (alpha = 0.7: phi' jumps at 0) they are O(h^2): Hermite coefficients measured 1.6e-5 of
+    the scale, the length map (phi^2 is C^1 there) 1.1e-8 relative (pass kink=1e-7)."""
     return kink if isinstance(act, A.Elu) else smooth
 
 
@@ -160,7 +161,7 @@ def test_hermite_coefficients(i, catalogue):
 def test_length_map_and_dual(i, catalogue):
     act = CATALOGUE[i][0]
     f, ref = catalogue[i]
-    np.testing.assert_allclose(f["length_map"][:2], ref["length_map"], rtol=_tol(act))
+    np.testing.assert_allclose(f["length_map"][:2], ref["length_map"], rtol=_tol(act, kink=1e-7))
     # orthogonal inputs: E[phi(u) phi(v)] = a_0(q1) a_0(q2), E[phi'(u) phi'(v)] = a_1(q1) a_1(q2) / sqrt(q1 q2)
     a = np.asarray(ref["hermite"])
     k, kdot = f["dual_orth"]
