@@ -464,8 +464,8 @@ def q_star(activation: AbstractActivation, sigma_w2: ArrayLike, sigma_b2: ArrayL
 
     Example:
         >>> from rmtjax.activations import Erf
-        >>> round(float(q_star(Erf(), 10.0, 0.05).value), 6)
-        7.833533
+        >>> print(f"{float(q_star(Erf(), 10.0, 0.05).value):.5f}")
+        7.83353
     """
     activation = _check_activation(activation)
     method = _check_method(method, activation)

@@ -36,6 +36,12 @@ with a ``ValueError``. Finite ``t`` uses ``eigh``; eigenvalues within rounding o
 by their limits (:math:`(1-e^{-\lambda\tau})/\lambda \to \tau`, and 0 at :math:`t = \infty`,
 the pseudo-inverse), so ``t = 0`` and ``t = inf`` give no NaN, in values or gradients.
 
+The ``predict_fn`` objects are immutable pytrees (``equinox.Module``): the factorisations they
+reuse (the Cholesky factors of :func:`gp_inference`, the eigendecompositions for finite ``t``) are
+computed when the predictor is built, and a call caches nothing, so a predictor built eagerly may
+be called under ``jit`` and eagerly in any order, and passed into a jitted function as an
+argument.
+
 Everything is differentiable (with respect to kernels, targets, ``diag_reg``, ``t``), so
 hyperparameters of a :class:`~rmtjax.kernels.FullyConnected` spec can be tuned by gradient
 descent on a validation loss.
@@ -279,58 +285,86 @@ def _times(t, learning_rate, size: int, dtype) -> tuple[Array, tuple]:
 # ------------------------------------------------------------------------------------------
 
 
-class GPInference:
+class GPInference(eqx.Module):
     """``predict_fn(get=None, k_test_train=None, k_test_test=None)`` of :func:`gp_inference`.
 
+    An immutable pytree: the Cholesky factors of the regularised training kernels are computed
+    when it is built (one per entry of ``k_train_train``: an ``(n, n)`` array serves as both NNGP
+    and NTK, a ``Kernel`` gives one factor per non-``None`` entry), never cached on a call, so a
+    predictor built eagerly can be called under ``jit`` and eagerly in any order, or passed into a
+    jitted function as an argument.
+
     Attributes:
-        jitter: per kernel (``"nngp"``, ``"ntk"``) the jitter added to factorise it (after
-            ``diag_reg``), filled in as the kernels are factorised.
+        y: the ``(n, k)`` targets.
+        kernels: per kernel (``"nngp"``, ``"ntk"``) the symmetrised ``(n, n)`` training kernel.
+        factors: per kernel the Cholesky factor of the regularised kernel and its jitter.
+        weights: per kernel :math:`(K + \\lambda I)^{-1} Y`.
     """
 
+    y: Array
+    kernels: dict[str, Array]
+    factors: dict[str, _Chol]
+    weights: dict[str, Array]
+
     def __init__(self, k_train_train, y_train, diag_reg, diag_reg_absolute_scale):
-        self._k = k_train_train
-        first = k_train_train
+        entries = {"nngp": k_train_train, "ntk": k_train_train}
         if hasattr(k_train_train, "nngp") or hasattr(k_train_train, "ntk"):
-            first = getattr(k_train_train, "nngp", None)
-            first = getattr(k_train_train, "ntk", None) if first is None else first
-        if first is None:
-            raise ValueError("k_train_train must be an (n, n) array or a Kernel(nngp, ntk), got no entries")
-        n = _square(first, "k_train_train").shape[0]
-        self._y = _targets(y_train, n)
-        self._n = n
-        self._diag_reg, self._absolute = _diag_reg(diag_reg, diag_reg_absolute_scale)
-        self._chol: dict[str, _Chol] = {}
-        self._kinv_y: dict[str, Array] = {}
-        self.jitter: dict[str, Array] = {}
+            entries = {g: getattr(k_train_train, g, None) for g in ("nngp", "ntk")}
+            entries = {g: k for g, k in entries.items() if k is not None}
+            if not entries:
+                raise ValueError("k_train_train must be an (n, n) array or a Kernel(nngp, ntk), got no entries")
+            names = {g: f"k_train_train.{g}" for g in entries}
+        else:
+            names = {"nngp": "k_train_train", "ntk": "k_train_train"}
+        kernels: dict[str, Array] = {}
+        for g, k in entries.items():
+            if g == "ntk" and "nngp" in kernels and k is entries["nngp"]:  # one array for both
+                kernels[g] = kernels["nngp"]
+                continue
+            kernels[g] = _square(k, names[g])
+        n = next(iter(kernels.values())).shape[0]
+        for g, k in kernels.items():
+            if k.shape[0] != n:
+                raise ValueError(f"{names[g]} must be ({n}, {n}) like k_train_train.nngp, got {k.shape}")
+        self.y = _targets(y_train, n)
+        reg, absolute = _diag_reg(diag_reg, diag_reg_absolute_scale)
+        factors: dict[str, _Chol] = {}
+        for g, k in kernels.items():
+            same = g == "ntk" and k is kernels.get("nngp")
+            factors[g] = factors["nngp"] if same else _cholesky(_regularize(k, reg, absolute), names[g])
+        self.kernels = kernels
+        self.factors = factors
+        # K^{-1} Y per kernel (the posterior mean's weights), once
+        self.weights = {g: _cho_solve(c, self.y.astype(c.factor.dtype)) for g, c in factors.items()}
+
+    @property
+    def jitter(self) -> dict[str, Array]:
+        """Per kernel (``"nngp"``, ``"ntk"``) the jitter added to factorise it (after ``diag_reg``)."""
+        return {g: c.jitter for g, c in self.factors.items()}
 
     def _factor(self, g: str) -> _Chol:
-        if g not in self._chol:
-            name = f"k_train_train.{g}" if hasattr(self._k, g) else "k_train_train"
-            k = _square(_get(self._k, g), name)
-            if k.shape[0] != self._n:
-                raise ValueError(f"{name} must be ({self._n}, {self._n}), got {k.shape}")
-            c = _cholesky(_regularize(k, self._diag_reg, self._absolute), name)
-            self._chol[g] = c
-            self.jitter[g] = c.jitter
-        return self._chol[g]
+        if g not in self.factors:
+            raise ValueError(f"get={g!r} needs k_train_train.{g}, but the Kernel given to gp_inference has no {g!r} "
+                             "entry")
+        return self.factors[g]
 
     def _solve(self, g: str, b: Array) -> Array:
-        return _cho_solve(self._factor(g), b.astype(self._factor(g).factor.dtype))
+        c = self._factor(g)
+        return _cho_solve(c, b.astype(c.factor.dtype))
 
     def __call__(self, get=None, k_test_train=None, k_test_test=None):
         names = _names(get, ("nngp", "ntk", "ntkgp"))
+        n = self.y.shape[0]
         out = {}
         for g in names:
             kg = "ntk" if g == "ntkgp" else g
-            if kg not in self._kinv_y:
-                self._kinv_y[kg] = self._solve(kg, self._y)
+            dt = self._factor(kg).factor.dtype
             if k_test_train is None:
-                dt = self._factor(kg).factor.dtype
-                mean = self._y.astype(dt)
-                out[g] = Gaussian(mean, jnp.zeros((self._n, self._n), dt)) if k_test_test is not None else mean
+                mean = self.y.astype(dt)
+                out[g] = Gaussian(mean, jnp.zeros((n, n), dt)) if k_test_test is not None else mean
                 continue
-            k_td = _cross(_get(k_test_train, kg), f"k_test_train.{kg}", self._n)
-            mean = k_td @ self._kinv_y[kg]
+            k_td = _cross(_get(k_test_train, kg), f"k_test_train.{kg}", n)
+            mean = k_td @ self.weights[kg]
             if k_test_test is None:
                 out[g] = mean
                 continue
@@ -339,11 +373,13 @@ class GPInference:
             if k_tt.shape[0] != k_td.shape[0]:
                 raise ValueError(f"k_test_test.{init} must be ({k_td.shape[0]}, {k_td.shape[0]}) like the rows of "
                                  f"k_test_train, got {k_tt.shape}")
-            k_td_init = _cross(_get(k_test_train, init), f"k_test_train.{init}", self._n)
+            k_td_init = _cross(_get(k_test_train, init), f"k_test_train.{init}", n)
             if g in ("nngp", "ntkgp"):
                 cov = k_tt - k_td @ self._solve(kg, k_td_init.T)
             else:
-                k_nngp = _square(_get(self._k, "nngp"), "k_train_train.nngp")
+                if "nngp" not in self.kernels:
+                    raise ValueError("the NTK posterior covariance needs k_train_train.nngp: pass a Kernel(nngp, ntk)")
+                k_nngp = self.kernels["nngp"]
                 term_1 = self._solve("ntk", k_td.T)  # Theta^{-1} Theta_{X*}
                 term_2 = k_td @ self._solve("ntk", k_td_init.T)  # Theta_{*X} Theta^{-1} K_{X*}
                 cov = k_tt + term_1.T @ k_nngp @ term_1 - (term_2 + term_2.T)
@@ -370,7 +406,8 @@ def gp_inference(
         trace_axes: only ``(-1,)``: the kernels are shared by all output columns.
 
     Returns:
-        ``predict_fn(get=None, k_test_train=None, k_test_test=None)``: for each ``get`` in
+        ``predict_fn(get=None, k_test_train=None, k_test_test=None)`` (a :class:`GPInference`,
+        factorised when built): for each ``get`` in
         ``"nngp"``, ``"ntk"``, ``"ntkgp"`` (default ``("nngp", "ntk")``) the posterior mean
         ``(m, k)`` on the test points, or a :class:`Gaussian` ``(mean, covariance)`` when
         ``k_test_test`` is given; a named tuple ``Gaussians`` for a tuple ``get``, the value
@@ -389,11 +426,10 @@ def gp_inference(
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from rmtjax.kernels import FullyConnected, kernel
-        >>> x = jax.random.normal(jax.random.key(0), (20, 3)); y = jnp.sin(x[:, :1])
-        >>> xt = jax.random.normal(jax.random.key(1), (5, 3))
-        >>> net = FullyConnected(2, 1.5, 0.1)
-        >>> predict_fn = gp_inference(kernel(x, None, net), y, diag_reg=1e-4)
-        >>> post = predict_fn("nngp", kernel(xt, x, net), kernel(xt, None, net))
+        >>> x = jax.random.normal(jax.random.key(0), (25, 3)); y = jnp.sin(x[:20, :1])
+        >>> k = kernel(x, None, FullyConnected(2, 1.5, 0.1)).nngp  # 20 training, 5 test points
+        >>> predict_fn = gp_inference(k[:20, :20], y, diag_reg=1e-4)
+        >>> post = predict_fn("nngp", k[20:, :20], k[20:, 20:])
         >>> post.mean.shape, post.covariance.shape
         ((5, 1), (5, 5))
     """
@@ -406,56 +442,66 @@ def gp_inference(
 # ------------------------------------------------------------------------------------------
 
 
-class GradientDescentMSE:
+class GradientDescentMSE(eqx.Module):
     """``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)`` of
     :func:`gradient_descent_mse`.
 
+    An immutable pytree holding the eigendecomposition of the regularised kernel (every finite
+    ``t``), computed when it is built; nothing is cached by a call (see :class:`GPInference`).
+    ``t = None`` solves with a Cholesky factorisation made by that call (cheaper than the
+    eigendecomposition, and absent from the compiled programs of finite ``t``).
+
     Attributes:
-        jitter: jitter added to the regularised kernel by the Cholesky factorisation used at
-            ``t = None`` (``None`` until first used).
+        y: the ``(n, k)`` targets.
+        a: the regularised training kernel :math:`K + \\lambda I`.
+        learning_rate: :math:`\\eta`.
+        eig: its eigendecomposition (eigenvalues clipped at 0, with the cut-off below which they count as 0).
     """
+
+    y: Array
+    a: Array
+    learning_rate: Array
+    eig: _Eig
 
     def __init__(self, k_train_train, y_train, learning_rate, diag_reg, diag_reg_absolute_scale):
         k = _square(k_train_train, "k_train_train")
-        self._n = k.shape[0]
-        self._y = _targets(y_train, self._n)
-        self._a = _regularize(k, *_diag_reg(diag_reg, diag_reg_absolute_scale))
-        self._lr = _learning_rate(learning_rate, k.dtype)
-        self._eig: _Eig | None = None
-        self._chol: _Chol | None = None
-        self.jitter = None
+        self.y = _targets(y_train, k.shape[0])
+        self.a = _regularize(k, *_diag_reg(diag_reg, diag_reg_absolute_scale))
+        self.learning_rate = _learning_rate(learning_rate, k.dtype)
+        self.eig = _eigh(self.a, "k_train_train")
+
+    @property
+    def jitter(self) -> Array:
+        """The jitter that the Cholesky factorisation of ``t = None`` adds to the regularised kernel
+        (computed by this access)."""
+        return _cholesky(self.a, "k_train_train").jitter
 
     def _fx0(self, fx, name, rows):
-        fx = as_real(fx, name, ndim=(0, 2)).astype(self._a.dtype)
-        if fx.ndim == 2 and fx.shape != (rows, self._y.shape[1]):
-            raise ValueError(f"{name} must be a scalar or have shape ({rows}, {self._y.shape[1]}), got {fx.shape}")
+        fx = as_real(fx, name, ndim=(0, 2)).astype(self.a.dtype)
+        if fx.ndim == 2 and fx.shape != (rows, self.y.shape[1]):
+            raise ValueError(f"{name} must be a scalar or have shape ({rows}, {self.y.shape[1]}), got {fx.shape}")
         fx = check_range(fx, name)
-        return jnp.broadcast_to(fx, (rows, self._y.shape[1])) if fx.ndim == 0 else fx
+        return jnp.broadcast_to(fx, (rows, self.y.shape[1])) if fx.ndim == 0 else fx
 
     def __call__(self, t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         if fx_train_0 is None and fx_test_0 is None:
             raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
         if fx_test_0 is not None and k_test_train is None:
             raise ValueError("k_test_train is required for test predictions (fx_test_0 is given)")
-        y = self._y.astype(self._a.dtype)
-        f0 = None if fx_train_0 is None else self._fx0(fx_train_0, "fx_train_0", self._n)
+        y = self.y.astype(self.a.dtype)
+        f0 = None if fx_train_0 is None else self._fx0(fx_train_0, "fx_train_0", self.y.shape[0])
         k_td = None
         if fx_test_0 is not None:
-            k_td = _cross(k_test_train, "k_test_train", self._n).astype(self._a.dtype)
+            k_td = _cross(k_test_train, "k_test_train", self.y.shape[0]).astype(self.a.dtype)
             ft0 = self._fx0(fx_test_0, "fx_test_0", k_td.shape[0])
         rhs = (y if f0 is None else y - f0)  # Y - f_X(0)
         if t is None:
-            if self._chol is None:
-                self._chol = _cholesky(self._a, "k_train_train")
-                self.jitter = self._chol.jitter
             fx_train = y
-            fx_test = None if k_td is None else ft0 + k_td @ _cho_solve(self._chol, rhs)
+            fx_test = None if k_td is None else ft0 + k_td @ _cho_solve(_cholesky(self.a, "k_train_train"), rhs)
         else:
-            if self._eig is None:
-                self._eig = _eigh(self._a, "k_train_train")
-            tau, shape = _times(t, self._lr, self._y.size, self._a.dtype)
-            em1, inv = _decay(self._eig, tau)  # (T, n)
-            v = self._eig.evecs
+            tau, shape = _times(t, self.learning_rate, self.y.size, self.a.dtype)
+            em1, inv = _decay(self.eig, tau)  # (T, n)
+            v = self.eig.evecs
             proj = v.T @ rhs  # (n, k)
             fx_train = None
             if f0 is not None:
@@ -496,7 +542,8 @@ def gradient_descent_mse(
         trace_axes: only ``(-1,)``.
 
     Returns:
-        ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)``: the training
+        ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)`` (a
+        :class:`GradientDescentMSE`, factorised when built): the training
         outputs at ``t`` (``fx_test_0=None``), the test outputs (``fx_train_0=None``) or both as a
         tuple; ``t`` may be a scalar or an array of times (a leading axis per time axis),
         ``None`` or ``inf`` for the end of training.
@@ -504,11 +551,10 @@ def gradient_descent_mse(
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from rmtjax.kernels import FullyConnected, kernel
-        >>> x = jax.random.normal(jax.random.key(0), (20, 3)); y = jnp.sin(x[:, :1])
-        >>> xt = jax.random.normal(jax.random.key(1), (5, 3))
-        >>> net = FullyConnected(2, 1.5, 0.1)
-        >>> predict_fn = gradient_descent_mse(kernel(x, None, net).ntk, y)
-        >>> f_train, f_test = predict_fn(jnp.array([0.0, 10.0, jnp.inf]), 0.0, 0.0, kernel(xt, x, net).ntk)
+        >>> x = jax.random.normal(jax.random.key(0), (25, 3)); y = jnp.sin(x[:20, :1])
+        >>> theta = kernel(x, None, FullyConnected(2, 1.5, 0.1)).ntk  # 20 training, 5 test points
+        >>> predict_fn = gradient_descent_mse(theta[:20, :20], y)
+        >>> f_train, f_test = predict_fn(jnp.array([0.0, 10.0, jnp.inf]), 0.0, 0.0, theta[20:, :20])
         >>> f_train.shape, f_test.shape
         ((3, 20, 1), (3, 5, 1))
     """
@@ -524,7 +570,7 @@ def gradient_descent_mse_ensemble(
     diag_reg: float = 0.0,
     diag_reg_absolute_scale: bool = False,
     trace_axes=(-1,),
-):
+) -> GradientDescentMSEEnsemble:
     r"""Mean and covariance of an infinite ensemble of infinitely wide networks trained by
     gradient flow on the MSE (``neural_tangents.predict.gradient_descent_mse_ensemble``).
 
@@ -536,7 +582,8 @@ def gradient_descent_mse_ensemble(
             :func:`gradient_descent_mse`.
 
     Returns:
-        ``predict_fn(t=None, x_test=None, get=None, compute_cov=False)``: for each ``get``
+        ``predict_fn(t=None, x_test=None, get=None, compute_cov=False)`` (a
+        :class:`GradientDescentMSEEnsemble`, factorised when built): for each ``get``
         (``"nngp"``: only the readout trained, the NNGP acting as the NTK; ``"ntk"``: every
         layer trained) the mean ``(..., m, k)`` at times ``t`` (``None``: infinity), or a
         :class:`Gaussian` with the ``(..., m, m)`` covariance when ``compute_cov``; a named tuple
@@ -547,53 +594,82 @@ def gradient_descent_mse_ensemble(
         >>> from rmtjax.kernels import FullyConnected
         >>> x = jax.random.normal(jax.random.key(0), (20, 3)); y = jnp.sin(x[:, :1])
         >>> predict_fn = gradient_descent_mse_ensemble(FullyConnected(2, 1.5, 0.1), x, y)
-        >>> out = predict_fn(t=1.0, x_test=x[:4], get="ntk", compute_cov=True)
+        >>> out = predict_fn(t=1.0, get="ntk", compute_cov=True)  # on the training points
         >>> out.mean.shape, out.covariance.shape
-        ((4, 1), (4, 4))
+        ((20, 1), (20, 20))
     """
     _trace_axes(trace_axes)
-    if isinstance(kernel_fn, FullyConnected):
-        spec = kernel_fn
-        kernel_fn = lambda x1, x2: kernel(x1, x2, spec)  # noqa: E731
-    elif not callable(kernel_fn):
-        raise ValueError(f"kernel_fn must be a FullyConnected spec or a function kernel_fn(x1, x2), got "
-                         f"{type(kernel_fn).__name__}")
-    x_train = check_range(as_real(x_train, "x_train", ndim=2), "x_train")
-    reg, absolute = _diag_reg(diag_reg, diag_reg_absolute_scale)
-    k_dd = kernel_fn(x_train, None)
-    n = x_train.shape[0]
-    y = _targets(y_train, n)
-    size = y.size
-    lr = _learning_rate(learning_rate, x_train.dtype)
-    eigs: dict[str, _Eig] = {}
+    return GradientDescentMSEEnsemble(kernel_fn, x_train, y_train, learning_rate, diag_reg, diag_reg_absolute_scale)
 
-    def eig(g):
-        if g not in eigs:
-            eigs[g] = _eigh(_regularize(_square(_get(k_dd, g), f"k_train_train.{g}"), reg, absolute),
-                            f"k_train_train.{g}")
-        return eigs[g]
 
-    gp = GPInference(k_dd, y, reg, absolute)
+class GradientDescentMSEEnsemble(eqx.Module):
+    """``predict_fn(t=None, x_test=None, get=None, compute_cov=False)`` of
+    :func:`gradient_descent_mse_ensemble`.
 
-    def predict_fn(t=None, x_test=None, get=None, compute_cov=False):
+    An immutable pytree: the training kernels and their eigendecompositions (every finite ``t``) are
+    computed when it is built; nothing is cached by a call (see :class:`GPInference`). ``t = None``
+    (the GP posterior, :class:`GPInference`) factorises by Cholesky in that call.
+
+    Attributes:
+        kernel_fn: a :class:`~rmtjax.kernels.FullyConnected` spec or ``kernel_fn(x1, x2)`` returning
+            ``Kernel(nngp, ntk)``.
+        x_train, y: the training inputs ``(n, d)`` and targets ``(n, k)``.
+        learning_rate: :math:`\\eta`.
+        k_train_train: the training kernels.
+        diag_reg, diag_reg_absolute_scale: the ridge, as in :func:`gp_inference`.
+        eig: per kernel (``"nngp"``, ``"ntk"``) the eigendecomposition of the regularised kernel.
+    """
+
+    kernel_fn: FullyConnected | Callable
+    x_train: Array
+    y: Array
+    learning_rate: Array
+    k_train_train: Kernel
+    diag_reg: Array
+    diag_reg_absolute_scale: bool = eqx.field(static=True)
+    eig: dict[str, _Eig]
+
+    def __init__(self, kernel_fn, x_train, y_train, learning_rate, diag_reg, diag_reg_absolute_scale):
+        if not isinstance(kernel_fn, FullyConnected) and not callable(kernel_fn):
+            raise ValueError(f"kernel_fn must be a FullyConnected spec or a function kernel_fn(x1, x2), got "
+                             f"{type(kernel_fn).__name__}")
+        self.kernel_fn = kernel_fn
+        self.x_train = check_range(as_real(x_train, "x_train", ndim=2), "x_train")
+        reg, absolute = _diag_reg(diag_reg, diag_reg_absolute_scale)
+        self.diag_reg, self.diag_reg_absolute_scale = reg, absolute
+        k_dd = self._kernel(self.x_train, None)
+        self.k_train_train = k_dd
+        self.y = _targets(y_train, self.x_train.shape[0])
+        self.learning_rate = _learning_rate(learning_rate, self.x_train.dtype)
+        self.eig = {g: _eigh(_regularize(_square(_get(k_dd, g), f"k_train_train.{g}"), reg, absolute),
+                             f"k_train_train.{g}") for g in ("nngp", "ntk")}
+
+    def _kernel(self, x1, x2):
+        if isinstance(self.kernel_fn, FullyConnected):
+            return kernel(x1, x2, self.kernel_fn)
+        return self.kernel_fn(x1, x2)
+
+    def __call__(self, t=None, x_test=None, get=None, compute_cov=False):
         names = _names(get, ("nngp", "ntk"))
         compute_cov = flag(compute_cov, "compute_cov")
+        x_train, y, k_dd = self.x_train, self.y, self.k_train_train
         k_td = k_tt = None
         if x_test is not None:
             x_test = check_range(as_real(x_test, "x_test", ndim=2), "x_test")
             if x_test.shape[1] != x_train.shape[1]:
                 raise ValueError(f"x_test must have {x_train.shape[1]} columns like x_train, got shape {x_test.shape}")
-            k_td = kernel_fn(x_test, x_train)
-            k_tt = kernel_fn(x_test, None) if compute_cov else None
+            k_td = self._kernel(x_test, x_train)
+            k_tt = self._kernel(x_test, None) if compute_cov else None
         if t is None:  # infinite time: the GP posterior (Cholesky), as neural-tangents does
+            gp = GPInference(k_dd, y, self.diag_reg, self.diag_reg_absolute_scale)
             res = gp(names, k_td, (k_tt if x_test is not None else k_dd) if compute_cov else None)
             return res[0] if isinstance(get, str) else res
         k_nngp = _get(k_dd, "nngp")
         out = {}
         for g in names:
-            e = eig(g)
+            e = self.eig[g]
             dt = e.evecs.dtype
-            tau, shape = _times(t, lr, size, dt)
+            tau, shape = _times(t, self.learning_rate, y.size, dt)
             em1, inv = _decay(e, tau)  # (T, n)
             proj = e.evecs.T @ y.astype(dt)
             if k_td is None:  # training set
@@ -623,8 +699,6 @@ def gradient_descent_mse_ensemble(
             out[g] = Gaussian(mean, cov.reshape(shape + cov.shape[1:]))
         return _pack(get, names, out)
 
-    return predict_fn
-
 
 # ------------------------------------------------------------------------------------------
 # Large kernels
@@ -649,10 +723,10 @@ def blocked_kernel(
 
     Example:
         >>> import jax
-        >>> x = jax.random.normal(jax.random.key(0), (300, 5))
-        >>> k = blocked_kernel(x, None, FullyConnected(2), block=128)
+        >>> x = jax.random.normal(jax.random.key(0), (16, 5))
+        >>> k = blocked_kernel(x, None, FullyConnected(2), block=8)  # 3 blocks of 8 x 8, one mirrored
         >>> k.ntk.shape
-        (300, 300)
+        (16, 16)
     """
     from tqdm.auto import tqdm
 

@@ -22,11 +22,16 @@ Newton method (Newton steps while they stay inside the shrinking bracket and shr
 enough, bisection otherwise) that never leaves ``[lower, upper]``: the tool for roots that must
 stay on a physical branch (a variance :math:`q^* \ge 0`, a correlation in :math:`[-1, 1]`).
 
+The solver is chosen by an object, as the ``method=`` of :mod:`rmtjax.gaussian` is:
+``solver=Iteration(damping, rtol, atol)`` (damped Picard iteration, the default of
+:func:`fixed_point`) or ``solver=Newton(rtol, atol)`` (Newton's method, with a dense Jacobian;
+the only solver of :func:`root`), after optimistix's ``FixedPointIteration`` and ``Newton``.
+
 Sweeps pass ``throw=False`` and read the per-point :attr:`Solution.ok` / ``result`` instead of an
 exception; ``throw=True`` raises a ``ValueError`` naming the equation, its residual and a remedy
 (eagerly) or compiles the check in with ``equinox.error_if`` (under ``jit``).
 
-Default tolerances scale with the dtype of the unknown
+Default tolerances (``rtol=None``, ``atol=None`` on the solver) scale with the dtype of the unknown
 (:func:`rmtjax._numerics.solver_tolerances`: ``rtol = 1e-10, atol = 1e-12`` in float64,
 ``1.5e-5 / 1.9e-6`` in float32). The solves are compiled once per function object and argument
 structure: pass a module-level function (not a fresh ``lambda`` per call) to reuse the compiled
@@ -37,13 +42,19 @@ Example:
     >>> def f(y, a):
     ...     return jnp.cos(a * y)
     >>> sol = fixed_point(f, jnp.array(0.5), jnp.array(1.0))
-    >>> round(float(sol.value), 8)
-    0.73908513
+    >>> print(f"{float(sol.value):.4f}")  # Picard iteration, to the default tolerances
+    0.7391
+    >>> sol = fixed_point(f, jnp.array(0.5), jnp.array(1.0), solver=Newton())
+    >>> print(f"{float(sol.value):.6f}")
+    0.739085
     >>> dy_da = jax.grad(lambda a: fixed_point(f, 0.5, a).value)(1.0)
+    >>> print(f"{float(dy_da):.5f}")  # -y sin(y) / (1 + a sin(y)), implicitly
+    -0.29748
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -55,11 +66,10 @@ import numpy as np
 import optimistix as optx
 
 from ._numerics import solver_tolerances
-from ._validate import _kind, check_range, choice, concrete, error_if, flag, real, reraise_as_value_error, static_int
+from ._validate import _kind, check_range, concrete, error_if, flag, real, reraise_as_value_error, static_int
 
-__all__ = ["Solution", "fixed_point", "root"]
+__all__ = ["Iteration", "Newton", "Solution", "fixed_point", "root"]
 
-_SOLVERS = ("iteration", "newton")
 _MAX_STEPS_LIMIT = 10**6  # step counters are int32
 
 
@@ -82,6 +92,104 @@ class Solution(eqx.Module):
     def ok(self) -> jax.Array:
         """Boolean (per point under ``vmap``): the solver converged to a finite value."""
         return self.result == optx.RESULTS.successful
+
+
+# --------------------------------------------------------------------------------------------
+# Solvers: configuration objects (static: a new value compiles a new solve)
+# --------------------------------------------------------------------------------------------
+
+
+def _static_real(x, name: str) -> float | None:
+    """``None`` or a static real number (Python or NumPy, not a JAX array: a solver's configuration
+    is part of the compiled program), finite and ``>= 0``, as a Python float."""
+    if x is None:
+        return None
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        if isinstance(x, jax.Array):
+            raise ValueError(f"{name} must be a Python number (it configures the compiled solver), got a JAX array; "
+                             "pass float(x)")
+        raise ValueError(f"{name} must be a real number or None, got {x!r:.60} ({type(x).__name__})")
+    v = float(x)
+    if not (np.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
+    return v
+
+
+def _tolerance(name: str):
+    """A static tolerance field, checked (and made a Python float) when the solver is built."""
+    return eqx.field(static=True, default=None, converter=functools.partial(_static_real, name=name))
+
+
+def _damping(x) -> float:
+    v = _static_real(x, "Iteration.damping") if x is not None else None
+    if v is None or not v < 1:
+        raise ValueError(f"Iteration.damping must be a number in [0, 1), got {x!r:.60}")
+    return v
+
+
+def _check_tolerances(cls: str, rtol, atol):
+    if rtol == 0 and atol == 0:
+        raise ValueError(f"{cls}.rtol and {cls}.atol must not both be 0 (the solve could never converge)")
+
+
+class Iteration(eqx.Module):
+    r"""Damped fixed-point (Picard) iteration,
+    :math:`y \leftarrow \beta\,y + (1 - \beta)\,f(y)` (optimistix's ``FixedPointIteration``);
+    the default solver of :func:`fixed_point`. It converges where :math:`f` is a contraction near
+    the fixed point; damping (:math:`\beta` closer to 1) tames oscillation (a derivative of
+    :math:`f` near :math:`-1`) at the price of more steps.
+
+    Attributes:
+        damping: :math:`\beta \in [0, 1)` (0: plain iteration).
+        rtol, atol: stop when the step is below ``atol + rtol * |y|`` (max-norm); ``None`` scales the
+            float64 defaults (1e-10, 1e-12) to the dtype of the unknown
+            (:func:`rmtjax._numerics.solver_tolerances`).
+
+    Example:
+        >>> Iteration(damping=0.5)
+        Iteration(damping=0.5)
+    """
+
+    damping: float = eqx.field(static=True, default=0.0, converter=_damping)
+    rtol: float | None = _tolerance("Iteration.rtol")
+    atol: float | None = _tolerance("Iteration.atol")
+
+    def __check_init__(self):
+        _check_tolerances("Iteration", self.rtol, self.atol)
+
+
+class Newton(eqx.Module):
+    r"""Newton's method with a dense Jacobian (optimistix's ``Newton``): on :math:`y - f(y)` in
+    :func:`fixed_point`, on :math:`g(y)` in :func:`root` (its only solver). Quadratic convergence
+    near a regular solution, also where :math:`f` is not a contraction; each step solves a linear
+    system of the size of the unknown (complex unknowns count twice: real and imaginary parts).
+
+    Attributes:
+        rtol, atol: stop when the step is below ``atol + rtol * |y|`` (max-norm); ``None`` scales the
+            float64 defaults (1e-10, 1e-12) to the dtype of the unknown
+            (:func:`rmtjax._numerics.solver_tolerances`).
+
+    Example:
+        >>> Newton(rtol=1e-8)
+        Newton(rtol=1e-08)
+    """
+
+    rtol: float | None = _tolerance("Newton.rtol")
+    atol: float | None = _tolerance("Newton.atol")
+
+    def __check_init__(self):
+        _check_tolerances("Newton", self.rtol, self.atol)
+
+
+def _check_solver(solver, allowed: tuple[type, ...]):
+    if isinstance(solver, allowed):
+        return solver
+    names = " or ".join(f"rmtjax.solve.{c.__name__}(...)" for c in allowed)
+    hint = ""
+    if isinstance(solver, str):
+        hint = (" (solver strings were replaced by objects: solver='newton' is solver=rmtjax.solve.Newton(), "
+                "solver='iteration' is solver=rmtjax.solve.Iteration(damping))")
+    raise ValueError(f"solver must be {names}, got {solver!r:.60}{hint}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,35 +258,17 @@ def _prepare(y0):
     return y0, cplx
 
 
-def _real_number(x, name: str) -> float:
-    """A static real configuration number (tolerance, damping) as a Python float."""
-    if _kind(x) not in ("int", "float"):
-        raise ValueError(f"{name} must be a real number, got {x!r:.60}")
-    v = concrete(x)
-    if v is None:
-        raise ValueError(f"{name} must be a static Python number (it configures the solver), got a traced value")
-    if v.ndim != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {v.shape}")
-    return float(v)
-
-
-def _check_config(solver, rtol, atol, damping, max_steps, throw, name, dtype):
-    """Validated ``(solver, rtol, atol, damping, max_steps, throw, name)``; tolerances default to
-    the dtype-scaled values of :func:`rmtjax._numerics.solver_tolerances`."""
-    solver = choice(solver, "solver", _SOLVERS)
-    rtol = None if rtol is None else _real_number(rtol, "rtol")
-    atol = None if atol is None else _real_number(atol, "atol")
-    rtol, atol = solver_tolerances(dtype, rtol, atol)
-    if not (np.isfinite(rtol) and np.isfinite(atol) and rtol >= 0 and atol >= 0 and rtol + atol > 0):
-        raise ValueError(f"rtol and atol must be finite, >= 0 and not both 0, got rtol={rtol}, atol={atol}")
-    damping = _real_number(damping, "damping")
-    if not 0 <= damping < 1:
-        raise ValueError(f"damping must be in [0, 1), got {damping}")
+def _check_config(solver, allowed, max_steps, throw, name, dtype):
+    """Validated ``(solver, max_steps, throw, name)``: the solver with its tolerances resolved
+    (``None`` becomes the dtype-scaled default of :func:`rmtjax._numerics.solver_tolerances`)."""
+    solver = _check_solver(solver, allowed)
+    rtol, atol = solver_tolerances(dtype, solver.rtol, solver.atol)
+    solver = dataclasses.replace(solver, rtol=rtol, atol=atol)
     max_steps = static_int(max_steps, "max_steps", lo=1, hi=_MAX_STEPS_LIMIT)
     throw = flag(throw, "throw")
     if not isinstance(name, str):
         raise ValueError(f"name must be a string, got {type(name).__name__}")
-    return solver, rtol, atol, damping, max_steps, throw, name
+    return solver, max_steps, throw, name
 
 
 def _array_args(args):
@@ -470,13 +560,13 @@ def _real_fn(fn, cplx):
 
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
-def _fixed_point_core(fn, y0, cplx, args, solver, rtol, atol, damping, max_steps) -> Solution:
+def _fixed_point_core(fn, y0, cplx, args, solver, max_steps) -> Solution:
     f_real = _real_fn(fn, cplx)
     y0r = _to_real(y0)
-    if solver == "iteration":
-        s = optx.FixedPointIteration(rtol=rtol, atol=atol, damp=damping)
+    if isinstance(solver, Iteration):
+        s = optx.FixedPointIteration(rtol=solver.rtol, atol=solver.atol, damp=solver.damping)
     else:
-        s = optx.Newton(rtol=rtol, atol=atol)
+        s = optx.Newton(rtol=solver.rtol, atol=solver.atol)
     sol = optx.fixed_point(f_real, s, y0r, args, max_steps=max_steps, throw=False)
     fy = f_real(sol.value, args)
     residual = jax.lax.stop_gradient(_max_norm(jax.tree_util.tree_map(lambda a, b: a - b, fy, sol.value)))
@@ -486,10 +576,10 @@ def _fixed_point_core(fn, y0, cplx, args, solver, rtol, atol, damping, max_steps
 
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
-def _root_core(fn, y0, cplx, args, rtol, atol, max_steps) -> Solution:
+def _root_core(fn, y0, cplx, args, solver, max_steps) -> Solution:
     g_real = _real_fn(fn, cplx)
-    sol = optx.root_find(g_real, optx.Newton(rtol=rtol, atol=atol), _to_real(y0), args, max_steps=max_steps,
-                         throw=False)
+    sol = optx.root_find(g_real, optx.Newton(rtol=solver.rtol, atol=solver.atol), _to_real(y0), args,
+                         max_steps=max_steps, throw=False)
     residual = jax.lax.stop_gradient(_max_norm(g_real(sol.value, args)))
     result = _with_finite_check(sol.result, sol.value, residual)
     return Solution(_from_real(sol.value, cplx), result, sol.stats["num_steps"], residual)
@@ -497,9 +587,10 @@ def _root_core(fn, y0, cplx, args, rtol, atol, max_steps) -> Solution:
 
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)  # a trace counter, no limit
-def _bracketed_core(fn, y0, args, lower, upper, rtol, atol, max_steps) -> Solution:
+def _bracketed_core(fn, y0, args, lower, upper, solver, max_steps) -> Solution:
     glo, ghi = fn(lower, args), fn(upper, args)
-    return _scalar_root(fn, args, y0, rtol=rtol, atol=atol, max_steps=max_steps, bracket=(lower, upper, glo, ghi))
+    return _scalar_root(fn, args, y0, rtol=solver.rtol, atol=solver.atol, max_steps=max_steps,
+                        bracket=(lower, upper, glo, ghi))
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,10 +604,7 @@ def fixed_point(
     y0: Any,
     args: Any = None,
     *,
-    solver: str = "iteration",
-    rtol: float | None = None,
-    atol: float | None = None,
-    damping: float = 0.0,
+    solver: Iteration | Newton = Iteration(),
     max_steps: int = 1000,
     throw: bool = True,
     name: str = "fixed point",
@@ -528,12 +616,9 @@ def fixed_point(
             complex leaves allowed where ``y0`` is complex).
         y0: initial guess (finite; integers become floats).
         args: differentiable parameters (a pytree).
-        solver: ``"iteration"`` (damped Picard iteration
-            :math:`y \leftarrow \beta y + (1-\beta) f(y)`, ``damping`` :math:`=\beta`) or
-            ``"newton"`` (Newton on :math:`y - f(y)`).
-        rtol, atol: convergence tolerances (max-norm); ``None`` scales the float64 defaults
-            (1e-10, 1e-12) to the dtype of ``y0`` (:func:`rmtjax._numerics.solver_tolerances`).
-        damping: :math:`\beta \in [0, 1)` for ``"iteration"``.
+        solver: :class:`Iteration` (damped Picard iteration
+            :math:`y \leftarrow \beta y + (1-\beta) f(y)`, the default) or :class:`Newton`
+            (Newton on :math:`y - f(y)`); each carries its tolerances ``rtol``, ``atol``.
         max_steps: step limit (static, ``>= 1``).
         throw: raise when not converged (see the module docstring) or return the result code.
         name: what is being solved, for error messages (e.g. ``"q* (length map)"``).
@@ -543,19 +628,32 @@ def fixed_point(
 
     Raises:
         ValueError: a bad argument (``fn`` returning a complex value for a real ``y0``, a
-            non-finite ``y0``, ``damping`` outside ``[0, 1)``, ...), or, with ``throw=True``,
-            a solve that did not converge.
+            non-finite ``y0``, a ``solver`` that is not an :class:`Iteration` or :class:`Newton`,
+            ...), or, with ``throw=True``, a solve that did not converge.
+
+    Example:
+        >>> def f(y, a):  # y = a - 1.5 y: plain iteration diverges (|f'| = 1.5 > 1)
+        ...     return a - 1.5 * y
+        >>> bool(fixed_point(f, 0.0, 2.0, throw=False).ok)
+        False
+        >>> sol = fixed_point(f, 0.0, 2.0, solver=Iteration(damping=0.5))  # y <- (y + f(y)) / 2
+        >>> print(f"{float(sol.value):.5f}")  # a / 2.5
+        0.80000
     """
     _check_fn(fn)
     y0, cplx = _prepare(y0)
-    solver, rtol, atol, damping, max_steps, throw, name = _check_config(
-        solver, rtol, atol, damping, max_steps, throw, name, _dtype_of(y0))
+    solver, max_steps, throw, name = _check_config(solver, (Iteration, Newton), max_steps, throw, name,
+                                                   _dtype_of(y0))
     args = _array_args(args)
     _check_output(fn, y0, cplx, args, "y")
-    sol = _fixed_point_core(fn, y0, cplx, args, solver, rtol, atol, damping, max_steps)
-    remedy = ("Raise max_steps" + (", add damping, try solver='newton'" if solver == "iteration" else
-                                   ", or try solver='iteration' with damping")
-              + ", start nearer the solution (y0), or pass throw=False to inspect the result per point.")
+    sol = _fixed_point_core(fn, y0, cplx, args, solver, max_steps)
+    if isinstance(solver, Iteration):
+        other = ("add damping (solver=Iteration(damping=0.5)), try solver=Newton()" if solver.damping == 0 else
+                 "add more damping (Iteration(damping) closer to 1), try solver=Newton()")
+    else:
+        other = "try solver=Iteration(damping=0.5)"
+    remedy = (f"Raise max_steps, {other}, start nearer the solution (y0), or pass throw=False to inspect the result "
+              "per point.")
     return _finish(sol, throw=throw, name=name, remedy=remedy)
 
 
@@ -565,9 +663,8 @@ def root(
     y0: Any,
     args: Any = None,
     *,
+    solver: Newton = Newton(),
     bracket: tuple[Any, Any] | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
     max_steps: int = 256,
     throw: bool = True,
     name: str = "root",
@@ -575,26 +672,25 @@ def root(
     r"""Solves :math:`g(y, \text{args}) = 0` by Newton's method, differentiably in ``args``.
 
     Arguments as in :func:`fixed_point` (``fn(y, args)`` returns the residual, same structure
-    as ``y``). With ``bracket=(lower, upper)`` (scalar real ``y0``, finite ``lower <= upper``,
-    ``fn`` of opposite signs at the two ends) a safeguarded Newton method keeps every iterate
-    inside the bracket (see the module docstring); a bracket without a sign change is reported
+    as ``y``); ``solver`` is a :class:`Newton` (its ``rtol``, ``atol``). With
+    ``bracket=(lower, upper)`` (scalar real ``y0``, finite ``lower <= upper``, ``fn`` of opposite
+    signs at the two ends) a safeguarded Newton method keeps every iterate inside the bracket (see the module docstring); a bracket without a sign change is reported
     as ``nonlinear_divergence`` (``throw=False``) or raised.
 
     Example:
         >>> import jax.numpy as jnp
         >>> def g(y, c):
         ...     return y * y - c
-        >>> float(root(g, 1.0, 2.0, bracket=(0.0, 2.0)).value) ** 2   # the positive root
-        2.0000000000000004
+        >>> print(f"{float(root(g, 1.0, 2.0, bracket=(0.0, 2.0)).value):.6f}")  # the positive root
+        1.414214
     """
     _check_fn(fn)
     y0, cplx = _prepare(y0)
-    _, rtol, atol, _, max_steps, throw, name = _check_config(
-        "newton", rtol, atol, 0.0, max_steps, throw, name, _dtype_of(y0))
+    solver, max_steps, throw, name = _check_config(solver, (Newton,), max_steps, throw, name, _dtype_of(y0))
     args = _array_args(args)
     _check_output(fn, y0, cplx, args, "a residual")
     if bracket is None:
-        sol = _root_core(fn, y0, cplx, args, rtol, atol, max_steps)
+        sol = _root_core(fn, y0, cplx, args, solver, max_steps)
         remedy = ("Raise max_steps, start nearer the root (y0), give a bracket=(lower, upper) for a scalar root, "
                   "or pass throw=False to inspect the result per point.")
         return _finish(sol, throw=throw, name=name, remedy=remedy)
@@ -609,7 +705,7 @@ def root(
         raise ValueError(f"bracket must have lower <= upper, got ({float(lower)}, {float(upper)})")
     if ordered is None:
         upper = check_range(upper - lower, "bracket width upper - lower", lo=0.0) + lower
-    sol = _bracketed_core(fn, y0, args, lower, upper, rtol, atol, max_steps)
+    sol = _bracketed_core(fn, y0, args, lower, upper, solver, max_steps)
     remedy = ("Raise max_steps, or give a bracket (lower, upper) at whose ends fn has opposite signs; "
               "pass throw=False to inspect the result per point.")
     return _finish(sol, throw=throw, name=name, remedy=remedy,

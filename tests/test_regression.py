@@ -123,6 +123,27 @@ def test_ensemble_mean_and_covariance(problem):
     np.testing.assert_allclose(gradient_descent_mse_ensemble(kfn, x, y, eta)(t, xt, "ntk"), out.ntk.mean, rtol=1e-10)
 
 
+def test_issue_19_predictors_hold_no_state(problem):
+    """Issue 19: the predictors cached their factorisations in dicts on their first call, so a
+    predictor built eagerly and first called under jit kept a tracer, and the next eager call
+    failed (UnexpectedTracerError). They are immutable pytrees now, factorised when built."""
+    x, xt, y, ktr, kte, _ = problem
+    gp = gp_inference(ktr, y, 1e-3)
+    gd = gradient_descent_mse(ktr.ntk, y, 0.7)
+    ens = gradient_descent_mse_ensemble(NET, x, y, 0.7)
+
+    def predict(kt):  # the first call of each predictor (and of each of gd's two factorisations)
+        return gp("nngp", kt), gd(2.0, 0.0, 0.0, kt.ntk)[1], gd(None, 0.0, 0.0, kt.ntk)[1], ens(1.0, None, "ntk")
+
+    first = jax.jit(predict)(kte)
+    eager = predict(kte)  # raised UnexpectedTracerError before
+    for a, b in zip(first, eager):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    # a predictor is a pytree of arrays: an argument of a jitted function
+    np.testing.assert_allclose(jax.jit(lambda p, kt: p("nngp", kt))(gp, kte), eager[0], rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(gp.jitter["nngp"], 0.0)
+
+
 def test_singular_kernels_jitter_and_no_nan():
     # duplicated training points: a rank-deficient kernel
     x = jax.random.normal(jax.random.key(3), (6, 3))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from _gradcheck import check_gradients
 
-from rmtjax.solve import fixed_point, root
+from rmtjax.solve import Iteration, Newton, fixed_point, root
 
 
 def _dottie(a):
@@ -54,7 +54,7 @@ def test_complex_unknown_semicircle_stieltjes():
     # G = 1 / (z - G): the Stieltjes transform of the semicircle law, G = (z - sqrt(z^2 - 4)) / 2
     def stieltjes(x, eta):
         z = jax.lax.complex(x, eta)
-        return fixed_point(lambda g, z: 1 / (z - g), jnp.array(0j), z, rtol=1e-13, atol=1e-14).value
+        return fixed_point(lambda g, z: 1 / (z - g), jnp.array(0j), z, solver=Iteration(0.0, 1e-13, 1e-14)).value
 
     for x in (-1.5, 0.3, 2.5):
         z = complex(x, 0.4)
@@ -70,10 +70,10 @@ def test_complex_unknown_semicircle_stieltjes():
 def test_damping_rescues_an_oscillating_iteration():
     f = lambda x, a: a - 1.5 * x  # noqa: E731  fixed point a / 2.5, |f'| = 1.5 > 1
     bad = fixed_point(f, jnp.array(0.0), 1.0, max_steps=100, throw=False)
-    good = fixed_point(f, jnp.array(0.0), 1.0, damping=0.5, max_steps=200)
+    good = fixed_point(f, jnp.array(0.0), 1.0, solver=Iteration(damping=0.5), max_steps=200)
     assert not bool(bad.ok)
     assert float(good.value) == pytest.approx(0.4, rel=1e-10)
-    assert float(fixed_point(f, jnp.array(0.0), 1.0, solver="newton").value) == pytest.approx(0.4, rel=1e-12)
+    assert float(fixed_point(f, jnp.array(0.0), 1.0, solver=Newton()).value) == pytest.approx(0.4, rel=1e-12)
 
 
 def test_throw_names_the_equation_and_residual():
@@ -88,9 +88,15 @@ def test_throw_names_the_equation_and_residual():
 def test_bad_configuration():
     f = lambda x, a: a  # noqa: E731
     with pytest.raises(ValueError, match="damping"):
-        fixed_point(f, 0.0, 1.0, damping=1.0)
+        fixed_point(f, 0.0, 1.0, solver=Iteration(damping=1.0))
     with pytest.raises(ValueError, match="solver"):
         fixed_point(f, 0.0, 1.0, solver="anderson")
+    # issue 19: solvers are objects; a string names its replacement
+    with pytest.raises(ValueError, match=r"solver strings were replaced by objects: solver='newton' is "
+                                         r"solver=rmtjax\.solve\.Newton\(\)"):
+        fixed_point(f, 0.0, 1.0, solver="newton")
+    with pytest.raises(ValueError, match=r"solver must be rmtjax\.solve\.Newton\(\.\.\.\), got Iteration"):
+        root(f, 0.0, 1.0, solver=Iteration())
     with pytest.raises(ValueError, match="max_steps"):
         fixed_point(f, 0.0, 1.0, max_steps=0)
 
@@ -129,22 +135,26 @@ def _half(y, a):
     (dict(y0="1"), "y0 must be made of real or complex numbers"),
     (dict(y0=None), "y0 must contain at least one"),
     (dict(y0=np.zeros(0)), "y0 must not contain empty arrays"),
-    (dict(rtol=-1.0), "rtol and atol must be finite"),
-    (dict(atol=float("nan")), "rtol and atol must be finite"),
-    (dict(rtol=0.0, atol=0.0), "not both 0"),
-    (dict(rtol="1e-3"), "rtol must be a real number"),
-    (dict(damping=1.0), r"damping must be in \[0, 1\)"),
-    (dict(damping=float("nan")), r"damping must be in \[0, 1\)"),
+    (dict(solver=lambda: Newton(rtol=-1.0)), r"Newton.rtol must be finite and >= 0"),
+    (dict(solver=lambda: Iteration(atol=float("nan"))), r"Iteration.atol must be finite and >= 0"),
+    (dict(solver=lambda: Newton(rtol=0.0, atol=0.0)), "Newton.rtol and Newton.atol must not both be 0"),
+    (dict(solver=lambda: Newton(rtol="1e-3")), r"Newton.rtol must be a real number or None"),
+    (dict(solver=lambda: Newton(rtol=jnp.array(1e-3))), r"Newton.rtol must be a Python number"),
+    (dict(solver=lambda: Iteration(damping=1.0)), r"Iteration.damping must be a number in \[0, 1\)"),
+    (dict(solver=lambda: Iteration(damping=float("nan"))), r"Iteration.damping must be finite"),
+    (dict(solver=lambda: Iteration(damping=None)), r"Iteration.damping must be a number in \[0, 1\)"),
     (dict(max_steps=0), "max_steps must be an integer in"),
     (dict(max_steps=True), "max_steps must be an integer, got a boolean"),
     (dict(max_steps=10.0), "max_steps must be an integer"),
     (dict(throw=1), "throw must be True or False"),
-    (dict(solver="anderson"), "solver must be one of"),
+    (dict(solver="anderson"), r"solver must be rmtjax.solve.Iteration\(...\) or rmtjax.solve.Newton"),
     (dict(name=3), "name must be a string"),
 ])
 def test_fixed_point_rejects_bad_configuration_and_inputs(kwargs, match):
     call = dict(y0=0.0, args=1.0) | kwargs
     with pytest.raises(ValueError, match=match):
+        if callable(call.get("solver")):  # a solver object that cannot be built
+            call["solver"] = call["solver"]()
         fixed_point(_half, call.pop("y0"), call.pop("args"), **call)
 
 
@@ -166,11 +176,14 @@ def test_error_advice_names_only_options_the_function_takes():
     f = lambda x, r: r * x * (1 - x)  # noqa: E731  the logistic map, chaotic at r = 3.9
     with pytest.raises(ValueError) as e:
         fixed_point(f, 0.3, 3.9, max_steps=50)
-    assert "damping" in str(e.value) and "solver='newton'" in str(e.value)
+    assert "solver=Iteration(damping=0.5)" in str(e.value) and "solver=Newton()" in str(e.value)
+    with pytest.raises(ValueError) as e:  # already damped: more damping
+        fixed_point(f, 0.3, 3.9, max_steps=50, solver=Iteration(0.2))
+    assert "add more damping" in str(e.value) and "solver=Newton()" in str(e.value)
     with pytest.raises(ValueError) as e:  # already Newton: do not suggest Newton
-        fixed_point(f, 0.3, 3.9, max_steps=3, solver="newton")
-    assert "solver='newton'" not in str(e.value)
-    with pytest.raises(ValueError) as e:  # root takes no damping and no solver
+        fixed_point(f, 0.3, 3.9, max_steps=3, solver=Newton())
+    assert "Newton()" not in str(e.value) and "solver=Iteration(damping=0.5)" in str(e.value)
+    with pytest.raises(ValueError) as e:  # root takes no damping, and Newton is its only solver
         root(lambda y, a: y * y + 1.0, 0.5, None, max_steps=20)
     msg = str(e.value)
     assert "did not converge" in msg and "damping" not in msg and "solver" not in msg
@@ -241,7 +254,7 @@ def test_float32_without_x64(float32_mode):
     y = fixed_point(lambda y, a: jnp.cos(a * y), jnp.float32(0.5), jnp.float32(1.0))
     assert y.value.dtype == jnp.float32 and bool(y.ok)
     assert float(y.value) == pytest.approx(0.7390851332151607, abs=2.7e-5)
-    yn = fixed_point(lambda y, a: jnp.cos(a * y), jnp.float32(0.5), jnp.float32(1.0), solver="newton")
+    yn = fixed_point(lambda y, a: jnp.cos(a * y), jnp.float32(0.5), jnp.float32(1.0), solver=Newton())
     assert float(yn.value) == pytest.approx(0.7390851332151607, rel=1e-6)
     r = root(_square_minus, jnp.float32(1.0), jnp.float32(2.0), bracket=(0.0, 10.0))
     assert r.value.dtype == jnp.float32 and float(r.value) == pytest.approx(2**0.5, rel=1e-6)

@@ -289,7 +289,9 @@ def monte_carlo_moments(key: Array, generator: Generator, *, num_samples: int = 
         >>> from rmtjax.activations import Tanh
         >>> k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
         >>> gen = Generator((jax.random.normal(k1, (30, 10)), jax.random.normal(k2, (40, 30))), Tanh())
-        >>> m = monte_carlo_moments(k3, gen, num_samples=4000, batch_size=1000)
+        >>> m = monte_carlo_moments(k3, gen, num_samples=2000, batch_size=1000)
+        >>> m.omega.shape, m.phi.shape
+        ((40, 40), (40, 10))
     """
     key = prng_key(key, "key")
     _check_generator(generator)

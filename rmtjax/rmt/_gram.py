@@ -94,7 +94,7 @@ import optimistix as optx
 
 from .._validate import (ArgumentError, check_range, concrete, error_if, flag, real, reraise_as_value_error,
                          static_int, symmetric_psd)
-from ..solve import Solution, fixed_point, root
+from ..solve import Newton, Solution, fixed_point, root
 from ._checks import describe_points, finish, points, tolerances
 
 __all__ = [
@@ -246,7 +246,7 @@ def _solve_delta(model, z, delta0=None, *, with_means=True, throw=True, max_step
     dtype = _common_dtype(model.cov.dtype, z.dtype)
     y0 = jnp.zeros((model.k,), dtype) if delta0 is None else jnp.asarray(delta0).astype(dtype)
     return fixed_point(_delta_map(model, with_means=with_means), y0, (model.cov, model.means, z.astype(dtype)),
-                       solver="newton", max_steps=max_steps, throw=throw, name="Gram delta fixed point")
+                       solver=Newton(), max_steps=max_steps, throw=throw, name="Gram delta fixed point")
 
 
 def _check_model(model):
@@ -670,7 +670,7 @@ def _real_state(model, lam, d0):
     Perron root of the fixed-point Jacobian < 1), and the eigenvalues of H."""
     f = _delta_map(model, with_means=False)
     args = (model.cov, model.means, -lam)
-    sol = fixed_point(f, d0, args, solver="newton", max_steps=100, throw=False, name="Gram delta (real z)")
+    sol = fixed_point(f, d0, args, solver=Newton(), max_steps=100, throw=False, name="Gram delta (real z)")
     d = sol.value
     jac = jax.jacfwd(f)(d, args)
     w = _weights(model, d.dtype) / (1 + d) ** 2

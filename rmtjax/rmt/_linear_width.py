@@ -100,7 +100,7 @@ from .._validate import (ArgumentError, as_real, check_matrix, check_range, conc
                          reraise_as_value_error, static_int)
 from ..activations import AbstractActivation
 from ..gaussian import AbstractMethod, Auto, gaussian_expectations, hermite_coefficients_at
-from ..solve import fixed_point, root
+from ..solve import Newton, fixed_point, root
 from ._checks import as_complex, check_activation, describe_points, eps, finish, points, tolerances
 
 __all__ = [
@@ -425,7 +425,7 @@ def _fp_map(s, a):
 
 
 def _fp(p, z, s0, *, max_steps):
-    return fixed_point(_fp_map, s0, (p, z), solver="newton", max_steps=max_steps, throw=False,
+    return fixed_point(_fp_map, s0, (p, z), solver=Newton(), max_steps=max_steps, throw=False,
                        name="linear-width Marchenko-Pastur fixed point")
 
 

@@ -53,7 +53,7 @@ from jaxtyping import Array, ArrayLike
 
 from .._numerics import safe_div, safe_sqrt
 from .._validate import ArgumentError, _summary, concrete, error_if, flag, real, reraise_as_value_error, static_int
-from ..solve import root
+from ..solve import Newton, root
 from ._checks import as_complex, describe_points, eps, finish, points, tolerances
 
 __all__ = [
@@ -199,7 +199,7 @@ class AbstractMeasure(eqx.Module):
 
     def _inverse_one(self, g, z0, fn):
         rtol, atol = tolerances(g.dtype)
-        sol = root(_inverse_residual, z0, (self, g, fn), throw=False, rtol=rtol, atol=atol,
+        sol = root(_inverse_residual, z0, (self, g, fn), solver=Newton(rtol, atol), throw=False,
                    name=f"inverse of {fn.strip('_')}")
         z = sol.value
         if fn == "_psi":
@@ -732,7 +732,7 @@ class FussCatalan(AbstractMeasure):
 
         lo, hi = jax.lax.fori_loop(0, 60, body, (jnp.asarray(0.0, yv.dtype), jnp.asarray(top, yv.dtype)))
         rtol, atol = tolerances(yv.dtype, 1e-13, 1e-15)
-        sol = root(_fc_angle_residual, 0.5 * (lo + hi), (self, yv), throw=False, rtol=rtol, atol=atol,
+        sol = root(_fc_angle_residual, 0.5 * (lo + hi), (self, yv), solver=Newton(rtol, atol), throw=False,
                    max_steps=20, name="Fuss-Catalan angle")
         # Newton polishes the bisection; where it stops short the bisection midpoint is within 2^-60
         return jnp.where(sol.ok, sol.value, 0.5 * (lo + hi))
@@ -771,8 +771,8 @@ class FussCatalan(AbstractMeasure):
 
         def step(w, h):
             u = 1 / jax.lax.complex(jnp.real(zz), sign * h)
-            sol = root(_fc_series_residual, w, (u, self.scale.astype(zz.dtype), s), throw=False, rtol=rtol,
-                       atol=atol, name="Fuss-Catalan Stieltjes")
+            sol = root(_fc_series_residual, w, (u, self.scale.astype(zz.dtype), s), solver=Newton(rtol, atol),
+                       throw=False, name="Fuss-Catalan Stieltjes")
             return sol.value, sol.ok
 
         w, oks = jax.lax.scan(step, jnp.ones((), zz.dtype), heights)

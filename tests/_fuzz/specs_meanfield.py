@@ -90,15 +90,42 @@ def _root_check(kwargs, out):
         assert abs(y * y - c) <= 1e-6 * (1 + abs(c)), (y, c)
 
 
+def _solver(kind, damping):
+    """The solver object named by ``kind`` (``"x"``: a string, which must be refused)."""
+    if kind == "iteration":
+        return solve.Iteration(damping)
+    return solve.Newton() if kind == "newton" else kind
+
+
+# a tolerance or damping: valid ones, None, and bad values (negative, NaN, inf, >= 1, wrong types)
+TOLERANCE = _mostly(st.sampled_from([None, 0.0, 1e-8, 0.5]),
+                    st.sampled_from([-1.0, float("nan"), float("inf"), 1.0, 2, True, "1e-3", 1j]), tenths_valid=6)
+
+
+def _check_solver_object(kwargs, out):
+    for k, v in kwargs.items():
+        got = getattr(out, k)
+        assert (got is None if v is None else got == float(v)), (k, v, got)
+
+
 SOLVE = [
     Entry("solve.fixed_point",
           lambda y0, args, solver, damping, max_steps, throw: solve.fixed_point(
-              _cos_map, y0, args, solver=solver, damping=damping, max_steps=max_steps, throw=throw),
+              _cos_map, y0, args, solver=_solver(solver, damping), max_steps=max_steps, throw=throw),
           {"y0": number(-3.0, 3.0), "args": number(-1.2, 1.2), "solver": st.sampled_from(["iteration", "newton", "x"]),
            "damping": st.one_of(st.sampled_from([0.0, 0.5]), number(-1.0, 1.0)), "max_steps": static_int(1, 300),
            "throw": FLAG},
           static=("solver", "damping", "max_steps", "throw"), ok=lambda out: out.ok, check=_fixed_point_residual,
-          max_examples=12),
+          names=("Iteration.damping",), max_examples=12),
+    # the solver objects: configuration checked when built (ValueError naming the field), nothing traced
+    Entry("solve.Iteration", lambda damping, rtol, atol: solve.Iteration(damping, rtol, atol),
+          {"damping": TOLERANCE, "rtol": TOLERANCE, "atol": TOLERANCE}, static=("damping", "rtol", "atol"),
+          names=("Iteration.damping", "Iteration.rtol", "Iteration.atol"), max_examples=8,
+          check=lambda kw, out: _check_solver_object(kw, out), valid=lambda: {"damping": 0.5, "rtol": None, "atol": 1e-8}),
+    Entry("solve.Newton", lambda rtol, atol: solve.Newton(rtol, atol),
+          {"rtol": TOLERANCE, "atol": TOLERANCE}, static=("rtol", "atol"), names=("Newton.rtol", "Newton.atol"),
+          max_examples=8, check=lambda kw, out: _check_solver_object(kw, out),
+          valid=lambda: {"rtol": 1e-8, "atol": None}),
     Entry("solve.root",
           lambda y0, args, lower, upper, max_steps, throw: solve.root(
               _square_minus, y0, args, bracket=(lower, upper), max_steps=max_steps, throw=throw),
