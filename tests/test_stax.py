@@ -140,3 +140,51 @@ def test_buckets_in_kernel_fn_fast_and_generic_paths():
         for a, b in zip(padded, exact):
             assert a.shape == b.shape
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_traced_activation_parameters_through_two_activation_layers():
+    """Issue 19: a traced activation parameter in two activation layers crashed the chain detection
+    (``np.asarray`` of a tracer). The facade only stacks values (never compares them): gradient and
+    vmap over Erf's ``a``, against the FullyConnected spec with that activation (the same engine,
+    built another way) and a central difference."""
+    x = jax.random.normal(jax.random.key(0), (4, 5))
+
+    def ntk(a, build):
+        if build == "stax":
+            return stax.serial(stax.Dense(8, 1.5, 0.1), stax.Erf(a), stax.Dense(8, 1.5, 0.1), stax.Erf(a),
+                               stax.Dense(1, 1.5, 0.1))[2](x, None, "ntk").sum()
+        return kernel(x, None, FullyConnected(2, 1.5, 0.1, A.Erf(a, 1.0, 0.0))).ntk.sum()
+
+    g = jax.jit(jax.vmap(jax.grad(lambda a: ntk(a, "stax"))))(jnp.array([0.8, 1.3]))
+    ref = jax.jit(jax.vmap(jax.grad(lambda a: ntk(a, "fc"))))(jnp.array([0.8, 1.3]))
+    np.testing.assert_allclose(g, ref, rtol=1e-13)
+    h = 1e-5  # central difference: truncation error ~h^2 f^(3) / 6
+    fd = (ntk(0.8 + h, "stax") - ntk(0.8 - h, "stax")) / (2 * h)
+    np.testing.assert_allclose(g[0], fd, rtol=1e-7)
+
+
+def test_facade_and_engine_layers_convert_both_ways():
+    """kernel_fn.net is the engine graph (a residual block is the engine's Parallel), and
+    stax.layer(net) gives back a triple with the same kernel and a finite network of the same shape."""
+    from rmtjax import kernels
+
+    layers = (stax.Dense(16, 1.0, 0.1), stax.FanOut(2),
+              stax.parallel(stax.Identity(), stax.serial(stax.Relu(), stax.Dense(16, 1.2, 0.1))), stax.FanInSum(),
+              stax.Relu(), stax.Dense(1, 1.3, 0.0))
+    kernel_fn = stax.serial(*layers).kernel_fn
+    net = kernel_fn.net
+    assert isinstance(net, kernels.Serial) and isinstance(net.layers[1], kernels.Parallel)
+    x = jax.random.normal(jax.random.key(0), (5, 7))
+    back = stax.layer(net)
+    np.testing.assert_array_equal(back.kernel_fn(x).ntk, kernel_fn(x).ntk)
+    shape, params = back.init_fn(jax.random.key(1), x.shape)
+    assert shape == (5, 1) and back.apply_fn(params, x).shape == (5, 1)
+    assert np.all(np.isfinite(np.asarray(back.apply_fn(params, x))))
+    # a Dense layer's finite network is stax.Dense's: the same draws give the same outputs
+    for par in ("ntk", "standard"):
+        ours, theirs = stax.layer(kernels.Dense(1.5, 0.1, out_dim=3, parameterization=par)), stax.Dense(
+            3, 1.5, 0.1, parameterization=par)
+        p = ours.init_fn(jax.random.key(2), x.shape)[1]
+        np.testing.assert_array_equal(ours.apply_fn(p, x), theirs.apply_fn(theirs.init_fn(jax.random.key(2), x.shape)[1], x))
+    with pytest.raises(ValueError, match="out_dim"):
+        stax.layer(kernels.Dense(1.0)).init_fn(jax.random.key(0), (2, 3))

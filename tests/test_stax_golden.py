@@ -9,7 +9,6 @@ import importlib.util
 import json
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 
@@ -29,7 +28,6 @@ SPECS = META["specs"]
 # rmtjax does not have (it detects identical/opposite rows and sets rho = +-1 exactly). Through
 # stacked Sign layers the error compounds (theta -> sqrt(theta)): 1e-8, 1e-4, 1e-2.
 ARC_COSINE = {"Relu", "LeakyRelu", "ABRelu", "Abs", "Sign"}
-EAGER_UNSHARED = {"hermite_mixed_d4"}
 
 
 def _identical(x1, x2):
@@ -56,15 +54,8 @@ def test_matches_neural_tangents(spec):
     x1 = GOLD[f"inputs/{spec['x1']}"]
     x2 = None if spec["x2"] is None else GOLD[f"inputs/{spec['x2']}"]
     _, _, kernel_fn = make_golden.build_net(stax, spec)
-    if spec["name"] in EAGER_UNSHARED:
-        # the layer-by-layer path compiled as one program: run eagerly it compiles every op on its own, and
-        # these ops (Hermite of several degrees) are shared with no other spec (measured 2026-12-06: 8.8 s
-        # eagerly in a quiet run; jitted 3.2 s in a run with 2.7x the load). The other branched or mixed
-        # networks stay eager (the facade as users call it): their ops are shared with each other, and
-        # jitted each of them compiled longer than eagerly.
-        out = jax.jit(kernel_fn, static_argnames="get")(x1, x2, ("nngp", "ntk"))
-    else:
-        out = kernel_fn(x1, x2, ("nngp", "ntk"))
+    # every network, branched or not, runs through the tiled, jitted engine (rmtjax.kernels.kernel)
+    out = kernel_fn(x1, x2, ("nngp", "ntk"))
     x2_ = x1 if x2 is None else x2
     special = _aligned(x1, x2_) & (np.sum(x1**2, 1)[:, None] > 0)
     types = make_golden.layer_types(spec["layers"])

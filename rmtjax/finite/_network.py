@@ -40,7 +40,7 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .. import stax
+from .. import kernels, stax
 from .._validate import as_real, check_range, choice, flag, prng_key, static_int
 from ..kernels import FullyConnected, Kernel, kernel
 
@@ -293,9 +293,33 @@ def _spec_at_widths(spec: FullyConnected, widths) -> FullyConnected:
     return spec
 
 
+def _engine_layers(spec: FullyConnected, widths, residual: bool, out_features: int | None) -> list:
+    """The layers of :class:`MLP` ``(spec, width=widths, residual=residual)`` as :mod:`rmtjax.kernels`
+    layers (``widths=None``: Dense layers without ``out_dim``, enough for the NTK parameterization's
+    kernels). The spec's arrays go in as they are (traced under ``jax.grad``: differentiable)."""
+    W, b = spec.layer_params(spec.W_std.dtype)
+    par = spec.parameterization
+
+    def dense(l, n):
+        return kernels.Dense(W[l], b[l] if spec.bias else None, out_dim=n, parameterization=par)
+
+    if spec.depth == 0:
+        return [dense(0, out_features)]
+    act = kernels.Activation(spec.activation)
+    width = (lambda l: None) if widths is None else (lambda l: widths[l])
+    layers = [dense(0, width(0))]
+    for l in range(1, spec.depth):
+        if residual:
+            layers.append(kernels.Residual(kernels.Serial(act, dense(l, width(l)))))
+        else:
+            layers += [act, dense(l, width(l))]
+    return layers + [act, dense(spec.depth, out_features)]
+
+
 def stax_layers(spec: FullyConnected, widths, *, residual: bool = False, out_features: int = 1) -> list:
-    """The :mod:`rmtjax.stax` layers of the same architecture (for ``kernel_fn`` of graphs the
-    functional core does not cover, i.e. ``residual=True``).
+    """The :mod:`rmtjax.stax` layers of the same architecture (the triples of the
+    :mod:`rmtjax.kernels` layers behind :func:`infinite_width_kernel`; ``residual=True``: residual
+    blocks ``FanOut(2) >> parallel(Identity(), serial(phi, Dense)) >> FanInSum()``).
 
     Example:
         >>> from rmtjax import stax
@@ -306,37 +330,32 @@ def stax_layers(spec: FullyConnected, widths, *, residual: bool = False, out_fea
     widths = _hidden_widths(spec, widths)
     residual = flag(residual, "residual")
     out_features = static_int(out_features, "out_features", lo=1)
-    W, b = spec.layer_params(spec.W_std.dtype)
-    par = spec.parameterization
-
-    def dense(l, n):
-        return stax.Dense(n, W[l], b[l] if spec.bias else None, parameterization=par)
-
-    act = stax.Activation(spec.activation)
-    if spec.depth == 0:
-        return [dense(0, out_features)]
-    layers = [dense(0, widths[0])]
-    for l in range(1, spec.depth):
-        if residual:
-            layers += [stax.FanOut(2), stax.parallel(stax.Identity(), stax.serial(act, dense(l, widths[l]))),
-                       stax.FanInSum()]
-        else:
-            layers += [act, dense(l, widths[l])]
-    return layers + [act, dense(spec.depth, out_features)]
+    return [stax.layer(layer) for layer in _engine_layers(spec, widths, residual, out_features)]
 
 
 def infinite_width_kernel(x1, x2, spec: FullyConnected, *, widths=None, residual: bool = False) -> Kernel:
     """``Kernel(nngp, ntk)`` of the infinite-width limit of :class:`MLP` ``(spec, width=widths,
-    residual=residual)``: :func:`rmtjax.kernels.kernel` for plain networks, :mod:`rmtjax.stax`
-    for residual ones."""
+    residual=residual)``: :func:`rmtjax.kernels.kernel` of the spec, or for ``residual=True`` of its
+    graph of residual blocks (:class:`rmtjax.kernels.Residual`). Differentiable with respect to the
+    spec's ``W_std``, ``b_std`` and activation parameters in both cases.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rmtjax.kernels import FullyConnected
+        >>> x = jnp.eye(3, 4)
+        >>> f = lambda w: infinite_width_kernel(x, None, FullyConnected(3, w, 0.1), residual=True).ntk.sum()
+        >>> bool(jnp.isfinite(jax.grad(f)(1.4)))
+        True
+    """
     spec = _check_spec(spec)
     residual = flag(residual, "residual")
     if widths is not None:
         widths = _hidden_widths(spec, widths)
     if not residual:
         return kernel(x1, x2, _spec_at_widths(spec, widths) if widths is not None else spec)
-    _, _, kernel_fn = stax.serial(*stax_layers(spec, widths, residual=True))
-    return kernel_fn(x1, x2)
+    if spec.parameterization == "standard" and widths is None:
+        widths = _hidden_widths(spec, None)
+    return kernel(x1, x2, kernels.Serial(*_engine_layers(spec, widths, True, None)))
 
 
 def functional(model: nnx.Module) -> tuple[Callable[[Any, Array], Array], Any]:

@@ -1,8 +1,12 @@
-r"""Infinite-width NNGP and NTK of fully-connected networks: the functional core.
+r"""Infinite-width NNGP and NTK: the tiled engine (:func:`kernel`) and :class:`FullyConnected`.
 
-A :class:`FullyConnected` spec describes ``depth`` hidden layers
-``Dense -> activation`` followed by a ``Dense`` readout. Its kernels obey (Neal 1996; Lee et al.
-2018; Jacot et al. 2018; Arora et al. 2019, eq. 6) in the NTK parameterization
+:func:`kernel` runs any layer of :mod:`rmtjax.kernels` (a :class:`FullyConnected` network, or a
+graph of :class:`~rmtjax.kernels.Dense`, :class:`~rmtjax.kernels.Activation`,
+:class:`~rmtjax.kernels.Serial`, :class:`~rmtjax.kernels.Stack`,
+:class:`~rmtjax.kernels.Parallel`, :class:`~rmtjax.kernels.Residual` layers) on the pairs of
+inputs. The recursion itself lives in the layers (``kernels/_layers.py``); a
+:class:`FullyConnected` spec with ``depth`` hidden layers has the kernels (Neal 1996; Lee et al.
+2018; Jacot et al. 2018; Arora et al. 2019, eq. 6), in the NTK parameterization,
 
 .. math::
     \Sigma^{(0)} = \sigma_{w,0}^2\,\tfrac{x\cdot x'}{d} + \sigma_{b,0}^2,\qquad
@@ -18,11 +22,12 @@ standard parameterization (Sohl-Dickstein et al. 2020) the NNGP is the same and
 \Theta^{(\ell-1)} + [\text{bias}]`, with :math:`n_\ell` the width feeding layer :math:`\ell`
 (:math:`n_0 = d`) — neural-tangents' convention.
 
-The output matrix is computed in tiles: the whole depth recursion runs on one tile at a time
-(``lax.scan`` over depth inside ``lax.map`` over tiles), so no ``n1 x n2`` intermediate per layer
-is ever materialised and memory stays ``O(n1 n2 + tile^2)``. With ``x2=None`` only the upper
-triangle of tiles is computed. Identical (and, at the input, opposite) inputs get a correlation
-of exactly ``+1`` (``-1``), so rounding cannot leave ``theta ~ sqrt(eps)`` on the diagonal.
+The output matrix is computed in tiles: the whole network runs on one tile at a time (a uniform
+stack as a ``lax.scan`` over depth inside ``lax.map`` over tiles), so no ``n1 x n2`` intermediate
+per layer is ever materialised and memory stays ``O(n1 n2 + tile^2)``. With ``x2=None`` only the
+upper triangle of tiles is computed. Identical (and, at the input, opposite) inputs get a
+correlation of exactly ``+1`` (``-1``), so rounding cannot leave ``theta ~ sqrt(eps)`` on the
+diagonal.
 """
 
 from __future__ import annotations
@@ -41,24 +46,21 @@ from jaxtyping import Array, ArrayLike, Float
 from .._validate import (as_real, check_range, choice, concrete, error_if, flag, reraise_as_value_error,
                          static_int)
 from ..activations import AbstractActivation, Relu
-from ..gaussian import AbstractMethod, Auto, _expectations, _resolve
+from ..gaussian import AbstractMethod, Auto
+from ._layers import AbstractLayer, Activation, Dense, Kernel, KernelState, Serial, Stack, once, with_value
 
-__all__ = ["FullyConnected", "Kernel", "bucket_size", "kernel"]
-
-
-class Kernel(NamedTuple):
-    """NNGP and NTK matrices (a leading depth axis when ``all_depths=True``)."""
-
-    nngp: Array
-    ntk: Array
+__all__ = ["FullyConnected", "bucket_size", "kernel", "kernel_diagonal"]
 
 
 _PARAMETERIZATIONS = ("ntk", "standard")
 _MAX_DEPTH = 100_000
 
 
-class FullyConnected(eqx.Module):
+class FullyConnected(AbstractLayer):
     r"""A fully-connected network: ``depth`` blocks ``Dense -> activation``, then ``Dense``.
+
+    A convenience constructor of the layer graph :meth:`graph` (``Stack`` of ``depth`` blocks
+    ``Serial(Dense, Activation)``, then the readout ``Dense``), which is what runs.
 
     Args:
         depth: number of hidden layers (a static integer in ``[0, 100000]``); ``depth = 0`` is a
@@ -136,25 +138,39 @@ class FullyConnected(eqx.Module):
             jnp.broadcast_to(self.b_std, (n,)).astype(dtype),
         )
 
+    def _dense(self, W, b, out_dim) -> Dense:
+        """A :class:`Dense` holding ``W``, ``b`` (scalars or stacked), already validated by this
+        spec (inserted with ``eqx.tree_at``: no second check in the compiled program)."""
+        template = Dense(0.0, 0.0 if self.bias else None, out_dim=out_dim, parameterization=self.parameterization)
+        return eqx.tree_at(lambda d: (d.W_std, d.b_std), template, (W, b))
 
-def _expect(act, method, q1, q2, q12):
-    return _expectations(act, q1, q2, q12, method)
+    def graph(self) -> Serial:
+        """The network as engine layers: ``Serial(Stack(Serial(Dense_l, Activation), depth), Dense_depth)``
+        (``Serial(Dense_0)`` for ``depth = 0``; blocks of unequal ``widths`` are not stacked)."""
+        n = self.depth + 1
+        W = jnp.broadcast_to(self.W_std, (n,))
+        b = jnp.broadcast_to(self.b_std, (n,))
+        readout = self._dense(W[-1], b[-1], None)
+        if self.depth == 0:
+            return Serial(readout)
+        if self.widths is not None and len(set(self.widths)) > 1:
+            blocks = [Serial(self._dense(W[l], b[l], self.widths[l]), Activation(self.activation))
+                      for l in range(self.depth)]
+            return Serial(*blocks, readout)  # Serial stacks the runs of equal widths
+        width = None if self.widths is None else self.widths[0]
+        act = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (self.depth,) + jnp.shape(a)),
+                                     self.activation)
+        block = Serial(self._dense(W[:-1], b[:-1], width), Activation(act))
+        return Serial(Stack(block, self.depth), readout)
 
+    def __call__(self, state: KernelState) -> KernelState:
+        return self.graph()(state)
 
-def _diagonal(sq: Array, d: int, net: FullyConnected, method: AbstractMethod) -> Array:
-    """Variances q^{(l)}(x_i), l = 0..depth, shape (depth + 1, n), from the squared norms ``sq``
-    of the rows (the same numbers :func:`exact_gram` puts on identical pairs)."""
-    W, b = net.layer_params(sq.dtype)
-    q0 = W[0] ** 2 * sq / d + b[0] ** 2
+    def with_history(self, state: KernelState) -> tuple[KernelState, Kernel | None]:
+        return self.graph().with_history(state)
 
-    def step(q, wb):
-        w, bb = wb
-        k = _expect(net.activation, method, q, q, q).k
-        q = w**2 * k + bb**2
-        return q, q
-
-    _, qs = jax.lax.scan(step, q0, (W[1:], b[1:]))
-    return jnp.concatenate([q0[None], qs], axis=0)
+    def num_activations(self) -> int:
+        return self.depth
 
 
 class _Rows(NamedTuple):
@@ -209,13 +225,6 @@ def _match(h1, h2):
     return jnp.all(h1[:, None, :] == h2[None, :, :], axis=-1)
 
 
-def with_value(mask, x, value):
-    """``x`` with the entries under ``mask`` replaced by ``value`` (broadcast), keeping the
-    gradient of ``x`` there: the exact value where rounding would lose it, the derivative of the
-    formula it stands for."""
-    return jnp.where(mask, x - jax.lax.stop_gradient(x) + jax.lax.stop_gradient(value), x)
-
-
 def exact_gram(x1, x2, s1: _Rows, s2: _Rows):
     """``x1 @ x2.T`` with entries of identical (opposite) rows set to exactly ``+|x|^2``
     (``-|x|^2``), gradients kept from the product; also returns the masks of identical and of
@@ -227,53 +236,27 @@ def exact_gram(x1, x2, s1: _Rows, s2: _Rows):
     return with_value(same | opp, dot, jnp.where(same, sq, -sq)), same, opp
 
 
-def mirror_variance(q1, q2, mirror):
-    """``q2`` broadcast against ``q1`` (``(n1, n2)``), with the entries of identical or opposite rows
-    (``mirror``) set to ``q1``: the variance of ``x`` and ``-x`` is the same at every layer, and
-    computed apart it may differ in the last bit, which would put the correlation ``1 - eps`` and
-    the kernel ``sqrt(eps)`` off. The gradient stays that of ``q2``."""
-    return with_value(mirror, jnp.broadcast_to(q2[None, :], mirror.shape), q1[:, None])
-
-
-def _tile(x1, x2, s1, s2, q1, q2, net: FullyConnected, method, all_depths: bool):
-    """Kernels of one tile (rows x1, cols x2); q1, q2 are (depth + 1, T) variances and s1, s2
-    the row fingerprints."""
-    dtype = x1.dtype
+def input_state(x1, x2, s1: _Rows, s2: _Rows, method: AbstractMethod) -> KernelState:
+    """The state of the inputs of one tile: :math:`\\Sigma = x \\cdot x' / d` (neural-tangents'
+    input kernel; identical and opposite rows exact), :math:`\\Theta = 0`."""
     d = x1.shape[1]
-    W, b = net.layer_params(dtype)
     dot, same, opp = exact_gram(x1, x2, s1, s2)
-    mirror = same | opp
-    sigma = W[0] ** 2 * dot / d + b[0] ** 2
-    standard = net.parameterization == "standard"
-    if standard:
-        theta = dot + (1.0 if net.bias else 0.0)
-        widths = jnp.asarray(np.asarray(net.widths if net.depth else (), dtype=float), dtype)
-    else:
-        theta = sigma
-        widths = jnp.zeros((net.depth,), dtype)
+    return KernelState(dot / d, jnp.zeros_like(dot), s1.sq[:, None] / d, s2.sq[None, :] / d, same, same | opp,
+                       jnp.asarray(d, dot.dtype), method)
 
-    def step(carry, xs):
-        sigma, theta = carry
-        w, bb, n_in, qa, qb = xs
-        # Identical inputs: the covariance is exactly the variance (gradient kept from sigma).
-        sigma = with_value(same, sigma, qa[:, None])
-        k, kdot = _expect(net.activation, method, qa[:, None], mirror_variance(qa, qb, mirror), sigma)
-        new_sigma = w**2 * k + bb**2
-        if standard:
-            new_theta = n_in * k + w**2 * kdot * theta + (1.0 if net.bias else 0.0)
-        else:
-            new_theta = new_sigma + w**2 * kdot * theta
-        out = (new_sigma, new_theta)
-        return out, (out if all_depths else None)
 
-    xs = (W[1:], b[1:], widths, q1[:-1], q2[:-1])
-    (sigma_f, theta_f), hist = jax.lax.scan(step, (sigma, theta), xs)
+def _tile(x1, x2, s1, s2, net: AbstractLayer, method, all_depths: bool):
+    """Kernels of one tile (rows x1, cols x2; s1, s2 their fingerprints): the whole network runs on
+    it."""
+    state = input_state(x1, x2, s1, s2, method)
     if all_depths:
-        return (
-            jnp.concatenate([sigma[None], hist[0]], axis=0),
-            jnp.concatenate([theta[None], hist[1]], axis=0),
-        )
-    return sigma_f, theta_f
+        _, hist = net.with_history(state)
+        if hist is None:
+            raise ValueError("all_depths=True needs a Dense layer on the main path of net (outside branches): it "
+                             "returns the kernels after each of them")
+        return hist.nngp, hist.ntk
+    out = net(state)
+    return out.nngp, out.ntk
 
 
 _MIN_DEPTH_TO_SHARD = 8
@@ -390,7 +373,7 @@ def _check_compute_dtype(compute_dtype):
 def kernel(
     x1: Float[ArrayLike, "n1 d"],
     x2: Float[ArrayLike, "n2 d"] | None,
-    net: FullyConnected,
+    net: AbstractLayer,
     *,
     all_depths: bool = False,
     method: AbstractMethod = Auto(),
@@ -401,15 +384,18 @@ def kernel(
 ) -> Kernel:
     r"""NNGP and NTK of ``net`` between the rows of ``x1`` and ``x2`` (``x2=None``: ``x1``).
 
-    See the module docstring for the recursion. Differentiable with respect to the inputs,
-    ``net.W_std``, ``net.b_std`` and the activation's parameters; ``jax.vmap`` over any of them.
+    See the module docstring for the recursion. Differentiable with respect to the inputs and
+    every array of ``net`` (``W_std``, ``b_std``, residual and branch weights, activation
+    parameters); ``jax.vmap`` over any of them.
 
     Args:
         x1: inputs, shape ``(n1, d)``, ``n1, d >= 1``, finite (all-zero rows are fine).
         x2: inputs, shape ``(n2, d)``, or ``None`` for ``x1`` (only half the tiles are computed).
-        net: a :class:`FullyConnected` spec.
-        all_depths: if true, return the kernels after every Dense layer, with a leading axis of
-            length ``depth + 1`` (index ``l`` is the output of Dense layer ``l``).
+        net: a layer of :mod:`rmtjax.kernels`: a :class:`FullyConnected` spec or a graph of
+            ``Dense``, ``Activation``, ``Serial``, ``Stack``, ``Parallel``, ``Residual`` layers.
+        all_depths: if true, return the kernels after every ``Dense`` layer outside branches,
+            with a leading axis (for :class:`FullyConnected`: length ``depth + 1``, index ``l`` is
+            the output of Dense layer ``l``).
         method: how Gaussian expectations are evaluated (an :mod:`rmtjax.gaussian` method object).
         tile: tile edge, an integer in ``[8, 4096]``; the recursion for a ``tile x tile`` block
             stays in cache.
@@ -420,7 +406,7 @@ def kernel(
             relative at depth 20 where this one stays within 1e-7. Pass ``jnp.float32`` to trade
             that accuracy for speed. Without x64 everything is float32 (measured against float64:
             relative error below 1e-5 at depth 20, ``tests/test_kernels.py``).
-        devices: devices to spread the tiles over (networks of depth >= 8); ``None`` uses every
+        devices: devices to spread the tiles over (networks of 8 or more activation layers); ``None`` uses every
             device of the default backend when there are several (start Python with
             ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` to get one CPU device per
             core; the ``rmtjax`` command does this), ``[]`` or one device disables it.
@@ -431,7 +417,7 @@ def kernel(
             are separate inputs; measured equal to 1e-15 relative).
 
     Returns:
-        ``Kernel(nngp, ntk)``, each ``(n1, n2)`` or ``(depth + 1, n1, n2)``. Entries overflow to
+        ``Kernel(nngp, ntk)``, each ``(n1, n2)`` or ``(L, n1, n2)``. Entries overflow to
         ``inf`` where the true value does (e.g. ``Exp``); a NaN (no value in the dtype) raises
         ``ValueError`` instead.
 
@@ -445,15 +431,13 @@ def kernel(
         >>> net = FullyConnected(depth=2, W_std=1.4, b_std=0.1)
         >>> dK = jax.grad(lambda w: kernel(x, None, FullyConnected(2, w, 0.1)).ntk.sum())(1.4)
     """
-    if not isinstance(net, FullyConnected):
-        raise ValueError(f"net must be a FullyConnected spec, got {type(net).__name__}")
+    _check_net(net)
     all_depths = flag(all_depths, "all_depths")
     buckets = flag(buckets, "buckets")
     tile = static_int(tile, "tile", lo=8, hi=4096)
     if not isinstance(method, AbstractMethod):
         raise ValueError(f"method must be an rmtjax.gaussian method object (Auto(), Mehler(order), GaussHermite(deg), "
                          f"MonteCarlo(n)), got {method!r}")
-    _resolve(net.activation, method)
     devices = _check_devices(devices)
     dtype = _check_compute_dtype(compute_dtype)
     x1 = _matrix(x1, "x1")
@@ -465,8 +449,6 @@ def kernel(
     dtype = _widest(dtype, out_dtype)
     x1 = _cast(x1, dtype)
     x2 = x1 if symmetric else _cast(x2, dtype)
-    net = eqx.tree_at(lambda n: (n.W_std, n.b_std), net,
-                      (check_range(net.W_std, "net.W_std", lo=0.0), check_range(net.b_std, "net.b_std", lo=0.0)))
     n1, n2 = x1.shape[0], x2.shape[0]
     if buckets:
         x1 = _pad(x1, bucket_size(n1, tile))
@@ -503,19 +485,35 @@ def _bound_programs():
         _since_clear[0] = 0
 
 
+def _check_net(net):
+    if not isinstance(net, AbstractLayer):
+        hint = (" (an rmtjax.stax layer is a triple (init_fn, apply_fn, kernel_fn): call its kernel_fn, or pass "
+                "kernel_fn.net)" if isinstance(net, tuple) else "")
+        raise ValueError(f"net must be an rmtjax.kernels layer (a FullyConnected spec, or Dense, Activation, Serial, "
+                         f"Stack, Parallel, Residual), got {type(net).__name__}{hint}")
+
+
+def _nan_message(net, dtype) -> str:
+    acts = sorted({type(a).__name__ for a in jax.tree_util.tree_leaves(
+        net, is_leaf=lambda a: isinstance(a, AbstractActivation)) if isinstance(a, AbstractActivation)})
+    return (f"x1, x2: the kernel of {', '.join(acts) or 'the network'} is NaN for these inputs: its Gaussian "
+            f"expectations have no finite or infinite value in {jnp.dtype(dtype).name} (terms of both signs "
+            "overflowing, or an activation that is NaN somewhere); use float64, smaller inputs or smaller W_std")
+
+
+def _in_dtype(dyn, dtype):
+    return jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, dyn)
+
+
 @functools.partial(jax.jit, static_argnames=("static", "all_depths", "method", "tile", "dtype", "out_dtype", "devices"))
 def _kernel_core(x1, x2, dyn, *, static, all_depths, method, tile, dtype, out_dtype, devices):
     TRACES[0] += 1
     _since_clear[0] += 1
-    net = eqx.combine(dyn, static)
-    net = jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, net)
+    net = eqx.combine(_in_dtype(dyn, dtype), static)
     out = _kernel_jit(x1, x2, net, all_depths=all_depths, method=method, tile=tile, out_dtype=out_dtype,
                       devices=devices)
     bad = jnp.any(jnp.isnan(out.nngp)) | jnp.any(jnp.isnan(out.ntk))
-    msg = (f"x1, x2: the kernel of {type(net.activation).__name__} is NaN for these inputs: its Gaussian expectations "
-           f"have no finite or infinite value in {jnp.dtype(dtype).name} (terms of both signs overflowing, or an "
-           "activation that is NaN somewhere); use float64, smaller inputs or smaller W_std")
-    return Kernel(*error_if(tuple(out), bad, msg))
+    return Kernel(*error_if(tuple(out), bad, _nan_message(net, dtype)))
 
 
 def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
@@ -525,17 +523,11 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
     n1, n2 = x1.shape[0], x2.shape[0]
     s1 = _signature(x1)
     s2 = s1 if symmetric else _signature(x2)
-    q1 = _diagonal(s1.sq, x1.shape[1], net, method)
-    q2 = q1 if symmetric else _diagonal(s2.sq, x2.shape[1], net, method)
-    # Materialise the variances once: XLA may otherwise recompute them inside each fusion that
-    # reads them, some with a fused multiply-add and some without, and the variance of a row then
-    # differs in the last bit between the places that need it equal (identical rows: measured
-    # 3e-9 relative in a depth-1 ReLU NTK, where the depth scan is unrolled away).
-    q1, q2 = jax.lax.optimization_barrier((q1, q2))
 
     if n1 <= tile and n2 <= tile:
-        out = _tile(x1, x2, s1, s2, q1, q2, net, method, all_depths)
-        if symmetric:  # exact symmetry (x1 @ x1.T is not bitwise symmetric)
+        out = _tile(x1, x2, s1, s2, net, method, all_depths)
+        if symmetric:  # exact symmetry (x1 @ x1.T is not bitwise symmetric); once: o and o.T the same bits
+            out = tuple(once(o) for o in out)
             upper = jnp.triu(jnp.ones((n1, n1), bool))
             out = tuple(jnp.where(upper, o, jnp.swapaxes(o, -1, -2)) for o in out)
         return Kernel(*(o.astype(out_dtype) for o in out))
@@ -543,22 +535,19 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
     t1, t2 = min(tile, n1), min(tile, n2)
     nb1, nb2 = -(-n1 // t1), -(-n2 // t2)
     x1p, x2p = _pad_rows(x1, t1), _pad_rows(x2, t2)
-    # Padding rows are zero inputs with their own (consistent) variances and fingerprints: a
-    # zero-padded variance next to a covariance of b^2 would give inf/NaN in the discarded
-    # padding, and NaN * 0 would still reach the gradients.
+    # Padding rows are zero inputs with their own (consistent) fingerprints and variances (computed
+    # in the tile like every row's: a zero variance next to a covariance of b^2 would give inf/NaN in
+    # the discarded padding, and NaN * 0 would still reach the gradients).
     pad1, pad2 = _signature(x1p[n1:]), _signature(x2p[n2:])
     s1p = _Rows(*(jnp.concatenate([a, b]) for a, b in zip(s1, pad1)))
     s2p = _Rows(*(jnp.concatenate([a, b]) for a, b in zip(s2, pad2)))
-    q1p = jnp.concatenate([q1, _diagonal(pad1.sq, x1.shape[1], net, method)], axis=1)
-    q2p = jnp.concatenate([q2, _diagonal(pad2.sq, x2.shape[1], net, method)], axis=1)
-    q1p, q2p = jax.lax.optimization_barrier((q1p, q2p))
     if symmetric:
         pairs = [(i, j) for i in range(nb1) for j in range(i, nb2)]
     else:
         pairs = [(i, j) for i in range(nb1) for j in range(nb2)]
     idx = jnp.asarray(np.array(pairs, dtype=np.int32))
 
-    def tiles_of(idx, x1p, x2p, s1p, s2p, q1p, q2p, net):
+    def tiles_of(idx, x1p, x2p, s1p, s2p, net):
         def one(ij):
             i, j = ij[0], ij[1]
             a0, b0 = i * t1, j * t2
@@ -566,17 +555,15 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
             xb = jax.lax.dynamic_slice_in_dim(x2p, b0, t2)
             sa = _Rows(*(jax.lax.dynamic_slice_in_dim(s, a0, t1) for s in s1p))
             sb = _Rows(*(jax.lax.dynamic_slice_in_dim(s, b0, t2) for s in s2p))
-            qa = jax.lax.dynamic_slice_in_dim(q1p, a0, t1, axis=1)
-            qb = jax.lax.dynamic_slice_in_dim(q2p, b0, t2, axis=1)
-            return _tile(xa, xb, sa, sb, qa, qb, net, method, all_depths)
+            return _tile(xa, xb, sa, sb, net, method, all_depths)
 
         return jax.lax.map(one, idx)  # each (P, [L+1,] t1, t2)
 
-    args = (x1p, x2p, s1p, s2p, q1p, q2p, net)
-    # Below ~8 layers the cross-device copies of the n1 x n2 outputs cost more than the split
+    args = (x1p, x2p, s1p, s2p, net)
+    # Below ~8 activation layers the cross-device copies of the n1 x n2 outputs cost more than the split
     # saves (measured at n = 4000 on 2 cores: depth 5, 0.70 s on one device vs 0.78 s on two;
     # depth 20 with erf, 1.36 s vs 1.09 s).
-    if len(devices) > 1 and len(pairs) >= len(devices) and net.depth >= _MIN_DEPTH_TO_SHARD:
+    if len(devices) > 1 and len(pairs) >= len(devices) and net.num_activations() >= _MIN_DEPTH_TO_SHARD:
         # Split the tiles over the devices (on CPU: several host devices, one per core, from
         # XLA_FLAGS=--xla_force_host_platform_device_count=N; XLA runs one elementwise loop on
         # one thread, so this is what uses the other cores).
@@ -610,3 +597,65 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
         return full[..., :n1, :n2]
 
     return Kernel(assemble(tiles[0]).astype(out_dtype), assemble(tiles[1]).astype(out_dtype))
+
+
+@reraise_as_value_error
+def kernel_diagonal(
+    x: Float[ArrayLike, "n d"],
+    net: AbstractLayer,
+    *,
+    method: AbstractMethod = Auto(),
+    compute_dtype=None,
+    buckets: bool = False,
+) -> Kernel:
+    r"""The kernels of every input with itself, :math:`\Sigma(x_i, x_i)` and :math:`\Theta(x_i, x_i)`:
+    the diagonals of ``kernel(x, None, net)`` (to rounding) in ``O(n)`` work and memory.
+
+    The same layers run on a :class:`~rmtjax.kernels.KernelState` of the ``n`` pairs
+    ``(x_i, x_i)`` (neural-tangents' ``cov1``, and the variances the mean-field q-map iterates).
+
+    Args:
+        x: inputs, shape ``(n, d)``, finite.
+        net: a layer of :mod:`rmtjax.kernels`, as for :func:`kernel`.
+        method, compute_dtype, buckets: as for :func:`kernel`.
+
+    Returns:
+        ``Kernel(nngp, ntk)``, each of shape ``(n,)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Relu
+        >>> net = FullyConnected(3, 2.0**0.5, 0.0, Relu())
+        >>> kernel_diagonal(jnp.ones((2, 4)), net).nngp.tolist()  # q* = 1 at the edge of chaos
+        [1.0, 1.0]
+    """
+    _check_net(net)
+    buckets = flag(buckets, "buckets")
+    if not isinstance(method, AbstractMethod):
+        raise ValueError(f"method must be an rmtjax.gaussian method object (Auto(), Mehler(order), GaussHermite(deg), "
+                         f"MonteCarlo(n)), got {method!r}")
+    dtype = _check_compute_dtype(compute_dtype)
+    x = _matrix(x, "x")
+    out_dtype = x.dtype
+    dtype = _widest(dtype, out_dtype)
+    x = _cast(x, dtype)
+    n = x.shape[0]
+    if buckets:
+        x = _pad(x, bucket_size(n))
+    dyn, static = eqx.partition(net, eqx.is_array)
+    out = _diagonal_core(x, dyn, static=static, method=method, dtype=dtype, out_dtype=jnp.dtype(out_dtype))
+    if buckets and x.shape[0] != n:
+        out = Kernel(_unpad(out.nngp, n), _unpad(out.ntk, n))
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("static", "method", "dtype", "out_dtype"))
+def _diagonal_core(x, dyn, *, static, method, dtype, out_dtype):
+    net = eqx.combine(_in_dtype(dyn, dtype), static)
+    d = x.shape[1]
+    q = jnp.sum(x * x, axis=1) / d
+    ones = jnp.ones(q.shape, bool)
+    out = net(KernelState(q, jnp.zeros_like(q), q, q, ones, ones, jnp.asarray(d, q.dtype), method))
+    bad = jnp.any(jnp.isnan(out.nngp)) | jnp.any(jnp.isnan(out.ntk))
+    return Kernel(*error_if((out.nngp.astype(out_dtype), out.ntk.astype(out_dtype)), bad,
+                            _nan_message(net, dtype).replace("x1, x2:", "x:")))

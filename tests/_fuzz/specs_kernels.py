@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import strategies as st
@@ -18,7 +19,8 @@ import rmtjax.activations as A
 from rmtjax import stax
 from rmtjax.gaussian import (Auto, ClosedForm, GaussHermite, Mehler, MonteCarlo, gaussian_expectations,
                              hermite_coefficients_at)
-from rmtjax.kernels import FullyConnected, bucket_size, kernel
+from rmtjax import kernels as K
+from rmtjax.kernels import FullyConnected, bucket_size, kernel, kernel_diagonal
 
 from .harness import Entry, array, bad_type, number, sample, static_int
 
@@ -201,6 +203,61 @@ KERNELS = [
 ]
 
 
+def _net_kernel(x1, *layers):
+    return kernel(x1, None, K.Serial(K.Dense(1.3, 0.1), *layers, K.Dense(1.1, 0.2)))
+
+
+def _stack(W_std, depth):
+    # the stacked block is built for a valid depth only (10**9 copies would not fit in memory); Stack
+    # itself must reject the others
+    k = depth if isinstance(depth, int) and not isinstance(depth, bool) and 1 <= depth <= 3 else 1
+    blocks = [K.Serial(K.Activation(A.Relu()), K.Dense(W_std, 0.1))] * k
+    return K.Stack(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *blocks), depth)
+
+
+def _diagonal_check(kwargs, out):
+    assert np.all(_f(out.nngp) >= 0) and np.all(_f(out.ntk) >= 0), out
+    ref = kernel(kwargs["x"], None, FullyConnected(kwargs["depth"], kwargs["W_std"], kwargs["b_std"], A.Erf()))
+    np.testing.assert_allclose(_f(out.nngp), np.diag(_f(ref.nngp)), rtol=1e-12, atol=1e-300)
+
+
+X = array((3, 2))
+WEIGHTS = array((2,), -2.0, 2.0)
+GRAPH_LAYERS = st.sampled_from([(K.Activation(A.Erf()),), (K.Identity(), K.Activation(A.Relu())), (), (None,),
+                                (stax.Relu(),), (A.Relu(),)])
+
+GRAPH = [
+    Entry("kernels.Dense",
+          lambda x1, W_std, b_std, out_dim, parameterization: kernel(x1, None, K.Serial(
+              K.Dense(W_std, b_std, out_dim=out_dim, parameterization=parameterization), K.Activation(A.Erf()),
+              K.Dense(1.1, 0.2, parameterization=parameterization))),
+          {"x1": X, "W_std": number(0.0, 3.0), "b_std": st.one_of(number(0.0, 1.0), st.just(None)),
+           "out_dim": st.sampled_from([None, 4, 0, True, 2.5]), "parameterization": st.sampled_from(["ntk", "standard", "mup"])},
+          static=("out_dim", "parameterization"), check=_kernel_check, max_examples=10,
+          valid=lambda: {"x1": sample((3, 2)), "W_std": 1.2, "b_std": 0.1, "out_dim": 4, "parameterization": "standard"}),
+    Entry("kernels.Activation", lambda x1, activation, method: _net_kernel(x1, K.Activation(activation, method)),
+          {"x1": X, "activation": KACTS, "method": st.sampled_from([None, Auto(), Mehler(16), "mehler"])},
+          static=("method",), check=_kernel_check, max_examples=8),
+    Entry("kernels.Identity", lambda x1: _net_kernel(x1, K.Identity()), {"x1": X}, check=_kernel_check,
+          max_examples=4),
+    Entry("kernels.Serial", lambda x1, layers: _net_kernel(x1, K.Serial(*layers)), {"x1": X, "layers": GRAPH_LAYERS},
+          static=("layers",), check=_kernel_check, max_examples=8),
+    Entry("kernels.Stack", lambda x1, W_std, depth: _net_kernel(x1, _stack(W_std, depth)),
+          {"x1": X, "W_std": number(0.0, 3.0), "depth": static_int(1, 3)}, static=("depth",), check=_kernel_check,
+          max_examples=8),
+    Entry("kernels.Parallel",
+          lambda x1, weights: _net_kernel(x1, K.Parallel(K.Activation(A.Erf()), K.Activation(A.Relu()), weights=weights)),
+          {"x1": X, "weights": st.one_of(WEIGHTS, st.just(None))}, check=_kernel_check, max_examples=8),
+    Entry("kernels.Residual",
+          lambda x1, weights: _net_kernel(x1, K.Residual(K.Serial(K.Activation(A.Relu()), K.Dense(1.2, 0.1)), weights)),
+          {"x1": X, "weights": st.one_of(WEIGHTS, st.just(None))}, check=_kernel_check, max_examples=8),
+    Entry("kernels.kernel_diagonal",
+          lambda x, W_std, b_std, depth: kernel_diagonal(x, FullyConnected(depth, W_std, b_std, A.Erf())),
+          {"x": array((3, 2)), "W_std": number(0.0, 3.0), "b_std": number(0.0, 1.0), "depth": static_int(0, 3)},
+          static=("depth",), check=_diagonal_check, max_examples=8),
+]
+
+
 def _bucket_check(kwargs, out):
     n, tile = kwargs["n"], kwargs["tile"]
     assert out >= n, (n, out)
@@ -210,9 +267,6 @@ def _bucket_check(kwargs, out):
 # --------------------------------------------------------------------------------------------
 # rmtjax.stax
 # --------------------------------------------------------------------------------------------
-
-
-X = array((3, 2))
 
 
 def _stax_entry(name, make_layer, params, *, static=(), allow_inf=(), max_examples=6, jit=False, core=None, names=(),
@@ -287,9 +341,13 @@ STAX = [
                 valid=lambda: {"layers": (stax.Erf(), stax.Relu())}),
     _stax_entry("serial", lambda layer: stax.serial(stax.Relu(), layer), {"layer": st.sampled_from(
         [stax.Identity(), stax.Erf(), (1, 2, 3), None, stax.FanInSum()])}, static=("layer",)),
+    # the triple of engine layers: its kernel_fn (between the facade's two Dense layers)
+    _stax_entry("layer", lambda net: stax.layer(net), {"net": st.sampled_from(
+        [K.Activation(A.Erf()), K.Serial(K.Activation(A.Relu()), K.Dense(1.2, 0.1, out_dim=4)), None, stax.Relu(),
+         "relu"])}, static=("net",), valid=lambda: {"net": K.Activation(A.Erf())}),
 ]
 
-ENTRIES = ACTIVATIONS + GAUSSIAN + KERNELS + STAX
+ENTRIES = ACTIVATIONS + GAUSSIAN + KERNELS + GRAPH + STAX
 
 EXEMPT = {
     "activations.AbstractActivation": "abstract base class",
@@ -299,4 +357,8 @@ EXEMPT = {
     "gaussian.AbstractMethod": "abstract base class",
     "gaussian.Expectations": "result container (NamedTuple)",
     "kernels.Kernel": "result container (NamedTuple)",
+    "kernels.KernelState": "state container passed between layers (exercised by every kernels entry)",
+    "kernels.AbstractLayer": "abstract base class",
+    "stax.KernelFn": "the kernel_fn of every stax layer (exercised by every stax entry)",
+    "stax.Layer": "result container (NamedTuple)",
 }

@@ -1,0 +1,617 @@
+r"""A neural-tangents-compatible ``stax`` facade over the layers of :mod:`rmtjax.kernels`.
+
+Every layer is a triple ``(init_fn, apply_fn, kernel_fn)`` with neural-tangents' semantics
+(Novak et al. 2020): ``init_fn(key, input_shape) -> (output_shape, params)``,
+``apply_fn(params, x)`` is the finite network in the same parameterization, and
+``kernel_fn(x1, x2=None, get=None)`` its infinite-width NNGP/NTK. Porting a fully-connected
+neural-tangents script needs only the import changed::
+
+    from rmtjax import stax          # was: from neural_tangents import stax
+    init_fn, apply_fn, kernel_fn = stax.serial(
+        stax.Dense(512, W_std=1.5, b_std=0.05), stax.Erf(),
+        stax.Dense(1, W_std=1.5, b_std=0.05))
+    k = kernel_fn(x1, x2, ("nngp", "ntk"))
+
+The facade holds no recursion of its own: ``kernel_fn.net`` is the network as engine layers
+(:class:`~rmtjax.kernels.Dense`, :class:`~rmtjax.kernels.Activation`,
+:class:`~rmtjax.kernels.Serial`, :class:`~rmtjax.kernels.Parallel` for
+``FanOut >> parallel >> FanInSum``), and ``kernel_fn`` calls :func:`rmtjax.kernels.kernel` on it
+(tiled, jitted, repeated blocks as one ``lax.scan``). The other way, :func:`layer` turns engine
+layers into a triple. Hyperparameters are array leaves of those layers, so ``jax.grad`` and
+``jax.vmap`` work through ``kernel_fn`` with respect to ``W_std``, ``b_std`` and activation
+parameters passed to the layer constructors. The ``get=`` switch is kept only for compatibility.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> _, _, kernel_fn = serial(Dense(64, 1.5, 0.1), Relu(), Dense(1, 1.5, 0.1))
+    >>> kernel_fn(jnp.ones((3, 4)), None, "ntk").shape
+    (3, 3)
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .. import activations as _act
+from .._validate import choice, flag, static_int
+from ..gaussian import AbstractMethod, Auto, GaussHermite
+from . import _layers as L
+from ._core import FullyConnected, kernel, kernel_diagonal
+
+__all__ = [
+    "ABRelu", "Abs", "Activation", "Cos", "Dense", "ElementwiseNumerical", "Erf", "Exp", "FanInSum",
+    "FanOut", "Gaussian", "Gelu", "Hermite", "Identity", "KernelFn", "Layer", "LeakyRelu", "Monomial",
+    "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "layer", "parallel", "serial",
+]
+
+
+class Layer(NamedTuple):
+    """neural-tangents' layer triple ``(init_fn, apply_fn, kernel_fn)``."""
+
+    init_fn: Callable
+    apply_fn: Callable
+    kernel_fn: KernelFn
+
+
+# ------------------------------------------------------------------------------------------
+# The kernel side: a small program of engine layers and branch operations
+# ------------------------------------------------------------------------------------------
+
+
+class _Path:
+    """What a ``serial`` sequence has built so far: the engine layers of the single path, or, after
+    ``FanOut(n)``, one operation list per open branch."""
+
+    def __init__(self):
+        self.layers: list[L.AbstractLayer] = []
+        self.branches: list[tuple] | None = None
+
+
+class _Single:
+    """An engine layer on a single input."""
+
+    def __init__(self, layer: L.AbstractLayer, name: str):
+        self.layer, self.name = layer, name
+
+    def step(self, path: _Path) -> None:
+        if path.branches is not None:
+            raise ValueError(f"{self.name} got {len(path.branches)} branches (its input); close them with FanInSum() "
+                             "first, or wrap it in parallel(...)")
+        path.layers.append(self.layer)
+
+
+class _FanOut:
+    def __init__(self, num: int):
+        self.num = num
+
+    def step(self, path: _Path) -> None:
+        if path.branches is not None:
+            raise ValueError(f"FanOut got {len(path.branches)} branches (its input); close them with FanInSum() first, "
+                             "or wrap it in parallel(...)")
+        path.branches = [()] * self.num
+
+
+class _Parallel:
+    def __init__(self, branches: tuple[tuple, ...]):
+        self.branches = branches
+
+    def step(self, path: _Path) -> None:
+        if path.branches is None:
+            raise ValueError("parallel needs several branches (its input must be a list, one per branch, as FanOut(n) "
+                             "produces); got a single input. Put FanOut(n) (or parallel(...)) before it")
+        if len(path.branches) != len(self.branches):
+            raise ValueError(f"parallel: got {len(path.branches)} branches for {len(self.branches)} layers (one layer "
+                             "per branch)")
+        path.branches = [a + b for a, b in zip(path.branches, self.branches)]
+
+
+class _FanInSum:
+    def step(self, path: _Path) -> None:
+        if path.branches is None:
+            raise ValueError("FanInSum needs several branches (its input must be a list, one per branch, as FanOut(n) "
+                             "produces); got a single input. Put FanOut(n) (or parallel(...)) before it")
+        nets = []
+        for ops in path.branches:
+            sub = _run(ops)
+            if sub.branches is not None:
+                raise ValueError("FanInSum: a branch is itself split (nested FanOut); close the inner branches first")
+            nets.append(L.Serial(*sub.layers) if len(sub.layers) != 1 else sub.layers[0])
+        path.layers.append(L.Parallel(*nets))
+        path.branches = None
+
+
+def _run(ops: tuple) -> _Path:
+    path = _Path()
+    for op in ops:
+        op.step(path)
+    return path
+
+
+class KernelFn:
+    """``kernel_fn(x1, x2=None, get=None)`` with neural-tangents' semantics.
+
+    ``get`` is ``None`` (``Kernel(nngp, ntk)``), one of ``"nngp"``, ``"ntk"``, ``"cov1"``, ``"cov2"``
+    (that array), or a tuple of them (a named tuple in that order). rmtjax extension:
+    ``kernel_fn(x1, x2, get, buckets=True)`` pads the rows to size buckets and slices the result, as
+    :func:`rmtjax.kernels.kernel` (one compiled program per bucket instead of one per input size).
+    Other neural-tangents keywords are not supported. :attr:`net` is the network as engine layers.
+    """
+
+    def __init__(self, ops: tuple):
+        self._ops = tuple(ops)
+
+    @property
+    def net(self) -> L.AbstractLayer:
+        """The network as one layer of :mod:`rmtjax.kernels` (``ValueError`` if it ends with open
+        branches)."""
+        path = _run(self._ops)
+        if path.branches is not None:
+            raise ValueError("kernel_fn: the network ends with several branches; close them with FanInSum()")
+        return path.layers[0] if len(path.layers) == 1 else L.Serial(*path.layers)
+
+    def __call__(self, x1, x2=None, get=None, **kwargs):
+        buckets = flag(kwargs.pop("buckets", False), "buckets")
+        if kwargs:
+            unknown = ", ".join(sorted(kwargs))
+            raise ValueError(f"kernel_fn: keyword arguments {unknown} are not supported by rmtjax.stax (it takes "
+                             "x1, x2, get and buckets)")
+        names = _parse_get(get)
+        net = self.net
+        vals = {}
+        if {"nngp", "ntk"} & set(names):
+            vals.update(kernel(x1, x2, net, buckets=buckets)._asdict())
+        if "cov1" in names:
+            vals["cov1"] = kernel_diagonal(x1, net, buckets=buckets).nngp
+        if "cov2" in names:
+            vals["cov2"] = kernel_diagonal(x1 if x2 is None else x2, net, buckets=buckets).nngp
+        if isinstance(get, str):
+            return vals[get]
+        if tuple(names) == ("nngp", "ntk"):
+            return L.Kernel(vals["nngp"], vals["ntk"])
+        return collections.namedtuple("Kernel", names)(*(vals[n] for n in names))
+
+
+def _parse_get(get):
+    allowed = ("nngp", "ntk", "cov1", "cov2")
+    if isinstance(get, str):
+        names = (get,)
+    elif get is None:
+        names = ("nngp", "ntk")
+    elif isinstance(get, (tuple, list)) and get:
+        names = tuple(get)
+    else:
+        raise ValueError(f"get must be None, one of {allowed} or a non-empty tuple of them, got {get!r}")
+    for n in names:
+        if not isinstance(n, str) or n not in allowed:
+            raise ValueError(f"get must be None, one of {allowed} or a non-empty tuple of them, got {get!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"get must not repeat a name, got {get!r}")
+    return names
+
+
+# ------------------------------------------------------------------------------------------
+# The finite side (neural-tangents' init_fn / apply_fn), branches as Python lists
+# ------------------------------------------------------------------------------------------
+
+
+def _branches(x, who: str, what: str):
+    """``x`` if it is a list of branches (from FanOut / parallel), else a clear ``ValueError``."""
+    if not isinstance(x, list):
+        raise ValueError(f"{who} needs several branches ({what} a list, one per branch, as FanOut(n) produces); "
+                         "got a single input. Put FanOut(n) (or parallel(...)) before it")
+    return x
+
+
+def _single(x, who: str, what: str):
+    if isinstance(x, list):
+        raise ValueError(f"{who} got {len(x)} branches ({what}); close them with FanInSum() first, or wrap it in "
+                         f"parallel(...)")
+    return x
+
+
+def _check_layer(layer, who: str, i: int) -> Layer:
+    if not (isinstance(layer, tuple) and len(layer) == 3 and isinstance(layer[2], KernelFn)):
+        raise ValueError(f"{who}: layers[{i}] is not an rmtjax.stax layer (init_fn, apply_fn, kernel_fn), got "
+                         f"{type(layer).__name__}")
+    return Layer(*layer)
+
+
+def _elementwise(activation: _act.AbstractActivation, method: AbstractMethod | None) -> Layer:
+    name = type(activation).__name__
+
+    def init_fn(key, input_shape):
+        return _single(input_shape, name, "input_shape"), ()
+
+    def apply_fn(params, x, **kwargs):
+        return activation(_single(x, name, "x"))
+
+    return Layer(init_fn, apply_fn, KernelFn((_Single(L.Activation(activation, method), name),)))
+
+
+def _dense_finite(dense: L.Dense, out_dim: int) -> tuple[Callable, Callable]:
+    """``init_fn``, ``apply_fn`` of an engine :class:`~rmtjax.kernels.Dense` of ``out_dim`` outputs."""
+    standard = dense.parameterization == "standard"
+
+    def init_fn(key, input_shape):
+        input_shape = _single(input_shape, "Dense", "input_shape")
+        n_in = input_shape[-1]
+        k1, k2 = jax.random.split(key)
+        W = jax.random.normal(k1, (n_in, out_dim))
+        b = jax.random.normal(k2, (out_dim,)) if dense.bias else None
+        if standard:
+            W = W * dense.W_std / math.sqrt(n_in)
+            b = None if b is None else b * dense.b_std
+        return tuple(input_shape[:-1]) + (out_dim,), (W, b)
+
+    def apply_fn(params, x, **kwargs):
+        x = _single(x, "Dense", "x")
+        W, b = params
+        if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != W.shape[0]:
+            raise ValueError(f"Dense: x must have {W.shape[0]} channels (the init_fn input shape), got shape "
+                             f"{jnp.shape(x)}")
+        if standard:
+            out = x @ W
+            return out if b is None else out + b.reshape((1,) * (out.ndim - 1) + (-1,))
+        out = (dense.W_std / math.sqrt(x.shape[-1])) * (x @ W)
+        return out if b is None else out + dense.b_std * b.reshape((1,) * (out.ndim - 1) + (-1,))
+
+    return init_fn, apply_fn
+
+
+# ------------------------------------------------------------------------------------------
+# Combinators
+# ------------------------------------------------------------------------------------------
+
+
+def serial(*layers: Layer) -> Layer:
+    """Layers applied one after the other (``neural_tangents.stax.serial``)."""
+    layers = tuple(_check_layer(item, "serial", i) for i, item in enumerate(layers))
+
+    def init_fn(key, input_shape):
+        params = []
+        for item in layers:
+            key, sub = jax.random.split(key)
+            input_shape, p = item.init_fn(sub, input_shape)
+            params.append(p)
+        return input_shape, tuple(params)
+
+    def apply_fn(params, x, **kwargs):
+        if not isinstance(params, (tuple, list)) or len(params) != len(layers):
+            raise ValueError(f"serial: params must be the {len(layers)} per-layer parameters from init_fn")
+        for item, p in zip(layers, params):
+            x = item.apply_fn(p, x, **kwargs)
+        return x
+
+    return Layer(init_fn, apply_fn, KernelFn(sum((item.kernel_fn._ops for item in layers), ())))
+
+
+def parallel(*layers: Layer) -> Layer:
+    """Applies ``layers[i]`` to the ``i``-th input branch (``neural_tangents.stax.parallel``);
+    its input must be a list of branches (from :func:`FanOut`)."""
+    layers = tuple(_check_layer(item, "parallel", i) for i, item in enumerate(layers))
+    if not layers:
+        raise ValueError("parallel: layers must hold at least one layer (one per branch), got none")
+
+    def _count(n):
+        if n != len(layers):
+            raise ValueError(f"parallel: got {n} branches for {len(layers)} layers (one layer per branch)")
+
+    def init_fn(key, input_shape):
+        shapes = _branches(input_shape, "parallel", "input_shape must be")
+        _count(len(shapes))
+        keys = jax.random.split(key, len(layers))
+        outs = [item.init_fn(k, s) for item, k, s in zip(layers, keys, shapes)]
+        return [o[0] for o in outs], tuple(o[1] for o in outs)
+
+    def apply_fn(params, xs, **kwargs):
+        xs = _branches(xs, "parallel", "x must be")
+        _count(len(xs))
+        return [item.apply_fn(p, x, **kwargs) for item, p, x in zip(layers, params, xs)]
+
+    return Layer(init_fn, apply_fn, KernelFn((_Parallel(tuple(item.kernel_fn._ops for item in layers)),)))
+
+
+def FanOut(num: int) -> Layer:
+    """Copies the input into ``num >= 1`` branches (``neural_tangents.stax.FanOut``)."""
+    num = static_int(num, "FanOut: num", lo=1, hi=10_000)
+
+    def init_fn(key, s):
+        return [_single(s, "FanOut", "input_shape")] * num, ()
+
+    def apply_fn(params, x, **kw):
+        return [_single(x, "FanOut", "x")] * num
+
+    return Layer(init_fn, apply_fn, KernelFn((_FanOut(num),)))
+
+
+def FanInSum() -> Layer:
+    r"""Sums the branches (``neural_tangents.stax.FanInSum``). Kernels add (branches are independent
+    given the input, as in neural-tangents: a branch ending in a zero-mean random ``Dense`` is
+    uncorrelated with the others); ``FanOut(n) >> parallel(...) >> FanInSum()`` is the engine's
+    :class:`rmtjax.kernels.Parallel`. Its input must be a list of branches (from :func:`FanOut` /
+    :func:`parallel`)."""
+
+    def init_fn(key, shapes):
+        shapes = _branches(shapes, "FanInSum", "input_shape must be")
+        if len({tuple(s) for s in shapes}) != 1:
+            raise ValueError(f"FanInSum: branch shapes differ: {shapes}")
+        return shapes[0], ()
+
+    def apply_fn(params, xs, **kw):
+        xs = _branches(xs, "FanInSum", "x must be")
+        if len({jnp.shape(x) for x in xs}) != 1:
+            raise ValueError(f"FanInSum: branch shapes differ: {[jnp.shape(x) for x in xs]}")
+        return sum(xs[1:], xs[0])
+
+    return Layer(init_fn, apply_fn, KernelFn((_FanInSum(),)))
+
+
+def Identity() -> Layer:
+    """The identity layer (``neural_tangents.stax.Identity``)."""
+    return Layer(lambda key, s: (s, ()), lambda params, x, **kw: x, KernelFn((_Single(L.Identity(), "Identity"),)))
+
+
+# ------------------------------------------------------------------------------------------
+# Dense
+# ------------------------------------------------------------------------------------------
+
+
+def Dense(
+    out_dim: int,
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+    parameterization: str = "ntk",
+    s: tuple[int, int] = (1, 1),
+) -> Layer:
+    r"""Fully-connected layer (``neural_tangents.stax.Dense``); its kernel is
+    :class:`rmtjax.kernels.Dense`.
+
+    ``"ntk"``: :math:`z = \frac{\sigma_w}{\sqrt{n}} W x + \sigma_b b` with
+    :math:`W_{ij}, b_i \sim \mathcal N(0, 1)`; kernels
+    :math:`\Sigma \mapsto \sigma_w^2\Sigma + \sigma_b^2`, :math:`\Theta \mapsto \Sigma' + \sigma_w^2\Theta`.
+    ``"standard"``: :math:`z = W x + b`, :math:`W_{ij} \sim \mathcal N(0, \sigma_w^2/n)`,
+    :math:`b_i \sim \mathcal N(0, \sigma_b^2)`; :math:`\Theta \mapsto n\,\Sigma + \sigma_w^2\Theta + 1`.
+
+    ``out_dim >= 1``; ``W_std``, ``b_std`` real scalars, finite and ``>= 0`` (``b_std=None``: no
+    bias; both may be traced: differentiable through ``kernel_fn``); 2-d inputs only
+    (``batch_axis=0``, ``channel_axis=-1`` or ``1``); ``s = (1, 1)`` in the standard parameterization.
+    """
+    out_dim = static_int(out_dim, "Dense: out_dim", lo=1)
+    parameterization = choice(parameterization, "Dense: parameterization", ("ntk", "standard"))
+    if static_int(batch_axis, "Dense: batch_axis") != 0:
+        raise ValueError(f"Dense: batch_axis must be 0 (rmtjax.stax supports 2-d inputs (batch, channels)), got {batch_axis}")
+    if static_int(channel_axis, "Dense: channel_axis") not in (-1, 1):
+        raise ValueError(f"Dense: channel_axis must be -1 or 1 (2-d inputs (batch, channels)), got {channel_axis}")
+    if not (isinstance(s, (tuple, list)) and len(s) == 2):
+        raise ValueError(f"Dense: s must be a pair of positive integers, got {s!r}")
+    s = tuple(static_int(v, "Dense: s", lo=1) for v in s)
+    if s != (1, 1) and parameterization == "standard":
+        raise ValueError(f"Dense: s must be (1, 1) (width scalings are not supported), got {s}")
+    dense = L.Dense(W_std, b_std, out_dim=out_dim, parameterization=parameterization)
+    init_fn, apply_fn = _dense_finite(dense, out_dim)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(dense, "Dense"),)))
+
+
+# ------------------------------------------------------------------------------------------
+# Activations
+# ------------------------------------------------------------------------------------------
+
+
+def Activation(activation: _act.AbstractActivation, method: AbstractMethod = Auto()) -> Layer:
+    """Any :mod:`rmtjax.activations` module as a stax layer, with a ``method=`` for its
+    Gaussian expectations (closed form where available, Mehler series otherwise); its kernel is
+    :class:`rmtjax.kernels.Activation`."""
+    if not isinstance(activation, _act.AbstractActivation):
+        raise ValueError(f"Activation: activation must be an rmtjax.activations module, got {activation!r}")
+    if not isinstance(method, AbstractMethod):
+        raise ValueError(f"Activation: method must be an rmtjax.gaussian method object (Auto(), ClosedForm(), "
+                         f"Mehler(order), GaussHermite(deg)), got {method!r}")
+    return _elementwise(activation, method)
+
+
+def Relu(do_stabilize: bool = False) -> Layer:
+    """neural-tangents' ``Relu``: the kernel of :class:`rmtjax.activations.Relu` (arc-cosine, order 1)."""
+    flag(do_stabilize, "do_stabilize")
+    return Activation(_act.Relu())
+
+
+def LeakyRelu(alpha: float, do_stabilize: bool = False) -> Layer:
+    """neural-tangents' ``LeakyRelu``: the kernel of :class:`rmtjax.activations.LeakyRelu`."""
+    flag(do_stabilize, "do_stabilize")
+    return Activation(_act.LeakyRelu(alpha))
+
+
+def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
+    """neural-tangents' ``ABRelu`` (``a x`` below 0, ``b x`` above): :class:`rmtjax.activations.ABRelu`."""
+    flag(do_stabilize, "do_stabilize")
+    return Activation(_act.ABRelu(a, b))
+
+
+def Abs(do_stabilize: bool = False) -> Layer:
+    """neural-tangents' ``Abs``: the kernel of :class:`rmtjax.activations.Abs`."""
+    flag(do_stabilize, "do_stabilize")
+    return Activation(_act.Abs())
+
+
+def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
+    """neural-tangents' ``Erf`` (``a erf(b x) + c``): the kernel of :class:`rmtjax.activations.Erf`."""
+    return Activation(_act.Erf(a, b, c))
+
+
+def Gelu(approximate: bool = False) -> Layer:
+    """neural-tangents' ``Gelu``: the kernel of :class:`rmtjax.activations.Gelu`."""
+    return Activation(_act.Gelu(approximate=approximate))
+
+
+def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
+    """neural-tangents' ``Sin`` (``a sin(b x + c)``): the kernel of :class:`rmtjax.activations.Sin`."""
+    return Activation(_act.Sin(a, b, c))
+
+
+def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
+    """neural-tangents' ``Cos`` (``a cos(b x + c)``): the kernel of :class:`rmtjax.activations.Cos`."""
+    return Activation(_act.Cos(a, b, c))
+
+
+def Sign() -> Layer:
+    """neural-tangents' ``Sign``: the kernel of :class:`rmtjax.activations.Sign` (arc-cosine, order 0)."""
+    return Activation(_act.Sign())
+
+
+def Exp(a: float = 1.0, b: float = 1.0) -> Layer:
+    """neural-tangents' ``Exp`` (``a exp(b x)``): the kernel of :class:`rmtjax.activations.Exp`."""
+    return Activation(_act.Exp(a, b))
+
+
+def Gaussian(a: float = 1.0, b: float = -1.0) -> Layer:
+    """neural-tangents' ``Gaussian`` (``a exp(b x^2)``): the kernel of :class:`rmtjax.activations.Gaussian`."""
+    return Activation(_act.Gaussian(a, b))
+
+
+def Rbf(gamma: float = 1.0) -> Layer:
+    """neural-tangents' ``Rbf``: the kernel of :class:`rmtjax.activations.Rbf`."""
+    return Activation(_act.Rbf(gamma))
+
+
+def Polynomial(coef: Sequence[float]) -> Layer:
+    """neural-tangents' ``Polynomial`` (``sum_k coef[k] x^k``): :class:`rmtjax.activations.Polynomial`."""
+    return Activation(_act.Polynomial(coef))
+
+
+def Hermite(degree: int) -> Layer:
+    """neural-tangents' ``Hermite`` (the normalised Hermite polynomial): :class:`rmtjax.activations.Hermite`."""
+    return Activation(_act.Hermite(degree))
+
+
+def Monomial(degree: int) -> Layer:
+    """neural-tangents' ``Monomial`` (``x^degree``): the kernel of :class:`rmtjax.activations.Monomial`."""
+    return Activation(_act.Monomial(degree))
+
+
+def RectifiedMonomial(degree: int) -> Layer:
+    """neural-tangents' ``RectifiedMonomial`` (``max(x, 0)^degree``): :class:`rmtjax.activations.RectifiedMonomial`."""
+    return Activation(_act.RectifiedMonomial(degree))
+
+
+class _Elementwise(_act.AbstractActivation):
+    """``fn`` with the derivative ``df`` (for :func:`ElementwiseNumerical`)."""
+
+    fn: Callable = eqx.field(static=True)
+    df: Callable = eqx.field(static=True)
+
+    def __call__(self, x):
+        return self.fn(x)
+
+    def derivative(self, x):
+        return self.df(x)
+
+
+def ElementwiseNumerical(fn: Callable, deg: int, df: Callable | None = None) -> Layer:
+    """``fn`` with Gaussian expectations by ``deg``-point Gauss-Hermite quadrature, as
+    neural-tangents' layer of the same name (prefer ``Activation(act)``: the Mehler series is
+    far cheaper at equal accuracy)."""
+    if not callable(fn):
+        raise ValueError(f"ElementwiseNumerical: fn must be callable, got {type(fn).__name__}")
+    if df is not None and not callable(df):
+        raise ValueError(f"ElementwiseNumerical: df must be None or callable, got {type(df).__name__}")
+    method = GaussHermite(deg)
+    act = _act.Custom(lambda x, p: fn(x)) if df is None else _Elementwise(fn, df)
+    return Activation(act, method=method)
+
+
+# ------------------------------------------------------------------------------------------
+# Engine layers -> triples
+# ------------------------------------------------------------------------------------------
+
+
+def layer(net: L.AbstractLayer) -> Layer:
+    """The ``(init_fn, apply_fn, kernel_fn)`` triple of engine layers (the inverse of
+    ``kernel_fn.net``): ``kernel_fn`` runs :func:`rmtjax.kernels.kernel` on ``net``; ``init_fn`` and
+    ``apply_fn`` are the finite network, built from :class:`~rmtjax.kernels.Dense` (which then needs
+    its ``out_dim``), :class:`~rmtjax.kernels.Activation`, :class:`~rmtjax.kernels.Identity`,
+    :class:`~rmtjax.kernels.Serial`, :class:`~rmtjax.kernels.Stack`,
+    :class:`~rmtjax.kernels.Parallel`, :class:`~rmtjax.kernels.Residual` and
+    :class:`~rmtjax.kernels.FullyConnected` (with ``widths``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rmtjax import kernels
+        >>> from rmtjax.activations import Relu
+        >>> net = kernels.Serial(kernels.Dense(1.4, 0.1, out_dim=16), kernels.Activation(Relu()),
+        ...                      kernels.Dense(1.4, 0.1, out_dim=1))
+        >>> init_fn, apply_fn, kernel_fn = layer(net)
+        >>> shape, params = init_fn(jax.random.key(0), (3, 5))
+        >>> shape, apply_fn(params, jnp.ones((3, 5))).shape
+        ((3, 1), (3, 1))
+    """
+    if not isinstance(net, L.AbstractLayer):
+        raise ValueError(f"net must be an rmtjax.kernels layer (Dense, Activation, Serial, ...), got "
+                         f"{type(net).__name__}")
+    init_fn, apply_fn = _finite(net)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(net, type(net).__name__),)))
+
+
+def _scaled(w, fn):
+    return fn if w is None else (lambda params, x, **kw: w * fn(params, x, **kw))
+
+
+def _finite(net: L.AbstractLayer) -> tuple[Callable, Callable]:
+    """The finite ``(init_fn, apply_fn)`` of an engine layer (see :func:`layer`)."""
+    if isinstance(net, FullyConnected):
+        return _finite(net.graph())
+    if isinstance(net, L.Dense):
+        if net.out_dim is None:
+            raise ValueError("net: a Dense layer without out_dim has no finite network; give every Dense its out_dim")
+        return _dense_finite(net, net.out_dim)
+    if isinstance(net, L.Activation):
+        return _elementwise(net.activation, net.method)[:2]
+    if isinstance(net, L.Identity):
+        return Identity()[:2]
+    if isinstance(net, L.Stack):
+        dyn, static = eqx.partition(net.block, eqx.is_array)
+        parts = [_finite(eqx.combine(jax.tree_util.tree_map(lambda a, i=i: a[i], dyn), static))
+                 for i in range(net.depth)]
+    elif isinstance(net, L.Serial):
+        parts = [_finite(sub) for sub in net.layers]
+    elif isinstance(net, (L.Parallel, L.Residual)):
+        branches = net.branches if isinstance(net, L.Parallel) else (L.Identity(), net.block)
+        weights = [None] * len(branches) if net.weights is None else list(net.weights)
+        fins = [_finite(b) for b in branches]
+        inner = parallel(*(Layer(i, _scaled(w, a), KernelFn(())) for (i, a), w in zip(fins, weights)))
+        return serial(FanOut(len(branches)), inner, FanInSum())[:2]
+    else:
+        raise ValueError(f"net: {type(net).__name__} has no finite network in rmtjax.stax")
+    return serial(*(Layer(i, a, KernelFn(())) for i, a in parts))[:2]
+
+
+# neural-tangents layers that rmtjax.stax does not provide (yet): ``stax.Conv`` etc. exist and raise
+# NotImplementedError when called, naming the layer (a module __getattr__, PEP 562).
+_UNSUPPORTED = frozenset({
+    "AvgPool", "BatchNorm", "Aggregate", "Conv", "ConvLocal", "ConvTranspose", "DotGeneral", "Dropout",
+    "Elementwise", "ExpNormalized", "FanInConcat", "FanInProd", "Flatten", "GlobalAvgPool", "GlobalSelfAttention",
+    "GlobalSumPool", "ImageResize", "Index", "LayerNorm", "MaxPool", "Sigmoid_like", "SumPool", "Gabor",
+    "repeat", "shape_and_axes", "supports_masking", "requires",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _UNSUPPORTED:
+        raise AttributeError(f"module 'rmtjax.stax' has no attribute {name!r}")
+
+    def unsupported(*args, **kwargs):
+        raise NotImplementedError(
+            f"rmtjax.stax.{name} is not supported yet (rmtjax.stax covers fully-connected networks: "
+            "Dense, activations, serial, parallel, FanOut, FanInSum, Identity)")
+
+    unsupported.__name__ = name
+    unsupported.__doc__ = f"neural-tangents' ``{name}``: not supported yet; raises ``NotImplementedError``."
+    return unsupported
