@@ -48,8 +48,8 @@ Example:
     >>> print(f"{float(sol.value):.6f}")
     0.739085
     >>> dy_da = jax.grad(lambda a: fixed_point(f, 0.5, a).value)(1.0)
-    >>> print(f"{float(dy_da):.5f}")  # -y sin(y) / (1 + a sin(y)), implicitly
-    -0.29748
+    >>> print(f"{float(dy_da):.4f}")  # -y sin(y) / (1 + a sin(y)), implicitly
+    -0.2975
 """
 
 from __future__ import annotations

@@ -1,0 +1,32 @@
+"""Settings for the docstring examples of ``rmtjax`` (``--doctest-modules``, see pyproject.toml).
+
+A user pastes an example into a fresh Python session: JAX's defaults, float32 (x64 off) and
+standard dtype and rank promotion. Every doctest runs in exactly that mode, whatever the test
+session around it has switched on (tests/conftest.py turns on x64 and strict promotion for the
+test modules, once imported, for the whole process). ``RMTJAX_DOCTEST_X64=1`` runs the examples
+in float64 instead (a check that they hold in both modes; their printed values are rounded to
+what float32 delivers, or compared with pytest's ``NUMBER`` option to the digits written).
+
+The fixture applies to doctest items only; other tests take their settings from tests/conftest.py.
+"""
+
+import os
+
+import jax
+import pytest
+
+_X64 = os.environ.get("RMTJAX_DOCTEST_X64", "") not in ("", "0")
+
+
+@pytest.fixture(autouse=True)
+def _doctest_user_session(request):
+    if type(request.node).__name__ != "DoctestItem":
+        yield
+        return
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        with (jax.enable_x64(_X64), jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow")):
+            yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
