@@ -7,6 +7,12 @@ test modules, once imported, for the whole process). ``RMTJAX_DOCTEST_X64=1`` ru
 in float64 instead (a check that they hold in both modes; their printed values are rounded to
 what float32 delivers, or compared with pytest's ``NUMBER`` option to the digits written).
 
+XLA's backend runs at -O0 (``jax_disable_most_optimizations``) for the examples: they are small, so
+compiling is nearly all their time (measured 2026-12-06 on the loaded 2-core machine, the examples of
+rmt/_linear_width.py, dynamics/_committee.py and regression.py: 81 s with XLA's defaults, 62 s at
+-O0). Their programs are float32 (x64 off), so they do not share compiled programs with the float64
+test modules and the -O0 setting cannot leak into a module that opted out of it (tests/conftest.py).
+
 The fixture applies to doctest items only; other tests take their settings from tests/conftest.py.
 """
 
