@@ -17,8 +17,8 @@ with :math:`\mu_{WW^\top}` the Marchenko-Pastur law of ratio 1 and variance :mat
 (:math:`W = \sigma_w O`, :math:`O` Haar-orthogonal), and :math:`\mu_{D^2}` the law of
 :math:`\phi'(h)^2`, :math:`h\sim\mathcal N(0, q^*)` (:func:`derivative_squared_law`: exact atoms for
 piecewise-linear activations, e.g. ReLU :math:`\tfrac12\delta_0 + \tfrac12\delta_1`, hard-tanh
-:math:`p\delta_1 + (1-p)\delta_0`, :math:`p = \operatorname{erf}(1/\sqrt{2q^*})`; a trapezoidal
-Gaussian quadrature otherwise). The product is computed by subordination with one unknown per
+:math:`p\delta_1 + (1-p)\delta_0`, :math:`p = \operatorname{erf}(1/\sqrt{2q^*})`; a midpoint
+Gaussian quadrature otherwise: the activation's own fact). The product is computed by subordination with one unknown per
 distinct factor (:mod:`rmtjax.rmt._free`), whatever the depth.
 
 **Moments.** :math:`m_1(JJ^\top) = \chi^L`, :math:`\chi = \sigma_w^2\mathbb E[\phi'(h)^2]` (Poole
