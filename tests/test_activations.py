@@ -171,6 +171,11 @@ def test_hard_tanh_closed_form_dual_at_extreme_variances():
     for q1, q2, q12 in ((0.05, 20.0, 0.9), (3.0, 3.0, -2.97), (200.0, 200.0, 199.9), (0.3, 0.3, 0.299)):
         got = gaussian_expectations(act, q1, q2, q12)
         assert float(got.k) == pytest.approx(quad_expectation(f, f, q1, q2, q12, (-1.0, 1.0)), rel=1e-12, abs=1e-14)
+    # Price's theorem, the formula's own premise: d k / d q12 = kdot (autodiff through the angle integral)
+    x = jnp.array([[1.3, 0.7, 0.45], [0.8, 2.1, -1.2], [40.0, 40.0, 39.0]])
+    dk = jax.vmap(jax.grad(lambda c, a, b: gaussian_expectations(act, a, b, c).k))(x[:, 2], x[:, 0], x[:, 1])
+    kdot = gaussian_expectations(act, x[:, 0], x[:, 1], x[:, 2]).kdot
+    np.testing.assert_allclose(dk, kdot, rtol=1e-12)
 
 
 def test_elu_numerical_with_kink():
