@@ -626,8 +626,9 @@ def kernel_diagonal(
         >>> import jax.numpy as jnp
         >>> from rmtjax.activations import Relu
         >>> net = FullyConnected(3, 2.0**0.5, 0.0, Relu())
-        >>> kernel_diagonal(jnp.ones((2, 4)), net).nngp.tolist()  # q* = 1 at the edge of chaos
-        [1.0, 1.0]
+        >>> # ReLU at sigma_w^2 = 2, no bias, preserves the length: q = 2 |x|^2 / d = 2 at every layer
+        >>> [round(v, 5) for v in kernel_diagonal(jnp.ones((2, 4)), net).nngp.tolist()]
+        [2.0, 2.0]
     """
     _check_net(net)
     buckets = flag(buckets, "buckets")
