@@ -185,10 +185,15 @@ def test_graph_against_independent_numpy_recursion(graph_results):
 def test_graph_gradients_match_finite_differences():
     """d/d(W_std, b_std, residual weights, branch weights, Erf's a) through residual and parallel
     layers: forward and reverse mode against finite differences (one compiled program)."""
+    from rmtjax.kernels import Activation, Dense, Parallel, Residual, Serial
+
     x1, x2 = _x(4, 5), _x(3, 5, seed=5)
 
-    def f(*p):
-        k = kernel(x1, x2, _graph(*p))
+    def f(w, b, alpha, beta, a, w1, w2):  # the graph's kinds of layer once each (a smaller program)
+        net = Serial(Dense(w, b), Residual(Serial(Activation(A.Relu()), Dense(w, b)), weights=jnp.stack([alpha, beta])),
+                     Parallel(Activation(A.Relu()), Serial(Activation(A.Erf(a, 1.0, 0.0)), Dense(w, b)),
+                              weights=jnp.stack([w1, w2])), Dense(w, b))
+        k = kernel(x1, x2, net)
         return k.ntk + k.nngp**2
 
     check_gradients_batched(f, GRAPH_ARGS, [tuple(range(7))], atol=1e-6, rtol=1e-6)
