@@ -49,6 +49,7 @@ __all__ = [
     "concrete",
     "error_if",
     "flag",
+    "get_names",
     "prng_key",
     "real",
     "reraise_as_value_error",
@@ -281,6 +282,26 @@ def choice(x, name: str, options: Sequence[Any]):
 # --------------------------------------------------------------------------------------------
 # Values: finite, in a range (eager ValueError, or error_if under tracing)
 # --------------------------------------------------------------------------------------------
+
+
+def get_names(get, allowed: Sequence[str]) -> tuple[str, ...]:
+    """neural-tangents' ``get=``: ``None`` (``("nngp", "ntk")``), one name, or a non-empty tuple of
+    distinct names, each in ``allowed``; anything else is a ``ValueError`` naming ``get``."""
+    allowed = tuple(allowed)
+    msg = f"get must be None, one of {allowed} or a non-empty tuple of them, got {get!r}"
+    if get is None:
+        names = ("nngp", "ntk")
+    elif isinstance(get, str):
+        names = (get,)
+    elif isinstance(get, (tuple, list)) and len(get) > 0:
+        names = tuple(get)
+    else:
+        raise ValueError(msg)
+    if any(not isinstance(n, str) or n not in allowed for n in names):
+        raise ValueError(msg)
+    if len(set(names)) != len(names):
+        raise ValueError(f"get must not repeat a name, got {get!r}")
+    return names
 
 
 def _interval(lo, hi, lo_open, hi_open) -> str:

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._validate import as_real, check_range, choice, concrete, error_if, flag, static_int
+from ._validate import as_real, check_range, choice, concrete, error_if, flag, get_names, static_int
 from .kernels import FullyConnected, Kernel, kernel
 
 __all__ = ["Gaussian", "blocked_kernel", "gp_inference", "gradient_descent_mse", "gradient_descent_mse_ensemble"]
@@ -93,18 +93,7 @@ def _get(k, g: str):
 
 def _names(get, allowed: tuple[str, ...]) -> tuple[str, ...]:
     """neural-tangents' ``get``: ``None`` (nngp and ntk), a name, or a tuple of names."""
-    if get is None:
-        names = ("nngp", "ntk")
-    elif isinstance(get, str):
-        names = (get,)
-    elif isinstance(get, (tuple, list)) and len(get) > 0:
-        names = tuple(get)
-    else:
-        raise ValueError(f"get must be one of {allowed} or a tuple of them, got {get!r}")
-    for g in names:
-        if not isinstance(g, str) or g not in allowed:
-            raise ValueError(f"get must be one of {allowed} or a tuple of them, got {get!r}")
-    return names
+    return get_names(get, allowed)
 
 
 def _pack(get, names, out: dict):

@@ -295,8 +295,10 @@ def test_every_argument_is_validated(problem):
         gradient_descent_mse_ensemble(NET, x.at[0, 0].set(jnp.inf), y)
     with pytest.raises(ValueError, match="x_test must have 4 columns"):
         gradient_descent_mse_ensemble(NET, x, y)(1.0, xt[:, :3])
-    with pytest.raises(ValueError, match="get must be one of"):
+    with pytest.raises(ValueError, match="get must be None, one of"):
         gradient_descent_mse_ensemble(NET, x, y)(1.0, xt, get="ntkgp")
+    with pytest.raises(ValueError, match="get must not repeat a name"):
+        gradient_descent_mse_ensemble(NET, x, y)(1.0, xt, get=("nngp", "nngp"))
     with pytest.raises(ValueError, match="x1 must be a concrete array"):
         jax.jit(lambda a: blocked_kernel(a, None, NET).nngp)(x)
     # under jit a NaN time or learning rate is caught at run time, with the same message

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import activations as _act
-from .._validate import choice, flag, static_int
+from .._validate import choice, flag, get_names, static_int
 from ..gaussian import AbstractMethod, Auto, GaussHermite
 from . import _layers as L
 from ._core import FullyConnected, kernel, kernel_diagonal
@@ -179,21 +179,7 @@ class KernelFn:
 
 
 def _parse_get(get):
-    allowed = ("nngp", "ntk", "cov1", "cov2")
-    if isinstance(get, str):
-        names = (get,)
-    elif get is None:
-        names = ("nngp", "ntk")
-    elif isinstance(get, (tuple, list)) and get:
-        names = tuple(get)
-    else:
-        raise ValueError(f"get must be None, one of {allowed} or a non-empty tuple of them, got {get!r}")
-    for n in names:
-        if not isinstance(n, str) or n not in allowed:
-            raise ValueError(f"get must be None, one of {allowed} or a non-empty tuple of them, got {get!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"get must not repeat a name, got {get!r}")
-    return names
+    return get_names(get, ("nngp", "ntk", "cov1", "cov2"))
 
 
 # ------------------------------------------------------------------------------------------
