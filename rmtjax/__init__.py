@@ -8,6 +8,7 @@ from . import activations as activations
 from . import collapse as collapse
 from . import data as data
 from . import dynamics as dynamics
+from . import finite_width as finite_width
 from . import gaussian as gaussian
 from . import hermite as hermite
 from . import kernels as kernels

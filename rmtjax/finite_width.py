@@ -1,0 +1,380 @@
+r"""Finite-width corrections to the infinite-width kernels: the four-point vertex and the
+:math:`1/n` correction to the NNGP.
+
+A fully-connected network of finite widths :math:`n_1, \dots, n_L` is not a Gaussian process.
+Given the activations of layer :math:`\ell`, the preactivations of layer :math:`\ell + 1` are
+Gaussian with the *empirical* covariance (the conjugate kernel)
+
+.. math::
+    \hat G^{(\ell+1)}_{ab} = C_b + \frac{C_W}{n_\ell}\sum_{j=1}^{n_\ell}
+        \phi\big(z^{(\ell)}_{j;a}\big)\,\phi\big(z^{(\ell)}_{j;b}\big),
+    \qquad C_W = \sigma_{w,\ell}^2,\; C_b = \sigma_{b,\ell}^2,
+
+which fluctuates from network to network. To leading order in the widths (Yaida 2020,
+"Non-Gaussian processes and neural networks at finite widths", MSML; Roberts, Yaida & Hanin
+2022, "The Principles of Deep Learning Theory" (PDLT), ch. 4)
+
+.. math::
+    \mathbb E\,\hat G^{(\ell)} = K^{(\ell)} + \frac{1}{n_{\ell-1}} G^{\{1\}(\ell)} + O(n^{-2}),
+    \qquad
+    \operatorname{Cov}\big(\hat G^{(\ell)}_{ab}, \hat G^{(\ell)}_{cd}\big)
+        = \frac{1}{n_{\ell-1}} V^{(\ell)}_{(ab)(cd)} + O(n^{-2}),
+
+where :math:`K^{(\ell)}` is the NNGP kernel (:func:`rmtjax.kernels.kernel`), :math:`V` the
+four-point vertex (the connected four-point function of the preactivations is
+:math:`\frac{1}{n_{\ell-1}}(\delta_{i_1i_2}\delta_{i_3i_4}V_{(a_1a_2)(a_3a_4)} + \text{2 perms})`,
+PDLT eq. 4.77) and :math:`G^{\{1\}}` the :math:`1/n` correction to the mean metric. Both start at
+zero at the first layer (:math:`\hat G^{(1)} = C_b + C_W\, x\cdot x'/d` is not random) and obey
+(PDLT eqs. 4.90 and 4.115, written with the operators below; the derivation is the delta method:
+:math:`\mathbb E\,F(\hat G) = F(G) + \tfrac12 D^2F[\operatorname{Cov}\hat G] + \dots`)
+
+.. math::
+    V^{(\ell+1)} &= C_W^2\,\operatorname{Cov}_{K^{(\ell)}}\big[\phi_a\phi_b,\, \phi_c\phi_d\big]
+        + \frac{n_\ell}{n_{\ell-1}}\; \mathcal L^{(\ell)} V^{(\ell)} \mathcal L^{(\ell)\top},\\
+    G^{\{1\}(\ell+1)} &= \frac{n_\ell}{n_{\ell-1}}\Big(\mathcal L^{(\ell)} G^{\{1\}(\ell)}
+        + \frac{C_W}{2}\,D^2F\big[V^{(\ell)}\big]\Big),
+
+with :math:`F(K)_{ab} = \mathbb E_{z\sim\mathcal N(0,K)}[\phi(z_a)\phi(z_b)]`, the linearised
+kernel map :math:`\mathcal L = C_W\,DF(K^{(\ell)})` acting on symmetric perturbations
+(:math:`(\mathcal L\delta)_{ab} = C_W(\partial_{q_1}k\,\delta_{aa} + \partial_{q_2}k\,\delta_{bb}
++ \partial_{q_{12}}k\,\delta_{ab})`, the derivatives of the dual kernel
+:math:`k(q_1, q_2, q_{12})` of :func:`rmtjax.gaussian.gaussian_expectations`, which PDLT writes
+with Stein's lemma as :math:`\tfrac12\langle\partial^2(\phi_a\phi_b)\rangle`), and
+:math:`D^2F[V]_{ab} = \sum H_{rs}V_{rs}` the Hessian of the dual kernel contracted with the
+covariance of :math:`(\hat G_{aa}, \hat G_{bb}, \hat G_{ab})`. The network's outputs (the readout,
+layer :math:`L+1`) have covariance :math:`\mathbb E\,\hat G^{(L+1)}` and connected four-point
+function :math:`V^{(L+1)}/n_L`; the expansion parameter is the depth-to-width ratio :math:`L/n`.
+
+Closed forms (tested): for a single input and ReLU at criticality (:math:`C_W = 2, C_b = 0`),
+:math:`V^{(\ell)} = 5(\ell - 1)\,(K^{(1)})^2` and :math:`G^{\{1\}} = 0` (PDLT eq. 5.112 ff.:
+the normalised vertex grows like :math:`5\ell/n`); for deep linear networks (:math:`\phi(z) = z`,
+:math:`C_b = 0`) :math:`G^{\{1\}} = 0` and
+:math:`\operatorname{Cov}(\hat G^{(L+1)}_{ab}, \hat G^{(L+1)}_{cd}) = \sum_{\ell=1}^{L} n_\ell^{-1}
+(K_{ac}K_{bd} + K_{ad}K_{bc})` at the last layer's :math:`K` (PDLT sec. 3.3).
+
+The four-point expectations :math:`\mathbb E[\phi_a\phi_b\phi_c\phi_d]` are integrals over as
+many dimensions as there are distinct inputs among :math:`a, b, c, d`: one input by the
+trapezoidal rule of :meth:`rmtjax.activations.AbstractActivation.length_map` (exponentially
+convergent for analytic :math:`\phi`, about 1e-10 for ReLU's kink), two by polar coordinates with
+the angle split where either preactivation changes sign (exact to about 1e-12 for activations
+whose kinks are at 0: ReLU, leaky ReLU, ELU, abs), three or four by tensor Gauss-Hermite of
+degree ``deg3`` / ``deg4`` (about 1e-3 relative for ReLU's kinks at the defaults, 1e-8 for
+smooth activations).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._numerics import gauss_hermite, safe_sqrt, trapezoid_gaussian
+from ._validate import as_real, check_range, error_if, static_int
+from .gaussian import gaussian_expectations
+from .kernels import FullyConnected
+
+__all__ = ["NNGPCorrections", "nngp_corrections"]
+
+
+class NNGPCorrections(NamedTuple):
+    r"""The leading finite-width statistics of the conjugate kernels of a fully-connected
+    network, one entry per layer :math:`\ell = 1, \dots, L + 1` (``L = depth``; entry ``L`` is
+    the readout, i.e. the covariance of the network's outputs).
+
+    Attributes:
+        nngp: :math:`K^{(\ell)}`, ``(depth + 1, m, m)``: the infinite-width NNGP kernel.
+        vertex: :math:`V^{(\ell)}`, ``(depth + 1, m, m, m, m)``: the four-point vertex
+            (``vertex[l, a, b, c, d] = n_{l-1} Cov(G_ab, G_cd)`` to leading order).
+        correction: :math:`G^{\{1\}(\ell)}`, ``(depth + 1, m, m)``: the :math:`1/n` correction
+            to the mean (``n_{l-1} (E G - K)`` to leading order).
+        fan_in: :math:`n_{\ell-1}`, ``(depth + 1,)``, the width that divides ``vertex`` and
+            ``correction`` at each layer (the input dimension for ``l = 0``, where both are 0).
+    """
+
+    nngp: Float[Array, "layers m m"]
+    vertex: Float[Array, "layers m m m m"]
+    correction: Float[Array, "layers m m"]
+    fan_in: Float[Array, " layers"]
+
+    def mean(self) -> Float[Array, "layers m m"]:
+        r""":math:`\mathbb E\,\hat G^{(\ell)} \approx K^{(\ell)} + G^{\{1\}(\ell)}/n_{\ell-1}`."""
+        return self.nngp + self.correction / self.fan_in[:, None, None]
+
+    def covariance(self) -> Float[Array, "layers m m m m"]:
+        r""":math:`\operatorname{Cov}(\hat G^{(\ell)}_{ab}, \hat G^{(\ell)}_{cd}) \approx
+        V^{(\ell)}_{(ab)(cd)}/n_{\ell-1}`."""
+        return self.vertex / self.fan_in[:, None, None, None, None]
+
+
+# --------------------------------------------------------------------------------------------
+# Static index bookkeeping: symmetric matrices as vectors over the pairs a <= b
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _pairs(m: int):
+    """Pairs ``(a, b)``, ``a <= b``, their index map, and the rows of the linearised kernel map."""
+    a, b = np.triu_indices(m)
+    index = np.zeros((m, m), dtype=np.int32)
+    index[a, b] = np.arange(a.size)
+    index[b, a] = np.arange(a.size)
+    return a, b, index
+
+
+@functools.lru_cache(maxsize=64)
+def _quadruples(m: int):
+    """The four-point expectations needed for ``m`` inputs, grouped by pattern.
+
+    Returns ``(groups, table)``: ``groups`` maps a multiplicity pattern (e.g. ``(2, 1, 1)``) to
+    an ``(G, r)`` array of distinct input indices; ``table[p, p']`` indexes the concatenation of
+    the groups' expectations for the pairs ``p = (a, b)``, ``p' = (c, d)``."""
+    a, b, _ = _pairs(m)
+    position: dict[tuple[int, ...], int] = {}
+    groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    keys = []
+    for p in range(a.size):
+        for q in range(a.size):
+            idx = (int(a[p]), int(b[p]), int(a[q]), int(b[q]))
+            counts: dict[int, int] = {}
+            for i in idx:
+                counts[i] = counts.get(i, 0) + 1
+            # canonical: by decreasing multiplicity, then index
+            items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            pattern = tuple(c for _, c in items)
+            distinct = tuple(i for i, _ in items)
+            key = (pattern, distinct)
+            if key not in position:
+                groups.setdefault(pattern, []).append(distinct)
+                position[key] = -1
+            keys.append(key)
+    order = sorted(groups)
+    offsets, start = {}, 0
+    for pattern in order:
+        offsets[pattern] = start
+        for k, distinct in enumerate(groups[pattern]):
+            position[(pattern, distinct)] = start + k
+        start += len(groups[pattern])
+    table = np.array([position[k] for k in keys], dtype=np.int32).reshape(a.size, a.size)
+    return tuple((pattern, np.array(groups[pattern], dtype=np.int32)) for pattern in order), table
+
+
+@functools.lru_cache(maxsize=16)
+def _polar_rule(deg_angle: int, deg_radius: int, cutoff: float):
+    """Gauss-Legendre nodes on ``[0, 1]`` (angle pieces) and a radial rule for
+    :math:`\\int_0^\\infty r e^{-r^2/2} g(r)\\,dr` on ``[0, cutoff]``."""
+    t, wt = np.polynomial.legendre.leggauss(deg_angle)
+    r, wr = np.polynomial.legendre.leggauss(deg_radius)
+    r = 0.5 * cutoff * (r + 1)
+    wr = 0.5 * cutoff * wr * r * np.exp(-0.5 * r * r)
+    return 0.5 * (t + 1), 0.5 * wt, r, wr
+
+
+def _product(act, x, pattern):
+    """:math:`\\prod_i \\phi(x_i)^{p_i}` over the last axis of ``x``."""
+    vals = act(x)
+    out = vals[..., 0] ** pattern[0]
+    for i, p in enumerate(pattern[1:], start=1):
+        out = out * vals[..., i] ** p
+    return out
+
+
+def _expect_1d(act, K, idx, pattern):
+    z, w = trapezoid_gaussian(0.04, 13.0)
+    q = K[idx[:, 0], idx[:, 0]]
+    x = jnp.sqrt(q)[:, None, None] * jnp.asarray(z, K.dtype)[None, :, None]
+    return _product(act, x, pattern) @ jnp.asarray(w, K.dtype)
+
+
+def _expect_2d(act, K, idx, pattern, deg_angle=24, deg_radius=64, cutoff=12.0):
+    """Polar coordinates :math:`z = r(\\cos t, \\sin t)`, :math:`x = Lz`; the angle is split at
+    the four rays where :math:`x_1 = 0` or :math:`x_2 = 0` (kinks of ReLU-like activations)."""
+    i, j = idx[:, 0], idx[:, 1]
+    q1, q2, q12 = K[i, i], K[j, j], K[i, j]
+    l11 = jnp.sqrt(q1)
+    l21 = q12 / l11
+    l22 = safe_sqrt(q2 - l21 * l21)  # zero derivative at 0: parallel inputs
+    # x1 = l11 r cos t (zero at t = pi/2, 3pi/2); x2 = r (l21 cos t + l22 sin t), zero where
+    # tan t = -l21 / l22, i.e. t0 = atan2(-l21, l22) + k pi
+    t0 = jnp.mod(jnp.arctan2(-l21, l22), jnp.pi)
+    cuts = jnp.sort(jnp.stack([jnp.full_like(t0, 0.5 * jnp.pi), t0, jnp.full_like(t0, 1.5 * jnp.pi), t0 + jnp.pi], -1), -1)
+    edges = jnp.concatenate([cuts, cuts[:, :1] + 2 * jnp.pi], -1)  # 5 edges, 4 pieces
+    u, wu, r, wr = (jnp.asarray(v, K.dtype) for v in _polar_rule(deg_angle, deg_radius, cutoff))
+    lo, width = edges[:, :-1], edges[:, 1:] - edges[:, :-1]  # (G, 4)
+    t = lo[:, :, None] + width[:, :, None] * u[None, None, :]  # (G, 4, deg_angle)
+    wt = width[:, :, None] * wu[None, None, :] / (2 * jnp.pi)
+    c, s = jnp.cos(t)[..., None], jnp.sin(t)[..., None]
+    rr = r[None, None, None, :]
+    x1 = l11[:, None, None, None] * c * rr  # (G, 4, deg_angle, deg_radius)
+    x2 = (l21[:, None, None, None] * c + l22[:, None, None, None] * s) * rr
+    vals = _product(act, jnp.stack([x1, x2], -1), pattern)  # (G, 4, deg_angle, deg_radius)
+    return jnp.einsum("gpa,gpar,r->g", wt, vals, wr)
+
+
+def _expect_nd(act, K, idx, pattern, deg):
+    r = idx.shape[1]
+    z1, w1 = gauss_hermite(deg)
+    z = np.stack(np.meshgrid(*([z1] * r), indexing="ij"), -1).reshape(-1, r)
+    w = functools.reduce(np.multiply.outer, [w1] * r).ravel()
+    S = K[idx[:, :, None], idx[:, None, :]]
+    # a jitter of 16 eps times the largest variance keeps the factor finite (and differentiable)
+    # for repeated or parallel inputs, whose covariance is singular
+    jitter = 16 * jnp.finfo(K.dtype).eps * jnp.max(jnp.diagonal(S, axis1=-2, axis2=-1), -1)
+    L = jnp.linalg.cholesky(S + jitter[:, None, None] * jnp.eye(r, dtype=K.dtype)[None])
+    x = jnp.einsum("nk,gik->gni", jnp.asarray(z, K.dtype), L)
+    return _product(act, x, pattern) @ jnp.asarray(w, K.dtype)
+
+
+def _four_point(act, K, m, deg3, deg4):
+    r""":math:`\mathbb E[\phi_a\phi_b\phi_c\phi_d]` over the pairs, ``(P, P)``."""
+    groups, table = _quadruples(m)
+    parts = []
+    for pattern, idx in groups:
+        r = len(pattern)
+        if r == 1:
+            parts.append(_expect_1d(act, K, idx, pattern))
+        elif r == 2:
+            parts.append(_expect_2d(act, K, idx, pattern))
+        else:
+            parts.append(_expect_nd(act, K, idx, pattern, deg3 if r == 3 else deg4))
+    return jnp.concatenate(parts)[table]
+
+
+def _dual(act, q1, q2, q12):
+    return gaussian_expectations(act, q1, q2, q12).k
+
+
+def _layer(carry, params, act, m, deg3, deg4):
+    """One Dense + activation step: ``(K, V, G1)`` of layer l -> layer l + 1."""
+    K, V, G1 = carry
+    CW, Cb, ratio = params
+    a, b, index = _pairs(m)
+    off = a != b
+    ia, ib = index[a, a], index[b, b]
+    p = np.arange(a.size)
+    # off-diagonal pairs: the dual kernel, its gradient and Hessian in (q1, q2, q12); diagonal
+    # pairs: the length map (the 3-argument derivatives are singular at rho = 1 for kinked phi)
+    qa, qb, qab = K[a, a], K[b, b], K[a, b]
+    safe = jnp.where(off, qab, 0.0)
+
+    def dual3(v):
+        return _dual(act, v[0], v[1], v[2])
+
+    v3 = jnp.stack([qa, qb, safe], -1)
+    k_off = jax.vmap(dual3)(v3)
+    g_off = jax.vmap(jax.grad(dual3))(v3)
+    h_off = jax.vmap(jax.hessian(dual3))(v3)
+    h1 = jax.vmap(jax.grad(act.length_map))(qa)
+    h2 = jax.vmap(jax.grad(jax.grad(act.length_map)))(qa)
+    F = jnp.where(off, k_off, act.length_map(qa))
+    # the linearised map on pair vectors: L[p, ia] += CW dk/dq1, L[p, ib] += CW dk/dq2, L[p, p] += CW dk/dq12
+    Lmat = jnp.zeros((a.size, a.size), K.dtype)
+    Lmat = Lmat.at[p, ia].add(jnp.where(off, g_off[:, 0], h1))
+    Lmat = Lmat.at[p, ib].add(jnp.where(off, g_off[:, 1], 0.0))
+    Lmat = Lmat.at[p, p].add(jnp.where(off, g_off[:, 2], 0.0))
+    Lmat = CW * Lmat
+    idx3 = np.stack([ia, ib, p], -1)
+    Vsub = V[idx3[:, :, None], idx3[:, None, :]]
+    hess = jnp.where(off, 0.5 * jnp.sum(h_off * Vsub, (-2, -1)), 0.5 * h2 * V[p, p])
+    E4 = _four_point(act, K, m, deg3, deg4)
+    cov4 = E4 - F[:, None] * F[None, :]
+    K_next = Cb + CW * F
+    V_next = CW**2 * cov4 + ratio * (Lmat @ V @ Lmat.T)
+    G1_next = ratio * (Lmat @ G1 + CW * hess)
+    return (K_next, V_next, G1_next), (K_next, V_next, G1_next)
+
+
+@functools.partial(jax.jit, static_argnames=("m", "deg3", "deg4"))
+def _corrections(x, W, b, act, ratios, *, m, deg3, deg4):
+    a, _, index = _pairs(m)
+    d = x.shape[1]
+    K1 = W[0] ** 2 * (x @ x.T) / d + b[0] ** 2
+    P = a.size
+    zero_v = jnp.zeros((P, P), x.dtype)
+    zero_g = jnp.zeros((P,), x.dtype)
+    params = (W[1:] ** 2, b[1:] ** 2, ratios)
+
+    def body(carry, prm):  # carry: K as a matrix, V and G1 over the pairs
+        (Kn, Vn, Gn), _ = _layer(carry, prm, act, m, deg3, deg4)
+        Kmat = Kn[index]
+        return (Kmat, Vn, Gn), (Kmat, Vn, Gn)
+
+    _, (Ks, Vs, Gs) = jax.lax.scan(body, (K1, zero_v, zero_g), params)
+    Ks = jnp.concatenate([K1[None], Ks])
+    Vs = jnp.concatenate([zero_v[None], Vs])
+    Gs = jnp.concatenate([zero_g[None], Gs])
+    return Ks, Vs[:, index[:, :, None, None], index[None, None, :, :]], Gs[:, index]
+
+
+def nngp_corrections(
+    x: Float[ArrayLike, "m d"],
+    spec: FullyConnected,
+    *,
+    widths: int | tuple[int, ...] | None = None,
+    deg3: int = 16,
+    deg4: int = 10,
+) -> NNGPCorrections:
+    r"""The four-point vertex :math:`V^{(\ell)}` and the :math:`1/n` correction
+    :math:`G^{\{1\}(\ell)}` to the NNGP kernel of a fully-connected network, layer by layer
+    (the recursions of the module docstring; PDLT eqs. 4.90, 4.115).
+
+    Args:
+        x: the inputs, ``(m, d)``, real and finite (at most 64 rows; repeated rows are allowed
+            and give the entries of the single input).
+        spec: the network (:class:`rmtjax.kernels.FullyConnected`: depth, per-layer ``W_std``,
+            ``b_std``, activation; the NNGP does not depend on the parameterization).
+            Differentiable in ``W_std``, ``b_std`` and the activation's parameters.
+        widths: the hidden widths ``n_1 .. n_depth`` (an int for equal widths); only their
+            ratios enter ``vertex`` and ``correction``, which are reported per ``fan_in``.
+            Default: ``spec.widths`` or equal widths.
+        deg3, deg4: Gauss-Hermite degrees of the four-point expectations over three and four
+            distinct inputs (static; ``deg3**3`` and ``deg4**4`` points per expectation).
+
+    Returns:
+        :class:`NNGPCorrections` with ``nngp``, ``vertex``, ``correction`` and ``fan_in``.
+
+    Raises:
+        ValueError: for invalid arguments, or where a value comes out non-finite (a variance
+            that overflows the dtype).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Relu
+        >>> from rmtjax.kernels import FullyConnected
+        >>> c = nngp_corrections(jnp.ones((1, 3)), FullyConnected(3, W_std=2**0.5, b_std=0.0))
+        >>> [round(float(v), 4) for v in c.vertex[:, 0, 0, 0, 0] / c.nngp[:, 0, 0] ** 2]  # 5 (l - 1)
+        [0.0, 5.0, 10.0, 15.0]
+    """
+    if not isinstance(spec, FullyConnected):
+        raise ValueError(f"spec must be an rmtjax.kernels.FullyConnected, got {type(spec).__name__}")
+    x = check_range(as_real(x, "x", ndim=2), "x")
+    m, d = x.shape
+    if d == 0:
+        raise ValueError("x must have at least one feature (column), got shape " + str(x.shape))
+    if m > 64:
+        raise ValueError(f"x: at most 64 inputs (the vertex has m**4 = {m**4} entries), got {m}")
+    deg3 = static_int(deg3, "deg3", lo=2, hi=64)
+    deg4 = static_int(deg4, "deg4", lo=2, hi=24)
+    if widths is None:
+        widths = spec.widths if spec.widths is not None else (1,) * spec.depth
+    elif isinstance(widths, (int, np.integer)) and not isinstance(widths, (bool, np.bool_)):
+        widths = (static_int(widths, "widths", lo=1),) * spec.depth
+    if not isinstance(widths, (tuple, list)) or len(widths) != spec.depth:
+        raise ValueError(f"widths must be a positive integer or {spec.depth} positive integers, got {widths!r}")
+    widths = tuple(static_int(w, "widths", lo=1) for w in widths)
+    fan_in = (d,) + widths
+    # ratio n_l / n_{l-1} for the step into layer l + 1 (l = 1..depth); n_0 never matters (V1 = 0)
+    ratios = np.array([1.0] + [widths[l] / widths[l - 1] for l in range(1, spec.depth)], dtype=np.float64)
+    W, b = spec.layer_params(x.dtype)
+    Ks, Vs, Gs = _corrections(x, W, b, spec.activation, jnp.asarray(ratios[: spec.depth], x.dtype),
+                              m=m, deg3=deg3, deg4=deg4)
+    bad = ~(jnp.all(jnp.isfinite(Vs)) & jnp.all(jnp.isfinite(Gs)) & jnp.all(jnp.isfinite(Ks)))
+    msg = ("x: the finite-width corrections came out non-finite (a variance overflows "
+           f"{x.dtype.name}); use smaller inputs or W_std, or float64")
+    Ks, Vs, Gs = error_if((Ks, Vs, Gs), bad, msg)
+    return NNGPCorrections(Ks, Vs, Gs, jnp.asarray(fan_in, x.dtype))

@@ -1,0 +1,43 @@
+"""Fuzz entries for rmtjax.finite_width.
+
+The check is independent of the recursion: the layer kernels equal rmtjax.kernels' NNGP at every
+depth, and the vertex is a covariance (symmetric under (ab) <-> (cd), non-negative variances)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+import rmtjax.activations as A
+from rmtjax.finite_width import nngp_corrections
+from rmtjax.kernels import FullyConnected, kernel
+
+from .harness import Entry, array, number, static_int
+
+ACTS = st.one_of(st.sampled_from([A.Relu(), A.Erf()]), st.sampled_from(["relu", None]))
+
+
+def _check(kwargs, out):
+    K = np.asarray(out.nngp)
+    spec = FullyConnected(kwargs["depth"], kwargs["W_std"], kwargs["b_std"], kwargs["activation"])
+    ref = np.asarray(kernel(kwargs["x"], None, spec).nngp)
+    # the readout's kernel (layer depth + 1) is the network's NNGP
+    assert np.allclose(K[-1], ref, rtol=1e-9, atol=1e-12 * max(np.max(np.abs(ref)), 1e-300)), (K[-1], ref)
+    V = np.asarray(out.vertex)
+    scale = max(np.max(np.abs(V)), 1e-300)
+    assert np.allclose(V, np.transpose(V, (0, 3, 4, 1, 2)), rtol=1e-9, atol=1e-12 * scale), "vertex not symmetric"
+    m = K.shape[-1]
+    for a in range(m):
+        assert np.all(V[:, a, a, a, a] >= -1e-9 * scale), "negative variance of a diagonal kernel entry"
+
+
+ENTRIES = [
+    Entry("finite_width.nngp_corrections",
+          lambda x, W_std, b_std, activation, depth: nngp_corrections(
+              x, FullyConnected(depth, W_std, b_std, activation)),
+          {"x": array((2, 3)), "W_std": number(0.0, 3.0), "b_std": number(0.0, 1.0), "activation": ACTS,
+           "depth": static_int(0, 2)}, static=("depth",), check=_check, max_examples=8,
+          valid=lambda: {"x": np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.4]]), "W_std": 1.3, "b_std": 0.2,
+                         "activation": A.Erf(), "depth": 2}),
+]
+EXEMPT = {"finite_width.NNGPCorrections": "a NamedTuple of results (its methods are arithmetic on its fields)"}
