@@ -11,8 +11,8 @@ import pytest
 from scipy import integrate
 
 from rmtjax.activations import Identity, Relu, Tanh
-from rmtjax.finite_width import nngp_corrections
-from rmtjax.kernels import FullyConnected
+from rmtjax.finite_width import nngp_corrections, ntk_fluctuations
+from rmtjax.kernels import FullyConnected, kernel
 
 X3 = np.array([[1.0, 0.5, -0.3, 0.2], [0.4, -1.1, 0.8, 0.1], [-0.7, 0.3, 0.9, -1.2]])
 
@@ -130,6 +130,42 @@ def test_flax_ensembles_match_vertex_and_mean_correction():
     assert np.all(np.abs(G1[diag]) > 3 * se[diag]) and np.all(np.sign(dev[diag]) == np.sign(G1[diag])), (dev, G1, se)
 
 
+def test_relu_ntk_variance_closed_form():
+    # ReLU without biases, equal widths, layer l + 1 after l hidden layers: Theta = (l + 1) K with no
+    # 1/n shift of the mean, and n Var(Theta) / Theta^2 = l (11 l + 7) / (3 (l + 1)) (worked out by
+    # hand from the recursion's ReLU moments: F = q/2, H = 1/2, Var(phi^2) = 5K^2/4, ...)
+    x = jnp.array([[0.3, -1.2, 0.5], [1.0, 0.2, 0.1]])
+    for W in (2**0.5, 0.9):
+        f = ntk_fluctuations(x, FullyConnected(6, W_std=W, b_std=0.0), widths=64)
+        l = np.arange(7)[:, None]
+        np.testing.assert_allclose(f.variance / f.ntk**2, np.broadcast_to(l * (11 * l + 7) / (3 * (l + 1)), (7, 2)),
+                                   rtol=1e-7, atol=1e-12)  # measured 4e-10 (midpoint-rule moments)
+        np.testing.assert_allclose(f.correction, 0.0, atol=1e-8)
+        np.testing.assert_allclose(f.ntk[-1], kernel(x, None, FullyConnected(6, W_std=W, b_std=0.0)).ntk.diagonal(),
+                                   rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_flax_ensembles_match_ntk_mean_and_variance():
+    # tanh with biases, depth 3, width 128: the empirical NTK of 2000 Flax networks. Variance within
+    # 5 standard errors (se of a sample variance: sqrt(2/N) relative, 3.2%; the O(L/n) bias at
+    # this size is smaller: measured at depth 4 with 8000-16000 networks, 1% at width 256 and 7% at
+    # width 32). Measured here: z = 0.8 for the variance, 2.2 for the mean.
+    from rmtjax.finite import ensemble_kernels, init_ensemble
+
+    x = jnp.asarray(X3[:1])
+    spec = FullyConnected(3, W_std=1.8**0.5, b_std=0.1**0.5, activation=Tanh())
+    n, N, chunk = 128, 2000, 500
+    f = ntk_fluctuations(x, spec, widths=n)
+    vals = np.concatenate([
+        np.asarray(ensemble_kernels(x, None, init_ensemble(k, spec, x.shape[1], size=chunk, width=n)).ntk[:, 0, 0])
+        for k in jax.random.split(jax.random.key(3), N // chunk)])
+    var = vals.var(ddof=1)
+    z_var = abs(var - f.variance[-1, 0] / n) / (var * np.sqrt(2 / N))
+    z_mean = abs(vals.mean() - f.mean()[-1, 0]) / (vals.std(ddof=1) / np.sqrt(N))
+    assert z_var < 5 and z_mean < 5, (z_var, z_mean, var, f.variance[-1, 0] / n)
+
+
 def test_jit_vmap_and_gradients():
     x = jnp.asarray(X3[:2])
 
@@ -142,6 +178,12 @@ def test_jit_vmap_and_gradients():
     h = 1e-5
     fd = (vertex(1.3 + h) - vertex(1.3 - h)) / (2 * h)
     np.testing.assert_allclose(jax.grad(vertex)(1.3), fd, rtol=1e-7)
+
+    def ntk_var(W):
+        return ntk_fluctuations(x, FullyConnected(2, W_std=W, b_std=0.2, activation=Tanh())).variance[-1, 0]
+
+    fd = (ntk_var(1.3 + h) - ntk_var(1.3 - h)) / (2 * h)
+    np.testing.assert_allclose(jax.grad(ntk_var)(1.3), fd, rtol=1e-6)
 
 
 def test_repeated_and_parallel_rows_give_the_single_input_values_and_finite_gradients():
@@ -182,5 +224,7 @@ def test_bad_input_is_a_clear_error():
         nngp_corrections(x, "relu")
     with pytest.raises(ValueError, match="x must be finite"):
         nngp_corrections(x.at[0, 0].set(jnp.nan), spec)
+    with pytest.raises(ValueError, match="parameterization='ntk' only"):
+        ntk_fluctuations(x, FullyConnected(2, parameterization="standard", widths=8))
     with pytest.raises(ValueError, match="x must be real"):
         nngp_corrections(np.asarray(x) + 1j, spec)

@@ -1,7 +1,7 @@
 """Fuzz entries for rmtjax.finite_width.
 
-The check is independent of the recursion: the layer kernels equal rmtjax.kernels' NNGP at every
-depth, and the vertex is a covariance (symmetric under (ab) <-> (cd), non-negative variances)."""
+The checks are independent of the recursions: the last layer's kernels equal rmtjax.kernels' NNGP
+and NTK, and the vertex and the NTK variance are covariances (symmetric under (ab) <-> (cd), non-negative variances)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import rmtjax.activations as A
-from rmtjax.finite_width import nngp_corrections
+from rmtjax.finite_width import nngp_corrections, ntk_fluctuations
 from rmtjax.kernels import FullyConnected, kernel
 
 from .harness import Entry, array, number, static_int
@@ -31,6 +31,15 @@ def _check(kwargs, out):
         assert np.all(V[:, a, a, a, a] >= -1e-9 * scale), "negative variance of a diagonal kernel entry"
 
 
+def _check_ntk(kwargs, out):
+    spec = FullyConnected(kwargs["depth"], kwargs["W_std"], kwargs["b_std"], kwargs["activation"])
+    ref = np.diag(np.asarray(kernel(kwargs["x"], None, spec).ntk))
+    Th = np.asarray(out.ntk)[-1]
+    assert np.allclose(Th, ref, rtol=1e-9, atol=1e-12 * max(np.max(np.abs(ref)), 1e-300)), (Th, ref)
+    var = np.asarray(out.variance)
+    assert np.all(var >= -1e-9 * max(np.max(np.abs(var)), 1e-300)), "negative variance"
+
+
 ENTRIES = [
     Entry("finite_width.nngp_corrections",
           lambda x, W_std, b_std, activation, depth: nngp_corrections(
@@ -39,5 +48,13 @@ ENTRIES = [
            "depth": static_int(0, 2)}, static=("depth",), check=_check, max_examples=8,
           valid=lambda: {"x": np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.4]]), "W_std": 1.3, "b_std": 0.2,
                          "activation": A.Erf(), "depth": 2}),
+    Entry("finite_width.ntk_fluctuations",
+          lambda x, W_std, b_std, activation, depth: ntk_fluctuations(
+              x, FullyConnected(depth, W_std, b_std, activation)),
+          {"x": array((2, 3)), "W_std": number(0.0, 3.0), "b_std": number(0.0, 1.0), "activation": ACTS,
+           "depth": static_int(0, 2)}, static=("depth",), check=_check_ntk, max_examples=8,
+          valid=lambda: {"x": np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.4]]), "W_std": 1.3, "b_std": 0.2,
+                         "activation": A.Erf(), "depth": 2}),
 ]
-EXEMPT = {"finite_width.NNGPCorrections": "a NamedTuple of results (its methods are arithmetic on its fields)"}
+EXEMPT = {"finite_width.NNGPCorrections": "a NamedTuple of results (its methods are arithmetic on its fields)",
+          "finite_width.NTKFluctuations": "a NamedTuple of results (its methods are arithmetic on its fields)"}
