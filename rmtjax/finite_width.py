@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import NamedTuple
 
 import equinox as eqx
@@ -75,11 +76,29 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._numerics import gauss_hermite, safe_sqrt, trapezoid_gaussian
-from ._validate import as_real, check_range, error_if, static_int
+from ._validate import as_real, check_range, concrete, error_if, static_int
 from .gaussian import gaussian_expectations
 from .kernels import FullyConnected
 
-__all__ = ["NNGPCorrections", "NTKFluctuations", "nngp_corrections", "ntk_fluctuations"]
+__all__ = ["ExpansionWarning", "NNGPCorrections", "NTKFluctuations", "nngp_corrections", "ntk_fluctuations"]
+
+
+class ExpansionWarning(UserWarning):
+    """The :math:`1/n` corrections at the given widths are as large as the values they correct:
+    the depth-to-width ratio is too large for the expansion to mean anything."""
+
+
+def _warn_if_large(relative, widths, depth: int, given: bool) -> None:
+    """Warns (eagerly, with concrete values only) when a relative correction exceeds 1."""
+    r = concrete(relative) if given else None
+    if r is None or r.size == 0:
+        return
+    worst = float(np.nanmax(np.abs(r)))
+    if worst > 1:
+        ratio = depth / min(widths) if widths else 0.0
+        warnings.warn(f"widths: the 1/n corrections are {worst:.3g} times the infinite-width values they correct "
+                      f"(depth-to-width ratio L/n = {ratio:.3g}); the expansion is not meaningful at these widths",
+                      ExpansionWarning, stacklevel=3)
 
 
 class NNGPCorrections(NamedTuple):
@@ -349,7 +368,9 @@ def nngp_corrections(
             Differentiable in ``W_std``, ``b_std`` and the activation's parameters.
         widths: the hidden widths ``n_1 .. n_depth`` (an int for equal widths); only their
             ratios enter ``vertex`` and ``correction``, which are reported per ``fan_in``.
-            Default: ``spec.widths`` or equal widths.
+            Default: ``spec.widths`` or equal widths. Where given, a standard deviation
+            :math:`\sqrt{V/n}` or a mean shift :math:`G^{\{1\}}/n` larger than the kernel it
+            corrects raises an :class:`ExpansionWarning` naming the depth-to-width ratio (eagerly).
         deg3, deg4: Gauss-Hermite degrees of the four-point expectations over three and four
             distinct inputs (static; ``deg3**3`` and ``deg4**4`` points per expectation).
 
@@ -370,6 +391,7 @@ def nngp_corrections(
     """
     if not isinstance(spec, FullyConnected):
         raise ValueError(f"spec must be an rmtjax.kernels.FullyConnected, got {type(spec).__name__}")
+    given = widths is not None or spec.widths is not None
     x, widths, ratios, fan_in = _inputs(x, spec, widths)
     m = x.shape[0]
     if m > 64:
@@ -383,7 +405,13 @@ def nngp_corrections(
     msg = ("x: the finite-width corrections came out non-finite (a variance overflows "
            f"{x.dtype.name}); use smaller inputs or W_std, or float64")
     Ks, Vs, Gs = error_if((Ks, Vs, Gs), bad, msg)
-    return NNGPCorrections(Ks, Vs, Gs, jnp.asarray(fan_in, x.dtype))
+    out = NNGPCorrections(Ks, Vs, Gs, jnp.asarray(fan_in, x.dtype))
+    diag = jnp.arange(x.shape[0])
+    K_aa = Ks[:, diag, diag]
+    relative = jnp.concatenate([jnp.sqrt(jnp.maximum(Vs[:, diag, diag, diag, diag], 0.0) / out.fan_in[:, None]) / K_aa,
+                                Gs[:, diag, diag] / out.fan_in[:, None] / K_aa])
+    _warn_if_large(relative, widths, spec.depth, given)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,7 +562,9 @@ def ntk_fluctuations(
             its own (covariances between different inputs are not computed).
         spec: a :class:`rmtjax.kernels.FullyConnected` with ``parameterization="ntk"``;
             differentiable in ``W_std``, ``b_std`` and the activation's parameters.
-        widths: hidden widths (an int for equal widths); default ``spec.widths`` or equal.
+        widths: hidden widths (an int for equal widths); default ``spec.widths`` or equal. Where
+            given, a relative standard deviation or mean shift above 1 raises an
+            :class:`ExpansionWarning` naming the depth-to-width ratio (eagerly).
 
     Returns:
         :class:`NTKFluctuations`.
@@ -550,6 +580,7 @@ def ntk_fluctuations(
         raise ValueError(f"spec must be an rmtjax.kernels.FullyConnected, got {type(spec).__name__}")
     if spec.parameterization != "ntk":
         raise ValueError("spec: ntk_fluctuations supports parameterization='ntk' only, got 'standard'")
+    given = widths is not None or spec.widths is not None
     x, widths, ratios, fan_in = _inputs(x, spec, widths)
     W, b = spec.layer_params(x.dtype)
     Th, t1, var = _ntk_fluctuations(x, W, b, spec.activation, jnp.asarray(ratios, x.dtype))
@@ -557,4 +588,7 @@ def ntk_fluctuations(
     msg = (f"x: the NTK fluctuations came out non-finite (a variance overflows {x.dtype.name}); use smaller "
            "inputs or W_std, or float64")
     Th, t1, var = error_if((Th, t1, var), bad, msg)
-    return NTKFluctuations(Th, t1, var, jnp.asarray(fan_in, x.dtype))
+    out = NTKFluctuations(Th, t1, var, jnp.asarray(fan_in, x.dtype))
+    _warn_if_large(jnp.concatenate([jnp.sqrt(out.relative_variance()), out.correction / out.fan_in[:, None] / Th]),
+                   widths, spec.depth, given)
+    return out

@@ -11,7 +11,7 @@ import pytest
 from scipy import integrate
 
 from rmtjax.activations import Identity, Relu, Tanh
-from rmtjax.finite_width import nngp_corrections, ntk_fluctuations
+from rmtjax.finite_width import ExpansionWarning, nngp_corrections, ntk_fluctuations
 from rmtjax.kernels import FullyConnected, kernel
 
 X3 = np.array([[1.0, 0.5, -0.3, 0.2], [0.4, -1.1, 0.8, 0.1], [-0.7, 0.3, 0.9, -1.2]])
@@ -226,5 +226,10 @@ def test_bad_input_is_a_clear_error():
         nngp_corrections(x.at[0, 0].set(jnp.nan), spec)
     with pytest.raises(ValueError, match="parameterization='ntk' only"):
         ntk_fluctuations(x, FullyConnected(2, parameterization="standard", widths=8))
+    deep = FullyConnected(8, W_std=2**0.5, b_std=0.0)
+    for fn in (nngp_corrections, ntk_fluctuations):
+        with pytest.warns(ExpansionWarning, match=r"depth-to-width ratio L/n = 2\)"):
+            fn(x[:1], deep, widths=4)
+        fn(x[:1], deep, widths=256)  # no warning (warnings are errors in this suite)
     with pytest.raises(ValueError, match="x must be real"):
         nngp_corrections(np.asarray(x) + 1j, spec)

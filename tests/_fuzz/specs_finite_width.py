@@ -57,4 +57,5 @@ ENTRIES = [
                          "activation": A.Erf(), "depth": 2}),
 ]
 EXEMPT = {"finite_width.NNGPCorrections": "a NamedTuple of results (its methods are arithmetic on its fields)",
-          "finite_width.NTKFluctuations": "a NamedTuple of results (its methods are arithmetic on its fields)"}
+          "finite_width.NTKFluctuations": "a NamedTuple of results (its methods are arithmetic on its fields)",
+          "finite_width.ExpansionWarning": "a warning class"}
