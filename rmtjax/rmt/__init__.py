@@ -70,3 +70,6 @@ from ._gram import gram_resolvent as gram_resolvent
 from ._gram import gram_spikes as gram_spikes
 from ._gram import gram_spectral_density as gram_spectral_density
 from ._gram import gram_trace_resolvent as gram_trace_resolvent
+from ._learning_curves import LearningCurve as LearningCurve
+from ._learning_curves import krr_learning_curve as krr_learning_curve
+from ._learning_curves import population_eigensystem as population_eigensystem

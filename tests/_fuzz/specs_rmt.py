@@ -450,7 +450,34 @@ ENTRIES.append(Entry("rmt.gram_delta", lambda z: rmt.gram_delta(rmt.GramMixture(
                                                                  throw=False),
                      {"z": number(-2, 5)}, ok=lambda out: out.ok))
 
+def _learning_curve_check(kwargs, out):
+    """Errors are non-negative, learnabilities in [0, 1], and kappa solves its equation."""
+    lam = np.asarray(kwargs["eigenvalues"], dtype=float)
+    for a in (out.test_error, out.train_error, out.kappa):
+        assert np.all(np.asarray(a) >= -1e-12), a
+    L = np.asarray(out.learnability)
+    assert np.all((L >= 0) & (L <= 1 + 1e-12)), L
+    k = float(np.asarray(out.kappa).reshape(-1)[0])
+    n = float(np.asarray(kwargs["n"]).reshape(-1)[0])
+    lhs = np.sum(lam / (lam + k)) + float(kwargs["ridge"]) / k
+    assert abs(lhs - n) <= 1e-6 * n, (lhs, n)
+
+
+ENTRIES += [
+    Entry("rmt.krr_learning_curve",
+          lambda eigenvalues, target, n, ridge, noise: rmt.krr_learning_curve(eigenvalues, target, n, ridge, noise),
+          {"eigenvalues": array((5,), 0.0, 2.0), "target": array((5,)), "n": number(1.0, 20.0),
+           "ridge": number(0.0, 1.0), "noise": number(0.0, 1.0)},
+          names=("eigenvalues", "target", "n", "ridge", "noise"), check=_learning_curve_check, max_examples=12,
+          valid=lambda: {"eigenvalues": np.array([1.0, 0.5, 0.25, 0.1, 0.05]), "target": np.ones(5), "n": 3.0,
+                         "ridge": 0.1, "noise": 0.1}),
+    Entry("rmt.population_eigensystem", lambda gram, values: rmt.population_eigensystem(gram, values),
+          {"gram": array((4, 4)), "values": array((4,))}, names=("gram", "values"), max_examples=8,
+          valid=lambda: {"gram": np.eye(4) + 0.5, "values": np.arange(4.0)}),
+]
+
 EXEMPT = {
+    "rmt.LearningCurve": "result container (NamedTuple)",
     "rmt.AbstractMeasure": "abstract base (its methods are fuzzed on every concrete measure)",
     "rmt.Empirical": "alias of rmt.Discrete",
     "rmt.HardTanh": "re-export of activations.HardTanh (fuzzed through jacobian_q_star and jacobian_spectrum)",
