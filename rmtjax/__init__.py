@@ -17,6 +17,7 @@ from . import regression as regression
 from . import rmt as rmt
 from . import solve as solve
 from . import stax as stax
+from . import sweep as sweep
 from .gaussian import Auto as Auto
 from .gaussian import ClosedForm as ClosedForm
 from .gaussian import GaussHermite as GaussHermite
