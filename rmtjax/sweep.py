@@ -48,11 +48,13 @@ for a sweep larger than memory, or one still running, open the store lazily with
 
 **Resume rule.** A chunk counts as done when its ``_sweep_done`` byte is 1. The byte is written
 after the chunk's data, and each Zarr chunk is written whole (Zarr's local store writes a
-temporary file and renames it), so a run stopped at any moment (an exception, Ctrl-C, the process
+temporary file and renames it, since zarr-python 3.1.3), so a run stopped at any moment (an exception, Ctrl-C, the process
 killed) leaves every chunk either marked and complete or unmarked; the rerun computes the unmarked
 chunks, overwriting whatever part of them was written, and skips the marked ones. An interrupted
 run loses at most the chunk (per process) it was computing. Files are not flushed to disk one by
-one (no ``fsync``), so a crash of the machine itself may lose more. The rerun must describe the same sweep: the same axis names in the same
+one (no ``fsync``), so a crash of the machine itself may lose more. Neither the store nor the
+resume depends on the devices or the number of processes: a sweep started on two GPUs can be
+finished on one CPU, or by more processes. The rerun must describe the same sweep: the same axis names in the same
 order, the same coordinates (equal values, the same kind of number), the same chunk size (left
 out, it is read from the store) and the same function fingerprint; anything else is a
 ``ValueError`` that names what differs — a store never holds two grids. A fingerprint also changes
