@@ -65,7 +65,8 @@ from jaxtyping import Array, ArrayLike, Float
 from ._validate import as_real, check_range, choice, concrete, error_if, flag, get_names, static_int
 from .kernels import FullyConnected, Kernel, kernel
 
-__all__ = ["Gaussian", "blocked_kernel", "gp_inference", "gradient_descent_mse", "gradient_descent_mse_ensemble"]
+__all__ = ["Fit", "Gaussian", "blocked_kernel", "fit_hyperparameters", "generalized_cross_validation", "gp_inference",
+           "gradient_descent_mse", "gradient_descent_mse_ensemble", "log_marginal_likelihood"]
 
 
 class Gaussian(NamedTuple):
@@ -759,3 +760,201 @@ def blocked_kernel(
             nngp[j : j + block, i : i + block] = kn.T
             ntk[j : j + block, i : i + block] = kt.T
     return Kernel(nngp, ntk)
+
+
+# --------------------------------------------------------------------------------------------
+# Hyperparameters by gradient: the marginal likelihood, generalized cross-validation, a fit
+# --------------------------------------------------------------------------------------------
+
+
+def _plain_cholesky(a: Array, name: str) -> Array:
+    """The upper Cholesky factor of ``a``, which must be positive definite (no jitter: the
+    likelihood of a singular covariance is not finite)."""
+    factor = _upper_cholesky(a)
+    msg = (f"{name} must be positive definite (its Cholesky factorisation failed); add noise > 0 or use "
+           "a kernel with full rank on these inputs")
+    ok = concrete(jnp.all(jnp.isfinite(factor)))
+    if ok is not None:
+        if not bool(ok):
+            raise ValueError(msg)
+        return factor
+    return error_if(factor, ~jnp.all(jnp.isfinite(factor)), msg)
+
+
+def log_marginal_likelihood(
+    k_train_train: Float[ArrayLike, "n n"], y_train: Float[ArrayLike, "n k"], noise: ArrayLike = 0.0
+) -> Array:
+    r"""The Gaussian-process log marginal likelihood of the targets (Rasmussen & Williams 2006,
+    eq. 2.30), summed over the ``k`` independent output columns:
+
+    .. math::
+        \log p(Y \mid X) = -\tfrac12\operatorname{tr}\big(Y^\top (K + \sigma^2 I)^{-1} Y\big)
+            - \tfrac{k}{2}\log\det(K + \sigma^2 I) - \tfrac{nk}{2}\log 2\pi.
+
+    Differentiable in the kernel (hence in ``W_std``, ``b_std``, activation parameters and graph
+    weights of the network that made it), the targets and the noise variance.
+
+    Args:
+        k_train_train: the kernel on the training inputs ``(n, n)``, symmetric (checked) and with
+            :math:`K + \sigma^2 I` positive definite.
+        y_train: targets ``(n, k)`` (or ``(n,)``).
+        noise: :math:`\sigma^2 \ge 0`, the observation-noise variance added to the diagonal.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> k = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+        >>> round(float(log_marginal_likelihood(k, jnp.array([1.0, -1.0]), 0.1)), 5)
+        -3.21865
+    """
+    k = _square(k_train_train, "k_train_train")
+    y = as_real(y_train, "y_train", ndim=(1, 2))
+    y = _targets(y.reshape(y.shape[0], -1), k.shape[0])
+    noise = check_range(as_real(noise, "noise", ndim=0), "noise", lo=0.0)
+    dt = jnp.result_type(k, y, noise)
+    k, y, noise = k.astype(dt), y.astype(dt), noise.astype(dt)
+    n, cols = y.shape
+    factor = _plain_cholesky(k + noise * jnp.eye(n, dtype=dt), "k_train_train + noise I")
+    alpha = jax.scipy.linalg.cho_solve((factor, False), y)
+    logdet = 2 * jnp.sum(jnp.log(jnp.diag(factor)))
+    return -0.5 * jnp.sum(y * alpha) - 0.5 * cols * logdet - 0.5 * n * cols * jnp.log(2 * jnp.pi).astype(dt)
+
+
+def generalized_cross_validation(
+    k_train_train: Float[ArrayLike, "n n"], y_train: Float[ArrayLike, "n k"], ridge: ArrayLike
+) -> Array:
+    r"""The generalized cross-validation score of kernel ridge regression (Craven & Wahba 1979;
+    Golub, Heath & Wahba 1979): with the hat matrix :math:`H = K(K + \lambda I)^{-1}`,
+
+    .. math::
+        \mathrm{GCV}(\lambda) = \frac{\tfrac1n\|(I - H)Y\|_F^2}{\big(\tfrac1n\operatorname{tr}(I - H)\big)^2}
+            = \frac{n\,\|(K + \lambda I)^{-1}Y\|_F^2}{\operatorname{tr}\big((K + \lambda I)^{-1}\big)^2},
+
+    a nearly unbiased estimate of the test error (against noisy labels) from the training data
+    alone; differentiable in the kernel, the targets and :math:`\lambda > 0`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> k = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+        >>> round(float(generalized_cross_validation(k, jnp.array([1.0, -1.0]), 0.1)), 5)
+        1.82031
+    """
+    k = _square(k_train_train, "k_train_train")
+    y = as_real(y_train, "y_train", ndim=(1, 2))
+    y = _targets(y.reshape(y.shape[0], -1), k.shape[0])
+    ridge = check_range(as_real(ridge, "ridge", ndim=0), "ridge", lo=0.0, lo_open=True)
+    dt = jnp.result_type(k, y, ridge)
+    k, y, ridge = k.astype(dt), y.astype(dt), ridge.astype(dt)
+    n = y.shape[0]
+    factor = _plain_cholesky(k + ridge * jnp.eye(n, dtype=dt), "k_train_train + ridge I")
+    inv = jax.scipy.linalg.cho_solve((factor, False), jnp.eye(n, dtype=dt))
+    r = inv @ y
+    return n * jnp.sum(r * r) / jnp.trace(inv) ** 2
+
+
+class Fit(NamedTuple):
+    """The result of :func:`fit_hyperparameters`.
+
+    Attributes:
+        params: the fitted hyperparameters (the structure of the initial ones).
+        loss: the objective at ``params``.
+        steps: the number of L-BFGS iterations taken.
+        grad_norm: the norm of the gradient with respect to the optimised (log) coordinates at
+            the end; small when the fit converged.
+    """
+
+    params: object
+    loss: Array
+    steps: Array
+    grad_norm: Array
+
+
+def fit_hyperparameters(
+    objective: Callable[[object], Array],
+    params: object,
+    *,
+    positive: bool = True,
+    max_steps: int = 200,
+    gtol: float | None = None,
+) -> Fit:
+    r"""Minimises ``objective(params)`` over a pytree of hyperparameters with L-BFGS (optax,
+    zoom line search), compiled as one ``lax.while_loop``.
+
+    Typical objectives: the negative :func:`log_marginal_likelihood` or the
+    :func:`generalized_cross_validation` score of a kernel built from ``params`` (``W_std``,
+    ``b_std``, activation parameters, graph weights, the noise or ridge).
+
+    Args:
+        objective: ``objective(params) -> scalar``, jit-compatible and differentiable.
+        params: the initial hyperparameters, a pytree of real arrays (finite; ``> 0`` with
+            ``positive``).
+        positive: optimise the logarithms (every leaf stays positive; the natural scale for
+            standard deviations, variances and ridges).
+        max_steps: at most this many iterations (static, ``>= 1``).
+        gtol: stop when the gradient norm in the optimised coordinates is below this (default
+            :math:`\sqrt\varepsilon` of the dtype times ``max(1, |loss|)``).
+
+    Returns:
+        :class:`Fit` with the fitted ``params``, the final ``loss``, ``steps`` and ``grad_norm``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> fit = fit_hyperparameters(lambda p: (jnp.log(p["a"]) - 1.0) ** 2, {"a": jnp.array(1.0)})
+        >>> round(float(fit.params["a"]), 4)  # e
+        2.7183
+    """
+    import optax
+
+    if not callable(objective):
+        raise ValueError(f"objective must be callable, got {type(objective).__name__}")
+    positive = flag(positive, "positive")
+    max_steps = static_int(max_steps, "max_steps", lo=1, hi=100_000)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    if not leaves:
+        raise ValueError("params must hold at least one array")
+    leaves = [check_range(as_real(v, f"params[{i}]"), f"params[{i}]", lo=0.0 if positive else None,
+                          lo_open=positive) for i, v in enumerate(leaves)]
+    dt = jnp.result_type(*leaves)
+    leaves = [v.astype(dt) for v in leaves]
+    x0 = [jnp.log(v) if positive else v for v in leaves]
+    gtol = float(np.sqrt(np.finfo(np.dtype(dt)).eps)) if gtol is None else float(gtol)
+
+    def to_params(x):
+        return jax.tree_util.tree_unflatten(tree, [jnp.exp(v) if positive else v for v in x])
+
+    def loss(x):
+        out = jnp.asarray(objective(to_params(x)))
+        if out.shape != ():
+            raise ValueError(f"objective must return a scalar, got shape {out.shape}")
+        return out.astype(dt)
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(loss)
+
+    def tree_norm(g):
+        return jnp.sqrt(sum(jnp.sum(v * v) for v in jax.tree_util.tree_leaves(g)))
+
+    @jax.jit
+    def run(x0):
+        def step(carry):
+            x, state, _, k, _ = carry
+            value, grad = value_and_grad(x, state=state)
+            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=loss)
+            x = optax.apply_updates(x, updates)
+            return x, state, value, k + 1, tree_norm(grad)
+
+        def cont(carry):
+            _, _, value, k, gnorm = carry
+            return (k < max_steps) & (gnorm > gtol * jnp.maximum(1.0, jnp.abs(value)))
+
+        init = (x0, opt.init(x0), jnp.asarray(0.0, dt), jnp.asarray(0), jnp.asarray(jnp.inf, dt))
+        x, _, _, k, _ = jax.lax.while_loop(cont, step, init)
+        value, grad = jax.value_and_grad(loss)(x)
+        return x, value, k, tree_norm(grad)
+
+    # optax's L-BFGS mixes int32 and int64 counters, which strict dtype promotion refuses
+    with jax.numpy_dtype_promotion("standard"):
+        x, value, k, gnorm = run(x0)
+    bad = ~jnp.isfinite(value)
+    msg = "objective: the fit reached a non-finite loss; start nearer a good value or bound the hyperparameters"
+    x, value = error_if((x, value), bad, msg)
+    return Fit(to_params(x), value, k, gnorm)

@@ -130,6 +130,23 @@ def _split_sizes(kwargs, out):
     assert out.x_train.shape[0] == kwargs["n_train"] and out.x_test.shape[0] == kwargs["n_test"]
 
 
+def _lml_bound(kwargs, out):
+    """log p(Y) <= -(k/2) log det(2 pi (K + noise I)) (the quadratic term is <= 0)."""
+    k = np.asarray(kwargs["k_train_train"], float) + float(kwargs["noise"]) * np.eye(6)
+    _, logdet = np.linalg.slogdet(2 * np.pi * k)
+    assert float(out) <= -0.5 * 2 * logdet * (1 - 1e-9) + 1e-9, (float(out), logdet)
+
+
+def _nonnegative(out):
+    assert float(out) >= 0, float(out)
+
+
+def _fit_at_target(kwargs, out):
+    if bool(out.grad_norm < 1e-6):
+        assert abs(float(np.log(out.params["a"])) - 0.5) < 1e-5, out
+
+
+
 ENTRIES = [
     # ------------------------------------------------------------------ data: real and mixtures
     Entry("data.one_hot", lambda labels, num_classes, center: data.one_hot(labels, num_classes, center=center),
@@ -265,6 +282,22 @@ ENTRIES = [
           {"x1": finite_array((10, 3)), "x2": st.one_of(st.none(), finite_array((9, 3))), "block": static_int(6, 12)},
           jit=False, max_examples=8,
           valid=lambda: {"x1": sample((10, 3), -1.0, 1.0), "x2": sample((9, 3), -1.0, 1.0, seed=1), "block": 8}),
+    Entry("regression.log_marginal_likelihood",
+          lambda k_train_train, y_train, noise: regression.log_marginal_likelihood(k_train_train, y_train, noise),
+          {"k_train_train": psd(6), "y_train": finite_array((6, 2)), "noise": number(0.0, 1.0)},
+          check=_lml_bound, max_examples=12,
+          valid=lambda: {"k_train_train": np.eye(6) + 0.5, "y_train": sample((6, 2), -1.0, 1.0), "noise": 0.1}),
+    Entry("regression.generalized_cross_validation",
+          lambda k_train_train, y_train, ridge: regression.generalized_cross_validation(k_train_train, y_train, ridge),
+          {"k_train_train": psd(6), "y_train": finite_array((6, 2)), "ridge": number(0.0, 1.0)},
+          check=lambda kw, out: _nonnegative(out), max_examples=12,
+          valid=lambda: {"k_train_train": np.eye(6) + 0.5, "y_train": sample((6, 2), -1.0, 1.0), "ridge": 0.1}),
+    Entry("regression.fit_hyperparameters",
+          lambda a, max_steps: regression.fit_hyperparameters(lambda p: (jnp.log(p["a"]) - 0.5) ** 2, {"a": a},
+                                                              max_steps=max_steps),
+          {"a": number(0.1, 10.0), "max_steps": static_int(1, 30)}, static=("max_steps",),
+          names=("params", "max_steps"), check=lambda kw, out: _fit_at_target(kw, out), jit=False, max_examples=8,
+          valid=lambda: {"a": 1.0, "max_steps": 20}),
 ]
 
 # a None training kernel means "the true kernel of the fixed problem" (valid input, mixed with bad ones)
@@ -282,6 +315,7 @@ EXEMPT = {
     "collapse.ClassStatistics": "result container (NamedTuple)",
     "collapse.Collapse": "result container (NamedTuple)",
     "regression.Gaussian": "result container (NamedTuple)",
+    "regression.Fit": "result container (NamedTuple)",
 }
 
 _ = (array, Relu)
