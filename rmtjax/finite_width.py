@@ -77,7 +77,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._numerics import gauss_hermite, safe_sqrt, trapezoid_gaussian
 from ._validate import as_real, check_range, concrete, error_if, static_int
-from .gaussian import gaussian_expectations
+from .gaussian import Auto, _expectations
 from .kernels import FullyConnected
 
 __all__ = ["ExpansionWarning", "NNGPCorrections", "NTKFluctuations", "nngp_corrections", "ntk_fluctuations"]
@@ -265,7 +265,9 @@ def _four_point(act, K, m, deg3, deg4):
 
 
 def _dual(act, q1, q2, q12):
-    return gaussian_expectations(act, q1, q2, q12).k
+    # the unchecked core (the covariances here are valid by construction; the public function's
+    # checks would be traced three times over by the Hessian)
+    return _expectations(act, q1, q2, q12, Auto()).k
 
 
 def _layer(carry, params, act, m, deg3, deg4):
