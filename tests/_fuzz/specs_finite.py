@@ -141,3 +141,46 @@ EXEMPT = {
 }
 
 _ = jnp
+
+
+# --------------------------------------------------------------------------------------------
+# Padded networks (PaddedMLP, train_padded): width, depth and seed are traced under jit
+# --------------------------------------------------------------------------------------------
+
+
+def _padded(width=3, depth=2, W_std=1.5):
+    return finite.PaddedMLP(width, depth, W_std, 0.1, Erf(), in_features=4, out_features=2, max_width=6, max_depth=3)
+
+
+def _padded_call(x):
+    net = _padded()
+    return net(net.init(0), x)
+
+
+def _padded_train(x, y, learning_rate, epochs):
+    net = _padded()
+    return finite.train_padded(net, net.init(0), x, y, optax.sgd(learning_rate), epochs=epochs)
+
+
+def _padded_training_check(kwargs, out):
+    assert out.loss.shape == (kwargs["epochs"] + 1,)
+
+
+ENTRIES += [
+    Entry("finite.PaddedMLP",
+          lambda width, depth, W_std, seed: (lambda net: net(net.init(seed), X))(_padded(width, depth, W_std)),
+          {"width": static_int(1, 6), "depth": static_int(1, 3), "W_std": number(0.0, 3.0),
+           "seed": st.one_of(st.integers(0, 100), st.sampled_from([-1, 2.5, None]))},
+          names=("key",), max_examples=12,
+          valid=lambda: {"width": 2, "depth": 3, "W_std": 1.0, "seed": 4}),
+    Entry("finite.PaddedMLP.__call__", _padded_call, {"x": finite_array((3, 4))}, max_examples=6),
+    Entry("finite.train_padded", _padded_train,
+          {"x": finite_array((3, 4)), "y": finite_array((3, 2)), "learning_rate": st.floats(1e-3, 0.5),
+           "epochs": st.one_of(st.integers(0, 3), st.sampled_from([-1, 2.5, None, True]))},
+          static=("epochs",), check=_padded_training_check, max_examples=8),
+]
+
+EXEMPT |= {
+    "finite.PaddedParams": "result container of PaddedMLP.init (NamedTuple)",
+    "finite.PaddedTraining": "result container of train_padded (NamedTuple)",
+}
