@@ -5,6 +5,7 @@ W_std) is one traced program and equals the loop; bad width/depth raise eagerly 
 
 import equinox as eqx
 import jax
+import jax.test_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -165,6 +166,16 @@ def test_vmapped_training_equals_individual_runs():
         _close(batched.loss[i], one.loss)
         for a, b in zip(batched.params, one.params, strict=True):
             _close(a[i], b)
+
+
+def test_gradients_in_the_hyperparameters_match_finite_differences():
+    # W_std, b_std and the activation's parameter are differentiable leaves (the padding does not
+    # block them); the standard parameterization also folds W_std into init
+    def f(W_std, b_std, alpha):
+        net = _net(5, 2, W_std, b_std, LeakyRelu(alpha), parameterization="standard")
+        return jnp.sum(jnp.sin(net(net.init(0), X)))
+
+    jax.test_util.check_grads(jax.jit(f), (1.3, 0.2, 0.1), order=1, modes=("rev",), eps=1e-6)
 
 
 def test_inside_a_sweep():
