@@ -18,8 +18,8 @@ configuration. Run with x64 disabled (``rmtjax reproduce NAME --float32``), the 
 Example:
     >>> from rmtjax.experiments import EXPERIMENTS
     >>> sorted(EXPERIMENTS)  # doctest: +NORMALIZE_WHITESPACE
-    ['dynamical-isometry', 'fan-wang', 'hidden-manifold', 'kernel-regression', 'kernels', 'liang-tranbach',
-     'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality']
+    ['dynamical-isometry', 'fan-wang', 'finite-width', 'hidden-manifold', 'kernel-regression', 'kernels',
+     'liang-tranbach', 'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality']
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class Experiment(NamedTuple):
             2026-12-05 on the 2-core development machine under heavy load (load average 6-12), where
             the wall times were 2-5x longer; compilation is most of it. kernel-regression, meanfield and
             dynamical-isometry remeasured 2026-12-06 on a quiet machine after their compile-count cuts, fan-wang
-            after its quick size went to n = 120 (49 s CPU, 35 s wall).
+            after its quick size went to n = 120 (49 s CPU, 35 s wall); finite-width measured 2026-12-06 by the CLI
+            (47 s CPU, 47 s wall, load average 2.6).
     """
 
     description: str
@@ -111,5 +112,11 @@ EXPERIMENTS: dict[str, Experiment] = {
         "CK/NTK eigenvalue spectra of linear-width networks and the largest stable learning rate (Fan & Wang 2020)",
         "rmtjax.experiments.fan_wang:run",
         quick_seconds=49,
+    ),
+    "finite-width": Experiment(
+        "1/n corrections vs Flax networks across widths: NNGP mean correction and four-point vertex, NTK relative "
+        "variance against L/n, NTK change during gradient-descent training ~ 1/n",
+        "rmtjax.experiments.finite_width:run",
+        quick_seconds=47,
     ),
 }

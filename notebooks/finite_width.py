@@ -1,0 +1,253 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Finite width: the 1/n corrections to the kernels, against Flax networks
+#
+# A network of width $n$ is not its infinite-width limit: its conjugate kernel $\hat G_n$ and its
+# NTK $\hat\Theta_n$ fluctuate from initialization to initialization, and their means are shifted.
+# `rmtjax.finite_width` computes the leading terms (Roberts, Yaida & Hanin, *The Principles of Deep
+# Learning Theory*, ch. 4 and 8; Hanin & Nica 2019):
+#
+# * `nngp_corrections`: the four-point vertex $V$ ($n\,\mathrm{Var}\,\hat G_n \to V$) and the mean
+#   correction $G^{\{1\}}$ ($n(\mathbb E\hat G_n - K) \to G^{\{1\}}$);
+# * `ntk_fluctuations`: the NTK's variance, $\mathrm{Var}\,\hat\Theta/\Theta^2 \approx c_L/n$ with
+#   $c_L$ growing linearly in depth: the expansion parameter is $L/n$.
+#
+# This notebook (1) measures the vertex and the mean correction on ensembles of Flax networks
+# (`rmtjax.finite.init_ensemble`), (2) the NTK's relative variance against $L/n$, and (3) uses
+# `jax.grad` through the finite-width theory: the output's non-Gaussianity $V/K^2$ of a deep tanh
+# network, as a function of $\sigma_w$, peaks at the edge of chaos.
+#
+# Sizes come from `RMTJAX_NOTEBOOK_N` (the tests use 16: a few hundred networks of widths 16 and 32)
+# and figures are written to `RMTJAX_NOTEBOOK_OUT` (default: a temporary folder).
+
+# %%
+import functools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+if "ipykernel" not in sys.modules:  # run as a plain script: draw off-screen, never block
+    matplotlib.use("Agg")
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+from flax import nnx
+
+from rmtjax.activations import Relu, Tanh
+from rmtjax.finite import init_ensemble
+from rmtjax.finite_width import nngp_corrections, ntk_fluctuations
+from rmtjax.kernels import FullyConnected
+from rmtjax.meanfield import edge_of_chaos
+
+jax.config.update("jax_enable_x64", True)
+
+N = int(os.environ.get("RMTJAX_NOTEBOOK_N", 100))
+SMALL = N < 50  # the test run
+NETWORKS = 25 * N  # networks per width
+WIDTHS = (16, 32) if SMALL else (32, 64, 128, 256)
+OUT = Path(os.environ.get("RMTJAX_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="rmtjax_finite_width_"))
+OUT.mkdir(parents=True, exist_ok=True)
+INTERACTIVE = "ipykernel" in sys.modules
+
+
+def save(fig, name):
+    """Writes the figure to OUT (and leaves it open for display in Jupyter)."""
+    path = OUT / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    if not INTERACTIVE:
+        plt.close(fig)
+    print(f"saved {path}")
+
+
+# %% [markdown]
+# ## 1. The vertex and the mean correction of a tanh network
+#
+# One input with $|x|^2/d = 1$, two hidden tanh layers, $\sigma_w = 1.4$, $\sigma_b = 0.3$ (NTK
+# parameterization). The theory at the readout (layer $L + 1$):
+
+# %%
+x = jnp.ones((1, 4))
+spec = FullyConnected(2, W_std=1.4, b_std=0.3, activation=Tanh())
+c = nngp_corrections(x, spec, widths=WIDTHS[-1])
+K, V, G1 = (float(a) for a in (c.nngp[-1, 0, 0], c.vertex[-1, 0, 0, 0, 0], c.correction[-1, 0, 0]))
+print(f"K = {K:.5f}, vertex V = {V:.5f}, mean correction G1 = {G1:.5f}")
+print("per layer, V:", np.round(np.asarray(c.vertex[:, 0, 0, 0, 0]), 4),
+      " G1:", np.round(np.asarray(c.correction[:, 0, 0]), 4))
+
+# %% [markdown]
+# The networks: for each member we record the conjugate kernel of every layer,
+# $\hat G^{(\ell)} = C_b + C_W |h^{(\ell-1)}|^2/n$ (the covariance of layer $\ell$'s preactivations
+# given the layer below; $\ell = L+1$ is the readout's), and the empirical NTK
+# $\hat\Theta = |\partial f/\partial\theta|^2$.
+#
+# The plain Monte-Carlo mean of $n(\hat G_n - K)$ has a standard error $\sqrt{nV/N}$ that *grows*
+# with $n$. A control variate with mean exactly zero removes the leading fluctuation: given the
+# layer below, $\mathbb E[\hat G^{(\ell+1)}] = C_b + C_W F(\hat G^{(\ell)})$ with the length map
+# $F(q) = \mathbb E\,\phi(\sqrt q z)^2$, so the innovations
+# $\xi_\ell = \hat G^{(\ell+1)} - C_b - C_W F(\hat G^{(\ell)})$ have mean zero, and
+# $\hat G^{(L+1)} - \sum_\ell c_\ell \xi_\ell$ has the same mean as $\hat G^{(L+1)}$ for any constants;
+# with $c_\ell$ the infinite-width linear response it fluctuates only at $O(1/n)$.
+
+
+# %%
+@functools.partial(jax.jit, static_argnums=0)
+def layer_stats(graphdef, rest, params, x):
+    """Per member: G of every layer, the length map at each, and the NTK at x."""
+
+    def one(p):
+        net = nnx.merge(graphdef, p, rest)
+        act = net.spec.activation
+        h, G = x[0], []
+        for layer in net.layers:
+            G.append(layer.W_std[...] ** 2 * jnp.sum(h * h) / layer.in_features + layer.b_std[...] ** 2)
+            h = act(layer(h[None])[0])
+        G = jnp.stack(G)
+        grad = jax.grad(lambda p: nnx.merge(graphdef, p, rest)(x)[0, 0])(p)
+        return G, act.length_map(G), sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grad))
+
+    return jax.vmap(one)(params)
+
+
+def measure(spec, width, networks, key, chunk=500):
+    out = []
+    for i in range(-(-networks // chunk)):
+        ens = init_ensemble(jax.random.fold_in(key, i), spec, x.shape[1], size=min(chunk, networks), width=width)
+        graphdef, _, rest = nnx.split(ens.model, nnx.Param, ...)
+        out.append(layer_stats(graphdef, rest, ens.params, x))
+    return [np.concatenate([np.asarray(o[j]) for o in out])[:networks] for j in range(3)]
+
+
+W2 = np.asarray(spec.layer_params(jnp.float64)[0]) ** 2
+b2 = np.asarray(spec.layer_params(jnp.float64)[1]) ** 2
+Ks = np.asarray(c.nngp[:, 0, 0])
+slope = np.array([W2[j] * float(jax.grad(spec.activation.length_map)(Ks[j - 1])) for j in range(1, spec.depth + 1)])
+coef = np.array([np.prod(slope[j:]) for j in range(1, spec.depth + 1)])
+
+rows = []
+for n in WIDTHS:
+    G, FG, ntk = measure(spec, n, NETWORKS, jax.random.key(n))
+    xi = G[:, 1:] - b2[1:] - W2[1:] * FG[:, :-1]
+    raw, cv = n * (G[:, -1] - K), n * (G[:, -1] - xi @ coef - K)
+    se = lambda v: v.std(ddof=1) / np.sqrt(len(v))  # noqa: E731
+    rel = ntk.var(ddof=1) / ntk.mean() ** 2
+    rows.append(dict(n=n, vertex=n * G[:, -1].var(ddof=1), vertex_se=n * G[:, -1].var() * np.sqrt(2 / len(G)),
+                     raw=raw.mean(), raw_se=se(raw), cv=cv.mean(), cv_se=se(cv),
+                     ntk_rel=rel, ntk_rel_se=rel * np.sqrt(2 / len(ntk))))  # Gaussian-approximation errors
+    r = rows[-1]
+    print(f"n={n:4d}: n Var G = {r['vertex']:.4f} +- {r['vertex_se']:.4f} (V = {V:.4f}); n(E G - K): raw "
+          f"{r['raw']:+.4f} +- {r['raw_se']:.4f}, control variate {r['cv']:+.4f} +- {r['cv_se']:.4f} (G1 = {G1:+.4f})")
+
+# %%
+fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+w = np.array([r["n"] for r in rows])
+ax[0].errorbar(w, [r["vertex"] for r in rows], yerr=[r["vertex_se"] for r in rows], fmt="o", capsize=3,
+               label="Flax ensembles")
+ax[0].axhline(V, color="k", ls="--", label="theory V")
+ax[0].set(xscale="log", xlabel="width n", ylabel=r"$n\,\mathrm{Var}\,\hat G_n$", title="four-point vertex")
+ax[1].errorbar(w, [r["cv"] for r in rows], yerr=[r["cv_se"] for r in rows], fmt="o", capsize=3,
+               label="control variate")
+ax[1].errorbar(w * 1.05, [r["raw"] for r in rows], yerr=[r["raw_se"] for r in rows], fmt="x", alpha=0.4, capsize=2,
+               label="raw mean")
+ax[1].axhline(G1, color="k", ls="--", label=r"theory $G^{\{1\}}$")
+ax[1].set(xscale="log", xlabel="width n", ylabel=r"$n(\mathbb{E}\hat G_n - K)$", title="mean correction of the NNGP")
+for a in ax:
+    a.legend()
+fig.tight_layout()
+save(fig, "vertex_and_correction")
+
+# %% [markdown]
+# ## 2. The NTK's relative variance grows like $L/n$
+#
+# `ntk_fluctuations` gives the variance of the NTK layer by layer, so one call on a deep network gives
+# the curve of every shallower one (layer $\ell$'s NTK is that of the network with $\ell - 1$ hidden
+# layers). ReLU at criticality has the closed form $n\,\mathrm{Var}\,\Theta/\Theta^2 = L(11L+7)/(3(L+1))$,
+# about $\tfrac{11}{3}L$: the relative variance is a function of $L/n$ only, the linear term of Hanin &
+# Nica's $e^{cL/n}$. The tanh points are the networks of section 1.
+
+# %%
+depth_max = 8
+relu = ntk_fluctuations(x, FullyConnected(depth_max, W_std=2**0.5, b_std=0.0, activation=Relu()), widths=256)
+tanh = ntk_fluctuations(x, spec, widths=WIDTHS[-1])
+c_relu = np.asarray(relu.variance[:, 0] / relu.ntk[:, 0] ** 2)  # entry L: the network with L hidden layers
+L = np.arange(depth_max + 1)
+print("ReLU n Var/Theta^2 per depth:", np.round(c_relu, 4))
+print("closed form                 :", np.round(L * (11 * L + 7) / (3 * (L + 1)), 4))
+c_tanh = float(tanh.variance[-1, 0] / tanh.ntk[-1, 0] ** 2)
+
+fig, ax = plt.subplots(figsize=(6, 4.2))
+ratio = np.geomspace(1 / 512, 0.25, 50)
+for d in (2, 4, 8):
+    ax.plot(ratio, c_relu[d] / d * ratio, label=f"ReLU theory, L={d}")
+ax.plot(ratio, c_tanh / spec.depth * ratio, "k--", label=f"tanh theory, L={spec.depth}")
+ax.errorbar([spec.depth / r["n"] for r in rows], [r["ntk_rel"] for r in rows], yerr=[r["ntk_rel_se"] for r in rows],
+            fmt="ko", capsize=3, label="tanh Flax ensembles")
+ax.set(xscale="log", yscale="log", xlabel="L / n", ylabel=r"$\mathrm{Var}\,\hat\Theta / \mathbb{E}^2\hat\Theta$",
+       title="NTK fluctuations at initialization")
+ax.legend(fontsize=8)
+fig.tight_layout()
+save(fig, "ntk_variance")
+
+# %% [markdown]
+# ## 3. Differentiating the finite-width theory: where is the output least Gaussian?
+#
+# Every quantity is a differentiable function of $\sigma_w, \sigma_b$. The normalised vertex
+# $V/K^2$ of the readout measures how non-Gaussian the output of a width-$n$ network is (in units of
+# $1/n$). For a depth-4 tanh network with $\sigma_b = 0.3$ we take its gradient in $\sigma_w$ with
+# `jax.grad` (checked against finite differences), locate the maximum where the gradient changes sign
+# (refining the bracket twice), and mark the edge of chaos $\chi_1 = 1$ from
+# `rmtjax.meanfield.edge_of_chaos` for comparison. (Measured: the maximum sits at
+# $\sigma_w \approx 1.18$, in the ordered phase, below the edge of chaos at $1.40$.)
+
+
+# %%
+def normalised_vertex(W_std, depth=4, b_std=0.3):
+    c = nngp_corrections(x, FullyConnected(depth, W_std=W_std, b_std=b_std, activation=Tanh()), widths=128)
+    return c.vertex[-1, 0, 0, 0, 0] / c.nngp[-1, 0, 0] ** 2
+
+
+value_and_slope = jax.jit(jax.vmap(jax.value_and_grad(normalised_vertex)))
+grid = jnp.linspace(0.8, 2.6, 10)
+vals, grads = value_and_slope(grid)
+lo, hi = 0.8, 2.6
+for _ in range(2):  # refine the bracket of the sign change of the gradient (same shapes: no recompilation)
+    g = jnp.linspace(lo, hi, 10)
+    _, d = value_and_slope(g)
+    i = int(np.flatnonzero(np.diff(np.sign(np.asarray(d))) < 0)[0])
+    lo, hi = float(g[i]), float(g[i + 1])
+    w_star = lo + (hi - lo) * float(d[i] / (d[i] - d[i + 1]))  # linear interpolation of the gradient's zero
+w_crit = float(jnp.sqrt(edge_of_chaos(Tanh(), 0.3**2).value))
+h = 1e-5
+fd = (normalised_vertex(1.5 + h) - normalised_vertex(1.5 - h)) / (2 * h)
+print(f"d(V/K^2)/dW_std at 1.5: jax.grad {float(value_and_slope(jnp.full(10, 1.5))[1][0]):.8f}, "
+      f"finite differences {float(fd):.8f}")
+print(f"maximum of V/K^2 at W_std = {w_star:.4f}; edge of chaos sqrt(sigma_w^2*) = {w_crit:.4f}")
+assert abs(float(value_and_slope(jnp.full(10, 1.5))[1][0]) - float(fd)) < 1e-6 * abs(float(fd))
+
+fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+ax[0].plot(grid, vals, "o-")
+ax[0].axvline(w_star, color="C1", label=f"maximum (grad = 0): {w_star:.3f}")
+ax[0].axvline(w_crit, color="k", ls=":", label=f"edge of chaos: {w_crit:.3f}")
+ax[0].set(xlabel=r"$\sigma_w$", ylabel=r"$V/K^2$", title=r"normalised vertex, tanh, L = 4, $\sigma_b$ = 0.3")
+ax[1].plot(grid, grads, "o-")
+ax[1].axhline(0, color="k", lw=0.8)
+ax[1].set(xlabel=r"$\sigma_w$", ylabel=r"$\partial (V/K^2)/\partial\sigma_w$", title="its gradient (jax.grad)")
+ax[0].legend(fontsize=8)
+fig.tight_layout()
+save(fig, "vertex_gradient")
