@@ -53,6 +53,7 @@ kernels block by block with :func:`rmtjax.kernels.kernel` into host memory.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -63,10 +64,14 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._validate import as_real, check_range, choice, concrete, error_if, flag, get_names, static_int
-from .kernels import FullyConnected, Kernel, kernel
+from .gaussian import Auto
+from .kernels import FullyConnected, Kernel, kernel, kernel_matvec
+from .kernels._core import _check_net, _matrix, _signature, _tile
+from .kernels._matvec import _pad_edge, matvec_core
 
-__all__ = ["Fit", "Gaussian", "blocked_kernel", "fit_hyperparameters", "generalized_cross_validation", "gp_inference",
-           "gradient_descent_mse", "gradient_descent_mse_ensemble", "log_marginal_likelihood"]
+__all__ = ["Fit", "Gaussian", "KernelRidgeCG", "blocked_kernel", "fit_hyperparameters", "generalized_cross_validation",
+           "gp_inference", "gradient_descent_mse", "gradient_descent_mse_ensemble", "kernel_ridge_cg",
+           "log_marginal_likelihood"]
 
 
 class Gaussian(NamedTuple):
@@ -958,3 +963,212 @@ def fit_hyperparameters(
     msg = "objective: the fit reached a non-finite loss; start nearer a good value or bound the hyperparameters"
     x, value = error_if((x, value), bad, msg)
     return Fit(to_params(x), value, k, gnorm)
+
+
+# --------------------------------------------------------------------------------------------
+# Matrix-free kernel ridge regression: preconditioned conjugate gradients
+# --------------------------------------------------------------------------------------------
+
+
+class KernelRidgeCG(eqx.Module):
+    r"""A kernel ridge regressor solved matrix-free (:func:`kernel_ridge_cg`).
+
+    Attributes:
+        weights: :math:`\alpha = (K + \lambda I)^{-1} Y`, ``(n, k)``.
+        steps: conjugate-gradient iterations taken.
+        relative_residual: :math:`\|(K + \lambda I)\alpha - Y\|_F / \|Y\|_F` at the end,
+            recomputed with one more product (an independent check of convergence).
+        x_train, net, kind, tile: what the predictions need.
+    """
+
+    weights: Array
+    steps: Array
+    relative_residual: Array
+    x_train: Array
+    net: object
+    kind: str = eqx.field(static=True)
+    tile: int = eqx.field(static=True)
+
+    def __call__(self, x_test: Float[ArrayLike, "m d"]) -> Array:
+        r"""The posterior mean :math:`K(X_*, X)\,\alpha`, ``(m, k)``, computed tile by tile."""
+        return kernel_matvec(x_test, self.x_train, self.weights, self.net, kind=self.kind, tile=self.tile)
+
+
+def _nystrom_inverse(c, w, ridge):
+    r"""The Nystrom preconditioner of Frangella, Tropp & Udell (2021, "Randomized Nystrom
+    preconditioning", eq. 5.3), as a function: with the Nystrom approximation
+    :math:`C W^{+} C^\top = Q\hat\Lambda Q^\top` (thin SVD of :math:`C\,U S^{-1/2}`, eigenvalues of
+    :math:`W` below rounding dropped),
+    :math:`P^{-1} = (\hat\lambda_r + \lambda)\,Q(\hat\Lambda + \lambda)^{-1}Q^\top + (I - QQ^\top)`."""
+    S, U = jnp.linalg.eigh(0.5 * (w + w.T))
+    keep = S > jnp.finfo(w.dtype).eps * w.shape[0] * jnp.max(S)
+    B = c @ (U * jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, S, 1.0)), 0.0)[None, :])
+    Q, sig, _ = jnp.linalg.svd(B, full_matrices=False)
+    lam = sig * sig
+    # directions of the dropped eigenvalues of W (zero singular values: arbitrary columns of Q)
+    # are left alone
+    used = lam > jnp.finfo(w.dtype).eps * w.shape[0] * jnp.max(lam)
+    lam_r = jnp.min(jnp.where(used, lam, jnp.inf))
+    lam_r = jnp.where(jnp.isfinite(lam_r), lam_r, 0.0)
+    scale = jnp.where(used, (lam_r + ridge) / (lam + ridge) - 1.0, 0.0)
+
+    def apply(v):
+        return v + Q @ (scale[:, None] * (Q.T @ v))
+
+    return apply
+
+
+@functools.partial(jax.jit, static_argnames=("static", "kind", "tile", "rank", "max_steps"))
+def _ridge_cg(x, y, ridge, landmarks, rtol, dyn, *, static, kind, tile, rank, max_steps):
+    net = eqx.combine(dyn, static)
+    method = Auto()
+
+    def K(v):
+        return matvec_core(x, x, v, net, kind=kind, tile=tile, method=method)
+
+    def A(v):
+        return K(v) + ridge * v
+
+    if rank:
+        c = _engine_block(x, x[landmarks], net, kind, tile)
+        M = _nystrom_inverse(c, c[landmarks], ridge)
+    else:
+        def M(v):
+            return v
+
+    # preconditioned conjugate gradients on the (n, k) block: one step size per column (the
+    # columns are independent systems sharing every kernel product), stopped on the Frobenius
+    # norm of each column's residual (lineax's CG stops on an elementwise scale, which targets
+    # with entries near 0 never meet)
+    def dot(a, b):
+        return jnp.sum(a * b, axis=0)
+
+    target = rtol * jnp.sqrt(dot(y, y))
+    r0 = y
+    z0 = M(r0)
+    init = (jnp.zeros_like(y), r0, z0, dot(r0, z0), jnp.asarray(0))
+
+    def cond(state):
+        _, r, _, _, k = state
+        return (k < max_steps) & jnp.any(jnp.sqrt(dot(r, r)) > target)
+
+    def body(state):
+        xk, r, p, rz, k = state
+        Ap = A(p)
+        pAp = dot(p, Ap)
+        active = jnp.sqrt(dot(r, r)) > target
+        step = jnp.where(active & (pAp > 0), rz / jnp.where(pAp > 0, pAp, 1.0), 0.0)
+        xk = xk + step[None, :] * p
+        r = r - step[None, :] * Ap
+        z = M(r)
+        rz_new = dot(r, z)
+        beta = jnp.where(active & (rz > 0), rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
+        p = jnp.where(active[None, :], z + beta[None, :] * p, p)
+        return xk, r, p, rz_new, k + 1
+
+    w, _, _, _, steps = jax.lax.while_loop(cond, body, init)
+    resid = jnp.sqrt(jnp.sum((A(w) - y) ** 2)) / jnp.sqrt(jnp.sum(y * y))
+    return w, steps, resid
+
+
+def _engine_block(x1, x2, net, kind: str, tile: int):
+    """``K(x1, x2)`` for a thin ``x2`` (the Nystrom columns) by the tiled engine, as one dense
+    ``(n1, n2)`` block (traceable)."""
+    n1, n2 = x1.shape[0], x2.shape[0]
+    t1 = -(-n1 // tile)
+    x1p = _pad_edge(x1, t1 * tile)
+    s1, s2 = _signature(x1p), _signature(x2)
+    blocks = jax.tree_util.tree_map(lambda b: b.reshape((t1, tile) + b.shape[1:]), (x1p, s1))
+
+    def row(args):
+        nngp, ntk = _tile(args[0], x2, args[1], s2, net, Auto(), False)
+        return nngp if kind == "nngp" else ntk
+
+    return jax.lax.map(row, blocks).reshape(t1 * tile, n2)[:n1]
+
+
+def kernel_ridge_cg(
+    x_train: Float[ArrayLike, "n d"],
+    y_train: Float[ArrayLike, "n k"],
+    net: FullyConnected,
+    ridge: ArrayLike,
+    *,
+    kind: str = "nngp",
+    rank: int = 256,
+    rtol: float | None = None,
+    max_steps: int = 1000,
+    tile: int = 256,
+    seed: int = 0,
+) -> KernelRidgeCG:
+    r"""Kernel ridge regression :math:`\alpha = (K + \lambda I)^{-1}Y` without forming :math:`K`:
+    preconditioned conjugate gradients on products :math:`Kv` computed tile by
+    tile (:func:`rmtjax.kernels.kernel_matvec`), all right-hand sides (e.g. one-hot targets) in
+    one solve.
+
+    **Preconditioner** (Nystrom; Williams & Seeger 2001; the stable form of Frangella, Tropp &
+    Udell 2021): ``rank`` landmark rows :math:`L` drawn uniformly without replacement give
+    :math:`K \approx C W^{+} C^\top = Q\hat\Lambda Q^\top` (:math:`C = K(X, L)`,
+    :math:`W = K(L, L)`), and :math:`P^{-1} = (\hat\lambda_r + \lambda)Q(\hat\Lambda +
+    \lambda)^{-1}Q^\top + (I - QQ^\top)` costs :math:`O(nr)` per application. It flattens the top
+    of :math:`K`'s spectrum, so the iteration count depends on the eigenvalues below the
+    :math:`r`-th relative to :math:`\lambda`.
+
+    Memory :math:`O(n(d + k + r))`; each iteration costs one kernel evaluation (the engine's
+    tiles). Predictions ``model(x_test)`` are matrix-free too.
+
+    Args:
+        x_train: ``(n, d)``, real and finite.
+        y_train: ``(n, k)`` or ``(n,)``.
+        net: the network (a :class:`~rmtjax.kernels.FullyConnected` or any engine layer).
+        ridge: :math:`\lambda > 0`.
+        kind: ``"nngp"`` (the GP posterior mean) or ``"ntk"`` (the infinite-time mean of
+            NTK-trained networks with ridge).
+        rank: Nystrom rank (static; 0 for plain CG; at most ``n``).
+        rtol: stop when :math:`\|r\| \le` ``rtol`` :math:`\|Y\|` (default 1e-10 in float64,
+            1e-5 in float32).
+        max_steps: at most this many iterations (static).
+        tile: the block edge of the kernel products.
+        seed: the landmark draw.
+
+    Returns:
+        :class:`KernelRidgeCG` (the weights, the step count, the recomputed relative residual;
+        call it on test inputs for predictions).
+
+    Raises:
+        ValueError: for invalid arguments, and when the solve did not reach ``rtol`` within
+            ``max_steps`` (eagerly; the message gives the residual reached).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from rmtjax.kernels import FullyConnected
+        >>> x = jax.random.normal(jax.random.key(0), (300, 5))
+        >>> model = kernel_ridge_cg(x, jnp.sin(x[:, :1]), FullyConnected(2, 1.4, 0.1), 1e-2, rank=64, tile=64)
+        >>> model(x[:4]).shape
+        (4, 1)
+    """
+    _check_net(net)
+    kind = choice(kind, "kind", ("nngp", "ntk"))
+    x = _matrix(x_train, "x_train")
+    n = x.shape[0]
+    y = as_real(y_train, "y_train", ndim=(1, 2))
+    y = _targets(y.reshape(y.shape[0], -1), n)
+    dt = jnp.result_type(x, y)
+    x, y = x.astype(dt), y.astype(dt)
+    ridge = check_range(as_real(ridge, "ridge", ndim=0, dtype=dt), "ridge", lo=0.0, lo_open=True)
+    rank = static_int(rank, "rank", lo=0, hi=n)
+    max_steps = static_int(max_steps, "max_steps", lo=1, hi=10**6)
+    tile = static_int(tile, "tile", lo=8, hi=4096)
+    seed = static_int(seed, "seed", lo=0)
+    eps = float(jnp.finfo(dt).eps)
+    rtol = (1e-10 if eps < 1e-10 else 1e-5) if rtol is None else float(rtol)
+    if not (0 < rtol < 1):
+        raise ValueError(f"rtol must be in (0, 1), got {rtol}")
+    landmarks = jnp.asarray(np.sort(np.random.default_rng(seed).choice(n, size=rank, replace=False)), jnp.int32)
+    dyn, static = eqx.partition(net, eqx.is_array)
+    w, steps, resid = _ridge_cg(x, y, ridge, landmarks, jnp.asarray(rtol, dt), dyn, static=static, kind=kind,
+                                tile=tile, rank=rank, max_steps=max_steps)
+    r = concrete(resid)
+    if r is not None and not float(r) <= 10 * rtol:
+        raise ValueError(f"max_steps: conjugate gradients reached a relative residual {float(r):.2e} after "
+                         f"{int(steps)} steps, above rtol = {rtol:.1e}; raise max_steps or rank, or the ridge")
+    return KernelRidgeCG(w, steps, resid, x, net, kind, tile)

@@ -6,6 +6,7 @@ from ._core import FullyConnected as FullyConnected
 from ._core import bucket_size as bucket_size
 from ._core import kernel as kernel
 from ._core import kernel_diagonal as kernel_diagonal
+from ._matvec import kernel_matvec as kernel_matvec
 from ._layers import AbstractLayer as AbstractLayer
 from ._layers import Activation as Activation
 from ._layers import Dense as Dense

@@ -141,6 +141,14 @@ def _nonnegative(out):
     assert float(out) >= 0, float(out)
 
 
+def _cg_check(kwargs, out):
+    """The weights solve (K + ridge I) a = y (the dense kernel, an independent product)."""
+    K = np.asarray(kernel(kwargs["x_train"], None, NET).nngp)
+    y = np.asarray(kwargs["y_train"], float)
+    r = (K + float(kwargs["ridge"]) * np.eye(len(K))) @ np.asarray(out.weights) - y
+    assert np.linalg.norm(r) <= 1e-8 * max(np.linalg.norm(y), 1e-300), np.linalg.norm(r)
+
+
 def _fit_at_target(kwargs, out):
     if bool(out.grad_norm < 1e-6):
         assert abs(float(np.log(out.params["a"])) - 0.5) < 1e-5, out
@@ -292,6 +300,17 @@ ENTRIES = [
           {"k_train_train": psd(6), "y_train": finite_array((6, 2)), "ridge": number(0.0, 1.0)},
           check=lambda kw, out: _nonnegative(out), max_examples=12,
           valid=lambda: {"k_train_train": np.eye(6) + 0.5, "y_train": sample((6, 2), -1.0, 1.0), "ridge": 0.1}),
+    Entry("regression.kernel_ridge_cg",
+          lambda x_train, y_train, ridge: regression.kernel_ridge_cg(x_train, y_train, NET, ridge, rank=3, tile=8),
+          {"x_train": finite_array((10, 3)), "y_train": finite_array((10, 2)), "ridge": number(0.0, 1.0)},
+          check=_cg_check, jit=False, max_examples=6,
+          valid=lambda: {"x_train": sample((10, 3), -1.0, 1.0), "y_train": sample((10, 2), -1.0, 1.0, seed=1),
+                         "ridge": 0.1}),
+    Entry("regression.KernelRidgeCG.__call__",
+          lambda x_test: regression.kernel_ridge_cg(sample((10, 3), -1.0, 1.0), sample((10, 2), -1.0, 1.0, seed=1),
+                                                    NET, 0.1, rank=3, tile=8)(x_test),
+          {"x_test": finite_array((4, 3))}, names=("x1",), jit=False, max_examples=6,
+          valid=lambda: {"x_test": sample((4, 3), -1.0, 1.0, seed=2)}),
     Entry("regression.fit_hyperparameters",
           lambda a, max_steps: regression.fit_hyperparameters(lambda p: (jnp.log(p["a"]) - 0.5) ** 2, {"a": a},
                                                               max_steps=max_steps),

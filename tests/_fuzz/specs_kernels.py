@@ -20,7 +20,7 @@ from rmtjax import stax
 from rmtjax.gaussian import (Auto, ClosedForm, GaussHermite, Mehler, MonteCarlo, gaussian_expectations,
                              hermite_coefficients_at)
 from rmtjax import kernels as K
-from rmtjax.kernels import FullyConnected, bucket_size, kernel, kernel_diagonal
+from rmtjax.kernels import FullyConnected, bucket_size, kernel, kernel_diagonal, kernel_matvec
 
 from .harness import Entry, array, bad_type, number, sample, static_int
 
@@ -347,7 +347,24 @@ STAX = [
          "relu"])}, static=("net",), valid=lambda: {"net": K.Activation(A.Erf())}),
 ]
 
-ENTRIES = ACTIVATIONS + GAUSSIAN + KERNELS + GRAPH + STAX
+def _matvec_check(kwargs, out):
+    net = FullyConnected(kwargs["depth"], kwargs["W_std"], kwargs["b_std"], kwargs["activation"])
+    ref = np.asarray(kernel(kwargs["x1"], None, net).nngp) @ np.asarray(kwargs["v"], float)
+    scale = max(float(np.max(np.abs(ref))), 1e-300)
+    assert np.allclose(np.asarray(out), ref, rtol=1e-9, atol=1e-12 * scale), (out, ref)
+
+
+MATVEC = [
+    Entry("kernels.kernel_matvec",
+          lambda x1, v, W_std, b_std, activation, depth: kernel_matvec(
+              x1, None, v, FullyConnected(depth, W_std, b_std, activation), tile=8),
+          {"x1": array((5, 2)), "v": array((5,)), "W_std": number(0.0, 3.0), "b_std": number(0.0, 1.0),
+           "activation": KACTS, "depth": static_int(0, 2)}, static=("depth",), check=_matvec_check, max_examples=8,
+          valid=lambda: {"x1": sample((5, 2), -1.0, 1.0), "v": sample((5,), -1.0, 1.0, seed=1), "W_std": 1.3,
+                         "b_std": 0.1, "activation": A.Relu(), "depth": 1}),
+]
+
+ENTRIES = ACTIVATIONS + GAUSSIAN + KERNELS + GRAPH + STAX + MATVEC
 
 EXEMPT = {
     "activations.AbstractActivation": "abstract base class",
