@@ -139,7 +139,10 @@ class NNGPCorrections(NamedTuple):
 @functools.lru_cache(maxsize=64)
 def _pairs(m: int):
     """Pairs ``(a, b)``, ``a <= b``, their index map, and the rows of the linearised kernel map."""
-    a, b = np.triu_indices(m)
+    # int32 throughout: JAX converts a NumPy int64 index to int32 without x64 and caches the
+    # converted constant by object, so reusing these (cached) arrays after a float32 call would
+    # hand an int32 constant to a float64 trace that expects int64 (lax.add int32/int64 error)
+    a, b = (v.astype(np.int32) for v in np.triu_indices(m))
     index = np.zeros((m, m), dtype=np.int32)
     index[a, b] = np.arange(a.size)
     index[b, a] = np.arange(a.size)
@@ -277,7 +280,7 @@ def _layer(carry, params, act, m, deg3, deg4):
     a, b, index = _pairs(m)
     off = a != b
     ia, ib = index[a, a], index[b, b]
-    p = np.arange(a.size)
+    p = np.arange(a.size, dtype=np.int32)
     # off-diagonal pairs: the dual kernel, its gradient and Hessian in (q1, q2, q12); diagonal
     # pairs: the length map (the 3-argument derivatives are singular at rho = 1 for kinked phi)
     qa, qb, qab = K[a, a], K[b, b], K[a, b]
