@@ -409,13 +409,6 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     seed = check_seed(seed)
     out = check_out_dir(out_dir)
     dtype = jnp.dtype(dtype_name())
-    if dtype != jnp.float64:
-        # Workaround (measured 2026-12-06, jax 0.10): after nngp_corrections has been traced with x64 in
-        # one state, eager indexing of a JAX array by NumPy integer arrays in the other state fails
-        # ("lax.add requires arguments to have the same dtypes, got int32, int64") until
-        # jax.clear_caches(). A float32 run switches to float64 and back (the precision entry), so it
-        # drops the compiled programs at its start, before the float64 comparison, and at its end.
-        jax.clear_caches()
     resume = ResumeFile(out, NAME, {**config_dict(cfg), "seed": seed, "dtype": dtype.name})
     x = _input(dtype)
 
@@ -529,14 +522,10 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         "max_z": max(e["z_fit"] for p in panels.values() for e in p),
     }
     ok = all(v for k, v in checks.items() if k != "max_z")
-    if dtype != jnp.float64:
-        jax.clear_caches()  # see the workaround at the start
     precision = float64_comparison(
         _theory_all, x, cfg.depths, cfg.widths[-1],
         float32_values={f"{a} L={d} {q}": theory[(a, d)][q] for a in SPECS for d in cfg.depths
                         for q in ("K", "correction", "vertex", "ntk", "ntk_relative_variance")})
-    if dtype != jnp.float64:
-        jax.clear_caches()
     report = {
         "name": NAME, "ok": bool(ok), "quick": cfg == QUICK, "seed": seed, "dtype": dtype.name,
         "config": config_dict(cfg),
