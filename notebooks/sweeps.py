@@ -138,7 +138,7 @@ xs = jax.random.normal(jax.random.key(1), (64, 5))
 def conjugate_kernel_diagonal(width, seed):
     net = PaddedMLP(width, 2, 1.5, 0.1, Tanh(), in_features=5, max_width=int(WIDTHS.max()), max_depth=2)
     h = net.features(net.init(seed), xs)  # (64, max_width), zero beyond width
-    return {"power": 1.5**2 * jnp.mean(jnp.sum(h * h, axis=1)) / width + 0.1**2}
+    return {"power": 1.5**2 * jnp.mean(jnp.sum(h * h, axis=1)) / jnp.asarray(width, h.dtype) + 0.1**2}
 
 
 power = sweep.run(conjugate_kernel_diagonal, sweep.Grid(width=WIDTHS, seed=SEEDS), progress=False).power
