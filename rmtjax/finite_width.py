@@ -55,11 +55,15 @@ the normalised vertex grows like :math:`5\ell/n`); for deep linear networks (:ma
 The four-point expectations :math:`\mathbb E[\phi_a\phi_b\phi_c\phi_d]` are integrals over as
 many dimensions as there are distinct inputs among :math:`a, b, c, d`: one input by the
 trapezoidal rule of :meth:`rmtjax.activations.AbstractActivation.length_map` (exponentially
-convergent for analytic :math:`\phi`, about 1e-10 for ReLU's kink), two by polar coordinates with
-the angle split where either preactivation changes sign (exact to about 1e-12 for activations
-whose kinks are at 0: ReLU, leaky ReLU, ELU, abs), three or four by tensor Gauss-Hermite of
-degree ``deg3`` / ``deg4`` (about 1e-3 relative for ReLU's kinks at the defaults, 1e-8 for
-smooth activations).
+convergent for analytic :math:`\phi`; ReLU's closed-form vertex is met to 2e-13), two by polar
+coordinates with the angle split where either preactivation changes sign (1e-10 against scipy for
+ReLU; exact to rounding for activations whose kinks are at 0: ReLU, leaky ReLU, ELU, abs), three or
+four by tensor Gauss-Hermite of degree ``deg3`` / ``deg4``. That last rule is accurate for smooth
+activations (tanh, measured against degree 60 / 30: 7e-5 in 3-d at ``deg3 = 16``, 7e-4 in 4-d at
+``deg4 = 10``) but converges only like 1/degree across a kink: for ReLU, against 4e7 Monte-Carlo
+samples, 1.4% (3-d, degree 16; 0.6% at 32) and 5.6% (4-d, degree 10; 2.5% at 20). Entries of the
+vertex that involve three or more distinct inputs are that approximate for kinked activations;
+batches of one or two inputs are not affected.
 """
 
 from __future__ import annotations
