@@ -114,11 +114,7 @@ def layer_stats(graphdef, rest, params, x):
     def one(p):
         net = nnx.merge(graphdef, p, rest)
         act = net.spec.activation
-        h, G = x[0], []
-        for layer in net.layers:
-            G.append(layer.W_std[...] ** 2 * jnp.sum(h * h) / layer.in_features + layer.b_std[...] ** 2)
-            h = act(layer(h[None])[0])
-        G = jnp.stack(G)
+        G = net.conjugate_kernels(x)[:, 0, 0]
         grad = jax.grad(lambda p: nnx.merge(graphdef, p, rest)(x)[0, 0])(p)
         return G, act.length_map(G), sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grad))
 

@@ -400,3 +400,23 @@ def test_diverging_training_is_reported_never_a_nan_loss():
     assert ok.diverged_at is None
     with pytest.raises(ValueError, match="on_divergence must be"):
         train(make(), x, y, optax.sgd(0.1), epochs=1, progress=False, on_divergence="ignore")
+
+
+def test_conjugate_kernels_of_every_layer():
+    # entry 0 is the input kernel, entry depth the readout's (from features()), entry 1 from the
+    # first layer's outputs; the residual network's readout entry from its own features()
+    from rmtjax.activations import Tanh
+
+    x = jax.random.normal(jax.random.key(3), (5, 4))
+    for residual in (False, True):
+        net = MLP(FullyConnected(3, 1.3, 0.2, Tanh()), 4, 2, width=16, residual=residual, rngs=nnx.Rngs(0))
+        G = net.conjugate_kernels(x)
+        assert G.shape == (4, 5, 5)
+        np.testing.assert_allclose(G[0], 1.3**2 * x @ x.T / 4 + 0.2**2, rtol=1e-13)
+        h = net.features(x)
+        np.testing.assert_allclose(G[-1], 1.3**2 * h @ h.T / 16 + 0.2**2, rtol=1e-12)
+        h1 = Tanh()(net.layers[0](x))
+        np.testing.assert_allclose(G[1], 1.3**2 * h1 @ h1.T / 16 + 0.2**2, rtol=1e-12)
+    no_bias = MLP(FullyConnected(1, 1.3, None, Tanh()), 4, width=8, rngs=nnx.Rngs(1))
+    h = no_bias.features(x)
+    np.testing.assert_allclose(no_bias.conjugate_kernels(x)[-1], 1.3**2 * h @ h.T / 8, rtol=1e-12)

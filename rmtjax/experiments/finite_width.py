@@ -204,11 +204,7 @@ def _network_statistics(graphdef, rest, params, x):
 
         net = nnx.merge(graphdef, p, rest)
         act = net.spec.activation
-        h, G = x[0], []
-        for layer in net.layers:
-            G.append(layer.W_std[...] ** 2 * jnp.sum(h * h) / layer.in_features + layer.b_std[...] ** 2)
-            h = act(layer(h[None])[0])
-        G = jnp.stack(G)
+        G = net.conjugate_kernels(x)[:, 0, 0]
         grad = jax.grad(out)(p)
         ntk = sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grad))
         return jnp.stack([G, act.length_map(G), jnp.broadcast_to(ntk, G.shape)])

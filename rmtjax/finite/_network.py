@@ -256,6 +256,27 @@ class MLP(nnx.Module):
             z = z + self.layers[l]._apply(self._phi(z)) if self.residual else self.layers[l]._apply(self._phi(z))
         return self._phi(z)
 
+    def conjugate_kernels(self, x: Float[Array, "n d"]) -> Float[Array, "layers n n"]:
+        r"""The empirical kernels of every Dense layer's input, ``(depth + 1, n, n)``:
+        :math:`\hat G^{(\ell)} = \sigma_{w,\ell}^2\, h^{(\ell)} h^{(\ell)\top}/n_\ell
+        + \sigma_{b,\ell}^2` (no bias term for a layer without bias), the covariance of Dense
+        layer :math:`\ell`'s outputs given its input :math:`h^{(\ell)}` (:math:`h^{(0)} = x`);
+        entry ``depth`` is the readout's, the conditional covariance of the network's outputs.
+        These are the finite-width estimates of the NNGP at every depth that
+        :mod:`rmtjax.finite_width` describes (mean :math:`K + G^{\{1\}}/n`, covariance
+        :math:`V/n`)."""
+        h = self._input(x)
+        out, z, depth = [], None, self.spec.depth
+        for l, layer in enumerate(self.layers):
+            if l > 0:
+                h = self._phi(z)
+            G = layer.W_std[...] ** 2 * (h @ h.T) / layer.in_features
+            out.append(G if layer.bias is None else G + layer.b_std[...] ** 2)
+            if l < depth:
+                step = layer._apply(h)
+                z = z + step if (self.residual and l >= 1) else step
+        return jnp.stack(out)
+
     def __call__(self, x: Float[Array, "n d"]) -> Float[Array, "n k"]:
         """Outputs ``(n, out_features)``; ``x`` real and finite, ``(n, in_features)`` (checked once,
         not layer by layer: a diverging training run is reported by :func:`train`)."""
