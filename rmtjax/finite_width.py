@@ -55,7 +55,7 @@ the normalised vertex grows like :math:`5\ell/n`); for deep linear networks (:ma
 The four-point expectations :math:`\mathbb E[\phi_a\phi_b\phi_c\phi_d]` are integrals over as
 many dimensions as there are distinct inputs among :math:`a, b, c, d`: one input by the
 trapezoidal rule of :meth:`rmtjax.activations.AbstractActivation.length_map` (exponentially
-convergent for analytic :math:`\phi`; ReLU's closed-form vertex is met to 2e-13), two by polar
+convergent for analytic :math:`\phi`; ReLU's closed-form vertex is met to 6e-16), two by polar
 coordinates with the angle split where either preactivation changes sign (1e-10 against scipy for
 ReLU; exact to rounding for activations whose kinks are at 0: ReLU, leaky ReLU, ELU, abs), three or
 four by tensor Gauss-Hermite of degree ``deg3`` / ``deg4``. That last rule is accurate for smooth

@@ -73,7 +73,7 @@ def test_float32():
         assert model.relative_residual < 1e-4
     K = kernel(X[:200], None, NET).nngp
     alpha = jnp.linalg.solve(K + 1e-2 * jnp.eye(200), Y[:200])
-    # measured 2e-5 of the largest weight (float32 products, condition number ~3e4)
+    # measured 3.7e-5 of the largest weight (float32 products, condition number ~3e4)
     np.testing.assert_allclose(model.weights, alpha, rtol=0, atol=3e-4 * float(jnp.max(jnp.abs(alpha))))
 
 
