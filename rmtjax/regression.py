@@ -1171,4 +1171,7 @@ def kernel_ridge_cg(
     if r is not None and not float(r) <= 10 * rtol:
         raise ValueError(f"max_steps: conjugate gradients reached a relative residual {float(r):.2e} after "
                          f"{int(steps)} steps, above rtol = {rtol:.1e}; raise max_steps or rank, or the ridge")
+    if r is None:  # under jit: the same check, compiled in
+        w = error_if(w, ~(resid <= 10 * rtol), f"max_steps: conjugate gradients did not reach rtol = {rtol:.1e}; "
+                     "raise max_steps or rank, or the ridge")
     return KernelRidgeCG(w, steps, resid, x, net, kind, tile)

@@ -63,6 +63,8 @@ def test_plain_cg_and_one_target_column():
     K = kernel(X[:200], None, NET).nngp
     alpha = jnp.linalg.solve(K + 0.5 * jnp.eye(200), Y[:200, 0])
     np.testing.assert_allclose(model.weights[:, 0], alpha, rtol=0, atol=1e-8 * float(jnp.max(jnp.abs(alpha))))
+    jitted = jax.jit(lambda x, y: kernel_ridge_cg(x, y, NET, 0.5, rank=0, tile=64).weights)(X[:200], Y[:200, 0])
+    np.testing.assert_allclose(jitted, model.weights, rtol=1e-12, atol=1e-15)
 
 
 def test_float32():
@@ -86,6 +88,12 @@ def test_bad_input_is_a_clear_error():
         kernel_ridge_cg(X[:20], Y[:21], NET, 0.1, rank=4)
     with pytest.raises(ValueError, match="max_steps: conjugate gradients reached"):
         kernel_ridge_cg(X[:100], Y[:100], NET, 1e-6, rank=0, max_steps=3, tile=64)
+    from rmtjax._validate import reraise_as_value_error
+
+    solve = reraise_as_value_error(jax.jit(lambda x, y: kernel_ridge_cg(x, y, NET, 1e-6, rank=0, max_steps=3,
+                                                                       tile=64).weights))
+    with pytest.raises(ValueError, match="max_steps: conjugate gradients did not reach"):
+        solve(X[:100], Y[:100])
     with pytest.raises(ValueError, match="v must have one row per row of x2"):
         kernel_matvec(X[:10], None, jnp.ones(11), NET)
     with pytest.raises(ValueError, match="kind must be"):
