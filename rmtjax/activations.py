@@ -67,6 +67,7 @@ __all__ = [
     "Gelu",
     "HardTanh",
     "Hermite",
+    "HermiteSeries",
     "Identity",
     "LeakyRelu",
     "Mish",
@@ -82,6 +83,7 @@ __all__ = [
     "Swish",
     "SiLU",
     "Tanh",
+    "Transformed",
 ]
 
 
@@ -1585,3 +1587,172 @@ class Custom(AbstractActivation):
 
     def __call__(self, x):
         return self.fn(x, self.params)
+
+
+# --------------------------------------------------------------------------------------
+# Families for activation design: Hermite series and the DKS/TAT transformation
+# --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _series_table(degree: int) -> np.ndarray:
+    """``R[l, n] = sqrt(n!) / (m! 2^m sqrt(l!))`` for ``n = l + 2m`` (else 0), float64: the
+    coefficient of :math:`(q-1)^m h_l` in :math:`h_n(\\sqrt q\\,z)` (see :func:`_hermite_s`)."""
+    return np.stack([np.pad(_hermite_rescaling(n), (0, degree - n)) for n in range(degree + 1)], axis=1)
+
+
+def _series_s(b: Array, q: Array) -> Array:
+    r""":math:`s_l(q) = \sum_m b_{l+2m} R[l, l+2m]\,(q-1)^m`, ``l = 0..N`` on a new last axis, so
+    that :math:`\sum_n b_n h_n(\sqrt q z) = \sum_l s_l(q)\,q^{l/2}h_l(z)` (as :func:`_poly_s` for
+    :class:`Polynomial`; the dual is :math:`\sum_l s_l(q_1)s_l(q_2)\,q_{12}^l`)."""
+    degree = b.shape[0] - 1
+    half = degree // 2
+    table = _series_table(degree)
+    l_idx, m_idx = np.meshgrid(np.arange(degree + 1), np.arange(half + 1), indexing="ij")
+    n_idx = l_idx + 2 * m_idx
+    valid = n_idx <= degree
+    n_safe = np.where(valid, n_idx, 0)
+    t = jnp.asarray(np.where(valid, table[l_idx, n_safe], 0.0), b.dtype)
+    a = jnp.where(jnp.asarray(valid), b[n_safe] * t, 0.0)  # (N + 1, M + 1)
+    return _powers(q - 1, half) @ a.T
+
+
+@functools.lru_cache(maxsize=None)
+def _herme_to_monomial(degree: int) -> np.ndarray:
+    """``P[j, n]``: the coefficient of ``x^j`` in :math:`h_n = He_n/\\sqrt{n!}`."""
+    from numpy.polynomial.hermite_e import herme2poly
+
+    out = np.zeros((degree + 1, degree + 1))
+    for n in range(degree + 1):
+        out[: n + 1, n] = herme2poly([0] * n + [1]) / math.exp(0.5 * _log_factorial(n))
+    return out
+
+
+class HermiteSeries(AbstractPolynomial):
+    r"""An activation given by its Hermite coefficients,
+    :math:`\phi(x) = \sum_{k=0}^{N} a_k\,h_k(x)`, :math:`h_k = He_k/\sqrt{k!}` orthonormal under
+    :math:`\mathcal N(0, 1)` (so :math:`a_k = \mathbb E[\phi(z)h_k(z)]` and
+    :math:`\mathbb E[\phi(z)^2] = \sum_k a_k^2`; ``coeffs`` of length ``N + 1 <= 101``).
+
+    The parameterization of Liang & Tran-Bach (2020) and of kernel design: at unit variances the
+    dual kernel is :math:`\sum_k a_k^2\rho^k`. The dual is exact at any variances, through the
+    rescaling identity of :class:`Hermite` (no cancellation; its derivative
+    :math:`\phi' = \sum_k a_k\sqrt k\,h_{k-1}`),
+
+    .. math::
+        \mathbb E[\phi(u)\phi(v)] = \sum_l s_l(q_1)s_l(q_2)\,q_{12}^l,\qquad
+        s_l(q) = \sum_m a_{l+2m}\frac{\sqrt{(l+2m)!}}{m!\,2^m\sqrt{l!}}(q-1)^m,
+
+    and :math:`\phi` is evaluated by the three-term recurrence
+    :math:`h_{k+1} = (x h_k - \sqrt k\,h_{k-1})/\sqrt{k+1}` (stable; no monomial expansion).
+    Differentiable in ``coeffs``; :func:`rmtjax.design.hermite_family` constrains them (e.g.
+    :math:`\sum a_k^2 = 1`) by reparameterization.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> act = HermiteSeries(jnp.array([0.0, 0.6, 0.8]))  # 0.6 x + 0.8 (x^2 - 1)/sqrt(2)
+        >>> k, kdot = act.dual(jnp.array(1.0), jnp.array(1.0), jnp.array(0.5))
+        >>> round(float(k), 6)  # 0.36 * 0.5 + 0.64 * 0.25
+        0.34
+    """
+
+    coeffs: Array
+    nt_name: ClassVar[str] = ""
+
+    def __init__(self, coeffs: ArrayLike):
+        coeffs = as_real(coeffs, "HermiteSeries.coeffs", ndim=1)
+        if not 1 <= coeffs.shape[0] <= _SUPPORTED_DEGREE + 1:
+            raise ValueError(f"HermiteSeries.coeffs must have 1 to {_SUPPORTED_DEGREE + 1} entries (degree <= "
+                             f"{_SUPPORTED_DEGREE}), got {coeffs.shape[0]}")
+        self.coeffs = check_range(coeffs, "HermiteSeries.coeffs")
+
+    @property
+    def coef(self) -> Array:
+        """Monomial coefficients (increasing order), for :class:`AbstractPolynomial`'s shared
+        methods; evaluation and the dual use the Hermite form."""
+        n = self.coeffs.shape[0] - 1
+        return jnp.asarray(_herme_to_monomial(n), self.coeffs.dtype) @ self.coeffs
+
+    @staticmethod
+    def _evaluate(a: Array, x: Array) -> Array:
+        x = jnp.asarray(x)
+        dt = jnp.result_type(x, a)
+        x = x.astype(dt)
+        h_prev, h = jnp.zeros_like(x), jnp.ones_like(x)
+        acc = a[0].astype(dt) * h
+        for k in range(1, a.shape[0]):
+            h_prev, h = h, (x * h - math.sqrt(k - 1) * h_prev) / math.sqrt(k)
+            acc = acc + a[k].astype(dt) * h
+        return acc
+
+    def _dcoeffs(self) -> Array:
+        a = self.coeffs
+        if a.shape[0] == 1:
+            return jnp.zeros((1,), a.dtype)
+        return a[1:] * jnp.asarray(np.sqrt(np.arange(1, a.shape[0])), a.dtype)
+
+    def __call__(self, x):
+        return self._evaluate(self.coeffs, x)
+
+    def derivative(self, x):
+        return self._evaluate(self._dcoeffs(), x)
+
+    def _s(self, q, derivative):
+        b = self._dcoeffs() if derivative else self.coeffs
+        return _series_s(b.astype(q.dtype), q)
+
+    def _hermite(self, q, order):
+        s = self._s(q, False)
+        cols = [s[..., l] * q ** (0.5 * l) for l in range(s.shape[-1])]
+        return _pad(jnp.stack(cols, axis=-1).astype(q.dtype), order)
+
+    def _lipschitz(self):
+        a = self.coeffs
+        slope = jnp.abs(a[1]) if a.shape[0] > 1 else jnp.zeros((), a.dtype)
+        return jnp.where(jnp.any(a[2:] != 0), jnp.inf, slope) if a.shape[0] > 2 else slope
+
+
+class Transformed(AbstractActivation):
+    r"""The transformed activation of Deep Kernel Shaping and TAT (Martens et al. 2021; Zhang et
+    al. 2022): :math:`\hat\phi(x) = \gamma\,\big(\phi(\alpha x + \beta) + \delta\big)` for any
+    ``base`` activation :math:`\phi`, differentiable in :math:`(\alpha, \beta, \gamma, \delta)` and in the
+    base's own parameters. ``dks``' names: ``input_scale`` :math:`\alpha`, ``input_shift``
+    :math:`\beta`, ``output_shift`` :math:`\delta`, ``output_scale`` :math:`\gamma`.
+
+    Gaussian expectations go through the numerical methods of :mod:`rmtjax.gaussian` (a shift
+    :math:`\beta \ne 0` has no closed form in general). :func:`rmtjax.design.dks` and
+    :func:`rmtjax.design.tat` return these; TAT's Leaky-ReLU form is closed-form
+    (an :class:`ABRelu`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> act = Transformed(Tanh(), alpha=2.0, beta=0.5, gamma=1.5, delta=-0.1)
+        >>> round(float(act(jnp.array(0.3))), 6)  # 1.5 * (tanh(1.1) - 0.1)
+        1.050749
+    """
+
+    base: AbstractActivation
+    alpha: Array
+    beta: Array
+    gamma: Array
+    delta: Array
+
+    def __init__(self, base: AbstractActivation, alpha: ArrayLike = 1.0, beta: ArrayLike = 0.0,
+                 gamma: ArrayLike = 1.0, delta: ArrayLike = 0.0):
+        if not isinstance(base, AbstractActivation):
+            raise ValueError(f"Transformed.base must be an rmtjax.activations module (e.g. Tanh()), got "
+                             f"{base!r:.60}")
+        self.base = base
+        self.alpha = _param(alpha, "Transformed", "alpha")
+        self.beta = _param(beta, "Transformed", "beta")
+        self.gamma = _param(gamma, "Transformed", "gamma")
+        self.delta = _param(delta, "Transformed", "delta")
+
+    def __call__(self, x):
+        return self.gamma * (self.base(self.alpha * x + self.beta) + self.delta)
+
+    def derivative(self, x):
+        return self.gamma * self.alpha * self.base.derivative(self.alpha * x + self.beta)
+
+    def _lipschitz(self):
+        return jnp.abs(self.gamma * self.alpha) * self.base.lipschitz()

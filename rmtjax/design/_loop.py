@@ -1,0 +1,211 @@
+r"""Designing an activation by gradient descent on an objective: families and the optax loop.
+
+A :class:`Family` maps unconstrained parameters to an activation; constraints are
+reparameterizations (a positive parameter is :math:`e^u`, unit-variance Hermite coefficients are
+:math:`u/\|u\|`), so any optax optimizer runs on :math:`\mathbb R^p`. :func:`design` compiles the whole
+loop (a ``lax.scan`` of ``steps`` optimizer steps) once per family, objective structure and optimizer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, ArrayLike
+
+from .._validate import as_real, concrete, real, static_int
+from ..activations import AbstractActivation, HermiteSeries, Transformed
+from ._objectives import AbstractObjective
+
+__all__ = ["Design", "DesignWarning", "Family", "design", "hermite_family", "parameters_of", "transformed_family"]
+
+
+class DesignWarning(UserWarning):
+    """A design whose loop did not converge within its steps (see :attr:`Design.converged`)."""
+
+
+class Family(eqx.Module):
+    r"""A differentiable family of activations: ``build(params)`` is an :mod:`rmtjax.activations`
+    module for any real ``params`` (a pytree of arrays); ``init`` is where the design starts.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Swish
+        >>> fam = Family(lambda u: Swish(beta=jnp.exp(u)), jnp.array(0.0))  # beta > 0
+        >>> float(fam(fam.init).beta)
+        1.0
+    """
+
+    build: Callable = eqx.field(static=True)
+    init: Any
+
+    def __init__(self, build: Callable, init: Any):
+        if not callable(build):
+            raise ValueError(f"Family.build must be callable build(params) -> activation, got {build!r:.60}")
+        self.build = build
+        self.init = jax.tree_util.tree_map(lambda x: real(x, "Family.init", allow_empty=True), init)
+        if not isinstance(self.build(self.init), AbstractActivation):
+            raise ValueError("Family.build(init) must return an rmtjax.activations module")
+
+    def __call__(self, params) -> AbstractActivation:
+        return self.build(params)
+
+
+def _unit_series(u):
+    return HermiteSeries(u * jax.lax.rsqrt(jnp.sum(u * u)))
+
+
+def _centered_unit_series(u):
+    v = jnp.concatenate([jnp.zeros((1,), u.dtype), u])
+    return HermiteSeries(v * jax.lax.rsqrt(jnp.sum(v * v)))
+
+
+def hermite_family(coeffs: ArrayLike, *, centered: bool = False) -> Family:
+    r"""Activations :math:`\sum_k a_k h_k` with :math:`\sum_k a_k^2 = 1` (unit second moment at unit
+    variance, :math:`\mathcal Q(1) = 1`): :math:`a = u/\|u\|`, starting from ``coeffs``.
+    ``centered=True`` also fixes :math:`a_0 = 0` (zero mean, :math:`\mathcal C(0) = 0`); then
+    ``coeffs`` are :math:`a_1, \dots, a_N`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> fam = hermite_family(jnp.array([0.0, 3.0, 4.0]))
+        >>> [round(float(a), 3) for a in fam(fam.init).coeffs]
+        [0.0, 0.6, 0.8]
+    """
+    u = as_real(coeffs, "coeffs", ndim=1)
+    v = concrete(u)
+    if v is not None and not np.any(v != 0):
+        raise ValueError("coeffs must not be all zero (the family normalizes them to unit norm)")
+    return Family(_centered_unit_series if centered else _unit_series, u)
+
+
+def _transformed(base):
+    def build(p):
+        return Transformed(base, jnp.exp(p[0]), p[1], jnp.exp(p[2]), p[3])
+
+    return build
+
+
+def transformed_family(base: AbstractActivation, *, alpha=1.0, beta=0.0, gamma=1.0, delta=0.0) -> Family:
+    r""":math:`\gamma(\phi(\alpha x + \beta) + \delta)` with :math:`\alpha, \gamma > 0` (as
+    :math:`e^u`), starting at the given values (DKS/TAT's family, free for any objective)."""
+    if not isinstance(base, AbstractActivation):
+        raise ValueError(f"base must be an rmtjax.activations module, got {base!r:.60}")
+    a = real(alpha, "alpha", ndim=0, lo=0.0, lo_open=True)
+    g = real(gamma, "gamma", ndim=0, lo=0.0, lo_open=True)
+    b, d = real(beta, "beta", ndim=0), real(delta, "delta", ndim=0)
+    dt = jnp.result_type(float, a, b, g, d)
+    return Family(_transformed(base), jnp.stack([jnp.log(a), b, jnp.log(g), d]).astype(dt))
+
+
+def parameters_of(activation: AbstractActivation) -> Family:
+    """The family of all floating-point parameters of ``activation``, unconstrained (e.g. Swish's
+    ``beta``, Erf's slope, a :class:`~rmtjax.activations.Custom`'s ``params``)."""
+    if not isinstance(activation, AbstractActivation):
+        raise ValueError(f"activation must be an rmtjax.activations module, got {activation!r:.60}")
+    params, static = eqx.partition(activation, eqx.is_inexact_array)
+    if not jax.tree_util.tree_leaves(params):
+        raise ValueError(f"{type(activation).__name__} has no floating-point parameters to design")
+    return Family(_Combine(static), params)
+
+
+class _Combine(eqx.Module):
+    static: Any
+
+    def __call__(self, params):
+        return eqx.combine(params, self.static)
+
+
+class Design(eqx.Module):
+    """The outcome of :func:`design`.
+
+    Attributes:
+        activation: the designed activation (an ordinary :mod:`rmtjax.activations` module).
+        params: the family's parameters at the end.
+        history: the objective before each step, shape ``(steps,)``, and at the end (last entry).
+        converged: the objective changed by at most ``rtol * |f| + atol`` over the last tenth of
+            the steps.
+    """
+
+    activation: AbstractActivation
+    params: Any
+    history: Array
+    converged: Array
+
+
+@eqx.filter_jit
+def _run(family: Family, objective: AbstractObjective, optimizer, steps: int):
+    def loss(p):
+        return objective(family(p))
+
+    grad = jax.value_and_grad(loss)
+
+    def step(carry, _):
+        p, state = carry
+        value, g = grad(p)
+        updates, state = optimizer.update(g, state, p)
+        return (optax.apply_updates(p, updates), state), value
+
+    p0 = family.init
+    (p, _), history = jax.lax.scan(step, (p0, optimizer.init(p0)), None, length=steps)
+    return p, jnp.concatenate([history, loss(p)[None]])
+
+
+def design(family: Family | AbstractActivation, objective: AbstractObjective, *, steps: int = 300,
+           optimizer: optax.GradientTransformation | None = None, rtol: float = 1e-6, atol: float = 1e-10,
+           warn: bool = True) -> Design:
+    r"""Minimizes ``objective(family(params))`` over ``params`` with ``optimizer`` (default
+    ``optax.adam(1e-2)``) for ``steps`` steps, compiled as one ``lax.scan``.
+
+    Args:
+        family: a :class:`Family` (:func:`hermite_family`, :func:`transformed_family`,
+            :func:`parameters_of`) or an activation (all its float parameters are designed).
+        objective: an :class:`AbstractObjective` (sums and weighted sums of them included).
+        steps: optimizer steps (static integer ``>= 10``).
+        optimizer: an optax ``GradientTransformation``.
+        rtol, atol: the convergence test of :attr:`Design.converged`.
+        warn: warn (:class:`DesignWarning`) when not converged.
+
+    Returns:
+        :class:`Design`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Erf
+        >>> from rmtjax.design import Branching
+        >>> fam = Family(lambda u: Erf(b=jnp.exp(u)), jnp.array(0.0))  # erf(b x), b > 0
+        >>> out = design(fam, Branching(mu=1.2), steps=300, optimizer=optax.adam(5e-2))
+        >>> from rmtjax.hermite import activation_mu
+        >>> round(float(activation_mu(out.activation)), 6)
+        1.2
+    """
+    if isinstance(family, AbstractActivation):
+        family = parameters_of(family)
+    if not isinstance(family, Family):
+        raise ValueError(f"family must be an rmtjax.design.Family or an activation, got {family!r:.60}")
+    if not isinstance(objective, AbstractObjective):
+        raise ValueError(f"objective must be an rmtjax.design objective (e.g. Criticality()), got {objective!r:.60}")
+    steps = static_int(steps, "steps", lo=10, hi=10**7)
+    if optimizer is None:
+        optimizer = optax.adam(1e-2)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)), got "
+                         f"{optimizer!r:.60}")
+    params, history = _run(family, objective, optimizer, steps)
+    if not bool(jnp.all(jnp.isfinite(history))):
+        raise ValueError("design: the objective became non-finite during the descent (lower the learning rate, or "
+                         "start from parameters where the objective is finite)")
+    tail = history[-max(steps // 10, 2):]
+    f = history[-1]
+    converged = (jnp.max(tail) - jnp.min(tail)) <= rtol * jnp.abs(f) + atol
+    if warn and not bool(converged):
+        warnings.warn(f"design: not converged after {steps} steps (objective {float(f):.3g}, changed by "
+                      f"{float(jnp.max(tail) - jnp.min(tail)):.3g} over the last {tail.shape[0]} steps); raise steps "
+                      "or the learning rate", DesignWarning, stacklevel=2)
+    return Design(family(params), params, history, converged)

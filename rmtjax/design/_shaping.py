@@ -1,0 +1,514 @@
+r"""Kernel shaping: local Q/C maps at unit variance, network descriptions, DKS and TAT solved exactly.
+
+Notation of Martens et al. (2021, "Rapid training of deep neural networks without skip connections
+or normalization layers using Deep Kernel Shaping", DKS) and Zhang et al. (2022, "Deep learning
+without shortcuts: shaping the kernel with tailored rectifiers", TAT). For an activation
+:math:`\hat\phi` and :math:`z \sim \mathcal N(0, 1)` the *local maps* of a layer (weights of
+variance :math:`1/\text{fan-in}`, no biases, inputs of squared norm per dimension :math:`q`) are
+
+.. math::
+    \mathcal Q(q) = \mathbb E[\hat\phi(\sqrt q z)^2], \qquad
+    \mathcal C(c) = \frac{\mathbb E[\hat\phi(u)\hat\phi(v)]}{\mathcal Q(1)},\
+    (u, v) \sim \mathcal N\Big(0, \begin{pmatrix}1 & c\\ c & 1\end{pmatrix}\Big),
+
+and at :math:`q = 1` (by Gaussian integration by parts and Mehler's formula)
+
+.. math::
+    \mathcal Q'(1) = \mathbb E[\hat\phi(z)\hat\phi'(z)z], \quad
+    \mathcal C(0) = \frac{\mathbb E[\hat\phi(z)]^2}{\mathcal Q(1)}, \quad
+    \mathcal C'(1) = \frac{\mathbb E[\hat\phi'(z)^2]}{\mathcal Q(1)}, \quad
+    \mathcal C''(1) = \frac{\mathbb E[\hat\phi''(z)^2]}{\mathcal Q(1)}.
+
+For :math:`\hat\phi(x) = \gamma(\phi(\alpha x + \beta) + \delta)` these are one-dimensional
+expectations over :math:`u = \alpha z + \beta`, computed here by a composite Gauss-Legendre rule on
+:math:`[\beta - 12|\alpha|, \beta + 12|\alpha|]` split at :math:`u = 0` (the kink of ReLU-like and ELU
+bases), 4 panels of 64 nodes on each side: about 1e-15 for analytic bases and for bases smooth on
+each side of 0, differentiable in every parameter.
+
+**Conditions.** A network's C map is built from the local ones by composition (a layer) and convex
+combination (a residual block :math:`w^2\,\mathrm{id} + (1-w^2)\,\text{branch}`); its *subnetwork
+maximizing function* :math:`M_{f,r}(x)` (TAT, Appendix B) replaces every local map by ``r`` and takes
+the largest value over the paths of the network (:class:`Chain`, :class:`Residual`). With
+:math:`\mathcal Q(1) = 1` (so :math:`q = 1` propagates) the methods fix the local maps so that
+
+* **DKS** (parameters :math:`\alpha, \beta`; :math:`\delta = -\mathbb E[\phi(u)]`, :math:`\gamma` from
+  :math:`\mathcal Q(1) = 1`): :math:`\mathcal C(0) = 0`, :math:`\mathcal Q'(1) = ` ``q_slope`` and
+  :math:`\mathcal C'(1) = s` where :math:`M_{f, y\mapsto sy}(1) = \zeta` (``slope``; a chain of
+  :math:`L` layers: :math:`s = \zeta^{1/L}`);
+* **TAT, smooth activations** (parameters :math:`\alpha, \beta, \delta`; :math:`\gamma` from
+  :math:`\mathcal Q(1) = 1`): :math:`\mathcal Q'(1) = 1`, :math:`\mathcal C'(1) = 1` and
+  :math:`\mathcal C''(1) = k` where :math:`M_{f, y\mapsto y + k}(0) = \tau` (``curvature``; a chain:
+  :math:`k = \tau/L`), rejecting solutions with :math:`\alpha\gamma \ge 2` as ``dks`` does;
+* **TAT, Leaky ReLU** (:math:`\hat\phi = \sqrt{2/(1+a^2)}\,\mathrm{LReLU}_a`, :math:`\mathcal Q(1) = 1`
+  exactly): the negative slope :math:`a \in [0, 1]` with :math:`M_{f,\mathcal C_a}(0) = \eta` (``c0``).
+
+The equations are solved by :func:`rmtjax.solve.root` (Newton from a fixed list of starting points,
+all run at once; the first that converges, in ``dks``' order, is taken; a bracketed Newton for the
+one-dimensional targets), so the shaped parameters are differentiable in the targets and in the
+base activation's parameters by the implicit function theorem.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from .. import solve
+from .._validate import as_real, check_range, concrete, error_if, flag, real, static_int
+from ..activations import ABRelu, AbstractActivation, Transformed
+
+__all__ = [
+    "AbstractNetwork",
+    "Chain",
+    "LocalMaps",
+    "Residual",
+    "Shaping",
+    "dks",
+    "local_maps",
+    "tat",
+    "tat_leaky_relu",
+]
+
+_CUTOFF = 12.0  # standard deviations on each side
+_PANELS = 4
+_NODES = 64
+
+
+@functools.lru_cache(maxsize=None)
+def _panel_rule() -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights on [0, 1]: ``_PANELS`` Gauss-Legendre panels of ``_NODES`` nodes."""
+    x, w = np.polynomial.legendre.leggauss(_NODES)
+    edges = np.linspace(0.0, 1.0, _PANELS + 1)
+    t = np.concatenate([a + (b - a) * (x + 1) / 2 for a, b in zip(edges[:-1], edges[1:])])
+    wt = np.concatenate([(b - a) * w / 2 for a, b in zip(edges[:-1], edges[1:])])
+    return t, wt
+
+
+def _nodes(alpha: Array, beta: Array) -> tuple[Array, Array]:
+    r"""Nodes :math:`u` and weights (Gaussian density included) of
+    :math:`\mathbb E[g(\alpha z + \beta)] \approx \sum_i w_i g(u_i)`, split at :math:`u = 0`."""
+    dt = jnp.result_type(alpha, beta)
+    t, wt = (jnp.asarray(a, dt) for a in _panel_rule())
+    s = jnp.abs(alpha)
+    lo, hi = beta - _CUTOFF * s, beta + _CUTOFF * s
+    mid = jnp.clip(jnp.zeros((), dt), lo, hi)
+    u = jnp.concatenate([lo + (mid - lo) * t, mid + (hi - mid) * t])
+    w = jnp.concatenate([(mid - lo) * wt, (hi - mid) * wt])
+    dens = jnp.exp(-0.5 * ((u - beta) / s) ** 2) / (math.sqrt(2 * math.pi) * s)
+    return u, w * dens
+
+
+class LocalMaps(NamedTuple):
+    r"""The local maps of one layer at :math:`q = 1` (module docstring): ``q`` :math:`=\mathcal Q(1)`,
+    ``q_slope`` :math:`=\mathcal Q'(1)`, ``c0`` :math:`=\mathcal C(0)`, ``c_slope``
+    :math:`=\mathcal C'(1)`, ``c_curvature`` :math:`=\mathcal C''(1)` (``C`` normalized by
+    :math:`\mathcal Q(1)`), ``mean`` :math:`=\mathbb E[\hat\phi(z)]`."""
+
+    q: Array
+    q_slope: Array
+    c0: Array
+    c_slope: Array
+    c_curvature: Array
+    mean: Array
+
+
+def _second(fn, x):
+    return jax.jvp(fn, (x,), (jnp.ones_like(x),))[1]
+
+
+def _as_transformed(activation: AbstractActivation) -> Transformed:
+    if isinstance(activation, Transformed):
+        return activation
+    dt = jnp.result_type(float, *[x for x in jax.tree_util.tree_leaves(activation) if eqx.is_inexact_array(x)])
+    one, zero = jnp.ones((), dt), jnp.zeros((), dt)
+    return Transformed(activation, one, zero, one, zero)
+
+
+def _local_raw(base, a, b, g, d) -> LocalMaps:
+    u, w = _nodes(a, b)
+    phi = base(u)
+    dphi = base.derivative(u)
+    ddphi = _second(base.derivative, u)
+    z = (u - b) / a
+    sh = phi + d
+    q = g * g * jnp.sum(w * sh * sh)
+    q_slope = g * g * a * jnp.sum(w * sh * dphi * z)
+    mean = g * jnp.sum(w * sh)
+    c_slope = g * g * a * a * jnp.sum(w * dphi * dphi) / q
+    c_curv = g * g * a**4 * jnp.sum(w * ddphi * ddphi) / q
+    return LocalMaps(q, q_slope, mean * mean / q, c_slope, c_curv, mean)
+
+
+def _local(act: Transformed) -> LocalMaps:
+    return _local_raw(act.base, act.alpha, act.beta, act.gamma, act.delta)
+
+
+def _check_activation(activation, name: str = "activation") -> AbstractActivation:
+    if not isinstance(activation, AbstractActivation):
+        raise ValueError(f"{name} must be an rmtjax.activations module (e.g. Tanh()), got {activation!r:.80}")
+    return activation
+
+
+def local_maps(activation: AbstractActivation) -> LocalMaps:
+    r"""The local Q and C maps of ``activation`` at unit variance (module docstring) and their
+    derivatives: what DKS and TAT prescribe. Differentiable in the activation's parameters.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Relu
+        >>> m = local_maps(Relu())  # Q(1) = 1/2, C(0) = (1/2pi) / (1/2) = 1/pi, C'(1) = 1
+        >>> round(float(m.q), 12), round(float(m.c0 * jnp.pi), 12), round(float(m.c_slope), 12)
+        (0.5, 1.0, 1.0)
+    """
+    return _local(_as_transformed(_check_activation(activation)))
+
+
+# --------------------------------------------------------------------------------------------
+# Networks: the subnetwork maximizing function
+# --------------------------------------------------------------------------------------------
+
+
+class AbstractNetwork(eqx.Module):
+    r"""The structure of a network for kernel shaping: how its local maps combine.
+
+    Subclasses implement :meth:`subnet_max`, TAT's :math:`M_{f,r}(x)`: ``r`` applied for every
+    nonlinear layer, convex combinations for residual blocks, the largest value over the paths."""
+
+    def subnet_max(self, x, r):
+        raise NotImplementedError
+
+    def c_map(self, local_c_map, c):
+        r"""The network's C map :math:`\mathcal C_f(c)` given the local one (whole network, not
+        maximized over subnetworks)."""
+        raise NotImplementedError
+
+    def local_slope(self, slope: Array) -> Array:
+        r"""The local :math:`\mathcal C'(1) = s` with :math:`M_{f, y\mapsto sy}(1) = \zeta`: bracketed
+        Newton on :math:`[1, \zeta]` (:math:`M \ge s` since some path has a layer)."""
+        sol = solve.root(_slope_residual, slope, (self, slope), bracket=(jnp.ones_like(slope), slope),
+                         name="DKS local slope (M_f(1) = slope)")
+        return sol.value
+
+    def local_curvature(self, curvature: Array) -> Array:
+        r"""The local :math:`\mathcal C''(1) = k` with :math:`M_{f, y\mapsto y+k}(0) = \tau`; the
+        function is linear in :math:`k` (compositions add curvature, residual blocks weight it)."""
+        unit = self.subnet_max(jnp.zeros_like(curvature), lambda y: y + 1)
+        return curvature / unit
+
+
+def _slope_residual(s, args):
+    net, target = args
+    return net.subnet_max(jnp.ones_like(s), lambda y: s * y) - target
+
+
+def _repeat(fn, n: int, x):
+    if n == 0:
+        return x
+    if n <= 8:
+        for _ in range(n):
+            x = fn(x)
+        return x
+    return jax.lax.fori_loop(0, n, lambda i, y: fn(y), x)
+
+
+class Chain(AbstractNetwork):
+    r"""A plain network of ``depth`` nonlinear layers (Dense then activation), no skips:
+    :math:`M_{f,r}(x) = r^{\circ L}(x)`; DKS's local slope :math:`\zeta^{1/L}`, TAT's local curvature
+    :math:`\tau/L`.
+
+    Example:
+        >>> Chain(10)
+        Chain(depth=10)
+    """
+
+    depth: int = eqx.field(static=True)
+
+    def __init__(self, depth: int):
+        self.depth = static_int(depth, "Chain.depth", lo=1, hi=100_000)
+
+    def subnet_max(self, x, r):
+        return _repeat(r, self.depth, x)
+
+    def c_map(self, local_c_map, c):
+        return _repeat(local_c_map, self.depth, c)
+
+    def local_slope(self, slope):
+        return slope ** (1.0 / self.depth)
+
+    def local_curvature(self, curvature):
+        return curvature / self.depth
+
+
+class Residual(AbstractNetwork):
+    r"""A residual network: ``blocks`` blocks :math:`y \leftarrow w^2 y + (1 - w^2)\,
+    \mathrm{branch}(y)` with branches of ``branch_depth`` nonlinear layers and shortcut weight
+    :math:`w` = ``shortcut_weight`` in (0, 1), then ``final_layers`` nonlinear layers.
+    :math:`M_{f,r}(x) = \max(\text{network}(x), \mathrm{branch}(x))` (the largest path besides the
+    whole network is one branch alone, as in the ``dks`` ResNet example).
+
+    Example:
+        >>> Residual(8, 2, 0.9)
+        Residual(shortcut_weight=0.9, blocks=8, branch_depth=2)
+    """
+
+    shortcut_weight: float = eqx.field(static=True)
+    blocks: int = eqx.field(static=True)
+    branch_depth: int = eqx.field(static=True)
+    final_layers: int = eqx.field(static=True, default=0)
+
+    def __init__(self, blocks: int, branch_depth: int, shortcut_weight: float, final_layers: int = 0):
+        self.blocks = static_int(blocks, "Residual.blocks", lo=1, hi=100_000)
+        self.branch_depth = static_int(branch_depth, "Residual.branch_depth", lo=1, hi=1000)
+        self.final_layers = static_int(final_layers, "Residual.final_layers", lo=0, hi=1000)
+        w = concrete(as_real(shortcut_weight, "Residual.shortcut_weight", ndim=0))
+        if w is None or not 0.0 < float(w) < 1.0:
+            raise ValueError(f"Residual.shortcut_weight must be a number in (0, 1), got {shortcut_weight!r:.40}")
+        # a static Python float (it fixes the network's structure); kept at full precision
+        self.shortcut_weight = float(shortcut_weight) if isinstance(shortcut_weight, (int, float)) else float(w)
+
+    def _run(self, x, r):
+        w2 = self.shortcut_weight**2
+
+        def block(y):
+            return w2 * y + (1.0 - w2) * _repeat(r, self.branch_depth, y)
+
+        return _repeat(r, self.final_layers, _repeat(block, self.blocks, x))
+
+    def subnet_max(self, x, r):
+        return jnp.maximum(self._run(x, r), _repeat(r, self.branch_depth, x))
+
+    def c_map(self, local_c_map, c):
+        return self._run(c, local_c_map)
+
+
+def _check_network(network) -> AbstractNetwork:
+    if not isinstance(network, AbstractNetwork):
+        raise ValueError(f"network must be rmtjax.design.Chain(depth) or Residual(blocks, branch_depth, "
+                         f"shortcut_weight), got {network!r:.80}")
+    return network
+
+
+# --------------------------------------------------------------------------------------------
+# Solves
+# --------------------------------------------------------------------------------------------
+
+
+class Shaping(eqx.Module):
+    r"""A shaped activation and what was solved for.
+
+    Attributes:
+        activation: :math:`\hat\phi`, an ordinary :mod:`rmtjax.activations` module
+            (:class:`~rmtjax.activations.Transformed`; :class:`~rmtjax.activations.ABRelu` for TAT's
+            Leaky ReLU) for kernels, mean field, Hermite maps and finite networks.
+        method: ``"DKS"``, ``"TAT"`` or ``"TAT-LReLU"``.
+        local: the local maps achieved (:class:`LocalMaps`).
+        target: the local target: DKS's :math:`\mathcal C'(1)`, TAT's :math:`\mathcal C''(1)`, TAT-LReLU's
+            network :math:`\mathcal C_f(0)`.
+        residual: max-norm of the conditions' residuals at the solution.
+        ok: whether a solution was found (``False`` only with ``throw=False``).
+        start: index of the starting point that gave the solution (``-1``: none).
+    """
+
+    activation: AbstractActivation
+    method: str = eqx.field(static=True)
+    local: LocalMaps
+    target: Array
+    residual: Array
+    ok: Array
+    start: Array
+
+    @property
+    def params(self) -> dict:
+        """The parameters under ``dks``' names (``input_scale``, ``input_shift``, ``output_shift``,
+        ``output_scale``; ``negative_slope``, ``output_scale`` for Leaky ReLU)."""
+        a = self.activation
+        if isinstance(a, ABRelu):
+            return {"negative_slope": a.a / a.b, "output_scale": a.b}
+        return {"input_scale": a.alpha, "input_shift": a.beta, "output_shift": a.delta, "output_scale": a.gamma}
+
+
+_DKS_STARTS = list(itertools.product((1.0, 0.1), (0.0, 1.0, -1.0))) + list(
+    itertools.product((0.5, 2.0, 0.3), (0.5, -0.5, 2.0, -2.0)))
+_TAT_STARTS = list(itertools.product((1.0, 0.1), (0.0, 1.0, -1.0), (0.0, 1.0, -1.0))) + list(
+    itertools.product((0.5, 2.0), (0.5, -0.5, 2.0, -2.0), (0.5, -0.5)))
+
+
+def _with(base, log_alpha, beta, delta, normalize_mean: bool):
+    """``(alpha, beta, gamma, delta)`` with gamma from Q(1) = 1 (and delta from C(0) = 0)."""
+    alpha = jnp.exp(log_alpha)
+    one = jnp.ones_like(alpha)
+    if normalize_mean:
+        delta = -_local_raw(base, alpha, beta, one, jnp.zeros_like(alpha)).mean
+    m = _local_raw(base, alpha, beta, one, delta)
+    return alpha, beta, jax.lax.rsqrt(m.q), delta
+
+
+def _dks_residual(y, args):
+    base, q_slope, s = args
+    m = _local_raw(base, *_with(base, y[0], y[1], None, True))
+    return jnp.stack([m.q_slope - q_slope, m.c_slope - s])
+
+
+def _tat_residual(y, args):
+    base, k = args
+    m = _local_raw(base, *_with(base, y[0], y[1], y[2], False))
+    return jnp.stack([m.q_slope - 1.0, m.c_slope - 1.0, m.c_curvature - k])
+
+
+def _multistart(residual, starts, args, dt, accept):
+    starts = np.array(starts, dtype=np.float64)
+    starts[:, 0] = np.log(starts[:, 0])  # alpha > 0 through log(alpha)
+    y0 = jnp.asarray(starts, dt)
+
+    def one(y):
+        sol = solve.root(residual, y, args, throw=False, max_steps=64)
+        return sol.value, sol.ok & jnp.all(jnp.isfinite(sol.value)) & accept(sol.value, args), sol.residual
+
+    values, oks, residuals = jax.vmap(one)(y0)
+    idx = jnp.argmax(oks)
+    found = jnp.any(oks)
+    # no solution (throw=False): the first starting point, so the returned module stays finite
+    return jnp.where(found, values[idx], y0[0]), found, jnp.where(found, idx, -1), residuals[idx]
+
+
+def _dtype(*xs):
+    return jnp.result_type(float, *[x for x in jax.tree_util.tree_leaves(xs) if eqx.is_inexact_array(x)])
+
+
+def _raise_if(x, ok, throw: bool, msg: str):
+    if not throw:
+        return x
+    v = concrete(ok)
+    if v is not None:
+        if not bool(np.all(v)):
+            raise ValueError(msg)
+        return x
+    return error_if(x, ~jnp.all(ok), msg)
+
+
+def dks(activation: AbstractActivation, network: AbstractNetwork, *, slope: ArrayLike = 1.5,
+        q_slope: ArrayLike = 1.0, throw: bool = True) -> Shaping:
+    r"""Deep Kernel Shaping (Martens et al. 2021): the transformation
+    :math:`\hat\phi(x) = \gamma(\phi(\alpha x + \beta) + \delta)` of ``activation`` with
+    :math:`\mathcal Q(1) = 1`, :math:`\mathcal Q'(1) =` ``q_slope``, :math:`\mathcal C(0) = 0` and the
+    network's maximal C-map slope :math:`\max_f \mathcal C_f'(1) = \zeta` = ``slope`` (module
+    docstring). Differentiable in ``slope``, ``q_slope`` and the activation's parameters.
+
+    Args:
+        activation: the base activation (smooth or with a kink at 0: ELU, softplus, tanh, SiLU, GELU).
+        network: :class:`Chain` or :class:`Residual`.
+        slope: :math:`\zeta > 1` (``dks``' ``c_slope_1_target``; 1.5 in the paper).
+        q_slope: :math:`\mathcal Q'(1) > 0` (``local_q_slope_target``; 1 in the paper).
+        throw: raise when no starting point converges (``ValueError``; a compiled check under ``jit``),
+            or return ``ok=False``.
+
+    Example:
+        >>> from rmtjax.activations import Tanh
+        >>> s = dks(Tanh(), Chain(10), slope=1.5)
+        >>> m = s.local
+        >>> round(float(m.q), 10), round(float(m.c0), 10), round(float(m.c_slope ** 10), 10)
+        (1.0, 0.0, 1.5)
+    """
+    base = _check_activation(activation)
+    network = _check_network(network)
+    throw = flag(throw, "throw")
+    dt = _dtype(base, slope, q_slope)
+    zeta = real(slope, "slope", ndim=0, lo=1.0, lo_open=True).astype(dt)
+    qs = real(q_slope, "q_slope", ndim=0, lo=0.0, lo_open=True).astype(dt)
+    s = network.local_slope(zeta)
+    y, found, idx, res = _multistart(_dks_residual, _DKS_STARTS, (base, qs, s), dt, lambda y, a: True)
+    act = Transformed(base, *_with(base, y[0], y[1], None, True))
+    msg = (f"dks: no transformation of {type(base).__name__} reaches C'(1) = slope**(1/depth) with Q'(1) = q_slope "
+           f"from {len(_DKS_STARTS)} starting points; check that slope > 1 is reachable (a smaller slope is easier)")
+    act = _raise_if(act, found, throw, msg)
+    return Shaping(act, "DKS", _local(act), s, res, found, idx)
+
+
+def _tat_accept(y, args):
+    alpha, _, gamma, _ = _with(args[0], y[0], y[1], y[2], False)
+    return alpha * gamma < 2.0
+
+
+def tat(activation: AbstractActivation, network: AbstractNetwork, *, curvature: ArrayLike = 0.3,
+        throw: bool = True) -> Shaping:
+    r"""Tailored Activation Transformation for smooth activations (Zhang et al. 2022): the
+    transformation with :math:`\mathcal Q(1) = 1`, :math:`\mathcal Q'(1) = 1`,
+    :math:`\mathcal C'(1) = 1` and the network's maximal C-map curvature
+    :math:`\max_f\mathcal C_f''(1) = \tau` = ``curvature`` (module docstring), rejecting solutions
+    with :math:`\alpha\gamma \ge 2` (``dks``' rule against unstable Q maps). Differentiable in
+    ``curvature`` and the activation's parameters.
+
+    Example:
+        >>> from rmtjax.activations import Softplus
+        >>> s = tat(Softplus(), Chain(50), curvature=0.3)
+        >>> round(float(s.local.c_curvature * 50), 10), round(float(s.local.c_slope), 10)
+        (0.3, 1.0)
+    """
+    base = _check_activation(activation)
+    network = _check_network(network)
+    throw = flag(throw, "throw")
+    dt = _dtype(base, curvature)
+    tau = real(curvature, "curvature", ndim=0, lo=0.0, lo_open=True).astype(dt)
+    k = network.local_curvature(tau)
+    y, found, idx, res = _multistart(_tat_residual, _TAT_STARTS, (base, k), dt, _tat_accept)
+    act = Transformed(base, *_with(base, y[0], y[1], y[2], False))
+    msg = (f"tat: no transformation of {type(base).__name__} reaches C''(1) = curvature/depth with Q'(1) = C'(1) = 1 "
+           f"and input_scale * output_scale < 2 from {len(_TAT_STARTS)} starting points")
+    act = _raise_if(act, found, throw, msg)
+    return Shaping(act, "TAT", _local(act), k, res, found, idx)
+
+
+def _leaky_c_map(c, a):
+    r"""The normalized local C map of :math:`\sqrt{2/(1+a^2)}\,\mathrm{LReLU}_a` (arc-cosine kernel):
+    :math:`\big((1-a)^2(\sqrt{1-c^2} + (\pi - \arccos c)c)/\pi + 2ac\big)/(1+a^2)`."""
+    c = jnp.clip(c, -1.0, 1.0)
+    root = jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0))
+    ang = jnp.arctan2(root, -c)  # pi - arccos(c), exact derivatives away from |c| = 1
+    return ((1.0 - a) ** 2 * (root + ang * c) / jnp.pi + 2.0 * a * c) / (1.0 + a * a)
+
+
+def _leaky_residual(a, args):
+    net, eta = args
+    return net.subnet_max(jnp.zeros_like(a), lambda c: _leaky_c_map(c, a)) - eta
+
+
+def tat_leaky_relu(network: AbstractNetwork, *, c0: ArrayLike = 0.9, throw: bool = True) -> Shaping:
+    r"""TAT for Leaky ReLU (Zhang et al. 2022, Sec. 4): the negative slope :math:`a` with the
+    network's maximal :math:`\mathcal C_f(0) = \eta` = ``c0`` and output scale
+    :math:`\sqrt{2/(1+a^2)}` (:math:`\mathcal Q(1) = 1`). :math:`\mathcal C_f(0)` falls from its ReLU
+    value (:math:`a = 0`) to 0 (:math:`a = 1`, linear), so ``c0`` must lie in
+    :math:`(0, \mathcal C_f^{\mathrm{ReLU}}(0)]`; a larger ``c0`` raises a ``ValueError`` that gives
+    that bound. Differentiable in ``c0``.
+
+    Example:
+        >>> s = tat_leaky_relu(Chain(50), c0=0.9)
+        >>> round(float(s.target), 10)
+        0.9
+    """
+    network = _check_network(network)
+    throw = flag(throw, "throw")
+    dt = _dtype(c0)
+    eta = real(c0, "c0", ndim=0, lo=0.0, hi=1.0, lo_open=True, hi_open=True).astype(dt)
+    zero, one = jnp.zeros((), dt), jnp.ones((), dt)
+    relu_c0 = _leaky_residual(zero, (network, zero))
+    reach = concrete(relu_c0 >= eta)
+    if reach is not None and not bool(reach) and throw:
+        raise ValueError(f"c0 = {float(eta):.6g} is out of reach for this network: Leaky ReLU's C_f(0) is at most "
+                         f"{float(relu_c0):.6g} (plain ReLU, negative slope 0); c0 must be in (0, {float(relu_c0):.6g}]")
+    sol = solve.root(_leaky_residual, jnp.asarray(0.5, dt), (network, eta), bracket=(zero, one), throw=False,
+                     name="TAT Leaky-ReLU negative slope (C_f(0) = c0)")
+    a = sol.value
+    a = _raise_if(a, sol.ok, throw, f"tat_leaky_relu: no negative slope in [0, 1] gives C_f(0) = c0 (at most "
+                  "the ReLU network's C_f(0))")
+    g = jnp.sqrt(2.0 / (1.0 + a * a))
+    act = ABRelu(a=g * a, b=g)
+    m = _local(_as_transformed(act))
+    return Shaping(act, "TAT-LReLU", m, eta, jnp.abs(sol.residual), sol.ok, jnp.where(sol.ok, 0, -1))
