@@ -1628,7 +1628,7 @@ def _herme_to_monomial(degree: int) -> np.ndarray:
     return out
 
 
-class HermiteSeries(AbstractPolynomial):
+class HermiteSeries(AbstractClosedFormActivation):
     r"""An activation given by its Hermite coefficients,
     :math:`\phi(x) = \sum_{k=0}^{N} a_k\,h_k(x)`, :math:`h_k = He_k/\sqrt{k!}` orthonormal under
     :math:`\mathcal N(0, 1)` (so :math:`a_k = \mathbb E[\phi(z)h_k(z)]` and
@@ -1666,10 +1666,9 @@ class HermiteSeries(AbstractPolynomial):
                              f"{_SUPPORTED_DEGREE}), got {coeffs.shape[0]}")
         self.coeffs = check_range(coeffs, "HermiteSeries.coeffs")
 
-    @property
-    def coef(self) -> Array:
-        """Monomial coefficients (increasing order), for :class:`AbstractPolynomial`'s shared
-        methods; evaluation and the dual use the Hermite form."""
+    def monomial_coefficients(self) -> Array:
+        """The same polynomial in the monomial basis (increasing order, as :class:`Polynomial`'s
+        ``coef``): ``Polynomial(act.monomial_coefficients())`` is the same function."""
         n = self.coeffs.shape[0] - 1
         return jnp.asarray(_herme_to_monomial(n), self.coeffs.dtype) @ self.coeffs
 
@@ -1700,6 +1699,10 @@ class HermiteSeries(AbstractPolynomial):
     def _s(self, q, derivative):
         b = self._dcoeffs() if derivative else self.coeffs
         return _series_s(b.astype(q.dtype), q)
+
+    def _dual(self, q1, q2, q12):
+        k, kdot = (_mehler_expectation(self._s(q1, d), self._s(q2, d), q12) for d in (False, True))
+        return k, kdot
 
     def _hermite(self, q, order):
         s = self._s(q, False)

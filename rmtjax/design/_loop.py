@@ -128,15 +128,22 @@ class Design(eqx.Module):
     Attributes:
         activation: the designed activation (an ordinary :mod:`rmtjax.activations` module).
         params: the family's parameters at the end.
-        history: the objective before each step, shape ``(steps,)``, and at the end (last entry).
-        converged: the objective changed by at most ``rtol * |f| + atol`` over the last tenth of
-            the steps.
+        history: the objective before each step and at the end, shape ``(steps + 1,)``.
+        converged: the gradient fell to rounding level (:math:`\\|g\\| \\le \\epsilon^{3/4}\\max(1, |f|)`,
+            after which the parameters are kept), or the objective changed by at most
+            ``rtol * |f| + atol`` over the last tenth of the steps.
+
+    ``params`` and ``activation`` are those of the smallest objective seen.
     """
 
     activation: AbstractActivation
     params: Any
     history: Array
     converged: Array
+
+
+def _select(pred, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
 @eqx.filter_jit
@@ -147,28 +154,48 @@ def _run(family: Family, objective: AbstractObjective, optimizer, steps: int):
     grad = jax.value_and_grad(loss)
 
     def step(carry, _):
-        p, state = carry
+        p, state, best_p, best_v, frozen = carry
         value, g = grad(p)
-        updates, state = optimizer.update(g, state, p)
-        return (optax.apply_updates(p, updates), state), value
+        better = value < best_v
+        best_p, best_v = _select(better, p, best_p), jnp.where(better, value, best_v)
+        # a gradient at rounding level: stop (L-BFGS's curvature pairs turn to noise past this point)
+        gnorm = jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(g)))
+        frozen = frozen | (gnorm <= _gtol(value.dtype) * jnp.maximum(1.0, jnp.abs(value)))
+        # optax mixes int32 step counts with float parameters (Adam's bias correction): standard promotion
+        with jax.numpy_dtype_promotion("standard"):
+            updates, new_state = optimizer.update(g, state, p, value=value, grad=g, value_fn=loss)
+            new_p = optax.apply_updates(p, updates)
+        keep = frozen | ~jnp.isfinite(value)
+        return (_select(keep, p, new_p), _select(keep, state, new_state), best_p, best_v, frozen), value
 
     p0 = family.init
-    (p, _), history = jax.lax.scan(step, (p0, optimizer.init(p0)), None, length=steps)
-    return p, jnp.concatenate([history, loss(p)[None]])
+    with jax.numpy_dtype_promotion("standard"):
+        state0 = optimizer.init(p0)
+    v0 = loss(p0)
+    carry = (p0, state0, p0, jnp.full_like(v0, jnp.inf), jnp.zeros((), bool))
+    (p, _, best_p, best_v, frozen), history = jax.lax.scan(step, carry, None, length=steps)
+    last = loss(p)
+    better = last < best_v
+    return _select(better, p, best_p), jnp.concatenate([history, last[None]]), frozen
+
+
+def _gtol(dtype) -> float:
+    return float(jnp.finfo(dtype).eps) ** 0.75
 
 
 def design(family: Family | AbstractActivation, objective: AbstractObjective, *, steps: int = 300,
            optimizer: optax.GradientTransformation | None = None, rtol: float = 1e-6, atol: float = 1e-10,
            warn: bool = True) -> Design:
     r"""Minimizes ``objective(family(params))`` over ``params`` with ``optimizer`` (default
-    ``optax.adam(1e-2)``) for ``steps`` steps, compiled as one ``lax.scan``.
+    ``optax.lbfgs()``, with its zoom line search) for ``steps`` steps, compiled as one ``lax.scan``.
 
     Args:
         family: a :class:`Family` (:func:`hermite_family`, :func:`transformed_family`,
             :func:`parameters_of`) or an activation (all its float parameters are designed).
         objective: an :class:`AbstractObjective` (sums and weighted sums of them included).
         steps: optimizer steps (static integer ``>= 10``).
-        optimizer: an optax ``GradientTransformation``.
+        optimizer: an optax ``GradientTransformation`` (first-order ones such as ``optax.adam(1e-2)``
+            are more robust far from a solution; L-BFGS converges to full precision near one).
         rtol, atol: the convergence test of :attr:`Design.converged`.
         warn: warn (:class:`DesignWarning`) when not converged.
 
@@ -193,17 +220,22 @@ def design(family: Family | AbstractActivation, objective: AbstractObjective, *,
         raise ValueError(f"objective must be an rmtjax.design objective (e.g. Criticality()), got {objective!r:.60}")
     steps = static_int(steps, "steps", lo=10, hi=10**7)
     if optimizer is None:
-        optimizer = optax.adam(1e-2)
+        optimizer = optax.lbfgs()
     if not isinstance(optimizer, optax.GradientTransformation):
         raise ValueError(f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)), got "
                          f"{optimizer!r:.60}")
-    params, history = _run(family, objective, optimizer, steps)
+    # L-BFGS's line search needs the value and the objective: every optimizer gets them (ignored by
+    # those that do not use them)
+    optimizer = optax.with_extra_args_support(optimizer)
+    params, history, stationary = _run(family, objective, optimizer, steps)
+    if not bool(jnp.isfinite(history[0])):
+        raise ValueError("design: the objective is not finite at family.init (start from parameters where it is)")
     if not bool(jnp.all(jnp.isfinite(history))):
         raise ValueError("design: the objective became non-finite during the descent (lower the learning rate, or "
-                         "start from parameters where the objective is finite)")
+                         "start nearer a solution)")
     tail = history[-max(steps // 10, 2):]
-    f = history[-1]
-    converged = (jnp.max(tail) - jnp.min(tail)) <= rtol * jnp.abs(f) + atol
+    f = jnp.min(history)
+    converged = stationary | ((jnp.max(tail) - jnp.min(tail)) <= rtol * jnp.abs(f) + atol)
     if warn and not bool(converged):
         warnings.warn(f"design: not converged after {steps} steps (objective {float(f):.3g}, changed by "
                       f"{float(jnp.max(tail) - jnp.min(tail)):.3g} over the last {tail.shape[0]} steps); raise steps "

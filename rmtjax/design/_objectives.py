@@ -154,10 +154,11 @@ class KernelShaping(AbstractObjective):
 class JacobianMoments(AbstractObjective):
     r"""Dynamical isometry (Pennington, Schoenholz & Ganguli 2017, 2018): the input-output
     Jacobian of a depth-:math:`L` network at :math:`q^*` has :math:`JJ^\top` spectrum of mean
-    :math:`m_1 = \chi_1^L` and, at :math:`m_1 = 1`, variance
-    :math:`\sigma^2 = L\,(\mu_2/\mu_1^2 - 1 + [\text{Gaussian } W])`, :math:`\mu_k =
+    :math:`m_1 = \chi_1^L` and normalized variance
+    :math:`\sigma^2 = m_2/m_1^2 - 1 = L\,(\mu_2/\mu_1^2 - 1 + [\text{Gaussian } W])`, :math:`\mu_k =
     \mathbb E[\phi'(\sqrt{q^*}z)^{2k}]` (free multiplicative convolution adds the normalized variances
-    of the factors: 1 for a square Gaussian :math:`WW^\top`, 0 for orthogonal). The objective is
+    of free factors: 1 for a square Gaussian :math:`WW^\top`, 0 for orthogonal; at :math:`\chi_1 = 1`
+    this is Pennington et al.'s :math:`\sigma^2_{JJ^\top}`). The objective is
     :math:`\log^2 m_1 + w\,\sigma^2` with ``variance_weight`` :math:`w`."""
 
     sigma_w2: Array
@@ -175,8 +176,7 @@ class JacobianMoments(AbstractObjective):
         self.orthogonal = bool(orthogonal)
 
     def moments(self, activation) -> tuple[Array, Array]:
-        """``(mean, variance)`` of the spectrum of :math:`JJ^\\top` (variance of the normalized factor
-        product: exact at :math:`\\chi_1 = 1`)."""
+        """``(mean, normalized variance)`` of the spectrum of :math:`JJ^\\top`."""
         q = meanfield.q_star(activation, self.sigma_w2, self.sigma_b2).value
         atoms, weights = activation.derivative_squared_law(q)
         mu1 = jnp.sum(weights * atoms)

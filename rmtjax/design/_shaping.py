@@ -364,19 +364,26 @@ def _tat_residual(y, args):
 
 
 def _multistart(residual, starts, args, dt, accept):
+    """Newton from every starting point at once (``vmap``; not differentiated), the first that
+    converges and is accepted, then one differentiable solve from there (it converges at once): its
+    implicit gradients are those of the solution."""
     starts = np.array(starts, dtype=np.float64)
     starts[:, 0] = np.log(starts[:, 0])  # alpha > 0 through log(alpha)
     y0 = jnp.asarray(starts, dt)
+    fixed = jax.tree_util.tree_map(jax.lax.stop_gradient, args)
 
     def one(y):
-        sol = solve.root(residual, y, args, throw=False, max_steps=64)
-        return sol.value, sol.ok & jnp.all(jnp.isfinite(sol.value)) & accept(sol.value, args), sol.residual
+        sol = solve.root(residual, y, fixed, throw=False, max_steps=64)
+        return sol.value, sol.ok & jnp.all(jnp.isfinite(sol.value)) & accept(sol.value, fixed)
 
-    values, oks, residuals = jax.vmap(one)(y0)
+    values, oks = jax.vmap(one)(y0)
     idx = jnp.argmax(oks)
     found = jnp.any(oks)
     # no solution (throw=False): the first starting point, so the returned module stays finite
-    return jnp.where(found, values[idx], y0[0]), found, jnp.where(found, idx, -1), residuals[idx]
+    start = jnp.where(found, values[idx], y0[0])
+    sol = solve.root(residual, start, args, throw=False, max_steps=16)
+    found = found & sol.ok
+    return jnp.where(found, sol.value, y0[0]), found, jnp.where(found, idx, -1), sol.residual
 
 
 def _dtype(*xs):
@@ -505,7 +512,7 @@ def tat_leaky_relu(network: AbstractNetwork, *, c0: ArrayLike = 0.9, throw: bool
                          f"{float(relu_c0):.6g} (plain ReLU, negative slope 0); c0 must be in (0, {float(relu_c0):.6g}]")
     sol = solve.root(_leaky_residual, jnp.asarray(0.5, dt), (network, eta), bracket=(zero, one), throw=False,
                      name="TAT Leaky-ReLU negative slope (C_f(0) = c0)")
-    a = sol.value
+    a = jnp.where(sol.ok, sol.value, zero)  # throw=False and out of reach: ReLU, the closest, with ok False
     a = _raise_if(a, sol.ok, throw, f"tat_leaky_relu: no negative slope in [0, 1] gives C_f(0) = c0 (at most "
                   "the ReLU network's C_f(0))")
     g = jnp.sqrt(2.0 / (1.0 + a * a))
