@@ -52,7 +52,7 @@ SCALE = float(os.environ.get("RMTJAX_FUZZ_SCALE", "0.25"))
 # test_rule's inner function, so editing it would change every entry's examples.)
 harness.JIT_VALUE_PROGRAMS = None if SCALE >= 1 else 1
 
-PUBLIC_MODULES = ("activations", "collapse", "data", "dynamics", "finite", "finite_width", "gaussian", "hermite", "kernels",
+PUBLIC_MODULES = ("activations", "collapse", "data", "design", "dynamics", "finite", "finite_width", "gaussian", "hermite", "kernels",
                   "meanfield", "regression", "rmt", "solve", "stax", "sweep")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike
 
-from .._validate import as_real, concrete, real, static_int
+from .._validate import concrete, error_if, real, static_int
 from ..activations import AbstractActivation, HermiteSeries, Transformed
 from ._objectives import AbstractObjective
 
@@ -78,10 +78,13 @@ def hermite_family(coeffs: ArrayLike, *, centered: bool = False) -> Family:
         >>> [round(float(a), 3) for a in fam(fam.init).coeffs]
         [0.0, 0.6, 0.8]
     """
-    u = as_real(coeffs, "coeffs", ndim=1)
+    u = real(coeffs, "coeffs", ndim=1)
+    msg = "coeffs must not be all zero (the family normalizes them to unit norm)"
     v = concrete(u)
     if v is not None and not np.any(v != 0):
-        raise ValueError("coeffs must not be all zero (the family normalizes them to unit norm)")
+        raise ValueError(msg)
+    if v is None:
+        u = error_if(u, ~jnp.any(u != 0), msg)
     return Family(_centered_unit_series if centered else _unit_series, u)
 
 

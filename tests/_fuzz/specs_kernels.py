@@ -49,7 +49,7 @@ def _cauchy_schwarz(make):
             if not (np.isfinite(v) and np.isfinite(a) and np.isfinite(b)):
                 continue
             tol = 1e-6 if isinstance(act, (A.Tanh, A.Sigmoid, A.Softplus, A.Swish, A.Elu, A.Mish, A.HardTanh,
-                                           A.Custom)) else 1e-9
+                                           A.Custom, A.Transformed)) else 1e-9
             assert abs(v) <= math.sqrt(max(a * b, 0.0)) * (1 + tol) + 1e-12, (v, a, b)
             assert abs(v - s) <= tol * max(abs(v), math.sqrt(max(a * b, 0.0)), 1e-300), (v, s)
 
@@ -91,6 +91,7 @@ ACTIVATIONS = [
     _act_entry("HardTanh", lambda: A.HardTanh(), {}),
     _act_entry("Hermite", lambda degree: A.Hermite(degree), {"degree": DEGREE}, static=("degree",),
                allow_inf=("k",)),
+    _act_entry("HermiteSeries", lambda coeffs: A.HermiteSeries(coeffs), {"coeffs": COEF}, allow_inf=("k",)),
     _act_entry("Identity", lambda: A.Identity(), {}),
     _act_entry("LeakyRelu", lambda alpha: A.LeakyRelu(alpha), {"alpha": P}),
     _act_entry("Mish", lambda: A.Mish(), {}),
@@ -107,6 +108,8 @@ ACTIVATIONS = [
     _act_entry("Softplus", lambda: A.Softplus(), {}),
     _act_entry("Swish", lambda beta: A.Swish(beta), {"beta": P}),
     _act_entry("Tanh", lambda: A.Tanh(), {}),
+    _act_entry("Transformed", lambda alpha, beta, gamma, delta: A.Transformed(A.Tanh(), alpha, beta, gamma, delta),
+               {"alpha": P, "beta": P, "gamma": P, "delta": P}),
 ]
 
 
