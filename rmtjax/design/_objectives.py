@@ -90,12 +90,18 @@ class _Weighted(AbstractObjective):
         return self.weight * self.objective(activation)
 
 
+def _inf_unless(ok, x):
+    """``x`` where the theory has a value (a finite fixed point ``q*``), ``+inf`` elsewhere: a line
+    search backs off from it and :func:`rmtjax.design.design` never steps there."""
+    return jnp.where(ok, x, jnp.inf)
+
+
 class Criticality(AbstractObjective):
     r"""The edge of chaos at the given weight and bias variances (Poole et al. 2016; Schoenholz et
     al. 2017): :math:`\log^2\chi_1 + [(q^*/q_{\rm target} - 1)^2]`, with
     :math:`\chi_1 = \sigma_w^2\mathbb E[\phi'(\sqrt{q^*}z)^2]` at the length-map fixed point
     :math:`q^*` (:func:`rmtjax.meanfield.chi_1`, implicit gradients). ``q_star=None`` leaves
-    :math:`q^*` free."""
+    :math:`q^*` free. ``+inf`` where the length map has no finite fixed point."""
 
     sigma_w2: Array
     sigma_b2: Array
@@ -107,11 +113,12 @@ class Criticality(AbstractObjective):
         self.q_star = _optional(q_star, "q_star", lo=0.0, lo_open=True)
 
     def __call__(self, activation):
-        loss = jnp.log(meanfield.chi_1(activation, self.sigma_w2, self.sigma_b2).value) ** 2
+        chi = meanfield.chi_1(activation, self.sigma_w2, self.sigma_b2, throw=False)
+        loss = jnp.log(chi.value) ** 2
         if self.q_star is not None:
-            q = meanfield.q_star(activation, self.sigma_w2, self.sigma_b2).value
+            q = meanfield.q_star(activation, self.sigma_w2, self.sigma_b2, throw=False).value
             loss = loss + (q / self.q_star - 1.0) ** 2
-        return loss
+        return _inf_unless(chi.ok, loss)
 
 
 class KernelShaping(AbstractObjective):
@@ -177,13 +184,14 @@ class JacobianMoments(AbstractObjective):
 
     def moments(self, activation) -> tuple[Array, Array]:
         """``(mean, normalized variance)`` of the spectrum of :math:`JJ^\\top`."""
-        q = meanfield.q_star(activation, self.sigma_w2, self.sigma_b2).value
+        sol = meanfield.q_star(activation, self.sigma_w2, self.sigma_b2, throw=False)
+        q = jnp.where(sol.ok, sol.value, 1.0)
         atoms, weights = activation.derivative_squared_law(q)
         mu1 = jnp.sum(weights * atoms)
         mu2 = jnp.sum(weights * atoms * atoms)
         mean = (self.sigma_w2 * mu1) ** self.depth
         var = self.depth * (mu2 / (mu1 * mu1) - 1.0 + (0.0 if self.orthogonal else 1.0))
-        return mean, var
+        return _inf_unless(sol.ok, mean), _inf_unless(sol.ok, var)
 
     def __call__(self, activation):
         mean, var = self.moments(activation)
