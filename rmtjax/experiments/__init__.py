@@ -18,7 +18,7 @@ configuration. Run with x64 disabled (``rmtjax reproduce NAME --float32``), the 
 Example:
     >>> from rmtjax.experiments import EXPERIMENTS
     >>> sorted(EXPERIMENTS)  # doctest: +NORMALIZE_WHITESPACE
-    ['dynamical-isometry', 'fan-wang', 'finite-width', 'hidden-manifold', 'kernel-regression', 'kernels',
+    ['activation-design', 'dynamical-isometry', 'fan-wang', 'finite-width', 'hidden-manifold', 'kernel-regression', 'kernels',
      'liang-tranbach', 'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality']
 """
 
@@ -118,5 +118,11 @@ EXPERIMENTS: dict[str, Experiment] = {
         "variance against L/n, NTK change during gradient-descent training ~ 1/n",
         "rmtjax.experiments.finite_width:run",
         quick_seconds=47,
+    ),
+    "activation-design": Experiment(
+        "Activation design proved by training: depth-50 plain MLPs on MNIST with DKS/TAT-shaped activations vs "
+        "ReLU, tanh and edge-of-chaos tanh; c maps at init vs theory; a Hermite activation designed for the task",
+        "rmtjax.experiments.activation_design:run",
+        quick_seconds=None,
     ),
 }
