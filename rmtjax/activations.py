@@ -802,8 +802,10 @@ class Gelu(AbstractClosedFormActivation):
     :math:`(1 - q_1q_2)/((1+q_1)(1+q_2)) + 1 \to 0`.) Measured against 60-digit references:
     relative error below 1e-14 (float64) and 2e-6 (float32) for variances up to 1e30.
 
-    ``approximate=True`` only changes the finite network (tanh approximation), as in
-    neural-tangents; the kernel is that of the exact GELU.
+    ``approximate=True`` only changes the finite network (tanh approximation) and ``derivative``
+    (that of the function evaluated, so numerical maps built from :math:`\phi` and :math:`\phi'`, as
+    :func:`rmtjax.design.local_maps`, are the approximate GELU's), as in neural-tangents; the kernel is
+    that of the exact GELU.
     """
 
     approximate: bool = eqx.field(static=True, default=False)
@@ -817,6 +819,8 @@ class Gelu(AbstractClosedFormActivation):
 
     def derivative(self, x):
         x = jnp.asarray(x)
+        if self.approximate:  # the derivative of the function evaluated (quadrature-based maps use both)
+            return jax.jvp(self.__call__, (x,), (jnp.ones_like(x),))[1]
         return jss.ndtr(x) + x * jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
 
     def _dual(self, q1, q2, q12):

@@ -363,20 +363,65 @@ def _tat_residual(y, args):
     return jnp.stack([m.q_slope - 1.0, m.c_slope - 1.0, m.c_curvature - k])
 
 
+_STEPS = 2.0 ** -np.arange(13)  # backtracking: full Newton step, then halved up to 12 times
+
+
+def _damped_newton(residual, y, args, steps: int):
+    """Newton's method with backtracking on the residual norm: of the steps :math:`t\\Delta`,
+    :math:`t = 1, 1/2, \\dots, 2^{-12}` (all evaluated at once), the longest that lowers the norm and
+    stays finite; robust from far starting points, where plain Newton can step to parameters at which
+    the expectations overflow. Not differentiated (see :func:`_multistart`)."""
+
+    def norm(r):
+        return jnp.where(jnp.all(jnp.isfinite(r), axis=-1), jnp.sqrt(jnp.sum(r * r, axis=-1)), jnp.inf)
+
+    ts = jnp.asarray(_STEPS, y.dtype)
+
+    def body(_, carry):
+        y, r = carry
+        jac = jax.jacfwd(residual)(y, args)
+        step = jnp.linalg.solve(jac, -r)
+        step = jnp.where(jnp.all(jnp.isfinite(step)), step, jnp.zeros_like(step))
+        trial = y[None, :] + ts[:, None] * step[None, :]
+        r_trial = jax.vmap(residual, in_axes=(0, None))(trial, args)
+        better = norm(r_trial) < norm(r)
+        k = jnp.argmax(better)
+        ok = jnp.any(better)
+        return jnp.where(ok, trial[k], y), jnp.where(ok, r_trial[k], r)
+
+    return jax.lax.fori_loop(0, steps, body, (y, residual(y, args)))
+
+
+# Largest input scale accepted: features of phi(alpha z + beta) narrower than 1/50 in z are below what
+# the quadrature resolves (a spurious near-ReLU root with alpha ~ 7000, gamma ~ 2e-4 solves the
+# discretized TAT equations of softplus and ELU otherwise)
+_MAX_ALPHA = 50.0
+
+
+@eqx.filter_jit
+def _search(residual, accept, y0, fixed):
+    """Damped Newton from every row of ``y0`` (``vmap``), compiled once per residual, acceptance rule
+    and argument structure; returns the first accepted solution's index and the solutions."""
+    tol = 100 * float(jnp.finfo(y0.dtype).eps) ** 0.75
+
+    def one(y):
+        y, r = _damped_newton(residual, y, fixed, 40)
+        ok = jnp.all(jnp.isfinite(y)) & (jnp.max(jnp.abs(r)) <= tol) & (y[0] <= math.log(_MAX_ALPHA))
+        return y, ok & accept(y, fixed)
+
+    values, oks = jax.vmap(one)(y0)
+    return values, oks
+
+
 def _multistart(residual, starts, args, dt, accept):
-    """Newton from every starting point at once (``vmap``; not differentiated), the first that
-    converges and is accepted, then one differentiable solve from there (it converges at once): its
-    implicit gradients are those of the solution."""
+    """Damped Newton from every starting point at once (not differentiated), the first (in ``dks``'
+    order) that converges and is accepted, then one differentiable :func:`rmtjax.solve.root` from
+    there (it converges at once): its implicit gradients are those of the solution."""
     starts = np.array(starts, dtype=np.float64)
     starts[:, 0] = np.log(starts[:, 0])  # alpha > 0 through log(alpha)
     y0 = jnp.asarray(starts, dt)
     fixed = jax.tree_util.tree_map(jax.lax.stop_gradient, args)
-
-    def one(y):
-        sol = solve.root(residual, y, fixed, throw=False, max_steps=64)
-        return sol.value, sol.ok & jnp.all(jnp.isfinite(sol.value)) & accept(sol.value, fixed)
-
-    values, oks = jax.vmap(one)(y0)
+    values, oks = _search(residual, accept, y0, fixed)
     idx = jnp.argmax(oks)
     found = jnp.any(oks)
     # no solution (throw=False): the first starting point, so the returned module stays finite
@@ -431,12 +476,16 @@ def dks(activation: AbstractActivation, network: AbstractNetwork, *, slope: Arra
     zeta = real(slope, "slope", ndim=0, lo=1.0, lo_open=True).astype(dt)
     qs = real(q_slope, "q_slope", ndim=0, lo=0.0, lo_open=True).astype(dt)
     s = network.local_slope(zeta)
-    y, found, idx, res = _multistart(_dks_residual, _DKS_STARTS, (base, qs, s), dt, lambda y, a: True)
+    y, found, idx, res = _multistart(_dks_residual, _DKS_STARTS, (base, qs, s), dt, _accept_all)
     act = Transformed(base, *_with(base, y[0], y[1], None, True))
     msg = (f"dks: no transformation of {type(base).__name__} reaches C'(1) = slope**(1/depth) with Q'(1) = q_slope "
            f"from {len(_DKS_STARTS)} starting points; check that slope > 1 is reachable (a smaller slope is easier)")
     act = _raise_if(act, found, throw, msg)
     return Shaping(act, "DKS", _local(act), s, res, found, idx)
+
+
+def _accept_all(y, args):
+    return jnp.ones((), bool)
 
 
 def _tat_accept(y, args):
