@@ -367,3 +367,22 @@ def test_design_of_an_activations_own_parameters_and_warnings():
         Branching()
     with pytest.raises(ValueError, match="Family.build"):
         Family(lambda p: 1.0, jnp.zeros(2))
+
+
+def test_design_in_float32_and_a_designed_activation_in_a_finite_network():
+    from flax import nnx
+
+    from rmtjax.finite import MLP
+
+    a = np.array([0.0, 0.8, 0.36, 0.48], np.float32)
+    rho = jnp.linspace(-1, 1, 21, dtype=jnp.float32)
+    target = hermite.compositional_kernel(jnp.asarray(a), rho, depth=2)[-1]
+    out = design(hermite_family(jnp.array([0.1, 0.5, 0.5, 0.5], jnp.float32)),
+                 KernelDistance(target, depth=2, rho=rho), steps=60)
+    assert out.activation.coeffs.dtype == jnp.float32 and out.history.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out.activation.coeffs) ** 2, a**2, atol=2e-4)  # measured 3e-6
+    # the designed module runs in a finite Flax network like any activation
+    spec = FullyConnected(2, jnp.float32(1.0), jnp.float32(0.0), out.activation)
+    net = MLP(spec, 3, width=8, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    y = net(jnp.ones((4, 3), jnp.float32))
+    assert y.shape == (4, 1) and bool(jnp.all(jnp.isfinite(y)))
