@@ -22,6 +22,7 @@ from rmtjax.design import (
     Criticality,
     DesignWarning,
     Family,
+    JacobianEdge,
     JacobianMoments,
     KernelDistance,
     KernelShaping,
@@ -292,6 +293,20 @@ def test_jacobian_moments_against_the_free_multiplicative_law():
         np.testing.assert_allclose(mean, m1, rtol=1e-10)
         # normalized variances add under free multiplicative convolution: m2/m1^2 - 1 of the law
         np.testing.assert_allclose(var, m2 / m1**2 - 1, rtol=1e-9)
+
+
+def test_jacobian_edge_objective():
+    # the edge of the law of JJ^T lies above its mean; the objective's gradient (through the edge's
+    # Newton refinement and q*) matches finite differences
+    def loss(a):
+        return JacobianEdge(1.2, 0.05, depth=8)(Transformed(Tanh(), alpha=a))
+
+    obj = JacobianEdge(1.2, 0.05, depth=8)
+    mean, _ = JacobianMoments(1.2, 0.05, depth=8).moments(Tanh())
+    assert float(obj.edge(Tanh())) > float(mean)
+    g = jax.grad(loss)(jnp.array(1.0))
+    eps = 1e-5
+    np.testing.assert_allclose(g, (loss(jnp.array(1 + eps)) - loss(jnp.array(1 - eps))) / (2 * eps), rtol=1e-6)
 
 
 def test_branching_kernel_distance_and_data_objectives():

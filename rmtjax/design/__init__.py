@@ -11,7 +11,7 @@ and an optax loop that designs an activation against any combination of them.
   :func:`tat_leaky_relu` for a :class:`Chain` or :class:`Residual` network, with implicit gradients;
   :func:`local_maps` gives the local Q/C-map values any activation has.
 * **Objectives** (:mod:`._objectives`): :class:`Criticality`, :class:`KernelShaping`,
-  :class:`JacobianMoments`, :class:`Branching`, :class:`KernelDistance`, :class:`NTKCondition`,
+  :class:`JacobianMoments`, :class:`JacobianEdge`, :class:`Branching`, :class:`KernelDistance`, :class:`NTKCondition`,
   :class:`ValidationLoss`, :class:`MarginalLikelihood`; ``a + b`` and ``w * a`` compose them.
 * :func:`design` runs the jit-compiled optax loop and returns a :class:`Design`.
 
@@ -38,6 +38,7 @@ from ._loop import transformed_family as transformed_family
 from ._objectives import AbstractObjective as AbstractObjective
 from ._objectives import Branching as Branching
 from ._objectives import Criticality as Criticality
+from ._objectives import JacobianEdge as JacobianEdge
 from ._objectives import JacobianMoments as JacobianMoments
 from ._objectives import KernelDistance as KernelDistance
 from ._objectives import KernelShaping as KernelShaping
@@ -56,7 +57,7 @@ from ._shaping import tat_leaky_relu as tat_leaky_relu
 
 __all__ = [
     "AbstractNetwork", "AbstractObjective", "Branching", "Chain", "Criticality", "Design", "DesignWarning",
-    "Family", "HermiteSeries", "JacobianMoments", "KernelDistance", "KernelShaping", "LocalMaps",
+    "Family", "HermiteSeries", "JacobianEdge", "JacobianMoments", "KernelDistance", "KernelShaping", "LocalMaps",
     "MarginalLikelihood", "NTKCondition", "Residual", "Shaping", "Transformed", "ValidationLoss", "design", "dks",
     "hermite_family", "local_maps", "parameters_of", "tat", "tat_leaky_relu", "transformed_family",
 ]

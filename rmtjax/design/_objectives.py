@@ -10,6 +10,7 @@ objective                what it measures (its formula in the class docstring)
 :class:`Criticality`     :math:`\log^2\chi_1` at :math:`q^*` and :math:`(q^*/q_{\rm target} - 1)^2` (Poole et al. 2016)
 :class:`KernelShaping`   DKS/TAT local-map conditions :math:`\mathcal Q(1), \mathcal Q'(1), \mathcal C(0), \mathcal C'(1), \mathcal C''(1)`
 :class:`JacobianMoments` log-mean and variance of the spectrum of :math:`JJ^\top` (Pennington et al. 2017)
+:class:`JacobianEdge`    :math:`\log^2` of the spectrum's right edge (free multiplicative convolution, 2018)
 :class:`Branching`       Liang & Tran-Bach's :math:`\mu` and extinction probability
 :class:`KernelDistance`  squared distance of the depth-:math:`L` compositional kernel to a target
 :class:`NTKCondition`    :math:`\log` condition number of the NTK on data
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .. import hermite, kernels, meanfield, regression
+from .. import hermite, kernels, meanfield, regression, rmt
 from .._validate import as_real, choice, real, static_int
 from ..activations import AbstractActivation
 from ..gaussian import gaussian_expectations
@@ -39,6 +40,7 @@ __all__ = [
     "AbstractObjective",
     "Branching",
     "Criticality",
+    "JacobianEdge",
     "JacobianMoments",
     "KernelDistance",
     "KernelShaping",
@@ -196,6 +198,37 @@ class JacobianMoments(AbstractObjective):
     def __call__(self, activation):
         mean, var = self.moments(activation)
         return jnp.log(mean) ** 2 + self.variance_weight * var
+
+
+class JacobianEdge(AbstractObjective):
+    r"""The right edge :math:`\lambda_{\max}` of the limiting spectrum of :math:`JJ^\top` (the largest
+    squared singular value of the input-output Jacobian of a depth-:math:`L` network at :math:`q^*`):
+    :math:`\log^2\lambda_{\max}`, zero when no direction is amplified. The law is the free
+    multiplicative convolution :math:`(\mu_{WW^\top}\boxtimes\mu_{D^2})^{\boxtimes L}`
+    (:func:`rmtjax.rmt.jacobian_law`) and its edge the minimum of
+    :math:`(1+w)/(w\prod_i S_i(w)^{n_i})` (:func:`rmtjax.rmt.multiplicative_edge`; Pennington,
+    Schoenholz & Ganguli 2018), differentiable through its Newton refinement. ``+inf`` where the
+    edge is not found or :math:`q^*` has no finite fixed point."""
+
+    sigma_w2: Array
+    sigma_b2: Array
+    depth: int = eqx.field(static=True)
+    orthogonal: bool = eqx.field(static=True)
+
+    def __init__(self, sigma_w2: ArrayLike = 1.0, sigma_b2: ArrayLike = 0.0, *, depth: int, orthogonal: bool = True):
+        self.sigma_w2 = _scalar(sigma_w2, "sigma_w2", lo=0.0, lo_open=True)
+        self.sigma_b2 = _scalar(sigma_b2, "sigma_b2", lo=0.0)
+        self.depth = static_int(depth, "depth", lo=1, hi=100_000)
+        self.orthogonal = bool(orthogonal)
+
+    def edge(self, activation) -> Array:
+        r""":math:`\lambda_{\max}`."""
+        law = rmt.jacobian_law(activation, self.sigma_w2, self.sigma_b2, depth=self.depth, orthogonal=self.orthogonal)
+        sol, ok = rmt.multiplicative_edge(law, throw=False)
+        return _inf_unless(ok, sol.value)
+
+    def __call__(self, activation):
+        return jnp.log(self.edge(activation)) ** 2
 
 
 class Branching(AbstractObjective):
