@@ -40,6 +40,7 @@ CATALOGUE = [
     (A.Gelu(), (), (1.5, 0.1)),
     (A.HardTanh(), (-1.0, 1.0), (1.05, 0.05)),
     (A.Hermite(3), (), (0.5, 0.1)),
+    (A.HermiteSeries(jnp.array([0.1, 0.8, 0.4, -0.2])), (), (0.2, 0.05)),
     (A.Identity(), (), (0.8, 0.1)),
     (A.LeakyRelu(0.2), (0.0,), (1.5, 0.1)),
     (A.Mish(), (), (1.5, 0.1)),
@@ -55,6 +56,7 @@ CATALOGUE = [
     (A.Softplus(), (), (1.5, 0.1)),
     (A.Swish(1.5), (), (1.5, 0.1)),
     (A.Tanh(), (), (1.5, 0.1)),
+    (A.Transformed(A.Tanh(), 1.3, 0.2, 0.9, -0.1), (), (1.5, 0.1)),
 ]
 IDS = [type(c[0]).__name__ + (f"{c[0].degree}" if hasattr(c[0], "degree") else "") for c in CATALOGUE]
 
