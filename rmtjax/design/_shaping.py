@@ -380,7 +380,13 @@ def _damped_newton(residual, y, args, steps: int):
     def body(_, carry):
         y, r = carry
         jac = jax.jacfwd(residual)(y, args)
-        step = jnp.linalg.solve(jac, -r)
+        # pseudo-inverse step: directions with singular values below 1e-10 of the largest are left
+        # alone. On a symmetry line (beta = 0 for an odd phi) the Jacobian is singular up to rounding,
+        # and a plain solve would step to one side or the other by the sign of a rounding error
+        # (eager and jit then pick mirrored roots); this way the iterate stays on the line.
+        u, sv, vt = jnp.linalg.svd(jac)
+        inv = jnp.where(sv > 1e-10 * sv[0], 1.0 / jnp.where(sv > 0, sv, 1.0), 0.0)
+        step = vt.T @ (inv * (u.T @ -r))
         step = jnp.where(jnp.all(jnp.isfinite(step)), step, jnp.zeros_like(step))
         trial = y[None, :] + ts[:, None] * step[None, :]
         r_trial = jax.vmap(residual, in_axes=(0, None))(trial, args)
