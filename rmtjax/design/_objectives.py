@@ -4,19 +4,19 @@ Each objective is an ``equinox`` module called on an activation, ``objective(act
 scalar, non-negative and zero where its targets are met (the task objectives: a loss). Data and
 targets are array leaves (differentiable, vmappable); structure (depths, networks) is static.
 
-=======================  ===============================================================================
-objective                what it measures (its formula in the class docstring)
-=======================  ===============================================================================
-:class:`Criticality`     :math:`\log^2\chi_1` at :math:`q^*` and :math:`(q^*/q_{\rm target} - 1)^2` (Poole et al. 2016)
-:class:`KernelShaping`   DKS/TAT local-map conditions :math:`\mathcal Q(1), \mathcal Q'(1), \mathcal C(0), \mathcal C'(1), \mathcal C''(1)`
-:class:`JacobianMoments` log-mean and variance of the spectrum of :math:`JJ^\top` (Pennington et al. 2017)
-:class:`JacobianEdge`    :math:`\log^2` of the spectrum's right edge (free multiplicative convolution, 2018)
-:class:`Branching`       Liang & Tran-Bach's :math:`\mu` and extinction probability
-:class:`KernelDistance`  squared distance of the depth-:math:`L` compositional kernel to a target
-:class:`NTKCondition`    :math:`\log` condition number of the NTK on data
-:class:`ValidationLoss`  NNGP/NTK kernel-ridge validation mean squared error on data
-:class:`MarginalLikelihood`  GP negative log marginal likelihood per sample
-=======================  ===============================================================================
+==============================  ===============================================================================
+objective                       what it measures (its formula in the class docstring)
+==============================  ===============================================================================
+:class:`Criticality`            :math:`\log^2\chi_1` at :math:`q^*` and :math:`(q^*/q_{\rm target} - 1)^2` (Poole et al. 2016)
+:class:`KernelShaping`          DKS/TAT local-map conditions :math:`\mathcal Q(1), \mathcal Q'(1), \mathcal C(0), \mathcal C'(1), \mathcal C''(1)`
+:class:`JacobianMoments`        log-mean and variance of the spectrum of :math:`JJ^\top` (Pennington et al. 2017)
+:class:`JacobianEdge`           :math:`\log^2` of the spectrum's right edge (free multiplicative convolution, 2018)
+:class:`Branching`              Liang & Tran-Bach's :math:`\mu` and extinction probability
+:class:`KernelDistance`         squared distance of the depth-:math:`L` compositional kernel to a target
+:class:`NTKCondition`           :math:`\log` condition number of the NTK on data
+:class:`ValidationLoss`         NNGP/NTK kernel-ridge validation mean squared error on data
+:class:`MarginalLikelihood`     GP negative log marginal likelihood per sample
+==============================  ===============================================================================
 """
 
 from __future__ import annotations
