@@ -3,7 +3,6 @@ independent references: scipy quadrature, 2-d Gauss-Hermite (exact for polynomia
 engine's own C maps composed over depth, closed forms, finite differences of the implicit gradients."""
 
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -94,7 +93,7 @@ def test_hermite_series_gradient_and_float32():
     np.testing.assert_allclose(g, fd, rtol=1e-7, atol=1e-9)
     k32 = HermiteSeries(a.astype(jnp.float32)).dual(*(jnp.float32(v) for v in (1.4, 0.6, 0.5)))[0]
     assert k32.dtype == jnp.float32
-    np.testing.assert_allclose(k32, k(a), rtol=2e-6)
+    np.testing.assert_allclose(k32, k(a), rtol=2e-6)  # measured 8e-9
 
 
 def test_transformed_dual_against_quadrature_and_bad_input():
@@ -245,7 +244,7 @@ def test_shaping_under_vmap_and_float32():
     s32 = tat(Softplus(), Chain(20), curvature=jnp.float32(0.3))
     assert s32.activation.alpha.dtype == jnp.float32
     s64 = tat(Softplus(), Chain(20), curvature=0.3)
-    np.testing.assert_allclose(s32.activation.alpha, s64.activation.alpha, rtol=2e-4)  # measured below 1e-5
+    np.testing.assert_allclose(s32.activation.alpha, s64.activation.alpha, rtol=2e-5)  # measured 2.7e-7
     np.testing.assert_allclose(s32.local.c_curvature * 20, 0.3, rtol=1e-4)
 
 
@@ -395,7 +394,7 @@ def test_design_in_float32_and_a_designed_activation_in_a_finite_network():
     out = design(hermite_family(jnp.array([0.1, 0.5, 0.5, 0.5], jnp.float32)),
                  KernelDistance(target, depth=2, rho=rho), steps=60)
     assert out.activation.coeffs.dtype == jnp.float32 and out.history.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(out.activation.coeffs) ** 2, a**2, atol=2e-4)  # measured 3e-6
+    np.testing.assert_allclose(np.asarray(out.activation.coeffs) ** 2, a**2, atol=5e-4)  # measured 1.5e-4
     # the designed module runs in a finite Flax network like any activation
     spec = FullyConnected(2, jnp.float32(1.0), jnp.float32(0.0), out.activation)
     net = MLP(spec, 3, width=8, dtype=jnp.float32, rngs=nnx.Rngs(0))

@@ -27,7 +27,6 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .. import hermite, kernels, meanfield, regression, rmt

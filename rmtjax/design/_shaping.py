@@ -62,7 +62,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .. import solve
-from .._validate import as_real, check_range, concrete, error_if, flag, real, static_int
+from .._validate import as_real, concrete, error_if, flag, real, static_int
 from ..activations import ABRelu, AbstractActivation, Transformed
 
 __all__ = [
@@ -529,12 +529,12 @@ def tat(activation: AbstractActivation, network: AbstractNetwork, *, curvature: 
 
 
 def _leaky_c_map(c, a):
-    r"""The normalized local C map of :math:`\sqrt{2/(1+a^2)}\,\mathrm{LReLU}_a` (arc-cosine kernel):
-    :math:`\big((1-a)^2(\sqrt{1-c^2} + (\pi - \arccos c)c)/\pi + 2ac\big)/(1+a^2)`."""
-    c = jnp.clip(c, -1.0, 1.0)
-    root = jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0))
-    ang = jnp.arctan2(root, -c)  # pi - arccos(c), exact derivatives away from |c| = 1
-    return ((1.0 - a) ** 2 * (root + ang * c) / jnp.pi + 2.0 * a * c) / (1.0 + a * a)
+    r"""The local C map of :math:`\sqrt{2/(1+a^2)}\,\mathrm{LReLU}_a` (:math:`\mathcal Q(1) = 1`, so
+    :math:`\mathcal C(c) = \mathbb E[\hat\phi(u)\hat\phi(v)]`): the arc-cosine kernel of
+    :class:`~rmtjax.activations.ABRelu` at unit variances."""
+    g = jnp.sqrt(2.0 / (1.0 + a * a))
+    one = jnp.ones_like(c)
+    return ABRelu(g * a, g)._dual(one, one, jnp.clip(c, -1.0, 1.0))[0]
 
 
 def _leaky_residual(a, args):
@@ -568,7 +568,7 @@ def tat_leaky_relu(network: AbstractNetwork, *, c0: ArrayLike = 0.9, throw: bool
     sol = solve.root(_leaky_residual, jnp.asarray(0.5, dt), (network, eta), bracket=(zero, one), throw=False,
                      name="TAT Leaky-ReLU negative slope (C_f(0) = c0)")
     a = jnp.where(sol.ok, sol.value, zero)  # throw=False and out of reach: ReLU, the closest, with ok False
-    a = _raise_if(a, sol.ok, throw, f"tat_leaky_relu: no negative slope in [0, 1] gives C_f(0) = c0 (at most "
+    a = _raise_if(a, sol.ok, throw, "tat_leaky_relu: no negative slope in [0, 1] gives C_f(0) = c0 (at most "
                   "the ReLU network's C_f(0))")
     g = jnp.sqrt(2.0 / (1.0 + a * a))
     act = ABRelu(a=g * a, b=g)

@@ -6,11 +6,9 @@ the kernel engine's own length map (Q(1) = 1), the local-map values are a covari
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
-from hypothesis import strategies as st
 
 import rmtjax.activations as A
 from rmtjax.design import (
