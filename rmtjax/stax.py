@@ -25,6 +25,13 @@ from .kernels.stax import RectifiedMonomial as RectifiedMonomial
 from .kernels.stax import Relu as Relu
 from .kernels.stax import Sign as Sign
 from .kernels.stax import Sin as Sin
+from .kernels.stax import AvgPool as AvgPool
+from .kernels.stax import Conv as Conv
+from .kernels.stax import Flatten as Flatten
+from .kernels.stax import GlobalAvgPool as GlobalAvgPool
+from .kernels.stax import GlobalSumPool as GlobalSumPool
+from .kernels.stax import LayerNorm as LayerNorm
+from .kernels.stax import SumPool as SumPool
 from .kernels.stax import __all__ as __all__
 from .kernels.stax import __getattr__ as __getattr__
 from .kernels.stax import layer as layer

@@ -47,7 +47,8 @@ from .._validate import (as_real, check_range, choice, concrete, error_if, flag,
                          static_int)
 from ..activations import AbstractActivation, Relu
 from ..gaussian import AbstractMethod, Auto
-from ._layers import AbstractLayer, Activation, Dense, Kernel, KernelState, Serial, Stack, once, with_value
+from ._conv import ToDiagonal, has_spatial_layers, needs_full, plan
+from ._layers import AbstractLayer, Activation, Dense, Kernel, KernelState, Serial, Spatial, Stack, once, with_value
 
 __all__ = ["FullyConnected", "bucket_size", "kernel", "kernel_diagonal"]
 
@@ -218,7 +219,7 @@ def _signature(x: Array) -> _Rows:
     xs = jax.lax.stop_gradient(x)
     zero = xs == 0
     return _Rows(_row_hash(jnp.where(zero, jnp.zeros_like(xs), xs)), _row_hash(jnp.where(zero, jnp.zeros_like(xs), -xs)),
-                 jnp.sum(x * x, axis=1))
+                 jnp.sum(x * x, axis=tuple(range(1, x.ndim))))
 
 
 def _match(h1, h2):
@@ -245,9 +246,49 @@ def input_state(x1, x2, s1: _Rows, s2: _Rows, method: AbstractMethod) -> KernelS
                        jnp.asarray(d, dot.dtype), method)
 
 
-def _tile(x1, x2, s1, s2, net: AbstractLayer, method, all_depths: bool):
+def image_state(x1, x2, s1: _Rows, s2: _Rows, method: AbstractMethod, full: bool) -> KernelState:
+    r"""The state of a tile of images ``(t, *S, C)``: :math:`\Sigma(p, p') = x(p)\cdot x'(p')/C`
+    (neural-tangents' input kernel over the channels), every pixel pair (``full``) or the same
+    pixel only; :math:`\Theta = 0`. ``same``/``mirror``: identical / identical-or-opposite images."""
+    S = x1.ndim - 2
+    C = x1.shape[-1]
+    sp = "".join("hwdtuv"[:S])
+    sq = "".join("HWDTUV"[:S])
+    if full:
+        cross = jnp.einsum(f"a{sp}c,b{sq}c->ab{sp}{sq}", x1, x2) / C
+        var1 = jnp.einsum(f"a{sp}c,a{sq}c->a{sp}{sq}", x1, x1)[:, None] / C
+        var2 = jnp.einsum(f"b{sp}c,b{sq}c->b{sp}{sq}", x2, x2)[None] / C
+    else:
+        cross = jnp.einsum(f"a{sp}c,b{sp}c->ab{sp}", x1, x2) / C
+        var1 = jnp.sum(x1 * x1, axis=-1)[:, None] / C
+        var2 = jnp.sum(x2 * x2, axis=-1)[None] / C
+    same = _match(s1.hash, s2.hash)
+    mirror = same | _match(s1.hash, s2.neg)
+    nd = S * (2 if full else 1)
+    same, mirror = (m.reshape(m.shape + (1,) * nd) for m in (same, mirror))
+    return KernelState(cross, jnp.zeros_like(cross), var1, var2, same, mirror, jnp.asarray(C, cross.dtype), method,
+                       Spatial(tuple(x1.shape[1:-1]), full))
+
+
+def _image_self_state(x, method: AbstractMethod, full: bool) -> KernelState:
+    """The state of the pairs ``(x_i, x_i)`` of images, as tiles ``(n, 1, *layout)``."""
+    S, C = x.ndim - 2, x.shape[-1]
+    sp, sq = "".join("hwdtuv"[:S]), "".join("HWDTUV"[:S])
+    if full:
+        q = jnp.einsum(f"a{sp}c,a{sq}c->a{sp}{sq}", x, x)[:, None] / C
+    else:
+        q = jnp.sum(x * x, axis=-1)[:, None] / C
+    ones = jnp.ones((x.shape[0], 1) + (1,) * (q.ndim - 2), bool)
+    return KernelState(q, jnp.zeros_like(q), q, q, ones, ones, jnp.asarray(C, q.dtype), method,
+                       Spatial(tuple(x.shape[1:-1]), full))
+
+
+def _tile(x1, x2, s1, s2, net: AbstractLayer, method, all_depths: bool, full: bool | None = None):
     """Kernels of one tile (rows x1, cols x2; s1, s2 their fingerprints): the whole network runs on
-    it."""
+    it (``full``: the layout of image inputs, ``None`` for vectors)."""
+    if full is not None:
+        out = net(image_state(x1, x2, s1, s2, method, full))
+        return out.nngp, out.ntk
     state = input_state(x1, x2, s1, s2, method)
     if all_depths:
         _, hist = net.with_history(state)
@@ -318,6 +359,24 @@ def _matrix(x, name: str):
     return check_range(x, name)
 
 
+def _inputs(x, name: str):
+    """Vectors ``(n, d)`` as :func:`_matrix`, or images ``(n, W, C)``, ``(n, H, W, C)``,
+    ``(n, D, H, W, C)`` (NHWC: channels last), real and finite."""
+    nd = np.ndim(x) if not isinstance(x, jax.Array) else x.ndim
+    if nd == 2 or nd < 2 or nd > 5:
+        if nd > 5 or nd < 2:
+            raise ValueError(f"{name} must be 2-d (n, features) or images (n, W, C), (n, H, W, C), (n, D, H, W, C), "
+                             f"got {nd} dimensions")
+        return _matrix(x, name)
+    if not isinstance(x, jax.Array):
+        host = np.asarray(x)
+        x = jax.device_put(host if host.dtype.kind == "f" else host.astype(jnp.result_type(float)))
+    x = as_real(x, name, ndim=nd, allow_empty=True)
+    if 0 in x.shape:
+        raise ValueError(f"{name} must have at least one image, pixel and channel, got shape {x.shape}")
+    return check_range(x, name)
+
+
 def _widest(*dtypes):
     return max((jnp.dtype(d) for d in dtypes), key=lambda d: d.itemsize)
 
@@ -336,8 +395,8 @@ def _pad(x, rows: int):
         return x
     c = concrete(x)
     if c is not None:
-        return jax.device_put(np.concatenate([c, np.zeros((extra, c.shape[1]), c.dtype)]))
-    return jnp.pad(x, ((0, extra), (0, 0)))
+        return jax.device_put(np.concatenate([c, np.zeros((extra,) + c.shape[1:], c.dtype)]))
+    return jnp.pad(x, ((0, extra),) + ((0, 0),) * (x.ndim - 1))
 
 
 def _check_devices(devices):
@@ -381,6 +440,7 @@ def kernel(
     compute_dtype=None,
     devices=None,
     buckets: bool = False,
+    diagonal_spatial: bool = False,
 ) -> Kernel:
     r"""NNGP and NTK of ``net`` between the rows of ``x1`` and ``x2`` (``x2=None``: ``x1``).
 
@@ -389,8 +449,11 @@ def kernel(
     parameters); ``jax.vmap`` over any of them.
 
     Args:
-        x1: inputs, shape ``(n1, d)``, ``n1, d >= 1``, finite (all-zero rows are fine).
-        x2: inputs, shape ``(n2, d)``, or ``None`` for ``x1`` (only half the tiles are computed).
+        x1: inputs, shape ``(n1, d)``, ``n1, d >= 1``, finite (all-zero rows are fine); or images
+            ``(n1, W, C)``, ``(n1, H, W, C)`` (channels last) for a network of convolutional
+            layers (:mod:`rmtjax.kernels._conv`).
+        x2: inputs of the same shape after the first axis, or ``None`` for ``x1`` (only half
+            the tiles are computed).
         net: a layer of :mod:`rmtjax.kernels`: a :class:`FullyConnected` spec or a graph of
             ``Dense``, ``Activation``, ``Serial``, ``Stack``, ``Parallel``, ``Residual`` layers.
         all_depths: if true, return the kernels after every ``Dense`` layer outside branches,
@@ -415,9 +478,16 @@ def kernel(
             once per size (a kernel program takes seconds to compile; each one kept costs memory).
             The real entries and their gradients are those of the unpadded call (padding rows
             are separate inputs; measured equal to 1e-15 relative).
+        diagonal_spatial: for images, keep only same-pixel covariances throughout
+            (neural-tangents' option of that name: exact for networks read out by ``Flatten``,
+            the independent-pixel approximation where pooling mixes pixels). ``False``
+            (default): pixel-pixel covariances wherever pooling needs them, same-pixel ones
+            elsewhere (chosen per layer), which gives the exact kernel.
 
     Returns:
-        ``Kernel(nngp, ntk)``, each ``(n1, n2)`` or ``(L, n1, n2)``. Entries overflow to
+        ``Kernel(nngp, ntk)``, each ``(n1, n2)`` or ``(L, n1, n2)``; for a network that ends
+        with spatial axes (no ``Flatten`` or global pooling), neural-tangents' layouts
+        ``(n1, n2, H, H', W, W')`` (``(n1, n2, H, W)`` with ``diagonal_spatial=True``). Entries overflow to
         ``inf`` where the true value does (e.g. ``Exp``); a NaN (no value in the dtype) raises
         ``ValueError`` instead.
 
@@ -434,17 +504,20 @@ def kernel(
     _check_net(net)
     all_depths = flag(all_depths, "all_depths")
     buckets = flag(buckets, "buckets")
+    diagonal_spatial = flag(diagonal_spatial, "diagonal_spatial")
     tile = static_int(tile, "tile", lo=8, hi=4096)
     if not isinstance(method, AbstractMethod):
         raise ValueError(f"method must be an rmtjax.gaussian method object (Auto(), Mehler(order), GaussHermite(deg), "
                          f"MonteCarlo(n)), got {method!r}")
     devices = _check_devices(devices)
     dtype = _check_compute_dtype(compute_dtype)
-    x1 = _matrix(x1, "x1")
+    x1 = _inputs(x1, "x1")
     symmetric = x2 is None
-    x2 = x1 if symmetric else _matrix(x2, "x2")
-    if x1.shape[1] != x2.shape[1]:
-        raise ValueError(f"x1 and x2 must have the same number of features, got {x1.shape[1]} and {x2.shape[1]}")
+    x2 = x1 if symmetric else _inputs(x2, "x2")
+    if x1.shape[1:] != x2.shape[1:]:
+        what = "number of features" if x1.ndim == 2 else "image shape (after the batch axis)"
+        raise ValueError(f"x1 and x2 must have the same {what}, got shapes {x1.shape} and {x2.shape}")
+    net, full, tile = _image_plan(net, x1, tile, diagonal_spatial, all_depths)
     out_dtype = _widest(x1.dtype, x2.dtype)
     dtype = _widest(dtype, out_dtype)
     x1 = _cast(x1, dtype)
@@ -455,11 +528,53 @@ def kernel(
         x2 = x1 if symmetric else _pad(x2, bucket_size(n2, tile))
     dyn, static = eqx.partition(net, eqx.is_array)
     out = _kernel_core(x1, None if symmetric else x2, dyn, static=static, all_depths=all_depths, method=method,
-                       tile=tile, dtype=dtype, out_dtype=jnp.dtype(out_dtype), devices=devices)
+                       tile=tile, dtype=dtype, out_dtype=jnp.dtype(out_dtype), devices=devices, full=full)
     _bound_programs()
     if buckets and (x1.shape[0] != n1 or x2.shape[0] != n2):
-        out = Kernel(_unpad(out.nngp, n1, n2), _unpad(out.ntk, n1, n2))
-    return out
+        out = Kernel(*(_unpad_lead(o, n1, n2, full is not None) for o in out))
+    return Kernel(*(_nt_layout(o, x1.ndim - 2, 2) for o in out))
+
+
+# Elements of one array of a tile of images (t1 t2 times the layout): 2^21, 16 MiB in float64.
+_IMAGE_TILE_BUDGET = 2**21
+
+
+def _image_plan(net, x1, tile: int, diagonal_spatial: bool, all_depths: bool):
+    """For image inputs: ``net`` with its layouts planned (:func:`rmtjax.kernels._conv.plan`), the
+    input layout (full or not) and a tile edge that bounds a tile's memory. For vectors: ``net``,
+    ``None``, ``tile`` (a network of pixel layers then raises)."""
+    if x1.ndim == 2:
+        if has_spatial_layers(net):
+            raise ValueError(f"x1 has shape {x1.shape} (vectors), but net has convolutional, pooling or Flatten "
+                             "layers: give images (n, H, W, C) or (n, W, C), channels last")
+        return net, None, tile
+    if all_depths:
+        raise ValueError("all_depths=True is not supported for image inputs (the kernels of a convolutional network "
+                         "change shape with depth)")
+    wrapped = Serial(net)
+    full = False if diagonal_spatial else needs_full(wrapped, True)
+    net = plan(wrapped, full, not diagonal_spatial, diagonal_spatial)
+    per_pair = math.prod(x1.shape[1:-1]) ** (2 if full else 1)
+    return net, full, max(1, min(tile, math.isqrt(max(_IMAGE_TILE_BUDGET // per_pair, 1))))
+
+
+def _nt_layout(a, S: int, lead: int):
+    """A full image layout ``(..., *S, *S')`` in neural-tangents' order ``(..., H, H', W, W')``
+    (other arrays unchanged)."""
+    if S < 2 or a.ndim != lead + 2 * S:
+        return a
+    perm = tuple(range(lead)) + tuple(x for i in range(S) for x in (lead + i, lead + S + i))
+    return jnp.transpose(a, perm)
+
+
+def _unpad_lead(a, n1: int, n2: int | None, image: bool):
+    """The first ``n1`` (and ``n2``) entries of the batch axes: the leading ones for images, the
+    trailing ones for vectors (after an ``all_depths`` axis)."""
+    if not image:
+        return _unpad(a, n1, n2)
+    idx = (slice(0, n1),) if n2 is None else (slice(0, n1), slice(0, n2))
+    c = concrete(a)
+    return jax.device_put(np.ascontiguousarray(c[idx])) if c is not None else a[idx]
 
 
 def _unpad(a, n1: int, n2: int | None = None):
@@ -505,19 +620,36 @@ def _in_dtype(dyn, dtype):
     return jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, dyn)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "all_depths", "method", "tile", "dtype", "out_dtype", "devices"))
-def _kernel_core(x1, x2, dyn, *, static, all_depths, method, tile, dtype, out_dtype, devices):
+@functools.partial(jax.jit, static_argnames=("static", "all_depths", "method", "tile", "dtype", "out_dtype", "devices",
+                                             "full"))
+def _kernel_core(x1, x2, dyn, *, static, all_depths, method, tile, dtype, out_dtype, devices, full=None):
     TRACES[0] += 1
     _since_clear[0] += 1
     net = eqx.combine(_in_dtype(dyn, dtype), static)
     out = _kernel_jit(x1, x2, net, all_depths=all_depths, method=method, tile=tile, out_dtype=out_dtype,
-                      devices=devices)
+                      devices=devices, full=full)
     bad = jnp.any(jnp.isnan(out.nngp)) | jnp.any(jnp.isnan(out.ntk))
     return Kernel(*error_if(tuple(out), bad, _nan_message(net, dtype)))
 
 
-def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
+def _swap_pairs(a, lead: int, S: int):
+    """The kernel of the swapped pairs: batch axes ``lead, lead + 1`` exchanged, and for a full
+    image layout ``(*S, *S')`` the two pixel groups as well (for vectors or a same-pixel layout only
+    the batch axes)."""
+    perm = list(range(a.ndim))
+    perm[lead], perm[lead + 1] = lead + 1, lead
+    rest = a.ndim - lead - 2
+    if S and rest == 2 * S:
+        b = lead + 2
+        perm[b:] = list(range(b + S, b + 2 * S)) + list(range(b, b + S))
+    return jnp.transpose(a, perm)
+
+
+def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices, full=None):
     """The compiled part of :func:`kernel` (inputs validated and cast already)."""
+    if full is not None:
+        return _image_kernel_jit(x1, x2, net, method=method, tile=tile, out_dtype=out_dtype, devices=devices,
+                                 full=full)
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
     n1, n2 = x1.shape[0], x2.shape[0]
@@ -599,6 +731,76 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices):
     return Kernel(assemble(tiles[0]).astype(out_dtype), assemble(tiles[1]).astype(out_dtype))
 
 
+def _image_kernel_jit(x1, x2, net, *, method, tile, out_dtype, devices, full):
+    """:func:`_kernel_jit` for images: tiles ``(t1, t2, *layout)``, assembled into
+    ``(n1, n2, *layout)``."""
+    symmetric = x2 is None
+    x2 = x1 if symmetric else x2
+    n1, n2 = x1.shape[0], x2.shape[0]
+    S = x1.ndim - 2
+    s1 = _signature(x1)
+    s2 = s1 if symmetric else _signature(x2)
+
+    def mirror_upper(o, lead: int):
+        """Exact symmetry: the lower triangle of pairs from the upper one, transposed."""
+        t = o.shape[lead]
+        upper = jnp.triu(jnp.ones((t, t), bool)).reshape((1,) * lead + (t, t) + (1,) * (o.ndim - lead - 2))
+        return jnp.where(upper, o, _swap_pairs(o, lead, S))
+
+    if n1 <= tile and n2 <= tile:
+        out = _tile(x1, x2, s1, s2, net, method, False, full)
+        if symmetric:
+            out = tuple(mirror_upper(once(o), 0) for o in out)
+        return Kernel(*(o.astype(out_dtype) for o in out))
+
+    t1, t2 = min(tile, n1), min(tile, n2)
+    nb1, nb2 = -(-n1 // t1), -(-n2 // t2)
+    x1p, x2p = _pad_rows(x1, t1), _pad_rows(x2, t2)
+    pad1, pad2 = _signature(x1p[n1:]), _signature(x2p[n2:])
+    s1p = _Rows(*(jnp.concatenate([a, b]) for a, b in zip(s1, pad1)))
+    s2p = _Rows(*(jnp.concatenate([a, b]) for a, b in zip(s2, pad2)))
+    pairs = [(i, j) for i in range(nb1) for j in range(i if symmetric else 0, nb2)]
+    idx = jnp.asarray(np.array(pairs, dtype=np.int32))
+
+    def tiles_of(idx, x1p, x2p, s1p, s2p, net):
+        def one(ij):
+            a0, b0 = ij[0] * t1, ij[1] * t2
+            xa = jax.lax.dynamic_slice_in_dim(x1p, a0, t1)
+            xb = jax.lax.dynamic_slice_in_dim(x2p, b0, t2)
+            sa = _Rows(*(jax.lax.dynamic_slice_in_dim(s, a0, t1) for s in s1p))
+            sb = _Rows(*(jax.lax.dynamic_slice_in_dim(s, b0, t2) for s in s2p))
+            return _tile(xa, xb, sa, sb, net, method, False, full)
+
+        return jax.lax.map(one, idx)  # each (P, t1, t2, *layout)
+
+    args = (x1p, x2p, s1p, s2p, net)
+    if len(devices) > 1 and len(pairs) >= len(devices):
+        nd = len(devices)
+        padded = -(-len(pairs) // nd) * nd
+        idx_p = jnp.concatenate([idx, jnp.broadcast_to(idx[-1:], (padded - len(pairs), 2))])
+        mesh = jax.sharding.Mesh(np.array(devices), ("tiles",))
+        spec = jax.sharding.PartitionSpec
+        sharded = jax.shard_map(tiles_of, mesh=mesh, in_specs=(spec("tiles"),) + (spec(),) * len(args),
+                                out_specs=spec("tiles"), check_vma=False)
+        tiles = tuple(t[: len(pairs)] for t in sharded(idx_p, *args))
+    else:
+        tiles = tiles_of(idx, *args)
+
+    def assemble(r):
+        layout = r.shape[3:]
+        ii, jj = idx[:, 0], idx[:, 1]
+        if symmetric:
+            on_diag = (ii == jj).reshape((-1,) + (1,) * (r.ndim - 1))
+            r = jnp.where(on_diag, mirror_upper(r, 1), r)
+        blocks = jnp.zeros((nb1, nb2, t1, t2) + layout, r.dtype).at[ii, jj].set(r)
+        if symmetric:
+            blocks = blocks.at[jj, ii].set(_swap_pairs(r, 1, S))
+        perm = (0, 2, 1, 3) + tuple(range(4, 4 + len(layout)))
+        return jnp.transpose(blocks, perm).reshape((nb1 * t1, nb2 * t2) + layout)[:n1, :n2]
+
+    return Kernel(assemble(tiles[0]).astype(out_dtype), assemble(tiles[1]).astype(out_dtype))
+
+
 @reraise_as_value_error
 def kernel_diagonal(
     x: Float[ArrayLike, "n d"],
@@ -607,6 +809,7 @@ def kernel_diagonal(
     method: AbstractMethod = Auto(),
     compute_dtype=None,
     buckets: bool = False,
+    diagonal_spatial: bool = False,
 ) -> Kernel:
     r"""The kernels of every input with itself, :math:`\Sigma(x_i, x_i)` and :math:`\Theta(x_i, x_i)`:
     the diagonals of ``kernel(x, None, net)`` (to rounding) in ``O(n)`` work and memory.
@@ -615,12 +818,13 @@ def kernel_diagonal(
     ``(x_i, x_i)`` (neural-tangents' ``cov1``, and the variances the mean-field q-map iterates).
 
     Args:
-        x: inputs, shape ``(n, d)``, finite.
+        x: inputs, shape ``(n, d)``, or images ``(n, *S, C)``, finite.
         net: a layer of :mod:`rmtjax.kernels`, as for :func:`kernel`.
-        method, compute_dtype, buckets: as for :func:`kernel`.
+        method, compute_dtype, buckets, diagonal_spatial: as for :func:`kernel`.
 
     Returns:
-        ``Kernel(nngp, ntk)``, each of shape ``(n,)``.
+        ``Kernel(nngp, ntk)``, each of shape ``(n,)`` (``(n, H, H', W, W')`` or ``(n, H, W)`` for a
+        network that ends with spatial axes).
 
     Example:
         >>> import jax.numpy as jnp
@@ -636,7 +840,9 @@ def kernel_diagonal(
         raise ValueError(f"method must be an rmtjax.gaussian method object (Auto(), Mehler(order), GaussHermite(deg), "
                          f"MonteCarlo(n)), got {method!r}")
     dtype = _check_compute_dtype(compute_dtype)
-    x = _matrix(x, "x")
+    diagonal_spatial = flag(diagonal_spatial, "diagonal_spatial")
+    x = _inputs(x, "x")
+    net, full, _ = _image_plan(net, x, 8, diagonal_spatial, False)
     out_dtype = x.dtype
     dtype = _widest(dtype, out_dtype)
     x = _cast(x, dtype)
@@ -644,19 +850,23 @@ def kernel_diagonal(
     if buckets:
         x = _pad(x, bucket_size(n))
     dyn, static = eqx.partition(net, eqx.is_array)
-    out = _diagonal_core(x, dyn, static=static, method=method, dtype=dtype, out_dtype=jnp.dtype(out_dtype))
+    out = _diagonal_core(x, dyn, static=static, method=method, dtype=dtype, out_dtype=jnp.dtype(out_dtype), full=full)
     if buckets and x.shape[0] != n:
-        out = Kernel(_unpad(out.nngp, n), _unpad(out.ntk, n))
-    return out
+        out = Kernel(*(_unpad_lead(o, n, None, full is not None) for o in out))
+    return Kernel(*(_nt_layout(o, x.ndim - 2, 1) for o in out))
 
 
-@functools.partial(jax.jit, static_argnames=("static", "method", "dtype", "out_dtype"))
-def _diagonal_core(x, dyn, *, static, method, dtype, out_dtype):
+@functools.partial(jax.jit, static_argnames=("static", "method", "dtype", "out_dtype", "full"))
+def _diagonal_core(x, dyn, *, static, method, dtype, out_dtype, full=None):
     net = eqx.combine(_in_dtype(dyn, dtype), static)
-    d = x.shape[1]
-    q = jnp.sum(x * x, axis=1) / d
-    ones = jnp.ones(q.shape, bool)
-    out = net(KernelState(q, jnp.zeros_like(q), q, q, ones, ones, jnp.asarray(d, q.dtype), method))
+    if full is None:
+        d = x.shape[1]
+        q = jnp.sum(x * x, axis=1) / d
+        ones = jnp.ones(q.shape, bool)
+        out = net(KernelState(q, jnp.zeros_like(q), q, q, ones, ones, jnp.asarray(d, q.dtype), method))
+    else:  # images: the pairs (x_i, x_i) as tiles of shape (n, 1) (the layers expect two batch axes)
+        out = net(_image_self_state(x, method, full))
+        out = KernelState(out.nngp[:, 0], out.ntk[:, 0], None, None, None, None, None, method)
     bad = jnp.any(jnp.isnan(out.nngp)) | jnp.any(jnp.isnan(out.ntk))
     return Kernel(*error_if((out.nngp.astype(out_dtype), out.ntk.astype(out_dtype)), bad,
                             _nan_message(net, dtype).replace("x1, x2:", "x:")))

@@ -96,6 +96,13 @@ class KernelState(eqx.Module):
             :class:`Dense` without ``out_dim``).
         method: how :class:`Activation` layers without a method of their own evaluate Gaussian
             expectations (static).
+        spatial: ``None`` for vectors; for images (the convolutional engine,
+            :mod:`rmtjax.kernels._conv`) a :class:`Spatial` (static): the spatial shape ``S`` and
+            whether the full pixel-pixel covariance is kept. Then ``nngp`` and ``ntk`` are
+            ``(t1, t2, *S, *S)`` (full: pixel ``p`` of ``x_i`` against pixel ``p'`` of ``x'_j``) or
+            ``(t1, t2, *S)`` (diagonal: same pixel only), ``var1``/``var2`` the same layout for the
+            pairs ``(x_i, x_i)`` (``(t1, 1, ...)``) and ``(x'_j, x'_j)`` (``(1, t2, ...)``), and
+            ``same``/``mirror`` ``(t1, t2, 1, ...)`` (whole images identical or opposite).
     """
 
     nngp: Array
@@ -106,6 +113,24 @@ class KernelState(eqx.Module):
     mirror: Array
     width: Array | None
     method: AbstractMethod = eqx.field(static=True)
+    spatial: Spatial | None = eqx.field(static=True, default=None)
+
+    def replace(self, **changes) -> KernelState:
+        """This state with the given fields changed (the others, ``spatial`` included, kept)."""
+        return dataclasses.replace(self, **changes)
+
+
+class Spatial(NamedTuple):
+    """The layout of an image state (see :class:`KernelState`): spatial ``shape`` and ``full``
+    (pixel-pixel covariances) or not (same-pixel covariances only)."""
+
+    shape: tuple[int, ...]
+    full: bool
+
+    @property
+    def ndim(self) -> int:
+        """The number of trailing layout axes of ``nngp`` (``2 len(shape)`` when full)."""
+        return len(self.shape) * (2 if self.full else 1)
 
 
 def once(q):
@@ -120,6 +145,24 @@ def once(q):
     which XLA never duplicates, so every use reads the same bits. The divisor is 1 wherever ``q`` is
     not NaN, and its derivative is 0."""
     return q / jnp.where(jnp.isnan(q), 2.0, 1.0).astype(q.dtype)
+
+
+def pixel_eye(shape: tuple[int, ...]) -> Array:
+    """``(*shape, *shape)`` boolean: pixel ``p`` equals pixel ``p'``."""
+    m = 1
+    for s in shape:
+        m *= s
+    return jnp.eye(m, dtype=bool).reshape(tuple(shape) * 2)
+
+
+def pixel_diagonal(a: Array, shape: tuple[int, ...]) -> Array:
+    """The same-pixel entries ``a[..., p, p]`` of a full layout ``(..., *shape, *shape)``, as
+    ``(..., *shape)``."""
+    m = 1
+    for s in shape:
+        m *= s
+    lead = a.shape[:a.ndim - 2 * len(shape)]
+    return jnp.diagonal(a.reshape(lead + (m, m)), axis1=-2, axis2=-1).reshape(lead + tuple(shape))
 
 
 class AbstractLayer(eqx.Module):
@@ -142,6 +185,11 @@ class AbstractLayer(eqx.Module):
         """How many activation layers the state passes through (the depth the engine uses to decide
         whether to spread tiles over devices)."""
         return 0
+
+    def keeps_layout(self) -> bool:
+        """Whether the output state has the input's shapes and layout (only such layers are run as a
+        ``lax.scan`` by :class:`Serial`; a strided convolution or a pooling layer is not)."""
+        return True
 
 
 def _scalar(x, name: str) -> Array:
@@ -192,8 +240,7 @@ class Dense(AbstractLayer):
                                  "its fan-in); give the Dense before it an out_dim")
             ntk = state.width * state.nngp + w2 * state.ntk + (1.0 if self.bias else 0.0)
         width = None if self.out_dim is None else jnp.asarray(self.out_dim, nngp.dtype)
-        return KernelState(nngp, ntk, w2 * state.var1 + b2, w2 * state.var2 + b2, state.same, state.mirror, width,
-                           state.method)
+        return state.replace(nngp=nngp, ntk=ntk, var1=w2 * state.var1 + b2, var2=w2 * state.var2 + b2, width=width)
 
     def with_history(self, state: KernelState) -> tuple[KernelState, Kernel]:
         out = self(state)
@@ -230,6 +277,8 @@ class Activation(AbstractLayer):
 
     def __call__(self, state: KernelState) -> KernelState:
         method = state.method if self.method is None else self.method
+        if state.spatial is not None and state.spatial.full:
+            return self._full(state, method)
         # the identical-input rule: covariance = variance for identical inputs, equal variances for
         # identical or opposite ones (gradients kept from the formulas)
         q1, q2 = once(state.var1), once(state.var2)
@@ -238,7 +287,27 @@ class Activation(AbstractLayer):
         k, kdot = _expectations(self.activation, q1, q2_pair, q12, method)
         v1 = _expectations(self.activation, q1, q1, q1, method).k
         v2 = _expectations(self.activation, q2, q2, q2, method).k
-        return KernelState(k, kdot * state.ntk, v1, v2, state.same, state.mirror, state.width, state.method)
+        return state.replace(nngp=k, ntk=kdot * state.ntk, var1=v1, var2=v2)
+
+    def _full(self, state: KernelState, method) -> KernelState:
+        """Images with pixel-pixel covariances: the pair ``(x_i[p], x'_j[p'])`` has the variances
+        of pixel ``p`` of ``x_i`` and pixel ``p'`` of ``x'_j`` (the diagonals of ``var1``, ``var2``);
+        the identical-input rule holds on identical images at the same pixel."""
+        shape = state.spatial.shape
+        eye = pixel_eye(shape)[None, None]  # (1, 1, *S, *S): the two batch axes of a tile
+        d1, d2 = once(pixel_diagonal(state.var1, shape)), once(pixel_diagonal(state.var2, shape))
+        rows = lambda d: d.reshape(d.shape + (1,) * len(shape))  # pixel p, broadcast over p'
+        cols = lambda d: d.reshape(d.shape[:2] + (1,) * len(shape) + d.shape[2:])  # pixel p'
+
+        def pair(qa, qb, q12, same, mirror):
+            q12 = with_value(same, q12, qa)
+            qb = with_value(mirror, jnp.broadcast_to(qb, q12.shape), qa)
+            return _expectations(self.activation, qa, qb, q12, method)
+
+        k, kdot = pair(rows(d1), cols(d2), state.nngp, state.same & eye, state.mirror & eye)
+        v1 = pair(rows(d1), cols(d1), state.var1, eye, eye).k
+        v2 = pair(rows(d2), cols(d2), state.var2, eye, eye).k
+        return state.replace(nngp=k, ntk=kdot * state.ntk, var1=v1, var2=v2)
 
     def num_activations(self) -> int:
         return 1
@@ -268,6 +337,8 @@ def _check_layers(layers, name: str) -> tuple[AbstractLayer, ...]:
 def _signature(layer) -> tuple | None:
     """The structure of a layer and the shapes and dtypes of its leaves; ``None`` if a leaf is not an
     array or a number (such a layer is never stacked)."""
+    if not layer.keeps_layout():
+        return None
     leaves, treedef = jax.tree_util.tree_flatten(layer)
     shapes = []
     for leaf in leaves:
@@ -343,6 +414,9 @@ class Serial(AbstractLayer):
     def num_activations(self) -> int:
         return sum(layer.num_activations() for layer in self.layers)
 
+    def keeps_layout(self) -> bool:
+        return all(layer.keeps_layout() for layer in self.layers)
+
 
 class Stack(AbstractLayer):
     """``depth`` repetitions of one block with per-repetition values, run as one ``lax.scan``.
@@ -402,6 +476,9 @@ class Stack(AbstractLayer):
     def num_activations(self) -> int:
         return self.depth * self.block.num_activations()
 
+    def keeps_layout(self) -> bool:
+        return self.block.keeps_layout()
+
 
 def _weights(weights, n: int):
     if weights is None:
@@ -420,9 +497,12 @@ def _weighted_sum(states: list[KernelState], weights) -> KernelState:
         w2 = weights**2
         return sum((w2[i] * get(s) for i, s in enumerate(states) if i), w2[0] * get(states[0]))
 
-    first = states[0]
-    return KernelState(total(lambda s: s.nngp), total(lambda s: s.ntk), total(lambda s: s.var1),
-                       total(lambda s: s.var2), first.same, first.mirror, first.width, first.method)
+    layouts = {s.spatial for s in states}
+    if len(layouts) > 1:
+        raise ValueError(f"branches end with different image layouts {sorted(map(str, layouts))}: their outputs cannot "
+                         "be summed (FanInSum needs equal spatial shapes)")
+    return states[0].replace(nngp=total(lambda s: s.nngp), ntk=total(lambda s: s.ntk), var1=total(lambda s: s.var1),
+                             var2=total(lambda s: s.var2))
 
 
 class Parallel(AbstractLayer):
@@ -458,6 +538,9 @@ class Parallel(AbstractLayer):
     def num_activations(self) -> int:
         return max(b.num_activations() for b in self.branches)
 
+    def keeps_layout(self) -> bool:
+        return all(b.keeps_layout() for b in self.branches)
+
 
 class Residual(AbstractLayer):
     r"""A residual block :math:`z \mapsto \alpha z + \beta f(z)`: kernels
@@ -490,3 +573,6 @@ class Residual(AbstractLayer):
 
     def num_activations(self) -> int:
         return self.block.num_activations()
+
+    def keeps_layout(self) -> bool:
+        return self.block.keeps_layout()

@@ -42,13 +42,16 @@ import jax.numpy as jnp
 from .. import activations as _act
 from .._validate import choice, flag, get_names, static_int
 from ..gaussian import AbstractMethod, Auto, GaussHermite
+from . import _conv as C
+from . import _finite_conv as F
 from . import _layers as L
 from ._core import FullyConnected, kernel, kernel_diagonal
 
 __all__ = [
-    "ABRelu", "Abs", "Activation", "Cos", "Dense", "ElementwiseNumerical", "Erf", "Exp", "FanInSum",
-    "FanOut", "Gaussian", "Gelu", "Hermite", "Identity", "KernelFn", "Layer", "LeakyRelu", "Monomial",
-    "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "layer", "parallel", "serial",
+    "ABRelu", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "ElementwiseNumerical", "Erf", "Exp",
+    "FanInSum", "FanOut", "Flatten", "Gaussian", "Gelu", "GlobalAvgPool", "GlobalSumPool", "Hermite", "Identity",
+    "KernelFn", "Layer", "LayerNorm", "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu",
+    "Sign", "Sin", "SumPool", "layer", "parallel", "serial",
 ]
 
 
@@ -138,10 +141,17 @@ class KernelFn:
     """``kernel_fn(x1, x2=None, get=None)`` with neural-tangents' semantics.
 
     ``get`` is ``None`` (``Kernel(nngp, ntk)``), one of ``"nngp"``, ``"ntk"``, ``"cov1"``, ``"cov2"``
-    (that array), or a tuple of them (a named tuple in that order). rmtjax extension:
-    ``kernel_fn(x1, x2, get, buckets=True)`` pads the rows to size buckets and slices the result, as
+    (that array), or a tuple of them (a named tuple in that order). Inputs are vectors ``(n, d)`` or,
+    for convolutional networks, images ``(n, H, W, C)`` / ``(n, W, C)`` (channels last).
+
+    neural-tangents' keywords: ``diagonal_spatial=True`` keeps only same-pixel covariances (exact
+    for networks read out by ``Flatten``; the independent-pixel approximation where pooling mixes
+    pixels; outputs with spatial axes then come as ``(n1, n2, H, W)`` instead of
+    ``(n1, n2, H, H', W, W')``); ``diagonal_batch=False`` returns ``cov1``/``cov2`` as the full
+    ``(n, n)`` kernels of ``x1``/``x2`` with themselves instead of their diagonals. rmtjax extension:
+    ``buckets=True`` pads the rows to size buckets and slices the result, as
     :func:`rmtjax.kernels.kernel` (one compiled program per bucket instead of one per input size).
-    Other neural-tangents keywords are not supported. :attr:`net` is the network as engine layers.
+    :attr:`net` is the network as engine layers.
     """
 
     def __init__(self, ops: tuple):
@@ -158,19 +168,21 @@ class KernelFn:
 
     def __call__(self, x1, x2=None, get=None, **kwargs):
         buckets = flag(kwargs.pop("buckets", False), "buckets")
+        diagonal_spatial = flag(kwargs.pop("diagonal_spatial", False), "diagonal_spatial")
+        diagonal_batch = flag(kwargs.pop("diagonal_batch", True), "diagonal_batch")
         if kwargs:
             unknown = ", ".join(sorted(kwargs))
             raise ValueError(f"kernel_fn: keyword arguments {unknown} are not supported by rmtjax.stax (it takes "
-                             "x1, x2, get and buckets)")
+                             "x1, x2, get, diagonal_spatial, diagonal_batch and buckets)")
         names = _parse_get(get)
         net = self.net
         vals = {}
+        opts = dict(buckets=buckets, diagonal_spatial=diagonal_spatial)
         if {"nngp", "ntk"} & set(names):
-            vals.update(kernel(x1, x2, net, buckets=buckets)._asdict())
-        if "cov1" in names:
-            vals["cov1"] = kernel_diagonal(x1, net, buckets=buckets).nngp
-        if "cov2" in names:
-            vals["cov2"] = kernel_diagonal(x1 if x2 is None else x2, net, buckets=buckets).nngp
+            vals.update(kernel(x1, x2, net, **opts)._asdict())
+        for name, x in (("cov1", x1), ("cov2", x1 if x2 is None else x2)):
+            if name in names:
+                vals[name] = (kernel_diagonal(x, net, **opts) if diagonal_batch else kernel(x, None, net, **opts)).nngp
         if isinstance(get, str):
             return vals[get]
         if tuple(names) == ("nngp", "ntk"):
@@ -515,6 +527,129 @@ def ElementwiseNumerical(fn: Callable, deg: int, df: Callable | None = None) -> 
 
 
 # ------------------------------------------------------------------------------------------
+# Convolutional layers (images, channels last)
+# ------------------------------------------------------------------------------------------
+
+
+def _nhwc(batch_axis, channel_axis, who: str) -> None:
+    if static_int(batch_axis, f"{who}: batch_axis") != 0:
+        raise ValueError(f"{who}: batch_axis must be 0 (rmtjax.stax takes images (n, H, W, C), batch first), got "
+                         f"{batch_axis}")
+    if static_int(channel_axis, f"{who}: channel_axis") != -1:
+        raise ValueError(f"{who}: channel_axis must be -1 (rmtjax.stax takes images (n, H, W, C), channels last), "
+                         f"got {channel_axis}")
+
+
+def Conv(
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    dimension_numbers: tuple[str, str, str] | None = None,
+    parameterization: str = "ntk",
+    s: tuple[int, int] = (1, 1),
+) -> Layer:
+    r"""Convolution with shared weights (``neural_tangents.stax.Conv``), channels last; its kernel is
+    :class:`rmtjax.kernels._conv.Conv`:
+    :math:`\Sigma'(p, p') = \frac{\sigma_w^2}{|F|}\sum_{a\in F}\Sigma(sp + a, sp' + a) + \sigma_b^2`.
+
+    ``filter_shape`` and ``strides``: one positive integer per spatial axis (1-d: inputs
+    ``(n, W, C)``; 2-d: ``(n, H, W, C)``); ``padding``: ``"VALID"``, ``"SAME"`` or ``"CIRCULAR"``;
+    ``W_std``, ``b_std`` as for :func:`Dense` (differentiable); ``dimension_numbers``: ``None`` or
+    the channels-last ``("NHWC", "HWIO", "NHWC")`` (``"NWC", "WIO", "NWC"`` in 1-d).
+    """
+    out_chan = static_int(out_chan, "Conv: out_chan", lo=1)
+    filter_shape = tuple(filter_shape) if isinstance(filter_shape, (tuple, list)) else filter_shape
+    if not isinstance(filter_shape, tuple) or not filter_shape:
+        raise ValueError(f"Conv: filter_shape must be a tuple of positive integers, got {filter_shape!r}")
+    nd = len(filter_shape)
+    if dimension_numbers is not None:
+        sp = "DHW"[3 - nd:] if nd <= 3 else None
+        want = ("N" + sp + "C", sp + "IO", "N" + sp + "C") if sp else None
+        if tuple(dimension_numbers) != want:
+            raise ValueError(f"Conv: dimension_numbers must be None or {want} (channels last), got "
+                             f"{dimension_numbers!r}")
+    if not (isinstance(s, (tuple, list)) and tuple(s) == (1, 1)):
+        raise ValueError(f"Conv: s must be (1, 1) (width scalings are not supported), got {s!r}")
+    layer = C.Conv(W_std, b_std, filter_shape, strides, padding, out_dim=out_chan, parameterization=parameterization)
+    init_fn, apply_fn = F.conv_finite(out_chan, layer.filter_shape, layer.strides, layer.padding, W_std, b_std,
+                                      layer.parameterization)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "Conv"),)))
+
+
+def _pool(kind: str, window_shape, strides, padding, normalize_edges, batch_axis, channel_axis) -> Layer:
+    who = "AvgPool" if kind == "avg" else "SumPool"
+    _nhwc(batch_axis, channel_axis, who)
+    layer = C.Pool(window_shape, strides, padding, kind, normalize_edges)
+    init_fn, apply_fn = F.pool_finite(kind, layer.window_shape, layer.strides, layer.padding, layer.normalize_edges)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, who),)))
+
+
+def AvgPool(
+    window_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    normalize_edges: bool = False,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+) -> Layer:
+    r"""Average pooling (``neural_tangents.stax.AvgPool``; default strides 1, as neural-tangents):
+    :math:`\Sigma'(q, q') = \frac{1}{|w|^2}\sum_{a, b\in w}\Sigma(sq + a, sq' + b)`
+    (:class:`rmtjax.kernels._conv.Pool`)."""
+    return _pool("avg", window_shape, strides, padding, normalize_edges, batch_axis, channel_axis)
+
+
+def SumPool(
+    window_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+) -> Layer:
+    """Sum pooling (``neural_tangents.stax.SumPool``): :func:`AvgPool` without the ``1/|w|^2``."""
+    return _pool("sum", window_shape, strides, padding, False, batch_axis, channel_axis)
+
+
+def _global_pool(kind: str, batch_axis, channel_axis) -> Layer:
+    who = "GlobalAvgPool" if kind == "avg" else "GlobalSumPool"
+    _nhwc(batch_axis, channel_axis, who)
+    init_fn, apply_fn = F.global_pool_finite(kind)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(C.GlobalPool(kind), who),)))
+
+
+def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
+    r"""Average over all pixels (``neural_tangents.stax.GlobalAvgPool``):
+    :math:`\frac{1}{|S|^2}\sum_{p, p'}\Sigma(p, p')`."""
+    return _global_pool("avg", batch_axis, channel_axis)
+
+
+def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
+    r"""Sum over all pixels (``neural_tangents.stax.GlobalSumPool``): :math:`\sum_{p, p'}\Sigma(p, p')`."""
+    return _global_pool("sum", batch_axis, channel_axis)
+
+
+def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
+    r"""Flattens pixels and channels into features (``neural_tangents.stax.Flatten``); the next
+    ``Dense`` sees :math:`\frac{1}{|S|}\sum_p\Sigma(p, p)`."""
+    if static_int(batch_axis, "Flatten: batch_axis") != 0 or static_int(batch_axis_out, "Flatten: batch_axis_out") != 0:
+        raise ValueError(f"Flatten: batch_axis and batch_axis_out must be 0, got {batch_axis}, {batch_axis_out}")
+    init_fn, apply_fn = F.flatten_finite()
+    return Layer(init_fn, apply_fn, KernelFn((_Single(C.Flatten(), "Flatten"),)))
+
+
+def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
+    r"""Layer normalisation (``neural_tangents.stax.LayerNorm``) over ``axis`` (must include the
+    channels): :math:`\Sigma(p, p')/\sqrt{(\epsilon + \bar q(p))(\epsilon + \bar q'(p'))}`
+    (:class:`rmtjax.kernels._conv.LayerNorm`)."""
+    _nhwc(batch_axis, channel_axis, "LayerNorm")
+    layer = C.LayerNorm(axis, eps)
+    init_fn, apply_fn = F.layer_norm_finite(axis, eps)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "LayerNorm"),)))
+
+
+# ------------------------------------------------------------------------------------------
 # Engine layers -> triples
 # ------------------------------------------------------------------------------------------
 
@@ -562,6 +697,19 @@ def _finite(net: L.AbstractLayer) -> tuple[Callable, Callable]:
         return _elementwise(net.activation, net.method)[:2]
     if isinstance(net, L.Identity):
         return Identity()[:2]
+    if isinstance(net, C.Conv):
+        if net.out_dim is None:
+            raise ValueError("net: a Conv layer without out_dim has no finite network; give every Conv its out_dim")
+        return F.conv_finite(net.out_dim, net.filter_shape, net.strides, net.padding, net.W_std,
+                             net.b_std if net.bias else None, net.parameterization)
+    if isinstance(net, C.Pool):
+        return F.pool_finite(net.kind, net.window_shape, net.strides, net.padding, net.normalize_edges)
+    if isinstance(net, C.GlobalPool):
+        return F.global_pool_finite(net.kind)
+    if isinstance(net, C.Flatten):
+        return F.flatten_finite()
+    if isinstance(net, C.LayerNorm):
+        return F.layer_norm_finite(net.axis, net.eps)
     if isinstance(net, L.Stack):
         dyn, static = eqx.partition(net.block, eqx.is_array)
         parts = [_finite(eqx.combine(jax.tree_util.tree_map(lambda a, i=i: a[i], dyn), static))
@@ -582,9 +730,9 @@ def _finite(net: L.AbstractLayer) -> tuple[Callable, Callable]:
 # neural-tangents layers that rmtjax.stax does not provide (yet): ``stax.Conv`` etc. exist and raise
 # NotImplementedError when called, naming the layer (a module __getattr__, PEP 562).
 _UNSUPPORTED = frozenset({
-    "AvgPool", "BatchNorm", "Aggregate", "Conv", "ConvLocal", "ConvTranspose", "DotGeneral", "Dropout",
-    "Elementwise", "ExpNormalized", "FanInConcat", "FanInProd", "Flatten", "GlobalAvgPool", "GlobalSelfAttention",
-    "GlobalSumPool", "ImageResize", "Index", "LayerNorm", "MaxPool", "Sigmoid_like", "SumPool", "Gabor",
+    "BatchNorm", "Aggregate", "ConvLocal", "ConvTranspose", "DotGeneral", "Dropout",
+    "Elementwise", "ExpNormalized", "FanInConcat", "FanInProd", "GlobalSelfAttention",
+    "ImageResize", "Index", "MaxPool", "Sigmoid_like", "Gabor",
     "repeat", "shape_and_axes", "supports_masking", "requires",
 })
 
@@ -595,8 +743,9 @@ def __getattr__(name: str) -> Any:
 
     def unsupported(*args, **kwargs):
         raise NotImplementedError(
-            f"rmtjax.stax.{name} is not supported yet (rmtjax.stax covers fully-connected networks: "
-            "Dense, activations, serial, parallel, FanOut, FanInSum, Identity)")
+            f"rmtjax.stax.{name} is not supported yet (rmtjax.stax covers Dense, Conv, AvgPool, SumPool, "
+            "GlobalAvgPool, GlobalSumPool, Flatten, LayerNorm, the activations, serial, parallel, FanOut, FanInSum, "
+            "Identity)" + (": max pooling has no closed-form infinite-width kernel" if name == "MaxPool" else ""))
 
     unsupported.__name__ = name
     unsupported.__doc__ = f"neural-tangents' ``{name}``: not supported yet; raises ``NotImplementedError``."

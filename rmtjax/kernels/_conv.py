@@ -1,0 +1,518 @@
+r"""The convolutional layers of the kernel engine: convolution, pooling, flattening and layer norm
+on the spatial covariances of images (CNN-GP: Novak et al. 2019, Garriga-Alonso et al. 2019; CNTK:
+Arora et al. 2019; neural-tangents' conventions, Novak et al. 2020).
+
+An image state (:class:`~rmtjax.kernels.KernelState` with a :class:`~rmtjax.kernels.Spatial`)
+holds, for every pair of images of a tile, the covariance of pixel :math:`p` of :math:`x` with
+pixel :math:`p'` of :math:`x'` (*full* layout, ``(t1, t2, *S, *S)``) or only with the same pixel
+(*diagonal* layout, ``(t1, t2, *S)``). With :math:`\mathcal A` the linear map of a layer on
+covariances, every layer below maps :math:`\Sigma \mapsto \mathcal A\Sigma` (then the affine part
+of a weight layer), and the NTK alike:
+
+* :class:`Conv` (filter :math:`F`, weights shared over pixels, NTK parameterization):
+  :math:`\Sigma'(p, p') = \frac{\sigma_w^2}{|F|}\sum_{a \in F}\Sigma(sp + a, sp' + a) + \sigma_b^2`,
+  :math:`\Theta' = \Sigma' + \frac{\sigma_w^2}{|F|}\sum_a\Theta(sp + a, sp' + a)` (the same filter
+  offset :math:`a` on both sides: the weight is shared, the channels independent). Zero padding
+  (``SAME``) contributes zero covariance, ``CIRCULAR`` wraps. Same-pixel entries need only
+  same-pixel entries, so a network read out by :class:`Flatten` runs in the diagonal layout.
+* :class:`Pool` (window :math:`w`, average or sum):
+  :math:`\Sigma'(q, q') = \frac{1}{|w|^2}\sum_{a, b \in w}\Sigma(sq + a, sq' + b)`: pixel pairs
+  *across* the window, so its input is kept full.
+* :class:`GlobalPool`: :math:`\frac{1}{|S|^2}\sum_{p, p'}\Sigma(p, p')` (average) or the sum.
+* :class:`Flatten` (then a ``Dense`` over ``|S| C`` features): :math:`\frac{1}{|S|}\sum_p\Sigma(p, p)`.
+* :class:`LayerNorm` over the channels (and optionally pixels):
+  :math:`\Sigma(p, p') / \sqrt{(\epsilon + \bar q(p))(\epsilon + \bar q'(p'))}`, :math:`\bar q` the
+  pixel variance (averaged over the normalised pixel axes).
+
+Which layout each layer runs in is decided once per network, backwards from the output
+(:func:`plan`): the full covariance only up to the last layer that needs it (a pooling layer),
+the diagonal after it (:class:`ToDiagonal` inserted there). neural-tangents keeps the full
+covariance through every layer of a network with pooling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike
+
+from .._validate import as_real, check_range, choice, static_int
+from ._layers import AbstractLayer, KernelState, Parallel, Residual, Serial, Spatial, Stack, pixel_diagonal
+
+__all__ = ["Conv", "Flatten", "GlobalPool", "LayerNorm", "Pool", "ToDiagonal", "plan"]
+
+_PADDINGS = ("SAME", "VALID", "CIRCULAR")
+
+
+# ------------------------------------------------------------------------------------------
+# Window geometry and the linear maps on one axis (or one pair of axes)
+# ------------------------------------------------------------------------------------------
+
+
+def window_geometry(n: int, k: int, s: int, padding: str, who: str) -> tuple[int, int, int]:
+    """``(lo, hi, out)``: the padding before and after an axis of ``n`` pixels and the output size
+    of a window ``k`` with stride ``s`` (``jax.lax`` conventions; ``CIRCULAR`` pads like ``SAME``,
+    with wrapped pixels)."""
+    if padding == "VALID":
+        if n < k:
+            raise ValueError(f"{who}: the window ({k}) is larger than the input ({n} pixels) with padding='VALID'")
+        return 0, 0, (n - k) // s + 1
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, total - total // 2, out
+
+
+def _pad(x, axes, lo: int, hi: int, wrap: bool):
+    if lo == 0 and hi == 0:
+        return x
+    pads = [(0, 0)] * x.ndim
+    for ax in axes:
+        pads[ax] = (lo, hi)
+    return jnp.pad(x, pads, mode="wrap" if wrap else "constant")
+
+
+def window_sum(x, axis: int, k: int, s: int, lo: int, hi: int, out: int, wrap: bool):
+    r""":math:`y_i = \sum_{a < k} x_{s i + a}` along ``axis`` (zero- or wrap-padded by ``lo``, ``hi``)."""
+    x = _pad(x, (axis,), lo, hi, wrap)
+    parts = [jax.lax.slice_in_dim(x, a, a + s * (out - 1) + 1, s, axis=axis) for a in range(k)]
+    return sum(parts[1:], parts[0])
+
+
+def diagonal_window_sum(x, axis1: int, axis2: int, k: int, s: int, lo: int, hi: int, out: int, wrap: bool):
+    r""":math:`y_{i i'} = \sum_{a < k} x_{s i + a,\, s i' + a}` over the pair of axes (the same
+    offset on both: a shared filter)."""
+    x = _pad(x, (axis1, axis2), lo, hi, wrap)
+    parts = []
+    for a in range(k):
+        y = jax.lax.slice_in_dim(x, a, a + s * (out - 1) + 1, s, axis=axis1)
+        parts.append(jax.lax.slice_in_dim(y, a, a + s * (out - 1) + 1, s, axis=axis2))
+    return sum(parts[1:], parts[0])
+
+
+def _tuple(x, n: int | None, name: str, lo: int = 1) -> tuple[int, ...]:
+    if isinstance(x, int) and not isinstance(x, bool):
+        x = (x,) * (n or 1)
+    if not isinstance(x, (tuple, list)) or not x or (n is not None and len(x) != n):
+        want = f"{n} positive integers" if n is not None else "a tuple of positive integers"
+        raise ValueError(f"{name} must be {want}, got {x!r}")
+    return tuple(static_int(v, name, lo=lo) for v in x)
+
+
+def _spatial(state: KernelState, who: str) -> Spatial:
+    if state.spatial is None:
+        raise ValueError(f"{who} needs image inputs (n, H, W, C) or (n, W, C) — a spatial axis to act on; it got "
+                         "vectors (after Flatten, GlobalAvgPool or on 2-d inputs)")
+    return state.spatial
+
+
+def _leading(state: KernelState) -> int:
+    return state.nngp.ndim - state.spatial.ndim
+
+
+def _masks(state: KernelState, spatial: Spatial | None) -> tuple[Array, Array]:
+    """``same``, ``mirror`` reshaped to the trailing axes of a new layout."""
+    nd = 0 if spatial is None else spatial.ndim
+    lead = state.same.shape[:_leading(state)]
+    return (state.same.reshape(lead + (1,) * nd), state.mirror.reshape(lead + (1,) * nd))
+
+
+def _map_all(state: KernelState, fn, spatial: Spatial | None, **changes) -> KernelState:
+    same, mirror = _masks(state, spatial)
+    return state.replace(nngp=fn(state.nngp), ntk=fn(state.ntk), var1=fn(state.var1), var2=fn(state.var2),
+                         same=same, mirror=mirror, spatial=spatial, **changes)
+
+
+# ------------------------------------------------------------------------------------------
+# Layers
+# ------------------------------------------------------------------------------------------
+
+
+class Conv(AbstractLayer):
+    r"""A convolution with weights shared over pixels (neural-tangents' ``Conv``; see the module
+    docstring for the kernel map).
+
+    Args:
+        W_std, b_std: :math:`\sigma_w`, :math:`\sigma_b` (real scalars, finite, ``>= 0``;
+            ``b_std=None``: no bias). Differentiable.
+        filter_shape: the filter's spatial shape, one positive integer per spatial axis.
+        strides: one positive integer per spatial axis (default all 1).
+        padding: ``"SAME"``, ``"VALID"`` or ``"CIRCULAR"`` (wrapped).
+        out_dim: output channels (only a following standard-parameterization layer needs it).
+        parameterization: ``"ntk"`` (default) or ``"standard"`` (then
+            :math:`\Theta' = C k \mathcal A\Sigma + \sigma_w^2\mathcal A\Theta\,[+1]`, ``C k`` the
+            fan-in: input channels times filter size).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Relu
+        >>> from rmtjax.kernels import Activation, Dense, Serial, kernel
+        >>> net = Serial(Conv(1.4, 0.1, (3, 3), padding="SAME"), Activation(Relu()), Flatten(), Dense(1.0))
+        >>> kernel(jnp.ones((2, 5, 5, 3)), None, net).nngp.shape
+        (2, 2)
+    """
+
+    W_std: Array
+    b_std: Array
+    filter_shape: tuple[int, ...] = eqx.field(static=True)
+    strides: tuple[int, ...] | None = eqx.field(static=True)
+    padding: str = eqx.field(static=True)
+    out_dim: int | None = eqx.field(static=True)
+    bias: bool = eqx.field(static=True)
+    parameterization: str = eqx.field(static=True)
+
+    def __init__(self, W_std: ArrayLike = 1.0, b_std: ArrayLike | None = 0.0, filter_shape=(3, 3), strides=None,
+                 padding: str = "VALID", *, out_dim: int | None = None, parameterization: str = "ntk"):
+        self.filter_shape = _tuple(filter_shape, None, "filter_shape")
+        self.strides = None if strides is None else _tuple(strides, len(self.filter_shape), "strides")
+        self.padding = choice(padding, "padding", _PADDINGS)
+        self.parameterization = choice(parameterization, "parameterization", ("ntk", "standard"))
+        self.W_std = check_range(as_real(W_std, "W_std", ndim=0), "W_std", lo=0.0)
+        self.bias = b_std is not None
+        self.b_std = check_range(as_real(0.0 if b_std is None else b_std, "b_std", ndim=0), "b_std", lo=0.0)
+        self.out_dim = None if out_dim is None else static_int(out_dim, "out_dim", lo=1)
+
+    def _linear(self, state: KernelState):
+        sp = _spatial(state, "Conv")
+        if len(sp.shape) != len(self.filter_shape):
+            raise ValueError(f"Conv: filter_shape {self.filter_shape} has {len(self.filter_shape)} spatial axes, the "
+                             f"input {len(sp.shape)} (spatial shape {sp.shape})")
+        strides = self.strides or (1,) * len(sp.shape)
+        geo = [window_geometry(n, k, s, self.padding, "Conv")
+               for n, k, s in zip(sp.shape, self.filter_shape, strides)]
+        wrap = self.padding == "CIRCULAR"
+        size = math.prod(self.filter_shape)
+        S = len(sp.shape)
+
+        def fn(x):
+            lead = x.ndim - sp.ndim
+            for i, ((lo, hi, out), k, s) in enumerate(zip(geo, self.filter_shape, strides)):
+                if sp.full:
+                    x = diagonal_window_sum(x, lead + i, lead + S + i, k, s, lo, hi, out, wrap)
+                else:
+                    x = window_sum(x, lead + i, k, s, lo, hi, out, wrap)
+            return x / size
+
+        return fn, Spatial(tuple(g[2] for g in geo), sp.full)
+
+    def keeps_layout(self) -> bool:
+        return self.padding != "VALID" and all(s == 1 for s in (self.strides or ()))
+
+    def __call__(self, state: KernelState) -> KernelState:
+        fn, spatial = self._linear(state)
+        w2, b2 = self.W_std**2, self.b_std**2
+        nngp0 = fn(state.nngp)
+        nngp = w2 * nngp0 + b2
+        if self.parameterization == "ntk":
+            ntk = nngp + w2 * fn(state.ntk)
+        else:
+            if state.width is None:
+                raise ValueError("Conv: parameterization='standard' needs the number of channels feeding it (its NTK "
+                                 "grows with its fan-in); give the layer before it an out_dim")
+            fan_in = state.width * math.prod(self.filter_shape)
+            ntk = fan_in * nngp0 + w2 * fn(state.ntk) + (1.0 if self.bias else 0.0)
+        same, mirror = _masks(state, spatial)
+        width = None if self.out_dim is None else jnp.asarray(self.out_dim, nngp.dtype)
+        return state.replace(nngp=nngp, ntk=ntk, var1=w2 * fn(state.var1) + b2, var2=w2 * fn(state.var2) + b2,
+                             same=same, mirror=mirror, spatial=spatial, width=width)
+
+
+class Pool(AbstractLayer):
+    r"""Average or sum pooling over windows (neural-tangents' ``AvgPool`` / ``SumPool``):
+    :math:`\Sigma'(q, q') = c\sum_{a, b \in w}\Sigma(sq + a, sq' + b)` with :math:`c = 1/|w|^2`
+    (average; at ``SAME`` edges with ``normalize_edges=True``, one over the product of the real
+    window sizes) or 1 (sum).
+
+    In the diagonal layout (only with ``diagonal_spatial=True``, neural-tangents'
+    independent-pixel approximation) the off-diagonal pixel pairs count as zero:
+    :math:`\Sigma'(q) = c\sum_a\Sigma(sq + a)`.
+
+    Args:
+        window_shape: one positive integer per spatial axis.
+        strides: one per spatial axis (default: all 1, as neural-tangents).
+        padding: ``"VALID"`` (default), ``"SAME"`` or ``"CIRCULAR"``.
+        kind: ``"avg"`` or ``"sum"``.
+        normalize_edges: average over the real (unpadded) window at ``SAME`` edges.
+    """
+
+    window_shape: tuple[int, ...] = eqx.field(static=True)
+    strides: tuple[int, ...] | None = eqx.field(static=True)
+    padding: str = eqx.field(static=True)
+    kind: str = eqx.field(static=True)
+    normalize_edges: bool = eqx.field(static=True)
+
+    def __init__(self, window_shape, strides=None, padding: str = "VALID", kind: str = "avg",
+                 normalize_edges: bool = False):
+        self.window_shape = _tuple(window_shape, None, "window_shape")
+        self.strides = None if strides is None else _tuple(strides, len(self.window_shape), "strides")
+        self.padding = choice(padding, "padding", _PADDINGS)
+        self.kind = choice(kind, "kind", ("avg", "sum"))
+        if not isinstance(normalize_edges, bool):
+            raise ValueError(f"normalize_edges must be a bool, got {normalize_edges!r}")
+        self.normalize_edges = normalize_edges
+
+    def keeps_layout(self) -> bool:
+        return False
+
+    def __call__(self, state: KernelState) -> KernelState:
+        who = "AvgPool" if self.kind == "avg" else "SumPool"
+        sp = _spatial(state, who)
+        if len(sp.shape) != len(self.window_shape):
+            raise ValueError(f"{who}: window_shape {self.window_shape} has {len(self.window_shape)} spatial axes, the "
+                             f"input {len(sp.shape)} (spatial shape {sp.shape})")
+        strides = self.strides or (1,) * len(sp.shape)
+        geo = [window_geometry(n, k, s, self.padding, who) for n, k, s in zip(sp.shape, self.window_shape, strides)]
+        wrap = self.padding == "CIRCULAR"
+        S = len(sp.shape)
+        edges = self.kind == "avg" and self.normalize_edges and self.padding == "SAME"
+
+        def fn(x):
+            lead = x.ndim - sp.ndim
+            for i, ((lo, hi, out), k, s) in enumerate(zip(geo, self.window_shape, strides)):
+                axes = (lead + i, lead + S + i) if sp.full else (lead + i,)
+                for ax in axes:
+                    x = window_sum(x, ax, k, s, lo, hi, out, wrap)
+                if self.kind == "sum":
+                    continue
+                if not edges:
+                    x = x / k**2
+                    continue
+                # the real window sizes at SAME edges, once per side (twice on the one axis of the
+                # diagonal layout, as neural-tangents)
+                c = window_sum(jnp.ones((sp.shape[i],), x.dtype), 0, k, s, lo, hi, out, False)
+                for ax in axes if sp.full else axes * 2:
+                    x = x / c.reshape((1,) * ax + (out,) + (1,) * (x.ndim - ax - 1))
+            return x
+
+        return _map_all(state, fn, Spatial(tuple(g[2] for g in geo), sp.full))
+
+
+class GlobalPool(AbstractLayer):
+    r"""Pooling over all pixels (neural-tangents' ``GlobalAvgPool`` / ``GlobalSumPool``):
+    :math:`\frac{1}{|S|^2}\sum_{p, p'}\Sigma(p, p')` (average) or the sum; vectors after it. In the
+    diagonal layout (``diagonal_spatial=True``) only same-pixel pairs count (as neural-tangents).
+
+    Args:
+        kind: ``"avg"`` or ``"sum"``.
+    """
+
+    kind: str = eqx.field(static=True)
+
+    def __init__(self, kind: str = "avg"):
+        self.kind = choice(kind, "kind", ("avg", "sum"))
+
+    def keeps_layout(self) -> bool:
+        return False
+
+    def __call__(self, state: KernelState) -> KernelState:
+        sp = _spatial(state, "GlobalAvgPool" if self.kind == "avg" else "GlobalSumPool")
+        size = math.prod(sp.shape)
+
+        def fn(x):
+            axes = tuple(range(x.ndim - sp.ndim, x.ndim))
+            total = jnp.sum(x, axis=axes)
+            return total / size**2 if self.kind == "avg" else total
+
+        return _map_all(state, fn, None)
+
+
+class Flatten(AbstractLayer):
+    r"""Flattening pixels and channels into one feature axis (neural-tangents' ``Flatten``): the
+    kernel of a following ``Dense`` sees :math:`\frac{1}{|S|}\sum_p\Sigma(p, p)`; the width becomes
+    ``|S| C``."""
+
+    def keeps_layout(self) -> bool:
+        return False
+
+    def __call__(self, state: KernelState) -> KernelState:
+        sp = _spatial(state, "Flatten")
+        size = math.prod(sp.shape)
+
+        def fn(x):
+            if sp.full:
+                x = pixel_diagonal(x, sp.shape)
+            return jnp.mean(x, axis=tuple(range(x.ndim - len(sp.shape), x.ndim)))
+
+        width = None if state.width is None else state.width * size
+        return _map_all(state, fn, None, width=width)
+
+
+class LayerNorm(AbstractLayer):
+    r"""Layer normalisation over the channels (and the pixel axes in ``axis``), neural-tangents'
+    ``LayerNorm``: :math:`\Sigma(p, p')/\sqrt{(\epsilon + \bar q(p))(\epsilon + \bar q'(p'))}` and
+    the NTK alike, :math:`\bar q(p)` the variance of pixel :math:`p` averaged over the normalised
+    pixel axes (the channel mean is zero in the limit). On vectors:
+    :math:`\Sigma/\sqrt{(\epsilon + q)(\epsilon + q')}`.
+
+    Args:
+        axis: the axes of the finite layer's input ``(n, *S, C)`` normalised over (integers,
+            negative from the end); they must include the channel axis and not the batch axis.
+        eps: :math:`\epsilon`, finite and ``>= 0`` (neural-tangents: ``1e-12``). Differentiable.
+    """
+
+    eps: Array
+    axis: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(self, axis=-1, eps: ArrayLike = 1e-12):
+        axis = (axis,) if isinstance(axis, int) and not isinstance(axis, bool) else axis
+        if not isinstance(axis, (tuple, list)) or not axis:
+            raise ValueError(f"axis must be an integer or a tuple of integers, got {axis!r}")
+        self.axis = tuple(static_int(a, "axis") for a in axis)
+        self.eps = check_range(as_real(eps, "eps", ndim=0), "eps", lo=0.0)
+
+    def _pixel_axes(self, S: int) -> tuple[int, ...]:
+        ndim = S + 2
+        axes = set()
+        for a in self.axis:
+            if not -ndim <= a < ndim:
+                raise ValueError(f"LayerNorm: axis {a} is out of range for inputs of {ndim} dimensions")
+            axes.add(a % ndim)
+        if ndim - 1 not in axes:
+            raise ValueError(f"LayerNorm: axis {self.axis} must include the channel axis ({ndim - 1} = -1): only a "
+                             "normalisation over channels has an infinite-width limit")
+        if 0 in axes:
+            raise ValueError(f"LayerNorm: axis {self.axis} includes the batch axis 0, whose kernel is not supported")
+        return tuple(sorted(a - 1 for a in axes if a != ndim - 1))
+
+    def __call__(self, state: KernelState) -> KernelState:
+        sp = state.spatial
+        if sp is None:
+            self._pixel_axes(0)
+            n1, n2 = self.eps + state.var1, self.eps + state.var2
+            return state.replace(nngp=state.nngp / jnp.sqrt(n1 * n2), ntk=state.ntk / jnp.sqrt(n1 * n2),
+                                 var1=state.var1 / n1, var2=state.var2 / n2)
+        S = len(sp.shape)
+        pixel_axes = self._pixel_axes(S)
+
+        def pixel_var(v):
+            d = pixel_diagonal(v, sp.shape) if sp.full else v
+            if pixel_axes:
+                lead = d.ndim - S
+                d = jnp.mean(d, axis=tuple(lead + a for a in pixel_axes), keepdims=True)
+            return self.eps + d
+
+        n1, n2 = pixel_var(state.var1), pixel_var(state.var2)
+        if sp.full:
+            rows = lambda d: d.reshape(d.shape + (1,) * S)
+            cols = lambda d: d.reshape(d.shape[:d.ndim - S] + (1,) * S + d.shape[d.ndim - S:])
+            s12, s11, s22 = (jnp.sqrt(rows(n1) * cols(n2)), jnp.sqrt(rows(n1) * cols(n1)),
+                             jnp.sqrt(rows(n2) * cols(n2)))
+        else:
+            s12, s11, s22 = jnp.sqrt(n1 * n2), n1, n2
+        return state.replace(nngp=state.nngp / s12, ntk=state.ntk / s12, var1=state.var1 / s11,
+                             var2=state.var2 / s22)
+
+
+class ToDiagonal(AbstractLayer):
+    """Keeps only the same-pixel covariances (full layout -> diagonal layout); inserted by
+    :func:`plan` after the last layer that needs pixel pairs."""
+
+    def keeps_layout(self) -> bool:
+        return False
+
+    def __call__(self, state: KernelState) -> KernelState:
+        sp = state.spatial
+        if sp is None or not sp.full:
+            return state
+        spatial = Spatial(sp.shape, False)
+        return _map_all(state, lambda x: pixel_diagonal(x, sp.shape), spatial)
+
+
+# ------------------------------------------------------------------------------------------
+# Planning: the layout of every layer, backwards from the output
+# ------------------------------------------------------------------------------------------
+
+
+def needs_full(layer: AbstractLayer, out_full: bool, forced_diagonal: bool = False) -> bool:
+    """Whether ``layer`` needs pixel-pixel covariances at its input to give its output in the
+    layout ``out_full``."""
+    if isinstance(layer, (Pool, GlobalPool)):
+        return not forced_diagonal
+    if isinstance(layer, Flatten):
+        return False
+    if isinstance(layer, Serial):
+        for sub in reversed(layer.layers):
+            out_full = needs_full(sub, out_full, forced_diagonal)
+        return out_full
+    if isinstance(layer, Stack):
+        return needs_full(layer.block, out_full, forced_diagonal) or (
+            out_full and needs_full(layer.block, True, forced_diagonal))
+    if isinstance(layer, Parallel):
+        return any(needs_full(b, out_full, forced_diagonal) for b in layer.branches)
+    if isinstance(layer, Residual):
+        return out_full or needs_full(layer.block, out_full, forced_diagonal)
+    return out_full  # Dense, Activation, Conv, LayerNorm, Identity, FullyConnected, ...
+
+
+def _produces(layer: AbstractLayer, in_full: bool | None) -> bool | None:
+    """The layout ``layer`` (as planned) outputs from the layout ``in_full`` (``None``: vectors)."""
+    if in_full is None or isinstance(layer, (GlobalPool, Flatten)):
+        return None
+    if isinstance(layer, ToDiagonal):
+        return False
+    if isinstance(layer, Serial):
+        for sub in layer.layers:
+            in_full = _produces(sub, in_full)
+        return in_full
+    if isinstance(layer, Parallel):
+        return _produces(layer.branches[0], in_full)
+    if isinstance(layer, Residual):
+        return in_full
+    if isinstance(layer, Stack):
+        return _produces(layer.block, in_full)
+    return in_full
+
+
+def plan(layer: AbstractLayer, in_full: bool | None, out_full: bool, forced_diagonal: bool = False) -> AbstractLayer:
+    """``layer`` with :class:`ToDiagonal` inserted wherever a full covariance is no longer needed
+    (``in_full``: the input layout, ``None`` for vectors; ``out_full``: the layout asked of the
+    output)."""
+    if in_full is None:
+        return layer
+    if isinstance(layer, Serial):
+        reqs = [out_full]
+        for sub in reversed(layer.layers[1:]):
+            reqs.append(needs_full(sub, reqs[-1], forced_diagonal))
+        reqs = reqs[::-1]  # reqs[i]: the layout asked of the output of layers[i]
+        out, cur = [], in_full
+        for sub, req in zip(layer.layers, reqs):
+            if cur and not needs_full(sub, req, forced_diagonal):
+                out.append(ToDiagonal())  # as early as possible: the rest runs on same-pixel entries
+                cur = False
+            sub = plan(sub, cur, req, forced_diagonal)
+            out.append(sub)
+            cur = _produces(sub, cur)
+        if cur and not out_full:
+            out.append(ToDiagonal())
+        return Serial(*out)
+    if isinstance(layer, Stack):
+        block = plan(layer.block, in_full, in_full, forced_diagonal)
+        return _to(Stack(block, layer.depth), in_full, out_full)
+    if isinstance(layer, Parallel):
+        branches = [_to(plan(b, in_full, out_full, forced_diagonal), in_full, out_full) for b in layer.branches]
+        return eqx.tree_at(lambda p: p.branches, layer, tuple(branches))
+    if isinstance(layer, Residual):
+        inner = _to(plan(layer.block, in_full, out_full, forced_diagonal), in_full, out_full)
+        block = eqx.tree_at(lambda r: r.block, layer, inner)
+        return block if (not in_full or out_full) else Parallel(ToDiagonal(), inner, weights=layer.weights)
+    return layer
+
+
+def _to(layer: AbstractLayer, in_full: bool | None, out_full: bool) -> AbstractLayer:
+    """``layer``, followed by :class:`ToDiagonal` if it would output a full layout where a diagonal
+    one is asked."""
+    if _produces(layer, in_full) and not out_full:
+        return Serial(layer, ToDiagonal())
+    return layer
+
+
+_SPATIAL_LAYERS = (Conv, Pool, GlobalPool, Flatten)
+
+
+def has_spatial_layers(layer) -> bool:
+    """Whether ``layer`` contains a layer that acts on pixels (a network for image inputs)."""
+    return any(isinstance(leaf, _SPATIAL_LAYERS) for leaf in jax.tree_util.tree_leaves(
+        layer, is_leaf=lambda x: isinstance(x, _SPATIAL_LAYERS)))
+
