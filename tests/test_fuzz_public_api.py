@@ -53,7 +53,7 @@ SCALE = float(os.environ.get("RMTJAX_FUZZ_SCALE", "0.25"))
 harness.JIT_VALUE_PROGRAMS = None if SCALE >= 1 else 1
 
 PUBLIC_MODULES = ("activations", "collapse", "data", "design", "dynamics", "finite", "finite_width", "gaussian", "hermite", "kernels",
-                  "meanfield", "regression", "rmt", "solve", "stax", "sweep")
+                  "meanfield", "nt", "nt.predict", "regression", "rmt", "solve", "stax", "sweep")
 
 
 @pytest.fixture(scope="module", autouse=True)

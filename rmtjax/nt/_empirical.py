@@ -453,7 +453,16 @@ def empirical_kernel_fn(f: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_ax
 # ------------------------------------------------------------------------------------------
 
 
+def _expansion_finite(out, fn: str):
+    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(out) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    if not leaves:
+        return out
+    return error_if(out, ~jnp.all(jnp.stack(leaves)), f"{fn}: the expansion is not finite: the args passed to f hold "
+                    "NaN or inf, or f or its derivatives overflow at the expansion point params")
+
+
 def _delta(p, params, treedef):
+    p = _array_leaves(p, "params")
     if jax.tree_util.tree_structure(p) != treedef:
         raise ArgumentError(f"params: the parameters passed to the expansion must have the structure of the "
                             f"expansion point, got {jax.tree_util.tree_structure(p)} and {treedef}")
@@ -489,7 +498,7 @@ def linearize(f: Callable, params: Any) -> Callable:
     def f_lin(p, *args, **kwargs):
         dp = _delta(p, params, treedef)
         y0, dy = jax.jvp(lambda q: f(q, *args, **kwargs), (params,), (dp,))
-        return jax.tree_util.tree_map(jnp.add, y0, dy)
+        return _expansion_finite(jax.tree_util.tree_map(jnp.add, y0, dy), "linearize")
 
     return f_lin
 
@@ -525,6 +534,6 @@ def taylor_expand(f: Callable, params: Any, degree: int) -> Callable:
             prev = derivs[-1]
             derivs.append(lambda q, prev=prev: jax.jvp(prev, (q,), (dp,))[1])
         terms = [jax.tree_util.tree_map(lambda t, k=k: t / math.factorial(k), d(params)) for k, d in enumerate(derivs)]
-        return jax.tree_util.tree_map(lambda *ts: sum(ts[1:], ts[0]), *terms)
+        return _expansion_finite(jax.tree_util.tree_map(lambda *ts: sum(ts[1:], ts[0]), *terms), "taylor_expand")
 
     return f_taylor

@@ -8,6 +8,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._validate import ArgumentError, as_real, check_range, error_if, static_int
+from ..regression import _square
 
 __all__ = ["max_learning_rate"]
 
@@ -39,7 +40,8 @@ def max_learning_rate(ntk_train_train: ArrayLike, y_train_size: int | None = Non
 
     Args:
         ntk_train_train: the ``(n, n)`` NTK, or neural-tangents' zipped ``(n, n, k, k, ...)``
-            (reshaped to ``(n k, n k)``); symmetric, finite.
+            (reshaped to ``(n k, n k)``); finite and symmetric to rounding (as in
+            :func:`rmtjax.regression.gp_inference`).
         y_train_size: :math:`m \ge 1` or ``None``.
         momentum: :math:`\mu \in [0, 1)`.
         eps: :math:`\varepsilon \ge 0`, keeps the division finite for a zero kernel.
@@ -49,13 +51,10 @@ def max_learning_rate(ntk_train_train: ArrayLike, y_train_size: int | None = Non
         >>> float(max_learning_rate(jnp.diag(jnp.array([1.0, 4.0]))))  # 2 * 2 / 4
         1.0
     """
-    k = _make_2d(as_real(ntk_train_train, "ntk_train_train"))
-    if k.shape[0] != k.shape[1]:
-        raise ArgumentError(f"ntk_train_train must be square (train-train), got {k.shape} after reshaping to 2-d")
-    k = check_range(k, "ntk_train_train")
+    k = _square(_make_2d(as_real(ntk_train_train, "ntk_train_train")), "ntk_train_train")  # symmetrised
     m = k.shape[0] if y_train_size is None else static_int(y_train_size, "y_train_size", lo=1)
     momentum = check_range(as_real(momentum, "momentum", ndim=0), "momentum", lo=0.0, hi=1.0, hi_open=True)
     eps = check_range(as_real(eps, "eps", ndim=0), "eps", lo=0.0)
-    lam = jnp.linalg.eigvalsh(0.5 * (k + k.T))[-1] + eps
+    lam = jnp.linalg.eigvalsh(k)[-1] + eps
     lam = error_if(lam, ~(lam > 0), "ntk_train_train must have a positive largest eigenvalue (or pass eps > 0)")
     return 2.0 * (1.0 + momentum) * m / lam
