@@ -35,6 +35,8 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._validate import check_finite_array, check_matrix, choice, flag, static_int
 from ..kernels import Kernel
+from ..nt._empirical import _nngp as _nt_nngp
+from ..nt._empirical import _ntk_jacobian as _nt_ntk_jacobian
 from ._network import Ensemble
 
 __all__ = ["MonteCarloKernel", "empirical_nngp", "ensemble_kernels", "empirical_ntk", "input_jacobian", "monte_carlo_kernels"]
@@ -90,23 +92,14 @@ def _config(max_bytes, batch_size):
     return static_int(max_bytes, "max_bytes", lo=1), static_int(batch_size, "batch_size", lo=1, hi=2**31 - 1)
 
 
+# The traced (n1, n2) kernels are the general empirical kernels of rmtjax.nt with trace_axes=(-1,):
+# one engine for both (rmtjax.nt handles any output shape, trace/diagonal axes and vmap_axes).
 def _nngp(x1, x2, apply_fn, params):
-    f1 = apply_fn(params, x1)
-    f2 = f1 if x2 is None else apply_fn(params, x2)
-    return f1 @ f2.T / f1.shape[1]
-
-
-def _flat_jacobian(apply_fn, params, x):
-    jac = jax.jacrev(lambda p: apply_fn(p, x))(params)
-    n, k = x.shape[0], jax.eval_shape(apply_fn, params, x).shape[1]
-    return [leaf.reshape(n, k, -1) for leaf in jax.tree_util.tree_leaves(jac)]
+    return _nt_nngp(apply_fn, (-1,), (), x1, x2, params, {})
 
 
 def _ntk_jacobian(x1, x2, apply_fn, params):
-    j1 = _flat_jacobian(apply_fn, params, x1)
-    j2 = j1 if x2 is None else _flat_jacobian(apply_fn, params, x2)
-    k = j1[0].shape[1]
-    return sum(jnp.einsum("ika,jka->ij", a, b) for a, b in zip(j1, j2)) / k
+    return _nt_ntk_jacobian(apply_fn, (-1,), (), None, x1, x2, params, {})
 
 
 def _ntk_products(x1, x2, apply_fn, params, batch_size):
