@@ -18,9 +18,9 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from rmtjax.kernels._finite_conv import (
     conv_finite,
