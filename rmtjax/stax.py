@@ -32,6 +32,12 @@ from .kernels.stax import GlobalAvgPool as GlobalAvgPool
 from .kernels.stax import GlobalSumPool as GlobalSumPool
 from .kernels.stax import LayerNorm as LayerNorm
 from .kernels.stax import SumPool as SumPool
+from .kernels.stax import ConvTranspose as ConvTranspose
+from .kernels.stax import Dropout as Dropout
+from .kernels.stax import FanInConcat as FanInConcat
+from .kernels.stax import FanInProd as FanInProd
+from .kernels.stax import ImageResize as ImageResize
+from .kernels.stax import Index as Index
 from .kernels.stax import __all__ as __all__
 from .kernels.stax import __getattr__ as __getattr__
 from .kernels.stax import layer as layer

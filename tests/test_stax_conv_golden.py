@@ -193,10 +193,33 @@ def test_finite_apply_matches_neural_tangents(name):
     np.testing.assert_allclose(out, GOLD[f"finite/{name}/out"], rtol=1e-12, atol=1e-12)
 
 
+# Specs where neural-tangents 0.6.5 is the one that is off, and the spec change that reproduces its
+# value with rmtjax (so the test still pins both numbers down).
+NT_WRONG = {
+    # NT's ImageResize kernel resizes the axis pairs in the order (H, H', W, W') even when the kernel
+    # it gets is reversed (W, W', H, H'), as after one Conv: it resizes W to 10 and H to 9, while its
+    # own apply_fn resizes H to 10 and W to 9 (a square target, as in image_resize_linear_down,
+    # hides it). rmtjax follows the finite network (checked by Monte Carlo in
+    # tests/test_kernels_conv.py::test_image_resize_monte_carlo); NT's numbers are rmtjax's with the
+    # target swapped, to 8e-16.
+    "image_resize_nearest_up": lambda spec: _with_resize_shape(spec, [-1, 9, 10, -1]),
+}
+
+
+def _with_resize_shape(spec, shape):
+    spec = json.loads(json.dumps(spec))
+    for layer in spec["layers"]:
+        if layer["type"] == "ImageResize":
+            layer["kwargs"]["shape"] = shape
+    return spec
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=[s["name"] for s in SPECS])
 def test_matches_neural_tangents(spec):
     from rmtjax import stax
 
+    if spec["name"] in NT_WRONG:
+        spec = NT_WRONG[spec["name"]](spec)
     x1 = _input(spec["x1"])
     x2 = None if spec["x2"] is None else _input(spec["x2"])
     _, _, kernel_fn = make_conv_golden.build_net(stax, spec)

@@ -37,12 +37,15 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._validate import as_real, check_range, choice, static_int
-from ._layers import AbstractLayer, KernelState, Parallel, Residual, Serial, Spatial, Stack, pixel_diagonal
+from ._layers import (AbstractLayer, KernelState, Parallel, Product, Residual, Serial, Spatial, Stack, pixel_diagonal,
+                      pixel_eye)
 
-__all__ = ["Conv", "Flatten", "GlobalPool", "LayerNorm", "Pool", "ToDiagonal", "plan"]
+__all__ = ["Concat", "Conv", "ConvTranspose", "Dropout", "Flatten", "GlobalPool", "ImageResize", "Index", "LayerNorm",
+           "Pool", "ToDiagonal", "plan"]
 
 _PADDINGS = ("SAME", "VALID", "CIRCULAR")
 
@@ -121,6 +124,8 @@ def _masks(state: KernelState, spatial: Spatial | None) -> tuple[Array, Array]:
 
 def _map_all(state: KernelState, fn, spatial: Spatial | None, **changes) -> KernelState:
     same, mirror = _masks(state, spatial)
+    if state.sample is not None and "sample" not in changes:
+        changes["sample"] = _reshape_mask(state.sample, state, spatial)
     return state.replace(nngp=fn(state.nngp), ntk=fn(state.ntk), var1=fn(state.var1), var2=fn(state.var2),
                          same=same, mirror=mirror, spatial=spatial, **changes)
 
@@ -202,21 +207,7 @@ class Conv(AbstractLayer):
 
     def __call__(self, state: KernelState) -> KernelState:
         fn, spatial = self._linear(state)
-        w2, b2 = self.W_std**2, self.b_std**2
-        nngp0 = fn(state.nngp)
-        nngp = w2 * nngp0 + b2
-        if self.parameterization == "ntk":
-            ntk = nngp + w2 * fn(state.ntk)
-        else:
-            if state.width is None:
-                raise ValueError("Conv: parameterization='standard' needs the number of channels feeding it (its NTK "
-                                 "grows with its fan-in); give the layer before it an out_dim")
-            fan_in = state.width * math.prod(self.filter_shape)
-            ntk = fan_in * nngp0 + w2 * fn(state.ntk) + (1.0 if self.bias else 0.0)
-        same, mirror = _masks(state, spatial)
-        width = None if self.out_dim is None else jnp.asarray(self.out_dim, nngp.dtype)
-        return state.replace(nngp=nngp, ntk=ntk, var1=w2 * fn(state.var1) + b2, var2=w2 * fn(state.var2) + b2,
-                             same=same, mirror=mirror, spatial=spatial, width=width)
+        return _weight_layer(self, state, fn, spatial)
 
 
 class Pool(AbstractLayer):
@@ -405,6 +396,345 @@ class LayerNorm(AbstractLayer):
                              var2=state.var2 / s22)
 
 
+class ConvTranspose(AbstractLayer):
+    r"""A transposed convolution (neural-tangents' ``ConvTranspose``; the finite layer is
+    ``jax.lax.conv_transpose``, kernel not flipped, ``CIRCULAR`` folded periodically onto the
+    ``SAME`` output). With :math:`M_a` the 0/1 map of filter offset :math:`a` from input to output
+    pixels (one per spatial axis, taken from the finite layer itself on basis images),
+    :math:`\Sigma' = \frac{\sigma_w^2}{|F|}\sum_a M_a\Sigma M_a^\top + \sigma_b^2` and the NTK as for
+    :class:`Conv`. Every output pixel has at most one input pixel per offset, so same-pixel
+    covariances again need only same-pixel covariances.
+
+    Args: as :class:`Conv`.
+    """
+
+    W_std: Array
+    b_std: Array
+    filter_shape: tuple[int, ...] = eqx.field(static=True)
+    strides: tuple[int, ...] | None = eqx.field(static=True)
+    padding: str = eqx.field(static=True)
+    out_dim: int | None = eqx.field(static=True)
+    bias: bool = eqx.field(static=True)
+    parameterization: str = eqx.field(static=True)
+
+    def __init__(self, W_std: ArrayLike = 1.0, b_std: ArrayLike | None = 0.0, filter_shape=(3, 3), strides=None,
+                 padding: str = "VALID", *, out_dim: int | None = None, parameterization: str = "ntk"):
+        conv = Conv(W_std, b_std, filter_shape, strides, padding, out_dim=out_dim, parameterization=parameterization)
+        for name in ("W_std", "b_std", "filter_shape", "strides", "padding", "out_dim", "bias", "parameterization"):
+            setattr(self, name, getattr(conv, name))
+
+    def keeps_layout(self) -> bool:
+        return False
+
+    def _maps(self, shape):
+        """Per spatial axis, ``(k, out, in)`` 0/1 matrices of the offsets (from the finite layer)."""
+        from ._finite_conv import conv_finite  # the finite layer defines the geometry
+
+        strides = self.strides or (1,) * len(shape)
+        maps = []
+        for n, k, s in zip(shape, self.filter_shape, strides):
+            _, apply_fn = conv_finite(1, (k,), (s,), self.padding, float(k) ** 0.5, None, "ntk", transpose=True)
+            basis = np.eye(n)[:, :, None]
+            cols = [np.asarray(apply_fn((np.eye(k)[a].reshape(k, 1, 1), None), basis))[:, :, 0].T for a in range(k)]
+            m = np.round(np.stack(cols))
+            if np.any(np.count_nonzero(m, axis=2) > 1):
+                raise NotImplementedError(f"ConvTranspose: filter {k} with stride {s} on {n} pixels "
+                                          f"({self.padding}) maps two input pixels of one offset to one output pixel")
+            maps.append(m)
+        return maps
+
+    def __call__(self, state: KernelState) -> KernelState:
+        sp = _spatial(state, "ConvTranspose")
+        if len(sp.shape) != len(self.filter_shape):
+            raise ValueError(f"ConvTranspose: filter_shape {self.filter_shape} has {len(self.filter_shape)} spatial "
+                             f"axes, the input {len(sp.shape)} (spatial shape {sp.shape})")
+        with jax.ensure_compile_time_eval():
+            maps = self._maps(sp.shape)
+        S, size = len(sp.shape), math.prod(self.filter_shape)
+
+        def fn(x):
+            lead = x.ndim - sp.ndim
+            for i, m in enumerate(maps):
+                m = jnp.asarray(m, x.dtype)
+                if sp.full:
+                    x = jnp.moveaxis(x, (lead + i, lead + S + i), (-2, -1))
+                    x = jnp.einsum("aop,...pq,arq->...or", m, x, m)
+                    x = jnp.moveaxis(x, (-2, -1), (lead + i, lead + S + i))
+                else:
+                    x = jnp.moveaxis(jnp.tensordot(x, jnp.sum(m * m, axis=0), axes=((lead + i,), (1,))), -1,
+                                     lead + i)
+            return x / size
+
+        spatial = Spatial(tuple(m.shape[1] for m in maps), sp.full)
+        return _weight_layer(self, state, fn, spatial)
+
+
+def _weight_layer(layer, state: KernelState, fn, spatial: Spatial) -> KernelState:
+    r"""The kernels after a weight layer whose linear map on covariances (normalised by the filter
+    size) is ``fn``: :math:`w^2 fn(\Sigma) + b^2` and the NTK in ``layer.parameterization``."""
+    w2, b2 = layer.W_std**2, layer.b_std**2
+    nngp0 = fn(state.nngp)
+    nngp = w2 * nngp0 + b2
+    if layer.parameterization == "ntk":
+        ntk = nngp + w2 * fn(state.ntk)
+    else:
+        who = type(layer).__name__
+        if state.width is None:
+            raise ValueError(f"{who}: parameterization='standard' needs the number of channels feeding it (its NTK "
+                             "grows with its fan-in); give the layer before it an out_dim")
+        fan_in = state.width * math.prod(layer.filter_shape)
+        ntk = fan_in * nngp0 + w2 * fn(state.ntk) + (1.0 if layer.bias else 0.0)
+    same, mirror = _masks(state, spatial)
+    sample = None if state.sample is None else _reshape_mask(state.sample, state, spatial)
+    width = None if layer.out_dim is None else jnp.asarray(layer.out_dim, nngp.dtype)
+    return state.replace(nngp=nngp, ntk=ntk, var1=w2 * fn(state.var1) + b2, var2=w2 * fn(state.var2) + b2,
+                         same=same, mirror=mirror, spatial=spatial, width=width, sample=sample)
+
+
+class Dropout(AbstractLayer):
+    r"""Dropout in training mode (neural-tangents' ``Dropout(rate, mode="train")``; ``rate`` is the
+    keep probability): independent masks per sample scale the variance of every unit by
+    :math:`1/\text{rate}`, so the entries of a sample with itself at the same pixel are multiplied
+    by :math:`1/\text{rate}` and all others kept (neural-tangents applies the factor only when
+    ``x2`` is ``None``: another input's rows are other samples, even when equal).
+
+    Args:
+        rate: the keep probability, in :math:`(0, 1]`.
+    """
+
+    rate: float = eqx.field(static=True)
+
+    def __init__(self, rate: float):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0 < rate <= 1:
+            raise ValueError(f"rate (the keep probability) must be a real number in (0, 1], got {rate!r}")
+        self.rate = float(rate)
+
+    def __call__(self, state: KernelState) -> KernelState:
+        f = 1.0 / self.rate
+        sp = state.spatial
+        eye = pixel_eye(sp.shape)[None, None] if sp is not None and sp.full else True
+        on = (state.sample & eye) if state.sample is not None else jnp.zeros(state.nngp.shape, bool)
+        scale = jnp.where(on, f, 1.0).astype(state.nngp.dtype)
+        self_scale = jnp.where(eye, f, 1.0).astype(state.nngp.dtype) if sp is not None and sp.full else f
+        # identical inputs in two samples are no longer identical after dropout
+        same = state.same & state.sample if state.sample is not None else jnp.zeros_like(state.same)
+        return state.replace(nngp=state.nngp * scale, ntk=state.ntk * scale, var1=state.var1 * self_scale,
+                             var2=state.var2 * self_scale, same=same)
+
+
+class Index(AbstractLayer):
+    """Spatial indexing (neural-tangents' ``Index``): ``idx`` per axis of the finite input
+    ``(n, *S, C)`` (slices, integers that drop a spatial axis, one ``Ellipsis``); the batch and
+    channel axes must be left whole. The covariances are indexed on both pixel axes of each
+    spatial axis.
+
+    Args:
+        idx: a tuple of slices, integers and at most one ``Ellipsis``.
+    """
+
+    idx: tuple = eqx.field(static=True)
+
+    def __init__(self, idx):
+        if not isinstance(idx, tuple):
+            idx = (idx,)
+        for i in idx:
+            if not (i is Ellipsis or isinstance(i, slice) or (isinstance(i, int) and not isinstance(i, bool))):
+                raise ValueError(f"idx must hold slices, integers and at most one Ellipsis, got {i!r}")
+        if sum(i is Ellipsis for i in idx) > 1:
+            raise ValueError(f"idx must hold at most one Ellipsis, got {idx!r}")
+        # hashable (a static field): slices as ("slice", start, stop, step), Ellipsis as "..."
+        self.idx = tuple(("slice", i.start, i.stop, i.step) if isinstance(i, slice) else "..." if i is Ellipsis
+                         else i for i in idx)
+
+    @property
+    def index(self) -> tuple:
+        """``idx`` as slices, integers and ``Ellipsis``."""
+        return tuple(slice(*i[1:]) if isinstance(i, tuple) else Ellipsis if i == "..." else i for i in self.idx)
+
+    def keeps_layout(self) -> bool:
+        return False
+
+    def _per_axis(self, S: int) -> list:
+        ndim = S + 2
+        idx = list(self.index)
+        if Ellipsis in idx:
+            k = idx.index(Ellipsis)
+            idx = idx[:k] + [slice(None)] * (ndim - len(idx) + 1) + idx[k + 1:]
+        idx += [slice(None)] * (ndim - len(idx))
+        if len(idx) != ndim:
+            raise ValueError(f"Index: idx {self.idx!r} has more entries than the input's {ndim} axes")
+        whole = slice(None)
+        if idx[0] != whole or idx[-1] != whole:
+            raise ValueError(f"Index: idx {self.idx!r} indexes the batch or channel axis; only spatial axes are "
+                             "supported (their kernel is exact)")
+        return idx[1:-1]
+
+    def __call__(self, state: KernelState) -> KernelState:
+        sp = _spatial(state, "Index")
+        S = len(sp.shape)
+        per_axis = self._per_axis(S)
+        for i, (n, ix) in enumerate(zip(sp.shape, per_axis)):
+            if isinstance(ix, int) and not -n <= ix < n:
+                raise ValueError(f"Index: index {ix} out of range for spatial axis {i} of size {n}")
+        kept = tuple(len(range(n)[ix]) for n, ix in zip(sp.shape, per_axis) if isinstance(ix, slice))
+        if not kept:
+            raise ValueError(f"Index: idx {self.idx!r} drops every spatial axis; use Flatten or a pooling layer")
+        spatial = Spatial(kept, sp.full)
+
+        def fn(x):
+            lead = (slice(None),) * (x.ndim - sp.ndim)
+            return x[lead + tuple(per_axis) * (2 if sp.full else 1)]
+
+        same, mirror = _masks(state, spatial)
+        sample = None if state.sample is None else _reshape_mask(state.sample, state, spatial)
+        return _map_all(state, fn, spatial).replace(same=same, mirror=mirror, sample=sample)
+
+
+class ImageResize(AbstractLayer):
+    r"""Resizing images (neural-tangents' ``ImageResize``, ``jax.image.resize`` with ``"linear"`` or
+    ``"nearest"``): a linear map :math:`R` per spatial axis, :math:`\Sigma' = R\Sigma R^\top` on its
+    pair of pixel axes (so its input is kept full).
+
+    Args:
+        shape: the finite output shape ``(n, *S, C)``; ``-1`` keeps an axis (batch and channels
+            must be ``-1``).
+        method: ``"linear"`` or ``"nearest"``.
+        antialias: as ``jax.image.resize`` (when downsampling).
+    """
+
+    shape: tuple[int, ...] = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+    antialias: bool = eqx.field(static=True)
+
+    def __init__(self, shape, method: str = "linear", antialias: bool = True):
+        self.shape = tuple(static_int(s, "shape", lo=-1) for s in shape)
+        if any(s == 0 for s in self.shape):
+            raise ValueError(f"shape entries must be positive or -1, got {shape!r}")
+        self.method = choice(method, "method", ("linear", "nearest"))
+        if not isinstance(antialias, bool):
+            raise ValueError(f"antialias must be a bool, got {antialias!r}")
+        self.antialias = antialias
+
+    def keeps_layout(self) -> bool:
+        return False
+
+    def __call__(self, state: KernelState) -> KernelState:
+        sp = _spatial(state, "ImageResize")
+        S = len(sp.shape)
+        if len(self.shape) != S + 2:
+            raise ValueError(f"ImageResize: shape {self.shape} must have {S + 2} entries for images of spatial shape "
+                             f"{sp.shape} (batch, spatial axes, channels)")
+        if self.shape[0] != -1 or self.shape[-1] != -1:
+            raise ValueError(f"ImageResize: shape {self.shape} must keep the batch and channel axes (-1)")
+        if not sp.full:
+            raise ValueError("ImageResize mixes pixels: its kernel needs pixel-pair covariances; "
+                             "diagonal_spatial=True cannot be used with it")
+        out = tuple(n if m == -1 else m for n, m in zip(sp.shape, self.shape[1:-1]))
+
+        def fn(x):
+            lead = x.ndim - sp.ndim
+            for i, (n, m) in enumerate(zip(sp.shape, out)):
+                if n == m:
+                    continue
+                r = jax.image.resize(jnp.eye(n, dtype=x.dtype), (n, m), self.method, antialias=self.antialias,
+                                     precision=jax.lax.Precision.HIGHEST).T  # (m, n)
+                x = jnp.moveaxis(x, (lead + i, lead + S + i), (-2, -1))
+                x = jnp.einsum("op,...pq,rq->...or", r, x, r, precision=jax.lax.Precision.HIGHEST)
+                x = jnp.moveaxis(x, (-2, -1), (lead + i, lead + S + i))
+            return x
+
+        spatial = Spatial(out, True)
+        sample = None if state.sample is None else _reshape_mask(state.sample, state, spatial)
+        return _map_all(state, fn, spatial).replace(sample=sample)
+
+
+class Concat(AbstractLayer):
+    r"""Branches fed the same input, concatenated (neural-tangents' ``FanInConcat(axis)``).
+
+    Along the channels (``axis=-1``): the mean of the branch kernels weighted by their channel
+    counts :math:`C_i` (the widths of their last ``Conv``/``Dense``: ``out_dim`` is needed),
+    :math:`\sum_i C_i K_i / \sum_i C_i`. Along a spatial axis: the branch kernels side by side,
+    the covariance of pixels of two different branches zero (independent branches).
+
+    Args:
+        *branches: one or more layers.
+        axis: the axis of the finite output ``(n, *S, C)`` (``-1``: channels).
+    """
+
+    branches: tuple[AbstractLayer, ...]
+    axis: int = eqx.field(static=True)
+
+    def __init__(self, *branches: AbstractLayer, axis: int = -1):
+        self.branches = tuple(branches)
+        for i, b in enumerate(self.branches):
+            if not isinstance(b, AbstractLayer):
+                raise ValueError(f"branches[{i}] must be an rmtjax.kernels layer, got {type(b).__name__}")
+        if not self.branches:
+            raise ValueError("branches must hold at least one layer, got none")
+        self.axis = static_int(axis, "axis")
+
+    def keeps_layout(self) -> bool:
+        return False
+
+    def num_activations(self) -> int:
+        return max(b.num_activations() for b in self.branches)
+
+    def __call__(self, state: KernelState) -> KernelState:
+        states = [b(state) for b in self.branches]
+        sp = states[0].spatial
+        S = 0 if sp is None else len(sp.shape)
+        ax = self.axis % (S + 2)
+        if ax == 0:
+            raise ValueError("FanInConcat: concatenating along the batch axis is not supported")
+        if ax == S + 1:  # channels
+            if any(s.spatial != sp for s in states):
+                raise ValueError(f"FanInConcat: the branches end with different spatial shapes "
+                                 f"{[s.spatial.shape if s.spatial else None for s in states]}")
+            if any(s.width is None for s in states):
+                raise ValueError("FanInConcat along channels weights the branches by their channel counts: end every "
+                                 "branch with a Conv or Dense that has out_dim")
+            total = sum(s.width for s in states)
+
+            def mix(get):
+                return sum((s.width / total) * get(s) for s in states)
+
+            return states[0].replace(nngp=mix(lambda s: s.nngp), ntk=mix(lambda s: s.ntk),
+                                     var1=mix(lambda s: s.var1), var2=mix(lambda s: s.var2), width=total)
+        i = ax - 1
+        shapes = [s.spatial.shape for s in states]
+        if any(s.spatial.full != sp.full for s in states) or len({sh[:i] + sh[i + 1:] for sh in shapes}) != 1:
+            raise ValueError(f"FanInConcat: branch spatial shapes {shapes} must agree except along axis {self.axis}")
+        sizes = [sh[i] for sh in shapes]
+        out = sp.shape[:i] + (sum(sizes),) + sp.shape[i + 1:]
+        spatial = Spatial(out, sp.full)
+
+        def cat(arrays):
+            if not sp.full:
+                lead = arrays[0].ndim - sp.ndim
+                return jnp.concatenate(arrays, axis=lead + i)
+            lead = arrays[0].ndim - sp.ndim
+            total, start, parts = sum(sizes), 0, []
+            for a, n in zip(arrays, sizes):
+                pads = [(0, 0)] * a.ndim
+                pads[lead + i] = pads[lead + S + i] = (start, total - start - n)
+                parts.append(jnp.pad(a, pads))
+                start += n
+            return sum(parts[1:], parts[0])
+
+        first = states[0]
+        same, mirror = _masks(first, spatial)
+        sample = None if first.sample is None else _reshape_mask(first.sample, first, spatial)
+        return first.replace(nngp=cat([s.nngp for s in states]), ntk=cat([s.ntk for s in states]),
+                             var1=cat([s.var1 for s in states]), var2=cat([s.var2 for s in states]), same=same,
+                             mirror=mirror, spatial=spatial, sample=sample)
+
+
+def _reshape_mask(mask, state: KernelState, spatial: Spatial | None):
+    nd = 0 if spatial is None else spatial.ndim
+    return mask.reshape(mask.shape[:_leading(state)] + (1,) * nd)
+
+
+
 class ToDiagonal(AbstractLayer):
     """Keeps only the same-pixel covariances (full layout -> diagonal layout); inserted by
     :func:`plan` after the last layer that needs pixel pairs."""
@@ -428,7 +758,7 @@ class ToDiagonal(AbstractLayer):
 def needs_full(layer: AbstractLayer, out_full: bool, forced_diagonal: bool = False) -> bool:
     """Whether ``layer`` needs pixel-pixel covariances at its input to give its output in the
     layout ``out_full``."""
-    if isinstance(layer, (Pool, GlobalPool)):
+    if isinstance(layer, (Pool, GlobalPool, ImageResize)):
         return not forced_diagonal
     if isinstance(layer, Flatten):
         return False
@@ -439,7 +769,7 @@ def needs_full(layer: AbstractLayer, out_full: bool, forced_diagonal: bool = Fal
     if isinstance(layer, Stack):
         return needs_full(layer.block, out_full, forced_diagonal) or (
             out_full and needs_full(layer.block, True, forced_diagonal))
-    if isinstance(layer, Parallel):
+    if isinstance(layer, (Parallel, Product, Concat)):
         return any(needs_full(b, out_full, forced_diagonal) for b in layer.branches)
     if isinstance(layer, Residual):
         return out_full or needs_full(layer.block, out_full, forced_diagonal)
@@ -456,7 +786,7 @@ def _produces(layer: AbstractLayer, in_full: bool | None) -> bool | None:
         for sub in layer.layers:
             in_full = _produces(sub, in_full)
         return in_full
-    if isinstance(layer, Parallel):
+    if isinstance(layer, (Parallel, Product, Concat)):
         return _produces(layer.branches[0], in_full)
     if isinstance(layer, Residual):
         return in_full
@@ -490,7 +820,7 @@ def plan(layer: AbstractLayer, in_full: bool | None, out_full: bool, forced_diag
     if isinstance(layer, Stack):
         block = plan(layer.block, in_full, in_full, forced_diagonal)
         return _to(Stack(block, layer.depth), in_full, out_full)
-    if isinstance(layer, Parallel):
+    if isinstance(layer, (Parallel, Product, Concat)):
         branches = [_to(plan(b, in_full, out_full, forced_diagonal), in_full, out_full) for b in layer.branches]
         return eqx.tree_at(lambda p: p.branches, layer, tuple(branches))
     if isinstance(layer, Residual):
@@ -508,7 +838,22 @@ def _to(layer: AbstractLayer, in_full: bool | None, out_full: bool) -> AbstractL
     return layer
 
 
-_SPATIAL_LAYERS = (Conv, Pool, GlobalPool, Flatten)
+def conv_parity(layer: AbstractLayer) -> int:
+    """The number of (transposed) convolutions on the main path of ``layer``, modulo 2:
+    neural-tangents returns a full spatial kernel with its spatial axes reversed after an odd
+    number of them (its ``is_reversed``); :func:`rmtjax.kernels.kernel` returns the same layout."""
+    if isinstance(layer, (Conv, ConvTranspose)):
+        return 1
+    if isinstance(layer, Serial):
+        return sum(conv_parity(sub) for sub in layer.layers) % 2
+    if isinstance(layer, Stack):
+        return layer.depth * conv_parity(layer.block) % 2
+    if isinstance(layer, (Parallel, Product, Concat)):
+        return conv_parity(layer.branches[0])
+    return 0
+
+
+_SPATIAL_LAYERS = (Conv, ConvTranspose, Pool, GlobalPool, Flatten, Index, ImageResize)
 
 
 def has_spatial_layers(layer) -> bool:

@@ -47,7 +47,7 @@ from .._validate import (as_real, check_range, choice, concrete, error_if, flag,
                          static_int)
 from ..activations import AbstractActivation, Relu
 from ..gaussian import AbstractMethod, Auto
-from ._conv import ToDiagonal, has_spatial_layers, needs_full, plan
+from ._conv import conv_parity, has_spatial_layers, needs_full, plan
 from ._layers import AbstractLayer, Activation, Dense, Kernel, KernelState, Serial, Spatial, Stack, once, with_value
 
 __all__ = ["FullyConnected", "bucket_size", "kernel", "kernel_diagonal"]
@@ -280,16 +280,28 @@ def _image_self_state(x, method: AbstractMethod, full: bool) -> KernelState:
         q = jnp.sum(x * x, axis=-1)[:, None] / C
     ones = jnp.ones((x.shape[0], 1) + (1,) * (q.ndim - 2), bool)
     return KernelState(q, jnp.zeros_like(q), q, q, ones, ones, jnp.asarray(C, q.dtype), method,
-                       Spatial(tuple(x.shape[1:-1]), full))
+                       Spatial(tuple(x.shape[1:-1]), full), sample=ones)
 
 
-def _tile(x1, x2, s1, s2, net: AbstractLayer, method, all_depths: bool, full: bool | None = None):
+def _sample_mask(t1: int, t2: int, a0, b0):
+    """``(t1, t2)``: row ``a0 + i`` and column ``b0 + j`` are one sample (a kernel of ``x1`` with
+    itself)."""
+    return (a0 + jnp.arange(t1))[:, None] == (b0 + jnp.arange(t2))[None, :]
+
+
+def _tile(x1, x2, s1, s2, net: AbstractLayer, method, all_depths: bool, full: bool | None = None, sample=None):
     """Kernels of one tile (rows x1, cols x2; s1, s2 their fingerprints): the whole network runs on
-    it (``full``: the layout of image inputs, ``None`` for vectors)."""
+    it (``full``: the layout of image inputs, ``None`` for vectors; ``sample``: the ``(t1, t2)``
+    same-sample mask, ``None`` when ``x2`` is another input)."""
     if full is not None:
-        out = net(image_state(x1, x2, s1, s2, method, full))
+        state = image_state(x1, x2, s1, s2, method, full)
+        if sample is not None:
+            state = state.replace(sample=sample.reshape(state.same.shape))
+        out = net(state)
         return out.nngp, out.ntk
     state = input_state(x1, x2, s1, s2, method)
+    if sample is not None:
+        state = state.replace(sample=sample)
     if all_depths:
         _, hist = net.with_history(state)
         if hist is None:
@@ -532,7 +544,8 @@ def kernel(
     _bound_programs()
     if buckets and (x1.shape[0] != n1 or x2.shape[0] != n2):
         out = Kernel(*(_unpad_lead(o, n1, n2, full is not None) for o in out))
-    return Kernel(*(_nt_layout(o, x1.ndim - 2, 2) for o in out))
+    reverse = full is not None and bool(conv_parity(net))
+    return Kernel(*(_nt_layout(o, x1.ndim - 2, 2, reverse) for o in out))
 
 
 # Elements of one array of a tile of images (t1 t2 times the layout): 2^21, 16 MiB in float64.
@@ -558,12 +571,14 @@ def _image_plan(net, x1, tile: int, diagonal_spatial: bool, all_depths: bool):
     return net, full, max(1, min(tile, math.isqrt(max(_IMAGE_TILE_BUDGET // per_pair, 1))))
 
 
-def _nt_layout(a, S: int, lead: int):
-    """A full image layout ``(..., *S, *S')`` in neural-tangents' order ``(..., H, H', W, W')``
-    (other arrays unchanged)."""
+def _nt_layout(a, S: int, lead: int, reverse: bool = False):
+    """A full image layout ``(..., *S, *S')`` in neural-tangents' order ``(..., H, H', W, W')``,
+    or ``(..., W, W', H, H')`` with ``reverse`` (neural-tangents' layout after an odd number of
+    convolutions); other arrays unchanged."""
     if S < 2 or a.ndim != lead + 2 * S:
         return a
-    perm = tuple(range(lead)) + tuple(x for i in range(S) for x in (lead + i, lead + S + i))
+    axes = range(S - 1, -1, -1) if reverse else range(S)
+    perm = tuple(range(lead)) + tuple(x for i in axes for x in (lead + i, lead + S + i))
     return jnp.transpose(a, perm)
 
 
@@ -657,7 +672,7 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices, fu
     s2 = s1 if symmetric else _signature(x2)
 
     if n1 <= tile and n2 <= tile:
-        out = _tile(x1, x2, s1, s2, net, method, all_depths)
+        out = _tile(x1, x2, s1, s2, net, method, all_depths, sample=_sample_mask(n1, n2, 0, 0) if symmetric else None)
         if symmetric:  # exact symmetry (x1 @ x1.T is not bitwise symmetric); once: o and o.T the same bits
             out = tuple(once(o) for o in out)
             upper = jnp.triu(jnp.ones((n1, n1), bool))
@@ -687,7 +702,8 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices, fu
             xb = jax.lax.dynamic_slice_in_dim(x2p, b0, t2)
             sa = _Rows(*(jax.lax.dynamic_slice_in_dim(s, a0, t1) for s in s1p))
             sb = _Rows(*(jax.lax.dynamic_slice_in_dim(s, b0, t2) for s in s2p))
-            return _tile(xa, xb, sa, sb, net, method, all_depths)
+            return _tile(xa, xb, sa, sb, net, method, all_depths,
+                         sample=_sample_mask(t1, t2, a0, b0) if symmetric else None)
 
         return jax.lax.map(one, idx)  # each (P, [L+1,] t1, t2)
 
@@ -748,7 +764,7 @@ def _image_kernel_jit(x1, x2, net, *, method, tile, out_dtype, devices, full):
         return jnp.where(upper, o, _swap_pairs(o, lead, S))
 
     if n1 <= tile and n2 <= tile:
-        out = _tile(x1, x2, s1, s2, net, method, False, full)
+        out = _tile(x1, x2, s1, s2, net, method, False, full, _sample_mask(n1, n2, 0, 0) if symmetric else None)
         if symmetric:
             out = tuple(mirror_upper(once(o), 0) for o in out)
         return Kernel(*(o.astype(out_dtype) for o in out))
@@ -769,7 +785,7 @@ def _image_kernel_jit(x1, x2, net, *, method, tile, out_dtype, devices, full):
             xb = jax.lax.dynamic_slice_in_dim(x2p, b0, t2)
             sa = _Rows(*(jax.lax.dynamic_slice_in_dim(s, a0, t1) for s in s1p))
             sb = _Rows(*(jax.lax.dynamic_slice_in_dim(s, b0, t2) for s in s2p))
-            return _tile(xa, xb, sa, sb, net, method, False, full)
+            return _tile(xa, xb, sa, sb, net, method, False, full, _sample_mask(t1, t2, a0, b0) if symmetric else None)
 
         return jax.lax.map(one, idx)  # each (P, t1, t2, *layout)
 
@@ -853,7 +869,8 @@ def kernel_diagonal(
     out = _diagonal_core(x, dyn, static=static, method=method, dtype=dtype, out_dtype=jnp.dtype(out_dtype), full=full)
     if buckets and x.shape[0] != n:
         out = Kernel(*(_unpad_lead(o, n, None, full is not None) for o in out))
-    return Kernel(*(_nt_layout(o, x.ndim - 2, 1) for o in out))
+    reverse = full is not None and bool(conv_parity(net))
+    return Kernel(*(_nt_layout(o, x.ndim - 2, 1, reverse) for o in out))
 
 
 @functools.partial(jax.jit, static_argnames=("static", "method", "dtype", "out_dtype", "full"))
@@ -863,7 +880,7 @@ def _diagonal_core(x, dyn, *, static, method, dtype, out_dtype, full=None):
         d = x.shape[1]
         q = jnp.sum(x * x, axis=1) / d
         ones = jnp.ones(q.shape, bool)
-        out = net(KernelState(q, jnp.zeros_like(q), q, q, ones, ones, jnp.asarray(d, q.dtype), method))
+        out = net(KernelState(q, jnp.zeros_like(q), q, q, ones, ones, jnp.asarray(d, q.dtype), method, sample=ones))
     else:  # images: the pairs (x_i, x_i) as tiles of shape (n, 1) (the layers expect two batch axes)
         out = net(_image_self_state(x, method, full))
         out = KernelState(out.nngp[:, 0], out.ntk[:, 0], None, None, None, None, None, method)

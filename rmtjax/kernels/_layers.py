@@ -46,8 +46,8 @@ from .._validate import as_real, check_range, choice, static_int
 from ..activations import AbstractActivation
 from ..gaussian import AbstractMethod, _expectations, _resolve
 
-__all__ = ["AbstractLayer", "Activation", "Dense", "Identity", "Kernel", "KernelState", "Parallel", "Residual",
-           "Serial", "Stack"]
+__all__ = ["AbstractLayer", "Activation", "Dense", "Identity", "Kernel", "KernelState", "Parallel", "Product",
+           "Residual", "Serial", "Stack"]
 
 
 class Kernel(NamedTuple):
@@ -103,6 +103,9 @@ class KernelState(eqx.Module):
             ``(t1, t2, *S)`` (diagonal: same pixel only), ``var1``/``var2`` the same layout for the
             pairs ``(x_i, x_i)`` (``(t1, 1, ...)``) and ``(x'_j, x'_j)`` (``(1, t2, ...)``), and
             ``same``/``mirror`` ``(t1, t2, 1, ...)`` (whole images identical or opposite).
+        sample: ``None``, or a mask like ``same``: the pair is one sample with itself (the diagonal
+            of a kernel of ``x1`` with itself: what :class:`rmtjax.kernels._conv.Dropout` scales; an
+            identical row elsewhere is another sample with independent dropout).
     """
 
     nngp: Array
@@ -114,6 +117,7 @@ class KernelState(eqx.Module):
     width: Array | None
     method: AbstractMethod = eqx.field(static=True)
     spatial: Spatial | None = eqx.field(static=True, default=None)
+    sample: Array | None = None
 
     def replace(self, **changes) -> KernelState:
         """This state with the given fields changed (the others, ``spatial`` included, kept)."""
@@ -534,6 +538,53 @@ class Parallel(AbstractLayer):
 
     def __call__(self, state: KernelState) -> KernelState:
         return _weighted_sum([b(state) for b in self.branches], self.weights)
+
+    def num_activations(self) -> int:
+        return max(b.num_activations() for b in self.branches)
+
+    def keeps_layout(self) -> bool:
+        return all(b.keeps_layout() for b in self.branches)
+
+
+class Product(AbstractLayer):
+    r"""Branches fed the same input, their outputs multiplied elementwise (neural-tangents'
+    ``FanOut(n) >> parallel(*branches) >> FanInProd()``): for independent zero-mean Gaussian
+    branches :math:`\Sigma = \prod_i\Sigma_i` and
+    :math:`\Theta = \sum_i\Theta_i\prod_{j\ne i}\Sigma_j` (product rule; Novak et al. 2020).
+
+    Args:
+        *branches: one or more layers (each should end in a ``Dense`` or ``Conv``).
+
+    Example:
+        >>> from rmtjax.kernels import Dense
+        >>> net = Product(Dense(1.0), Dense(1.5, 0.1))
+    """
+
+    branches: tuple[AbstractLayer, ...]
+
+    def __init__(self, *branches: AbstractLayer):
+        self.branches = _check_layers(branches, "branches")
+        if not self.branches:
+            raise ValueError("branches must hold at least one layer, got none")
+
+    def __call__(self, state: KernelState) -> KernelState:
+        states = [b(state) for b in self.branches]
+        layouts = {s.spatial for s in states}
+        if len(layouts) > 1:
+            raise ValueError(f"branches end with different image layouts {sorted(map(str, layouts))}: their outputs "
+                             "cannot be multiplied (FanInProd needs equal spatial shapes)")
+
+        def prod(xs):
+            out = xs[0]
+            for x in xs[1:]:
+                out = out * x
+            return out
+
+        nngps = [s.nngp for s in states]
+        ntk = sum((s.ntk * prod(nngps[:i] + nngps[i + 1:]) for i, s in enumerate(states) if i),
+                  states[0].ntk * prod(nngps[1:]) if len(states) > 1 else states[0].ntk)
+        return states[0].replace(nngp=prod(nngps), ntk=ntk, var1=prod([s.var1 for s in states]),
+                                 var2=prod([s.var2 for s in states]))
 
     def num_activations(self) -> int:
         return max(b.num_activations() for b in self.branches)

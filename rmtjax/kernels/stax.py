@@ -48,10 +48,11 @@ from . import _layers as L
 from ._core import FullyConnected, kernel, kernel_diagonal
 
 __all__ = [
-    "ABRelu", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "ElementwiseNumerical", "Erf", "Exp",
-    "FanInSum", "FanOut", "Flatten", "Gaussian", "Gelu", "GlobalAvgPool", "GlobalSumPool", "Hermite", "Identity",
-    "KernelFn", "Layer", "LayerNorm", "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu",
-    "Sign", "Sin", "SumPool", "layer", "parallel", "serial",
+    "ABRelu", "Abs", "Activation", "AvgPool", "Conv", "ConvTranspose", "Cos", "Dense", "Dropout",
+    "ElementwiseNumerical", "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "Gaussian",
+    "Gelu", "GlobalAvgPool", "GlobalSumPool", "Hermite", "Identity", "ImageResize", "Index", "KernelFn", "Layer",
+    "LayerNorm", "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "SumPool",
+    "layer", "parallel", "serial",
 ]
 
 
@@ -116,18 +117,42 @@ class _Parallel:
 
 
 class _FanInSum:
+    name = "FanInSum"
+
+    def combine(self, nets):
+        return L.Parallel(*nets)
+
     def step(self, path: _Path) -> None:
         if path.branches is None:
-            raise ValueError("FanInSum needs several branches (its input must be a list, one per branch, as FanOut(n) "
-                             "produces); got a single input. Put FanOut(n) (or parallel(...)) before it")
+            raise ValueError(f"{self.name} needs several branches (its input must be a list, one per branch, as "
+                             "FanOut(n) produces); got a single input. Put FanOut(n) (or parallel(...)) before it")
         nets = []
         for ops in path.branches:
             sub = _run(ops)
             if sub.branches is not None:
-                raise ValueError("FanInSum: a branch is itself split (nested FanOut); close the inner branches first")
-            nets.append(L.Serial(*sub.layers) if len(sub.layers) != 1 else sub.layers[0])
-        path.layers.append(L.Parallel(*nets))
+                raise ValueError(f"{self.name}: a branch is itself split (nested FanOut); close the inner branches "
+                                 "first")
+            nets.append(L.Serial(*sub.layers) if len(sub.layers) != 1 else sub.layers[0] if sub.layers
+                        else L.Identity())
+        path.layers.append(self.combine(nets))
         path.branches = None
+
+
+class _FanInProd(_FanInSum):
+    name = "FanInProd"
+
+    def combine(self, nets):
+        return L.Product(*nets)
+
+
+class _FanInConcat(_FanInSum):
+    name = "FanInConcat"
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def combine(self, nets):
+        return C.Concat(*nets, axis=self.axis)
 
 
 def _run(ops: tuple) -> _Path:
@@ -349,6 +374,23 @@ def FanInSum() -> Layer:
         return sum(xs[1:], xs[0])
 
     return Layer(init_fn, apply_fn, KernelFn((_FanInSum(),)))
+
+
+def FanInProd() -> Layer:
+    r"""Multiplies the branches elementwise (``neural_tangents.stax.FanInProd``):
+    :math:`\Sigma = \prod_i\Sigma_i`, :math:`\Theta = \sum_i\Theta_i\prod_{j\ne i}\Sigma_j`
+    (independent zero-mean Gaussian branches; :class:`rmtjax.kernels.Product`)."""
+    init_fn, apply_fn = F.fan_in_prod_finite()
+    return Layer(init_fn, apply_fn, KernelFn((_FanInProd(),)))
+
+
+def FanInConcat(axis: int = -1) -> Layer:
+    """Concatenates the branches along ``axis`` (``neural_tangents.stax.FanInConcat``): along the
+    channels, the branch kernels averaged with weights their channel counts; along a spatial axis,
+    side by side (:class:`rmtjax.kernels._conv.Concat`)."""
+    axis = static_int(axis, "FanInConcat: axis")
+    init_fn, apply_fn = F.fan_in_concat_finite(axis)
+    return Layer(init_fn, apply_fn, KernelFn((_FanInConcat(axis),)))
 
 
 def Identity() -> Layer:
@@ -579,6 +621,65 @@ def Conv(
     return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "Conv"),)))
 
 
+def ConvTranspose(
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    dimension_numbers: tuple[str, str, str] | None = None,
+    parameterization: str = "ntk",
+    s: tuple[int, int] = (1, 1),
+) -> Layer:
+    """Transposed convolution (``neural_tangents.stax.ConvTranspose``; ``jax.lax.conv_transpose``,
+    channels last); arguments as :func:`Conv`; kernel :class:`rmtjax.kernels._conv.ConvTranspose`."""
+    out_chan = static_int(out_chan, "ConvTranspose: out_chan", lo=1)
+    if dimension_numbers is not None:
+        raise ValueError(f"ConvTranspose: dimension_numbers must be None (channels last), got {dimension_numbers!r}")
+    if not (isinstance(s, (tuple, list)) and tuple(s) == (1, 1)):
+        raise ValueError(f"ConvTranspose: s must be (1, 1) (width scalings are not supported), got {s!r}")
+    layer = C.ConvTranspose(W_std, b_std, filter_shape, strides, padding, out_dim=out_chan,
+                            parameterization=parameterization)
+    init_fn, apply_fn = F.conv_finite(out_chan, layer.filter_shape, layer.strides, layer.padding, W_std, b_std,
+                                      layer.parameterization, transpose=True)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "ConvTranspose"),)))
+
+
+def Dropout(rate: float, mode: str = "train") -> Layer:
+    r"""Dropout (``neural_tangents.stax.Dropout``; ``rate`` is the keep probability, in
+    :math:`(0, 1]`). ``"train"``: the kernel of a sample with itself at one pixel is multiplied by
+    :math:`1/\text{rate}` (only with ``x2=None``, as neural-tangents); ``"test"``: the identity.
+    ``apply_fn(params, x, rng=key)`` needs a key."""
+    mode = choice(mode, "Dropout: mode", ("train", "test"))
+    init_fn, apply_fn = F.dropout_finite(rate, mode)
+    layer = C.Dropout(rate) if mode == "train" else L.Identity()
+    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "Dropout"),)))
+
+
+def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
+    """Indexing of the spatial axes (``neural_tangents.stax.Index``): ``idx`` a tuple of slices,
+    integers and one ``Ellipsis`` over the axes ``(n, *S, C)``; the batch and channel axes whole
+    (:class:`rmtjax.kernels._conv.Index`)."""
+    _nhwc(batch_axis, channel_axis, "Index")
+    layer = C.Index(idx)
+    init_fn, apply_fn = F.index_finite(layer.index)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "Index"),)))
+
+
+def ImageResize(shape, method, antialias: bool = True, precision=None, batch_axis: int = 0,
+                channel_axis: int = -1) -> Layer:
+    """Image resizing (``neural_tangents.stax.ImageResize``; ``jax.image.resize``, ``method``
+    ``"linear"`` or ``"nearest"``, ``-1`` in ``shape`` keeps an axis; batch and channels kept):
+    :class:`rmtjax.kernels._conv.ImageResize`."""
+    _nhwc(batch_axis, channel_axis, "ImageResize")
+    method = getattr(method, "name", method)
+    method = method.lower() if isinstance(method, str) else method
+    layer = C.ImageResize(shape, method, antialias)
+    init_fn, apply_fn = F.image_resize_finite(layer.shape, layer.method, antialias)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "ImageResize"),)))
+
+
 def _pool(kind: str, window_shape, strides, padding, normalize_edges, batch_axis, channel_axis) -> Layer:
     who = "AvgPool" if kind == "avg" else "SumPool"
     _nhwc(batch_axis, channel_axis, who)
@@ -730,9 +831,9 @@ def _finite(net: L.AbstractLayer) -> tuple[Callable, Callable]:
 # neural-tangents layers that rmtjax.stax does not provide (yet): ``stax.Conv`` etc. exist and raise
 # NotImplementedError when called, naming the layer (a module __getattr__, PEP 562).
 _UNSUPPORTED = frozenset({
-    "BatchNorm", "Aggregate", "ConvLocal", "ConvTranspose", "DotGeneral", "Dropout",
-    "Elementwise", "ExpNormalized", "FanInConcat", "FanInProd", "GlobalSelfAttention",
-    "ImageResize", "Index", "MaxPool", "Sigmoid_like", "Gabor",
+    "BatchNorm", "Aggregate", "ConvLocal", "DotGeneral",
+    "Elementwise", "ExpNormalized", "GlobalSelfAttention",
+    "MaxPool", "Sigmoid_like", "Gabor",
     "repeat", "shape_and_axes", "supports_masking", "requires",
 })
 
@@ -743,9 +844,9 @@ def __getattr__(name: str) -> Any:
 
     def unsupported(*args, **kwargs):
         raise NotImplementedError(
-            f"rmtjax.stax.{name} is not supported yet (rmtjax.stax covers Dense, Conv, AvgPool, SumPool, "
-            "GlobalAvgPool, GlobalSumPool, Flatten, LayerNorm, the activations, serial, parallel, FanOut, FanInSum, "
-            "Identity)" + (": max pooling has no closed-form infinite-width kernel" if name == "MaxPool" else ""))
+            f"rmtjax.stax.{name} is not supported yet (rmtjax.stax covers Dense, Conv, ConvTranspose, AvgPool, "
+            "SumPool, GlobalAvgPool, GlobalSumPool, Flatten, LayerNorm, Dropout, Index, ImageResize, the activations, "
+            "serial, parallel, FanOut, FanInSum, FanInProd, FanInConcat, Identity)" + (": max pooling has no closed-form infinite-width kernel" if name == "MaxPool" else ""))
 
     unsupported.__name__ = name
     unsupported.__doc__ = f"neural-tangents' ``{name}``: not supported yet; raises ``NotImplementedError``."
