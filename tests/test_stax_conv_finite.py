@@ -29,6 +29,7 @@ from rmtjax.kernels._finite_conv import (
     fan_in_prod_finite,
     flatten_finite,
     global_pool_finite,
+    global_self_attention_finite,
     image_resize_finite,
     index_finite,
     layer_norm_finite,
@@ -303,6 +304,81 @@ def test_fan_in_concat_prod_index_resize():
                                   a.repeat(2, axis=1).repeat(2, axis=2))
 
 
+def _attention_ref(x, params, *, linear_scaling, mechanism, stds, b_std, pos_emb_type="NONE", val_pos_emb=False,
+                   W_pos_emb_std=1.0, L=None):
+    """Hron et al. (2020) self-attention written with loops over heads, positions and channels."""
+    W_q, W_k, W_v, W_o, b, E = (None if a is None else np.asarray(a) for a in params)
+    sk, sv, sq, so = stds
+    n, spatial, c = x.shape[0], x.shape[1:-1], x.shape[-1]
+    P = math.prod(spatial)
+    xf = x.reshape(n, P, c)
+    xk, xv = xf, xf
+    if E is not None:
+        e = E.reshape(P, -1)
+        if L is not None:  # correlated positional embeddings: e <- L e over positions
+            e = L.reshape(P, P) @ e
+        e = W_pos_emb_std * e
+        if pos_emb_type == "SUM":
+            xk = xf + e[None]
+        else:
+            xk = np.concatenate([xf, np.broadcast_to(e[None], (n, P, e.shape[-1]))], -1)
+        xv = xk if val_pos_emb else xf
+    H, d_k, d_v = W_k.shape[0], W_k.shape[2], W_v.shape[2]
+    act = {"SOFTMAX": None, "IDENTITY": lambda g: g, "ABS": np.abs, "RELU": lambda g: np.maximum(g, 0)}[mechanism]
+    out = np.zeros((n, P, W_o.shape[1]))
+    for i in range(n):
+        heads = np.zeros((P, d_v * H))
+        for h in range(H):
+            keys = xk[i] @ W_k[h]
+            queries = keys if linear_scaling else xk[i] @ W_q[h]
+            G = np.array([[sq * sk * (queries[p] @ keys[r]) / (xk.shape[-1] * (d_k if linear_scaling else d_k ** 0.5))
+                           for r in range(P)] for p in range(P)])
+            if act is None:
+                G = np.exp(G - G.max(axis=1, keepdims=True))
+                G = G / G.sum(axis=1, keepdims=True)
+            else:
+                G = act(G)
+            vals = xv[i] @ W_v[h]
+            for p in range(P):
+                for v in range(d_v):
+                    heads[p, v * H + h] = sum(G[p, r] * vals[r, v] for r in range(P))
+        out[i] = so * sv / math.sqrt(d_v * H * xv.shape[-1]) * heads @ W_o
+    out = out.reshape((n,) + spatial + (-1,))
+    return out if b is None else out + b_std * b
+
+
+@pytest.mark.parametrize("kwargs,shape", [
+    ({"linear_scaling": True, "attention_mechanism": "SOFTMAX", "b_std": 0.1}, (2, 5, 3)),
+    ({"linear_scaling": False, "attention_mechanism": "IDENTITY"}, (2, 3, 2, 4)),
+    ({"linear_scaling": False, "attention_mechanism": "RELU", "pos_emb_type": "SUM", "W_pos_emb_std": 0.7}, (2, 4, 3)),
+    ({"linear_scaling": True, "attention_mechanism": "ABS", "pos_emb_type": "CONCAT", "n_chan_pos_emb": 2,
+      "val_pos_emb": True, "b_std": 0.2}, (2, 2, 3, 3)),
+    ({"linear_scaling": True, "attention_mechanism": "SOFTMAX", "pos_emb_type": "SUM", "val_pos_emb": True,
+      "pos_emb_decay_fn": "exp"}, (2, 3, 2, 3)),
+])
+def test_global_self_attention_against_loops(kwargs, shape):
+    kwargs = dict(kwargs)
+    L = None
+    if kwargs.get("pos_emb_decay_fn") == "exp":
+        kwargs["pos_emb_decay_fn"] = lambda d: jnp.exp(-d / 2)
+        grid = np.array(list(itertools.product(*(range(s) for s in shape[1:-1]))))
+        L = np.linalg.cholesky(np.exp(-np.sum(np.abs(grid[:, None] - grid[None]) ** 2, -1) / 2))
+    stds = (1.1, 0.9, 0.8, 1.2)  # W_key_std, W_value_std, W_query_std, W_out_std
+    init_fn, apply_fn = global_self_attention_finite(6, 4, 5, 3, W_key_std=stds[0], W_value_std=stds[1],
+                                                     W_query_std=stds[2], W_out_std=stds[3], **kwargs)
+    x = np.random.default_rng(9).standard_normal(shape)
+    out_shape, params = init_fn(jax.random.key(4), shape)
+    y = apply_fn(params, jnp.asarray(x))
+    ref = _attention_ref(x, params, linear_scaling=kwargs["linear_scaling"], mechanism=kwargs["attention_mechanism"],
+                         stds=stds, b_std=kwargs.get("b_std"), pos_emb_type=kwargs.get("pos_emb_type", "NONE"),
+                         val_pos_emb=kwargs.get("val_pos_emb", False),
+                         W_pos_emb_std=kwargs.get("W_pos_emb_std", 1.0), L=L)
+    assert out_shape == y.shape == ref.shape == shape[:-1] + (6,)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="GlobalSelfAttention: x of shape .* does not match the key weights"):
+        apply_fn(params, jnp.ones(shape[:-1] + (7,)))
+
+
 def test_validation_messages():
     init_fn, apply_fn = conv_finite(4, (3, 3), padding="SAME")
     _, params = init_fn(jax.random.key(0), (2, 8, 8, 3))
@@ -386,29 +462,34 @@ def _finite_layer(case, gen):
               "ImageResize": image_resize_finite}
     if kind == "Index":
         return index_finite(gen.decode_index(case["idx"]))
+    if kind == "GlobalSelfAttention":
+        return global_self_attention_finite(*args, **kw)
     return simple[kind](*args, **kw)
 
 
 @pytest.mark.skipif(not _LAYERS.exists(), reason="tests/data/nt_conv_finite_layers.npz not written")
 def test_layers_against_neural_tangents():
-    """Every case of benchmarks/reference/make_conv_finite_golden.py (146 single layers: Conv and
+    """Every case of benchmarks/reference/make_conv_finite_golden.py (153 single layers: Conv and
     ConvTranspose x 11 padding/stride/shape settings x both parameterizations x bias or not,
     AvgPool/SumPool, global pools, Flatten, LayerNorm, Dropout test mode, FanInConcat, FanInProd,
-    Index, ImageResize): NT's output shape from init_fn and NT's apply_fn output with the same
+    Index, ImageResize, GlobalSelfAttention with each mechanism and positional embedding type): NT's output shape from init_fn and NT's apply_fn output with the same
     inputs and parameters. Measured: largest difference 6.5e-16 of the output's largest entry
-    (ImageResize); Conv and ConvTranspose bitwise equal except CIRCULAR (2.5e-16)."""
+    (ImageResize); Conv and ConvTranspose bitwise equal except CIRCULAR (2.5e-16); attention
+    3.2e-16."""
     gen = _load_generator("make_conv_finite_golden")
     data = np.load(_LAYERS)
     cases = json.loads(str(data["cases"]))
+    nt_leaf_shapes = json.loads(str(data["leaf_shapes"]))
     assert cases == json.loads(json.dumps(gen.cases()))
     worst = 0.0
     for i, case in enumerate(cases):
         init_fn, apply_fn = _finite_layer(case, gen)
-        xs, leaves = gen.arrays(i, case)
         multi = case.get("multi", False)
-        shape, params = init_fn(jax.random.key(i), [x.shape for x in xs] if multi else xs[0].shape)
+        in_shape = [tuple(s) for s in case["shapes"]] if multi else tuple(case["shapes"])
+        shape, params = init_fn(jax.random.key(i), in_shape)
         ours, tree = jax.tree_util.tree_flatten(params)
-        assert [a.shape for a in ours] == [a.shape for a in leaves], case
+        assert [list(a.shape) for a in ours] == nt_leaf_shapes[i], case  # NT's parameter tree
+        xs, leaves = gen.arrays(i, case, nt_leaf_shapes[i])
         params = jax.tree_util.tree_unflatten(tree, [jnp.asarray(a) for a in leaves])
         kwargs = {"rng": jax.random.key(i)} if case["layer"] == "Dropout" else {}
         y = apply_fn(params, [jnp.asarray(x) for x in xs] if multi else jnp.asarray(xs[0]), **kwargs)

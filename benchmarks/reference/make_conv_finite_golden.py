@@ -8,12 +8,13 @@ Runs in the isolated oracle environment built by ``build_env.sh``:
 For each case of :func:`cases` (one NT layer: Conv and ConvTranspose over paddings, strides,
 1-d/2-d, both parameterizations, with and without bias; AvgPool/SumPool with and without
 ``normalize_edges``; GlobalAvgPool/GlobalSumPool; Flatten; LayerNorm; Dropout in test mode;
-FanInConcat; FanInProd; Index; ImageResize), the inputs and parameters are drawn with NumPy
-(:func:`arrays`, seeded by the case number, so the test regenerates them without storing them),
-NT's ``init_fn`` gives the output shape and the parameter tree's structure, and NT's
-``apply_fn(params, x)`` the output. Writes ``tests/data/nt_conv_finite_layers.npz``:
-``"{i}/y"`` (float64 output), ``"{i}/shape"`` (``init_fn``'s output shape) and ``"cases"``
-(the case list as a JSON string). This file imports neither JAX nor NT at module level, so
+FanInConcat; FanInProd; Index; ImageResize; GlobalSelfAttention), NT's ``init_fn`` gives the
+output shape and the parameter tree (its structure and leaf shapes), the inputs and the
+parameter leaves are drawn with NumPy (:func:`arrays`, seeded by the case number, so the test
+regenerates them without storing them), and NT's ``apply_fn(params, x)`` gives the output.
+Writes ``tests/data/nt_conv_finite_layers.npz``: ``"{i}/y"`` (float64 output), ``"{i}/shape"``
+(``init_fn``'s output shape), ``"cases"`` (the case list) and ``"leaf_shapes"`` (per case, the
+shapes of NT's parameter leaves in ``jax.tree_util`` order), both as JSON strings. This file imports neither JAX nor NT at module level, so
 :func:`cases` and :func:`arrays` can be loaded from the project's environment.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -67,6 +69,21 @@ def cases() -> list[dict]:
     for meth, sh in (("linear", [-1, 9, 4, -1]), ("nearest", [-1, 8, 10, -1]), ("cubic", [-1, 3, 7, -1]),
                      ("linear", [-1, 2, 3, -1])):
         out.append({"layer": "ImageResize", "kwargs": {"shape": sh, "method": meth}, "shapes": [2, 5, 6, 3]})
+    attention = [
+        ({"linear_scaling": True, "attention_mechanism": "SOFTMAX", "b_std": 0.1}, [2, 5, 3]),
+        ({"linear_scaling": False, "attention_mechanism": "SOFTMAX", "W_query_std": 0.8}, [2, 3, 4, 3]),
+        ({"linear_scaling": False, "attention_mechanism": "IDENTITY", "b_std": 0.2}, [2, 3, 2, 4]),
+        ({"linear_scaling": True, "attention_mechanism": "RELU", "pos_emb_type": "SUM", "W_pos_emb_std": 0.7,
+          "val_pos_emb": True}, [2, 6, 3]),
+        ({"linear_scaling": True, "attention_mechanism": "ABS", "pos_emb_type": "SUM"}, [2, 3, 3, 3]),
+        ({"linear_scaling": False, "attention_mechanism": "SOFTMAX", "pos_emb_type": "CONCAT", "n_chan_pos_emb": 2,
+          "b_std": 0.3}, [2, 3, 4, 3]),
+        ({"linear_scaling": True, "attention_mechanism": "SOFTMAX", "pos_emb_type": "CONCAT", "val_pos_emb": True,
+          "W_pos_emb_std": 1.3}, [2, 5, 2]),
+    ]
+    for kw, shape in attention:
+        out.append({"layer": "GlobalSelfAttention", "args": [6, 4, 5, 3],
+                    "kwargs": {"W_key_std": 1.1, "W_value_std": 0.9, "W_out_std": 1.2, **kw}, "shapes": shape})
     return out
 
 
@@ -80,22 +97,14 @@ def tuples(value):
     return tuple(tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def arrays(i: int, case: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The inputs (a list: one array, or one per branch) and the parameter leaves of case ``i``,
-    drawn with ``numpy.random.default_rng(i)``: standard normal; a convolution's leaves are
-    ``W`` (``filter_shape + (C_in, out_chan)``) then ``b`` (``(1, ..., 1, out_chan)``, absent
-    when ``b_std`` is None)."""
+def arrays(i: int, case: dict, leaf_shapes) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The inputs (a list: one array, or one per branch) and the parameter leaves (of
+    ``leaf_shapes``, in order) of case ``i``: standard normal, from ``numpy.random.default_rng(i)``,
+    inputs first."""
     rng = np.random.default_rng(i)
     shapes = case["shapes"] if case.get("multi") else [case["shapes"]]
     xs = [rng.standard_normal(s) for s in shapes]
-    leaves = []
-    if case["layer"] in ("Conv", "ConvTranspose"):
-        out_chan, f = case["args"]
-        c_in = shapes[0][-1]
-        leaves.append(rng.standard_normal(tuple(f) + (c_in, out_chan)))
-        if case["kwargs"]["b_std"] is not None:
-            leaves.append(rng.standard_normal((1,) * (len(f) + 1) + (out_chan,)))
-    return xs, leaves
+    return xs, [rng.standard_normal(tuple(s)) for s in leaf_shapes]
 
 
 def main() -> None:
@@ -103,18 +112,20 @@ def main() -> None:
     jax.config.update("jax_enable_x64", True)
     from neural_tangents import stax
 
-    out = {}
+    warnings.filterwarnings("ignore", message="Linear scaling attention used")
+
+    out, leaf_shapes = {}, []
     all_cases = cases()
     for i, case in enumerate(all_cases):
         kwargs = {k: tuples(v) for k, v in case.get("kwargs", {}).items()}
         if case["layer"] == "Index":
             kwargs["idx"] = decode_index(case["idx"])
         init_fn, apply_fn, _ = getattr(stax, case["layer"])(*map(tuples, case.get("args", [])), **kwargs)
-        xs, leaves = arrays(i, case)
-        in_shape = [x.shape for x in xs] if case.get("multi") else xs[0].shape
+        in_shape = [tuple(s) for s in case["shapes"]] if case.get("multi") else tuple(case["shapes"])
         shape, params = init_fn(jax.random.PRNGKey(i), in_shape)
         nt_leaves, tree = jax.tree_util.tree_flatten(params)
-        assert [np.shape(a) for a in nt_leaves] == [a.shape for a in leaves], (i, case)
+        leaf_shapes.append([list(np.shape(a)) for a in nt_leaves])
+        xs, leaves = arrays(i, case, leaf_shapes[-1])
         params = jax.tree_util.tree_unflatten(tree, [jax.numpy.asarray(a) for a in leaves])
         extra = {"rng": jax.random.PRNGKey(i)} if case["layer"] == "Dropout" else {}  # NT needs it, even in test mode
         y = np.asarray(apply_fn(params, xs if case.get("multi") else xs[0], **extra), np.float64)
@@ -122,6 +133,7 @@ def main() -> None:
         out[f"{i}/shape"] = np.asarray(shape)
         print(i, case["layer"], case.get("args"), kwargs, tuple(shape), flush=True)
     out["cases"] = np.asarray(json.dumps(all_cases))
+    out["leaf_shapes"] = np.asarray(json.dumps(leaf_shapes))
     np.savez_compressed(OUT, **out)
     print(f"wrote {len(all_cases)} cases to {OUT}")
 

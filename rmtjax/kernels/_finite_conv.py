@@ -46,6 +46,7 @@ __all__ = [
     "fan_in_prod_finite",
     "flatten_finite",
     "global_pool_finite",
+    "global_self_attention_finite",
     "image_resize_finite",
     "index_finite",
     "layer_norm_finite",
@@ -652,3 +653,166 @@ def index_finite(idx) -> tuple[Callable, Callable]:
         return x[idx]
 
     return init_fn, apply_fn
+
+
+# ------------------------------------------------------------------------------------------
+# Self-attention
+# ------------------------------------------------------------------------------------------
+
+_ATTENTION = {"SOFTMAX": jax.nn.softmax, "IDENTITY": lambda g: g, "ABS": jnp.abs,
+              "RELU": lambda g: jnp.maximum(g, 0.0)}
+
+
+def global_self_attention_finite(
+    n_chan_out: int,
+    n_chan_key: int,
+    n_chan_val: int,
+    n_heads: int,
+    linear_scaling: bool = True,
+    W_key_std=1.0,
+    W_value_std=1.0,
+    W_query_std=1.0,
+    W_out_std=1.0,
+    b_std=None,
+    attention_mechanism: str = "SOFTMAX",
+    pos_emb_type: str = "NONE",
+    pos_emb_p_norm: float = 2,
+    pos_emb_decay_fn: Callable | None = None,
+    n_chan_pos_emb: int | None = None,
+    W_pos_emb_std=1.0,
+    val_pos_emb: bool = False,
+) -> tuple[Callable, Callable]:
+    r"""``init_fn``, ``apply_fn`` of neural-tangents' ``GlobalSelfAttention`` (Hron et al. 2020,
+    "Infinite attention: NNGP and NTK for deep attention networks", ICML), channels last, over
+    all spatial positions :math:`P` of ``(n, ..., C)`` inputs.
+
+    Per head :math:`h`, with keys :math:`K_h = x W^K_h`, values :math:`V_h = x W^V_h`, queries
+    :math:`Q_h = x W^Q_h` (``linear_scaling=True``: :math:`Q_h = K_h`, tied) and all weights
+    :math:`\mathcal N(0, 1)`:
+
+    .. math::
+        G_h = \zeta\Big(\frac{\sigma_Q \sigma_K}{C\, d_k^{\,s}} Q_h K_h^\top\Big), \qquad
+        f = \frac{\sigma_O \sigma_V}{\sqrt{d_v H C_v}} [G_1 V_1, \dots, G_H V_H]\, W^O + \sigma_b b,
+
+    :math:`s = 1` (``linear_scaling``) or :math:`1/2`, :math:`\zeta` the ``attention_mechanism``
+    (``"SOFTMAX"`` over keys, ``"IDENTITY"``, ``"ABS"``, ``"RELU"``), :math:`C` the key inputs'
+    channels and :math:`C_v` the value inputs'; the heads are concatenated value-channel-major
+    (column :math:`v H + h`), as neural-tangents. Positional embeddings :math:`E \sim \mathcal N(0, 1)`
+    of shape ``(1, ..., n_chan_pos_emb)``, times ``W_pos_emb_std`` (and, with a
+    ``pos_emb_decay_fn``, correlated across positions by the Cholesky factor of
+    :math:`R_{pp'} = \text{decay}(\sum_a |p_a - p'_a|^{p})`), are added (``"SUM"``) or
+    concatenated (``"CONCAT"``) to the keys' inputs, and to the values' only with ``val_pos_emb``.
+
+    Parameters (neural-tangents' tree): ``(W^Q or None, W^K, W^V, W^O, b or None, E or None)``
+    with ``W^{Q,K}`` of shape ``(n_heads, C, n_chan_key)``, ``W^V`` ``(n_heads, C_v,
+    n_chan_val)``, ``W^O`` ``(n_chan_val * n_heads, n_chan_out)``, ``b`` ``(1, ..., n_chan_out)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> init_fn, apply_fn = global_self_attention_finite(6, 4, 5, 2)
+        >>> shape, params = init_fn(jax.random.key(0), (2, 3, 3, 7))
+        >>> shape, apply_fn(params, jnp.ones((2, 3, 3, 7))).shape
+        ((2, 3, 3, 6), (2, 3, 3, 6))
+    """
+    name = "GlobalSelfAttention"
+    n_chan_out = static_int(n_chan_out, f"{name}: n_chan_out", lo=1)
+    n_chan_key = static_int(n_chan_key, f"{name}: n_chan_key", lo=1)
+    n_chan_val = static_int(n_chan_val, f"{name}: n_chan_val", lo=1)
+    n_heads = static_int(n_heads, f"{name}: n_heads", lo=1)
+    linear_scaling = flag(linear_scaling, f"{name}: linear_scaling")
+    val_pos_emb = flag(val_pos_emb, f"{name}: val_pos_emb")
+    W_key_std, W_value_std, W_query_std, W_out_std, W_pos_emb_std = (
+        _scalar(v, f"{name}: {n}") for v, n in ((W_key_std, "W_key_std"), (W_value_std, "W_value_std"),
+                                                (W_query_std, "W_query_std"), (W_out_std, "W_out_std"),
+                                                (W_pos_emb_std, "W_pos_emb_std")))
+    b_std = _scalar(b_std, f"{name}: b_std", allow_none=True)
+    fn = _ATTENTION[choice(attention_mechanism, f"{name}: attention_mechanism", tuple(_ATTENTION))]
+    pos_emb_type = choice(pos_emb_type, f"{name}: pos_emb_type", ("NONE", "SUM", "CONCAT"))
+    if n_chan_pos_emb is not None:
+        n_chan_pos_emb = static_int(n_chan_pos_emb, f"{name}: n_chan_pos_emb", lo=1)
+    if pos_emb_decay_fn is not None and not callable(pos_emb_decay_fn):
+        raise ValueError(f"{name}: pos_emb_decay_fn must be None or callable, got {pos_emb_decay_fn!r}")
+
+    def chans(c_in):
+        """(key input channels, value input channels, positional-embedding channels)."""
+        c_pe = c_in if n_chan_pos_emb is None else n_chan_pos_emb
+        if pos_emb_type == "CONCAT":
+            return c_in + c_pe, c_in + c_pe if val_pos_emb else c_in, c_pe
+        return c_in, c_in, c_pe
+
+    def init_fn(key, input_shape):
+        input_shape = _shape(_single(input_shape, name, "input_shape"), name, "input_shape")
+        if len(input_shape) < 2:
+            raise ValueError(f"{name}: input_shape must be at least 2-d (batch, ..., channels), got {input_shape}")
+        c_keys, c_vals, c_pe = chans(input_shape[-1])
+        if pos_emb_type == "SUM" and c_pe != input_shape[-1]:
+            raise ValueError(f"{name}: with pos_emb_type 'SUM', n_chan_pos_emb ({c_pe}) must equal the input "
+                             f"channels ({input_shape[-1]})")
+        k_q, k_k, k_v, k_o, k_b, k_pe = jax.random.split(key, 6)
+        pos_emb = None
+        if pos_emb_type != "NONE":
+            pos_emb = jax.random.normal(k_pe, (1,) + input_shape[1:-1] + (c_pe,))
+        W_k = jax.random.normal(k_k, (n_heads, c_keys, n_chan_key))
+        W_v = jax.random.normal(k_v, (n_heads, c_vals, n_chan_val))
+        W_o = jax.random.normal(k_o, (n_chan_val * n_heads, n_chan_out))
+        b = None if b_std is None else jax.random.normal(k_b, (1,) * (len(input_shape) - 1) + (n_chan_out,))
+        W_q = None if linear_scaling else jax.random.normal(k_q, (n_heads, c_keys, n_chan_key))
+        return input_shape[:-1] + (n_chan_out,), (W_q, W_k, W_v, W_o, b, pos_emb)
+
+    def apply_fn(params, x, **kwargs):
+        x = _single(x, name, "x")
+        if not (isinstance(params, (tuple, list)) and len(params) == 6):
+            raise ValueError(f"{name}: params must be the 6-tuple (W_query, W_key, W_value, W_out, b, pos_emb) "
+                             "from init_fn")
+        W_q, W_k, W_v, W_o, b, pos_emb = params
+        shape = tuple(jnp.shape(x))
+        if len(shape) < 2:
+            raise ValueError(f"{name}: x must be at least 2-d (batch, ..., channels), got shape {shape}")
+        c_keys, _, c_pe = chans(shape[-1])
+        if tuple(jnp.shape(W_k)) != (n_heads, c_keys, n_chan_key):
+            raise ValueError(f"{name}: x of shape {shape} (channels last) does not match the key weights of shape "
+                             f"{tuple(jnp.shape(W_k))} (expected {(n_heads, c_keys, n_chan_key)}); is x channels-first?")
+        n, spatial = shape[0], shape[1:-1]
+        x_val = None
+        if pos_emb is not None:
+            if tuple(jnp.shape(pos_emb)) != (1,) + spatial + (c_pe,):
+                raise ValueError(f"{name}: the positional embeddings of shape {tuple(jnp.shape(pos_emb))} do not match "
+                                 f"x of shape {shape}")
+            if pos_emb_decay_fn is not None:
+                pos_emb = jnp.tensordot(_pos_emb_cholesky(spatial, pos_emb_p_norm, pos_emb_decay_fn, pos_emb.dtype),
+                                        pos_emb[0], (tuple(range(len(spatial), 2 * len(spatial))),
+                                                     tuple(range(len(spatial)))))[None]
+            pos_emb = W_pos_emb_std * pos_emb
+            if pos_emb_type == "SUM":
+                x_val = None if val_pos_emb else x
+                x = x + pos_emb
+            else:
+                x_val = None if val_pos_emb else x
+                x = jnp.concatenate([x, jnp.broadcast_to(pos_emb, (n,) + spatial + (c_pe,))], axis=-1)
+        x = x.reshape(n, -1, x.shape[-1])
+        x_val = x if x_val is None else x_val.reshape(n, -1, x_val.shape[-1])
+
+        def dot(W, inputs):  # (n, P, C) x (h, C, k) -> (h, n, P, k)
+            return jnp.moveaxis(jnp.dot(inputs, W), 2, 0)
+
+        values = dot(W_v, x_val)
+        keys = dot(W_k, x)
+        queries = keys if linear_scaling else dot(W_q, x)
+        norm = x.shape[-1] * (n_chan_key if linear_scaling else math.sqrt(n_chan_key))
+        G = fn(W_query_std * W_key_std / norm * jnp.matmul(queries, jnp.swapaxes(keys, -1, -2)))
+        heads = jnp.moveaxis(jnp.matmul(G, values), 0, -1)  # (n, P, d_v, h)
+        heads = heads.reshape(heads.shape[:-2] + (-1,))
+        out = W_out_std * W_value_std / math.sqrt(n_chan_val * n_heads * x_val.shape[-1]) * (heads @ W_o)
+        out = out.reshape((n,) + spatial + (n_chan_out,))
+        return out if b is None else out + b_std * b
+
+    return init_fn, apply_fn
+
+
+def _pos_emb_cholesky(spatial, p_norm, decay_fn, dtype):
+    """The Cholesky factor ``L`` (shape ``spatial * 2``) of the positional covariance
+    :math:`R_{pp'} = \\text{decay}(\\sum_a |p_a - p'_a|^{p})` over the flattened positions."""
+    grid = np.stack(np.meshgrid(*(np.arange(s) for s in spatial), indexing="ij"), -1).reshape(-1, len(spatial))
+    dist = np.sum(np.abs(grid[:, None, :] - grid[None, :, :]) ** p_norm, axis=-1)
+    R = jnp.asarray(decay_fn(jnp.asarray(dist, dtype)), dtype)
+    return jnp.linalg.cholesky(R).reshape(tuple(spatial) * 2)
