@@ -715,8 +715,8 @@ def test_monte_carlo_nngp_deep(arch, xla_optimized):
     and a CNTK with GlobalAvgPool (two conv+ReLU): 2,000 networks at widths 16 and 32 each,
     Richardson-extrapolated (see above), against kernel_fn's NNGP. Power, measured on the CNTK:
     the kernel of the same net with CIRCULAR instead of SAME padding is off by 22-29 standard
-    errors; the second layer's b_std 0.2 instead of 0.1 (entries move by ~6%) only by 2.6, so this
-    test resolves about 15% of an entry, 10-15% of a distance (5 standard errors)."""
+    errors; the second layer's b_std 0.2 instead of 0.1 (entries up 3.6-4.4%, distances 0.4%) only
+    by 2.6: 5 standard errors are about 9% of an entry, 12-15% of a distance."""
     build = _myrtle_like if arch == "myrtle_like" else _cntk_gap
     x = _images()
     theory = np.asarray(build(1, 1)[2](x, None, "nngp"))
