@@ -169,6 +169,33 @@ def test_pytree_inputs_and_outputs():
     np.testing.assert_allclose(k["v"], nt.empirical_ntk_fn(g)(x[1], None, PARAMS), rtol=0, atol=1e-12)
 
 
+def test_pytree_outputs_give_one_named_tuple_per_output_and_vmap_axes_may_hold_none():
+    def f(p, x):  # x = (examples, a shared scale), output a pair
+        a, scale = x
+        return mlp(p, a) * scale[0], jnp.tanh(mlp(p, a))
+
+    x = (X1, jnp.asarray([0.7]))
+    k = nt.empirical_kernel_fn(f)(x, None, ("nngp", "ntk"), PARAMS)
+    assert isinstance(k, tuple) and len(k) == 2 and k[0]._fields == ("nngp", "ntk")
+    kv = nt.empirical_kernel_fn(f, vmap_axes=((0, None), 0, {}))(x, None, ("nngp", "ntk"), PARAMS)
+    for a, b in zip(jax.tree_util.tree_leaves(k), jax.tree_util.tree_leaves(kv)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(a).max())
+    np.testing.assert_allclose(k[0].ntk, 0.49 * nt.empirical_ntk_fn(mlp)(X1, None, PARAMS), rtol=1e-13)
+    mc = nt.monte_carlo_kernel_fn(lambda key, s: (None, PARAMS), f, jax.random.key(0), 2, device_count=0)(x, None)
+    assert mc[1]._fields == ("nngp", "ntk") and type(mc[1]).__name__ == "MonteCarloKernel"
+    np.testing.assert_allclose(mc[1].ntk, k[1].ntk, rtol=1e-13)
+
+
+def test_ntk_vector_products_against_the_full_kernel():
+    full = nt.empirical_ntk_fn(mlp, trace_axes=())(X1, X2, PARAMS)  # (n1, n2, k, k)
+    v = jnp.asarray(np.random.default_rng(6).normal(size=(3, 3)))  # the shape of f(params, x2)
+    want = jnp.einsum("ijkl,jl->ik", full, v)
+    got = nt.empirical_ntk_vp_fn(mlp, X1, X2, PARAMS)(v)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+    with pytest.raises(ValueError, match="cotangents"):
+        nt.empirical_ntk_vp_fn(mlp, X1, X2, PARAMS)(v[:2])
+
+
 def test_kernel_fn_get():
     kernel_fn = nt.empirical_kernel_fn(mlp, vmap_axes=0)
     both = kernel_fn(X1, X2, None, PARAMS)
@@ -522,6 +549,7 @@ def test_golden_file_is_complete(gold):
     (lambda: nt.empirical_ntk_fn(mlp, implementation=7), "implementation"),
     (lambda: nt.empirical_ntk_fn(mlp, vmap_axes=(0, 0, {"mask": 0})), "vmap_axes"),
     (lambda: nt.empirical_ntk_fn(mlp, vmap_axes=1.5), "vmap_axes"),
+    (lambda: nt.empirical_ntk_fn(mlp, vmap_axes=((0, 0), 0, {}))(X1, X2, PARAMS), "vmap_axes"),
     (lambda: nt.empirical_ntk_fn(mlp)(X1.at[0, 0].set(jnp.nan), X2, PARAMS), "x1"),
     (lambda: nt.empirical_nngp_fn(mlp)(X1, X2[:, :3], PARAMS), "x2"),
     (lambda: nt.empirical_ntk_fn(mlp)(X1, X2, ((jnp.ones((3, 2)), jnp.ones(2)),)), "params"),

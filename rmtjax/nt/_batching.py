@@ -98,7 +98,9 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1, stor
     program), where neural-tangents reduces ``batch_size`` to a divisor of both with a warning or
     raises. Keyword arguments go to every block unchanged (neural-tangents splits an ``rng`` key
     and ``(kw1, kw2)`` tuples per block). Kernels that do not have leading ``(n1, n2)`` axes
-    (``diagonal_axes=(0,)``) raise a ``ValueError`` (neural-tangents fails there too).
+    (``diagonal_axes=(0,)``) raise a ``ValueError`` (neural-tangents fails there too). The form
+    ``kernel_fn(kernel_in)`` of neural-tangents' layer kernels (a ``Kernel`` object in place of
+    ``x1``) is not supported.
 
     An rmtjax :mod:`rmtjax.stax` ``kernel_fn`` is returned as it is (called unchanged): its engine
     already tiles the kernel and never holds more than a tile of intermediates; blocks would only
@@ -147,10 +149,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1, stor
         return jax.tree_util.tree_map(np.asarray, out) if not store_on_device else out
 
     def batched(x1, x2=None, *args, **kwargs):
-        n1 = _rows(x1, "x1")
-        if batch_size == 0 and len(devices) == 1:
+        if batch_size == 0 and len(devices) == 1:  # one call: x1, x2 need no shared example axis
             out = compiled(x1, x2, *args, **kwargs)
             return out if store_on_device else _to_host(out)
+        n1 = _rows(x1, "x1")
         x2_full = x1 if x2 is None else x2
         n2 = _rows(x2_full, "x2")
         if batch_size == 0:  # one block row per device

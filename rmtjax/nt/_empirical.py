@@ -45,8 +45,8 @@ import numpy as np
 
 from .._validate import ArgumentError, error_if, get_names, static_int
 
-__all__ = ["NtkImplementation", "empirical_kernel_fn", "empirical_nngp_fn", "empirical_ntk_fn", "linearize",
-           "taylor_expand"]
+__all__ = ["NtkImplementation", "empirical_kernel_fn", "empirical_nngp_fn", "empirical_ntk_fn", "empirical_ntk_vp_fn",
+           "linearize", "taylor_expand"]
 
 
 class NtkImplementation(enum.IntEnum):
@@ -123,8 +123,8 @@ def _vmap_axes(vmap_axes):
 
 
 def _array_leaves(tree, name: str):
-    """Every leaf of ``tree`` as a real floating (or integer) array with finite entries (``ValueError``
-    naming ``name`` otherwise; compiled in with ``error_if`` when traced)."""
+    """Every leaf of ``tree`` as a non-empty real floating (or integer) array with finite entries
+    (``ValueError`` naming ``name`` otherwise; compiled in with ``error_if`` when traced)."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     if not leaves:
         raise ArgumentError(f"{name} must hold at least one array, got {tree!r}")
@@ -138,7 +138,9 @@ def _array_leaves(tree, name: str):
         if jnp.issubdtype(a.dtype, jnp.complexfloating) or a.dtype == jnp.bool_ or not (
                 jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
             raise ArgumentError(f"{name} must hold real arrays, got dtype {a.dtype}")
-        if jnp.issubdtype(a.dtype, jnp.floating) and a.size:
+        if a.size == 0:  # (rmtjax's rule: empty arrays are errors)
+            raise ArgumentError(f"{name} must not hold empty arrays, got shape {a.shape}")
+        if jnp.issubdtype(a.dtype, jnp.floating):
             a = error_if(a, ~jnp.all(jnp.isfinite(a)), f"{name} must be finite (it holds NaN or inf)")
         out.append(a)
     return jax.tree_util.tree_unflatten(treedef, out)
@@ -247,21 +249,28 @@ def _jacobian(f, params, x, vmap_axes, kwargs):
     fx = jax.eval_shape(lambda p: f(p, x, **kwargs), params)
     out_tree = (jax.tree_util.tree_map(lambda _: out_axes, fx) if not isinstance(out_axes, (tuple, list, dict))
                 else out_axes)
-    out_tree = jax.tree_util.tree_map(lambda a, s: None if a is None else a % len(s.shape), out_tree, fx)
-    in_tree = jax.tree_util.tree_map(lambda a, s: None if a is None else a % jnp.ndim(s), in_tree, x)
+    is_none = lambda v: v is None  # noqa: E731 - None (an unbatched leaf) is a leaf of the axes trees
+    try:
+        out_tree = jax.tree_util.tree_map(lambda a, s: None if a is None else a % len(s.shape), out_tree, fx,
+                                          is_leaf=is_none)
+        in_tree = jax.tree_util.tree_map(lambda a, s: None if a is None else a % jnp.ndim(s), in_tree, x,
+                                         is_leaf=is_none)
+    except (ValueError, TypeError) as e:
+        raise ArgumentError(f"vmap_axes: in_axes must be an int or match the structure of x, and out_axes that of "
+                            f"f(params, x); got {vmap_axes}: {e}") from None
 
     def one(xi):
         xe = jax.tree_util.tree_map(_expand, xi, in_tree)
 
         def g(p):
-            return jax.tree_util.tree_map(lambda o, a: o if a is None else jnp.squeeze(o, a),
-                                          f(p, xe, **kwargs), out_tree)
+            return jax.tree_util.tree_map(lambda a, o: o if a is None else jnp.squeeze(o, a), out_tree,
+                                          f(p, xe, **kwargs), is_leaf=is_none)
 
         return jax.jacrev(g)(params)
 
     # the Jacobian of output leaf o is batched along out_tree[o] for every parameter leaf
     jac_out_axes = jax.tree_util.tree_map(
-        lambda a, s: jax.tree_util.tree_map(lambda _: a, params), out_tree, fx)
+        lambda a, s: jax.tree_util.tree_map(lambda _: a, params), out_tree, fx, is_leaf=is_none)
     return jax.vmap(one, in_axes=(in_tree,), out_axes=jac_out_axes)(x)
 
 
@@ -393,7 +402,9 @@ def empirical_ntk_fn(f: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes=
             on :class:`NtkImplementation`).
 
     Returns:
-        ``ntk_fn(x1, x2, params, **apply_fn_kwargs)`` (``x2=None``: ``x1``).
+        ``ntk_fn(x1, x2, params, **apply_fn_kwargs)`` (``x2=None``: ``x1``); keyword arguments go
+        to both calls of ``f`` unchanged (neural-tangents splits an ``rng`` key and ``(kw1, kw2)``
+        pairs between ``x1`` and ``x2``). Empty inputs and parameters are errors (rmtjax's rule).
 
     Example:
         >>> import jax.numpy as jnp
@@ -424,7 +435,8 @@ def empirical_kernel_fn(f: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_ax
     :func:`empirical_ntk_fn` behind neural-tangents' ``get`` (``neural_tangents.empirical_kernel_fn``).
 
     ``get`` is ``"nngp"``, ``"ntk"`` (that kernel), a tuple of them (a named tuple
-    ``EmpiricalKernel`` in that order) or ``None`` (both); anything else is a ``ValueError``.
+    ``EmpiricalKernel`` in that order; for a pytree-valued ``f`` a pytree of them, one per output
+    leaf) or ``None`` (both); anything else is a ``ValueError``.
     ``vmap_axes`` and ``implementation`` apply to the NTK. Arguments as in :func:`empirical_ntk_fn`.
 
     Example:
@@ -443,9 +455,57 @@ def empirical_kernel_fn(f: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_ax
         vals = {g: fns[g](x1, x2, params, **apply_fn_kwargs) for g in names}
         if isinstance(get, str):
             return vals[get]
-        return collections.namedtuple("EmpiricalKernel", names)(*(vals[g] for g in names))
+        return _per_output(collections.namedtuple("EmpiricalKernel", names), [vals[g] for g in names])
 
     return kernel_fn
+
+
+def _per_output(tuple_type, trees):
+    """One ``tuple_type(*kernels)`` per output leaf (a single named tuple for a single output), as
+    neural-tangents lays out the kernels of a pytree-valued ``f``."""
+    return jax.tree_util.tree_map(lambda *ks: tuple_type(*ks), *trees)
+
+
+def empirical_ntk_vp_fn(f: Callable, x1, x2, params, **apply_fn_kwargs) -> Callable:
+    r"""``ntk_vp_fn(cotangents)``: the product of the full empirical NTK with a vector, without
+    forming the NTK (``neural_tangents.empirical_ntk_vp_fn``),
+
+    .. math::
+        \hat\Theta(x_1, x_2)\,v = J(x_1)\,ig(J(x_2)^	op vig),
+
+    one VJP of ``f(., x2)`` and one JVP of ``f(., x1)`` (the memory of one VJP). ``cotangents``
+    has the shape and structure of ``f(params, x2)``, the result those of ``f(params, x1)``;
+    ``x2=None`` is ``x1``. Equal to contracting the ``trace_axes=()`` kernel of
+    :func:`empirical_ntk_fn` with ``v`` over its ``x2`` axes.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> f = lambda p, x: jnp.tanh(x @ p)
+        >>> ntk_vp = empirical_ntk_vp_fn(f, jnp.eye(2), None, jnp.ones((2, 3)))
+        >>> ntk_vp(jnp.ones((2, 3))).shape
+        (2, 3)
+    """
+    f = _check_f(f)
+    x1, x2, params = _inputs(x1, x2, params)
+    _check_layouts(f, x1, x2, params, (), (), apply_fn_kwargs)
+    f1 = lambda p: f(p, x1, **apply_fn_kwargs)  # noqa: E731
+    f2 = f1 if x2 is None else (lambda p: f(p, x2, **apply_fn_kwargs))
+    fx2 = jax.eval_shape(f2, params)
+    _, vjp2 = jax.vjp(f2, params)
+
+    def ntk_vp_fn(cotangents):
+        leaves, tree = jax.tree_util.tree_flatten(cotangents)
+        if tree != jax.tree_util.tree_structure(fx2) or any(
+                jnp.shape(a) != s.shape for a, s in zip(leaves, jax.tree_util.tree_leaves(fx2))):
+            raise ArgumentError(f"cotangents must have the shapes of f(params, x2), "
+                                f"{jax.tree_util.tree_map(lambda s: s.shape, fx2)}, got "
+                                f"{jax.tree_util.tree_map(jnp.shape, cotangents)}")
+        cts = _array_leaves(cotangents, "cotangents")
+        cts = jax.tree_util.tree_map(lambda a, s: a.astype(s.dtype), cts, fx2)
+        (tangent,) = vjp2(cts)
+        return _finite(jax.jvp(f1, (params,), (tangent,))[1], "ntk_vp_fn")
+
+    return ntk_vp_fn
 
 
 # ------------------------------------------------------------------------------------------
@@ -453,12 +513,28 @@ def empirical_kernel_fn(f: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_ax
 # ------------------------------------------------------------------------------------------
 
 
-def _expansion_finite(out, fn: str):
+def _expansion_finite(out, p, fn: str):
+    """``out`` if ``p`` and ``out`` are finite (the check of ``p`` is attached to ``out``, so it
+    stays in a compiled program even where ``out`` does not depend on ``p``, e.g. degree 0)."""
+    p_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(p)]))
+    out = error_if(out, ~p_ok, "params must be finite (it holds NaN or inf)")
     leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(out) if jnp.issubdtype(a.dtype, jnp.inexact)]
     if not leaves:
         return out
     return error_if(out, ~jnp.all(jnp.stack(leaves)), f"{fn}: the expansion is not finite: the args passed to f hold "
                     "NaN or inf, or f or its derivatives overflow at the expansion point params")
+
+
+def _evaluable(f, params, args, kwargs, fn: str):
+    """``f(params, *args, **kwargs)`` must evaluate (structure, dtypes): else a ``ValueError``."""
+    try:
+        out = jax.eval_shape(lambda q: f(q, *args, **kwargs), params)
+    except Exception as e:  # noqa: BLE001 - args that do not fit f
+        raise ArgumentError(f"{fn}: f(params, *args) cannot be evaluated for these args: {type(e).__name__}: "
+                            f"{e}") from None
+    if any(math.prod(s.shape) == 0 for s in jax.tree_util.tree_leaves(out)):
+        raise ArgumentError(f"{fn}: f(params, *args) is empty for these args (rmtjax's rule: empty arrays are errors), "
+                            f"got shapes {jax.tree_util.tree_map(lambda s: s.shape, out)}")
 
 
 def _delta(p, params, treedef):
@@ -497,8 +573,9 @@ def linearize(f: Callable, params: Any) -> Callable:
 
     def f_lin(p, *args, **kwargs):
         dp = _delta(p, params, treedef)
+        _evaluable(f, params, args, kwargs, "linearize")
         y0, dy = jax.jvp(lambda q: f(q, *args, **kwargs), (params,), (dp,))
-        return _expansion_finite(jax.tree_util.tree_map(jnp.add, y0, dy), "linearize")
+        return _expansion_finite(jax.tree_util.tree_map(jnp.add, y0, dy), p, "linearize")
 
     return f_lin
 
@@ -527,6 +604,7 @@ def taylor_expand(f: Callable, params: Any, degree: int) -> Callable:
 
     def f_taylor(p, *args, **kwargs):
         dp = _delta(p, params, treedef)
+        _evaluable(f, params, args, kwargs, "taylor_expand")
         g = lambda q: f(q, *args, **kwargs)  # noqa: E731
         # derivative k along dp: jvp of derivative k - 1; terms[k] = D^k f(params)[dp, ..., dp]
         derivs = [g]
@@ -534,6 +612,6 @@ def taylor_expand(f: Callable, params: Any, degree: int) -> Callable:
             prev = derivs[-1]
             derivs.append(lambda q, prev=prev: jax.jvp(prev, (q,), (dp,))[1])
         terms = [jax.tree_util.tree_map(lambda t, k=k: t / math.factorial(k), d(params)) for k, d in enumerate(derivs)]
-        return _expansion_finite(jax.tree_util.tree_map(lambda *ts: sum(ts[1:], ts[0]), *terms), "taylor_expand")
+        return _expansion_finite(jax.tree_util.tree_map(lambda *ts: sum(ts[1:], ts[0]), *terms), p, "taylor_expand")
 
     return f_taylor

@@ -119,8 +119,10 @@ def monte_carlo_kernel_fn(
                 mean = jax.tree_util.tree_map(lambda a, n=n: a / n, total)
                 if isinstance(get, str):
                     yield mean
-                else:
-                    yield collections.namedtuple("MonteCarloKernel", names)(*mean)
+                else:  # EmpiricalKernel named tuples (one per output leaf) renamed
+                    mc_type = collections.namedtuple("MonteCarloKernel", names)
+                    yield jax.tree_util.tree_map(lambda k: mc_type(*k), mean,
+                                                 is_leaf=lambda v: isinstance(v, tuple) and hasattr(v, "_fields"))
 
     def mc_kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
         names = get_names(get, ("nngp", "ntk"))
