@@ -121,8 +121,10 @@ def test_layer_arguments_validated():
             make()
     _, _, kernel_fn = _net()
     x = jnp.ones((2, 7))
-    with pytest.raises(ValueError, match="keyword arguments diagonal_batch are not supported"):
-        kernel_fn(x, None, "ntk", diagonal_batch=True)
+    with pytest.raises(ValueError, match="keyword arguments trace_axes are not supported"):
+        kernel_fn(x, None, "ntk", trace_axes=())
+    with pytest.raises(ValueError, match="diagonal_batch must be"):
+        kernel_fn(x, None, "ntk", diagonal_batch="yes")
     for get in ((), ("ntk", "ntk"), 3, ("nngp", 1)):
         with pytest.raises(ValueError, match="get"):
             kernel_fn(x, None, get)

@@ -286,7 +286,7 @@ def _image_self_state(x, method: AbstractMethod, full: bool) -> KernelState:
 def _sample_mask(t1: int, t2: int, a0, b0):
     """``(t1, t2)``: row ``a0 + i`` and column ``b0 + j`` are one sample (a kernel of ``x1`` with
     itself)."""
-    return (a0 + jnp.arange(t1))[:, None] == (b0 + jnp.arange(t2))[None, :]
+    return (a0 + jnp.arange(t1, dtype=jnp.int32))[:, None] == (b0 + jnp.arange(t2, dtype=jnp.int32))[None, :]
 
 
 def _tile(x1, x2, s1, s2, net: AbstractLayer, method, all_depths: bool, full: bool | None = None, sample=None):

@@ -20,6 +20,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._validate import as_real, check_range, choice, static_int
 from ..gaussian import AbstractMethod, Auto
+from ._conv import Dropout
 from ._core import _check_net, _matrix, _signature, _tile, _widest
 from ._layers import AbstractLayer
 
@@ -108,6 +109,10 @@ def kernel_matvec(
     tile = static_int(tile, "tile", lo=8, hi=4096)
     if not isinstance(method, AbstractMethod):
         raise ValueError(f"method must be an rmtjax.gaussian method object, got {method!r}")
+    leaves = jax.tree_util.tree_leaves(net, is_leaf=lambda a: isinstance(a, Dropout))
+    if any(isinstance(leaf, Dropout) for leaf in leaves):
+        raise ValueError("net: kernel_matvec does not support Dropout in training mode (its kernel depends on which "
+                         "rows are the same sample); compute the kernel with rmtjax.kernels.kernel")
     x1 = _matrix(x1, "x1")
     x2 = x1 if x2 is None else _matrix(x2, "x2")
     if x1.shape[1] != x2.shape[1]:

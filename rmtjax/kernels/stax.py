@@ -293,6 +293,13 @@ def _dense_finite(dense: L.Dense, out_dim: int) -> tuple[Callable, Callable]:
 # ------------------------------------------------------------------------------------------
 
 
+def _split_rng(kwargs: dict, n: int) -> list:
+    """One key per layer from ``kwargs["rng"]`` (removed from ``kwargs``), as
+    ``jax.example_libraries.stax`` does (``None`` without a key): each Dropout its own mask."""
+    rng = kwargs.pop("rng", None)
+    return list(jax.random.split(rng, n)) if rng is not None else [None] * n
+
+
 def serial(*layers: Layer) -> Layer:
     """Layers applied one after the other (``neural_tangents.stax.serial``)."""
     layers = tuple(_check_layer(item, "serial", i) for i, item in enumerate(layers))
@@ -308,8 +315,9 @@ def serial(*layers: Layer) -> Layer:
     def apply_fn(params, x, **kwargs):
         if not isinstance(params, (tuple, list)) or len(params) != len(layers):
             raise ValueError(f"serial: params must be the {len(layers)} per-layer parameters from init_fn")
-        for item, p in zip(layers, params):
-            x = item.apply_fn(p, x, **kwargs)
+        rngs = _split_rng(kwargs, len(layers))
+        for item, p, rng in zip(layers, params, rngs):
+            x = item.apply_fn(p, x, rng=rng, **kwargs)
         return x
 
     return Layer(init_fn, apply_fn, KernelFn(sum((item.kernel_fn._ops for item in layers), ())))
@@ -336,7 +344,8 @@ def parallel(*layers: Layer) -> Layer:
     def apply_fn(params, xs, **kwargs):
         xs = _branches(xs, "parallel", "x must be")
         _count(len(xs))
-        return [item.apply_fn(p, x, **kwargs) for item, p, x in zip(layers, params, xs)]
+        rngs = _split_rng(kwargs, len(layers))
+        return [item.apply_fn(p, x, rng=rng, **kwargs) for item, p, x, rng in zip(layers, params, xs, rngs)]
 
     return Layer(init_fn, apply_fn, KernelFn((_Parallel(tuple(item.kernel_fn._ops for item in layers)),)))
 
