@@ -287,8 +287,9 @@ def test_batch_of_empirical_kernel_fn(x2, kwargs):
 
 
 def test_batch_spreads_blocks_over_devices():
-    # the test session runs two host devices (tests/conftest.py): blocks alternate between them
-    assert jax.local_device_count() == 2
+    # tests/conftest.py asks for two host devices: blocks alternate between them
+    if jax.local_device_count() < 2:
+        pytest.skip("needs two devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
 
     def kernel_fn(x1, x2):
         return x1 @ x2.T
