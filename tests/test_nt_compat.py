@@ -196,6 +196,30 @@ def test_ntk_vector_products_against_the_full_kernel():
         nt.empirical_ntk_vp_fn(mlp, X1, X2, PARAMS)(v[:2])
 
 
+def test_rng_keyword_is_split_between_x1_and_x2_as_neural_tangents_does():
+    # f(., x1) gets the key, f(., x2) the key folded in with 1 unless x2 equals x1; pairs split
+    key = jax.random.PRNGKey(5)
+    drop = G.dropout_apply
+
+    def explicit(k1, k2, x2):
+        j1 = _flat_jacobian(lambda p, x: drop(p, x, rng=k1), PARAMS, X1)
+        j2 = _flat_jacobian(lambda p, x: drop(p, x, rng=k2), PARAMS, x2)
+        return jnp.einsum("ikp,jkp->ij", j1, j2) / 3
+
+    ntk_fn = nt.empirical_ntk_fn(drop)
+    for got, want in ((ntk_fn(X1, X2, PARAMS, rng=key), explicit(key, jax.random.fold_in(key, 1), X2)),
+                      (ntk_fn(X1, X1 + 0.0, PARAMS, rng=key), explicit(key, key, X1)),
+                      (ntk_fn(X1, None, PARAMS, rng=key), explicit(key, key, X1))):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+    ka, kb = jax.random.split(key)
+    want = explicit(ka, kb, X2)
+    np.testing.assert_allclose(ntk_fn(X1, X2, PARAMS, rng=(ka, kb)), want, rtol=0, atol=1e-12 * np.abs(want).max())
+    # typed keys work the same way
+    tk = jax.random.key(5)
+    want = explicit(tk, jax.random.fold_in(tk, 1), X2)
+    np.testing.assert_allclose(ntk_fn(X1, X2, PARAMS, rng=tk), want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
 def test_kernel_fn_get():
     kernel_fn = nt.empirical_kernel_fn(mlp, vmap_axes=0)
     both = kernel_fn(X1, X2, None, PARAMS)
@@ -473,6 +497,25 @@ def test_golden_monte_carlo_same_keys_same_draws(gold):
             _close(e, gold[f"mc/gen/{c}/ntk"])
         xb = DATA["x_train"]
         _close(nt.monte_carlo_kernel_fn(G.mlp_init, mlp, key, 4, batch_size=3)(xb, X2, "ntk"), gold["mc/batched/ntk"])
+
+
+@golden
+def test_golden_rng_keyword_and_dropout_monte_carlo(gold):
+    meta = json.loads(GOLDEN.with_suffix(".json").read_text())
+    with jax.threefry_partitionable(meta["jax_threefry_partitionable"]):
+        key = jax.random.PRNGKey(5)
+        dntk = nt.empirical_ntk_fn(G.dropout_apply)
+        _close(dntk(X1, X2, PARAMS, rng=key), gold["rng/ntk/x2"])
+        _close(dntk(X1, None, PARAMS, rng=key), gold["rng/ntk/none"])
+        _close(dntk(X1, X1 + 0.0, PARAMS, rng=key), gold["rng/ntk/same"])
+        _close(nt.empirical_nngp_fn(G.dropout_apply)(X1, X2, PARAMS, rng=key), gold["rng/nngp/x2"])
+        _close(dntk(X1, X2, PARAMS, rng=tuple(jax.random.split(jax.random.PRNGKey(6)))), gold["rng/ntk/pair"])
+        # device_count=0 as recorded: split into row blocks, each block draws its own dropout mask
+        # (in neural-tangents too), so the estimate depends on the blocking
+        est = nt.monte_carlo_kernel_fn(G.mlp_init, G.dropout_apply, jax.random.PRNGKey(7), 3, device_count=0)(
+            X1, X2, ("nngp", "ntk"))
+        _close(est.nngp, gold["rng/mc/nngp"])
+        _close(est.ntk, gold["rng/mc/ntk"])
 
 
 @golden

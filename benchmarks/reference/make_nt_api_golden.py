@@ -11,6 +11,8 @@ the same points) it records, in float64:
   (not a stax network: the same function runs in both environments) with ``trace_axes=()`` and
   ``(-1,)``, ``vmap_axes=None`` and ``0``, implementations 1 and 3, ``diagonal_axes=(0,)`` and
   ``(-1,)``; and the NTK of a tiny convolutional net ``conv_apply`` (``lax.conv_general_dilated``);
+* the same with dropout (``dropout_apply``, an ``rng`` key split between ``x1`` and ``x2``), also
+  under Monte Carlo;
 * ``nt.monte_carlo_kernel_fn(mlp_init, mlp_apply, key, ...)`` (one count, a list of counts, and
   ``batch_size=3``), and the parameters each sample drew (replaying neural-tangents' key
   splitting), so rmtjax can average its own empirical kernels over the same parameters;
@@ -69,6 +71,17 @@ def mlp_init(key, input_shape, widths=(16, 12, 3)):
         params.append((jax.random.normal(k1, (d, w)), jax.random.normal(k2, (w,))))
         d = w
     return tuple(input_shape[:-1]) + (widths[-1],), tuple(params)
+
+
+def dropout_apply(params, x, rng=None, **kwargs):
+    """:func:`mlp_apply` with dropout (keep probability 0.8) on its output when ``rng`` is given."""
+    import jax
+    import jax.numpy as jnp
+
+    h = mlp_apply(params, x)
+    if rng is None:
+        return h
+    return jnp.where(jax.random.bernoulli(rng, 0.8, h.shape), h / 0.8, 0.0)
 
 
 def conv_apply(params, x, **kwargs):
@@ -147,6 +160,19 @@ def main() -> None:
     kernel_fn = nt.empirical_kernel_fn(mlp_apply, trace_axes=(-1,), vmap_axes=0)
     both = kernel_fn(x1, x2, ("ntk", "nngp"), params)
     out["kernel_fn/ntk"], out["kernel_fn/nngp"] = np.asarray(both.ntk), np.asarray(both.nngp)
+
+    # keyword arguments: an rng key split between x1 and x2, and (v1, v2) pairs
+    drop_key = jax.random.PRNGKey(5)
+    dntk = nt.empirical_ntk_fn(dropout_apply)
+    out["rng/ntk/x2"] = np.asarray(dntk(x1, x2, params, rng=drop_key))
+    out["rng/ntk/none"] = np.asarray(dntk(x1, None, params, rng=drop_key))
+    out["rng/ntk/same"] = np.asarray(dntk(x1, x1 + 0.0, params, rng=drop_key))
+    out["rng/nngp/x2"] = np.asarray(nt.empirical_nngp_fn(dropout_apply)(x1, x2, params, rng=drop_key))
+    k_a, k_b = jax.random.split(jax.random.PRNGKey(6))
+    out["rng/ntk/pair"] = np.asarray(dntk(x1, x2, params, rng=(k_a, k_b)))
+    mc_drop = nt.monte_carlo_kernel_fn(mlp_init, dropout_apply, jax.random.PRNGKey(MC_KEY), 3, device_count=0)
+    est = mc_drop(x1, x2, ("nngp", "ntk"))
+    out["rng/mc/nngp"], out["rng/mc/ntk"] = np.asarray(est.nngp), np.asarray(est.ntk)
 
     # the convolutional net
     cparams = (jnp.asarray(data["conv_w1"]), jnp.asarray(data["conv_w2"]))

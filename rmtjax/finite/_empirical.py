@@ -95,11 +95,11 @@ def _config(max_bytes, batch_size):
 # The traced (n1, n2) kernels are the general empirical kernels of rmtjax.nt with trace_axes=(-1,):
 # one engine for both (rmtjax.nt handles any output shape, trace/diagonal axes and vmap_axes).
 def _nngp(x1, x2, apply_fn, params):
-    return _nt_nngp(apply_fn, (-1,), (), x1, x2, params, {})
+    return _nt_nngp(apply_fn, (-1,), (), x1, x2, params, ({}, {}))
 
 
 def _ntk_jacobian(x1, x2, apply_fn, params):
-    return _nt_ntk_jacobian(apply_fn, (-1,), (), None, x1, x2, params, {})
+    return _nt_ntk_jacobian(apply_fn, (-1,), (), None, x1, x2, params, ({}, {}))
 
 
 def _ntk_products(x1, x2, apply_fn, params, batch_size):

@@ -229,9 +229,10 @@ def _reduce_full(k, n_out, trace_axes, diagonal_axes):
 # ------------------------------------------------------------------------------------------
 
 
-def _nngp(f, trace_axes, diagonal_axes, x1, x2, params, kwargs):
-    out1 = f(params, x1, **kwargs)
-    out2 = out1 if x2 is None else f(params, x2, **kwargs)
+def _nngp(f, trace_axes, diagonal_axes, x1, x2, params, kw):
+    kw1, kw2 = kw
+    out1 = f(params, x1, **kw1)
+    out2 = out1 if x2 is None else f(params, x2, **kw2)
     return jax.tree_util.tree_map(lambda a, b: _contract(a, b, a.ndim, trace_axes, diagonal_axes), out1, out2)
 
 
@@ -274,10 +275,11 @@ def _jacobian(f, params, x, vmap_axes, kwargs):
     return jax.vmap(one, in_axes=(in_tree,), out_axes=jac_out_axes)(x)
 
 
-def _ntk_jacobian(f, trace_axes, diagonal_axes, vmap_axes, x1, x2, params, kwargs):
-    fx = jax.eval_shape(lambda p: f(p, x1, **kwargs), params)
-    j1 = _jacobian(f, params, x1, vmap_axes, kwargs)
-    j2 = j1 if x2 is None else _jacobian(f, params, x2, vmap_axes, kwargs)
+def _ntk_jacobian(f, trace_axes, diagonal_axes, vmap_axes, x1, x2, params, kw):
+    kw1, kw2 = kw
+    fx = jax.eval_shape(lambda p: f(p, x1, **kw1), params)
+    j1 = _jacobian(f, params, x1, vmap_axes, kw1)
+    j2 = j1 if x2 is None else _jacobian(f, params, x2, vmap_axes, kw2)
     fx_leaves, fx_tree = jax.tree_util.tree_flatten(fx)
     j1_leaves = fx_tree.flatten_up_to(j1)
     j2_leaves = fx_tree.flatten_up_to(j2)
@@ -290,9 +292,10 @@ def _ntk_jacobian(f, trace_axes, diagonal_axes, vmap_axes, x1, x2, params, kwarg
     return jax.tree_util.tree_unflatten(fx_tree, out)
 
 
-def _ntk_products(f, trace_axes, diagonal_axes, x1, x2, params, kwargs):
-    f1 = lambda p: f(p, x1, **kwargs)  # noqa: E731
-    f2 = f1 if x2 is None else (lambda p: f(p, x2, **kwargs))
+def _ntk_products(f, trace_axes, diagonal_axes, x1, x2, params, kw):
+    kw1, kw2 = kw
+    f1 = lambda p: f(p, x1, **kw1)  # noqa: E731
+    f2 = f1 if x2 is None else (lambda p: f(p, x2, **kw2))
     fx1, fx2 = jax.eval_shape(f1, params), jax.eval_shape(f2, params)
     _, vjp2 = jax.vjp(f2, params)
     leaves2, tree2 = jax.tree_util.tree_flatten(fx2)
@@ -316,22 +319,71 @@ def _ntk_products(f, trace_axes, diagonal_axes, x1, x2, params, kwargs):
 
 
 @eqx.filter_jit
-def _nngp_jit(f, trace_axes, diagonal_axes, x1, x2, params, kwargs):
-    return _nngp(f, trace_axes, diagonal_axes, x1, x2, params, kwargs)
+def _nngp_jit(f, trace_axes, diagonal_axes, x1, x2, params, kw):
+    return _nngp(f, trace_axes, diagonal_axes, x1, x2, params, kw)
 
 
 @eqx.filter_jit
-def _ntk_jit(f, trace_axes, diagonal_axes, vmap_axes, implementation, x1, x2, params, kwargs):
+def _ntk_jit(f, trace_axes, diagonal_axes, vmap_axes, implementation, x1, x2, params, kw):
     if implementation == NtkImplementation.NTK_VECTOR_PRODUCTS:
-        return _ntk_products(f, trace_axes, diagonal_axes, x1, x2, params, kwargs)
-    return _ntk_jacobian(f, trace_axes, diagonal_axes, vmap_axes, x1, x2, params, kwargs)
+        return _ntk_products(f, trace_axes, diagonal_axes, x1, x2, params, kw)
+    return _ntk_jacobian(f, trace_axes, diagonal_axes, vmap_axes, x1, x2, params, kw)
 
 
-def _check_layouts(f, x1, x2, params, trace_axes, diagonal_axes, kwargs):
+def _x1_is_x2(x1, x2, eps: float = 1e-12):
+    """neural-tangents' test of identical inputs: same shapes and entries within ``eps``."""
+    l1, l2 = jax.tree_util.tree_leaves(x1), jax.tree_util.tree_leaves(x2)
+    if len(l1) != len(l2) or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(l1, l2)):
+        return jnp.asarray(False)
+    def same(a, b):
+        a, b = jnp.asarray(a), jnp.asarray(b)
+        if not jnp.issubdtype(a.dtype, jnp.inexact):  # raw PRNG keys (uint32)
+            return jnp.all(a == b)
+        return jnp.all(jnp.abs(a - b) < eps)
+
+    return jnp.all(jnp.stack([same(a, b) for a, b in zip(l1, l2)]))
+
+
+def _select_key(pred, k1, k2):
+    if jnp.issubdtype(k1.dtype, jax.dtypes.prng_key):
+        data = jnp.where(pred, jax.random.key_data(k1), jax.random.key_data(k2))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(k1))
+    return jnp.where(pred, k1, k2)
+
+
+def _read_keys(key, x1, x2):
+    """The ``rng`` keys of ``f(., x1)`` and ``f(., x2)`` as neural-tangents draws them: the same key
+    exactly when ``x1`` and ``x2`` are the same inputs (so a dropout mask is shared then only)."""
+    def raw(k):
+        return jax.random.key_data(k) if jnp.issubdtype(k.dtype, jax.dtypes.prng_key) else k
+
+    if isinstance(key, tuple) and len(key) == 2:
+        k1, k2 = key
+        k2 = _select_key(_x1_is_x2(raw(k1), raw(k2)), jax.random.fold_in(k2, 1), k2)
+        return k1, _select_key(_x1_is_x2(x1, x2), k1, k2)
+    return key, _select_key(_x1_is_x2(x1, x2), key, jax.random.fold_in(key, 1))
+
+
+def _split_kwargs(kwargs, x1, x2):
+    """``(kwargs of f(., x1), kwargs of f(., x2))`` by neural-tangents' rule: an ``rng`` key is split
+    (:func:`_read_keys`, when ``x2`` is given), a pair ``(v1, v2)`` goes one to each, anything else
+    to both."""
+    kw1, kw2 = {}, {}
+    for k, v in kwargs.items():
+        if k == "rng" and x2 is not None and v is not None:
+            kw1[k], kw2[k] = _read_keys(v, x1, x2)
+        elif isinstance(v, tuple) and len(v) == 2:
+            kw1[k], kw2[k] = v
+        else:
+            kw1[k] = kw2[k] = v
+    return kw1, kw2
+
+
+def _check_layouts(f, x1, x2, params, trace_axes, diagonal_axes, kw):
     """Structural checks (at once, before any compilation): ``f`` evaluates on both inputs and the
     axes fit its outputs."""
-    fx1 = _output_shapes(f, params, x1, "x1", kwargs)
-    fx2 = fx1 if x2 is None else _output_shapes(f, params, x2, "x2", kwargs)
+    fx1 = _output_shapes(f, params, x1, "x1", kw[0])
+    fx2 = fx1 if x2 is None else _output_shapes(f, params, x2, "x2", kw[1])
     l1, t1 = jax.tree_util.tree_flatten(fx1)
     l2, t2 = jax.tree_util.tree_flatten(fx2)
     if t1 != t2:
@@ -357,7 +409,7 @@ def empirical_nngp_fn(f: Callable, trace_axes=(-1,), diagonal_axes=()) -> Callab
 
     Returns:
         ``nngp_fn(x1, x2, params, **apply_fn_kwargs)`` (``x2=None``: ``x1``); keyword arguments
-        go to both calls of ``f`` unchanged.
+        are split between the two calls of ``f`` as in :func:`empirical_ntk_fn`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -372,8 +424,9 @@ def empirical_nngp_fn(f: Callable, trace_axes=(-1,), diagonal_axes=()) -> Callab
 
     def nngp_fn(x1, x2, params, **apply_fn_kwargs):
         x1, x2, params = _inputs(x1, x2, params)
-        _check_layouts(f, x1, x2, params, trace_axes, diagonal_axes, apply_fn_kwargs)
-        return _finite(_nngp_jit(f, trace_axes, diagonal_axes, x1, x2, params, apply_fn_kwargs), "nngp_fn")
+        kw = _split_kwargs(apply_fn_kwargs, x1, x2)
+        _check_layouts(f, x1, x2, params, trace_axes, diagonal_axes, kw)
+        return _finite(_nngp_jit(f, trace_axes, diagonal_axes, x1, x2, params, kw), "nngp_fn")
 
     return nngp_fn
 
@@ -402,9 +455,11 @@ def empirical_ntk_fn(f: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes=
             on :class:`NtkImplementation`).
 
     Returns:
-        ``ntk_fn(x1, x2, params, **apply_fn_kwargs)`` (``x2=None``: ``x1``); keyword arguments go
-        to both calls of ``f`` unchanged (neural-tangents splits an ``rng`` key and ``(kw1, kw2)``
-        pairs between ``x1`` and ``x2``). Empty inputs and parameters are errors (rmtjax's rule).
+        ``ntk_fn(x1, x2, params, **apply_fn_kwargs)`` (``x2=None``: ``x1``); keyword arguments are
+        split between the calls ``f(params, x1)`` and ``f(params, x2)`` as in neural-tangents: a pair
+        ``(v1, v2)`` one to each, an ``rng`` key kept for ``x1`` and folded in with 1 for ``x2``
+        unless ``x2`` equals ``x1`` (so a dropout mask is shared only by identical inputs), anything
+        else to both. Empty inputs and parameters are errors (rmtjax's rule).
 
     Example:
         >>> import jax.numpy as jnp
@@ -422,8 +477,9 @@ def empirical_ntk_fn(f: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes=
 
     def ntk_fn(x1, x2, params, **apply_fn_kwargs):
         x1, x2, params = _inputs(x1, x2, params)
-        _check_layouts(f, x1, x2, params, trace_axes, diagonal_axes, apply_fn_kwargs)
-        return _finite(_ntk_jit(f, trace_axes, diagonal_axes, vmap, impl, x1, x2, params, apply_fn_kwargs),
+        kw = _split_kwargs(apply_fn_kwargs, x1, x2)
+        _check_layouts(f, x1, x2, params, trace_axes, diagonal_axes, kw)
+        return _finite(_ntk_jit(f, trace_axes, diagonal_axes, vmap, impl, x1, x2, params, kw),
                        "ntk_fn")
 
     return ntk_fn
@@ -487,9 +543,10 @@ def empirical_ntk_vp_fn(f: Callable, x1, x2, params, **apply_fn_kwargs) -> Calla
     """
     f = _check_f(f)
     x1, x2, params = _inputs(x1, x2, params)
-    _check_layouts(f, x1, x2, params, (), (), apply_fn_kwargs)
-    f1 = lambda p: f(p, x1, **apply_fn_kwargs)  # noqa: E731
-    f2 = f1 if x2 is None else (lambda p: f(p, x2, **apply_fn_kwargs))
+    kw1, kw2 = kw = _split_kwargs(apply_fn_kwargs, x1, x2)
+    _check_layouts(f, x1, x2, params, (), (), kw)
+    f1 = lambda p: f(p, x1, **kw1)  # noqa: E731
+    f2 = f1 if x2 is None else (lambda p: f(p, x2, **kw2))
     fx2 = jax.eval_shape(f2, params)
     _, vjp2 = jax.vjp(f2, params)
 

@@ -4,6 +4,7 @@ r"""``monte_carlo_kernel_fn``: NNGP and NTK averaged over random initialisations
 from __future__ import annotations
 
 import collections
+import inspect
 from collections.abc import Callable, Iterable
 
 import jax
@@ -34,6 +35,15 @@ def _n_samples(n_samples) -> tuple[tuple[int, ...], bool]:
     raise ArgumentError(f"n_samples must be a positive integer or an iterable of them, got {n_samples!r}")
 
 
+def _takes_rng(fn) -> bool:
+    """Whether ``fn`` accepts an ``rng`` keyword (a parameter of that name, or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "rng" or p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def monte_carlo_kernel_fn(
     init_fn: Callable,
     apply_fn: Callable,
@@ -57,8 +67,8 @@ def monte_carlo_kernel_fn(
     the empirical kernels of :func:`empirical_kernel_fn` averaged over ``S`` initialisations; as
     the widths grow :math:`\mathbb E\,\bar K_S` tends to the infinite-width kernel of
     ``kernel_fn`` and its spread to zero like :math:`S^{-1/2}`. The keys follow
-    neural-tangents: ``key, k = split(key)`` per sample, and ``init_key, _ = split(k)`` feeds
-    ``init_fn`` — so an ``init_fn`` that draws the same numbers as in neural-tangents (e.g. one
+    neural-tangents: ``key, k = split(key)`` per sample, and ``init_key, dropout_key = split(k)``
+    feed ``init_fn`` and ``apply_fn`` — so an ``init_fn`` that draws the same numbers as in neural-tangents (e.g. one
     written with ``jax.random.normal``, under the same ``jax_threefry_partitionable`` setting)
     gets the same parameters. (``rmtjax.stax``'s ``init_fn`` draws differently from
     neural-tangents' own, so estimates of the same network agree only within Monte-Carlo error.)
@@ -77,8 +87,10 @@ def monte_carlo_kernel_fn(
     Returns:
         ``kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs)``: ``get`` as in
         :func:`empirical_kernel_fn` (a named tuple ``MonteCarloKernel`` for a tuple or ``None``).
-        Unlike neural-tangents no ``rng`` keyword is passed to ``apply_fn`` (rmtjax.stax has no
-        dropout), so any ``apply_fn(params, x)`` works.
+        Each sample's second key goes to ``apply_fn`` as ``rng=`` (split between ``x1`` and ``x2``
+        as in :func:`empirical_ntk_fn`: dropout) as in neural-tangents — but only when
+        ``apply_fn`` takes an ``rng`` keyword or ``**kwargs``, so a plain ``apply_fn(params, x)``
+        works too (neural-tangents would fail on it).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -102,8 +114,12 @@ def monte_carlo_kernel_fn(
             raise ArgumentError(f"init_fn(key, input_shape) failed for input_shape {shape}: {type(e).__name__}: "
                                 f"{e}") from None
 
+    takes_rng = _takes_rng(apply_fn)
+
     def sample_once(x1, x2, sample_key, get, **apply_fn_kwargs):
-        init_key, _ = jax.random.split(sample_key)
+        init_key, dropout_key = jax.random.split(sample_key)
+        if takes_rng:
+            apply_fn_kwargs = {"rng": dropout_key, **apply_fn_kwargs}
         return kernel_fn(x1, x2, get, _init(init_key, x1), **apply_fn_kwargs)
 
     one = batch(sample_once, batch_size, device_count, store_on_device)
