@@ -38,6 +38,7 @@ from .kernels.stax import FanInConcat as FanInConcat
 from .kernels.stax import FanInProd as FanInProd
 from .kernels.stax import ImageResize as ImageResize
 from .kernels.stax import Index as Index
+from .kernels.stax import GlobalSelfAttention as GlobalSelfAttention
 from .kernels.stax import __all__ as __all__
 from .kernels.stax import __getattr__ as __getattr__
 from .kernels.stax import layer as layer

@@ -50,7 +50,7 @@ def test_apply_fn_shapes_and_parameterizations():
 
 
 def test_unsupported_layers_raise_not_implemented_naming_the_layer():
-    for name in ("MaxPool", "ConvLocal", "BatchNorm", "GlobalSelfAttention"):
+    for name in ("MaxPool", "ConvLocal", "BatchNorm", "DotGeneral"):
         with pytest.raises(NotImplementedError, match=name):
             getattr(stax, name)(8)
 

@@ -44,7 +44,7 @@ from .._validate import as_real, check_range, choice, static_int
 from ._layers import (AbstractLayer, KernelState, Parallel, Product, Residual, Serial, Spatial, Stack, pixel_diagonal,
                       pixel_eye)
 
-__all__ = ["Concat", "Conv", "ConvTranspose", "Dropout", "Flatten", "GlobalPool", "ImageResize", "Index", "LayerNorm",
+__all__ = ["Attention", "Concat", "Conv", "ConvTranspose", "Dropout", "Flatten", "GlobalPool", "ImageResize", "Index", "LayerNorm",
            "Pool", "ToDiagonal", "plan"]
 
 _PADDINGS = ("SAME", "VALID", "CIRCULAR")
@@ -729,6 +729,152 @@ class Concat(AbstractLayer):
                              mirror=mirror, spatial=spatial, sample=sample)
 
 
+_MECHANISMS = ("SOFTMAX", "IDENTITY", "ABS", "RELU")
+
+
+class Attention(AbstractLayer):
+    r"""Global self-attention over pixels (neural-tangents' ``GlobalSelfAttention``; Hron et al.
+    2020, "Infinite attention: NNGP and NTK for deep attention networks").
+
+    With ``linear_scaling`` (queries and keys scaled by :math:`1/n`) the attention weights have a
+    deterministic limit, :math:`G_x(p, q) = \phi(\sigma_{QK}\,\tilde\Sigma(x, x)(p, q))` (softmax
+    over :math:`q`, or the identity, absolute value, ReLU), and
+    :math:`\Sigma'(x, x') = \sigma_{OV}^2\,G_x\,\Sigma\,G_{x'}^\top + \sigma_b^2`,
+    :math:`\Theta' = \sigma_{OV}^2\,G_x\,\Theta\,G_{x'}^\top + \sigma_b^2 + 2(\Sigma' - \sigma_b^2)`.
+    Without it (:math:`1/\sqrt n`) only the identity mechanism has a closed form:
+    :math:`\Sigma' = \sigma_{QK}^2\sigma_{OV}^2\langle\tilde\Sigma, \Sigma\rangle_F\,\tilde\Sigma + \sigma_b^2`
+    and :math:`\Theta' = \sigma_{QK}^2\sigma_{OV}^2(2\langle\tilde\Sigma, \tilde\Theta\rangle_F\tilde\Sigma
+    + \langle\tilde\Sigma, \Sigma\rangle_F(\tilde\Theta + 4\tilde\Sigma)) + \sigma_b^2`.
+    :math:`\tilde\Sigma = w_x\Sigma + w_e R` adds positional embeddings (``SUM`` or ``CONCAT``,
+    :math:`R` the identity over pixels or ``decay(sum_a |p_a - q_a|^p)``), in the values too with
+    ``val_pos_emb``. :math:`\sigma_{QK} = \sigma_Q\sigma_K`, :math:`\sigma_{OV} = \sigma_O\sigma_V`.
+    Its input needs pixel-pair covariances.
+    """
+
+    W_query_std: Array
+    W_key_std: Array
+    W_value_std: Array
+    W_out_std: Array
+    b_std: Array
+    W_pos_emb_std: Array
+    out_dim: int = eqx.field(static=True)
+    linear_scaling: bool = eqx.field(static=True)
+    mechanism: str = eqx.field(static=True)
+    pos_emb_type: str = eqx.field(static=True)
+    pos_emb_p_norm: float = eqx.field(static=True)
+    pos_emb_decay_fn: object = eqx.field(static=True)
+    n_chan_pos_emb: int | None = eqx.field(static=True)
+    val_pos_emb: bool = eqx.field(static=True)
+    bias: bool = eqx.field(static=True)
+
+    def __init__(self, out_dim: int, *, linear_scaling: bool = True, W_query_std=1.0, W_key_std=1.0,
+                 W_value_std=1.0, W_out_std=1.0, b_std=None, mechanism: str = "SOFTMAX", pos_emb_type: str = "NONE",
+                 pos_emb_p_norm: float = 2, pos_emb_decay_fn=None, n_chan_pos_emb: int | None = None,
+                 W_pos_emb_std=1.0, val_pos_emb: bool = False):
+        def std(x, name):
+            return check_range(as_real(x, name, ndim=0), name, lo=0.0)
+
+        self.out_dim = static_int(out_dim, "out_dim", lo=1)
+        for name, v in (("linear_scaling", linear_scaling), ("val_pos_emb", val_pos_emb)):
+            if not isinstance(v, bool):
+                raise ValueError(f"{name} must be a bool, got {v!r}")
+        self.linear_scaling, self.val_pos_emb = linear_scaling, val_pos_emb
+        self.mechanism = choice(str(getattr(mechanism, "name", mechanism)).upper(), "attention_mechanism", _MECHANISMS)
+        self.pos_emb_type = choice(str(getattr(pos_emb_type, "name", pos_emb_type)).upper(), "pos_emb_type",
+                                   ("NONE", "SUM", "CONCAT"))
+        if not linear_scaling and self.mechanism != "IDENTITY":
+            raise ValueError(f"attention_mechanism={self.mechanism!r} with linear_scaling=False has no closed-form "
+                             "kernel (only IDENTITY has)")
+        if pos_emb_decay_fn is not None and not callable(pos_emb_decay_fn):
+            raise ValueError(f"pos_emb_decay_fn must be None or callable, got {pos_emb_decay_fn!r}")
+        self.pos_emb_p_norm = float(pos_emb_p_norm)
+        self.pos_emb_decay_fn = pos_emb_decay_fn
+        self.n_chan_pos_emb = None if n_chan_pos_emb is None else static_int(n_chan_pos_emb, "n_chan_pos_emb", lo=1)
+        self.W_query_std, self.W_key_std = std(W_query_std, "W_query_std"), std(W_key_std, "W_key_std")
+        self.W_value_std, self.W_out_std = std(W_value_std, "W_value_std"), std(W_out_std, "W_out_std")
+        self.bias = b_std is not None
+        self.b_std = std(0.0 if b_std is None else b_std, "b_std")
+        self.W_pos_emb_std = std(W_pos_emb_std, "W_pos_emb_std")
+
+    def keeps_layout(self) -> bool:
+        return False
+
+    def _positions(self, shape, dtype):
+        """:math:`R(p, q)` in the full layout ``(*S, *S)``."""
+        if self.pos_emb_decay_fn is None:
+            return pixel_eye(shape).astype(dtype)
+        S = len(shape)
+        R = jnp.zeros((1,) * (2 * S), dtype)
+        for i, n in enumerate(shape):
+            d = jnp.arange(n, dtype=dtype)
+            diff = jnp.abs(d[:, None] - d[None, :]) ** self.pos_emb_p_norm
+            R = R + diff.reshape((1,) * i + (n,) + (1,) * (S - 1) + (n,) + (1,) * (S - i - 1))
+        return self.pos_emb_decay_fn(R)
+
+    def __call__(self, state: KernelState) -> KernelState:
+        sp = _spatial(state, "GlobalSelfAttention")
+        if not sp.full:
+            raise ValueError("GlobalSelfAttention mixes all pixels: its kernel needs pixel-pair covariances; "
+                             "diagonal_spatial=True cannot be used with it")
+        S, P = len(sp.shape), math.prod(sp.shape)
+        dtype = state.nngp.dtype
+        qk, ov2, b2 = self.W_query_std * self.W_key_std, (self.W_out_std * self.W_value_std) ** 2, self.b_std**2
+        pos = self.pos_emb_type != "NONE"
+        kw, pw = 1.0, self.W_pos_emb_std**2
+        if self.pos_emb_type == "CONCAT":
+            if state.width is None:
+                raise ValueError("GlobalSelfAttention with pos_emb_type='CONCAT' weighs inputs and embeddings by their "
+                                 "channel counts: give the layer before it an out_dim")
+            c_pe = state.width if self.n_chan_pos_emb is None else self.n_chan_pos_emb
+            kw, pw = state.width / (state.width + c_pe), pw * c_pe / (state.width + c_pe)
+        R = self._positions(sp.shape, dtype)[None, None] if pos else None
+
+        def interp(k):
+            return kw * k + pw * R if pos else k
+
+        flat = lambda a: a.reshape(a.shape[:2] + (P, P))
+        back = lambda a: a.reshape(a.shape[:2] + sp.shape * 2)
+        v1i, v2i, ki, ti = interp(state.var1), interp(state.var2), interp(state.nngp), interp(state.ntk)
+
+        if self.linear_scaling:
+            def weights(c):
+                c = flat(qk * c)[:, :, :, :]
+                if self.mechanism == "SOFTMAX":
+                    return jax.nn.softmax(c, axis=-1)
+                return {"IDENTITY": c, "ABS": jnp.abs(c), "RELU": jnp.maximum(c, 0)}[self.mechanism]
+
+            g1, g2 = weights(v1i)[:, 0], weights(v2i)[0]  # (t1, P, P), (t2, P, P)
+
+            def weigh(m, spec, ga, gb):
+                return back(jnp.einsum(spec, ga, flat(m), gb))
+
+            vals = (ki, ti, v1i, v2i) if self.val_pos_emb else (state.nngp, state.ntk, state.var1, state.var2)
+            cross = "apq,abqr,bsr->abps"
+            nngp = ov2 * weigh(vals[0], cross, g1, g2) + b2
+            ntk = ov2 * weigh(vals[1], cross, g1, g2) + b2 + 2 * (nngp - b2)
+            var1 = ov2 * weigh(vals[2], "apq,abqr,asr->abps", g1, g1) + b2  # (t1, 1, ...): x_i with itself
+            var2 = ov2 * weigh(vals[3], "bpq,abqr,bsr->abps", g2, g2) + b2  # (1, t2, ...)
+        else:
+            std2 = (qk**2) * ov2
+
+            def dot(a, b):
+                return jnp.sum(flat(a) * flat(b), axis=(-2, -1))[:, :, None, None].reshape(
+                    a.shape[:2] + (1,) * (2 * S))
+
+            d12 = dot(ki, ki if self.val_pos_emb else state.nngp)
+            d11 = dot(v1i, v1i if self.val_pos_emb else state.var1)
+            d22 = dot(v2i, v2i if self.val_pos_emb else state.var2)
+            nngp = std2 * d12 * ki + b2
+            var1, var2 = std2 * d11 * v1i + b2, std2 * d22 * v2i + b2
+            if self.val_pos_emb or not pos:
+                t = 2 * dot(ki, ti)
+            else:
+                t = dot(ki, state.ntk) + dot(state.nngp, ti)
+            ntk = std2 * (t * ki + d12 * (ti + 4 * ki)) + b2
+        return state.replace(nngp=nngp, ntk=ntk, var1=var1, var2=var2,
+                             width=jnp.asarray(self.out_dim, dtype))
+
+
 def _reshape_mask(mask, state: KernelState, spatial: Spatial | None):
     nd = 0 if spatial is None else spatial.ndim
     return mask.reshape(mask.shape[:_leading(state)] + (1,) * nd)
@@ -758,7 +904,7 @@ class ToDiagonal(AbstractLayer):
 def needs_full(layer: AbstractLayer, out_full: bool, forced_diagonal: bool = False) -> bool:
     """Whether ``layer`` needs pixel-pixel covariances at its input to give its output in the
     layout ``out_full``."""
-    if isinstance(layer, (Pool, GlobalPool, ImageResize)):
+    if isinstance(layer, (Pool, GlobalPool, ImageResize, Attention)):
         return not forced_diagonal
     if isinstance(layer, Flatten):
         return False
@@ -853,7 +999,7 @@ def conv_parity(layer: AbstractLayer) -> int:
     return 0
 
 
-_SPATIAL_LAYERS = (Conv, ConvTranspose, Pool, GlobalPool, Flatten, Index, ImageResize)
+_SPATIAL_LAYERS = (Conv, ConvTranspose, Pool, GlobalPool, Flatten, Index, ImageResize, Attention)
 
 
 def has_spatial_layers(layer) -> bool:

@@ -490,7 +490,7 @@ def dropout_finite(rate, mode: str = "train") -> tuple[Callable, Callable]:
     r"""``init_fn``, ``apply_fn`` of neural-tangents' ``Dropout(rate, mode)``; ``rate`` is the
     *keep* probability, in :math:`(0, 1]`. ``"train"``: :math:`y = m \odot x / \text{rate}` with
     :math:`m \sim \text{Bernoulli(rate)}` drawn by ``jax.random.bernoulli(rng, rate, x.shape)``;
-    ``"test"``: :math:`y = x`. As neural-tangents (``jax.example_libraries.stax.Dropout``),
+    ``"test"``: :math:`y = x`. As neural-tangents (and JAX's example stax library),
     ``apply_fn(params, x, rng=key)`` needs the key in both modes (``ValueError`` without it).
 
     Example:

@@ -50,7 +50,7 @@ from ._core import FullyConnected, kernel, kernel_diagonal
 __all__ = [
     "ABRelu", "Abs", "Activation", "AvgPool", "Conv", "ConvTranspose", "Cos", "Dense", "Dropout",
     "ElementwiseNumerical", "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "Gaussian",
-    "Gelu", "GlobalAvgPool", "GlobalSumPool", "Hermite", "Identity", "ImageResize", "Index", "KernelFn", "Layer",
+    "Gelu", "GlobalAvgPool", "GlobalSelfAttention", "GlobalSumPool", "Hermite", "Identity", "ImageResize", "Index", "KernelFn", "Layer",
     "LayerNorm", "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "SumPool",
     "layer", "parallel", "serial",
 ]
@@ -295,7 +295,7 @@ def _dense_finite(dense: L.Dense, out_dim: int) -> tuple[Callable, Callable]:
 
 def _split_rng(kwargs: dict, n: int) -> list:
     """One key per layer from ``kwargs["rng"]`` (removed from ``kwargs``), as
-    ``jax.example_libraries.stax`` does (``None`` without a key): each Dropout its own mask."""
+    JAX's example stax library does (``None`` without a key): each Dropout its own mask."""
     rng = kwargs.pop("rng", None)
     return list(jax.random.split(rng, n)) if rng is not None else [None] * n
 
@@ -689,6 +689,45 @@ def ImageResize(shape, method, antialias: bool = True, precision=None, batch_axi
     return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "ImageResize"),)))
 
 
+def GlobalSelfAttention(
+    n_chan_out: int,
+    n_chan_key: int,
+    n_chan_val: int,
+    n_heads: int,
+    linear_scaling: bool = True,
+    W_key_std: float = 1.0,
+    W_value_std: float = 1.0,
+    W_query_std: float = 1.0,
+    W_out_std: float = 1.0,
+    b_std: float | None = None,
+    attention_mechanism: str = "SOFTMAX",
+    pos_emb_type: str = "NONE",
+    pos_emb_p_norm: float = 2,
+    pos_emb_decay_fn: Callable | None = None,
+    n_chan_pos_emb: int | None = None,
+    W_pos_emb_std: float = 1.0,
+    val_pos_emb: bool = False,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+) -> Layer:
+    """Global self-attention over pixels (``neural_tangents.stax.GlobalSelfAttention``, Hron et al.
+    2020); its kernel is :class:`rmtjax.kernels._conv.Attention` (see there for the formulas)."""
+    _nhwc(batch_axis, channel_axis, "GlobalSelfAttention")
+    mechanism = getattr(attention_mechanism, "name", attention_mechanism)
+    pos_type = getattr(pos_emb_type, "name", pos_emb_type)
+    layer = C.Attention(n_chan_out, linear_scaling=linear_scaling, W_query_std=W_query_std, W_key_std=W_key_std,
+                        W_value_std=W_value_std, W_out_std=W_out_std, b_std=b_std, mechanism=mechanism,
+                        pos_emb_type=pos_type, pos_emb_p_norm=pos_emb_p_norm, pos_emb_decay_fn=pos_emb_decay_fn,
+                        n_chan_pos_emb=n_chan_pos_emb, W_pos_emb_std=W_pos_emb_std, val_pos_emb=val_pos_emb)
+    init_fn, apply_fn = F.global_self_attention_finite(
+        n_chan_out, n_chan_key, n_chan_val, n_heads, linear_scaling=linear_scaling, W_key_std=W_key_std,
+        W_value_std=W_value_std, W_query_std=W_query_std, W_out_std=W_out_std, b_std=b_std,
+        attention_mechanism=layer.mechanism, pos_emb_type=layer.pos_emb_type, pos_emb_p_norm=pos_emb_p_norm,
+        pos_emb_decay_fn=pos_emb_decay_fn, n_chan_pos_emb=n_chan_pos_emb, W_pos_emb_std=W_pos_emb_std,
+        val_pos_emb=val_pos_emb)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "GlobalSelfAttention"),)))
+
+
 def _pool(kind: str, window_shape, strides, padding, normalize_edges, batch_axis, channel_axis) -> Layer:
     who = "AvgPool" if kind == "avg" else "SumPool"
     _nhwc(batch_axis, channel_axis, who)
@@ -841,7 +880,7 @@ def _finite(net: L.AbstractLayer) -> tuple[Callable, Callable]:
 # NotImplementedError when called, naming the layer (a module __getattr__, PEP 562).
 _UNSUPPORTED = frozenset({
     "BatchNorm", "Aggregate", "ConvLocal", "DotGeneral",
-    "Elementwise", "ExpNormalized", "GlobalSelfAttention",
+    "Elementwise", "ExpNormalized",
     "MaxPool", "Sigmoid_like", "Gabor",
     "repeat", "shape_and_axes", "supports_masking", "requires",
 })
@@ -854,7 +893,8 @@ def __getattr__(name: str) -> Any:
     def unsupported(*args, **kwargs):
         raise NotImplementedError(
             f"rmtjax.stax.{name} is not supported yet (rmtjax.stax covers Dense, Conv, ConvTranspose, AvgPool, "
-            "SumPool, GlobalAvgPool, GlobalSumPool, Flatten, LayerNorm, Dropout, Index, ImageResize, the activations, "
+            "SumPool, GlobalAvgPool, GlobalSumPool, GlobalSelfAttention, Flatten, LayerNorm, Dropout, Index, ImageResize, "
+            "the activations, "
             "serial, parallel, FanOut, FanInSum, FanInProd, FanInConcat, Identity)" + (": max pooling has no closed-form infinite-width kernel" if name == "MaxPool" else ""))
 
     unsupported.__name__ = name

@@ -367,7 +367,64 @@ MATVEC = [
                          "b_std": 0.1, "activation": A.Relu(), "depth": 1}),
 ]
 
-ENTRIES = ACTIVATIONS + GAUSSIAN + KERNELS + GRAPH + STAX + MATVEC
+IMG = array((2, 4, 4, 2))
+PAD = st.sampled_from(["SAME", "VALID", "CIRCULAR", "FULL"])
+
+
+def _conv_check(kwargs, out):
+    """A kernel of images with itself: symmetric, with a nonnegative diagonal."""
+    for k in (out.nngp, out.ntk):
+        k = _f(k)
+        np.testing.assert_allclose(k, k.T, rtol=1e-12, atol=1e-14 * max(np.max(np.abs(k)), 1))
+        assert np.all(np.diagonal(k) >= -1e-14 * max(np.max(np.abs(k)), 1))
+
+
+def _conv_entry(name, make_layers, params, *, static=(), names=(), valid=None, max_examples=5, readout=True):
+    """``serial(Conv, *layers, [Flatten], Dense)`` on images ``(2, 4, 4, 2)`` (``readout=False``:
+    the layers end with their own readout)."""
+
+    def fn(x1, **p):
+        tail = [stax.Flatten()] if readout else []
+        return stax.serial(stax.Conv(3, (2, 2), padding="SAME", W_std=1.3, b_std=0.1), *make_layers(**p), *tail,
+                           stax.Dense(1, 1.1, 0.2))[2](x1)
+
+    return Entry(f"stax.{name}", fn, {"x1": IMG, **params}, static=static, check=_conv_check, jit=False,
+                 max_examples=max_examples, names=names,
+                 valid=lambda: {"x1": sample((2, 4, 4, 2)), **(valid() if valid else {})})
+
+
+CONV = [
+    _conv_entry("Conv", lambda W_std, b_std, padding: [stax.Relu(), stax.Conv(3, (2, 2), padding=padding, W_std=W_std,
+                                                                               b_std=b_std)],
+                {"W_std": P, "b_std": P, "padding": PAD}, static=("padding",),
+                valid=lambda: {"W_std": 1.2, "b_std": 0.1, "padding": "SAME"}),
+    _conv_entry("ConvTranspose", lambda W_std, padding: [stax.Relu(), stax.ConvTranspose(3, (2, 2), (2, 2), padding,
+                                                                                          W_std=W_std)],
+                {"W_std": P, "padding": PAD}, static=("padding",), valid=lambda: {"W_std": 1.2, "padding": "SAME"}),
+    _conv_entry("AvgPool", lambda padding: [stax.Erf(), stax.AvgPool((2, 2), (2, 2), padding)], {"padding": PAD},
+                static=("padding",), valid=lambda: {"padding": "VALID"}),
+    _conv_entry("SumPool", lambda padding: [stax.Relu(), stax.SumPool((2, 2), (1, 1), padding)], {"padding": PAD},
+                static=("padding",), valid=lambda: {"padding": "SAME"}),
+    _conv_entry("GlobalAvgPool", lambda: [stax.Relu(), stax.GlobalAvgPool()], {}, readout=False),
+    _conv_entry("GlobalSumPool", lambda: [stax.Relu(), stax.GlobalSumPool()], {}, readout=False),
+    _conv_entry("Flatten", lambda: [stax.Relu(), stax.Flatten()], {}, readout=False),
+    _conv_entry("LayerNorm", lambda eps: [stax.LayerNorm(axis=(1, 2, 3), eps=eps), stax.Relu()], {"eps": P},
+                valid=lambda: {"eps": 1e-3}),
+    _conv_entry("Dropout", lambda: [stax.Relu(), stax.Dropout(0.7)], {}),
+    _conv_entry("Index", lambda: [stax.Relu(), stax.Index((slice(None), slice(1, 4), slice(None, None, 2)))], {}),
+    _conv_entry("ImageResize", lambda: [stax.Relu(), stax.ImageResize((-1, 3, 5, -1), "linear")], {}),
+    _conv_entry("GlobalSelfAttention", lambda W_query_std, b_std: [stax.Relu(), stax.GlobalSelfAttention(
+        3, 3, 3, 1, W_query_std=W_query_std, b_std=b_std), stax.GlobalAvgPool()],
+                {"W_query_std": P, "b_std": P}, valid=lambda: {"W_query_std": 0.9, "b_std": 0.1}, readout=False),
+    _conv_entry("FanInProd", lambda: [stax.FanOut(2), stax.parallel(stax.Conv(3, (1, 1)), stax.Conv(2, (2, 2),
+                                                                                                   padding="SAME")),
+                                      stax.FanInProd()], {}),
+    _conv_entry("FanInConcat", lambda axis: [stax.FanOut(2), stax.parallel(stax.Conv(3, (1, 1)), stax.Conv(2, (1, 1))),
+                                             stax.FanInConcat(axis)], {"axis": st.sampled_from([-1, 1, 2, 0, 7])},
+                static=("axis",), valid=lambda: {"axis": -1}),
+]
+
+ENTRIES = ACTIVATIONS + GAUSSIAN + KERNELS + GRAPH + STAX + MATVEC + CONV
 
 EXEMPT = {
     "activations.AbstractActivation": "abstract base class",
