@@ -1,6 +1,7 @@
 """Infinite-width NNGP/NTK: one engine of layers (``Dense``, ``Activation``, ``Serial``, ``Stack``,
-``Parallel``, ``Residual``, and :class:`FullyConnected` built from them), run tiled and jitted by
-:func:`kernel`; :mod:`rmtjax.kernels.stax` (also ``rmtjax.stax``) is the neural-tangents facade."""
+``Parallel``, ``Product``, ``Residual``, and :class:`FullyConnected` built from them; for images the
+convolutional layers of ``rmtjax.kernels._conv``), run tiled and jitted by :func:`kernel`;
+:mod:`rmtjax.kernels.stax` (also ``rmtjax.stax``) is the neural-tangents facade."""
 
 from ._core import FullyConnected as FullyConnected
 from ._core import bucket_size as bucket_size

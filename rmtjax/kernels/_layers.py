@@ -27,8 +27,11 @@ itself), so depth costs no compile time and XLA never duplicates a chain of prod
 :func:`rmtjax.kernels.kernel` runs any layer over tiles of the output, jitted and spread over
 devices.
 
-New layers (the convolutional engine: spatial covariances, pooling) plug in as further subclasses of
-:class:`AbstractLayer`: a layer sees only the state of its tile and returns the next one.
+The convolutional layers (:mod:`rmtjax.kernels._conv`: convolution, pooling, flattening, layer norm,
+attention on image states, :class:`Spatial`) are further subclasses of :class:`AbstractLayer`: a
+layer sees only the state of its tile and returns the next one; :class:`Activation`,
+:class:`Dense` (a 1x1 convolution on images), :class:`Parallel`, :class:`Product` and
+:class:`Residual` act on image states unchanged.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@ r"""A neural-tangents-compatible ``stax`` facade over the layers of :mod:`rmtjax
 Every layer is a triple ``(init_fn, apply_fn, kernel_fn)`` with neural-tangents' semantics
 (Novak et al. 2020): ``init_fn(key, input_shape) -> (output_shape, params)``,
 ``apply_fn(params, x)`` is the finite network in the same parameterization, and
-``kernel_fn(x1, x2=None, get=None)`` its infinite-width NNGP/NTK. Porting a fully-connected
-neural-tangents script needs only the import changed::
+``kernel_fn(x1, x2=None, get=None)`` its infinite-width NNGP/NTK. Porting a neural-tangents script
+(fully-connected, or convolutional on channels-last images: ``Conv``, pooling, ``Flatten``,
+``LayerNorm``, attention, ...) needs only the import changed::
 
     from rmtjax import stax          # was: from neural_tangents import stax
     init_fn, apply_fn, kernel_fn = stax.serial(
