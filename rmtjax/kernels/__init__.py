@@ -15,6 +15,7 @@ from ._layers import Identity as Identity
 from ._layers import Kernel as Kernel
 from ._layers import KernelState as KernelState
 from ._layers import Parallel as Parallel
+from ._layers import Product as Product
 from ._layers import Residual as Residual
 from ._layers import Serial as Serial
 from ._layers import Stack as Stack
