@@ -18,8 +18,8 @@ configuration. Run with x64 disabled (``rmtjax reproduce NAME --float32``), the 
 Example:
     >>> from rmtjax.experiments import EXPERIMENTS
     >>> sorted(EXPERIMENTS)  # doctest: +NORMALIZE_WHITESPACE
-    ['activation-design', 'dynamical-isometry', 'fan-wang', 'finite-width', 'hidden-manifold', 'kernel-regression', 'kernels',
-     'liang-tranbach', 'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality']
+    ['activation-design', 'conv-kernel-regression', 'dynamical-isometry', 'fan-wang', 'finite-width', 'hidden-manifold',
+     'kernel-regression', 'kernels', 'liang-tranbach', 'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality']
 """
 
 from __future__ import annotations
@@ -79,6 +79,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         "NNGP/NTK regression on MNIST 5k across depths (ReLU, Erf) and finite MLPs approaching the NTK across widths",
         "rmtjax.experiments.kernel_regression:run",
         quick_seconds=40,
+    ),
+    "conv-kernel-regression": Experiment(
+        "CNN-GP/CNTK and Myrtle kernel regression on MNIST vs the fully-connected NNGP/NTK and finite CNNs across widths",
+        "rmtjax.experiments.conv_kernel_regression:run",
     ),
     "neural-collapse": Experiment(
         "Neural collapse NC1-NC4 in the terminal phase of training: LayerNorm MLPs on digits and MNIST 5k "
