@@ -21,11 +21,7 @@ TEST = dataclasses.replace(ckr.QUICK, n_test=100, n_train_fc=150, n_train_flat=8
 
 
 def _run(out, **kw):
-    # the tiled kernel engine's same-sample mask adds int32 tile offsets to an int64 arange
-    # (rmtjax/kernels/_core.py, _sample_mask), which strict promotion (conftest) rejects; the rmtjax
-    # command runs with JAX's standard promotion, as here
-    with jax.numpy_dtype_promotion("standard"):
-        return ckr.run(out, config=TEST, progress=False, **kw)
+    return ckr.run(out, config=TEST, progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
