@@ -19,7 +19,8 @@ Example:
     >>> from rmtjax.experiments import EXPERIMENTS
     >>> sorted(EXPERIMENTS)  # doctest: +NORMALIZE_WHITESPACE
     ['activation-design', 'conv-kernel-regression', 'dynamical-isometry', 'fan-wang', 'finite-width', 'hidden-manifold',
-     'kernel-regression', 'kernels', 'liang-tranbach', 'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality']
+     'kernel-regression', 'kernels', 'liang-tranbach', 'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality',
+     'trainability']
 """
 
 from __future__ import annotations
@@ -130,5 +131,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         "ReLU, tanh and edge-of-chaos tanh; c maps at init vs theory; a Hermite activation designed for the task",
         "rmtjax.experiments.activation_design:run",
         quick_seconds=99,
+    ),
+    "trainability": Experiment(
+        "Trainability phase diagram of tanh MLPs on MNIST over (sigma_w^2, depth) vs 6 xi_c, one sharded, resumable "
+        "sweep of padded networks (Schoenholz et al. 2017, Fig. 5)",
+        "rmtjax.experiments.trainability:run",
     ),
 }
