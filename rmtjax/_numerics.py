@@ -133,14 +133,28 @@ def sqrt_prod(q1, q2):
 
 
 def _half_exponent(q):
-    """``k / 2`` (an int32) for the even ``k`` with ``q 2^{-k}`` in ``[1, 4)``, 0 where ``q <= 0``."""
+    """``k / 2`` (an int32) for the even ``k`` with ``q 2^{-k}`` in ``[1, 4)``, 0 where ``q <= 0``.
+
+    From ``frexp`` (``q = m 2^e``, ``m`` in ``[1/2, 1)``, subnormals included): ``k/2 = floor((e-1)/2)``.
+    Bit operations: ``log2`` cost 6 ns per entry, a sixth of the whole kernel of a ReLU layer."""
     safe = jnp.where(q > 0, q, 1.0)
-    return jnp.floor(jnp.log2(jax.lax.stop_gradient(safe)) / 2).astype(jnp.int32)
+    _, e = jnp.frexp(jax.lax.stop_gradient(safe))
+    return jnp.floor_divide(e.astype(jnp.int32) - 1, 2)
 
 
 def _pow2(q, h):
-    """:math:`2^h` in the dtype of ``q``, exactly (``exp2`` rounds: measured 1 ulp off at h = 332)."""
-    return jnp.ldexp(jnp.ones_like(q), h)
+    """:math:`2^h` in the dtype of ``q``, exactly, for the ``h`` of :func:`_half_exponent` and its
+    negation (``|h| <= 537`` in float64, ``<= 75`` in float32: normal numbers), built from its
+    exponent bits (``exp2`` rounds: measured 1 ulp off at h = 332; ``ldexp`` is exact but cost 5 ns
+    per entry)."""
+    dt = jnp.result_type(q)
+    if dt == jnp.float64:
+        bits = (h.astype(jnp.int64) + 1023) << 52
+    elif dt == jnp.float32:
+        bits = (h.astype(jnp.int32) + 127) << 23
+    else:
+        return jnp.ldexp(jnp.ones_like(q), h)
+    return jnp.broadcast_to(jax.lax.bitcast_convert_type(bits, dt), jnp.shape(q))
 
 
 def _sqrt_prod_scaled(q1, q2):

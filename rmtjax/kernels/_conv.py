@@ -77,8 +77,30 @@ def _pad(x, axes, lo: int, hi: int, wrap: bool):
     return jnp.pad(x, pads, mode="wrap" if wrap else "constant")
 
 
+def _shifted(x, axes, delta: int, out: int):
+    """``y[i] = x[i + delta]`` for ``i < out`` along each of ``axes`` (the same shift on all), zero
+    where ``i + delta`` is outside ``x``: a slice, then padding of the (small) rim. XLA fuses this into
+    the sum; padding the whole input first and slicing it (the general path) measured 6x slower on a
+    tile of full 8x8 covariances (benchmarks/results/conv_engine_profile.md)."""
+    n = x.shape[axes[0]]
+    first, last = max(0, -delta), min(out, n - delta)
+    if last <= first:
+        shape = list(x.shape)
+        for ax in axes:
+            shape[ax] = out
+        return jnp.zeros(shape, x.dtype)
+    pads = [(0, 0)] * x.ndim
+    for ax in axes:
+        x = jax.lax.slice_in_dim(x, first + delta, last + delta, axis=ax)
+        pads[ax] = (first, out - last)
+    return jnp.pad(x, pads) if any(p != (0, 0) for p in pads) else x
+
+
 def window_sum(x, axis: int, k: int, s: int, lo: int, hi: int, out: int, wrap: bool):
     r""":math:`y_i = \sum_{a < k} x_{s i + a}` along ``axis`` (zero- or wrap-padded by ``lo``, ``hi``)."""
+    if s == 1 and not wrap:
+        parts = [_shifted(x, (axis,), a - lo, out) for a in range(k)]
+        return sum(parts[1:], parts[0])
     x = _pad(x, (axis,), lo, hi, wrap)
     parts = [jax.lax.slice_in_dim(x, a, a + s * (out - 1) + 1, s, axis=axis) for a in range(k)]
     return sum(parts[1:], parts[0])
@@ -87,6 +109,9 @@ def window_sum(x, axis: int, k: int, s: int, lo: int, hi: int, out: int, wrap: b
 def diagonal_window_sum(x, axis1: int, axis2: int, k: int, s: int, lo: int, hi: int, out: int, wrap: bool):
     r""":math:`y_{i i'} = \sum_{a < k} x_{s i + a,\, s i' + a}` over the pair of axes (the same
     offset on both: a shared filter)."""
+    if s == 1 and not wrap:
+        parts = [_shifted(x, (axis1, axis2), a - lo, out) for a in range(k)]
+        return sum(parts[1:], parts[0])
     x = _pad(x, (axis1, axis2), lo, hi, wrap)
     parts = []
     for a in range(k):
