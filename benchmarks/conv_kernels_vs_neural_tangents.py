@@ -241,25 +241,33 @@ def agreement(dir_a: pathlib.Path, dir_b: pathlib.Path) -> dict | None:
         a, b = np.load(fa), np.load(fb)
         d = np.sqrt(np.abs(np.diag(b)))
         e = np.abs(a - b) / np.outer(d, d)
-        off = e[~np.eye(len(e), dtype=bool)]
-        res[f"{k}_offdiag"] = float(off.max()) if off.size else 0.0
+        off = np.where(np.eye(len(e), dtype=bool), -1.0, e)
+        res[f"{k}_offdiag"] = float(off.max()) if len(e) > 1 else 0.0
+        res[f"{k}_worst"] = [int(i) for i in np.unravel_index(np.argmax(off), off.shape)]
         res[f"{k}_diag"] = float(np.diag(e).max())
-    res["max"] = max(res.values())
-    res["max_but_ntk_diag"] = max(v for k, v in res.items() if k not in ("max", "ntk_diag"))
+    vals = {k: v for k, v in res.items() if not k.endswith("_worst")}
+    res["max"] = max(vals.values())
+    res["max_but_ntk_diag"] = max(v for k, v in vals.items() if k != "ntk_diag")
     return res
 
 
-def reference_self_kernel(x: np.ndarray, arch: str) -> tuple[float, float]:
-    """NNGP and NTK of one image ``x`` (``(H, W, 1)``) with itself, by a plain NumPy recursion on
-    its ``(H, W, H, W)`` pixel-pair covariance (independent of both libraries): SAME 3 x 3 conv
-    ``w2/9 sum_a Sigma(p + a, p' + a) + b2``, ReLU by the arc-cosine formulas
-    ``(sqrt(q q' - S^2) + (pi - theta) S) / 2 pi``, ``theta = atan2(sqrt(q q' - S^2), S)`` with the
-    correlation set to exactly 1 on the pixel diagonal (a pixel with itself), 2 x 2 average pools,
-    Flatten (mean of the pixel diagonal) or global average pooling (mean of all), Dense."""
-    H, W = x.shape[:2]
+def reference_kernel(xa: np.ndarray, xb: np.ndarray | None, arch: str) -> tuple[float, float]:
+    """NNGP and NTK of two images ``xa``, ``xb`` (``(H, W, 1)``; ``xb=None``: ``xa`` with itself)
+    by a plain NumPy recursion on their ``(H, W, H, W)`` pixel-pair covariances (independent of
+    both libraries): SAME 3 x 3 conv ``w2/9 sum_a Sigma(p + a, p' + a) + b2``, ReLU by the
+    arc-cosine formulas ``(sqrt(q q' - S^2) + (pi - theta) S) / 2 pi``,
+    ``theta = atan2(sqrt(q q' - S^2), S)`` with the root taken as ``sqrt((r - S)(r + S))``,
+    ``r = sqrt(q q')`` (exactly 0 where two pixels' patches are identical) and the correlation set
+    to exactly 1 for a pixel of an image with itself; 2 x 2 average pools, Flatten (mean of the
+    pixel diagonal) or global average pooling (mean of all), Dense."""
+    H, W = xa.shape[:2]
     w2, b2 = nt_conv_bench.W_STD**2, nt_conv_bench.B_STD**2
-    v = x[..., 0].astype(np.float64)
-    S, T = np.einsum("hw,HW->hwHW", v, v), np.zeros((H, W, H, W))
+    va = xa[..., 0].astype(np.float64)
+    vb = None if xb is None else xb[..., 0].astype(np.float64)
+    S11 = np.einsum("hw,HW->hwHW", va, va)
+    S22 = None if vb is None else np.einsum("hw,HW->hwHW", vb, vb)
+    S12 = S11 if vb is None else np.einsum("hw,HW->hwHW", va, vb)
+    T = np.zeros_like(S12)
 
     def conv(M):
         h, w = M.shape[:2]
@@ -270,52 +278,85 @@ def reference_self_kernel(x: np.ndarray, arch: str) -> tuple[float, float]:
                 out += P[a:a + h, b:b + w, a:a + h, b:b + w]
         return out / 9.0
 
-    def relu(S, T):
+    def relu(S, q1, q2, same):
         h, w = S.shape[:2]
-        q = np.einsum("hwhw->hw", S)
-        norm = np.sqrt(q[:, :, None, None] * q[None, None])
-        eye = np.eye(h * w, dtype=bool).reshape(h, w, h, w)
-        S = np.where(eye, norm, S)  # a pixel with itself: correlation exactly 1
-        # theta = atan2(sqrt(q1 q2 - S^2), S) with the root as sqrt((p - S)(p + S)), p = sqrt(q1 q2): exactly 0
-        # for pixels whose patches are identical (p == S), where arccos(S / p) would give ~1e-8
+        norm = np.sqrt(q1[:, :, None, None] * q2[None, None])
+        if same:  # a pixel of an image with itself: correlation exactly 1
+            S = np.where(np.eye(h * w, dtype=bool).reshape(h, w, h, w), norm, S)
         gap = np.sqrt(np.maximum((norm - S) * (norm + S), 0.0))
         th = np.arctan2(gap, S)
-        return (gap + (np.pi - th) * S) / (2 * np.pi), T * (np.pi - th) / (2 * np.pi)
+        return (gap + (np.pi - th) * S) / (2 * np.pi), (np.pi - th) / (2 * np.pi)
 
     def pool(M):
         h, w = M.shape[:2]
         return M.reshape(h // 2, 2, w // 2, 2, h // 2, 2, w // 2, 2).mean(axis=(1, 3, 5, 7))
 
+    def diag(M):
+        return np.einsum("hwhw->hw", M)
+
     for name, _, _ in nt_conv_bench.layers(arch, H):
         if name == "Conv":
-            S = w2 * conv(S) + b2
-            T = S + w2 * conv(T)
+            S11 = w2 * conv(S11) + b2
+            S22 = None if S22 is None else w2 * conv(S22) + b2
+            S12 = S11 if vb is None else w2 * conv(S12) + b2
+            T = S12 + w2 * conv(T)
         elif name == "Relu":
-            S, T = relu(S, T)
+            q1 = diag(S11)
+            q2 = q1 if S22 is None else diag(S22)
+            S12n, kdot = relu(S12, q1, q2, vb is None)
+            T = T * kdot
+            if vb is None:
+                S11 = S12 = S12n
+            else:
+                S11, S22, S12 = relu(S11, q1, q1, True)[0], relu(S22, q2, q2, True)[0], S12n
         elif name == "AvgPool":
-            S, T = pool(S), pool(T)
-        elif name == "Flatten":
-            S, T = np.einsum("hwhw->", S) / (S.shape[0] * S.shape[1]), np.einsum("hwhw->", T) / (S.shape[0] * S.shape[1])
-        elif name == "GlobalAvgPool":
-            S, T = S.mean(), T.mean()
+            S11, S12, T = pool(S11), pool(S12), pool(T)
+            S22 = None if S22 is None else pool(S22)
+        elif name in ("Flatten", "GlobalAvgPool"):
+            red = (lambda M: diag(M).mean()) if name == "Flatten" else (lambda M: M.mean())
+            S12, T = red(S12), red(T)
+            S11 = S22 = None
         elif name == "Dense":
-            S = w2 * S + b2
-            T = S + w2 * T
-    return float(S), float(T)
+            S12 = w2 * S12 + b2
+            T = S12 + w2 * T
+    return float(S12), float(T)
 
 
-def reference_check(data: pathlib.Path, kdir: pathlib.Path, arch: str, count: int = 3) -> dict | None:
-    """Relative errors of the diagonal (an image with itself) of the kernels saved in ``kdir``
-    against :func:`reference_self_kernel` on the first ``count`` images; None if not saved."""
+def reference_self_kernel(x: np.ndarray, arch: str) -> tuple[float, float]:
+    """:func:`reference_kernel` of one image with itself."""
+    return reference_kernel(x, None, arch)
+
+
+def reference_check(data: pathlib.Path, kdir: pathlib.Path, arch: str, count: int = 3,
+                    extra: tuple = (), cache: dict | None = None) -> dict | None:
+    """Errors of the kernels saved in ``kdir`` against :func:`reference_kernel`: relative on the
+    diagonal (the first ``count`` images with themselves), ``|K - R| / sqrt(R_ii R_jj)`` on the
+    pairs of those images and on ``extra`` pairs ``(i, j)`` (where the two libraries disagree most);
+    None if not saved. ``cache``: reference values by ``(data, i, j)``, shared between calls."""
     if not (kdir / "ntk.npy").exists():
         return None
     x = np.load(data)
+    cache = {} if cache is None else cache
     nngp, ntk = np.load(kdir / "nngp.npy"), np.load(kdir / "ntk.npy")
-    err = {"nngp": 0.0, "ntk": 0.0, "images": min(count, len(x))}
-    for i in range(err["images"]):
-        rs, rt = reference_self_kernel(x[i], arch)
-        err["nngp"] = max(err["nngp"], abs(nngp[i, i] - rs) / abs(rs))
-        err["ntk"] = max(err["ntk"], abs(ntk[i, i] - rt) / abs(rt))
+
+    def ref(i, j):
+        key = (str(data), arch, min(i, j), max(i, j))
+        if key not in cache:
+            cache[key] = reference_kernel(x[i], None if i == j else x[j], arch)
+        return cache[key]
+
+    m = min(count, len(x))
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)] + [tuple(map(int, e)) for e in extra if e[0] != e[1]]
+    err = {"nngp": 0.0, "ntk": 0.0, "nngp_offdiag": 0.0, "ntk_offdiag": 0.0, "images": m, "pairs": pairs}
+    for i in sorted({i for p in pairs for i in p} | set(range(m))):
+        rs, rt = ref(i, i)
+        if i < m:
+            err["nngp"] = max(err["nngp"], abs(nngp[i, i] - rs) / abs(rs))
+            err["ntk"] = max(err["ntk"], abs(ntk[i, i] - rt) / abs(rt))
+    for i, j in pairs:
+        (si, ti), (sj, tj), (s, t) = ref(i, i), ref(j, j), ref(i, j)
+        err["nngp_offdiag"] = max(err["nngp_offdiag"], abs(nngp[i, j] - s) / math.sqrt(si * sj))
+        err["ntk_offdiag"] = max(err["ntk_offdiag"], abs(ntk[i, j] - t) / math.sqrt(ti * tj))
     return err
 
 
@@ -353,9 +394,10 @@ def report(records: list[dict], grid: dict, meta: dict) -> tuple[dict, str]:
              "named in the table. Agreement: `|K_rmt - K_nt| / sqrt(K_nt[i,i] K_nt[j,j])`, max over the "
              "NNGP and the NTK off its diagonal (bar 1e-10), and separately on the NTK's diagonal (an image "
              "with itself), where NT's ReLU loses accuracy (rho = 1 - eps for a pixel with itself, "
-             "theta ~ sqrt(2 eps)): the last column arbitrates with an independent NumPy recursion on "
-             "the pixel-pair covariance of one image with itself (`reference_self_kernel`, first 3 "
-             "images; max relative error of NNGP and NTK diagonal entries).", ""]
+             "theta ~ sqrt(2 eps)). The last two columns arbitrate with an independent NumPy recursion on "
+             "the pixel-pair covariances of two images (`reference_kernel`): max relative error of the NNGP "
+             "and NTK of the first 3 images with themselves, and max scaled error on their 3 pairs and on "
+             "the entries where the two libraries differ most.", ""]
     loads = [r["loadavg_before"][0] for r in records if "loadavg_before" in r]
     if loads:
         lines += [f"Machine load (1-min load average at the start of each run): min {min(loads):.2f}, median "
@@ -368,8 +410,9 @@ def report(records: list[dict], grid: dict, meta: dict) -> tuple[dict, str]:
         lines += [f"## {arch} on {dataset} ({side} x {side})", "",
                   "| n | rmtjax | rmtjax compile | NT plain | NT batched (b) | NT best | NT compile | speed-up "
                   "| rmtjax MiB | NT MiB (best) | NT plain MiB | NT batch MiB | memory ratio "
-                  "| agreement (NNGP; NTK off-diag) | NTK diag rmtjax vs NT | reference err rmtjax / NT |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| agreement (NNGP; NTK off-diag) | NTK diag rmtjax vs NT | reference diag rmtjax / NT "
+                  "| reference off-diag rmtjax / NT |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n in ns:
             r = by.get(cell_key(arch, dataset, n, "rmtjax"))
             p = by.get(cell_key(arch, dataset, n, "nt_plain"))
@@ -383,7 +426,9 @@ def report(records: list[dict], grid: dict, meta: dict) -> tuple[dict, str]:
             agr = max(a["max_but_ntk_diag"] for a in agrs) if agrs else None
             agr_diag = max(a["ntk_diag"] for a in agrs) if agrs else None
             refs = [x.get("reference") if x else None for x in (r, nt)]
-            ref_txt = " / ".join("—" if x is None else "%.0e" % max(x["nngp"], x["ntk"]) for x in refs)
+            ref_txt = " / ".join("—" if x is None else f"{max(x['nngp'], x['ntk']):.0e}" for x in refs)
+            ref_off = " / ".join("—" if x is None or "ntk_offdiag" not in x else
+                                 f"{max(x['nngp_offdiag'], x['ntk_offdiag']):.0e}" for x in refs)
             which = None if nt is None else ("plain" if nt is p else f"batch b={b.get('batch_size')}")
             def num(v, f):
                 return "—" if v is None else f.format(v)
@@ -393,7 +438,7 @@ def report(records: list[dict], grid: dict, meta: dict) -> tuple[dict, str]:
                 f"{fmt_s(p)} | {fmt_s(b)}{'' if b is None else ' (%s)' % b.get('batch_size')} | {which or '—'} | "
                 f"{num(nt and nt['compile_s'], '{:.3g} s')} | {num(sp, '{:.1f}x')} | "
                 f"{fmt_mib(r)} | {fmt_mib(nt)} | {fmt_mib(p)} | {fmt_mib(b)} | {num(mem, '{:.1f}x')} | "
-                f"{num(agr, '{:.1e}')} | {num(agr_diag, '{:.1e}')} | {ref_txt} |")
+                f"{num(agr, '{:.1e}')} | {num(agr_diag, '{:.1e}')} | {ref_txt} | {ref_off} |")
             summary.append(dict(arch=arch, dataset=dataset, n=n, speedup=sp, memory_ratio=mem, agreement=agr,
                                 agreement_ntk_diag=agr_diag, reference_rmtjax=refs[0], reference_nt=refs[1],
                                 nt_best=which, rmtjax_ok=bool(r and r.get("ok")),
@@ -427,6 +472,9 @@ def report(records: list[dict], grid: dict, meta: dict) -> tuple[dict, str]:
                      f"{'—' if s['agreement'] is None else '%.1e' % s['agreement']} "
                      f"{'ok' if v['agree_met'] else 'FAILED'} |")
     lines.append("")
+    notes = HERE / "results" / "conv_kernels_vs_nt_notes.md"  # hand-written analysis, kept across regenerations
+    if notes.exists() and not meta.get("quick"):
+        lines += [notes.read_text().rstrip(), ""]
     doc = {"meta": meta, "grid": {f"{a}|{d}": list(ns) for (a, d), ns in grid.items()}, "records": records,
            "summary": summary, "targets": verdicts}
     return doc, "\n".join(lines)
@@ -528,18 +576,25 @@ def main(argv=None) -> int:
                       + ("" if rec.get("ok") else f": {(rec.get('error') or '')[:200]}"), file=sys.stderr, flush=True)
                 with jsonl.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
-    if not args.report_only or args.recheck:  # (re)compute the reference check where it is missing or NaN
-        recs, changed = read_records(), False
+    if not args.report_only or args.recheck:  # agreement and reference checks from the saved kernels
+        recs, cache = read_records(), {}
         for rec in recs:
-            ref = rec.get("reference")
-            if "key" in rec and (ref is None or any(isinstance(v, float) and math.isnan(v) for v in ref.values())):
-                kdir = scratch / f"{rec['arch']}-{rec['dataset']}-n{rec['n']}-{rec['variant']}"
-                data = scratch / f"{rec['dataset']}-n{rec['n']}.npy"
-                if data.exists():
-                    rec["reference"] = reference_check(data, kdir, rec["arch"])
-                    changed = True
-        if changed:
-            jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs))
+            if "key" not in rec:
+                continue
+            base = f"{rec['arch']}-{rec['dataset']}-n{rec['n']}"
+            data = scratch / f"{rec['dataset']}-n{rec['n']}.npy"
+            if rec["variant"] != "rmtjax":
+                rec["agreement"] = agreement(scratch / f"{base}-rmtjax", scratch / f"{base}-{rec['variant']}")
+            extra = set()
+            for other in recs:
+                if other.get("key", "").startswith(f"{rec['arch']}|{rec['dataset']}|n{rec['n']}|") and other.get(
+                        "agreement"):
+                    extra |= {tuple(other["agreement"][f"{k}_worst"]) for k in ("nngp", "ntk")
+                              if f"{k}_worst" in other["agreement"]}
+            if data.exists():
+                rec["reference"] = reference_check(data, scratch / f"{base}-{rec['variant']}", rec["arch"],
+                                                   extra=sorted(extra), cache=cache)
+        jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs))
     meta["loadavg_end"] = os.getloadavg()
     meta["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     shown = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)

@@ -24,9 +24,11 @@ def test_smoke_run_rmtjax_only(tmp_path):
     assert rec["ok"], rec.get("error")
     assert rec["variant"] == "rmtjax" and rec["shape"] == [3, 8, 8, 1] and rec["finite"]
     assert rec["median_s"] > 0 and rec["compile_s"] > 0 and rec["peak_rss_mib"] >= rec["import_rss_mib"] > 0
-    # the diagonal against the independent NumPy recursion (measured 2e-16)
-    assert rec["reference"]["images"] == 3
-    assert max(rec["reference"]["nngp"], rec["reference"]["ntk"]) < 1e-12, rec["reference"]
+    # against the independent NumPy recursion: the diagonal (measured 2e-16) and the three pairs
+    ref = rec["reference"]
+    assert ref["images"] == 3 and len(ref["pairs"]) == 3
+    assert max(ref["nngp"], ref["ntk"]) < 1e-12, ref
+    assert max(ref["nngp_offdiag"], ref["ntk_offdiag"]) < 1e-10, ref
     md = (tmp_path / "conv_kernels_vs_nt.md").read_text()
     assert "## smoke on digits8 (8 x 8)" in md and "| 3 |" in md
     doc = json.loads((tmp_path / "conv_kernels_vs_nt.json").read_text())
