@@ -46,7 +46,7 @@ class Experiment(NamedTuple):
             after its quick size went to n = 120 (49 s CPU, 35 s wall); finite-width measured 2026-12-06 by the CLI
             (47 s CPU, 47 s wall, load average 2.6); activation-design measured 2026-12-06 by the CLI (99 s CPU,
             99 s wall, load average 2.7; about 45 s of it compiles the shaping solves, the design and nine training
-            programs).
+            programs); trainability measured 2026-12-06 by the CLI (20 s CPU, 24 s wall, load average 5.5).
     """
 
     description: str
@@ -136,5 +136,6 @@ EXPERIMENTS: dict[str, Experiment] = {
         "Trainability phase diagram of tanh MLPs on MNIST over (sigma_w^2, depth) vs 6 xi_c, one sharded, resumable "
         "sweep of padded networks (Schoenholz et al. 2017, Fig. 5)",
         "rmtjax.experiments.trainability:run",
+        quick_seconds=20,
     ),
 }
