@@ -548,8 +548,11 @@ def kernel(
     return Kernel(*(_nt_layout(o, x1.ndim - 2, 2, reverse) for o in out))
 
 
-# Elements of one array of a tile of images (t1 t2 times the layout): 2^21, 16 MiB in float64.
-_IMAGE_TILE_BUDGET = 2**21
+# Elements of one array of a tile of images (t1 t2 times the layout): 2^22, 32 MiB in float64. A tile
+# also recomputes the variances of its t1 + t2 images (the same layout per image), so a larger tile
+# amortises them: 28x28 images in the full layout get tiles of 2 x 2 pairs (1 x 1 at 2^21, where the
+# variances tripled a ReLU layer's time: benchmarks/results/conv_engine_profile.md).
+_IMAGE_TILE_BUDGET = 2**22
 
 
 def _image_plan(net, x1, tile: int, diagonal_spatial: bool, all_depths: bool):
