@@ -84,6 +84,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "conv-kernel-regression": Experiment(
         "CNN-GP/CNTK and Myrtle kernel regression on MNIST vs the fully-connected NNGP/NTK and finite CNNs across widths",
         "rmtjax.experiments.conv_kernel_regression:run",
+        quick_seconds=74,
     ),
     "neural-collapse": Experiment(
         "Neural collapse NC1-NC4 in the terminal phase of training: LayerNorm MLPs on digits and MNIST 5k "
