@@ -67,8 +67,8 @@ def profile(dataset: str, n_images: int, rounds: int = 9) -> dict:
     conv = _conv.Conv(math.sqrt(2), 0.0, (3, 3), padding="SAME")
     st = eqx.filter_jit(lambda layer, s: layer(s))(conv, st)
     shape = (side, side)
-    rows = lambda d: d.reshape(d.shape + (1, 1))  # noqa: E731
-    cols = lambda d: d.reshape(d.shape[:2] + (1, 1) + d.shape[2:])  # noqa: E731
+    rows = lambda d: d.reshape(d.shape + (1, 1))
+    cols = lambda d: d.reshape(d.shape[:2] + (1, 1) + d.shape[2:])
 
     def conv_slices(a):
         for i in range(2):

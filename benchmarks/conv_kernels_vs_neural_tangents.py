@@ -260,7 +260,7 @@ def reference_kernel(xa: np.ndarray, xb: np.ndarray | None, arch: str) -> tuple[
     ``r = sqrt(q q')`` (exactly 0 where two pixels' patches are identical) and the correlation set
     to exactly 1 for a pixel of an image with itself; 2 x 2 average pools, Flatten (mean of the
     pixel diagonal) or global average pooling (mean of all), Dense."""
-    H, W = xa.shape[:2]
+    H = xa.shape[0]
     w2, b2 = nt_conv_bench.W_STD**2, nt_conv_bench.B_STD**2
     va = xa[..., 0].astype(np.float64)
     vb = None if xb is None else xb[..., 0].astype(np.float64)
