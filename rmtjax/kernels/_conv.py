@@ -160,7 +160,32 @@ def _map_all(state: KernelState, fn, spatial: Spatial | None, **changes) -> Kern
 # ------------------------------------------------------------------------------------------
 
 
-class Conv(AbstractLayer):
+class _WeightLayer(AbstractLayer):
+    """The fields and validation shared by :class:`Conv` and :class:`ConvTranspose` (their kernel
+    maps: :func:`_weight_layer`)."""
+
+    W_std: Array
+    b_std: Array
+    filter_shape: tuple[int, ...] = eqx.field(static=True)
+    strides: tuple[int, ...] | None = eqx.field(static=True)
+    padding: str = eqx.field(static=True)
+    out_dim: int | None = eqx.field(static=True)
+    bias: bool = eqx.field(static=True)
+    parameterization: str = eqx.field(static=True)
+
+    def __init__(self, W_std: ArrayLike = 1.0, b_std: ArrayLike | None = 0.0, filter_shape=(3, 3), strides=None,
+                 padding: str = "VALID", *, out_dim: int | None = None, parameterization: str = "ntk"):
+        self.filter_shape = _tuple(filter_shape, None, "filter_shape")
+        self.strides = None if strides is None else _tuple(strides, len(self.filter_shape), "strides")
+        self.padding = choice(padding, "padding", _PADDINGS)
+        self.parameterization = choice(parameterization, "parameterization", ("ntk", "standard"))
+        self.W_std = check_range(as_real(W_std, "W_std", ndim=0), "W_std", lo=0.0)
+        self.bias = b_std is not None
+        self.b_std = check_range(as_real(0.0 if b_std is None else b_std, "b_std", ndim=0), "b_std", lo=0.0)
+        self.out_dim = None if out_dim is None else static_int(out_dim, "out_dim", lo=1)
+
+
+class Conv(_WeightLayer):
     r"""A convolution with weights shared over pixels (neural-tangents' ``Conv``; see the module
     docstring for the kernel map).
 
@@ -183,26 +208,6 @@ class Conv(AbstractLayer):
         >>> kernel(jnp.ones((2, 5, 5, 3)), None, net).nngp.shape
         (2, 2)
     """
-
-    W_std: Array
-    b_std: Array
-    filter_shape: tuple[int, ...] = eqx.field(static=True)
-    strides: tuple[int, ...] | None = eqx.field(static=True)
-    padding: str = eqx.field(static=True)
-    out_dim: int | None = eqx.field(static=True)
-    bias: bool = eqx.field(static=True)
-    parameterization: str = eqx.field(static=True)
-
-    def __init__(self, W_std: ArrayLike = 1.0, b_std: ArrayLike | None = 0.0, filter_shape=(3, 3), strides=None,
-                 padding: str = "VALID", *, out_dim: int | None = None, parameterization: str = "ntk"):
-        self.filter_shape = _tuple(filter_shape, None, "filter_shape")
-        self.strides = None if strides is None else _tuple(strides, len(self.filter_shape), "strides")
-        self.padding = choice(padding, "padding", _PADDINGS)
-        self.parameterization = choice(parameterization, "parameterization", ("ntk", "standard"))
-        self.W_std = check_range(as_real(W_std, "W_std", ndim=0), "W_std", lo=0.0)
-        self.bias = b_std is not None
-        self.b_std = check_range(as_real(0.0 if b_std is None else b_std, "b_std", ndim=0), "b_std", lo=0.0)
-        self.out_dim = None if out_dim is None else static_int(out_dim, "out_dim", lo=1)
 
     def _linear(self, state: KernelState):
         sp = _spatial(state, "Conv")
@@ -421,7 +426,7 @@ class LayerNorm(AbstractLayer):
                              var2=state.var2 / s22)
 
 
-class ConvTranspose(AbstractLayer):
+class ConvTranspose(_WeightLayer):
     r"""A transposed convolution (neural-tangents' ``ConvTranspose``; the finite layer is
     ``jax.lax.conv_transpose``, kernel not flipped, ``CIRCULAR`` folded periodically onto the
     ``SAME`` output). With :math:`M_a` the 0/1 map of filter offset :math:`a` from input to output
@@ -432,21 +437,6 @@ class ConvTranspose(AbstractLayer):
 
     Args: as :class:`Conv`.
     """
-
-    W_std: Array
-    b_std: Array
-    filter_shape: tuple[int, ...] = eqx.field(static=True)
-    strides: tuple[int, ...] | None = eqx.field(static=True)
-    padding: str = eqx.field(static=True)
-    out_dim: int | None = eqx.field(static=True)
-    bias: bool = eqx.field(static=True)
-    parameterization: str = eqx.field(static=True)
-
-    def __init__(self, W_std: ArrayLike = 1.0, b_std: ArrayLike | None = 0.0, filter_shape=(3, 3), strides=None,
-                 padding: str = "VALID", *, out_dim: int | None = None, parameterization: str = "ntk"):
-        conv = Conv(W_std, b_std, filter_shape, strides, padding, out_dim=out_dim, parameterization=parameterization)
-        for name in ("W_std", "b_std", "filter_shape", "strides", "padding", "out_dim", "bias", "parameterization"):
-            setattr(self, name, getattr(conv, name))
 
     def keeps_layout(self) -> bool:
         return False
