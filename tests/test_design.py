@@ -4,6 +4,7 @@ engine's own C maps composed over depth, closed forms, finite differences of the
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,8 +161,9 @@ def test_local_c_slope_is_the_slope_of_the_engines_c_map():
 # --------------------------------------------------------------------------------------------
 
 
+@eqx.filter_jit  # one program per network: eagerly, every layer of a deep network dispatches its own ops
 def _network_c_map(act, network, c):
-    q = float(act.length_map(jnp.array(1.0)))
+    q = act.length_map(jnp.array(1.0))
     return network.c_map(lambda x: meanfield.c_map(x, 1.0, act, 1.0, 0.0) / q, jnp.asarray(c))
 
 
