@@ -174,14 +174,14 @@ for name in ("alpha", "beta", "gamma", "delta"):
 # ReLU (normalized) and descend.
 
 # %%
-n = 100 if SMALL else 400
+n = 50 if SMALL else 400
 ds = data.digits(n, n, seed=0)
 y_train, y_val = np.asarray(ds.y_train), np.asarray(ds.y_test)  # one-hot targets
 x_train = np.asarray(ds.x_train) / np.linalg.norm(ds.x_train, axis=1, keepdims=True) * np.sqrt(ds.x_train.shape[1])
 x_val = np.asarray(ds.x_test) / np.linalg.norm(ds.x_test, axis=1, keepdims=True) * np.sqrt(ds.x_test.shape[1])
 task = design.ValidationLoss(x_train, y_train, x_val, y_val, depth=10, ridge=1e-2)
 relu_coeffs = Relu().hermite_coefficients(jnp.array(1.0), order=6)
-designed = design.design(design.hermite_family(relu_coeffs), task, steps=15 if SMALL else 60, warn=False)
+designed = design.design(design.hermite_family(relu_coeffs), task, steps=10 if SMALL else 60, warn=False)
 start, end = float(designed.history[0]), float(jnp.min(designed.history))
 print(f"validation loss: ReLU-like start {start:.4f} -> designed {end:.4f}")
 print("designed Hermite coefficients:", np.round(np.asarray(designed.activation.coeffs), 4))

@@ -14,6 +14,10 @@ import pytest
 from rmtjax.cli import main
 from rmtjax.experiments import activation_design
 
+# XLA's default optimizations (see conftest.py): training the nine networks is long elementwise loops
+# (measured 2026-12-07, one quick run on the 2-core machine: 71 s at -O0, 57 s optimized)
+XLA_OPTIMIZED = True
+
 PNG = b"\x89PNG\r\n\x1a\n"
 NETWORKS = list(activation_design.ACTIVATIONS) + ["relu-shallow", "hermite", "relu-design-depth"]
 
