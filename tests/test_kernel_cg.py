@@ -10,6 +10,11 @@ from rmtjax.activations import Erf
 from rmtjax.kernels import FullyConnected, kernel, kernel_matvec
 from rmtjax.regression import kernel_ridge_cg
 
+# XLA's default optimizations (see conftest.py): CG recomputes the kernel in tiles at every step, so
+# this module is run time more than compile time (measured 2026-12-07 on the loaded 2-core machine,
+# two runs each: 87 and 77 s at -O0, 79 and 50 s optimized)
+XLA_OPTIMIZED = True
+
 X = jax.random.normal(jax.random.key(0), (600, 8))
 Y = jnp.stack([jnp.sin(X[:, 0]), X[:, 1] * X[:, 2], jnp.cos(X[:, 3])], 1)
 XT = jax.random.normal(jax.random.key(1), (50, 8))
