@@ -15,6 +15,11 @@ from rmtjax.experiments._output import num
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
+# XLA's optimizations (tests/conftest.py): the run time of the pooling kernels dominates, not their
+# compile. Measured on the 2-core machine, the float64 TEST run alone: 63.5 s at -O0 (41.8 s of it the
+# Myrtle-5 kernels), 41.2 s optimized (compile 8.4 -> 21.2 s, Myrtle-5 21.1 s).
+XLA_OPTIMIZED = True
+
 # Smaller than QUICK: every architecture and section runs, on 100 test points and 40-150 training points.
 TEST = dataclasses.replace(ckr.QUICK, n_test=100, n_train_fc=150, n_train_flat=80, n_train_pool=40, widths=(8, 64),
                            seeds=(0, 1), steps=20)

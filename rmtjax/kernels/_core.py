@@ -319,6 +319,12 @@ def _host_devices():
     return jax.devices()
 
 
+def _balanced(n: int, tile: int) -> int:
+    """The tile edge for ``n`` rows: as many tiles as tiles of ``tile`` rows need, as equal as
+    possible (at most ``tile`` rows each, and less padding)."""
+    return -(-n // -(-n // tile))
+
+
 def _pad_rows(x, m):
     pad = (-x.shape[0]) % m
     return jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)) if pad else x
@@ -772,7 +778,9 @@ def _image_kernel_jit(x1, x2, net, *, method, tile, out_dtype, devices, full):
             out = tuple(mirror_upper(once(o), 0) for o in out)
         return Kernel(*(o.astype(out_dtype) for o in out))
 
-    t1, t2 = min(tile, n1), min(tile, n2)
+    # The fewest tiles of at most ``tile`` rows, of equal size: ``tile`` itself would pad up to a
+    # whole tile of rows (40 images in tiles of 32 computed 64 x 64 pairs: 2.6 times the work).
+    t1, t2 = _balanced(n1, tile), _balanced(n2, tile)
     nb1, nb2 = -(-n1 // t1), -(-n2 // t2)
     x1p, x2p = _pad_rows(x1, t1), _pad_rows(x2, t2)
     pad1, pad2 = _signature(x1p[n1:]), _signature(x2p[n2:])
