@@ -83,6 +83,15 @@ def static_int(lo: int = 0, hi: int = 10) -> st.SearchStrategy:
                      st.sampled_from([-1, lo - 1, 10**9, True, 2.5, float(hi), None, "3"]))
 
 
+def fixed_int(value: int, lo: int = 0) -> st.SearchStrategy:
+    """A structural integer that is ``value`` when valid, plus the bad values of :func:`static_int`
+    (negatives, bools, floats, huge values, None, strings). For entries where every new value compiles
+    a new solver (eagerly, and under jit for the examples that raise at run time): with the entry's
+    ``valid`` example at ``value``, every drawn example reuses its programs."""
+    return st.one_of(st.just(value), st.just(value),
+                     st.sampled_from([-1, lo - 1, 10**9, True, 2.5, float(value), None, "3"]))
+
+
 def sample(shape: tuple[int, ...], lo: float = -3.0, hi: float = 3.0, seed: int = 0) -> np.ndarray:
     """The valid float64 array that :func:`array` draws for ``seed`` (for ``Entry.valid``)."""
     return np.random.default_rng(seed).uniform(lo, hi, size=shape)
