@@ -335,7 +335,9 @@ HERMITE = [
           {"coeffs": COEFFS, "t": number(0.0, 50.0)}, check=_unit_interval, max_examples=10),
     Entry("hermite.memorization_depth",
           lambda coeffs, X, kappa, max_depth: hermite.memorization_depth(coeffs, X, kappa, max_depth=max_depth),
-          {"coeffs": COEFFS, "X": array((4, 3)), "kappa": number(0.0, 1.0), "max_depth": static_int(0, 8)},
+          {"coeffs": COEFFS, "X": array((4, 3)), "kappa": number(0.0, 1.0),
+           # the valid example's depth (each compiles its own program; see harness.fixed_int)
+           "max_depth": _mostly(st.just(8), st.sampled_from([-1, 10**9, 2.5, 9.0, None, "3"]))},
           static=("max_depth",), check=_memorization_check, max_examples=10,
           valid=lambda: {"coeffs": np.array(MEMORIZING), "X": sample((4, 3)), "kappa": 0.5, "max_depth": 8}),
     Entry("hermite.memorization_bounds",
