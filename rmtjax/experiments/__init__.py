@@ -20,7 +20,7 @@ Example:
     >>> sorted(EXPERIMENTS)  # doctest: +NORMALIZE_WHITESPACE
     ['activation-design', 'conv-kernel-regression', 'dynamical-isometry', 'fan-wang', 'finite-width', 'hidden-manifold',
      'kernel-regression', 'kernels', 'liang-tranbach', 'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality',
-     'trainability']
+     'trainability', 'width-sweep']
 """
 
 from __future__ import annotations
@@ -138,5 +138,11 @@ EXPERIMENTS: dict[str, Experiment] = {
         "sweep of padded networks (Schoenholz et al. 2017, Fig. 5)",
         "rmtjax.experiments.trainability:run",
         quick_seconds=20,
+    ),
+    "width-sweep": Experiment(
+        "Empirical NNGP/NTK of finite ReLU MLPs vs the infinite-width kernels over widths 16-4096 and depths 1-10: "
+        "deviation ~ n^-1/2, one resumable sweep of padded networks vs a Python loop of jitted calls",
+        "rmtjax.experiments.width_sweep:run",
+        quick_seconds=15,
     ),
 }
