@@ -437,6 +437,7 @@ def _figure(r, path):
     from matplotlib.figure import (
         Figure,  # no pyplot: no global state, no backend switch
     )
+    from matplotlib.ticker import NullLocator
 
     fig = Figure(figsize=(12, 4.8))
     axes = fig.subplots(1, 2, sharey=False)
@@ -457,6 +458,8 @@ def _figure(r, path):
         ax.plot(widths, guide, "k--", lw=2, label=r"$n^{-1/2}$")
         ax.set(xscale="log", yscale="log", xlabel="width n", ylabel=r"rms$_{seeds}$ $\|\hat K - K\|_F / \|K\|_F$",
                title=f"empirical {kind.upper()} vs infinite width (ReLU, {r['config']['seeds']} seeds)")
+        ax.set_xticks(widths, [str(int(w)) for w in widths])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
@@ -484,7 +487,8 @@ def _markdown(r):
         "- Deviation: r = ||K_emp - K||_F / ||K||_F per network; rms over seeds per (width, depth); slope by "
         "weighted least squares of log rms on log width over the widths with L/n <= "
         f"{num(cfg['fit_depth_over_width'])} (weights from the seeds' standard errors, SE inflated by sqrt(chi^2/dof) "
-        "when > 1). Within tolerance: |slope + 1/2| <= 3 SE + {num(cfg['slope_tolerance'])}.", "",
+        "when > 1). Within tolerance: |slope + 1/2| <= 3 SE + "
+        f"{num(cfg['slope_tolerance'])}.", "",
         "## Slopes (theory -1/2)", "",
         f"Fitted over the widths with L/n <= {num(cfg['fit_depth_over_width'])} (at least the 3 largest); the last two "
         "columns fit all widths (not used for the check).", "",
@@ -530,9 +534,9 @@ def _markdown(r):
                  else ")."),
               *([f"- Comparison: the vectorised sweep took {t['sweep_seconds_all_runs'] / loop['whole_grid_seconds_extrapolated']:.2f}x "
                  "the extrapolated loop. Every padded network costs as much as the largest one (width "
-                 f"{max(cfg['widths'])}, depth {max(cfg['depths'])}), while the loop's programs compile in under a second "
-                 "each here, so on this grid the padding, not the compilation, decides; the sweep's gains are one "
-                 "program, resumable chunks and sharding over devices."] if "whole_grid_seconds_extrapolated" in loop
+                 f"{max(cfg['widths'])}, depth {max(cfg['depths'])}), while each of the loop's programs compiles in "
+                 f"{num(loop['compile_seconds_per_program'], 2)} s here: on this grid the padding, not the compilation, "
+                 "decides the cost; the sweep's gains are one program, resumable chunks and sharding over devices."] if "whole_grid_seconds_extrapolated" in loop
                 else []),
               f"- Theory (float64, every depth in one call): {t['theory_seconds']:.1f} s.", ""]
     lines += precision_lines(r["precision"])
