@@ -58,7 +58,6 @@ Writes ``trainability.png`` (the heat map of training accuracy with :math:`6\xi_
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -81,14 +80,13 @@ from ._common import (
     versions,
 )
 from ._output import (
-    atomic_write_text,
     check_out_dir,
-    dumps,
     num,
     nums,
     save_figure,
     write_report,
 )
+from ._timed_sweep import timed_sweep
 from ._precision import float64_comparison, precision_lines
 
 __all__ = ["FULL", "QUICK", "Config", "run"]
@@ -97,7 +95,6 @@ NAME = "trainability"
 SIGMA_B2 = 0.05  # Schoenholz et al. 2017, Fig. 5
 XI_FACTOR = 6.0  # the trainable region is L < 6 xi_c
 STORE = "trainability.zarr"
-HISTORY = "sweep_runs.json"
 N_CURVE = 241  # points of the theory curve
 
 
@@ -229,34 +226,8 @@ def _sweep(cfg: Config, out: Path, seed: int, progress: bool):
                    jax.random.key(seed))
     grid = sweep.Grid(sigma_w2=np.asarray(cfg.sigma_w2, np.float64), depth=np.asarray(cfg.depths, np.int64),
                       seed=np.arange(cfg.seeds, dtype=np.int64) + 1000 * seed)
-    store = out / STORE
-    before = 0
-    if store.exists():
-        try:
-            before = int(np.isfinite(sweep.open_store(store).train_accuracy.values).sum())
-        except (ValueError, AttributeError, KeyError):  # not this sweep's store: sweep.run says why
-            before = 0
-    history = _history(out, fresh=before == 0)
-    t0 = time.perf_counter()
-    result = sweep.run(fn, grid, store=store, chunk_size=cfg.chunk_size, progress=progress)
-    seconds = time.perf_counter() - t0
-    history.append({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
-                    "networks_computed": int(grid.size - before), "devices": jax.local_device_count()})
-    atomic_write_text(out / HISTORY, dumps(history))
-    return result, history
-
-
-def _history(out: Path, *, fresh: bool) -> list[dict[str, Any]]:
-    """The sweep's earlier runs into the same store (``sweep_runs.json``: seconds and networks
-    computed by each), so a resumed run reports the time of the whole sweep; empty for a new store."""
-    path = out / HISTORY
-    if fresh or not path.exists():
-        return []
-    try:
-        runs = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    return runs if isinstance(runs, list) and all(isinstance(r, dict) for r in runs) else []
+    return timed_sweep(fn, grid, out, STORE, lambda ds: np.isfinite(ds.train_accuracy.values).sum(),
+                       chunk_size=cfg.chunk_size, progress=progress)
 
 
 # ------------------------------------------------------------------------------------------

@@ -55,7 +55,6 @@ Writes ``width_sweep.png`` (the relative deviation against the width, one line p
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -78,14 +77,13 @@ from ._common import (
     versions,
 )
 from ._output import (
-    atomic_write_text,
     check_out_dir,
-    dumps,
     num,
     nums,
     save_figure,
     write_report,
 )
+from ._timed_sweep import timed_sweep
 from ._precision import float64_comparison, precision_lines
 
 __all__ = ["FULL", "MID", "QUICK", "Config", "run"]
@@ -94,7 +92,6 @@ NAME = "width-sweep"
 SIGMA_W2 = 2.0  # ReLU at criticality (He initialisation)
 SIGMA_B2 = 0.1
 STORE = "width_sweep.zarr"
-HISTORY = "sweep_runs.json"
 THEORY_SLOPE = -0.5
 KINDS = ("nngp", "ntk")
 
@@ -204,35 +201,8 @@ def _sweep(cfg: Config, out: Path, x, seeds: np.ndarray, progress: bool):
     from .. import sweep
 
     grid = sweep.Grid(width=np.asarray(cfg.widths, np.int64), depth=np.asarray(cfg.depths, np.int64), seed=seeds)
-    store = out / STORE
-    before = 0
-    if store.exists():
-        try:
-            before = int(np.isfinite(sweep.open_store(store).ntk.values[..., 0, 0]).sum())
-        except (ValueError, AttributeError, KeyError, IndexError):  # not this sweep's store: sweep.run says why
-            before = 0
-    history = _history(out, fresh=before == 0)
-    t0 = time.perf_counter()
-    result = sweep.run(_point_fn(cfg, x), grid, store=store, chunk_size=cfg.chunk_size, progress=progress,
-                       dims={"nngp": ("x1", "x2"), "ntk": ("x1", "x2")})
-    seconds = time.perf_counter() - t0
-    history.append({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
-                    "networks_computed": int(grid.size - before), "devices": jax.local_device_count()})
-    atomic_write_text(out / HISTORY, dumps(history))
-    return result, history
-
-
-def _history(out: Path, *, fresh: bool) -> list[dict[str, Any]]:
-    """The sweep's earlier runs into the same store (seconds and networks computed by each), so a
-    resumed run reports the time of the whole sweep; empty for a new store."""
-    path = out / HISTORY
-    if fresh or not path.exists():
-        return []
-    try:
-        runs = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    return runs if isinstance(runs, list) and all(isinstance(r, dict) for r in runs) else []
+    return timed_sweep(_point_fn(cfg, x), grid, out, STORE, lambda ds: np.isfinite(ds.ntk.values[..., 0, 0]).sum(),
+                       chunk_size=cfg.chunk_size, progress=progress, dims={"nngp": ("x1", "x2"), "ntk": ("x1", "x2")})
 
 
 def _loop_timing(cfg: Config, x, seeds: np.ndarray) -> dict[str, Any]:
