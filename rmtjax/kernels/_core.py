@@ -688,7 +688,7 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices, fu
             out = tuple(jnp.where(upper, o, jnp.swapaxes(o, -1, -2)) for o in out)
         return Kernel(*(o.astype(out_dtype) for o in out))
 
-    t1, t2 = min(tile, n1), min(tile, n2)
+    t1, t2 = _balanced(n1, tile), _balanced(n2, tile)  # equal tiles: the least padding (see _balanced)
     nb1, nb2 = -(-n1 // t1), -(-n2 // t2)
     x1p, x2p = _pad_rows(x1, t1), _pad_rows(x2, t2)
     # Padding rows are zero inputs with their own (consistent) fingerprints and variances (computed
