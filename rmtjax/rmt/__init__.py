@@ -12,6 +12,10 @@
 * Deterministic equivalents of Gram matrices of mixtures (Seddik et al. 2020): :func:`gram_delta`,
   :func:`gram_trace_resolvent`, :func:`gram_spectral_density`; the Frechet distance between Gaussians
   (:func:`frechet_distance`, the FID formula), differentiable.
+* Learning curves of kernel ridge regression (:func:`krr_learning_curve`, eigenlearning) and the
+  test error of random-features ridge regression, on given data (:func:`random_features_ridge`,
+  Louart, Liao & Couillet 2018) and in the proportional limit (:func:`random_features_risk`, Mei &
+  Montanari: the double descent curve).
 """
 
 from ._measures import AbstractMeasure as AbstractMeasure
@@ -73,3 +77,7 @@ from ._gram import gram_trace_resolvent as gram_trace_resolvent
 from ._learning_curves import LearningCurve as LearningCurve
 from ._learning_curves import krr_learning_curve as krr_learning_curve
 from ._learning_curves import population_eigensystem as population_eigensystem
+from ._random_features import RandomFeaturesRidge as RandomFeaturesRidge
+from ._random_features import RandomFeaturesRisk as RandomFeaturesRisk
+from ._random_features import random_features_ridge as random_features_ridge
+from ._random_features import random_features_risk as random_features_risk

@@ -476,8 +476,53 @@ ENTRIES += [
           valid=lambda: {"gram": np.eye(4) + 0.5, "values": np.arange(4.0)}),
 ]
 
+def _rf_ridge_check(kwargs, out):
+    """Errors are >= 0, test error = bias + variance, and delta solves its equation (recomputed in
+    NumPy from the ReLU arc-cosine kernel)."""
+    for a in (out.test_error, out.train_error, out.bias, out.variance, out.delta):
+        assert float(a) >= -1e-12, a
+    assert abs(float(out.test_error) - float(out.bias) - float(out.variance)) <= 1e-9 * (1 + float(out.test_error))
+    x = np.asarray(kwargs["x"], float)
+    d = x.shape[1]
+    w2, b2 = float(kwargs["W_std"]) ** 2, float(kwargs["b_std"]) ** 2
+    q = w2 * np.sum(x * x, 1) / d + b2
+    s = np.sqrt(np.outer(q, q))
+    c = np.clip(np.where(s > 0, (w2 * x @ x.T / d + b2) / np.where(s > 0, s, 1), 1.0), -1, 1)
+    th = np.arccos(c)
+    phi = s * (np.sin(th) + (np.pi - th) * c) / (2 * np.pi)
+    T, N, ridge, delta = len(x), float(kwargs["features"]), float(kwargs["ridge"]), float(out.delta)
+    rhs = np.trace(phi @ np.linalg.inv(N / T * phi / (1 + delta) + ridge * np.eye(T))) / T
+    assert abs(delta - rhs) <= 1e-7 * (1 + abs(delta)), (delta, rhs)
+
+
+def _rf_risk_check(kwargs, out):
+    """Bias and variance >= 0, chi < 0, and the risk at noise 0, nonlinear 0 is signal * bias."""
+    assert float(out.bias) >= -1e-12 and float(out.variance) >= -1e-12, out
+    assert float(out.chi) < 0, out.chi
+
+
+ENTRIES += [
+    Entry("rmt.random_features_ridge",
+          lambda x, y, features, ridge, W_std, b_std: rmt.random_features_ridge(
+              x, y, x[:3], y[:3], Relu(), features=features, ridge=ridge, W_std=W_std, b_std=b_std),
+          {"x": array((6, 3)), "y": array((6,)), "features": number(0.5, 50.0), "ridge": number(0.0, 2.0),
+           "W_std": number(0.0, 3.0), "b_std": number(0.0, 1.0)},
+          names=("x", "y", "features", "ridge", "W_std", "b_std"), check=_rf_ridge_check, max_examples=10,
+          valid=lambda: {"x": np.arange(18.0).reshape(6, 3) / 10, "y": np.arange(6.0), "features": 10.0,
+                         "ridge": 0.1, "W_std": 1.0, "b_std": 0.1}),
+    Entry("rmt.random_features_risk",
+          lambda activation, psi1, psi2, ridge, noise: rmt.random_features_risk(activation, psi1, psi2, ridge,
+                                                                                 noise=noise),
+          {"activation": st.sampled_from([Relu(), Erf(), Tanh()]), "psi1": number(0.0, 5.0),
+           "psi2": number(0.0, 5.0), "ridge": number(0.0, 2.0), "noise": number(0.0, 1.0)},
+          names=("psi1", "psi2", "ridge", "noise"), check=_rf_risk_check, max_examples=10,
+          valid=lambda: {"activation": Relu(), "psi1": 1.5, "psi2": 2.0, "ridge": 0.1, "noise": 0.1}),
+]
+
 EXEMPT = {
     "rmt.LearningCurve": "result container (NamedTuple)",
+    "rmt.RandomFeaturesRidge": "result container (NamedTuple)",
+    "rmt.RandomFeaturesRisk": "result container (NamedTuple)",
     "rmt.AbstractMeasure": "abstract base (its methods are fuzzed on every concrete measure)",
     "rmt.Empirical": "alias of rmt.Discrete",
     "rmt.HardTanh": "re-export of activations.HardTanh (fuzzed through jacobian_q_star and jacobian_spectrum)",
