@@ -1,5 +1,8 @@
 r"""Finite-width corrections to the infinite-width kernels: the four-point vertex and the
-:math:`1/n` correction to the NNGP.
+:math:`1/n` correction to the NNGP (:func:`nngp_corrections`), and the NTK's mean to :math:`O(1/n)`
+and its fluctuations at initialization: the diagonal entries one input at a time
+(:func:`ntk_fluctuations`) and the covariance of all entries for a batch (:func:`ntk_covariance`,
+PDLT ch. 8; the recursions are in their docstrings).
 
 A fully-connected network of finite widths :math:`n_1, \dots, n_L` is not a Gaussian process.
 Given the activations of layer :math:`\ell`, the preactivations of layer :math:`\ell + 1` are
@@ -84,7 +87,8 @@ from ._validate import as_real, check_range, concrete, error_if, static_int
 from .gaussian import Auto, _expectations
 from .kernels import FullyConnected
 
-__all__ = ["ExpansionWarning", "NNGPCorrections", "NTKFluctuations", "nngp_corrections", "ntk_fluctuations"]
+__all__ = ["ExpansionWarning", "NNGPCorrections", "NTKCovariance", "NTKFluctuations", "nngp_corrections", "ntk_covariance",
+           "ntk_fluctuations"]
 
 
 class ExpansionWarning(UserWarning):
@@ -202,7 +206,16 @@ def _polar_rule(deg_angle: int, deg_radius: int, cutoff: float):
 
 
 def _product(act, x, pattern):
-    """:math:`\\prod_i \\phi(x_i)^{p_i}` over the last axis of ``x``."""
+    """:math:`\\prod_i \\phi(x_i)^{p_i}` over the last axis of ``x``; a pattern of pairs
+    ``(p_i, q_i)`` gives :math:`\\prod_i \\phi(x_i)^{p_i}\\phi'(x_i)^{q_i}`."""
+    if isinstance(pattern[0], tuple):
+        vals, dvals = act(x), act.derivative(x)
+        out = None
+        for i, (p, q) in enumerate(pattern):
+            for v, e in ((vals, p), (dvals, q)):
+                if e:
+                    out = v[..., i] ** e if out is None else out * v[..., i] ** e
+        return out
     vals = act(x)
     out = vals[..., 0] ** pattern[0]
     for i, p in enumerate(pattern[1:], start=1):
@@ -277,44 +290,71 @@ def _dual(act, q1, q2, q12):
     return _expectations(act, q1, q2, q12, Auto()).k
 
 
-def _layer(carry, params, act, m, deg3, deg4):
-    """One Dense + activation step: ``(K, V, G1)`` of layer l -> layer l + 1."""
-    K, V, G1 = carry
-    CW, Cb, ratio = params
-    a, b, index = _pairs(m)
+def _jet(f3, f1, K, m):
+    """Values, gradients ``(P, 3)`` and Hessians ``(P, 3, 3)`` in ``(q1, q2, q12)`` of a
+    two-input Gaussian expectation over the pairs: ``f3(q1, q2, q12)`` on off-diagonal pairs,
+    ``f1(q)`` (the same expectation at one input, a function of its variance) on diagonal pairs,
+    whose gradient row is ``(f1', 0, 0)`` and Hessian ``f1''`` in the corner (the 3-argument
+    derivatives are singular at rho = 1 for kinked phi)."""
+    a, b, _ = _pairs(m)
     off = a != b
-    ia, ib = index[a, a], index[b, b]
-    p = np.arange(a.size, dtype=np.int32)
-    # off-diagonal pairs: the dual kernel, its gradient and Hessian in (q1, q2, q12); diagonal
-    # pairs: the length map (the 3-argument derivatives are singular at rho = 1 for kinked phi)
     qa, qb, qab = K[a, a], K[b, b], K[a, b]
     safe = jnp.where(off, qab, 0.0)
 
-    def dual3(v):
-        return _dual(act, v[0], v[1], v[2])
+    def g3(v):
+        return f3(v[0], v[1], v[2])
 
     v3 = jnp.stack([qa, qb, safe], -1)
-    k_off = jax.vmap(dual3)(v3)
-    g_off = jax.vmap(jax.grad(dual3))(v3)
-    h_off = jax.vmap(jax.hessian(dual3))(v3)
-    h1 = jax.vmap(jax.grad(act.length_map))(qa)
-    h2 = jax.vmap(jax.grad(jax.grad(act.length_map)))(qa)
-    F = jnp.where(off, k_off, act.length_map(qa))
-    # the linearised map on pair vectors: L[p, ia] += CW dk/dq1, L[p, ib] += CW dk/dq2, L[p, p] += CW dk/dq12
-    Lmat = jnp.zeros((a.size, a.size), K.dtype)
-    Lmat = Lmat.at[p, ia].add(jnp.where(off, g_off[:, 0], h1))
-    Lmat = Lmat.at[p, ib].add(jnp.where(off, g_off[:, 1], 0.0))
-    Lmat = Lmat.at[p, p].add(jnp.where(off, g_off[:, 2], 0.0))
-    Lmat = CW * Lmat
-    idx3 = np.stack([ia, ib, p], -1)
-    Vsub = V[idx3[:, :, None], idx3[:, None, :]]
-    hess = jnp.where(off, 0.5 * jnp.sum(h_off * Vsub, (-2, -1)), 0.5 * h2 * V[p, p])
+    k_off = jax.vmap(g3)(v3)
+    g_off = jax.vmap(jax.grad(g3))(v3)
+    h_off = jax.vmap(jax.hessian(g3))(v3)
+    h1 = jax.vmap(jax.grad(f1))(qa)
+    h2 = jax.vmap(jax.grad(jax.grad(f1)))(qa)
+    zero = jnp.zeros_like(h1)
+    value = jnp.where(off, k_off, jax.vmap(f1)(qa))
+    # column by column (a broadcast where gave NaN tangents at rho = 1 under XLA -O0; measured)
+    grad = jnp.stack([jnp.where(off, g_off[:, 0], h1), jnp.where(off, g_off[:, 1], zero),
+                      jnp.where(off, g_off[:, 2], zero)], -1)
+    hess = jnp.where(off[:, None, None], h_off, jnp.zeros_like(h_off).at[:, 0, 0].set(h2))
+    return value, grad, hess
+
+
+def _linear(grad, m):
+    """The linearised map on pair vectors: ``L[p, (aa)] += dk/dq1``, ``L[p, (bb)] += dk/dq2``,
+    ``L[p, p] += dk/dq12`` for ``p = (a, b)``."""
+    a, b, index = _pairs(m)
+    p = np.arange(a.size, dtype=np.int32)
+    L = jnp.zeros((a.size, a.size), grad.dtype)
+    return L.at[p, index[a, a]].add(grad[:, 0]).at[p, index[b, b]].add(grad[:, 1]).at[p, p].add(grad[:, 2])
+
+
+def _triples(m):
+    """``(P, 3)``: the pair indices of ``(aa), (bb), (ab)`` for each pair ``p = (a, b)``."""
+    a, b, index = _pairs(m)
+    return np.stack([index[a, a], index[b, b], np.arange(a.size, dtype=np.int32)], -1)
+
+
+def _second(hess, V, m):
+    r""":math:`\tfrac12 D^2f[V]`: the Hessians contracted with the covariance ``V`` ``(P, P)`` of
+    :math:`(\hat G_{aa}, \hat G_{bb}, \hat G_{ab})`."""
+    idx3 = _triples(m)
+    return 0.5 * jnp.sum(hess * V[idx3[:, :, None], idx3[:, None, :]], (-2, -1))
+
+
+def _layer(carry, params, act, m, deg3, deg4):
+    """One Dense + activation step: ``(K, V, G1)`` of layer l -> layer l + 1; also returns the
+    dual kernel ``F`` over the pairs, its gradients ``(P, 3)`` and the four-point covariance."""
+    K, V, G1 = carry
+    CW, Cb, ratio = params
+    F, gF, hF = _jet(functools.partial(_dual, act), act.length_map, K, m)
+    Lmat = CW * _linear(gF, m)
+    hess = _second(hF, V, m)
     E4 = _four_point(act, K, m, deg3, deg4)
     cov4 = E4 - F[:, None] * F[None, :]
     K_next = Cb + CW * F
     V_next = CW**2 * cov4 + ratio * (Lmat @ V @ Lmat.T)
     G1_next = ratio * (Lmat @ G1 + CW * hess)
-    return (K_next, V_next, G1_next), (K_next, V_next, G1_next)
+    return (K_next, V_next, G1_next), (F, gF, cov4)
 
 
 @functools.partial(jax.jit, static_argnames=("m", "deg3", "deg4"))
@@ -600,4 +640,295 @@ def ntk_fluctuations(
     out = NTKFluctuations(Th, t1, var, jnp.asarray(fan_in, x.dtype))
     _warn_if_large(jnp.concatenate([jnp.sqrt(out.relative_variance()), out.correction / out.fan_in[:, None] / Th]),
                    widths, spec.depth, given)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The NTK at initialization for a batch: mean to O(1/n) and covariance of all entries
+# --------------------------------------------------------------------------------------------
+
+
+class NTKCovariance(NamedTuple):
+    r"""Leading finite-width statistics of all entries :math:`\hat\Theta(x_a, x_b)` of the NTK of a
+    fully-connected network in the NTK parameterization, per layer :math:`\ell = 1..L+1` (entry
+    ``L`` = the network's output; a hidden layer's entry is one neuron's NTK).
+
+    Attributes:
+        ntk: :math:`\Theta^{(\ell)}`, ``(depth + 1, m, m)``: the infinite-width NTK.
+        correction: ``(depth + 1, m, m)``: :math:`n_{\ell-1}(\mathbb E\hat\Theta - \Theta)` to leading order.
+        covariance: ``(depth + 1, P, P)``, :math:`P = m(m+1)/2`:
+            :math:`n_{\ell-1}\operatorname{Cov}(\hat\Theta_{ab}, \hat\Theta_{cd})` to leading order, over
+            the pairs ``(a, b)``, ``a <= b``, in the order of ``numpy.triu_indices(m)`` (:meth:`pairs`).
+        fan_in: :math:`n_{\ell-1}`, ``(depth + 1,)``.
+    """
+
+    ntk: Float[Array, "layers m m"]
+    correction: Float[Array, "layers m m"]
+    covariance: Float[Array, "layers P P"]
+    fan_in: Float[Array, " layers"]
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs ``(a, b)`` that index ``covariance``: ``numpy.triu_indices(m)``."""
+        a, b, _ = _pairs(self.ntk.shape[-1])
+        return a, b
+
+    def mean(self) -> Float[Array, "layers m m"]:
+        r""":math:`\mathbb E\hat\Theta^{(\ell)} \approx \Theta^{(\ell)} + \text{correction}/n_{\ell-1}`."""
+        return self.ntk + self.correction / self.fan_in[:, None, None]
+
+    def cov(self) -> Float[Array, "layers P P"]:
+        r""":math:`\operatorname{Cov}(\hat\Theta_{ab}, \hat\Theta_{cd}) \approx \text{covariance}/n_{\ell-1}`
+        over the pairs."""
+        return self.covariance / self.fan_in[:, None, None]
+
+    def tensor(self) -> Float[Array, "layers m m m m"]:
+        r"""``covariance`` as ``(depth + 1, m, m, m, m)``: ``[l, a, b, c, d]`` is
+        :math:`n_{\ell-1}\operatorname{Cov}(\hat\Theta_{ab}, \hat\Theta_{cd})` for all ``a, b, c, d``."""
+        _, _, index = _pairs(self.ntk.shape[-1])
+        return self.covariance[:, index[:, :, None, None], index[None, None, :, :]]
+
+
+@functools.lru_cache(maxsize=64)
+def _mixed_quadruples(m: int, kinds: tuple[int, ...]):
+    r"""Like :func:`_quadruples`, for :math:`\mathbb E[f_{k_1}(z_a)f_{k_2}(z_b)f_{k_3}(z_c)f_{k_4}(z_d)]`
+    over all ``(a, b, c, d)`` (``f_0 = phi``, ``f_1 = phi'``): patterns are tuples of
+    ``(power of phi, power of phi')`` per distinct input; ``table`` is ``(m, m, m, m)``."""
+    position: dict = {}
+    groups: dict = {}
+    keys = []
+    for idx in np.ndindex(m, m, m, m):
+        counts: dict[int, list[int]] = {}
+        for i, k in zip(idx, kinds):
+            counts.setdefault(int(i), [0, 0])[k] += 1
+        items = sorted(((i, tuple(c)) for i, c in counts.items()), key=lambda it: (-sum(it[1]), -it[1][1], it[0]))
+        key = (tuple(c for _, c in items), tuple(i for i, _ in items))
+        if key not in position:
+            groups.setdefault(key[0], []).append(key[1])
+            position[key] = -1
+        keys.append(key)
+    order = sorted(groups)
+    start = 0
+    for pattern in order:
+        for k, distinct in enumerate(groups[pattern]):
+            position[(pattern, distinct)] = start + k
+        start += len(groups[pattern])
+    table = np.array([position[k] for k in keys], dtype=np.int32).reshape(m, m, m, m)
+    return tuple((pattern, np.array(groups[pattern], dtype=np.int32)) for pattern in order), table
+
+
+def _expect_midpoint(act, K, idx, pattern):
+    # the midpoint rule of _moments (no node on a kink of phi' at 0)
+    z, w = (jnp.asarray(v, K.dtype) for v in _midpoint_rule(0.01, 13.0))
+    x = safe_sqrt(K[idx[:, 0], idx[:, 0]])[:, None, None] * z[None, :, None]
+    return _product(act, x, pattern) @ w
+
+
+def _mixed_four_point(act, K, kinds, deg3, deg4):
+    r""":math:`\mathbb E[f_{k_1}(z_a)f_{k_2}(z_b)f_{k_3}(z_c)f_{k_4}(z_d)]`, ``(m, m, m, m)``, for
+    :math:`z\sim\mathcal N(0, K)` (the rules of :func:`_four_point`; one input: the midpoint rule)."""
+    groups, table = _mixed_quadruples(K.shape[0], kinds)
+    parts = []
+    for pattern, idx in groups:
+        r = len(pattern)
+        if r == 1:
+            parts.append(_expect_midpoint(act, K, idx, pattern))
+        elif r == 2:
+            parts.append(_expect_2d(act, K, idx, pattern))
+        else:
+            parts.append(_expect_nd(act, K, idx, pattern, deg3 if r == 3 else deg4))
+    return jnp.concatenate(parts)[table]
+
+
+def _stein_weights(gF, m):
+    r""":math:`D_{(ae)g} = \mathbb E[\partial_g(\phi'_a\phi_e)]`, ``(m, m, m)``, from the dual
+    kernel's gradient: :math:`2\partial_{q_a}k_{ae}` at ``g = a`` and :math:`\partial_{q_{ae}}k_{ae}`
+    at ``g = e`` for ``a != e``; :math:`F'(q_a)` at ``g = a = e``."""
+    _, _, index = _pairs(m)
+    A, E = (v.astype(np.int32) for v in np.nonzero(~np.eye(m, dtype=bool)))
+    p = index[A, E]
+    col = np.where(A < E, 0, 1).astype(np.int32)  # which of (q1, q2) of the pair is q_a
+    r = np.arange(m, dtype=np.int32)
+    D = jnp.zeros((m, m, m), gF.dtype)
+    D = D.at[A, E, A].set(2 * gF[p, col]).at[A, E, E].set(gF[p, 2])
+    return D.at[r, r, r].set(gF[index[r, r], 0])
+
+
+def _ntk_cov_layer(carry, params, act, m, deg3, deg4):
+    """One step of the joint recursion of :func:`ntk_covariance`."""
+    K, Th, V, G1, T1, SGY, SYY, S, U = carry
+    CW, Cb, r = params
+    a, b, index = _pairs(m)
+    (K_next, V_next, G1_next), (F, gF, cov4) = _layer((K, V, G1), params, act, m, deg3, deg4)
+
+    def kdot(q1, q2, q12):
+        return _expectations(act, q1, q2, q12, Auto()).kdot
+
+    Hv, gH, hH = _jet(kdot, lambda q: _moments(act, q)[0], K, m)
+    LF = CW * _linear(gF, m)
+    LH = _linear(gH, m)
+    Thp = Th[a, b]
+    Effdd = _mixed_four_point(act, K, (0, 0, 1, 1), deg3, deg4)  # <phi_a phi_b phi'_c phi'_d>
+    Edddd = _mixed_four_point(act, K, (1, 1, 1, 1), deg3, deg4)
+    ap, bp, aq, bq = a[:, None], b[:, None], a[None, :], b[None, :]
+    cFD = Effdd[ap, bp, aq, bq] - F[:, None] * Hv[None, :]  # Cov(phi_p phi_p, phi'_q phi'_q)
+    cDD = Edddd[ap, bp, aq, bq] - Hv[:, None] * Hv[None, :]
+    C_GY = cov4 + cFD * Thp[None, :]
+    C_YY = cov4 + cFD * Thp[None, :] + cFD.T * Thp[:, None] + cDD * (Thp[:, None] * Thp[None, :])
+    JYG = LF + CW * Thp[:, None] * LH
+    JYY = CW * Hv  # a diagonal
+    SGY_next = CW**2 * C_GY + r * (LF @ (V @ JYG.T + SGY * JYY[None, :]))
+    SYY_next = CW**2 * C_YY + r * (JYG @ V @ JYG.T + (JYG @ SGY) * JYY[None, :] + JYY[:, None] * (SGY.T @ JYG.T)
+                                   + JYY[:, None] * SYY * JYY[None, :])
+    idx3 = _triples(m)
+    p = np.arange(a.size, dtype=np.int32)
+    ST = (2 * S[a, b, a, a] * gH[:, 0] + 2 * S[a, b, b, b] * gH[:, 1] + (S[a, b, a, b] + S[a, b, b, a]) * gH[:, 2])
+    T1_next = G1_next + r * CW * (Hv * T1 + Thp * jnp.sum(gH * G1[idx3], -1) + Thp * _second(hH, V, m)
+                                  + jnp.sum(gH * SGY[idx3, p[:, None]], -1) + ST)
+    D = _stein_weights(gF, m)
+    S_next = CW**2 * (jnp.transpose(Effdd, (2, 3, 0, 1)) * Th[:, :, None, None]
+                      + r * jnp.einsum("abgh,aeg,bfh->abef", S, D, D))
+    Hm = Hv[index]
+    U_next = CW**2 * (Edddd * (Th[:, :, None, None] * Th[None, None, :, :])
+                      + r * (Hm[:, None, :, None] * Hm[None, :, None, :]) * U)
+    Kmat = K_next[index]
+    Th_next = Kmat + CW * Hm * Th
+    cov = SYY_next + U_next[ap, bp, aq, bq] + U_next[ap, bp, bq, aq]
+    carry = (Kmat, Th_next, V_next, G1_next, T1_next, SGY_next, SYY_next, S_next, U_next)
+    return carry, (Th_next, T1_next, cov)
+
+
+@functools.partial(jax.jit, static_argnames=("m", "deg3", "deg4"))
+def _ntk_covariance(x, W, b, act, ratios, *, m, deg3, deg4):
+    a, _, index = _pairs(m)
+    d = x.shape[1]
+    K1 = W[0] ** 2 * (x @ x.T) / d + b[0] ** 2
+    P = a.size
+    zp, zpp, zm4 = (jnp.zeros(s, x.dtype) for s in ((P,), (P, P), (m,) * 4))
+    carry = (K1, K1, zpp, zp, zp, zpp, zpp, zm4, zm4)
+    params = (W[1:] ** 2, b[1:] ** 2, ratios)
+    body = functools.partial(_ntk_cov_layer, act=act, m=m, deg3=deg3, deg4=deg4)
+    _, (Th, T1, cov) = jax.lax.scan(body, carry, params)
+    return (jnp.concatenate([K1[None], Th]), jnp.concatenate([zp[None], T1])[:, index],
+            jnp.concatenate([zpp[None], cov]))
+
+
+def ntk_covariance(
+    x: Float[ArrayLike, "m d"],
+    spec: FullyConnected,
+    *,
+    widths: int | tuple[int, ...] | None = None,
+    deg3: int = 16,
+    deg4: int = 10,
+) -> NTKCovariance:
+    r"""Mean (to :math:`O(1/n)`) and covariance of all NTK entries :math:`\hat\Theta(x_a, x_b)` of a
+    finite-width fully-connected network at initialization, for a batch of inputs, layer by layer.
+
+    The multi-input form of :func:`ntk_fluctuations` (whose diagonal it reproduces), derived as in
+    PDLT ch. 8 (the NTK-preactivation cross-correlations :math:`D, F` of eqs. 8.63-8.77 and the
+    NTK variance tensors :math:`A, B` of eqs. 8.78-8.89, for general inputs), in collective
+    variables. Write :math:`\langle\cdot\rangle` for the Gaussian expectation over
+    :math:`z\sim\mathcal N(0, K^{(\ell)})`, :math:`\phi_a = \phi(z_a)`,
+    :math:`F_{ab} = \langle\phi_a\phi_b\rangle`, :math:`H_{ab} = \langle\phi'_a\phi'_b\rangle`,
+    :math:`\Theta = \Theta^{(\ell)}`, :math:`r = n_\ell/n_{\ell-1}`; all :math:`O(1/n)` quantities below
+    are multiplied by the fan-in that divides them. Given layer :math:`\ell`, neuron :math:`i` of the
+    next layer has :math:`\hat\Theta^{(\ell+1)}_{ii;ab} = \hat Y_{ab} + \varepsilon_{i;ab}` with the
+    collective variables :math:`\hat G_{ab} = C_b + \frac{C_W}{n_\ell}\sum_k\phi_{k;a}\phi_{k;b}`,
+    :math:`\hat Y_{ab} = \hat G_{ab} + \frac{C_W}{n_\ell}\sum_k\phi'_{k;a}\phi'_{k;b}\hat\Theta_{kk;ab}`
+    and :math:`\varepsilon_i` the part of the weights' quadratic form with conditional mean zero.
+
+    * Collective covariance :math:`\Sigma` of :math:`(\hat G, \hat Y)` over the pairs:
+      :math:`\Sigma^{(\ell+1)} = C_W^2\operatorname{Cov}\big[(\phi_a\phi_b,\ \phi_a\phi_b +
+      \Theta_{ab}\phi'_a\phi'_b),\ (\phi_c\phi_d,\ \phi_c\phi_d + \Theta_{cd}\phi'_c\phi'_d)\big] +
+      r\,J\Sigma^{(\ell)}J^\top`, with
+      :math:`J = \begin{pmatrix}\mathcal L & 0\\ \mathcal L + C_W\Theta_{ab}\,DH_{ab} &
+      C_W\operatorname{diag}H_{ab}\end{pmatrix}`, :math:`\mathcal L = C_W\,DF` the linearised kernel map of
+      :func:`nngp_corrections` and :math:`DH_{ab}` the gradient of :math:`H_{ab}` in
+      :math:`(K_{aa}, K_{bb}, K_{ab})` (:math:`\Sigma_{GG}` is the four-point vertex :math:`V`).
+    * Off-diagonal neurons (:math:`j \ne k`, PDLT's :math:`B`):
+      :math:`\mathbb E[\hat\Theta_{jk;ab}\hat\Theta_{jk;cd}] = U_{ab,cd}/n` with
+      :math:`U^{(\ell+1)}_{ab,cd} = C_W^2\big(\langle\phi'_a\phi'_b\phi'_c\phi'_d\rangle\Theta_{ab}\Theta_{cd}
+      + r\,H_{ac}H_{bd}U^{(\ell)}_{ab,cd}\big)`; the conditional covariance of the Gaussian quadratic
+      form is :math:`\operatorname{Cov}(\varepsilon_{ab}, \varepsilon_{cd}) = (U_{ab,cd} + U_{ab,dc})/n`.
+    * NTK-preactivation correlation (PDLT's :math:`D, F`): by Gaussian conditioning of the weights on
+      :math:`z_i`, :math:`\mathbb E[\varepsilon_{i;ab}\mid z_i] = \frac1n S_{ab,ef}\,
+      [K^{-1}(z_iz_i^\top - K)K^{-1}]_{ef}` and
+      :math:`\mathbb E[\hat\Theta_{jk;ab}\mid z_j, z_k] = \frac1n S_{ab,ef}(K^{-1}z_j)_e(K^{-1}z_k)_f`
+      with one tensor :math:`S^{(\ell+1)}_{ab,ef} = C_W^2\big(\langle\phi'_a\phi'_b\phi_e\phi_f\rangle
+      \Theta_{ab} + r\,S^{(\ell)}_{ab,gh}\mathcal D_{(ae)g}\mathcal D_{(bf)h}\big)`, where Stein's lemma
+      gives :math:`\mathcal D_{(ae)g} = \langle\partial_g(\phi'_a\phi_e)\rangle`: :math:`2\partial_{K_{aa}}F_{ae}`
+      at :math:`g = a`, :math:`\partial_{K_{ae}}F_{ae} = H_{ae}` at :math:`g = e` (:math:`F'(K_{aa})` when
+      :math:`a = e`).
+    * Means: :math:`\mathbb E\hat G` as in :func:`nngp_corrections` (:math:`G^{\{1\}}`) and, by the
+      delta method and second-order Stein (:math:`\langle f\,[K^{-1}(zz^\top-K)K^{-1}]_{ef}\rangle =
+      \langle\partial_e\partial_f f\rangle`),
+      :math:`\Theta^{\{1\}(\ell+1)}_{ab} = G^{\{1\}(\ell+1)}_{ab} + rC_W\big(H_{ab}\Theta^{\{1\}}_{ab} +
+      \Theta_{ab}DH_{ab}\cdot G^{\{1\}} + \tfrac12\Theta_{ab}D^2H_{ab}[V] + DH_{ab}\cdot\Sigma_{G,Y_{ab}}
+      + 2S_{ab,aa}\partial_{K_{aa}}H_{ab} + 2S_{ab,bb}\partial_{K_{bb}}H_{ab}
+      + (S_{ab,ab} + S_{ab,ba})\partial_{K_{ab}}H_{ab}\big)`.
+
+    Then :math:`\mathbb E\hat\Theta^{(\ell+1)} = \Theta^{(\ell+1)} + \Theta^{\{1\}(\ell+1)}/n_\ell`,
+    :math:`\Theta^{(\ell+1)} = K^{(\ell+1)} + C_W H\odot\Theta^{(\ell)}`, and
+    :math:`n_\ell\operatorname{Cov}(\hat\Theta_{ab}, \hat\Theta_{cd}) = \Sigma_{Y_{ab}Y_{cd}} + U_{ab,cd} +
+    U_{ab,dc}` (law of total covariance; everything starts at zero at the first layer). For one input
+    the recursion is that of :func:`ntk_fluctuations` (:math:`s = S_{aa,aa}`, :math:`u = U_{aa,aa}`).
+
+    Deep linear network (:math:`\phi(z) = z`, :math:`C_b = 0`; tested): no mean correction and, with
+    :math:`\bar K = K^{(1)}`,
+    :math:`\operatorname{Cov}(\hat\Theta_{ab}, \hat\Theta_{cd}) = C_W^{2L}\sum_{k=1}^{L}\frac{1}{n_k}
+    \big[(L+1-k)^2(\bar K_{ac}\bar K_{bd} + \bar K_{ad}\bar K_{bc}) + 2k^2\bar K_{ab}\bar K_{cd}\big]`
+    (derived independently: :math:`\hat\Theta = \sum_\ell |g_\ell|^2\hat G^{(\ell)}` with independent
+    Wishart forward and :math:`\chi^2` backward fluctuations at this order).
+
+    Expectations: as in :func:`nngp_corrections` (one input by the midpoint rule of
+    :func:`ntk_fluctuations`, two by the split polar rule, three or four by tensor Gauss-Hermite of
+    degree ``deg3`` / ``deg4``, approximate for kinked activations: see the module docstring).
+
+    Args:
+        x: inputs ``(m, d)``, real and finite (at most 32 rows).
+        spec: a :class:`rmtjax.kernels.FullyConnected` with ``parameterization="ntk"``;
+            differentiable in ``W_std``, ``b_std`` and the activation's parameters.
+        widths: hidden widths (an int for equal widths); default ``spec.widths`` or equal. Where
+            given, a relative standard deviation or mean shift of a diagonal entry above 1 raises an
+            :class:`ExpansionWarning` naming the depth-to-width ratio (eagerly).
+        deg3, deg4: Gauss-Hermite degrees of the expectations over three and four distinct inputs.
+
+    Returns:
+        :class:`NTKCovariance` (``ntk``, ``correction``, ``covariance`` over the pairs, ``fan_in``).
+
+    Raises:
+        ValueError: for invalid arguments, or where a value comes out non-finite.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Identity
+        >>> from rmtjax.kernels import FullyConnected
+        >>> c = ntk_covariance(jnp.eye(2), FullyConnected(1, b_std=0.0, activation=Identity()))
+        >>> (c.covariance[-1] + 0.0).round(6).tolist()  # K = I/2: K_ac K_bd + K_ad K_bc + 2 K_ab K_cd
+        [[1.0, 0.0, 0.5], [0.0, 0.25, 0.0], [0.5, 0.0, 1.0]]
+    """
+    if not isinstance(spec, FullyConnected):
+        raise ValueError(f"spec must be an rmtjax.kernels.FullyConnected, got {type(spec).__name__}")
+    if spec.parameterization != "ntk":
+        raise ValueError("spec: ntk_covariance supports parameterization='ntk' only, got 'standard'")
+    given = widths is not None or spec.widths is not None
+    x, widths, ratios, fan_in = _inputs(x, spec, widths)
+    m = x.shape[0]
+    if m > 32:
+        raise ValueError(f"x: at most 32 inputs (the recursion carries m**4 = {m**4} entries), got {m}")
+    deg3 = static_int(deg3, "deg3", lo=2, hi=64)
+    deg4 = static_int(deg4, "deg4", lo=2, hi=24)
+    W, b = spec.layer_params(x.dtype)
+    Th, T1, cov = _ntk_covariance(x, W, b, spec.activation, jnp.asarray(ratios, x.dtype), m=m, deg3=deg3, deg4=deg4)
+    bad = ~(jnp.all(jnp.isfinite(Th)) & jnp.all(jnp.isfinite(T1)) & jnp.all(jnp.isfinite(cov)))
+    msg = (f"x: the NTK covariance came out non-finite (a variance overflows {x.dtype.name}); use smaller "
+           "inputs or W_std, or float64")
+    Th, T1, cov = error_if((Th, T1, cov), bad, msg)
+    out = NTKCovariance(Th, T1, cov, jnp.asarray(fan_in, x.dtype))
+    # the warning looks at the diagonal entries, as ntk_fluctuations does
+    _, _, index = _pairs(m)
+    diag = np.arange(m, dtype=np.int32)
+    th = Th[:, diag, diag]
+    var = cov[:, index[diag, diag], index[diag, diag]]
+    _warn_if_large(jnp.concatenate([jnp.sqrt(jnp.maximum(var, 0.0) / out.fan_in[:, None]) / th,
+                                    T1[:, diag, diag] / out.fan_in[:, None] / th]), widths, spec.depth, given)
     return out

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import rmtjax.activations as A
-from rmtjax.finite_width import nngp_corrections, ntk_fluctuations
+from rmtjax.finite_width import nngp_corrections, ntk_covariance, ntk_fluctuations
 from rmtjax.kernels import FullyConnected, kernel
 
 from .harness import Entry, array, number, static_int
@@ -40,6 +40,17 @@ def _check_ntk(kwargs, out):
     assert np.all(var >= -1e-9 * max(np.max(np.abs(var)), 1e-300)), "negative variance"
 
 
+def _check_ntk_covariance(kwargs, out):
+    spec = FullyConnected(kwargs["depth"], kwargs["W_std"], kwargs["b_std"], kwargs["activation"])
+    ref = np.asarray(kernel(kwargs["x"], None, spec).ntk)
+    Th = np.asarray(out.ntk)[-1]
+    assert np.allclose(Th, ref, rtol=1e-9, atol=1e-12 * max(np.max(np.abs(ref)), 1e-300)), (Th, ref)
+    C = np.asarray(out.covariance)
+    scale = max(np.max(np.abs(C)), 1e-300)
+    assert np.allclose(C, np.transpose(C, (0, 2, 1)), rtol=1e-9, atol=1e-12 * scale), "covariance not symmetric"
+    assert np.all(np.linalg.eigvalsh(C).min(-1) >= -1e-9 * scale), "covariance not positive semidefinite"
+
+
 ENTRIES = [
     Entry("finite_width.nngp_corrections",
           lambda x, W_std, b_std, activation, depth: nngp_corrections(
@@ -55,7 +66,15 @@ ENTRIES = [
            "depth": static_int(0, 2)}, static=("depth",), check=_check_ntk, max_examples=8,
           valid=lambda: {"x": np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.4]]), "W_std": 1.3, "b_std": 0.2,
                          "activation": A.Erf(), "depth": 2}),
+    Entry("finite_width.ntk_covariance",
+          lambda x, W_std, b_std, activation, depth: ntk_covariance(
+              x, FullyConnected(depth, W_std, b_std, activation)),
+          {"x": array((2, 3)), "W_std": number(0.0, 3.0), "b_std": number(0.0, 1.0), "activation": ACTS,
+           "depth": static_int(0, 2)}, static=("depth",), check=_check_ntk_covariance, max_examples=8,
+          valid=lambda: {"x": np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.4]]), "W_std": 1.3, "b_std": 0.2,
+                         "activation": A.Erf(), "depth": 2}),
 ]
 EXEMPT = {"finite_width.NNGPCorrections": "a NamedTuple of results (its methods are arithmetic on its fields)",
           "finite_width.NTKFluctuations": "a NamedTuple of results (its methods are arithmetic on its fields)",
+          "finite_width.NTKCovariance": "a NamedTuple of results (its methods are arithmetic and indexing on its fields)",
           "finite_width.ExpansionWarning": "a warning class"}
