@@ -80,6 +80,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .. import solve
@@ -144,11 +145,49 @@ def _dual_diagonal(activation, method, x, W2, b2):
 
 
 def _delta_residual(delta, args):
-    phi, c, ridge = args
+    lam, c, ridge = args  # the eigenvalues of Phi
+    return delta - jnp.mean(lam / (c * lam / (1 + delta) + ridge))
+
+
+@jax.custom_jvp
+def _delta(phi, c, ridge):
+    r"""The fixed point :math:`\delta` and its ``ok`` flag: a bracketed scalar root over the
+    eigenvalues of :math:`\Phi` (one ``eigh``, then :math:`O(T)` per Newton step). Its derivative
+    is the implicit one, in closed form (:func:`_delta_jvp`), so no eigenvector derivative (NaN at
+    degenerate eigenvalues) is ever taken."""
+    lam, _ = _spectrum(phi)
+    upper = jnp.maximum(jnp.sum(lam) / (phi.shape[0] * ridge), jnp.finfo(phi.dtype).tiny)
+    sol = solve.root(_delta_residual, 0.5 * upper, (lam, c, ridge), bracket=(jnp.zeros_like(upper), upper),
+                     throw=False, name="delta (random features)")
+    return sol.value, sol.ok
+
+
+def _spectrum(phi):
+    lam, U = jnp.linalg.eigh(phi)
+    return jnp.maximum(lam, 0.0), U
+
+
+@_delta.defjvp
+def _delta_jvp(primals, tangents):
+    r"""Implicit differentiation of :math:`r = \delta - \frac1T\sum_i f(\lambda_i)`,
+    :math:`f(\lambda) = \lambda/(a\lambda + \gamma)`, :math:`a = c/(1+\delta)`:
+    :math:`d\delta = -(\partial_\Phi r[d\Phi] + \partial_c r\,dc + \partial_\gamma r\,d\gamma)/\partial_\delta r`
+    with :math:`\partial_\Phi r[d\Phi] = -\frac1T\operatorname{tr}(f'(\Phi)\,d\Phi)` (a matrix
+    function: defined at degenerate eigenvalues too)."""
+    phi, c, ridge = primals
+    dphi, dc, dridge = tangents
+    (delta, ok) = _delta(phi, c, ridge)
+    lam, U = _spectrum(jax.lax.stop_gradient(phi))
     T = phi.shape[0]
-    m = c * phi / (1 + delta) + ridge * jnp.eye(T, dtype=phi.dtype)
-    chol = jax.scipy.linalg.cho_factor(m, lower=True)
-    return delta - jnp.trace(jax.scipy.linalg.cho_solve(chol, phi)) / T
+    a = c / (1 + delta)
+    den2 = (a * lam + ridge) ** 2
+    fprime = ridge / den2
+    d_phi = -jnp.sum((U * fprime[None, :]) @ U.T * dphi) / T
+    d_c = jnp.mean(lam * lam / ((1 + delta) * den2))
+    d_ridge = jnp.mean(lam / den2)
+    d_delta = 1 - jnp.mean(lam * lam * c / ((1 + delta) ** 2 * den2))
+    ddelta = -(d_phi + d_c * dc + d_ridge * dridge) / d_delta
+    return (delta, ok), (ddelta, np.zeros(jnp.shape(ok), dtype=jax.dtypes.float0))
 
 
 @eqx.filter_jit
@@ -160,10 +199,7 @@ def _ridge_equivalent(activation, method, x, x_t, y, y_t, features, ridge, W2, b
     T, Tt = phi.shape[0], phi_t.shape[0]
     c = features / T
     eye = jnp.eye(T, dtype=phi.dtype)
-    upper = jnp.maximum(jnp.trace(phi) / (T * ridge), jnp.finfo(phi.dtype).tiny)
-    sol = solve.root(_delta_residual, 0.5 * upper, (phi, c, ridge), bracket=(jnp.zeros_like(upper), upper),
-                     throw=False, name="delta (random features)")
-    delta = sol.value
+    delta, ok_delta = _delta(phi, c, ridge)
     psi = c * phi / (1 + delta)
     psi_t = c * phi_t / (1 + delta)
     chol = jax.scipy.linalg.cho_factor(psi + ridge * eye, lower=True)
@@ -179,7 +215,7 @@ def _ridge_equivalent(activation, method, x, x_t, y, y_t, features, ridge, W2, b
     q_pt = qbar @ psi_t.T
     spread = (c * jnp.sum(phi_tt) / (1 + delta) - jnp.sum((psi_t.T + ridge * q_pt) * q_pt)) / Tt
     variance = a_psi_a / (features * denom) * spread
-    ok = sol.ok & (denom > 0) & jnp.isfinite(train) & jnp.isfinite(bias) & jnp.isfinite(variance)
+    ok = ok_delta & (denom > 0) & jnp.isfinite(train) & jnp.isfinite(bias) & jnp.isfinite(variance)
     return RandomFeaturesRidge(bias + variance, train, mean, bias, variance, delta), ok
 
 
@@ -218,8 +254,9 @@ def random_features_ridge(
         method: the Gaussian-expectation method (default :class:`rmtjax.gaussian.Auto`).
 
     Differentiable in ``x``, the targets, ``features``, ``ridge``, ``W_std``, ``b_std`` and the
-    activation's parameters (:math:`\delta` by implicit differentiation). Cost: one Cholesky
-    factorization of a ``(T, T)`` matrix per Newton step of :math:`\delta` (about ten), and
+    activation's parameters (:math:`\delta` by implicit differentiation, in closed form). Cost: one
+    symmetric eigendecomposition of :math:`\Phi` (for :math:`\delta`; each Newton step is then
+    :math:`O(T)`), one Cholesky factorization and a few :math:`T\times T` products, and
     :math:`O(T^2\hat T)` for the test error.
 
     Returns:
