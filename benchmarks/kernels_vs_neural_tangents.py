@@ -26,11 +26,25 @@ TensorFlow, ~630 MiB). rmtjax uses one XLA host device per core, NT one device.
    entries (layer by layer, the kernel of one pair of inputs is a chain of 2-d Gaussian
    expectations).
 
+4. Lower bound, per grid cell, measured in the same run on the same machine: before each n, a fresh
+   process (``_bounds.py``, one XLA host device per core like the rmtjax worker) measures the
+   matmul rate, the write bandwidth and the in-place elementwise bandwidth per dtype (a few
+   seconds); the bound of a cell is the Gram product X X^T (2 n^2 d flops) at that matmul rate
+   + the NNGP and NTK outputs (2 n^2 entries) at the write bandwidth + ``depth`` x 2 in-place
+   passes (read + write) over an n x n array at the in-place bandwidth (the exact model and how
+   the rates are measured: ``_bounds.py``'s docstring). The tables give rmtjax's time as a
+   multiple of it (``x bound``) beside the speedup over NT, and the 1-minute load average.
+
+A subset (e.g. the cells issue 18 asks about), into files of its own so the full grid's stay:
+
+    .venv/bin/python benchmarks/kernels_vs_neural_tangents.py --n 4000 --depth 1 20 --no-tanh \
+        --name kernels_vs_nt_bound
+
 Output (``--out``, default ``benchmarks/results``; ``--quick`` defaults to
-``benchmarks/results/quick``): ``kernels_vs_nt.jsonl`` (one record per finished run, appended as it
-finishes; a rerun skips what is there, ``--fresh`` starts over), ``kernels_vs_nt.json`` (all
-records, host, accuracy, summary) and ``kernels_vs_nt.md`` (tables and the verdict against the
-targets). Saved kernels go to ``<out>/kernels/`` (scratch, git-ignored by its own .gitignore).
+``benchmarks/results/quick``; file names from ``--name``, default ``kernels_vs_nt``):
+``kernels_vs_nt.jsonl`` (one record per finished run, appended as it finishes; a rerun skips what
+is there, ``--fresh`` starts over), ``kernels_vs_nt.json`` (all records, the per-cell bounds,
+host, accuracy, summary) and ``kernels_vs_nt.md`` (tables and the verdict against the targets). Saved kernels go to ``<out>/kernels/`` (scratch, git-ignored by its own .gitignore).
 """
 
 from __future__ import annotations
@@ -56,6 +70,8 @@ ROOT = HERE.parent
 NT_PYTHON = HERE / "reference" / ".venv-nt" / "bin" / "python"
 NT_BENCH = HERE / "reference" / "nt_bench.py"
 RMT_BENCH = HERE / "_rmtjax_bench.py"
+BOUNDS = HERE / "_bounds.py"
+D_INPUT = 784  # features of the benchmark's inputs (nt_bench.make_data)
 
 FULL = dict(n=(500, 1000, 2000, 4000), depth=(1, 5, 20), tanh_n=(200, 500), tanh_depth=(5, 20),
             repeats=3, small_repeats=20)
@@ -66,6 +82,18 @@ DTYPES = ("float32", "float64")
 ACC_N = 500                      # kernels saved (and compared) at this n
 REFCHECK = [(0, 0), (0, 1), (3, 7), (11, 150)]  # entries checked against scipy quadrature
 W_TANH, B_STD = 1.5, 0.05
+
+
+def _load(name: str, path: pathlib.Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_bounds = _load("_bounds", BOUNDS)  # stdlib only at import: no JAX in this driver process
+lower_bound = _bounds.lower_bound
+SHARED_LOAD = 0.5  # 1-minute load above which the Markdown says the machine was shared
 
 
 def load_nt_bench():
@@ -80,8 +108,10 @@ def host_info() -> dict:
     """CPU model, core count, memory (from /proc)."""
     model, mem = "unknown", None
     try:
-        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-        mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) // 1024
+        with open("/proc/cpuinfo") as f:
+            model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+        with open("/proc/meminfo") as f:
+            mem = int(next(l.split()[1] for l in f if l.startswith("MemTotal"))) // 1024
     except (OSError, StopIteration):
         pass
     return {"cpu": model, "cores": os.cpu_count(), "mem_total_mib": mem, "python": sys.version.split()[0]}
@@ -92,9 +122,13 @@ def host_info() -> dict:
 # --------------------------------------------------------------------------------------------
 
 def make_jobs(grid: dict, only: str | None) -> list[dict]:
-    """Every run of the grid and the tanh section, smallest first; rmtjax and NT interleaved."""
+    """Every run of the grid and the tanh section, smallest first; rmtjax and NT interleaved. Before
+    each n, one ``_bounds.py`` run per dtype measures the machine's rates for the lower bound."""
     jobs = []
     for n in sorted(grid["n"]):
+        for dtype in DTYPES:
+            jobs.append(dict(section="bound", lib="bound", variant="rates", n=n, depth=0, activation="-",
+                             dtype=dtype, save=False))
         for depth in grid["depth"]:
             for act in ACTIVATIONS:
                 for dtype in DTYPES:
@@ -110,8 +144,8 @@ def make_jobs(grid: dict, only: str | None) -> list[dict]:
     # the reference at depth 1, for the independent check against scipy quadrature
     jobs.append(dict(section="refcheck", lib="rmtjax", variant="mehler256", n=200, depth=1,
                      activation="tanh", dtype="float64", save=True))
-    if only:
-        jobs = [j for j in jobs if j["lib"] == only]
+    if only:  # the bound goes with rmtjax (same process setup), not with NT
+        jobs = [j for j in jobs if j["lib"] == only or (only == "rmtjax" and j["lib"] == "bound")]
     for j in jobs:
         j["key"] = job_key(j)
     return jobs
@@ -132,6 +166,8 @@ def command(j: dict, repeats: int, seed: int, out: pathlib.Path) -> tuple[list[s
               "--dtype", j["dtype"], "--repeats", str(repeats), "--seed", str(seed)]
     if j["save"]:
         common += ["--save-kernels", str(kernel_dir(out, j))]
+    if j["lib"] == "bound":
+        return [sys.executable, str(BOUNDS), "--n", str(j["n"]), "--d", str(D_INPUT), "--dtype", j["dtype"]], env
     if j["lib"] == "nt":
         env["TF_CPP_MIN_LOG_LEVEL"] = "3"
         extra = ["--deg", "25"] if j["activation"] == "tanh" else []
@@ -378,7 +414,8 @@ def speedup(a, b):
 
 
 def report(records: list[dict], out: pathlib.Path, seed: int) -> tuple[dict, str]:
-    bench = {r["key"]: r for r in records if r.get("kind", "bench") == "bench"}
+    bench = {r["key"]: r for r in records if r.get("kind", "bench") == "bench" and r.get("section") != "bound"}
+    rates = {(r["n"], r["dtype"]): r for r in records if r.get("section") == "bound" and r.get("ok")}
     refcheck = next((r for r in records if r.get("kind") == "refcheck"), None)
 
     def values(section, field):
@@ -413,13 +450,38 @@ def report(records: list[dict], out: pathlib.Path, seed: int) -> tuple[dict, str
     loads = [r["loadavg_1min_before"] for r in bench.values() if "loadavg_1min_before" in r]
     if loads:
         lines += [f"1-minute load average before each run: {min(loads):.1f} to {max(loads):.1f} "
-                  f"(on {host['cores']} cores; a loaded machine inflates every time).", ""]
+                  f"(on {host['cores']} cores; a loaded machine inflates every time)."
+                  + (f" **This run was on a shared, loaded machine** (other jobs running: load above "
+                     f"{SHARED_LOAD} before {sum(l > SHARED_LOAD for l in loads)} of {len(loads)} runs), so "
+                     "its times, NT's and the measured rates behind the bound are all inflated, by "
+                     "different amounts; the `load` column is the 1-minute load before rmtjax's run."
+                     if max(loads) > SHARED_LOAD else ""), ""]
+    if rates:
+        lines += ["Lower bound (`bound`, `benchmarks/_bounds.py`), measured in the same run, in a fresh "
+                  "process with rmtjax's XLA device setup, once per n and dtype: the Gram product X X^T "
+                  f"(2 n^2 d flops, d = {D_INPUT}) at the measured matmul rate + the NNGP and NTK outputs "
+                  "(2 n^2 entries) at the measured write bandwidth + the depth recursion as depth x 2 "
+                  "in-place passes (read + write) over an n x n array (NNGP and NTK per layer) at the "
+                  "measured in-place bandwidth. It leaves out the activations' arithmetic. `x bound` = "
+                  "rmtjax time / bound; `speedup` = NT time / rmtjax time. Rates:", "",
+                  "| n | dtype | matmul GFLOP/s | write GB/s | in-place GB/s | load |",
+                  "|---:|---|---:|---:|---:|---:|"]
+        lines += [f"| {n} | {dt} | {r['matmul_flops_per_s'] / 1e9:.0f} | {r['write_bytes_per_s'] / 1e9:.1f} | "
+                  f"{r['inplace_bytes_per_s'] / 1e9:.1f} | {r['loadavg_1min_before']:.1f} |"
+                  for (n, dt), r in sorted(rates.items())]
+        lines.append("")
+
+    def bound_of(n, depth, dtype):
+        r = rates.get((n, dtype))
+        return None if r is None else lower_bound(r, n, D_INPUT, depth, np.dtype(dtype).itemsize)
+
+    bound_rows = []
 
     speed, mem_rows, nt_failed = [], [], []  # nt_failed: rmtjax ran, NT did not
     for dtype in DTYPES:
         lines += [f"## {dtype}", "",
-                  "| n | depth | act | rmtjax | NT | speedup | rmtjax MiB | NT MiB |",
-                  "|---:|---:|---|---:|---:|---:|---:|---:|"]
+                  "| n | depth | act | rmtjax | NT | speedup | bound | x bound | rmtjax MiB | NT MiB | load |",
+                  "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n in grid["n"]:
             for depth in grid["depth"]:
                 for act in ACTIVATIONS:
@@ -434,13 +496,23 @@ def report(records: list[dict], out: pathlib.Path, seed: int) -> tuple[dict, str
                         speed.append((n, depth, act, dtype, s))
                     if a and b and a.get("working_rss_mib") is not None and b.get("working_rss_mib") is not None:
                         mem_rows.append((n, depth, act, dtype, a["working_rss_mib"], b["working_rss_mib"]))
+                    lb = bound_of(n, depth, dtype)
+                    xb = (a["median_s"] / lb["bound_s"] if lb and a and a.get("ok") and a.get("median_s")
+                          else None)
+                    bound_rows.append({"n": n, "depth": depth, "activation": act, "dtype": dtype,
+                                       "rmtjax_s": a.get("median_s") if a else None,
+                                       "nt_s": b.get("median_s") if b else None, "speedup_vs_nt": s,
+                                       "rmtjax_over_bound": xb, **(lb or {})})
+                    ld = a.get("loadavg_1min_before") if a else None
                     lines.append(f"| {n} | {depth} | {act} | {cell_time(a)} | {cell_time(b)} | "
-                                 f"{'—' if s is None else f'{s:.1f}x'} | {fmt_mem(a)} | {fmt_mem(b)} |")
+                                 f"{'—' if s is None else f'{s:.1f}x'} | {fmt_t(lb and lb['bound_s'])} | "
+                                 f"{'—' if xb is None else f'{xb:.1f}x'} | {fmt_mem(a)} | {fmt_mem(b)} | "
+                                 f"{'—' if ld is None else f'{ld:.1f}'} |")
         lines.append("")
 
     acc = grid_accuracy(out, grid)
-    lines += [f"## Accuracy (n = {ACC_N})", "",
-              "Error = max |K - K_ref| / sqrt(K_ref[i,i] K_ref[j,j]) over NNGP and NTK (the plain "
+    acc_lines = [f"## Accuracy (n = {ACC_N})", "",
+                 "Error = max |K - K_ref| / sqrt(K_ref[i,i] K_ref[j,j]) over NNGP and NTK (the plain "
               "relative error on the diagonal; off the diagonal relative to the entry's scale, since "
               "entries can cross zero). Reference: rmtjax float64.", "",
               "| depth | act | rmtjax f32 | NT f32 | NT f64 off-diag | NT f64 diag |",
@@ -449,20 +521,21 @@ def report(records: list[dict], out: pathlib.Path, seed: int) -> tuple[dict, str
         c = row["nt_f64_vs_rmtjax_f64"]
         off = None if c is None else max(c["nngp"]["offdiag"], c["ntk"]["offdiag"])
         dia = None if c is None else max(c["nngp"]["diag"], c["ntk"]["diag"])
-        lines.append(f"| {row['depth']} | {row['activation']} | "
-                     f"{fmt_e((row['rmtjax_f32_vs_rmtjax_f64'] or {}).get('max'))} | "
-                     f"{fmt_e((row['nt_f32_vs_rmtjax_f64'] or {}).get('max'))} | {fmt_e(off)} | {fmt_e(dia)} |")
-    lines.append("")
+        acc_lines.append(f"| {row['depth']} | {row['activation']} | "
+                         f"{fmt_e((row['rmtjax_f32_vs_rmtjax_f64'] or {}).get('max'))} | "
+                         f"{fmt_e((row['nt_f32_vs_rmtjax_f64'] or {}).get('max'))} | {fmt_e(off)} | {fmt_e(dia)} |")
+    if acc:  # a subset run without n = 500 has no saved kernels to compare
+        lines += acc_lines + [""]
 
     tacc = tanh_accuracy(out, grid)
-    lines += ["## tanh (float64)", "",
-              "rmtjax `Tanh()` with `Auto()` (= `Mehler(64)`) and `Mehler(32)` vs NT "
-              "`ElementwiseNumerical(jnp.tanh, deg=25)` (Gauss-Hermite, deg^2 n^2 memory). Errors (as "
-              "above, max over NNGP and NTK) against rmtjax `Mehler(256)`; speedups are NT time / "
-              "rmtjax time.", "",
-              "| n | depth | rmtjax Auto | rmtjax Mehler(32) | NT deg 25 | speedup Auto | speedup M32 "
-              "| err Auto | err M32 | err NT | rmtjax MiB | NT MiB |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    tanh_lines = ["## tanh (float64)", "",
+                  "rmtjax `Tanh()` with `Auto()` (= `Mehler(64)`) and `Mehler(32)` vs NT "
+                  "`ElementwiseNumerical(jnp.tanh, deg=25)` (Gauss-Hermite, deg^2 n^2 memory). Errors (as "
+                  "above, max over NNGP and NTK) against rmtjax `Mehler(256)`; speedups are NT time / "
+                  "rmtjax time.", "",
+                  "| n | depth | rmtjax Auto | rmtjax Mehler(32) | NT deg 25 | speedup Auto | speedup M32 "
+                  "| err Auto | err M32 | err NT | rmtjax MiB | NT MiB |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     tanh_ok = []
     for row in tacc:
         n, depth = row["n"], row["depth"]
@@ -474,10 +547,11 @@ def report(records: list[dict], out: pathlib.Path, seed: int) -> tuple[dict, str
         sa, sm = speedup(a, b), speedup(m, b)
         ea, em, eb = ((row[v] or {}).get("max") for v in ("auto", "mehler32", "deg25"))
         tanh_ok.append((n, depth, sa, ea, eb, b))
-        lines.append(f"| {n} | {depth} | {cell_time(a)} | {cell_time(m)} | {cell_time(b)} | "
-                     f"{'—' if sa is None else f'{sa:.0f}x'} | {'—' if sm is None else f'{sm:.0f}x'} | "
-                     f"{fmt_e(ea)} | {fmt_e(em)} | {fmt_e(eb)} | {fmt_mem(a)} | {fmt_mem(b)} |")
-    lines.append("")
+        tanh_lines.append(f"| {n} | {depth} | {cell_time(a)} | {cell_time(m)} | {cell_time(b)} | "
+                          f"{'—' if sa is None else f'{sa:.0f}x'} | {'—' if sm is None else f'{sm:.0f}x'} | "
+                          f"{fmt_e(ea)} | {fmt_e(em)} | {fmt_e(eb)} | {fmt_mem(a)} | {fmt_mem(b)} |")
+    if tanh_ok:
+        lines += tanh_lines + [""]
     if refcheck:
         lines += [f"Reference check: rmtjax `Mehler(256)` vs scipy quadrature (layer by layer, "
                   f"`dblquad`, tolerance 1e-12) on {len(refcheck['entries'])} entries of the saved n = 200 "
@@ -542,12 +616,39 @@ def report(records: list[dict], out: pathlib.Path, seed: int) -> tuple[dict, str
         t4 = f"{verdict(good)}: " + "; ".join(parts)
     else:
         t4 = "not measured"
+    relu = [r for r in bound_rows if r["n"] == 4000 and r["depth"] == 20 and r["activation"] == "relu"
+            and r["rmtjax_over_bound"] is not None]
+    if relu:
+        summary["relu_2x_bound"] = dict(met=all(r["rmtjax_over_bound"] <= 2 for r in relu),
+                                        values=[(r["dtype"], r["rmtjax_over_bound"]) for r in relu])
+        t5 = (f"{verdict(summary['relu_2x_bound']['met'])}: "
+              + ", ".join(f"{r['dtype']} {r['rmtjax_over_bound']:.1f}x" for r in relu))
+    else:
+        t5 = "not measured (needs n = 4000, depth 20, relu, with the bound)"
+    deep = [(act, dt, s) for (n, d, act, dt, s) in speed if n == 4000 and d == 20]
+    if deep and all(s is not None for *_, s in deep):
+        summary["10x_at_4000_depth20"] = dict(met=all(s >= 10 for *_, s in deep), values=deep)
+        t6 = (f"{verdict(summary['10x_at_4000_depth20']['met'])}: "
+              + ", ".join(f"{a} {d} {s:.1f}x" for a, d, s in deep))
+    else:
+        t6 = "not measured (needs n = 4000, depth 20 with both libraries)"
+    shallow = [(act, dt, s) for (n, d, act, dt, s) in speed if n == 4000 and d == 1]
+    if shallow and all(s is not None for *_, s in shallow):
+        summary["depth1_not_slower_at_4000"] = dict(met=all(s >= 1 for *_, s in shallow), values=shallow)
+        t7 = (f"{verdict(summary['depth1_not_slower_at_4000']['met'])}: "
+              + ", ".join(f"{a} {d} {s:.2f}x" for a, d, s in shallow))
+    else:
+        t7 = "not measured (needs n = 4000, depth 1 with both libraries)"
     lines += ["## Targets", "",
               f"* rmtjax >= 5x faster than NT at n = 4000, depth 20, relu and erf, both dtypes: {t1}.",
               f"* Never slower anywhere on the grid: {t2}.",
               f"* Peak working memory no higher: {t3}.",
-              f"* tanh >= 50x faster at equal or better accuracy: {t4}.", ""]
-    doc = {"host": host, "seed": seed, "grid": grid, "records": records, "accuracy": acc,
+              f"* tanh >= 50x faster at equal or better accuracy: {t4}.",
+              f"* ReLU within 2x of the lower bound at n = 4000, depth 20 (issue 18): {t5}.",
+              f"* Every activation >= 10x faster than NT at n = 4000, depth 20, both dtypes (issue 18): {t6}.",
+              f"* Depth 1 never slower than NT at n = 4000 (issue 18): {t7}.", ""]
+    doc = {"host": host, "seed": seed, "grid": grid, "records": records, "bounds": bound_rows,
+           "bound_model": _bounds.MODEL, "accuracy": acc,
            "tanh_accuracy": tacc, "reference_check": refcheck,
            "summary": {k: {"met": v["met"]} | {kk: vv for kk, vv in v.items() if kk != "met"}
                        for k, v in summary.items()}}
@@ -564,6 +665,9 @@ def parse_args(argv=None):
     p.add_argument("--only-nt", action="store_true")
     p.add_argument("--out", type=pathlib.Path, default=None,
                    help="output folder (default benchmarks/results, or benchmarks/results/quick)")
+    p.add_argument("--name", default="kernels_vs_nt",
+                   help="base name of the JSONL/JSON/Markdown files in --out (a subset run: pick another name, "
+                        "e.g. kernels_vs_nt_bound, so the full grid's files stay)")
     p.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
     p.add_argument("--repeats", type=int, default=None,
                    help=f"timed calls per run (default 3, quick 2; full grid: at least 20 for n <= {SMALL_N})")
@@ -589,10 +693,11 @@ def main(argv=None) -> int:
         grid["tanh_n"], grid["tanh_depth"] = (), ()
     repeats = args.repeats or grid["repeats"]
     out = args.out or (HERE / "results" / "quick" if args.quick else HERE / "results")
-    jsonl = out / "kernels_vs_nt.jsonl"
+    jsonl = out / f"{args.name}.jsonl"
     if args.fresh:
         jsonl.unlink(missing_ok=True)
-        shutil.rmtree(out / "kernels", ignore_errors=True)
+        if args.name == "kernels_vs_nt":  # the saved kernels belong to the default name's runs
+            shutil.rmtree(out / "kernels", ignore_errors=True)
     (out / "kernels").mkdir(parents=True, exist_ok=True)
     (out / "kernels" / ".gitignore").write_text("*\n")
     if not args.only_rmtjax and not NT_PYTHON.exists():
@@ -629,8 +734,8 @@ def main(argv=None) -> int:
                 f.write(json.dumps(check) + "\n")
 
     doc, md = report(read_records(), out, args.seed)
-    (out / "kernels_vs_nt.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (out / "kernels_vs_nt.md").write_text(md + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / f"{args.name}.md").write_text(md + "\n")
     print(md)
     return 0
 
