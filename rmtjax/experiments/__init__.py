@@ -19,8 +19,8 @@ Example:
     >>> from rmtjax.experiments import EXPERIMENTS
     >>> sorted(EXPERIMENTS)  # doctest: +NORMALIZE_WHITESPACE
     ['activation-design', 'conv-kernel-regression', 'dynamical-isometry', 'fan-wang', 'finite-width', 'hidden-manifold',
-     'kernel-regression', 'kernels', 'liang-tranbach', 'meanfield', 'neural-collapse', 'saad-solla', 'seddik-universality',
-     'trainability', 'width-sweep']
+     'kernel-regression', 'kernels', 'learning-curves', 'liang-tranbach', 'meanfield', 'neural-collapse', 'saad-solla',
+     'seddik-universality', 'trainability', 'width-sweep']
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class Experiment(NamedTuple):
             after its quick size went to n = 120 (49 s CPU, 35 s wall); finite-width measured 2026-12-06 by the CLI
             (47 s CPU, 47 s wall, load average 2.6); activation-design measured 2026-12-06 by the CLI (99 s CPU,
             99 s wall, load average 2.7; about 45 s of it compiles the shaping solves, the design and nine training
-            programs); trainability measured 2026-12-06 by the CLI (20 s CPU, 24 s wall, load average 5.5).
+            programs); trainability measured 2026-12-06 by the CLI (20 s CPU, 24 s wall, load average 5.5);
+            learning-curves measured 2026-12-07 by the CLI (65 s CPU, 63 s wall, load average about 5; under the
+            test suite's -O0 XLA flags the same run takes 9 s).
     """
 
     description: str
@@ -144,5 +146,11 @@ EXPERIMENTS: dict[str, Experiment] = {
         "deviation ~ n^-1/2, one resumable sweep of padded networks vs a Python loop of jitted calls",
         "rmtjax.experiments.width_sweep:run",
         quick_seconds=15,
+    ),
+    "learning-curves": Experiment(
+        "Learning curves predicted: NNGP kernel ridge regression on MNIST and a synthetic teacher vs eigenlearning; "
+        "random-features ridge regression on MNIST through its double-descent peak and the Mei-Montanari limit",
+        "rmtjax.experiments.learning_curves:run",
+        quick_seconds=65,
     ),
 }
