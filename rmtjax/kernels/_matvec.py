@@ -36,9 +36,10 @@ def _pad_edge(x, rows: int):
 
 
 def matvec_core(x1, x2, v, net, *, kind: str, tile: int, method: AbstractMethod):
-    """The product for validated arrays (``x1 (n1, d)``, ``x2 (n2, d)``, ``v (n2, k)``, one
-    floating dtype), traceable: callers that validate once and apply the product many times (a
-    conjugate-gradient solve) use this."""
+    """The product for validated arrays (``x1 (n1, d)``, ``x2 (n2, d)``, ``v (n2, k)``), traceable:
+    callers that validate once and apply the product many times (a conjugate-gradient solve) use
+    this. The tiles are computed in the inputs' dtype and summed in ``v``'s (float32 inputs with a
+    float64 ``v``: float32 kernel evaluation, float64 accumulation)."""
     n1, n2, k = x1.shape[0], x2.shape[0], v.shape[1]
     t1, t2 = -(-n1 // tile), -(-n2 // tile)
     x1p, x2p = _pad_edge(x1, t1 * tile), _pad_edge(x2, t2 * tile)
@@ -56,7 +57,8 @@ def matvec_core(x1, x2, v, net, *, kind: str, tile: int, method: AbstractMethod)
         def body(acc, col):
             xj, sj, vj = col
             nngp, ntk = _tile(xi, xj, si, sj, net, method, False)
-            return acc + (nngp if kind == "nngp" else ntk) @ vj, None
+            # a tile of the inputs' dtype into an accumulator of v's (float32 inputs, float64 sums)
+            return acc + (nngp if kind == "nngp" else ntk).astype(acc.dtype) @ vj, None
 
         acc, _ = jax.lax.scan(body, jnp.zeros((tile, k), v.dtype), cols)
         return acc
