@@ -334,7 +334,7 @@ def _two_inputs_ntk_covariance(W, b, dtype=None):
     return ntk_covariance(x, FullyConnected(3, W_std=W, b_std=b, activation=Tanh()), widths=(16, 48, 32))
 
 
-def test_ntk_covariance_gradients():
+def test_ntk_covariance_gradients_jit_and_vmap():
     # forward-mode derivatives in W_std and b_std along two random directions against fourth-order
     # central differences (erf: a closed-form dual, the cheapest smooth activation to differentiate
     # three times over; reverse mode adds 10-25 s of compile here and was measured once instead).
@@ -347,6 +347,10 @@ def test_ntk_covariance_gradients():
         return jnp.concatenate([c.covariance[-1].ravel(), c.correction[-1].ravel()])
 
     check_gradients(stats, (1.4, 0.3), modes=("fwd",), atol=1e-7, rtol=1e-6)
+    # eager == jit(vmap) over W_std
+    Ws = jnp.array([1.1, 1.5])
+    eager = np.stack([stats(W, 0.3) for W in Ws])
+    np.testing.assert_allclose(jax.jit(jax.vmap(stats, in_axes=(0, None)))(Ws, 0.3), eager, rtol=1e-12, atol=1e-14)
 
 
 def test_ntk_covariance_float32():
