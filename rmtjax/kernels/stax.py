@@ -623,12 +623,20 @@ def Conv(
         if tuple(dimension_numbers) != want:
             raise ValueError(f"Conv: dimension_numbers must be None or {want} (channels last), got "
                              f"{dimension_numbers!r}")
+    return _conv_layer("Conv", out_chan, filter_shape, strides, padding, W_std, b_std, parameterization, s)
+
+
+def _conv_layer(who, out_chan, filter_shape, strides, padding, W_std, b_std, parameterization, s) -> Layer:
+    """The layer of :func:`Conv` (``who = "Conv"``) or :func:`ConvTranspose`: the checks they share,
+    the kernel layer of :mod:`rmtjax.kernels._conv` and the finite network of the same geometry."""
     if not (isinstance(s, (tuple, list)) and tuple(s) == (1, 1)):
-        raise ValueError(f"Conv: s must be (1, 1) (width scalings are not supported), got {s!r}")
-    layer = C.Conv(W_std, b_std, filter_shape, strides, padding, out_dim=out_chan, parameterization=parameterization)
+        raise ValueError(f"{who}: s must be (1, 1) (width scalings are not supported), got {s!r}")
+    transpose = who == "ConvTranspose"
+    layer = (C.ConvTranspose if transpose else C.Conv)(W_std, b_std, filter_shape, strides, padding, out_dim=out_chan,
+                                                       parameterization=parameterization)
     init_fn, apply_fn = F.conv_finite(out_chan, layer.filter_shape, layer.strides, layer.padding, W_std, b_std,
-                                      layer.parameterization)
-    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "Conv"),)))
+                                      layer.parameterization, transpose=transpose)
+    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, who),)))
 
 
 def ConvTranspose(
@@ -647,13 +655,7 @@ def ConvTranspose(
     out_chan = static_int(out_chan, "ConvTranspose: out_chan", lo=1)
     if dimension_numbers is not None:
         raise ValueError(f"ConvTranspose: dimension_numbers must be None (channels last), got {dimension_numbers!r}")
-    if not (isinstance(s, (tuple, list)) and tuple(s) == (1, 1)):
-        raise ValueError(f"ConvTranspose: s must be (1, 1) (width scalings are not supported), got {s!r}")
-    layer = C.ConvTranspose(W_std, b_std, filter_shape, strides, padding, out_dim=out_chan,
-                            parameterization=parameterization)
-    init_fn, apply_fn = F.conv_finite(out_chan, layer.filter_shape, layer.strides, layer.padding, W_std, b_std,
-                                      layer.parameterization, transpose=True)
-    return Layer(init_fn, apply_fn, KernelFn((_Single(layer, "ConvTranspose"),)))
+    return _conv_layer("ConvTranspose", out_chan, filter_shape, strides, padding, W_std, b_std, parameterization, s)
 
 
 def Dropout(rate: float, mode: str = "train") -> Layer:
