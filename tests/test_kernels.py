@@ -581,6 +581,19 @@ def test_compiles_once_per_shape_and_buckets_bound_compiles():
                                                                                   1024]
 
 
+def test_default_tile_per_backend():
+    # tile=None (the default) is 128 on CPUs, 1024 on accelerators (chosen from the devices given)
+    from rmtjax.kernels import bucket_size, default_tile
+
+    class FakeGPU:
+        platform = "gpu"
+
+    assert default_tile([FakeGPU()]) == 1024 and default_tile(jax.devices("cpu")) == 128
+    assert default_tile() == (128 if jax.default_backend() == "cpu" else 1024)
+    assert default_tile("not devices") == default_tile()  # kernel() reports a bad devices argument itself
+    assert bucket_size(300) == bucket_size(300, default_tile())
+
+
 @pytest.mark.parametrize("name", ["relu", "erf", "gelu", "tanh"])
 def test_kernel_float32_mode_close_to_float64(name, float64_depth_20, float32_mode):
     # (pytest sets up the module-scoped float64 references before float32_mode turns x64 off)

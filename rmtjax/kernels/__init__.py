@@ -5,6 +5,7 @@ convolutional layers of ``rmtjax.kernels._conv``), run tiled and jitted by :func
 
 from ._core import FullyConnected as FullyConnected
 from ._core import bucket_size as bucket_size
+from ._core import default_tile as default_tile
 from ._core import kernel as kernel
 from ._core import kernel_diagonal as kernel_diagonal
 from ._matvec import kernel_matvec as kernel_matvec

@@ -435,6 +435,7 @@ EXEMPT = {
     "activations.AbstractClosedFormActivation": "abstract base class",
     "activations.AbstractPolynomial": "abstract base class",
     "activations.SiLU": "alias of Swish",
+    "kernels.default_tile": "no numerical input: the backend's tile edge (its devices argument is checked by kernel)",
     "gaussian.AbstractMethod": "abstract base class",
     "gaussian.Expectations": "result container (NamedTuple)",
     "kernels.Kernel": "result container (NamedTuple)",
