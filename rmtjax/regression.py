@@ -120,18 +120,26 @@ def _square(k, name: str) -> Array:
     k = as_real(k, name, ndim=2)
     if k.shape[0] != k.shape[1]:
         raise ValueError(f"{name} must be a square (n, n) matrix, got shape {k.shape}")
-    k = check_range(k, name)
     tol = _symmetric_tolerance(k.shape[0], k.dtype)
     msg = f"{name} must be symmetric (max |K - K^T| <= {tol:.1e} max |K|)"
-    asym = jnp.max(jnp.abs(k - k.T))
-    scale = jnp.max(jnp.abs(k))
+    finite, asym, scale, sym = _square_stats(k)  # one fused pass (eagerly: ~4x less time at n = 4000)
+    if concrete(finite) is None:
+        k = check_range(k, name)  # traced: the checks are compiled in
+    elif not bool(finite):
+        check_range(k, name)  # raises, naming the entries
     a, sc = concrete(asym), concrete(scale)
     if a is not None and sc is not None:
         if a > tol * sc:
             raise ValueError(f"{msg}, got max asymmetry {float(a):.3g} against max |K| {float(sc):.3g}")
-    else:
-        k = error_if(k, asym > tol * scale, msg)
+        return sym
+    k = error_if(k, asym > tol * scale, msg)
     return 0.5 * (k + k.T)
+
+
+@jax.jit
+def _square_stats(k):
+    """Whether ``k`` is finite, its largest asymmetry and entry, and its symmetric part."""
+    return jnp.all(jnp.isfinite(k)), jnp.max(jnp.abs(k - k.T)), jnp.max(jnp.abs(k)), 0.5 * (k + k.T)
 
 
 def _targets(y, n: int) -> Array:
@@ -163,6 +171,7 @@ def _diag_reg(diag_reg, diag_reg_absolute_scale):
     return reg, flag(diag_reg_absolute_scale, "diag_reg_absolute_scale")
 
 
+@functools.partial(jax.jit, static_argnames=("absolute",))
 def _regularize(k: Array, diag_reg, absolute: bool) -> Array:
     diag_reg = jnp.asarray(diag_reg, k.dtype)
     n = k.shape[0]
