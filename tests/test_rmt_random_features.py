@@ -159,7 +159,7 @@ def test_gradients_jit_and_vmap():
 
 def test_float32(float32_mode):
     # float32 without x64: finite, float32, and within 1e-4 (ridge) / 1e-5 (risk) of float64
-    # (measured: 3e-6 and 2e-7 relative)
+    # (measured: 5.4e-7 test and 3.3e-7 train error, 5.9e-8 risk, relative)
     rng = np.random.default_rng(2)
     X, y = _mixture(rng, 60, 10, 2.0)
     Xt, yt = _mixture(rng, 40, 10, 2.0)
