@@ -29,7 +29,7 @@ def test_reproduce_learning_curves_quick(quick):
     c = report["checks"]
     assert c["mnist_kernel_points_checked"] == 8 and c["double_descent_peak_at_N_equals_T"]
     # the random-features peak is the point: at the smallest ridge the error at N = T is several
-    # times the error at N = 4T (measured 4.3 vs 0.51), in theory and in the measurement
+    # times the error at N = 4T (measured 4.26 vs 0.51; theory 4.54 vs 0.51), in theory and in the measurement
     rf = [p for p in report["random_features"]["points"] if p["ridge"] == 1e-4]
     peak, wide = min(rf, key=lambda p: abs(p["ratio"] - 1)), rf[-1]
     assert peak["theory"] > 4 * wide["theory"] and peak["measured"] > 4 * wide["measured"]
