@@ -67,7 +67,7 @@ from ._validate import as_real, check_range, choice, concrete, error_if, flag, g
 from .gaussian import Auto
 from .kernels import FullyConnected, Kernel, kernel, kernel_matvec
 from .kernels._core import _check_net, _matrix, _signature, _tile
-from .kernels._matvec import _pad_edge, matvec_core
+from .kernels._matvec import _pad_edge, matvec_core, matvec_tile
 
 __all__ = ["Fit", "Gaussian", "KernelRidgeCG", "blocked_kernel", "fit_hyperparameters", "generalized_cross_validation",
            "gp_inference", "gradient_descent_mse", "gradient_descent_mse_ensemble", "kernel_ridge_cg",
@@ -1118,7 +1118,7 @@ def kernel_ridge_cg(
     rank: int = 256,
     rtol: float | None = None,
     max_steps: int = 1000,
-    tile: int = 256,
+    tile: int | None = None,
     seed: int = 0,
     storage: str | None = None,
 ) -> KernelRidgeCG:
@@ -1149,7 +1149,8 @@ def kernel_ridge_cg(
         rtol: stop when :math:`\|r\| \le` ``rtol`` :math:`\|Y\|` (default 1e-10 in float64,
             1e-5 in float32).
         max_steps: at most this many iterations (static).
-        tile: the block edge of the kernel products.
+        tile: the block edge of the kernel products; ``None`` (default):
+            :func:`rmtjax.kernels._matvec.matvec_tile` (256 on CPUs, 1024 on accelerators).
         seed: the landmark draw.
         storage: ``None`` (everything in the inputs' dtype) or ``"float32"``: the inputs are
             stored and every kernel tile is computed in float32 (half the memory of the inputs,
@@ -1194,7 +1195,7 @@ def kernel_ridge_cg(
     ridge = check_range(as_real(ridge, "ridge", ndim=0, dtype=dt), "ridge", lo=0.0, lo_open=True)
     rank = static_int(rank, "rank", lo=0, hi=n)
     max_steps = static_int(max_steps, "max_steps", lo=1, hi=10**6)
-    tile = static_int(tile, "tile", lo=8, hi=4096)
+    tile = matvec_tile() if tile is None else static_int(tile, "tile", lo=8, hi=4096)
     seed = static_int(seed, "seed", lo=0)
     eps = float(jnp.finfo(dt).eps)
     rtol = (1e-10 if eps < 1e-10 else 1e-5) if rtol is None else float(rtol)

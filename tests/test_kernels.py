@@ -592,6 +592,9 @@ def test_default_tile_per_backend():
     assert default_tile() == (128 if jax.default_backend() == "cpu" else 1024)
     assert default_tile("not devices") == default_tile()  # kernel() reports a bad devices argument itself
     assert bucket_size(300) == bucket_size(300, default_tile())
+    from rmtjax.kernels._matvec import matvec_tile
+
+    assert matvec_tile() == (256 if jax.default_backend() == "cpu" else 1024)  # kernel_matvec, kernel_ridge_cg
 
 
 @pytest.mark.parametrize("name", ["relu", "erf", "gelu", "tanh"])
