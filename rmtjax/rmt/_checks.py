@@ -17,6 +17,7 @@ from .._validate import ArgumentError, _kind, _summary, as_real, concrete, error
 __all__ = [
     "as_complex",
     "check_activation",
+    "check_method",
     "cdtype",
     "eps",
     "finish",
@@ -123,6 +124,18 @@ def check_activation(activation):
         return real(leaf, "activation" + jax.tree_util.keystr(path), allow_empty=True)
 
     return jax.tree_util.tree_map_with_path(check, activation)
+
+
+def check_method(method, activation=None):
+    """An :mod:`rmtjax.gaussian` method object (and, given ``activation``, one it supports)."""
+    from ..gaussian import AbstractMethod, _resolve
+
+    if not isinstance(method, AbstractMethod):
+        raise ArgumentError(f"method must be an rmtjax.gaussian method (Auto(), ClosedForm(), GaussHermite(deg), "
+                            f"Mehler(order)), got {method!r:.80}")
+    if activation is not None:
+        _resolve(activation, method)  # raises for a method the activation does not support
+    return method
 
 
 def finish(value, ok, *, throw: bool, eager: str, traced: str | None = None, at=None):

@@ -101,7 +101,7 @@ from .._validate import (ArgumentError, as_real, check_matrix, check_range, conc
 from ..activations import AbstractActivation
 from ..gaussian import AbstractMethod, Auto, gaussian_expectations, hermite_coefficients_at
 from ..solve import Newton, fixed_point, root
-from ._checks import as_complex, check_activation, describe_points, eps, finish, points, tolerances
+from ._checks import as_complex, check_activation, check_method, describe_points, eps, finish, points, tolerances
 
 __all__ = [
     "ActivationConstants",
@@ -172,15 +172,8 @@ def activation_constants(activation: AbstractActivation, *, method: AbstractMeth
         0.733471
     """
     activation = check_activation(activation)
-    method = _check_method(method)
+    method = check_method(method)
     return _activation_constants(activation, method)
-
-
-def _check_method(method):
-    if not isinstance(method, AbstractMethod):
-        raise ArgumentError(f"method must be an rmtjax.gaussian method (Auto(), ClosedForm(), GaussHermite(deg), "
-                            f"Mehler(order)), got {method!r:.80}")
-    return method
 
 
 @eqx.filter_jit

@@ -20,7 +20,7 @@ approach to neural networks", Ann. Appl. Probab. 28(2), Thms. 1-3 and their test
 eq. (6) ff.). The columns of :math:`\Sigma^\top` are i.i.d. with second moment
 :math:`\Phi_{ab} = \mathbb E_w[\sigma(x_a)\sigma(x_b)]`, the dual kernel of :math:`\phi` at the
 covariances :math:`q_{ab} = \sigma_w^2 x_a^\top x_b/d + \sigma_b^2`
-(:func:`rmtjax.gaussian.gaussian_expectations`). Sherman-Morrison, as for every sample-covariance
+(the NNGP of one hidden layer, :func:`rmtjax.kernels.kernel`). Sherman-Morrison, as for every sample-covariance
 resolvent, gives the deterministic equivalent :math:`\mathbb E\,Q \simeq \bar Q`:
 
 .. math::
@@ -84,21 +84,13 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .. import solve
-from .._numerics import safe_sqrt
 from .._validate import ArgumentError, as_real, check_range, concrete, error_if
 from ..activations import AbstractActivation
-from ..gaussian import AbstractMethod, Auto, _expectations, _resolve
-from ._checks import check_activation
+from ..gaussian import AbstractMethod, Auto, _expectations
+from ..kernels import FullyConnected, kernel, kernel_diagonal
+from ._checks import check_activation, check_method
 
 __all__ = ["RandomFeaturesRidge", "RandomFeaturesRisk", "random_features_ridge", "random_features_risk"]
-
-
-def _check_method(activation, method):
-    if not isinstance(method, AbstractMethod):
-        raise ArgumentError(f"method must be an rmtjax.gaussian method (Auto(), ClosedForm(), GaussHermite(deg), "
-                            f"Mehler(order)), got {method!r:.80}")
-    _resolve(activation, method)  # raises for a method the activation does not support
-    return method
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,22 +118,6 @@ class RandomFeaturesRidge(NamedTuple):
     bias: Array
     variance: Array
     delta: Array
-
-
-def _dual(activation, method, xa, xb, W2, b2):
-    r""":math:`\Phi_{ab}` for every pair of rows (the unchecked core of the Gaussian expectations;
-    the covariances are valid by construction, rounding clipped)."""
-    d = xa.shape[1]
-    qa = (W2 * jnp.sum(xa * xa, 1) / d + b2)[:, None]
-    qb = (W2 * jnp.sum(xb * xb, 1) / d + b2)[None, :]
-    bound = safe_sqrt(qa * qb)
-    q12 = jnp.clip(W2 * (xa @ xb.T) / d + b2, -bound, bound)
-    return _expectations(activation, qa, qb, q12, method).k
-
-
-def _dual_diagonal(activation, method, x, W2, b2):
-    q = W2 * jnp.sum(x * x, 1) / x.shape[1] + b2
-    return _expectations(activation, q, q, q, method).k
 
 
 def _delta_residual(delta, args):
@@ -190,12 +166,20 @@ def _delta_jvp(primals, tangents):
     return (delta, ok), (ddelta, np.zeros(jnp.shape(ok), dtype=jax.dtypes.float0))
 
 
-@eqx.filter_jit
-def _ridge_equivalent(activation, method, x, x_t, y, y_t, features, ridge, W2, b2):
-    phi = _dual(activation, method, x, x, W2, b2)
+def _feature_kernels(activation, method, x, x_t, W_std, b_std):
+    r""":math:`\Phi(X, X)`, :math:`\Phi(\hat X, X)` and the diagonal :math:`\Phi(\hat x, \hat x)` from
+    the kernel engine: the NNGP of one hidden layer (``W_std``, ``b_std``) read out with
+    :math:`\sigma_w = 1`, :math:`\sigma_b = 0` is exactly :math:`\mathbb E_w[\phi(w^\top x + b)\phi(w^\top x' + b)]`
+    (identical inputs handled exactly, tiled, differentiable)."""
+    one, zero = jnp.ones_like(W_std), jnp.zeros_like(b_std)
+    net = FullyConnected(1, jnp.stack([W_std, one]), jnp.stack([b_std, zero]), activation)
+    phi = kernel(x, None, net, method=method).nngp
+    return phi, kernel(x_t, x, net, method=method).nngp, kernel_diagonal(x_t, net, method=method).nngp
+
+
+@jax.jit
+def _ridge_equivalent(phi, phi_t, phi_tt, y, y_t, features, ridge):
     phi = 0.5 * (phi + phi.T)
-    phi_t = _dual(activation, method, x_t, x, W2, b2)
-    phi_tt = _dual_diagonal(activation, method, x_t, W2, b2)
     T, Tt = phi.shape[0], phi_t.shape[0]
     c = features / T
     eye = jnp.eye(T, dtype=phi.dtype)
@@ -246,8 +230,8 @@ def random_features_ridge(
         y: training targets ``(T,)`` or ``(T, k)``.
         x_test: test inputs ``(T_test, d)``.
         y_test: test targets, ``(T_test,)`` or ``(T_test, k)`` like ``y``.
-        activation: an :mod:`rmtjax.activations` module (any; the dual kernel goes through
-            :func:`rmtjax.gaussian.gaussian_expectations` with ``method``).
+        activation: an :mod:`rmtjax.activations` module (any; the feature kernel :math:`\Phi` is the
+            NNGP of one hidden layer from :func:`rmtjax.kernels.kernel` with ``method``).
         features: the number of features :math:`N > 0` (real: the formula is smooth in it).
         ridge: :math:`\gamma > 0`.
         W_std, b_std: :math:`\sigma_w \ge 0`, :math:`\sigma_b \ge 0`.
@@ -277,7 +261,7 @@ def random_features_ridge(
         True
     """
     activation = check_activation(activation)
-    method = _check_method(activation, method)
+    method = check_method(method, activation)
     x = check_range(as_real(x, "x", ndim=2), "x")
     dt = x.dtype
     y = check_range(as_real(y, "y", ndim=(1, 2), dtype=dt), "y")
@@ -292,10 +276,11 @@ def random_features_ridge(
                             f"outputs as y), got {y_test.shape}")
     features = check_range(as_real(features, "features", ndim=0, dtype=dt), "features", lo=0.0, lo_open=True)
     ridge = check_range(as_real(ridge, "ridge", ndim=0, dtype=dt), "ridge", lo=0.0, lo_open=True)
-    W2 = check_range(as_real(W_std, "W_std", ndim=0, dtype=dt), "W_std", lo=0.0) ** 2
-    b2 = check_range(as_real(b_std, "b_std", ndim=0, dtype=dt), "b_std", lo=0.0) ** 2
+    W_std = check_range(as_real(W_std, "W_std", ndim=0, dtype=dt), "W_std", lo=0.0)
+    b_std = check_range(as_real(b_std, "b_std", ndim=0, dtype=dt), "b_std", lo=0.0)
+    phi, phi_t, phi_tt = _feature_kernels(activation, method, x, x_test, W_std, b_std)
     y2, yt2 = y.reshape(y.shape[0], -1), y_test.reshape(y_test.shape[0], -1)
-    out, ok = _ridge_equivalent(activation, method, x, x_test, y2, yt2, features, ridge, W2, b2)
+    out, ok = _ridge_equivalent(phi, phi_t, phi_tt, y2, yt2, features, ridge)
     out = out._replace(test_mean=out.test_mean.reshape(y_test.shape))
     msg = (f"x, ridge: the random-features equivalent has no finite value here (a ridge too small for "
            f"{jnp.dtype(dt).name}, or a feature kernel of {type(activation).__name__} that is not finite at these "
@@ -422,7 +407,7 @@ def random_features_risk(
         0.4357
     """
     activation = check_activation(activation)
-    method = _check_method(activation, method)
+    method = check_method(method, activation)
     psi1 = check_range(as_real(psi1, "psi1"), "psi1", lo=0.0, lo_open=True)
     dt = psi1.dtype
     psi2 = check_range(as_real(psi2, "psi2", dtype=dt), "psi2", lo=0.0, lo_open=True)
