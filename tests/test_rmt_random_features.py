@@ -109,17 +109,24 @@ def test_risk_against_monte_carlo(act, psi1, psi2, lam, noise, nonlinear):
 
 
 def test_risk_limit_of_the_data_equivalent():
-    # On sphere data at d = 300 (n = 600, N = 450, one draw of data and labels), the data-dependent
-    # equivalent at ridge psi1 * lam (the same objective) is within 3% of the d -> infinity limit.
-    rng = np.random.default_rng(11)
-    d, psi1, psi2, lam, noise = 300, 1.5, 2.0, 0.05, 0.2
-    X, Xt = _sphere(rng, int(psi2 * d), d), _sphere(rng, 600, d)
-    beta = rng.standard_normal(d)
-    beta /= np.linalg.norm(beta)
-    y = X @ beta + np.sqrt(noise) * rng.standard_normal(len(X))
-    r = random_features_ridge(X, y, Xt, Xt @ beta, Tanh(), features=psi1 * d, ridge=psi1 * lam)
-    limit = random_features_risk(Tanh(), psi1, psi2, lam, noise=noise)
-    np.testing.assert_allclose(r.test_error, limit.test_error, rtol=0.03)
+    # The data-dependent equivalent on sphere data (d = 200, n = 400, N = 300, a fresh draw of the
+    # data, labels and 2000 test points each time), at ridge psi1 * lam (the same objective),
+    # averaged over 16 draws, against the d -> infinity limit: within 4 SE + 1%. One draw scatters
+    # by 4.6% (sd measured over 40 draws, whose mean was -0.85% +- 0.73%), so a single draw cannot
+    # be compared more tightly. Measured here: mean -1.7% +- 0.9%.
+    d, psi1, psi2, lam, noise = 200, 1.5, 2.0, 0.05, 0.2
+    limit = float(random_features_risk(Erf(), psi1, psi2, lam, noise=noise).test_error)
+    gaps = []
+    for seed in range(16):
+        rng = np.random.default_rng([11, seed])
+        X, Xt = _sphere(rng, int(psi2 * d), d), _sphere(rng, 2000, d)
+        beta = rng.standard_normal(d)
+        beta /= np.linalg.norm(beta)
+        y = X @ beta + np.sqrt(noise) * rng.standard_normal(len(X))
+        r = random_features_ridge(X, y, Xt, Xt @ beta, Erf(), features=psi1 * d, ridge=psi1 * lam)
+        gaps.append(float(r.test_error) / limit - 1)
+    mean, se = np.mean(gaps), np.std(gaps, ddof=1) / np.sqrt(len(gaps))
+    assert abs(mean) < 4 * se + 0.01, (mean, se, gaps)
 
 
 def test_double_descent_peak_at_the_interpolation_threshold():
