@@ -277,10 +277,8 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     tol = cfg.tolerance
 
     # data and kernels (cheap; recomputed on a resumed run)
-    pool = mnist(cfg.pool - 1 if cfg.pool == 5000 else cfg.pool, 1 if cfg.pool == 5000 else 5000 - cfg.pool,
-                 seed=seed, center_targets=True)
-    xp = pool.x_train if cfg.pool < 5000 else jnp.concatenate([pool.x_train, pool.x_test])
-    fp = pool.y_train if cfg.pool < 5000 else jnp.concatenate([pool.y_train, pool.y_test])
+    pool = mnist(cfg.pool - 1, 1, seed=seed, center_targets=True)  # the pool is both parts (n_test >= 1)
+    xp, fp = jnp.concatenate([pool.x_train, pool.x_test]), jnp.concatenate([pool.y_train, pool.y_test])
     gram = kernel(xp, None, FullyConnected(activation=Relu(), **MNIST_KERNEL)).nngp
     G, F = np.asarray(gram, np.float64), np.asarray(fp, np.float64)
     mean_diag = float(np.mean(np.diag(G)))

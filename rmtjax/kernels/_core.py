@@ -338,7 +338,7 @@ def default_tile(devices=None) -> int:
     ``benchmarks/kernels_gpu.py --tile`` compares them).
 
     Example:
-        >>> default_tile() if jax.default_backend() == "cpu" else 128
+        >>> default_tile(jax.devices("cpu"))
         128
     """
     try:
