@@ -895,7 +895,11 @@ def fit_hyperparameters(
 
     Typical objectives: the negative :func:`log_marginal_likelihood` or the
     :func:`generalized_cross_validation` score of a kernel built from ``params`` (``W_std``,
-    ``b_std``, activation parameters, graph weights, the noise or ridge).
+    ``b_std``, activation parameters, graph weights, the noise or ridge). A mixture over depths,
+    :math:`K = \sum_l w_l K^{(l)}`, takes its kernels from one call of
+    ``kernel(x, None, net, all_depths=True)`` (``.nngp[l]`` is depth ``l``) and fits the weights
+    :math:`w_l` with the rest (tests/test_regression_hyperparameters.py fits five depths and the
+    noise, against SciPy's L-BFGS-B).
 
     Args:
         objective: ``objective(params) -> scalar``, jit-compatible and differentiable.

@@ -131,9 +131,13 @@ def test_local_maps_relu_closed_form():
                                  Swish(1.5)], ids=["tanh", "elu", "swish"])
 def test_local_maps_against_scipy(act):
     m = local_maps(act)
-    f = lambda z: float(act(z))  # noqa: E731
-    df = lambda z: float(act.derivative(z))  # noqa: E731
-    ddf = lambda z: float(jax.grad(act.derivative)(jnp.float64(z)))  # noqa: E731
+    # one compiled program per function (quad evaluates them thousands of times at the ELU's kink; an
+    # eager call dispatches every operation)
+    f_, df_ = jax.jit(lambda z: act(z)), jax.jit(lambda z: act.derivative(z))
+    ddf_ = jax.jit(jax.grad(lambda z: act.derivative(z)))
+    f = lambda z: float(f_(jnp.float64(z)))  # noqa: E731
+    df = lambda z: float(df_(jnp.float64(z)))  # noqa: E731
+    ddf = lambda z: float(ddf_(jnp.float64(z)))  # noqa: E731
     q = _gauss(lambda z: f(z) ** 2)
     ref = [q, _gauss(lambda z: f(z) * df(z) * z), _gauss(f) ** 2 / q, _gauss(lambda z: df(z) ** 2) / q,
            _gauss(lambda z: ddf(z) ** 2) / q]
