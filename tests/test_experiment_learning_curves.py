@@ -38,6 +38,18 @@ def test_reproduce_learning_curves_quick(quick):
         pts = report[key]["points"]
         assert all(a["theory"] > b["theory"] for a, b in zip(pts, pts[1:]))
     assert report["precision"] == {"dtype": "float64"}
+    # (e) every kernel (NNGP, NTK) x (ReLU, erf) x depths (1, 5) at every n was compared (measured: max |z| 3.2)
+    kr = report["kernels"]["points"]
+    assert len(kr) == 8 * 4 and {(p["kind"], p["activation"], p["depth"]) for p in kr} == {
+        (k, a, d) for k in ("nngp", "ntk") for a in ("relu", "erf") for d in (1, 5)}
+    assert c["nngp_and_ntk_curves_agree"]
+    # (f) the teacher's label noise puts the best ridge inside the grid, in theory and measured (both 0.1 here),
+    # and the theory's choice is as good as validation's (measured: 0.4734 vs 0.4749, paired difference
+    # -0.0016 +- 0.0029)
+    rs = report["ridge_selection"]
+    grid = report["config"]["ridge_grid"]
+    assert grid[0] < rs["theory_ridge"] < grid[-1] and grid[0] < rs["measured_best_ridge"] < grid[-1]
+    assert c["theory_ridge_as_good_as_validation"] and c["ridge_curve_agrees"]
 
 
 @pytest.mark.slow
@@ -45,8 +57,9 @@ def test_rerun_resumes_every_measurement(quick):
     out, first = quick
     report = learning_curves.run(out, quick=True, progress=False)
     assert report["resume"]["status"] == "resumed"
-    assert report["resume"]["resumed_entries"] == 35  # 2 x 4 kernel, 5 teacher, 2 x 7 features, 2 x 4 limit
-    for panel in ("mnist_kernel", "teacher", "random_features", "mei_montanari"):
+    # 2 x 4 kernel, 5 teacher, 2 x 7 features, 2 x 4 limit, 8 x 4 NNGP/NTK, 1 ridge selection
+    assert report["resume"]["resumed_entries"] == 68
+    for panel in ("mnist_kernel", "teacher", "random_features", "mei_montanari", "kernels", "ridge_selection"):
         assert [p["measured"] for p in report[panel]["points"]] == [p["measured"] for p in first[panel]["points"]]
 
 
@@ -66,6 +79,8 @@ def test_reproduce_learning_curves_quick_float32(tmp_path):
     ("krr_n", (10, 700), r"krr_n must stay below pool \(600\)"),
     ("rf_ratios", (1.0, 0.5), "rf_ratios must be strictly increasing"),
     ("tolerance", -0.1, "tolerance"),
+    ("kernel_n", (10, 70), r"kernel_n must stay at or below pool / 10 \(60\)"),
+    ("ridge_grid", (0.1, 1.0), "ridge_grid must hold at least 3 ridges"),
 ])
 def test_bad_sizes_are_clear_errors(field, value, message, tmp_path):
     with pytest.raises(ValueError, match=message):

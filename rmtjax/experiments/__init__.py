@@ -149,7 +149,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "learning-curves": Experiment(
         "Learning curves predicted: NNGP kernel ridge regression on MNIST and a synthetic teacher vs eigenlearning; "
-        "random-features ridge regression on MNIST through its double-descent peak and the Mei-Montanari limit",
+        "random-features ridge regression on MNIST through its double-descent peak and the Mei-Montanari limit; "
+        "NNGP and NTK of ReLU and erf at depths 1 and 5; the ridge chosen by the theory vs by validation",
         "rmtjax.experiments.learning_curves:run",
         quick_seconds=65,
     ),

@@ -32,6 +32,19 @@ random training sets or random features) and compares them with the theory of
 (d) **The proportional limit** (:func:`rmtjax.rmt.random_features_risk`; Mei & Montanari 2022):
     the double-descent curve of the test error against :math:`\psi_1 = N/d` at
     :math:`\psi_2 = n/d` for two ridges, vs simulations on the sphere at finite :math:`d`.
+(e) **NNGP and NTK, ReLU and erf, depths 1 and 5** (``kernel_depths``; :math:`\sigma_w^2 = 2`,
+    :math:`\sigma_b = 0.1`) on the same MNIST pool: measured against predicted test error at
+    ``kernel_n`` (all at most :math:`M/10`), ridge ``kernel_ridge`` times each kernel's mean
+    diagonal, as in (a). (The NTK's regression is the infinite-time mean of NTK-trained
+    networks with ridge, i.e. kernel ridge regression with the NTK.)
+(f) **The ridge chosen by the theory against the one chosen by validation** on the teacher of
+    (b) (its label noise puts the best ridge inside the grid; on MNIST's noiseless labels it sits
+    at the smallest ridge) at ``ridge_n`` training points: over the grid ``ridge_grid``, the
+    theory's choice minimizes the predicted test error; validation fits each of
+    ``ridge_trials`` training sets at every ridge and picks the ridge with the smallest error on
+    ``ridge_val`` further noisy samples. The measured test error at the theory's ridge is
+    compared with that of the validated ridge, trial by trial (paired), and the predicted curve
+    over the grid with the measured one.
 
 Every comparison allows 4 standard errors of the measured mean plus a relative finite-size
 allowance stated in the report (the equivalents are exact only in the limit). Each panel's
@@ -87,6 +100,10 @@ class Config:
         mm_dim: :math:`d` of the simulations of panel (d); mm_psi2: :math:`n/d`;
         mm_psi1: :math:`N/d` of the simulated points; mm_ridges: :math:`\\lambda`;
         mm_trials: simulations per point (``>= 2``).
+        kernel_depths: depths of panel (e); kernel_n: its training-set sizes (at most ``pool / 10``);
+        kernel_ridge: its ridge relative to each kernel's mean diagonal; kernel_trials: sets per size.
+        ridge_grid: the ridges of panel (f) (the teacher's kernel has mean diagonal 1; increasing, at least 3);
+        ridge_n: its training points; ridge_val: its validation points; ridge_trials: its training sets.
         tolerance: the relative finite-size allowance of every check.
     """
 
@@ -108,6 +125,14 @@ class Config:
     mm_psi1: tuple[float, ...] = (0.5, 1.0, 1.8, 2.0, 2.2, 3.0, 4.0)
     mm_ridges: tuple[float, ...] = (1e-3, 1e-1)
     mm_trials: int = 30
+    kernel_depths: tuple[int, ...] = (1, 5)
+    kernel_n: tuple[int, ...] = (50, 100, 200, 500)
+    kernel_ridge: float = 1e-2
+    kernel_trials: int = 10
+    ridge_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
+    ridge_n: int = 250
+    ridge_val: int = 250
+    ridge_trials: int = 20
     tolerance: float = 0.05
 
     def __post_init__(self):
@@ -134,13 +159,29 @@ class Config:
         float_grid(self.mm_psi1, "mm_psi1", lo=0.0, lo_open=True)
         float_grid(self.mm_ridges, "mm_ridges", lo=0.0, lo_open=True)
         positive_int(self.mm_trials, "mm_trials", lo=2)
+        int_grid(self.kernel_depths, "kernel_depths", lo=1)
+        int_grid(self.kernel_n, "kernel_n", lo=2)
+        if max(self.kernel_n) > self.pool // 10:
+            raise ValueError(f"kernel_n must stay at or below pool / 10 ({self.pool // 10}), got up to "
+                             f"{max(self.kernel_n)}")
+        number(self.kernel_ridge, "kernel_ridge", lo=0.0, lo_open=True)
+        positive_int(self.kernel_trials, "kernel_trials", lo=2)
+        float_grid(self.ridge_grid, "ridge_grid", lo=0.0, lo_open=True)
+        if len(self.ridge_grid) < 3:
+            raise ValueError(f"ridge_grid must hold at least 3 ridges, got {len(self.ridge_grid)}")
+        positive_int(self.ridge_n, "ridge_n", lo=2)
+        positive_int(self.ridge_val, "ridge_val", lo=2)
+        positive_int(self.ridge_trials, "ridge_trials", lo=2)
         number(self.tolerance, "tolerance", lo=0.0, hi=1.0)
 
 
 FULL = Config()
 QUICK = Config(pool=600, krr_n=(10, 20, 40, 60), krr_trials=16, teacher_dim=300, teacher_n=(20, 50, 100, 200, 400),
                teacher_trials=20, rf_train=200, rf_test=300, rf_ratios=(0.25, 0.5, 0.9, 1.0, 1.1, 2.0, 4.0),
-               rf_draws=8, mm_dim=50, mm_psi1=(0.5, 1.0, 2.0, 3.0), mm_trials=20)
+               rf_draws=8, mm_dim=50, mm_psi1=(0.5, 1.0, 2.0, 3.0), mm_trials=20, kernel_n=(10, 20, 40, 60),
+               kernel_trials=16, ridge_n=60, ridge_val=60, ridge_trials=24)
+KERNEL_ACTIVATIONS = ("relu", "erf")
+KERNEL_W_STD, KERNEL_B_STD = math.sqrt(2.0), 0.1
 
 
 def _mean_se(values) -> tuple[float, float]:
@@ -161,7 +202,7 @@ def _compare(theory: float, mean: float, se: float, tol: float) -> dict[str, Any
 
 
 def _theory(gram, targets, krr_n, krr_ridges, t_lam, t_v, t_n, t_ridge, noise, x, y, xt, yt, rf_n, rf_ridges,
-            mm_psi1, mm_psi2, mm_ridges):
+            mm_psi1, mm_psi2, mm_ridges, grams, kernel_n, kernel_ridges, ridge_n, ridge_grid):
     import jax.numpy as jnp
 
     from ..activations import Relu
@@ -173,9 +214,15 @@ def _theory(gram, targets, krr_n, krr_ridges, t_lam, t_v, t_n, t_ridge, noise, x
     rf = jnp.stack([jnp.stack([random_features_ridge(x, y, xt, yt, Relu(), features=n, ridge=r).test_error
                                for n in rf_n]) for r in rf_ridges])
     mm = jnp.stack([random_features_risk(Relu(), mm_psi1, mm_psi2, r, noise=0.2).test_error for r in mm_ridges])
+    kernels = []
+    for g, r in zip(grams, kernel_ridges):
+        lam_g, v_g = population_eigensystem(g, targets)
+        kernels.append(krr_learning_curve(lam_g, v_g, kernel_n, ridge=r).test_error)
+    by_ridge = jnp.stack([krr_learning_curve(t_lam, t_v, ridge_n, ridge=r, noise=noise).test_error for r in ridge_grid])
     return {"kernel learning curves": krr, "teacher learning curve": teacher.test_error,
             "teacher train error": teacher.train_error, "random features test error": rf,
-            "Mei-Montanari risk": mm, "pool eigenvalues": lam[:50]}
+            "Mei-Montanari risk": mm, "pool eigenvalues": lam[:50],
+            "NNGP and NTK learning curves": jnp.stack(kernels), "test error over the ridge grid": by_ridge}
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,6 +238,27 @@ def _krr_measure(G, F, n, ridge, trials, rng):
         a = np.linalg.solve(G[np.ix_(idx, idx)] + ridge * np.eye(n), F[idx])
         errs.append(np.sum((G[:, idx] @ a - F) ** 2) / M)
     return _mean_se(errs)
+
+
+def _ridge_measure(lam, v, n, n_val, ridges, noise, trials, rng):
+    """Panel (f), on the teacher of (b): per training set, the test error at every ridge and the
+    ridge that validation picks (smallest error on ``n_val`` further noisy samples)."""
+    beta = v / np.sqrt(lam)
+    errors, picked = [], []
+    for _ in range(trials):
+        X = rng.standard_normal((n + n_val, len(lam))) * np.sqrt(lam)
+        y = X @ beta + math.sqrt(noise) * rng.standard_normal(n + n_val)
+        Xt, yt, Xv, yv = X[:n], y[:n], X[n:], y[n:]
+        w, U = np.linalg.eigh(Xt @ Xt.T)  # one factorization for every ridge
+        Uy = U.T @ yt
+        errs, val = [], []
+        for r in ridges:
+            b = Xt.T @ (U @ (Uy / (w + r)))
+            errs.append(float(np.sum(lam * (b - beta) ** 2)))
+            val.append(float(np.mean((Xv @ b - yv) ** 2)))
+        errors.append(errs)
+        picked.append(int(np.argmin(val)))
+    return {"errors": errors, "picked": picked}
 
 
 def _teacher_spectrum(dim):
@@ -261,7 +329,7 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
-    from ..activations import Relu
+    from ..activations import Erf, Relu
     from ..data import mnist
     from ..kernels import FullyConnected, kernel
 
@@ -283,15 +351,26 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     G, F = np.asarray(gram, np.float64), np.asarray(fp, np.float64)
     mean_diag = float(np.mean(np.diag(G)))
     t_lam, t_v = _teacher_spectrum(cfg.teacher_dim)
+    kernel_labels, grams = [], []
+    for act_name in KERNEL_ACTIVATIONS:
+        act = Relu() if act_name == "relu" else Erf()
+        for depth in cfg.kernel_depths:
+            kk = kernel(xp, None, FullyConnected(depth, KERNEL_W_STD, KERNEL_B_STD, act))
+            for kind in ("nngp", "ntk"):
+                kernel_labels.append({"kind": kind, "activation": act_name, "depth": depth})
+                grams.append(getattr(kk, kind))
+    kernel_diag = [float(jnp.mean(jnp.diagonal(g))) for g in grams]
     rfd = mnist(cfg.rf_train, cfg.rf_test, seed=seed + 1, center_targets=True)
     dt = gram.dtype
     rf_n = [max(1.0, round(r * cfg.rf_train)) for r in cfg.rf_ratios]
     theory_args = (gram, fp, jnp.asarray(cfg.krr_n, dt), [r * mean_diag for r in cfg.krr_ridges],
                    jnp.asarray(t_lam, dt), jnp.asarray(t_v, dt), jnp.asarray(cfg.teacher_n, dt), cfg.teacher_ridge,
                    TEACHER_NOISE, rfd.x_train, rfd.y_train, rfd.x_test, rfd.y_test, rf_n, list(cfg.rf_ridges),
-                   jnp.asarray(cfg.mm_psi1, dt), cfg.mm_psi2, list(cfg.mm_ridges))
+                   jnp.asarray(cfg.mm_psi1, dt), cfg.mm_psi2, list(cfg.mm_ridges), grams,
+                   jnp.asarray(cfg.kernel_n, dt), [cfg.kernel_ridge * d for d in kernel_diag], jnp.asarray(cfg.ridge_n, dt),
+                   list(cfg.ridge_grid))
     total = (len(cfg.krr_ridges) * len(cfg.krr_n) + len(cfg.teacher_n) + len(cfg.rf_ridges) * len(rf_n)
-             + len(cfg.mm_ridges) * len(cfg.mm_psi1) + 1)
+             + len(cfg.mm_ridges) * len(cfg.mm_psi1) + len(grams) * len(cfg.kernel_n) + 2)
     bar = tqdm(total=total, desc="reproduce learning-curves", disable=not progress)
     bar.set_postfix_str("theory")
     theory = {k: np.asarray(v, np.float64) for k, v in _theory(*theory_args).items()}
@@ -335,7 +414,21 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
             m = measured(f"mm|{r}|{p1}", lambda: _mm_measure(cfg.mm_dim, p1, cfg.mm_psi2, r, 0.2, cfg.mm_trials,
                                                              np.random.default_rng([seeds[3], i, j])))
             mm.append({"ridge": r, "psi1": p1, **_compare(float(theory["Mei-Montanari risk"][i, j]), *m, 2 * tol)})
+    kern = []
+    for i, (label, g) in enumerate(zip(kernel_labels, grams)):
+        name = f"{label['kind']} {label['activation']} depth {label['depth']}"
+        bar.set_postfix_str(name)
+        Gk = np.asarray(g, np.float64)
+        for j, n in enumerate(cfg.kernel_n):
+            m = measured(f"kernel|{name}|{n}", lambda: _krr_measure(Gk, F, n, cfg.kernel_ridge * kernel_diag[i],
+                                                                    cfg.kernel_trials,
+                                                                    np.random.default_rng([seeds[0], 100 + i, j])))
+            kern.append({**label, "n": n, **_compare(float(theory["NNGP and NTK learning curves"][i, j]), *m, tol)})
+    bar.set_postfix_str("ridge by theory vs validation")
+    rm = measured("ridge", lambda: _ridge_measure(t_lam, t_v, cfg.ridge_n, cfg.ridge_val, list(cfg.ridge_grid),
+                                                  TEACHER_NOISE, cfg.ridge_trials, np.random.default_rng([seeds[1], 999])))
     bar.close()
+    ridge_sel = _ridge_selection(cfg, theory["test error over the ridge grid"], rm, tol)
 
     # the theory curves on fine grids, for the figure only
     from ..rmt import krr_learning_curve, population_eigensystem, random_features_risk
@@ -362,6 +455,9 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         "random_features_agree": all(r["ok"] for r in rf),
         "mei_montanari_agrees": all(r["ok"] for r in mm),
         "double_descent_peak_at_N_equals_T": _peak_ok(rf, min(cfg.rf_ridges)),
+        "nngp_and_ntk_curves_agree": all(k["ok"] for k in kern),
+        "ridge_curve_agrees": all(p["ok"] for p in ridge_sel["points"]),
+        "theory_ridge_as_good_as_validation": ridge_sel["as_good"],
     }
     ok = all(v for k, v in checks.items() if k != "mnist_kernel_points_checked") and len(checked) > 0
     summary = (f"MNIST NNGP learning curves: max |z| {max(abs(k['z']) for k in checked):.1f} for n <= M/10"
@@ -370,7 +466,10 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
                + f"; synthetic teacher n = {min(cfg.teacher_n)}..{max(cfg.teacher_n)}: max |z| "
                f"{max(abs(t['z']) for t in teacher):.1f}; random features on MNIST: max |rel| "
                f"{100 * max(abs(r['relative']) for r in rf):.1f}% through the peak at N = T; Mei-Montanari at d = "
-               f"{cfg.mm_dim}: max |z| {max(abs(r['z']) for r in mm):.1f}")
+               f"{cfg.mm_dim}: max |z| {max(abs(r['z']) for r in mm):.1f}; NNGP and NTK of ReLU and erf at depths "
+               f"{', '.join(map(str, cfg.kernel_depths))}: max |z| {max(abs(k['z']) for k in kern):.1f}; the theory's "
+               f"ridge {ridge_sel['theory_ridge']:g} against validation's (median {ridge_sel['validation_median_ridge']:g}): "
+               f"test error {num(ridge_sel['theory_error'], 4)} vs {num(ridge_sel['validation_error'], 4)}")
     report = {
         "name": NAME, "ok": bool(ok), "quick": cfg == QUICK, "seed": seed, "dtype": dtype_name(),
         "seconds": time.perf_counter() - t0, "config": config_dict(cfg), "z": Z,
@@ -381,12 +480,34 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         "random_features": {"points": rf},
         "mei_montanari": {"points": mm, "noise": 0.2, "fine": {"psi1": psi_fine.tolist(),
                                                                "test_error": [c.tolist() for c in mm_fine]}},
+        "kernels": {"W_std": KERNEL_W_STD, "b_std": KERNEL_B_STD, "mean_diagonals": kernel_diag,
+                    "labels": kernel_labels, "points": kern},
+        "ridge_selection": ridge_sel,
         "checks": checks, "precision": precision, "resume": resume.summary(), "summary": summary,
         "versions": versions(),
     }
     _figure(report, out / "learning_curves.png")
     write_report(out, report, _markdown(report))
     return report
+
+
+def _ridge_selection(cfg: Config, theory_curve, measured: dict, tol: float) -> dict[str, Any]:
+    """Panel (f): the predicted and measured test error over the ridge grid, the theory's and
+    validation's choices, and the paired comparison of their test errors."""
+    errors = np.asarray(measured["errors"], np.float64)  # (trials, ridges)
+    picked = np.asarray(measured["picked"])
+    grid = list(cfg.ridge_grid)
+    points = [{"ridge": r, **_compare(float(theory_curve[i]), *_mean_se(errors[:, i]), tol)} for i, r in enumerate(grid)]
+    i_theory = int(np.argmin(theory_curve))
+    at_theory = errors[:, i_theory]
+    at_val = errors[np.arange(len(errors)), picked]
+    diff_mean, diff_se = _mean_se(at_theory - at_val)
+    return {"points": points, "theory_ridge": grid[i_theory], "measured_best_ridge": grid[int(np.argmin(errors.mean(0)))],
+            "validation_ridges": [grid[i] for i in picked], "validation_median_ridge": float(np.median([grid[i] for i in picked])),
+            "theory_error": float(at_theory.mean()), "validation_error": float(at_val.mean()),
+            "difference": diff_mean, "difference_se": diff_se,
+            # the theory's ridge does no worse than validation's, within 4 SE of the paired difference and the allowance
+            "as_good": bool(diff_mean <= Z * diff_se + tol * float(at_val.mean()))}
 
 
 def _peak_ok(rf, ridge) -> bool:
@@ -400,8 +521,8 @@ def _peak_ok(rf, ridge) -> bool:
 def _figure(r, path):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(18, 4.6))
-    ax = fig.subplots(1, 4)
+    fig = Figure(figsize=(16, 9.5))
+    ax = fig.subplots(2, 3).ravel()
     cfg = r["config"]
     k = r["mnist_kernel"]
     for i, ridge in enumerate(cfg["krr_ridges"]):
@@ -437,6 +558,27 @@ def _figure(r, path):
     ax[3].set(yscale="log", xlabel=r"$\psi_1 = N/d$", ylabel="test error",
               title=rf"(d) Mei-Montanari limit, $\psi_2$ = {cfg['mm_psi2']:g}, d = {cfg['mm_dim']}")
     ax[3].legend(fontsize=8)
+    kr = r["kernels"]
+    for i, label in enumerate(kr["labels"]):
+        pts = [p for p in kr["points"] if all(p[k] == label[k] for k in ("kind", "activation", "depth"))]
+        style = "-" if label["kind"] == "nngp" else "--"
+        ax[4].plot([p["n"] for p in pts], [p["theory"] for p in pts], style, color=f"C{i}",
+                   label=f"{label['kind'].upper()} {label['activation']} L={label['depth']}")
+        ax[4].errorbar([p["n"] for p in pts], [p["measured"] for p in pts], yerr=[Z * p["se"] for p in pts], fmt="o",
+                       color=f"C{i}", ms=3, capsize=2)
+    ax[4].set(xscale="log", yscale="log", xlabel="training points n", ylabel="test MSE (pool)",
+              title=f"(e) NNGP (solid) and NTK (dashed), ridge {cfg['kernel_ridge']:g}: theory vs measured")
+    ax[4].legend(fontsize=6, ncol=2)
+    rs = r["ridge_selection"]
+    ax[5].plot(cfg["ridge_grid"], [p["theory"] for p in rs["points"]], "C0-", label="theory")
+    ax[5].errorbar(cfg["ridge_grid"], [p["measured"] for p in rs["points"]], yerr=[Z * p["se"] for p in rs["points"]],
+                   fmt="o", color="C0", ms=4, capsize=2, label="measured (4 SE)")
+    ax[5].axvline(rs["theory_ridge"], color="C1", ls="--", label=f"theory's ridge {rs['theory_ridge']:g}")
+    ax[5].axvline(rs["validation_median_ridge"], color="C2", ls=":",
+                  label=f"validation's (median) {rs['validation_median_ridge']:g}")
+    ax[5].set(xscale="log", yscale="log", xlabel="ridge", ylabel="test error",
+              title=f"(f) choosing the ridge: teacher of (b), n = {cfg['ridge_n']}")
+    ax[5].legend(fontsize=7)
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     for a in ax:  # plain labels at 1, 2, 5 x 10^k on the log axes, no crowded minor labels
@@ -498,6 +640,23 @@ def _markdown(r):
               f"Agrees: {'yes' if c['mei_montanari_agrees'] else 'no'}.", ""]
     lines += _table(r["mei_montanari"]["points"], [("ridge", lambda p: f"{p['ridge']:g}"),
                                                    ("psi1", lambda p: f"{p['psi1']:g}")])
+    kr, rs = r["kernels"], r["ridge_selection"]
+    lines += ["", f"## (e) NNGP and NTK of ReLU and erf networks (sigma_w^2 = 2, sigma_b = {kr['b_std']:g}) at depths "
+              f"{', '.join(map(str, cfg['kernel_depths']))} on the MNIST pool ({cfg['kernel_trials']} training sets per n, "
+              f"ridge {cfg['kernel_ridge']:g} x each kernel's mean diagonal)", "",
+              f"Agrees: {'yes' if c['nngp_and_ntk_curves_agree'] else 'no'}.", ""]
+    lines += _table(kr["points"], [("kernel", lambda p: p["kind"].upper()), ("activation", lambda p: p["activation"]),
+                                   ("depth", lambda p: str(p["depth"])), ("n", lambda p: str(p["n"]))])
+    lines += ["", f"## (f) The ridge chosen by the theory against the one chosen by validation (teacher of (b), n = "
+              f"{cfg['ridge_n']}, {cfg['ridge_val']} noisy validation samples, {cfg['ridge_trials']} training sets)", "",
+              f"The theory's ridge (the grid's minimum of the predicted test error): {rs['theory_ridge']:g}; "
+              f"the measured test error's minimum over the grid: {rs['measured_best_ridge']:g}; validation's choices: median "
+              f"{rs['validation_median_ridge']:g} (range {min(rs['validation_ridges']):g}..{max(rs['validation_ridges']):g}). "
+              f"Test error at the theory's ridge {num(rs['theory_error'], 4)}, at validation's {num(rs['validation_error'], 4)} "
+              f"(paired difference {num(rs['difference'], 3)} +- {num(rs['difference_se'], 2)}): the theory's choice is "
+              f"{'as good' if rs['as_good'] else 'NOT as good'} (within {Z:g} SE + {tol:g}%). The predicted curve over the "
+              f"grid agrees with the measured one: {'yes' if c['ridge_curve_agrees'] else 'no'}.", ""]
+    lines += _table(rs["points"], [("ridge", lambda p: f"{p['ridge']:g}")])
     lines += [""] + precision_lines(r.get("precision"))
     lines += ["![learning curves](learning_curves.png)", ""]
     return "\n".join(lines)
