@@ -57,7 +57,6 @@ from rmtjax.hermite import (
     branching_process,
     compositional_features,
     compositional_kernel,
-    dual_kernel,
     extinction_probability,
     hermite_coefficients,
     normalized,

@@ -18,7 +18,7 @@ from scipy import integrate, optimize
 
 import rmtjax.activations as A
 from rmtjax._numerics import hermite_table
-from rmtjax.gaussian import ClosedForm, GaussHermite, gaussian_expectations
+from rmtjax.gaussian import ClosedForm, gaussian_expectations
 from rmtjax.hermite import (
     Auto,
     GaussLegendre,

@@ -176,7 +176,7 @@ def _expected_resolvent_error(model, z, draws, seed):
 
     Q = (1 - X^T R X / p) / z with R = (X X^T / p + z)^-1 = L^-T L^-1 (Cholesky), so with Y = L^-1 X
     (one triangular solve per draw, no inverse): x_i^T R x_j = (Y^T Y)_ij."""
-    p, k = model.p, model.k
+    p = model.p
     nl = np.asarray(model.n_per_class)
     J = np.asarray(model.indicators())
     rng = np.random.default_rng(seed)

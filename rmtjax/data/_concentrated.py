@@ -60,7 +60,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .. import activations as act
 from .._numerics import safe_div
-from .._validate import as_real, check_range, concrete, error_if, prng_key, reraise_as_value_error, static_int
+from .._validate import as_real, check_range, error_if, prng_key, static_int
 from ._mixtures import Mixture, class_counts
 
 __all__ = [

@@ -58,7 +58,6 @@ from jaxtyping import Array, ArrayLike
 from .._validate import (
     as_real,
     check_range,
-    concrete,
     error_if,
     prng_key,
     reraise_as_value_error,

@@ -96,7 +96,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._numerics import safe_sqrt
-from .._validate import (ArgumentError, as_real, check_matrix, check_range, concrete, error_if, flag, prng_key, real,
+from .._validate import (ArgumentError, check_matrix, check_range, concrete, error_if, flag, prng_key, real,
                          reraise_as_value_error, static_int)
 from ..activations import AbstractActivation
 from ..gaussian import AbstractMethod, Auto, gaussian_expectations, hermite_coefficients_at

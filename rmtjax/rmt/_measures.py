@@ -532,7 +532,7 @@ class Semicircle(AbstractMeasure):
 
     def _stieltjes(self, z):
         a, b = self.edges()
-        m, v = self.center.astype(z.dtype), self.variance.astype(z.dtype)
+        m = self.center.astype(z.dtype)
         # (u - S) / (2 v), u = z - m, rationalized (u^2 - S^2 = 4 v): no cancellation for |u| >> sqrt(v)
         return 2 / (z - m + _sqrt_pair(z, a.astype(z.dtype), b.astype(z.dtype)))
 

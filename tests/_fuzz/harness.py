@@ -180,7 +180,8 @@ class Entry:
             fn = self.fn
 
             @eqx.filter_jit
-            def run(traced, static):
+            def run(traced, static, kinds):
+                del kinds  # part of the cache key only (see _kinds)
                 return fn(**traced, **static)
 
             self._jitted = run
@@ -301,6 +302,17 @@ def _signature(traced: dict, static: dict):
 JIT_VALUE_PROGRAMS: int | None = None
 
 
+def _kinds(v):
+    """The types of a static argument, nested: jit's cache compares static arguments by ``==`` and
+    ``hash``, under which ``True == 1`` and ``3.0 == 3``, so without them a program compiled for a
+    valid ``1`` would answer a later ``True`` (which the eager call rejects)."""
+    if isinstance(v, dict):
+        return tuple((k, _kinds(x)) for k, x in v.items())
+    if isinstance(v, (tuple, list)):
+        return (type(v).__name__, tuple(_kinds(x) for x in v))
+    return type(v).__name__
+
+
 def check_rule(entry: Entry, kwargs: dict):
     """Checks the rule for one example (see the module docstring).
 
@@ -335,7 +347,7 @@ def check_rule(entry: Entry, kwargs: dict):
         counts["jit_skipped"] += 1
         return
     before = COMPILED[0]
-    jstatus, jout = _outcome(entry, lambda: entry.jitted()(traced, static), "jit")
+    jstatus, jout = _outcome(entry, lambda: entry.jitted()(traced, static, _kinds(static)), "jit")
     counts[f"jit_{jstatus}"] += 1
     counts["jit_compiles"] += COMPILED[0] - before
     if status == "error":

@@ -22,7 +22,7 @@ from rmtjax.gaussian import (Auto, ClosedForm, GaussHermite, Mehler, MonteCarlo,
 from rmtjax import kernels as K
 from rmtjax.kernels import FullyConnected, bucket_size, kernel, kernel_diagonal, kernel_matvec
 
-from .harness import Entry, array, bad_type, number, sample, static_int
+from .harness import Entry, array, number, sample, static_int
 
 Q = number(0.0, 10.0)
 Q12 = number(-3.0, 3.0)
