@@ -47,8 +47,8 @@ class Experiment(NamedTuple):
             (47 s CPU, 47 s wall, load average 2.6); activation-design measured 2026-12-06 by the CLI (99 s CPU,
             99 s wall, load average 2.7; about 45 s of it compiles the shaping solves, the design and nine training
             programs); trainability measured 2026-12-06 by the CLI (20 s CPU, 24 s wall, load average 5.5);
-            learning-curves measured 2026-12-07 by the CLI (65 s CPU, 63 s wall, load average about 5; under the
-            test suite's -O0 XLA flags the same run takes 9 s).
+            learning-curves remeasured 2026-12-07 by the CLI after panels (e) and (f) were added (26 s CPU, 19 s
+            wall, quiet machine; the earlier 63 s was under a load average of about 5).
     """
 
     description: str
@@ -152,6 +152,6 @@ EXPERIMENTS: dict[str, Experiment] = {
         "random-features ridge regression on MNIST through its double-descent peak and the Mei-Montanari limit; "
         "NNGP and NTK of ReLU and erf at depths 1 and 5; the ridge chosen by the theory vs by validation",
         "rmtjax.experiments.learning_curves:run",
-        quick_seconds=65,
+        quick_seconds=20,
     ),
 }
