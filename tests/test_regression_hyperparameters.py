@@ -98,10 +98,10 @@ def test_depth_mixture_weights_fit_against_scipy():
     # 0..4 of a ReLU network), with the noise fitted by the likelihood. Targets: a draw from the depth-2
     # NNGP plus noise of variance 0.09 on 120 points. Reference: SciPy's L-BFGS-B on the same log
     # parameters with a NumPy likelihood and its analytic gradient, 0.5 tr((a a' - A^-1) dA)
-    # (Rasmussen & Williams eq. 5.9). Measured: losses 2e-14 apart; the two weights not driven to 0
-    # (1.086 on depth 1, 0.337 on depth 4: depth is not identifiable from 120 points, a depth-1 and
-    # depth-4 mix stands in for depth 2; with another draw the fit put 1.09 on depth 2) 3e-8 apart, the
-    # noise 0.0859 (true 0.09) 2e-8 apart.
+    # (Rasmussen & Williams eq. 5.9). Measured: losses 2.5e-13 apart (relative); the two weights not
+    # driven to 0 (1.086 on depth 1, 0.337 on depth 4: depth is not identifiable from 120 points, a
+    # depth-1 and depth-4 mix stands in for depth 2; with another draw the fit put 1.09 on depth 2) 1e-8
+    # and 1.1e-7 apart, the noise 0.0859 (true 0.09) 1.5e-8 apart.
     from scipy import optimize
 
     from rmtjax.activations import Relu
