@@ -39,7 +39,8 @@ What it measures, float64, one XLA host device, in one process (same machine, sa
    relative residual 1e-6: the time of one solve (compile included), its steps, the recomputed
    relative residual, the test accuracy on 2000 points against the Bayes accuracy
    Phi(1.5) = 0.933 of the mixture, and, where n <= ``--dense-max``, the predictions against a
-   float64 dense Cholesky solve (LAPACK with one BLAS thread: see cg_large). Writes ``kernel_regression_solvers_large.json`` and ``.md``.
+   float64 dense Cholesky solve (LAPACK with one BLAS thread beyond n = 12,000: see
+   ``THREADED_CHOLESKY_MAX``). Writes ``kernel_regression_solvers_large.json`` and ``.md``.
 
 Writes ``<out>/kernel_regression_solvers.json`` and ``.md`` (``--out`` defaults to
 ``benchmarks/results``, ``benchmarks/results/quick`` with ``--quick``).
@@ -175,19 +176,52 @@ def rbf_one_output(n: int, n_test: int, seed: int) -> dict:
     return rec
 
 
-def cg_scaling(n: int, dense_max: int, seed: int) -> dict:
+def _mixture(n: int, n_test: int, d: int, seed: int):
+    """Sections 3 and 4: two Gaussian classes in ``d`` dimensions, means +-1.5 e_1, unit variance."""
     import jax
     import jax.numpy as jnp
 
-    from rmtjax.activations import Relu
     from rmtjax.data import gaussian_mixture_dataset
-    from rmtjax.kernels import FullyConnected, kernel
+
+    means = np.zeros((2, d))
+    means[0, 0], means[1, 0] = 1.5, -1.5
+    return gaussian_mixture_dataset(jax.random.key(seed), jnp.asarray(means), 1.0, n_train=n, n_test=n_test)
+
+
+# The largest n at which LAPACK's Cholesky ran with 2 BLAS threads here: the threaded dpotrf of the
+# OpenBLAS in the numpy and scipy wheels (0.3.30/0.3.31) segfaults from n ~ 16,300 with 2 threads on
+# the 2-core machine (measured 2026-12-07: numpy, scipy and jax alike; 12,000 ran; fine with one thread;
+# OpenBLAS issue #2562 reports the same with 2 threads at n = 32768). Beyond it, one thread.
+THREADED_CHOLESKY_MAX = 12000
+
+
+def _dense_predictions(ds, net, ridge: float):
+    """The float64 reference: predictions on ``ds.x_test`` of a dense Cholesky solve, and its time."""
+    import jax
+    import jax.numpy as jnp
+    import threadpoolctl
+
+    from rmtjax.kernels import kernel
+
+    n = ds.x_train.shape[0]
+    t = time.perf_counter()
+    K = kernel(ds.x_train, None, net).nngp
+    with threadpoolctl.threadpool_limits(1 if n > THREADED_CHOLESKY_MAX else None, user_api="blas"):
+        factor = jax.block_until_ready(jax.scipy.linalg.cho_factor(K + ridge * jnp.eye(n)))
+        alpha = jax.block_until_ready(jax.scipy.linalg.cho_solve(factor, ds.y_train))
+    dense = np.asarray(kernel(ds.x_test, ds.x_train, net).nngp @ alpha, np.float64)
+    return dense, time.perf_counter() - t
+
+
+def cg_scaling(n: int, dense_max: int, seed: int) -> dict:
+    import jax
+
+    from rmtjax.activations import Relu
+    from rmtjax.kernels import FullyConnected
     from rmtjax.regression import kernel_ridge_cg
 
     d = 32
-    means = np.zeros((2, d))
-    means[0, 0], means[1, 0] = 1.5, -1.5
-    ds = gaussian_mixture_dataset(jax.random.key(seed), jnp.asarray(means), 1.0, n_train=n, n_test=500)
+    ds = _mixture(n, 500, d, seed)
     net = FullyConnected(3, math.sqrt(2.0), 0.1, Relu())
     ridge = 1e-2
     load = _load()
@@ -202,11 +236,7 @@ def cg_scaling(n: int, dense_max: int, seed: int) -> dict:
         rec[f"{key}_residual"] = float(model.relative_residual)
         rec[f"{key}_pred"] = np.asarray(model(ds.x_test), np.float64)
     if n <= dense_max:
-        t = time.perf_counter()
-        K = kernel(ds.x_train, None, net).nngp
-        alpha = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(K + ridge * jnp.eye(n)), ds.y_train)
-        dense = np.asarray(kernel(ds.x_test, ds.x_train, net).nngp @ alpha, np.float64)
-        rec["dense_s_incl_compile"] = time.perf_counter() - t
+        dense, rec["dense_s_incl_compile"] = _dense_predictions(ds, net, ridge)
         for key in ("cg", "cg_float32"):
             rec[f"{key}_rel_diff"] = _rel(rec[f"{key}_pred"], dense)
     for key in ("cg", "cg_float32"):
@@ -220,17 +250,13 @@ LARGE = dict(d=32, depth=1, ridge=0.1, rank=1024, rtol=1e-6, n_test=2000)
 def cg_large(n: int, dense_max: int, seed: int) -> dict:
     """Section 4: one matrix-free solve at size ``n`` (see the module docstring)."""
     import jax
-    import jax.numpy as jnp
 
     from rmtjax.activations import Relu
-    from rmtjax.data import gaussian_mixture_dataset
-    from rmtjax.kernels import FullyConnected, kernel
+    from rmtjax.kernels import FullyConnected
     from rmtjax.regression import kernel_ridge_cg
 
     c = LARGE
-    means = np.zeros((2, c["d"]))
-    means[0, 0], means[1, 0] = 1.5, -1.5
-    ds = gaussian_mixture_dataset(jax.random.key(seed), jnp.asarray(means), 1.0, n_train=n, n_test=c["n_test"])
+    ds = _mixture(n, c["n_test"], c["d"], seed)
     net = FullyConnected(c["depth"], math.sqrt(2.0), 0.1, Relu())
     rec = {"section": "cg_large", "n": n, **c, "storage": "float32", "load_before": _load()}
     t = time.perf_counter()
@@ -246,19 +272,7 @@ def cg_large(n: int, dense_max: int, seed: int) -> dict:
     rec["test_accuracy"] = float(np.mean(np.argmax(pred, axis=1) == labels))
     rec["bayes_accuracy"] = 0.5 * (1 + math.erf(1.5 / math.sqrt(2)))
     if n <= dense_max:
-        import threadpoolctl
-
-        t = time.perf_counter()
-        K = kernel(ds.x_train, None, net).nngp
-        # one BLAS thread for LAPACK's Cholesky: the threaded dpotrf of the OpenBLAS in the numpy and
-        # scipy wheels (0.3.30/0.3.31) segfaults from n ~ 16,300 with 2 threads on this machine (measured
-        # 2026-12-07: numpy, scipy and jax alike; fine with one thread; OpenBLAS issue #2562 reports
-        # the same with 2 threads at n = 32768)
-        with threadpoolctl.threadpool_limits(1, user_api="blas"):
-            factor = jax.block_until_ready(jax.scipy.linalg.cho_factor(K + c["ridge"] * jnp.eye(n)))
-        alpha = jax.scipy.linalg.cho_solve(factor, ds.y_train)
-        dense = np.asarray(kernel(ds.x_test, ds.x_train, net).nngp @ alpha, np.float64)
-        rec["dense_s_incl_compile"] = time.perf_counter() - t
+        dense, rec["dense_s_incl_compile"] = _dense_predictions(ds, net, c["ridge"])
         rec["rel_diff_dense"] = _rel(pred, dense)
     rec["load_after"] = _load()
     return rec

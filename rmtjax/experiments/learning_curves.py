@@ -246,8 +246,7 @@ def _ridge_measure(lam, v, n, n_val, ridges, noise, trials, rng):
     beta = v / np.sqrt(lam)
     errors, picked = [], []
     for _ in range(trials):
-        X = rng.standard_normal((n + n_val, len(lam))) * np.sqrt(lam)
-        y = X @ beta + math.sqrt(noise) * rng.standard_normal(n + n_val)
+        X, y = _teacher_sample(lam, beta, n + n_val, noise, rng)
         Xt, yt, Xv, yv = X[:n], y[:n], X[n:], y[n:]
         w, U = np.linalg.eigh(Xt @ Xt.T)  # one factorization for every ridge
         Uy = U.T @ yt
@@ -270,12 +269,17 @@ def _teacher_spectrum(dim):
     return lam, v
 
 
+def _teacher_sample(lam, beta, m, noise, rng):
+    """``m`` samples of the teacher: x ~ N(0, diag lam), y = beta.x + noise of variance ``noise``."""
+    X = rng.standard_normal((m, len(lam))) * np.sqrt(lam)
+    return X, X @ beta + math.sqrt(noise) * rng.standard_normal(m)
+
+
 def _teacher_measure(lam, v, n, ridge, noise, trials, rng):
     beta = v / np.sqrt(lam)
     test, train = [], []
     for _ in range(trials):
-        X = rng.standard_normal((n, len(lam))) * np.sqrt(lam)
-        y = X @ beta + math.sqrt(noise) * rng.standard_normal(n)
+        X, y = _teacher_sample(lam, beta, n, noise, rng)
         if n <= len(lam):
             b = X.T @ np.linalg.solve(X @ X.T + ridge * np.eye(n), y)
         else:
