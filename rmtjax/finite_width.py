@@ -82,11 +82,11 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._numerics import gauss_hermite, safe_sqrt, trapezoid_gaussian
-from ._validate import as_real, check_range, concrete, error_if, static_int
+from ._validate import as_real, check_range, concrete, error_if, prng_key, static_int
 from .gaussian import Auto, _expectations
 from .kernels import FullyConnected
 
-__all__ = ["ExpansionWarning", "NNGPCorrections", "NTKCovariance", "NTKFluctuations", "nngp_corrections", "ntk_covariance",
+__all__ = ["ExpansionWarning", "NNGPCorrections", "NTKChange", "NTKCovariance", "NTKFluctuations", "nngp_corrections", "ntk_change", "ntk_covariance",
            "ntk_fluctuations"]
 
 
@@ -934,4 +934,302 @@ def ntk_covariance(
     var = cov[:, index[diag, diag], index[diag, diag]]
     _warn_if_large(jnp.concatenate([jnp.sqrt(jnp.maximum(var, 0.0) / out.fan_in[:, None]) / th,
                                     T1[:, diag, diag] / out.fan_in[:, None] / th]), widths, spec.depth, given)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The NTK's expected change during training (one hidden layer)
+# --------------------------------------------------------------------------------------------
+
+
+class NTKChange(NamedTuple):
+    r"""The expected change of the empirical NTK on the training inputs during full-batch gradient
+    descent, to leading order in :math:`1/n` (:func:`ntk_change`).
+
+    Attributes:
+        ntk: :math:`\Theta`, ``(m, m)``: the infinite-width NTK on the training inputs.
+        change: ``(m, m)``: :math:`n\,\mathbb E[\hat\Theta_T - \hat\Theta_0]` to leading order (the
+            coefficient of :math:`1/n`), a Monte-Carlo estimate over ``samples`` neurons.
+        stderr: ``(m, m)``: the Monte-Carlo standard error of ``change``.
+        terms: ``(3, m, m)``: ``change`` split into the dNTK term (the NTK's derivative along the
+            gradient, correlated with the initial function), the ddNTK term (the dNTK's own drift)
+            and the second-order term of each discrete step; they sum to ``change``.
+        width: :math:`n`, the hidden width that divides ``change``.
+    """
+
+    ntk: Float[Array, "m m"]
+    change: Float[Array, "m m"]
+    stderr: Float[Array, "m m"]
+    terms: Float[Array, "3 m m"]
+    width: Float[Array, ""]
+
+    def expected_change(self) -> Float[Array, "m m"]:
+        r""":math:`\mathbb E[\hat\Theta_T - \hat\Theta_0] \approx \text{change}/n`."""
+        return self.change / self.width
+
+    def relative_change(self) -> Float[Array, ""]:
+        r""":math:`\|\mathbb E[\hat\Theta_T - \hat\Theta_0]\|_F / \|\Theta\|_F` at the given width."""
+        return jnp.linalg.norm(self.expected_change()) / jnp.linalg.norm(self.ntk)
+
+
+def _smooth_activations():
+    from . import activations as A
+
+    return (A.Tanh, A.Erf, A.Gelu, A.Sin, A.Cos, A.Identity, A.Exp, A.Gaussian, A.Rbf, A.Polynomial, A.Monomial,
+            A.Hermite, A.HermiteSeries, A.Sigmoid, A.Swish, A.Softplus, A.Mish)
+
+
+def _check_smooth(act) -> None:
+    """:func:`ntk_change` differentiates the activation three times: kinks would need delta terms."""
+    from .activations import Transformed
+
+    base = act
+    while isinstance(base, Transformed):
+        base = base.base
+    if not isinstance(base, _smooth_activations()):
+        names = ", ".join(c.__name__ for c in _smooth_activations())
+        raise ValueError(f"spec.activation: ntk_change needs an activation with three continuous derivatives "
+                         f"({names}, or Transformed of one), got {type(act).__name__}")
+
+
+def _dT(T_parts, e_a, e_z):
+    """:math:`DT_{ij}[e]` for :math:`T_{ij} = \\phi_i\\phi_j + a^2\\phi'_i\\phi'_j G_{ij}` in the
+    direction ``(e_a, e_z)`` (``e_z`` already multiplied by the metric ``G``)."""
+    a, p0, p1, p2, _, G = T_parts
+    ti = jnp.outer(p1, p0) + a * a * jnp.outer(p2, p1) * G  # dT_ij / dz_i
+    return 2 * a * jnp.outer(p1, p1) * G * e_a + ti * e_z[:, None] + ti.T * e_z[None, :]
+
+
+def _d2T(T_parts, B):
+    r""":math:`\sum_{\alpha\beta} B_{\alpha\beta}\, D^2T_{ij}[\hat e_\alpha, \hat e_\beta]`, with
+    :math:`\hat e_\alpha = (\phi_\alpha, a\phi'_\alpha G_{:\alpha})` the metric-raised gradient of
+    :math:`g_\alpha = a\phi(z_\alpha)` in the neuron's parameters :math:`(a, z)`."""
+    a, p0, p1, p2, p3, G = T_parts
+    s_aa = p0 @ B @ p0
+    u = a * (G @ (p1 * (B.T @ p0)))  # sum B e_a f_i
+    v = a * (G @ (p1 * (B @ p0)))  # sum B e_i f_a
+    GD = G * p1[None, :]
+    Mx = a * a * (GD @ B @ GD.T)  # sum B e_i f_j
+    mixed = u + v
+    d_ii = jnp.diagonal(Mx)
+    out = 2 * jnp.outer(p1, p1) * G * s_aa
+    out = out + 2 * a * G * (jnp.outer(p2, p1) * mixed[:, None] + jnp.outer(p1, p2) * mixed[None, :])
+    out = out + (jnp.outer(p2, p0) + a * a * jnp.outer(p3, p1) * G) * d_ii[:, None]
+    out = out + (jnp.outer(p0, p2) + a * a * jnp.outer(p1, p3) * G) * d_ii[None, :]
+    return out + (jnp.outer(p1, p1) + a * a * jnp.outer(p2, p2) * G) * (Mx + Mx.T)
+
+
+def _change_sample(act, G, B1, B2, B3, h, a, z):
+    """The three terms of :func:`ntk_change` for one neuron ``(a, z)``, before the factor
+    :math:`C_W^2` of the readout (``(3, m, m)``)."""
+    d1 = jax.grad(act)
+    d2 = jax.grad(d1)
+    d3 = jax.grad(d2)
+    p0, p1, p2, p3 = act(z), jax.vmap(d1)(z), jax.vmap(d2)(z), jax.vmap(d3)(z)
+    parts = (a, p0, p1, p2, p3, G)
+    # dNTK: sum_{alpha gamma} B1 U_{ij alpha} a phi_gamma = DT[sum_alpha c_alpha e_alpha], c = a B1 phi
+    c = a * (B1 @ p0)
+    t1 = -h * _dT(parts, c @ p0, G @ (a * c * p1))
+    # ddNTK: sum B2_{alpha beta} Y_{ij alpha beta} = D^2T[B2] + DT[G w], w = sum B2 Hess(g_alpha) e_beta
+    BG = B2 * G
+    w_a = a * (p1 @ BG @ p1)
+    w_z = p1 * (B2 @ p0) + a * a * p2 * (BG @ p1)
+    t2 = h * h * (_d2T(parts, B2) + _dT(parts, w_a, G @ w_z))
+    # second order of each step: (h^2 / 2) sum B3 D^2T
+    t3 = 0.5 * h * h * _d2T(parts, B3)
+    return jnp.stack([t1, t2, t3])
+
+
+def _propagators(theta, C, h, steps: int):
+    r""":math:`B_1 = \sum_{k<T} A^k`, :math:`B_2 = \sum_{k<T}\big(\sum_{j<k} A^jCA^k\big)^\top`,
+    :math:`B_3 = \sum_{k<T} A^kCA^k` for :math:`A = I - h\Theta`."""
+    m = theta.shape[0]
+    A = jnp.eye(m, dtype=theta.dtype) - h * theta
+
+    def body(carry, _):
+        Ak, acc, B1, B2, B3 = carry
+        B1 = B1 + Ak
+        B2 = B2 + (acc @ Ak).T
+        B3 = B3 + Ak @ C @ Ak
+        return (A @ Ak, acc + Ak @ C, B1, B2, B3), None
+
+    zero = jnp.zeros_like(theta)
+    (_, _, B1, B2, B3), _ = jax.lax.scan(body, (jnp.eye(m, dtype=theta.dtype), zero, zero, zero, zero), None,
+                                         length=steps)
+    return B1, B2, B3
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "samples", "chunk"))
+def _ntk_change(x, y, spec, lr, key, *, steps, samples, chunk):
+    from .kernels import kernel
+
+    m, d = x.shape
+    W, b = spec.layer_params(x.dtype)
+    act = spec.activation
+    k = kernel(x, None, spec)
+    theta, K = k.ntk, k.nngp
+    G = b[0] ** 2 + W[0] ** 2 * (x @ x.T) / d  # the hidden preactivations' covariance
+    h = lr / m  # the loss is (1 / 2m) sum_alpha (f_alpha - y_alpha)^2
+    B1, B2, B3 = _propagators(theta, K + jnp.outer(y, y), h, steps)
+    jitter = 16 * jnp.finfo(x.dtype).eps * jnp.max(jnp.diagonal(G))
+    L = jnp.linalg.cholesky(G + jitter * jnp.eye(m, dtype=x.dtype))
+    xi = jax.random.normal(key, (samples, m), x.dtype)
+    # the terms are polynomials of degree <= 4 in the readout weight a, even: exact with the
+    # 3-point Gauss-Hermite rule a in {0, +-sqrt 3}, weights {2/3, 1/6, 1/6}
+    root3 = jnp.sqrt(jnp.asarray(3.0, x.dtype))
+
+    def neuron(xi_s):
+        z = L @ xi_s
+        f = functools.partial(_change_sample, act, G, B1, B2, B3, h, z=z)
+        return (2 * f(jnp.zeros((), x.dtype)) + f(root3)) / 3
+
+    vals = jax.lax.map(neuron, xi, batch_size=chunk)  # (samples, 3, m, m)
+    scale = W[1] ** 4
+    terms = scale * jnp.mean(vals, 0)
+    total = scale * jnp.sum(vals, 1)
+    se = jnp.std(total, 0, ddof=1) / math.sqrt(samples)
+    return theta, jnp.sum(terms, 0), se, terms, jnp.linalg.eigvalsh(theta)[-1]
+
+
+def ntk_change(
+    x: Float[ArrayLike, "m d"],
+    y: Float[ArrayLike, " m"],
+    spec: FullyConnected,
+    *,
+    learning_rate: float | Float[ArrayLike, ""],
+    steps: int,
+    width: int | None = None,
+    samples: int = 2**14,
+    key=None,
+) -> NTKChange:
+    r"""The expected change of the empirical NTK :math:`\hat\Theta(x_i, x_j)` on the training
+    inputs after ``steps`` of full-batch gradient descent on the MSE, to leading order in the
+    width :math:`n`, for a network with one hidden layer in the NTK parameterization
+    (:math:`f(x) = \frac{\sigma_{w}}{\sqrt n}\sum_{k} a_k\phi(z_k(x)) + \sigma_b c`,
+    :math:`z_k(x) = \frac{\sigma_{w,0}}{\sqrt d} w_k\cdot x + \sigma_{b,0} b_k`, every parameter
+    :math:`\mathcal N(0, 1)`, as :func:`rmtjax.finite.init_ensemble` builds it).
+
+    The step is :math:`\theta \leftarrow \theta - \eta\nabla_\theta\frac{1}{2m}\sum_\alpha
+    \varepsilon_\alpha^2`, :math:`\varepsilon = f(X) - y`; write :math:`h = \eta/m`. The NTK changes
+    through its derivative along the parameters, the dNTK
+    :math:`\hat O_{ij\alpha} = \nabla\hat\Theta_{ij}\cdot\nabla f_\alpha` (Dyer & Gur-Ari 2019,
+    "Asymptotics of wide networks from Feynman diagrams"; Huang & Yau 2020, "Dynamics of deep neural
+    networks and neural tangent hierarchy", eq. 1.5; PDLT ch. 11 and ∞), whose own derivative is
+    :math:`\hat O_{ij\alpha\beta} = \nabla\hat O_{ij\alpha}\cdot\nabla f_\beta`, and through the
+    second-order term of a discrete step,
+    :math:`\hat R_{ij\alpha\beta} = \nabla f_\alpha^\top\nabla^2\hat\Theta_{ij}\nabla f_\beta`:
+
+    .. math::
+        \hat\Theta_{k+1} - \hat\Theta_k = -h\sum_\alpha \hat O_\alpha\varepsilon_\alpha(k)
+            + \tfrac{h^2}{2}\sum_{\alpha\beta}\hat R_{\alpha\beta}\varepsilon_\alpha(k)\varepsilon_\beta(k),
+        \qquad \hat O(k+1) - \hat O(k) = -h\sum_\beta \hat O_{\alpha\beta}\varepsilon_\beta(k),
+
+    up to terms of order :math:`n^{-3/2}`. With one hidden layer every one of these is a sum over
+    neurons: :math:`\hat O_\alpha = n^{-3/2}\sum_k U_k` is odd in the readout weights (mean zero,
+    fluctuations :math:`O(1/n)`) and correlates with the initial function
+    :math:`f_0 = n^{-1/2}\sum_k a_k\phi_k` through each neuron's own term, while
+    :math:`\mathbb E\hat O_{\alpha\beta}` and :math:`\mathbb E\hat R_{\alpha\beta}` are
+    :math:`O(1/n)`. Along the infinite-width trajectory
+    :math:`\varepsilon(k) = A^k(f_0 - y)`, :math:`A = I - h\Theta`, with
+    :math:`\mathbb E[\varepsilon(j)\varepsilon(k)^\top] = A^jCA^k`, :math:`C = K + yy^\top`
+    (:math:`K`, :math:`\Theta` the NNGP and NTK on the training inputs), every other correlation
+    being :math:`O(n^{-2})`:
+
+    .. math::
+        n\,\mathbb E[\hat\Theta_T - \hat\Theta_0]_{ij} = \sum_{\alpha\beta}\Big[
+            -h\,(B_1)_{\alpha\beta}\,P_{ij\alpha\beta} + h^2\,(B_2)_{\alpha\beta}\,Q_{ij\alpha\beta}
+            + \tfrac{h^2}{2}(B_3)_{\alpha\beta}\,S_{ij\alpha\beta}\Big],
+
+    :math:`B_1 = \sum_{k<T}A^k`, :math:`B_2 = \sum_{k<T}(\sum_{j<k}A^jCA^k)^\top`,
+    :math:`B_3 = \sum_{k<T}A^kCA^k`, and the single-neuron expectations
+    :math:`P = n^2\mathbb E[\hat O_{ij\alpha} f_{0,\beta}]`,
+    :math:`Q = n\mathbb E\hat O_{ij\alpha\beta}`, :math:`S = n\mathbb E\hat R_{ij\alpha\beta}`:
+    with :math:`g_\alpha = a\phi(z_\alpha)`, :math:`T_{ij} = \langle\nabla g_i, \nabla g_j\rangle
+    = \phi_i\phi_j + a^2\phi'_i\phi'_jG_{ij}` (gradients in the neuron's parameters, whose inner
+    products reduce to :math:`G = \sigma_{b,0}^2 + \sigma_{w,0}^2 XX^\top/d`),
+    :math:`P = \sigma_w^4\,\mathbb E[\langle\nabla T_{ij}, \nabla g_\alpha\rangle g_\beta]`,
+    :math:`Q = \sigma_w^4\,\mathbb E\langle\nabla\langle\nabla T_{ij}, \nabla g_\alpha\rangle, \nabla g_\beta\rangle`,
+    :math:`S = \sigma_w^4\,\mathbb E[D^2T_{ij}[\nabla g_\alpha, \nabla g_\beta]]`, over
+    :math:`a \sim \mathcal N(0, 1)` (exactly: the integrands are even polynomials of degree 4 in
+    :math:`a`) and :math:`z \sim \mathcal N(0, G)` (by Monte Carlo over ``samples`` neurons: an
+    integral over all :math:`m` inputs at once, contracted with the :math:`B`'s per sample in
+    :math:`O(m^3)`). The three terms are returned separately (``terms``); under gradient flow
+    (:math:`h \to 0` at fixed :math:`hT`) the third vanishes. For a linear activation
+    :math:`P = S = Q/2 = \sigma_w^4(2G_{ij}G_{\alpha\beta} + G_{i\alpha}G_{j\beta} + G_{i\beta}G_{j\alpha})`
+    (tested). Deeper networks need the layer-to-layer recursions of the dNTK and ddNTKs (PDLT
+    eqs. 11.45-11.52 and ch. ∞), which are not implemented: ``spec.depth`` must be 1.
+
+    Args:
+        x: the training inputs ``(m, d)``, real and finite (``m <= 256``).
+        y: the targets ``(m,)`` or ``(m, 1)`` (one output), real and finite.
+        spec: a :class:`rmtjax.kernels.FullyConnected` with ``depth=1``, ``parameterization="ntk"``
+            and an activation with three continuous derivatives (tanh, erf, GELU, sin, polynomials,
+            sigmoid, SiLU, softplus, ...; ReLU-like kinks would add delta terms and raise).
+            Differentiable in ``W_std``, ``b_std`` and the activation's parameters.
+        learning_rate: :math:`\eta > 0`, below the stability limit :math:`2m/\lambda_{\max}(\Theta)`
+            of the linearised dynamics (a ``ValueError`` states the limit).
+        steps: gradient-descent steps :math:`T \ge 0` (static).
+        width: the hidden width :math:`n` that divides ``change`` in ``expected_change()``
+            (default ``spec.widths`` or 1). Where given, an expected change larger than
+            :math:`\Theta` raises an :class:`ExpansionWarning` (eagerly).
+        samples: Monte-Carlo neurons (static, ``>= 16``); the standard error falls like
+            ``samples**-1/2`` (measured for tanh, m = 3: 1.5% of the largest entry at
+            ``2**14``).
+        key: a JAX PRNG key for the samples (default ``jax.random.key(0)``).
+
+    Returns:
+        :class:`NTKChange`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from rmtjax.activations import Identity
+        >>> from rmtjax.kernels import FullyConnected
+        >>> c = ntk_change(jnp.eye(2), jnp.array([1.0, -1.0]), FullyConnected(1, b_std=0.0, activation=Identity()),
+        ...                learning_rate=0.5, steps=1, width=100)
+        >>> c.change.shape, bool(jnp.all(c.stderr < 0.1))
+        ((2, 2), True)
+    """
+    if not isinstance(spec, FullyConnected):
+        raise ValueError(f"spec must be an rmtjax.kernels.FullyConnected, got {type(spec).__name__}")
+    if spec.parameterization != "ntk":
+        raise ValueError("spec: ntk_change supports parameterization='ntk' only, got 'standard'")
+    if spec.depth != 1:
+        raise ValueError(f"spec.depth must be 1 (one hidden layer): the dNTK/ddNTK recursions of deeper networks are "
+                         f"not implemented, got depth {spec.depth}")
+    _check_smooth(spec.activation)
+    given = width is not None or spec.widths is not None
+    x, widths, _, _ = _inputs(x, spec, width)
+    m = x.shape[0]
+    if m > 256:
+        raise ValueError(f"x: at most 256 inputs, got {m}")
+    y = as_real(y, "y", ndim=(1, 2))
+    if y.ndim == 2:
+        if y.shape[1] != 1:
+            raise ValueError(f"y must have shape ({m},) or ({m}, 1) (one output), got {y.shape}")
+        y = y[:, 0]
+    if y.shape != (m,):
+        raise ValueError(f"y must have shape ({m},) or ({m}, 1), got {y.shape}")
+    y = check_range(y, "y").astype(x.dtype)
+    lr = check_range(as_real(learning_rate, "learning_rate", ndim=0), "learning_rate", lo=0.0, lo_open=True)
+    steps = static_int(steps, "steps", lo=0, hi=10**6)
+    samples = static_int(samples, "samples", lo=16, hi=2**24)
+    if key is None:
+        key = jax.random.key(0)
+    key = prng_key(key)
+    Th, change, se, terms, lam = _ntk_change(x, y, spec, lr.astype(x.dtype), key, steps=steps,
+                                             samples=samples, chunk=min(samples, 1024))
+    limit = 2 * m / lam
+    lam_c = concrete(lam)
+    if lam_c is not None and concrete(lr) is not None and float(concrete(lr)) >= 2 * m / float(lam_c):
+        raise ValueError(f"learning_rate must be below the stability limit 2 m / lambda_max(Theta) = "
+                         f"{2 * m / float(lam_c):.6g} of gradient descent on the linearised network, got "
+                         f"{float(concrete(lr)):.6g}")
+    change = error_if(change, lr >= limit, "learning_rate must be below the stability limit 2 m / lambda_max(Theta) "
+                                           "of gradient descent on the linearised network")
+    bad = ~(jnp.all(jnp.isfinite(change)) & jnp.all(jnp.isfinite(se)) & jnp.all(jnp.isfinite(Th)))
+    msg = (f"x: the NTK change came out non-finite (a variance overflows {x.dtype.name}); use smaller inputs, "
+           "W_std or learning_rate, or float64")
+    Th, change, se, terms = error_if((Th, change, se, terms), bad, msg)
+    out = NTKChange(Th, change, se, terms, jnp.asarray(widths[0], x.dtype))
+    _warn_if_large(out.relative_change()[None], widths, 1, given)
     return out
