@@ -97,7 +97,7 @@ def test_linear_network_closed_form_float32(float32_mode):
 def _trained_ensemble_change(x, y, W, b, n, lr, steps, size, key):
     """n (E[Theta_T - Theta_0]) and its standard error over ``size`` one-hidden-layer tanh
     networks of width n (an independent JAX implementation of the NTK-parameterised network)."""
-    m, d = x.shape
+    _, d = x.shape
 
     def f(p, x):
         z = W[0] / math.sqrt(d) * x @ p["w"] + b[0] * p["b"][None, :]

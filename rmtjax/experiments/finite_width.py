@@ -29,17 +29,20 @@ hidden widths :math:`n`), for one input :math:`x` with :math:`|x|^2/d = 1`:
     ``ntk_fluctuations(...).relative_variance()`` (Hanin & Nica 2019; Dyer & Gur-Ari 2019), for
     ReLU (no bias, :math:`\sigma_w = \sqrt 2`) and tanh with biases; the check fits
     :math:`n\operatorname{Var}/\mathbb E^2 = A + B/n` and compares :math:`A`.
-(c) **the NTK change during training**: ensembles of width-:math:`n` networks trained by
-    full-batch gradient descent on the MSE of a two-class Gaussian-mixture data set
+(c) **the NTK change during training**: ensembles of width-:math:`n` networks with one hidden
+    layer trained by full-batch gradient descent on the MSE of a two-class Gaussian-mixture data set
     (:func:`rmtjax.data.gaussian_mixture_dataset`, centred targets :math:`\pm 1/2`), learning rate
-    ``learning_rate`` :math:`\times\, m/\lambda_{\max}(\Theta_\infty)`;
-    :math:`\|\hat\Theta_T - \hat\Theta_0\|_F/\|\hat\Theta_0\|_F` on the training inputs, averaged
-    over the ensemble, against :math:`n` (log-log, fitted slope with its standard error). The
-    theory says :math:`O(1/n)` (slope :math:`-1`; Dyer & Gur-Ari 2019, Huang & Yau 2020), with
-    :math:`O(1/n^2)` corrections: the check fits the slope over the three widest widths (the fit over
-    all widths and the fit :math:`n \times \text{change} = A + B/n` are reported too). The
-    prefactor (``rmtjax.finite_width.ntk_change``) is not implemented yet, so the report states that
-    the prediction is pending.
+    ``learning_rate`` :math:`\times\, m/\lambda_{\max}(\Theta_\infty)`. The prediction is
+    ``ntk_change`` (the dNTK, ddNTK and second-order step terms): the ensemble mean
+    :math:`n\,\mathbb E[\hat\Theta_T - \hat\Theta_0]` on the training inputs converges to its
+    ``change``. The check projects each network's :math:`n(\hat\Theta_T - \hat\Theta_0)` on the
+    predicted matrix :math:`C`, :math:`\rho = \langle C, n\Delta\hat\Theta\rangle/\langle C, C\rangle`
+    (1 when theory and networks agree), fits :math:`\bar\rho_n = A + B/n` across widths and
+    compares :math:`A` with 1; the entries at the widest width are compared one by one as well.
+    The relative size :math:`\|\hat\Theta_T - \hat\Theta_0\|_F/\|\hat\Theta_0\|_F`, averaged over
+    the ensemble, is fitted on log-log axes too: :math:`O(1/n)`, slope :math:`-1` (Dyer & Gur-Ari
+    2019, Huang & Yau 2020), over the three widest widths. ``train_depth`` above 1 keeps only this
+    scaling check (``ntk_change`` covers one hidden layer).
 
 Standard errors: of a mean, std/sqrt(N); of a variance, :math:`\sqrt{(m_4 - s^4)/N}` with the
 sample fourth central moment; of a ratio, the delta method. Each (activation, depth, width)
@@ -96,8 +99,9 @@ class Config:
         networks: networks per (activation, depth, width) (``>= 16``).
         train_widths: hidden widths of panel (c) (at least 3: the slope is checked over the
             three widest).
-        train_depth: hidden layers of the trained networks.
+        train_depth: hidden layers of the trained networks (1: compared with ``ntk_change``).
         train_networks: networks trained per width (``>= 2``, for the standard error).
+        theory_samples: Monte-Carlo neurons of ``ntk_change`` (``>= 16``).
         train_points, train_dim: the training set (``m`` points in ``d`` dimensions).
         train_steps: full-batch gradient-descent steps.
         learning_rate: in units of :math:`m/\\lambda_{\\max}(\\Theta_\\infty)` (the stability limit
@@ -109,12 +113,13 @@ class Config:
     depths: tuple[int, ...] = (2, 4)
     networks: int = 2000
     train_widths: tuple[int, ...] = (64, 128, 256, 512, 1024)
-    train_depth: int = 2
-    train_networks: int = 48
+    train_depth: int = 1
+    train_networks: int = 2000
     train_points: int = 16
     train_dim: int = 8
     train_steps: int = 100
     learning_rate: float = 1.0
+    theory_samples: int = 2**18
     tolerance_se: float = 5.0
 
     def __post_init__(self):
@@ -124,6 +129,7 @@ class Config:
         int_grid(self.train_widths, "train_widths", lo=2, min_len=3)
         positive_int(self.train_depth, "train_depth", lo=1)
         positive_int(self.train_networks, "train_networks", lo=2)
+        positive_int(self.theory_samples, "theory_samples", lo=16)
         positive_int(self.train_points, "train_points", lo=2)
         positive_int(self.train_dim, "train_dim", lo=1)
         positive_int(self.train_steps, "train_steps", lo=1)
@@ -133,8 +139,8 @@ class Config:
 
 FULL = Config()
 #: ``--quick``: one depth, three small widths, a few hundred networks.
-QUICK = Config(widths=(16, 32, 64), depths=(2,), networks=400, train_widths=(16, 64, 256), train_networks=16,
-               train_points=8, train_steps=50)
+QUICK = Config(widths=(16, 32, 64), depths=(2,), networks=400, train_widths=(32, 128, 512), train_networks=400,
+               train_points=8, train_steps=50, theory_samples=2**16)
 
 
 def _spec(name: str, depth: int) -> FullyConnected:
@@ -303,7 +309,10 @@ def _training_data(cfg: Config, seed: int, dtype):
     return ds.x_train, ds.y_train[:, :1]
 
 
-def _ntk_change(cfg: Config, width: int, key, x, y, lr) -> dict[str, Any]:
+def _ntk_change(cfg: Config, width: int, key, x, y, lr, predicted) -> dict[str, Any]:
+    """One trained ensemble: the relative NTK change, the entries of ``n (Theta_T - Theta_0)``
+    (mean and standard error over the networks) and their projection on ``predicted`` (the
+    theory's ``n E[Theta_T - Theta_0]``, or ``None``)."""
     from flax import nnx
 
     from ..finite import ensemble_kernels, init_ensemble
@@ -314,13 +323,32 @@ def _ntk_change(cfg: Config, width: int, key, x, y, lr) -> dict[str, Any]:
     lr = jnp.asarray(lr, x.dtype)
     init_loss = 0.5 * jnp.mean((ens(x) - y[None]) ** 2, axis=(1, 2))
     trained, loss = _train(graphdef, rest, ens.params, x, y, lr, cfg.train_steps)
-    t0 = np.asarray(ensemble_kernels(x, None, ens, batch_size=2).ntk, np.float64)
-    t1 = np.asarray(ensemble_kernels(x, None, ens._replace(params=trained), batch_size=2).ntk, np.float64)
+    t0 = np.asarray(ensemble_kernels(x, None, ens, batch_size=16).ntk, np.float64)
+    t1 = np.asarray(ensemble_kernels(x, None, ens._replace(params=trained), batch_size=16).ntk, np.float64)
     rel = np.linalg.norm(t1 - t0, axis=(1, 2)) / np.linalg.norm(t0, axis=(1, 2))
-    return {"width": width, "networks": cfg.train_networks, "relative_change": float(rel.mean()),
-            "relative_change_se": float(rel.std(ddof=1) / math.sqrt(len(rel))),
-            "initial_loss": float(np.mean(np.asarray(init_loss))), "final_loss": float(np.mean(np.asarray(loss))),
-            "final_loss_max": float(np.max(np.asarray(loss)))}
+    N = cfg.train_networks
+    scaled = width * (t1 - t0)  # (N, m, m)
+    row = {"width": width, "networks": N, "relative_change": float(rel.mean()),
+           "relative_change_se": float(rel.std(ddof=1) / math.sqrt(N)),
+           "change_mean": scaled.mean(0).tolist(), "change_se": (scaled.std(0, ddof=1) / math.sqrt(N)).tolist(),
+           "initial_loss": float(np.mean(np.asarray(init_loss))), "final_loss": float(np.mean(np.asarray(loss))),
+           "final_loss_max": float(np.max(np.asarray(loss)))}
+    if predicted is not None:
+        C = np.asarray(predicted, np.float64)
+        rho = np.einsum("sij,ij->s", scaled, C) / np.sum(C * C)
+        row["projection"] = float(rho.mean())
+        row["projection_se"] = float(rho.std(ddof=1) / math.sqrt(N))
+    return row
+
+
+def _change_theory(cfg: Config, x, y, lr, width):
+    """``ntk_change`` for the trained networks (one hidden layer), or ``None`` for deeper ones."""
+    from ..finite_width import ntk_change
+
+    if cfg.train_depth != 1:
+        return None
+    return ntk_change(x, y[:, 0], _spec(TRAIN_ACTIVATION, 1), learning_rate=lr, steps=cfg.train_steps,
+                      samples=cfg.theory_samples, width=width, key=jax.random.key(7))
 
 
 # ------------------------------------------------------------------------------------------
@@ -438,13 +466,15 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         lam_max = float(np.linalg.eigvalsh(theta_inf)[-1])
         lr = cfg.learning_rate * cfg.train_points / lam_max
         tkey = jax.random.fold_in(master, 1000)
+        change_theory = _change_theory(cfg, xt, yt, lr, cfg.train_widths[-1])
+        predicted = None if change_theory is None else np.asarray(change_theory.change, np.float64)
         for n in cfg.train_widths:
             k = f"train|width={n}"
             if k in resume:
                 continue
             bar.set_postfix_str(f"training n={n}")
             t0 = time.perf_counter()
-            resume.put(k, {**_ntk_change(cfg, n, jax.random.fold_in(tkey, n), xt, yt, lr),
+            resume.put(k, {**_ntk_change(cfg, n, jax.random.fold_in(tkey, n), xt, yt, lr, predicted),
                            "seconds": time.perf_counter() - t0})
             bar.update()
 
@@ -491,18 +521,41 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
     slope_all = fit_slope(tw, tv, ts)
     slope = fit_slope(tw[-3:], tv[-3:], ts[-3:])
     scaled = fit_intercept(tw, [n * v for n, v in zip(tw, tv)], [n * s for n, s in zip(tw, ts)])
-    from .. import finite_width as fw_module
-
     training = {"activation": TRAIN_ACTIVATION, "depth": cfg.train_depth, "learning_rate": lr,
                 "learning_rate_units": cfg.learning_rate, "lambda_max": lam_max, "rows": train_rows,
                 "fit": slope, "fit_widths": tw[-3:],
                 "fit_all_widths": slope_all, "fit_n_times_change": scaled,
                 "z_slope_minus_one": _z(slope["slope"], slope["slope_se"], -1.0),
-                "z_slope_minus_one_all_widths": _z(slope_all["slope"], slope_all["slope_se"], -1.0),
-                "prediction": ("rmtjax.finite_width.ntk_change exists but its prefactor is not compared yet"
-                               if hasattr(fw_module, "ntk_change") else
-                               "pending: rmtjax.finite_width.ntk_change (the O(1/n) prefactor) is not implemented; "
-                               "only the scaling (slope -1) is compared")}
+                "z_slope_minus_one_all_widths": _z(slope_all["slope"], slope_all["slope_se"], -1.0)}
+    if predicted is not None:
+        C = predicted
+        C_se = np.asarray(change_theory.stderr, np.float64)
+        # the theory's Monte-Carlo error moves the projection's target by about this much
+        theory_se = float(np.sqrt(np.sum((C * C_se) ** 2)) / np.sum(C * C))
+        rho = [r["projection"] for r in train_rows]
+        rho_se = [r["projection_se"] for r in train_rows]
+        pfit = fit_intercept(tw, rho, rho_se)
+        widest = train_rows[-1]
+        mean_w, se_w = np.asarray(widest["change_mean"]), np.asarray(widest["change_se"])
+        iu = np.triu_indices(C.shape[0])
+        z_entries = (np.abs(mean_w - C) / np.sqrt(se_w**2 + C_se**2))[iu]
+        training["theory"] = {
+            "function": "rmtjax.finite_width.ntk_change", "samples": cfg.theory_samples,
+            "change": C.tolist(), "stderr": C_se.tolist(),
+            "terms": np.asarray(change_theory.terms, np.float64).tolist(),
+            "term_names": ["dNTK (with the initial function)", "ddNTK (drift of the dNTK)", "second order of each step"],
+            "ntk": np.asarray(change_theory.ntk, np.float64).tolist(),
+            "relative_change_at_widest": float(change_theory.relative_change()),
+            "projection_theory_se": theory_se}
+        training["projection_fit"] = pfit
+        training["z_projection"] = _z(pfit["A"], math.sqrt(pfit["A_se"] ** 2 + theory_se**2), 1.0)
+        training["z_entries_widest"] = {"max": float(np.max(z_entries)), "median": float(np.median(z_entries)),
+                                        "count": int(z_entries.size), "width": widest["width"]}
+        training["prediction"] = (f"rmtjax.finite_width.ntk_change: projection limit A = {pfit['A']:.4f} +- "
+                                  f"{pfit['A_se']:.4f} (theory 1)")
+    else:
+        training["prediction"] = (f"not compared: rmtjax.finite_width.ntk_change covers one hidden layer (train_depth "
+                                  f"= {cfg.train_depth}); only the scaling (slope -1) is compared")
     trained = all(r["final_loss"] < 0.5 * r["initial_loss"] for r in train_rows)
 
     checks = {
@@ -514,6 +567,10 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
         "ntk_change_slope_minus_one": bool(training["z_slope_minus_one"] <= tol),
         "ntk_change_decreases": bool(slope_all["slope"] + tol * slope_all["slope_se"] < 0),
         "ntk_change_one_over_n_term_resolved": bool(scaled["A"] > tol * scaled["A_se"]),
+        **({"ntk_change_prefactor_limit": bool(training["z_projection"] <= tol),
+            "ntk_change_prefactor_resolved": bool(training["projection_fit"]["A_se"] < 1 / tol),
+            "ntk_change_entries_at_widest": bool(training["z_entries_widest"]["max"] <= tol)}
+           if predicted is not None else {}),
         "networks_trained": bool(trained),
         "max_z": max(e["z_fit"] for p in panels.values() for e in p),
     }
@@ -541,11 +598,16 @@ def run(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, progr
 def _summary(panels, training) -> str:
     zs = lambda p: max(e["z_fit"] for e in panels[p])  # noqa: E731
     f = training["fit"]
-    return (f"fitted n -> infinity limits vs theory: NNGP correction max z {zs('correction'):.2f}, vertex "
-            f"{zs('vertex'):.2f}, NTK n Var/E^2 {zs('ntk_variance'):.2f}; NTK change during training ~ "
-            f"n^({f['slope']:.3f} +- {f['slope_se']:.3f}) over the widest widths "
-            f"(all widths: {training['fit_all_widths']['slope']:.3f} +- "
-            f"{training['fit_all_widths']['slope_se']:.3f})")
+    out = (f"fitted n -> infinity limits vs theory: NNGP correction max z {zs('correction'):.2f}, vertex "
+           f"{zs('vertex'):.2f}, NTK n Var/E^2 {zs('ntk_variance'):.2f}; NTK change during training ~ "
+           f"n^({f['slope']:.3f} +- {f['slope_se']:.3f}) over the widest widths "
+           f"(all widths: {training['fit_all_widths']['slope']:.3f} +- "
+           f"{training['fit_all_widths']['slope_se']:.3f})")
+    if "projection_fit" in training:
+        p = training["projection_fit"]
+        out += (f", and its prefactor n E[change] / ntk_change -> {p['A']:.3f} +- {p['A_se']:.3f} "
+                f"(z {training['z_projection']:.2f})")
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -556,8 +618,10 @@ def _summary(panels, training) -> str:
 def _figure(r, path):
     from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch
 
-    fig = Figure(figsize=(20, 4.8))
-    ax = fig.subplots(1, 4)
+    t = r["training"]
+    panels = 5 if "theory" in t else 4
+    fig = Figure(figsize=(5 * panels, 4.8))
+    ax = fig.subplots(1, panels)
     colors = {("tanh", d): c for d, c in zip(r["config"]["depths"], ["C0", "C1", "C2", "C4"])}
     colors.update({("relu", d): c for d, c in zip(r["config"]["depths"], ["C3", "C5", "C6", "C7"])})
     # (a) mean correction
@@ -609,7 +673,6 @@ def _figure(r, path):
     a.legend(fontsize=8)
     # (c) NTK change during training
     a = ax[3]
-    t = r["training"]
     w = np.array([row["width"] for row in t["rows"]], float)
     v = np.array([row["relative_change"] for row in t["rows"]])
     s = np.array([row["relative_change_se"] for row in t["rows"]])
@@ -625,8 +688,24 @@ def _figure(r, path):
     a.set_xscale("log", base=2)
     a.set_yscale("log")
     a.set(xlabel="width n", ylabel=r"$\|\hat\Theta_T - \hat\Theta_0\|_F / \|\hat\Theta_0\|_F$",
-          title=f"(c) NTK change after {r['config']['train_steps']} GD steps\n(theory: slope -1; prefactor pending)")
+          title=f"(c) NTK change after {r['config']['train_steps']} GD steps\n(theory: slope -1)")
     a.legend(fontsize=8)
+    if "theory" in t:  # the prefactor: each network's change projected on ntk_change's prediction
+        a = ax[4]
+        rho = np.array([row["projection"] for row in t["rows"]])
+        rho_se = np.array([row["projection_se"] for row in t["rows"]])
+        a.errorbar(w, rho, yerr=rho_se, fmt="o", color="C0", capsize=2, label="networks")
+        p = t["projection_fit"]
+        grid = np.geomspace(w.min(), w.max() * 4, 60)
+        a.plot(grid, p["A"] + p["B"] / grid, color="C1", lw=1.5,
+               label=f"fit A + B/n: A = {p['A']:.3f} $\\pm$ {p['A_se']:.3f}")
+        tse = t["theory"]["projection_theory_se"]
+        a.axhspan(1 - tse, 1 + tse, color="k", alpha=0.12, lw=0)
+        a.axhline(1.0, color="k", ls="--", lw=1, label="theory (ntk_change)")
+        a.set_xscale("log", base=2)
+        a.set(xlabel="width n", ylabel=r"$\langle C, n\,\Delta\hat\Theta\rangle / \langle C, C\rangle$",
+              title="(c) prefactor: n E[NTK change] projected on\nthe predicted C = n E[$\\Delta\\Theta$] (theory: 1)")
+        a.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
 
@@ -703,8 +782,30 @@ def _markdown(r) -> str:
               "n x change = A + B/n: A = "
               f"{num(t['fit_n_times_change']['A'])} +- {num(t['fit_n_times_change']['A_se'], 2)}, B = "
               f"{num(t['fit_n_times_change']['B'])} +- {num(t['fit_n_times_change']['B_se'], 2)} (chi^2/dof "
-              f"{num(t['fit_n_times_change']['chi2_dof'], 2)}). Prediction of the prefactor: {t['prediction']}.", "",
-              "## Checks", ""]
+              f"{num(t['fit_n_times_change']['chi2_dof'], 2)}).", ""]
+    if "theory" in t:
+        th, p = t["theory"], t["projection_fit"]
+        C = np.asarray(th["change"])
+        term_norms = [float(np.linalg.norm(np.asarray(v))) for v in th["terms"]]
+        lines += ["### The prefactor: rmtjax.finite_width.ntk_change", "",
+                  f"The predicted C = n E[Theta_T - Theta_0] on the {C.shape[0]} training inputs ({th['samples']} "
+                  f"Monte-Carlo neurons; largest standard error {num(float(np.max(th['stderr'])), 2)} against a largest "
+                  f"entry {num(float(np.max(np.abs(C))), 3)}; ||C||_F = {num(float(np.linalg.norm(C)), 4)}, of which "
+                  + ", ".join(f"{name} {num(v, 3)}" for name, v in zip(th["term_names"], term_norms))
+                  + f"). At width {t['rows'][-1]['width']} the expected relative change is "
+                  f"{num(th['relative_change_at_widest'], 3)}.", "",
+                  "Each network's n (Theta_T - Theta_0) projected on C, rho = <C, n DeltaTheta> / <C, C> (theory: 1):", "",
+                  "| width | rho | se |", "|---:|---:|---:|"]
+        lines += [f"| {row['width']} | {num(row['projection'], 4)} | {num(row['projection_se'], 2)} |" for row in t["rows"]]
+        ze = t["z_entries_widest"]
+        lines += ["", f"Fit rho = A + B/n: A = {num(p['A'], 4)} +- {num(p['A_se'], 2)} (theory 1, its own Monte-Carlo "
+                  f"error {num(th['projection_theory_se'], 2)}; z = {num(t['z_projection'], 2)}), B = {num(p['B'], 3)} "
+                  f"+- {num(p['B_se'], 2)}, chi^2/dof {num(p['chi2_dof'], 2)}. Entry by entry at width {ze['width']}: "
+                  f"the {ze['count']} distinct entries of the networks' mean are within {num(ze['max'], 2)} standard "
+                  f"errors of C (median {num(ze['median'], 2)}).", ""]
+    else:
+        lines += [f"Prefactor: {t['prediction']}.", ""]
+    lines += ["## Checks", ""]
     lines += [f"- {k}: {num(v, 3) if k == 'max_z' else ('yes' if v else '**no**')}" for k, v in c.items()]
     lines.append("")
     lines += precision_lines(r.get("precision"))
