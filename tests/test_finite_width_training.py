@@ -185,5 +185,5 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="key must be a JAX PRNG key"):
         ntk_change(x, y, TANH, learning_rate=lr, steps=2, key=3)
     with pytest.warns(ExpansionWarning, match="expansion is not meaningful"):
-        ntk_change(x, 10 * y, TANH, learning_rate=lr, steps=10, width=2, samples=256)
-    ntk_change(x, 10 * y, TANH, learning_rate=lr, steps=10, width=1024, samples=256)  # no warning
+        ntk_change(x, 10 * y, TANH, learning_rate=lr, steps=10, widths=2, samples=256)
+    ntk_change(x, 10 * y, TANH, learning_rate=lr, steps=10, widths=1024, samples=256)  # no warning

@@ -354,7 +354,7 @@ def _change_theory(cfg: Config, x, y, lr, width):
     if cfg.train_depth != 1:
         return None
     return ntk_change(x, y[:, 0], _spec(TRAIN_ACTIVATION, 1), learning_rate=lr, steps=cfg.train_steps,
-                      samples=cfg.theory_samples, width=width, key=jax.random.key(7))
+                      samples=cfg.theory_samples, widths=width, key=jax.random.key(7))
 
 
 # ------------------------------------------------------------------------------------------
