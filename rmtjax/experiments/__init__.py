@@ -43,8 +43,9 @@ class Experiment(NamedTuple):
             2026-12-05 on the 2-core development machine under heavy load (load average 6-12), where
             the wall times were 2-5x longer; compilation is most of it. kernel-regression, meanfield and
             dynamical-isometry remeasured 2026-12-06 on a quiet machine after their compile-count cuts, fan-wang
-            after its quick size went to n = 120 (49 s CPU, 35 s wall); finite-width measured 2026-12-06 by the CLI
-            (47 s CPU, 47 s wall, load average 2.6); activation-design measured 2026-12-06 by the CLI (99 s CPU,
+            after its quick size went to n = 120 (49 s CPU, 35 s wall); finite-width remeasured 2026-12-07 by the CLI
+            after panel (c) moved to 400 one-hidden-layer networks per width and ntk_change (43 s CPU, 34 s wall,
+            quiet machine); activation-design measured 2026-12-06 by the CLI (99 s CPU,
             99 s wall, load average 2.7; about 45 s of it compiles the shaping solves, the design and nine training
             programs); trainability measured 2026-12-06 by the CLI (20 s CPU, 24 s wall, load average 5.5);
             learning-curves remeasured 2026-12-07 by the CLI after panels (e) and (f) were added (26 s CPU, 19 s
@@ -125,9 +126,9 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "finite-width": Experiment(
         "1/n corrections vs Flax networks across widths: NNGP mean correction and four-point vertex, NTK relative "
-        "variance against L/n, NTK change during gradient-descent training ~ 1/n",
+        "variance against L/n, NTK change during gradient-descent training ~ 1/n and its prefactor (ntk_change)",
         "rmtjax.experiments.finite_width:run",
-        quick_seconds=47,
+        quick_seconds=43,
     ),
     "activation-design": Experiment(
         "Activation design proved by training: depth-50 plain MLPs on MNIST with DKS/TAT-shaped activations vs "
