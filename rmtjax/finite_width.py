@@ -944,7 +944,8 @@ def ntk_covariance(
 
 class NTKChange(NamedTuple):
     r"""The expected change of the empirical NTK on the training inputs during full-batch gradient
-    descent, to leading order in :math:`1/n` (:func:`ntk_change`).
+    descent, to leading order in :math:`1/n` (:func:`ntk_change`). With test inputs every
+    ``(m, m)`` field is ``(m + t, m + t)``, over the training rows then the test rows.
 
     Attributes:
         ntk: :math:`\Theta`, ``(m, m)``: the infinite-width NTK on the training inputs.
@@ -1059,21 +1060,25 @@ def _propagators(theta, C, h, steps: int):
     return B1, B2, B3
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "samples", "chunk"))
-def _ntk_change(x, y, spec, lr, key, *, steps, samples, chunk):
+@functools.partial(jax.jit, static_argnames=("m", "steps", "samples", "chunk"))
+def _ntk_change(x, y, spec, lr, key, *, m, steps, samples, chunk):
+    """``x``: the ``m`` training inputs, then any test inputs (``N`` rows in all)."""
     from .kernels import kernel
 
-    m, d = x.shape
+    N, d = x.shape
     W, b = spec.layer_params(x.dtype)
     act = spec.activation
     k = kernel(x, None, spec)
     theta, K = k.ntk, k.nngp
     G = b[0] ** 2 + W[0] ** 2 * (x @ x.T) / d  # the hidden preactivations' covariance
     h = lr / m  # the loss is (1 / 2m) sum_alpha (f_alpha - y_alpha)^2
-    B1, B2, B3 = _propagators(theta, K + jnp.outer(y, y), h, steps)
+    train = (slice(0, m), slice(0, m))
+    # the contractions run over the training inputs: zero rows and columns for the test inputs
+    B1, B2, B3 = (jnp.zeros((N, N), x.dtype).at[train].set(B)
+                  for B in _propagators(theta[train], K[train] + jnp.outer(y, y), h, steps))
     jitter = 16 * jnp.finfo(x.dtype).eps * jnp.max(jnp.diagonal(G))
-    L = jnp.linalg.cholesky(G + jitter * jnp.eye(m, dtype=x.dtype))
-    xi = jax.random.normal(key, (samples, m), x.dtype)
+    L = jnp.linalg.cholesky(G + jitter * jnp.eye(N, dtype=x.dtype))
+    xi = jax.random.normal(key, (samples, N), x.dtype)
     # the terms are polynomials of degree <= 4 in the readout weight a, even: exact with the
     # 3-point Gauss-Hermite rule a in {0, +-sqrt 3}, weights {2/3, 1/6, 1/6}
     root3 = jnp.sqrt(jnp.asarray(3.0, x.dtype))
@@ -1083,12 +1088,12 @@ def _ntk_change(x, y, spec, lr, key, *, steps, samples, chunk):
         f = functools.partial(_change_sample, act, G, B1, B2, B3, h, z=z)
         return (2 * f(jnp.zeros((), x.dtype)) + f(root3)) / 3
 
-    vals = jax.lax.map(neuron, xi, batch_size=chunk)  # (samples, 3, m, m)
+    vals = jax.lax.map(neuron, xi, batch_size=chunk)  # (samples, 3, N, N)
     scale = W[1] ** 4
     terms = scale * jnp.mean(vals, 0)
     total = scale * jnp.sum(vals, 1)
     se = jnp.std(total, 0, ddof=1) / math.sqrt(samples)
-    return theta, jnp.sum(terms, 0), se, terms, jnp.linalg.eigvalsh(theta)[-1]
+    return theta, jnp.sum(terms, 0), se, terms, jnp.linalg.eigvalsh(theta[train])[-1]
 
 
 def ntk_change(
@@ -1101,6 +1106,7 @@ def ntk_change(
     widths: int | tuple[int] | None = None,
     samples: int = 2**14,
     key=None,
+    x_test: Float[ArrayLike, "t d"] | None = None,
 ) -> NTKChange:
     r"""The expected change of the empirical NTK :math:`\hat\Theta(x_i, x_j)` on the training
     inputs after ``steps`` of full-batch gradient descent on the MSE, to leading order in the
@@ -1176,6 +1182,10 @@ def ntk_change(
             ``samples**-1/2`` (measured for tanh, m = 3, 10 steps: 3% of the largest entry at
             ``2**14``).
         key: a JAX PRNG key for the samples (default ``jax.random.key(0)``).
+        x_test: optional further inputs ``(t, d)`` where the NTK's change is wanted too (the
+            kernel between test and training points moves the predictions): every ``(m, m)``
+            field of the result becomes ``(m + t, m + t)`` over the rows of
+            ``concatenate([x, x_test])``. The contractions still run over the training inputs only.
 
     Returns:
         :class:`NTKChange`.
@@ -1200,8 +1210,13 @@ def ntk_change(
     given = widths is not None or spec.widths is not None
     x, widths, _, _ = _inputs(x, spec, widths)
     m = x.shape[0]
-    if m > 256:
-        raise ValueError(f"x: at most 256 inputs, got {m}")
+    if x_test is not None:
+        x_test = check_range(as_real(x_test, "x_test", ndim=2), "x_test")
+        if x_test.shape[1] != x.shape[1]:
+            raise ValueError(f"x_test must have {x.shape[1]} features (columns) like x, got shape {x_test.shape}")
+    if m + (0 if x_test is None else x_test.shape[0]) > 256:
+        raise ValueError(f"x: at most 256 inputs (training and test together), got {m} training inputs"
+                         + ("" if x_test is None else f" and {x_test.shape[0]} test inputs"))
     y = as_real(y, "y", ndim=(1, 2))
     if y.ndim == 2:
         if y.shape[1] != 1:
@@ -1216,7 +1231,8 @@ def ntk_change(
     if key is None:
         key = jax.random.key(0)
     key = prng_key(key)
-    Th, change, se, terms, lam = _ntk_change(x, y, spec, lr.astype(x.dtype), key, steps=steps,
+    points = x if x_test is None else jnp.concatenate([x, x_test.astype(x.dtype)])
+    Th, change, se, terms, lam = _ntk_change(points, y, spec, lr.astype(x.dtype), key, m=m, steps=steps,
                                              samples=samples, chunk=min(samples, 1024))
     limit = 2 * m / lam
     lam_c = concrete(lam)

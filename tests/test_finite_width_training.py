@@ -94,17 +94,19 @@ def test_linear_network_closed_form_float32(float32_mode):
     assert np.max(z) < 4.5
 
 
-def _trained_ensemble_change(x, y, W, b, n, lr, steps, size, key):
-    """n (E[Theta_T - Theta_0]) and its standard error over ``size`` one-hidden-layer tanh
-    networks of width n (an independent JAX implementation of the NTK-parameterised network)."""
+def _trained_ensemble_change(x, y, W, b, n, lr, steps, size, key, x_test):
+    """n (E[Theta_T - Theta_0]) on the rows of [x, x_test] and its standard error over ``size``
+    one-hidden-layer tanh networks of width n trained on (x, y) (an independent JAX implementation
+    of the NTK-parameterised network)."""
     _, d = x.shape
+    points = jnp.concatenate([x, x_test])
 
     def f(p, x):
         z = W[0] / math.sqrt(d) * x @ p["w"] + b[0] * p["b"][None, :]
         return W[1] / math.sqrt(n) * jnp.tanh(z) @ p["a"] + b[1] * p["c"]
 
     def ntk(p):
-        J = jax.jacobian(f)(p, x)
+        J = jax.jacobian(f)(p, points)
         return sum(jnp.einsum("i...,j...->ij", g, g) for g in jax.tree.leaves(J))
 
     def one(k):
@@ -126,19 +128,37 @@ def _trained_ensemble_change(x, y, W, b, n, lr, steps, size, key):
 
 @pytest.mark.slow
 def test_trained_networks_match_the_predicted_change(xla_optimized):
-    """1500 tanh networks of width 1024, 10 GD steps at 1 m / lambda_max: every entry of
-    n E[Theta_T - Theta_0] within 4 standard errors (network and Monte-Carlo combined) of the
-    theory; the O(1/n^2) remainder is below that error at this width (measured: the entries at
-    n = 256 and 1024 differ by less than their standard errors)."""
+    """1500 tanh networks of width 1024 trained on 3 points, 10 GD steps at 1 m / lambda_max, the
+    NTK on those and one test point: every entry of n E[Theta_T - Theta_0] within 4 standard
+    errors (network and Monte-Carlo combined) of the theory; the O(1/n^2) remainder is below that
+    error at this width (measured: the entries at n = 256 and 1024 differ by less than their
+    standard errors)."""
     x, y = jnp.asarray(X), jnp.asarray(Y)
+    x_test = jnp.asarray([[0.9, 0.2, -1.0, 0.4]])
     lr = _stable_rate(TANH, X)
-    c = ntk_change(x, y, TANH, learning_rate=lr, steps=10, samples=2**16)
-    mean, se = _trained_ensemble_change(x, y, (1.4, 1.4), (0.3, 0.3), 1024, lr, 10, 1500, jax.random.key(3))
+    c = ntk_change(x, y, TANH, learning_rate=lr, steps=10, samples=2**16, x_test=x_test)
+    assert c.change.shape == (4, 4)
+    mean, se = _trained_ensemble_change(x, y, (1.4, 1.4), (0.3, 0.3), 1024, lr, 10, 1500, jax.random.key(3), x_test)
     err = np.sqrt(se**2 + np.asarray(c.stderr) ** 2)
     z = np.abs(mean - np.asarray(c.change)) / err
     assert np.max(z) < 4.0, (mean, np.asarray(c.change), err)
     # the prediction is resolved: the largest entry is many standard errors from 0
     assert float(np.max(np.abs(np.asarray(c.change)) / err)) > 8
+
+
+def test_test_inputs_extend_the_matrices():
+    """Test inputs equal to training inputs repeat the training rows and columns (to the jitter
+    that keeps the Cholesky factor of the singular covariance finite)."""
+    x, y = jnp.asarray(X), jnp.asarray(Y)
+    c = ntk_change(x, y, TANH, learning_rate=0.5, steps=4, samples=512, x_test=x[:2])
+    assert c.change.shape == c.ntk.shape == c.stderr.shape == (5, 5) and c.terms.shape == (3, 5, 5)
+    np.testing.assert_allclose(c.ntk[3:, :], c.ntk[:2, :], rtol=1e-12)
+    np.testing.assert_allclose(c.change[3:, :], c.change[:2, :], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(c.change[:, 3:], c.change[:, :2], rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="x_test must have 4 features"):
+        ntk_change(x, y, TANH, learning_rate=0.5, steps=4, x_test=x[:, :2])
+    with pytest.raises(ValueError, match="x_test must be finite"):
+        ntk_change(x, y, TANH, learning_rate=0.5, steps=4, x_test=x.at[0, 0].set(jnp.nan))
 
 
 def test_gradients_jit_and_vmap():
