@@ -1088,11 +1088,32 @@ def _ntk_change(x, y, spec, lr, key, *, m, steps, samples, chunk):
         f = functools.partial(_change_sample, act, G, B1, B2, B3, h, z=z)
         return (2 * f(jnp.zeros((), x.dtype)) + f(root3)) / 3
 
-    vals = jax.lax.map(neuron, xi, batch_size=chunk)  # (samples, 3, N, N)
+    # chunks of samples in a scan, accumulating the terms' sums and the total's mean and centred
+    # sum of squares (Chan et al.'s pairwise update): memory O(chunk N^2), not O(samples N^2)
+    chunks = -(-samples // chunk)
+    pad = chunks * chunk - samples
+    xi = jnp.concatenate([xi, jnp.zeros((pad, N), x.dtype)]).reshape(chunks, chunk, N)
+    weight = (jnp.arange(chunks * chunk) < samples).astype(x.dtype).reshape(chunks, chunk)
+
+    def accumulate(carry, batch):
+        count, mean, m2, sums = carry
+        xi_c, w = batch
+        vals = jax.vmap(neuron)(xi_c) * w[:, None, None, None]  # (chunk, 3, N, N)
+        total = jnp.sum(vals, 1)
+        c = jnp.sum(w)
+        mean_c = jnp.sum(total, 0) / c
+        m2_c = jnp.sum(w[:, None, None] * (total - mean_c[None]) ** 2, 0)
+        both = count + c
+        delta = mean_c - mean
+        return (both, mean + delta * (c / both), m2 + m2_c + delta**2 * (count * c / both),
+                sums + jnp.sum(vals, 0)), None
+
+    zero = jnp.zeros((N, N), x.dtype)
+    init = (jnp.zeros((), x.dtype), zero, zero, jnp.zeros((3, N, N), x.dtype))
+    (_, _, m2, sums), _ = jax.lax.scan(accumulate, init, (xi, weight))
     scale = W[1] ** 4
-    terms = scale * jnp.mean(vals, 0)
-    total = scale * jnp.sum(vals, 1)
-    se = jnp.std(total, 0, ddof=1) / math.sqrt(samples)
+    terms = scale * sums / samples
+    se = scale * safe_sqrt(m2 / (samples - 1)) / math.sqrt(samples)  # finite derivative at 0 (steps = 0)
     return theta, jnp.sum(terms, 0), se, terms, jnp.linalg.eigvalsh(theta[train])[-1]
 
 

@@ -146,6 +146,29 @@ def test_trained_networks_match_the_predicted_change(xla_optimized):
     assert float(np.max(np.abs(np.asarray(c.change)) / err)) > 8
 
 
+def test_chunked_accumulation_equals_the_plain_mean_and_standard_error():
+    """1500 samples: a full chunk of 1024 and a padded one; the terms and the standard error equal
+    the mean and the standard deviation over the same draws computed in one piece."""
+    x, y = jnp.asarray(X), jnp.asarray(Y)
+    key = jax.random.key(11)
+    lr, steps = 0.5, 3
+    c = ntk_change(x, y, TANH, learning_rate=lr, steps=steps, samples=1500, key=key)
+    k = kernel(x, None, TANH)
+    G = 0.09 + 1.96 * x @ x.T / 4
+    L = jnp.linalg.cholesky(G + 16 * jnp.finfo(G.dtype).eps * jnp.max(jnp.diagonal(G)) * jnp.eye(3))
+    h = lr / 3
+    B1, B2, B3 = _propagators(k.ntk, k.nngp + jnp.outer(y, y), h, steps)
+    z = jax.random.normal(key, (1500, 3)) @ L.T
+
+    def neuron(z):
+        f = lambda a: _change_sample(Tanh(), G, B1, B2, B3, h, a, z)  # noqa: E731
+        return (2 * f(jnp.asarray(0.0)) + f(jnp.sqrt(jnp.asarray(3.0)))) / 3
+
+    vals = 1.4**4 * jax.vmap(neuron)(z)
+    np.testing.assert_allclose(c.terms, vals.mean(0), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(c.stderr, vals.sum(1).std(0, ddof=1) / np.sqrt(1500), rtol=1e-8)
+
+
 def test_test_inputs_extend_the_matrices():
     """Test inputs equal to training inputs repeat the training rows and columns (to the jitter
     that keeps the Cholesky factor of the singular covariance finite)."""
@@ -176,6 +199,9 @@ def test_gradients_jit_and_vmap():
     np.testing.assert_allclose(batched, eager, rtol=1e-10, atol=1e-14)
     zero = ntk_change(x, y, TANH, learning_rate=0.4, steps=0, samples=256)
     assert float(jnp.max(jnp.abs(zero.change))) == 0.0
+    # no NaN in derivatives where the standard error is 0
+    g = jax.grad(lambda r: jnp.sum(ntk_change(x, y, TANH, learning_rate=r, steps=0, samples=256).stderr))(0.4)
+    assert np.isfinite(float(g))
 
 
 def test_bad_input_is_a_clear_error():
