@@ -1141,7 +1141,8 @@ def ntk_change(
     through its derivative along the parameters, the dNTK
     :math:`\hat O_{ij\alpha} = \nabla\hat\Theta_{ij}\cdot\nabla f_\alpha` (Dyer & Gur-Ari 2019,
     "Asymptotics of wide networks from Feynman diagrams"; Huang & Yau 2020, "Dynamics of deep neural
-    networks and neural tangent hierarchy", eq. 1.5; PDLT ch. 11 and ∞), whose own derivative is
+    networks and neural tangent hierarchy"; PDLT ch. 11 and ∞; the derivation for one hidden layer is
+    written out here), whose own derivative is
     :math:`\hat O_{ij\alpha\beta} = \nabla\hat O_{ij\alpha}\cdot\nabla f_\beta`, and through the
     second-order term of a discrete step,
     :math:`\hat R_{ij\alpha\beta} = \nabla f_\alpha^\top\nabla^2\hat\Theta_{ij}\nabla f_\beta`:
@@ -1169,7 +1170,7 @@ def ntk_change(
 
     :math:`B_1 = \sum_{k<T}A^k`, :math:`B_2 = \sum_{k<T}(\sum_{j<k}A^jCA^k)^\top`,
     :math:`B_3 = \sum_{k<T}A^kCA^k`, and the single-neuron expectations
-    :math:`P = n^2\mathbb E[\hat O_{ij\alpha} f_{0,\beta}]`,
+    :math:`P = n\,\mathbb E[\hat O_{ij\alpha} f_{0,\beta}]`,
     :math:`Q = n\mathbb E\hat O_{ij\alpha\beta}`, :math:`S = n\mathbb E\hat R_{ij\alpha\beta}`:
     with :math:`g_\alpha = a\phi(z_\alpha)`, :math:`T_{ij} = \langle\nabla g_i, \nabla g_j\rangle
     = \phi_i\phi_j + a^2\phi'_i\phi'_jG_{ij}` (gradients in the neuron's parameters, whose inner
@@ -1184,7 +1185,7 @@ def ntk_change(
     (:math:`h \to 0` at fixed :math:`hT`) the third vanishes. For a linear activation
     :math:`P = S = Q/2 = \sigma_w^4(2G_{ij}G_{\alpha\beta} + G_{i\alpha}G_{j\beta} + G_{i\beta}G_{j\alpha})`
     (tested). Deeper networks need the layer-to-layer recursions of the dNTK and ddNTKs (PDLT
-    eqs. 11.45-11.52 and ch. ∞), which are not implemented: ``spec.depth`` must be 1.
+    ch. 11 and ∞), which are not implemented: ``spec.depth`` must be 1.
 
     Args:
         x: the training inputs ``(m, d)``, real and finite (``m <= 256``).
