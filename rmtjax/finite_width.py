@@ -2,7 +2,9 @@ r"""Finite-width corrections to the infinite-width kernels: the four-point verte
 :math:`1/n` correction to the NNGP (:func:`nngp_corrections`), and the NTK's mean to :math:`O(1/n)`
 and its fluctuations at initialization: the diagonal entries one input at a time
 (:func:`ntk_fluctuations`) and the covariance of all entries for a batch (:func:`ntk_covariance`,
-PDLT ch. 8; the recursions are in their docstrings).
+PDLT ch. 8; the recursions are in their docstrings); and the NTK's expected :math:`O(1/n)` change
+during full-batch gradient descent, for one hidden layer (:func:`ntk_change`, derived in its
+docstring).
 
 A fully-connected network of finite widths :math:`n_1, \dots, n_L` is not a Gaussian process.
 Given the activations of layer :math:`\ell`, the preactivations of layer :math:`\ell + 1` are
