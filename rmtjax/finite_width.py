@@ -270,19 +270,26 @@ def _expect_nd(act, K, idx, pattern, deg):
     return _product(act, x, pattern) @ jnp.asarray(w, K.dtype)
 
 
-def _four_point(act, K, m, deg3, deg4):
-    r""":math:`\mathbb E[\phi_a\phi_b\phi_c\phi_d]` over the pairs, ``(P, P)``."""
-    groups, table = _quadruples(m)
+def _expect_groups(act, K, groups, deg3, deg4, expect_1d):
+    """The expectations of every group of :func:`_quadruples` or :func:`_mixed_quadruples`,
+    concatenated: one distinct input by ``expect_1d``, two by polar coordinates, three or four by
+    tensor Gauss-Hermite of degree ``deg3`` / ``deg4``."""
     parts = []
     for pattern, idx in groups:
         r = len(pattern)
         if r == 1:
-            parts.append(_expect_1d(act, K, idx, pattern))
+            parts.append(expect_1d(act, K, idx, pattern))
         elif r == 2:
             parts.append(_expect_2d(act, K, idx, pattern))
         else:
             parts.append(_expect_nd(act, K, idx, pattern, deg3 if r == 3 else deg4))
-    return jnp.concatenate(parts)[table]
+    return jnp.concatenate(parts)
+
+
+def _four_point(act, K, m, deg3, deg4):
+    r""":math:`\mathbb E[\phi_a\phi_b\phi_c\phi_d]` over the pairs, ``(P, P)``."""
+    groups, table = _quadruples(m)
+    return _expect_groups(act, K, groups, deg3, deg4, _expect_1d)[table]
 
 
 def _dual(act, q1, q2, q12):
@@ -728,16 +735,7 @@ def _mixed_four_point(act, K, kinds, deg3, deg4):
     r""":math:`\mathbb E[f_{k_1}(z_a)f_{k_2}(z_b)f_{k_3}(z_c)f_{k_4}(z_d)]`, ``(m, m, m, m)``, for
     :math:`z\sim\mathcal N(0, K)` (the rules of :func:`_four_point`; one input: the midpoint rule)."""
     groups, table = _mixed_quadruples(K.shape[0], kinds)
-    parts = []
-    for pattern, idx in groups:
-        r = len(pattern)
-        if r == 1:
-            parts.append(_expect_midpoint(act, K, idx, pattern))
-        elif r == 2:
-            parts.append(_expect_2d(act, K, idx, pattern))
-        else:
-            parts.append(_expect_nd(act, K, idx, pattern, deg3 if r == 3 else deg4))
-    return jnp.concatenate(parts)[table]
+    return _expect_groups(act, K, groups, deg3, deg4, _expect_midpoint)[table]
 
 
 def _stein_weights(gF, m):
