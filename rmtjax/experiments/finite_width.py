@@ -800,7 +800,8 @@ def _markdown(r) -> str:
         lines += ["### The prefactor: rmtjax.finite_width.ntk_change", "",
                   f"The predicted C = n E[Theta_T - Theta_0] on the {C.shape[0]} training inputs ({th['samples']} "
                   f"Monte-Carlo neurons; largest standard error {num(float(np.max(th['stderr'])), 2)} against a largest "
-                  f"entry {num(float(np.max(np.abs(C))), 3)}; ||C||_F = {num(float(np.linalg.norm(C)), 4)}, of which "
+                  f"entry {num(float(np.max(np.abs(C))), 3)}; ||C||_F = {num(float(np.linalg.norm(C)), 4)}; the "
+                  "Frobenius norms of its three terms, which partly cancel: "
                   + ", ".join(f"{name} {num(v, 3)}" for name, v in zip(th["term_names"], term_norms))
                   + f"). At width {t['rows'][-1]['width']} the expected relative change is "
                   f"{num(th['relative_change_at_widest'], 3)}.", "",
