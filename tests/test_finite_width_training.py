@@ -80,7 +80,6 @@ def test_linear_network_closed_form(steps):
     c = ntk_change(x, y, spec, learning_rate=lr, steps=steps, samples=2**14)
     z = np.abs(np.asarray(c.change - closed)) / np.asarray(c.stderr)
     assert np.max(z) < 4.5, (np.asarray(c.change), np.asarray(closed), np.asarray(c.stderr))
-    np.testing.assert_allclose(jnp.sum(c.terms, 0), c.change, rtol=1e-12)
     assert float(jnp.max(c.stderr)) < 0.05 * float(jnp.max(jnp.abs(closed)))
 
 
