@@ -3,7 +3,7 @@ r"""Finite-width corrections to the infinite-width kernels: the four-point verte
 and its fluctuations at initialization: the diagonal entries one input at a time
 (:func:`ntk_fluctuations`) and the covariance of all entries for a batch (:func:`ntk_covariance`,
 PDLT ch. 8; the recursions are in their docstrings); and the NTK's expected :math:`O(1/n)` change
-during full-batch gradient descent, for one hidden layer (:func:`ntk_change`, derived in its
+during full-batch gradient descent or gradient flow, for one hidden layer (:func:`ntk_change`, derived in its
 docstring).
 
 A fully-connected network of finite widths :math:`n_1, \dots, n_L` is not a Gaussian process.
@@ -1020,24 +1020,25 @@ def _d2T(T_parts, B):
     return out + (jnp.outer(p1, p1) + a * a * jnp.outer(p2, p2) * G) * (Mx + Mx.T)
 
 
-def _change_sample(act, G, B1, B2, B3, h, a, z):
+def _change_sample(act, G, M1, M2, M3, a, z):
     """The three terms of :func:`ntk_change` for one neuron ``(a, z)``, before the factor
-    :math:`C_W^2` of the readout (``(3, m, m)``)."""
+    :math:`C_W^2` of the readout (``(3, m, m)``), from the propagators already scaled by the step
+    (``M1 = h B1``, ``M2 = h^2 B2``, ``M3 = h^2 B3 / 2``; :func:`_propagators`, :func:`_flow_propagators`)."""
     d1 = jax.grad(act)
     d2 = jax.grad(d1)
     d3 = jax.grad(d2)
     p0, p1, p2, p3 = act(z), jax.vmap(d1)(z), jax.vmap(d2)(z), jax.vmap(d3)(z)
     parts = (a, p0, p1, p2, p3, G)
-    # dNTK: sum_{alpha gamma} B1 U_{ij alpha} a phi_gamma = DT[sum_alpha c_alpha e_alpha], c = a B1 phi
-    c = a * (B1 @ p0)
-    t1 = -h * _dT(parts, c @ p0, G @ (a * c * p1))
-    # ddNTK: sum B2_{alpha beta} Y_{ij alpha beta} = D^2T[B2] + DT[G w], w = sum B2 Hess(g_alpha) e_beta
-    BG = B2 * G
-    w_a = a * (p1 @ BG @ p1)
-    w_z = p1 * (B2 @ p0) + a * a * p2 * (BG @ p1)
-    t2 = h * h * (_d2T(parts, B2) + _dT(parts, w_a, G @ w_z))
-    # second order of each step: (h^2 / 2) sum B3 D^2T
-    t3 = 0.5 * h * h * _d2T(parts, B3)
+    # dNTK: sum_{alpha gamma} M1 U_{ij alpha} a phi_gamma = DT[sum_alpha c_alpha e_alpha], c = a M1 phi
+    c = a * (M1 @ p0)
+    t1 = -_dT(parts, c @ p0, G @ (a * c * p1))
+    # ddNTK: sum M2_{alpha beta} Y_{ij alpha beta} = D^2T[M2] + DT[G w], w = sum M2 Hess(g_alpha) e_beta
+    MG = M2 * G
+    w_a = a * (p1 @ MG @ p1)
+    w_z = p1 * (M2 @ p0) + a * a * p2 * (MG @ p1)
+    t2 = _d2T(parts, M2) + _dT(parts, w_a, G @ w_z)
+    # second order of each step: sum M3 D^2T
+    t3 = _d2T(parts, M3)
     return jnp.stack([t1, t2, t3])
 
 
@@ -1060,9 +1061,51 @@ def _propagators(theta, C, h, steps: int):
     return B1, B2, B3
 
 
+def _flow_propagators(theta, C, rate, time, max_doublings: int = 80):
+    r"""The gradient-flow propagators :math:`(M_1, M_2, 0)`, :math:`M_1 = r\int_0^t e^{-Xs}ds`,
+    :math:`M_2 = r^2 J^	op`, :math:`J = \iint_{0\le s\le u\le t} e^{-Xs}Ce^{-Xu}\,ds\,du`,
+    :math:`X = r\Theta`: the :math:`h 	o 0` limits of :math:`hB_1` and :math:`h^2B_2` at
+    :math:`hT = rt`.
+
+    By scaling and doubling, without eigenvectors (whose derivatives are infinite where
+    :math:`\Theta` has a repeated eigenvalue, as for symmetric or repeated inputs): a third-order
+    Taylor start at :math:`t_0 = t/2^K` with :math:`\operatorname{tr}(X)t_0 \le 2^{-20}` (truncation
+    :math:`\sim 10^{-18}`), then :math:`K` exact doublings of the integrals (:math:`E = e^{-Xt}`,
+    :math:`F = \int_0^t e^{-Xs}ds`, the two halves and the cross term of the ordered square)
+
+    .. math::
+        E(2t) = E^2,\quad F(2t) = F + EF,\quad J(2t) = J + EJE + FCFE,
+
+    with :math:`E - I` carried instead of :math:`E` (:math:`I + D` would round :math:`D` away when
+    :math:`t_0` is small). :math:`K` is chosen from :math:`\operatorname{tr}(X)t` (at most
+    ``max_doublings``, enough for :math:`\operatorname{tr}(X)t \le 2^{60}`)."""
+    m = theta.shape[0]
+    eye = jnp.eye(m, dtype=theta.dtype)
+    X = rate * theta
+    time = jnp.asarray(time, theta.dtype)
+    scale = jax.lax.stop_gradient(jnp.trace(X) * time)
+    K = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(scale, jnp.finfo(theta.dtype).tiny))) + 20, 0, max_doublings)
+    t0 = time / jnp.exp2(K)
+    Xt = X * t0
+    Xt2 = Xt @ Xt
+    D = -Xt + Xt2 / 2 - Xt2 @ Xt / 6
+    F = t0 * (eye - Xt / 2 + Xt2 / 6)
+    J = t0 * t0 * (C / 2 - Xt @ C / 6 - C @ Xt / 3 + Xt2 @ C / 24 + Xt @ C @ Xt / 8 + C @ Xt2 / 8)
+
+    def body(carry, i):
+        D, F, J = carry
+        E = eye + D
+        new = (2 * D + D @ D, F + E @ F, J + E @ J @ E + F @ C @ (F @ E))
+        return tuple(jnp.where(i < K, n, o) for n, o in zip(new, carry)), None
+
+    (_, F, J), _ = jax.lax.scan(body, (D, F, J), jnp.arange(max_doublings, dtype=theta.dtype))
+    return rate * F, rate * rate * J.T, jnp.zeros_like(theta)
+
+
 @functools.partial(jax.jit, static_argnames=("m", "steps", "samples", "chunk"))
-def _ntk_change(x, y, spec, lr, key, *, m, steps, samples, chunk):
-    """``x``: the ``m`` training inputs, then any test inputs (``N`` rows in all)."""
+def _ntk_change(x, y, spec, lr, time, key, *, m, steps, samples, chunk):
+    """``x``: the ``m`` training inputs, then any test inputs (``N`` rows in all); gradient descent
+    (``steps`` steps at rate ``lr``) or, with ``steps=None``, gradient flow to ``time``."""
     from .kernels import kernel
 
     N, d = x.shape
@@ -1071,11 +1114,17 @@ def _ntk_change(x, y, spec, lr, key, *, m, steps, samples, chunk):
     k = kernel(x, None, spec)
     theta, K = k.ntk, k.nngp
     G = b[0] ** 2 + W[0] ** 2 * (x @ x.T) / d  # the hidden preactivations' covariance
-    h = lr / m  # the loss is (1 / 2m) sum_alpha (f_alpha - y_alpha)^2
     train = (slice(0, m), slice(0, m))
+    C = K[train] + jnp.outer(y, y)
+    # the loss is (1 / 2m) sum_alpha (f_alpha - y_alpha)^2
+    if steps is None:
+        Ms = _flow_propagators(theta[train], C, 1.0 / m, time)
+    else:
+        h = lr / m
+        B1, B2, B3 = _propagators(theta[train], C, h, steps)
+        Ms = (h * B1, h * h * B2, 0.5 * h * h * B3)
     # the contractions run over the training inputs: zero rows and columns for the test inputs
-    B1, B2, B3 = (jnp.zeros((N, N), x.dtype).at[train].set(B)
-                  for B in _propagators(theta[train], K[train] + jnp.outer(y, y), h, steps))
+    M1, M2, M3 = (jnp.zeros((N, N), x.dtype).at[train].set(M) for M in Ms)
     jitter = 16 * jnp.finfo(x.dtype).eps * jnp.max(jnp.diagonal(G))
     L = jnp.linalg.cholesky(G + jitter * jnp.eye(N, dtype=x.dtype))
     xi = jax.random.normal(key, (samples, N), x.dtype)
@@ -1085,7 +1134,7 @@ def _ntk_change(x, y, spec, lr, key, *, m, steps, samples, chunk):
 
     def neuron(xi_s):
         z = L @ xi_s
-        f = functools.partial(_change_sample, act, G, B1, B2, B3, h, z=z)
+        f = functools.partial(_change_sample, act, G, M1, M2, M3, z=z)
         return (2 * f(jnp.zeros((), x.dtype)) + f(root3)) / 3
 
     # chunks of samples in a scan, accumulating the terms' sums and the total's mean and centred
@@ -1122,16 +1171,17 @@ def ntk_change(
     y: Float[ArrayLike, " m"],
     spec: FullyConnected,
     *,
-    learning_rate: float | Float[ArrayLike, ""],
-    steps: int,
+    learning_rate: float | Float[ArrayLike, ""] | None = None,
+    steps: int | None = None,
+    time: float | Float[ArrayLike, ""] | None = None,
     widths: int | tuple[int] | None = None,
     samples: int = 2**14,
     key=None,
     x_test: Float[ArrayLike, "t d"] | None = None,
 ) -> NTKChange:
     r"""The expected change of the empirical NTK :math:`\hat\Theta(x_i, x_j)` on the training
-    inputs after ``steps`` of full-batch gradient descent on the MSE, to leading order in the
-    width :math:`n`, for a network with one hidden layer in the NTK parameterization
+    inputs after ``steps`` of full-batch gradient descent on the MSE (or gradient flow to ``time``),
+    to leading order in the width :math:`n`, for a network with one hidden layer in the NTK parameterization
     (:math:`f(x) = \frac{\sigma_{w}}{\sqrt n}\sum_{k} a_k\phi(z_k(x)) + \sigma_b c`,
     :math:`z_k(x) = \frac{\sigma_{w,0}}{\sqrt d} w_k\cdot x + \sigma_{b,0} b_k`, every parameter
     :math:`\mathcal N(0, 1)`, as :func:`rmtjax.finite.init_ensemble` builds it).
@@ -1182,7 +1232,12 @@ def ntk_change(
     :math:`a`) and :math:`z \sim \mathcal N(0, G)` (by Monte Carlo over ``samples`` neurons: an
     integral over all :math:`m` inputs at once, contracted with the :math:`B`'s per sample in
     :math:`O(m^3)`). The three terms are returned separately (``terms``); under gradient flow
-    (:math:`h \to 0` at fixed :math:`hT`) the third vanishes. For a linear activation
+    (:math:`h \to 0` at fixed :math:`hT = t/m`, ``time=t``:
+    :math:`\dot\theta = -\nabla_\theta\frac{1}{2m}\sum_\alpha\varepsilon_\alpha^2`) the third vanishes and, with
+    :math:`X = \Theta/m`, :math:`hB_1 \to \frac1m\int_0^t e^{-Xs}ds` and
+    :math:`h^2B_2 \to \frac{1}{m^2}\big(\iint_{0\le s\le u\le t}e^{-Xs}Ce^{-Xu}\,ds\,du\big)^\top`,
+    computed by scaling and doubling (no eigenvectors: finite derivatives at repeated eigenvalues).
+    For a linear activation
     :math:`P = S = Q/2 = \sigma_w^4(2G_{ij}G_{\alpha\beta} + G_{i\alpha}G_{j\beta} + G_{i\beta}G_{j\alpha})`
     (tested). Deeper networks need the layer-to-layer recursions of the dNTK and ddNTKs (PDLT
     ch. 11 and ∞), which are not implemented: ``spec.depth`` must be 1.
@@ -1195,8 +1250,13 @@ def ntk_change(
             sigmoid, SiLU, softplus, ...; ReLU-like kinks would add delta terms and raise).
             Differentiable in ``W_std``, ``b_std`` and the activation's parameters.
         learning_rate: :math:`\eta > 0`, below the stability limit :math:`2m/\lambda_{\max}(\Theta)`
-            of the linearised dynamics (a ``ValueError`` states the limit).
-        steps: gradient-descent steps :math:`T \ge 0` (static).
+            of the linearised dynamics (a ``ValueError`` states the limit). With ``steps``.
+        steps: gradient-descent steps :math:`T \ge 0` (static). With ``learning_rate``.
+        time: instead of ``learning_rate`` and ``steps``: gradient flow
+            :math:`\dot\theta = -\nabla_\theta\frac{1}{2m}\sum_\alpha\varepsilon_\alpha^2` to time
+            :math:`t \ge 0` (finite; traced, so it can be vmapped and differentiated), the limit of
+            ``steps`` steps at ``learning_rate = time / steps`` as ``steps`` grows (the difference
+            falls like ``1 / steps``, tested).
         widths: the hidden width :math:`n` that divides ``change`` in ``expected_change()`` (an
             int, or a 1-tuple as ``spec.widths``; default ``spec.widths`` or 1). Where given, an
             expected change larger than :math:`\Theta` raises an :class:`ExpansionWarning` (eagerly).
@@ -1220,9 +1280,24 @@ def ntk_change(
         ...                learning_rate=0.5, steps=1, widths=100)
         >>> c.change.shape, bool(jnp.all(c.stderr < 0.1))
         ((2, 2), True)
+
+        Gradient flow to time 2 (the limit of 4000 steps at rate 0.0005), which has no
+        second-order step term:
+
+        >>> flow = ntk_change(jnp.eye(2), jnp.array([1.0, -1.0]), FullyConnected(1, b_std=0.0, activation=Identity()),
+        ...                   time=2.0, widths=100)
+        >>> float(jnp.max(jnp.abs(flow.terms[2])))
+        0.0
     """
     if not isinstance(spec, FullyConnected):
         raise ValueError(f"spec must be an rmtjax.kernels.FullyConnected, got {type(spec).__name__}")
+    flow = time is not None
+    if flow and (learning_rate is not None or steps is not None):
+        raise ValueError("time: give either time (gradient flow) or learning_rate and steps (gradient descent), "
+                         "not both")
+    if not flow and (learning_rate is None or steps is None):
+        raise ValueError("learning_rate and steps (gradient descent) are both required unless time (gradient flow) "
+                         "is given")
     if spec.parameterization != "ntk":
         raise ValueError("spec: ntk_change supports parameterization='ntk' only, got 'standard'")
     if spec.depth != 1:
@@ -1247,23 +1322,30 @@ def ntk_change(
     if y.shape != (m,):
         raise ValueError(f"y must have shape ({m},) or ({m}, 1), got {y.shape}")
     y = check_range(y, "y").astype(x.dtype)
-    lr = check_range(as_real(learning_rate, "learning_rate", ndim=0), "learning_rate", lo=0.0, lo_open=True)
-    steps = static_int(steps, "steps", lo=0, hi=10**6)
+    if flow:
+        t = check_range(as_real(time, "time", ndim=0), "time", lo=0.0).astype(x.dtype)
+        lr = jnp.ones((), x.dtype)
+    else:
+        lr = check_range(as_real(learning_rate, "learning_rate", ndim=0), "learning_rate", lo=0.0, lo_open=True)
+        steps = static_int(steps, "steps", lo=0, hi=10**6)
+        t = jnp.zeros((), x.dtype)
     samples = static_int(samples, "samples", lo=16, hi=2**24)
     if key is None:
         key = jax.random.key(0)
     key = prng_key(key)
     points = x if x_test is None else jnp.concatenate([x, x_test.astype(x.dtype)])
-    Th, change, se, terms, lam = _ntk_change(points, y, spec, lr.astype(x.dtype), key, m=m, steps=steps,
-                                             samples=samples, chunk=min(samples, 1024))
-    limit = 2 * m / lam
-    lam_c = concrete(lam)
-    if lam_c is not None and concrete(lr) is not None and float(concrete(lr)) >= 2 * m / float(lam_c):
-        raise ValueError(f"learning_rate must be below the stability limit 2 m / lambda_max(Theta) = "
-                         f"{2 * m / float(lam_c):.6g} of gradient descent on the linearised network, got "
-                         f"{float(concrete(lr)):.6g}")
-    change = error_if(change, lr >= limit, "learning_rate must be below the stability limit 2 m / lambda_max(Theta) "
-                                           "of gradient descent on the linearised network")
+    Th, change, se, terms, lam = _ntk_change(points, y, spec, lr.astype(x.dtype), t, key, m=m,
+                                             steps=None if flow else steps, samples=samples,
+                                             chunk=min(samples, 1024))
+    if not flow:
+        limit = 2 * m / lam
+        lam_c = concrete(lam)
+        if lam_c is not None and concrete(lr) is not None and float(concrete(lr)) >= 2 * m / float(lam_c):
+            raise ValueError(f"learning_rate must be below the stability limit 2 m / lambda_max(Theta) = "
+                             f"{2 * m / float(lam_c):.6g} of gradient descent on the linearised network, got "
+                             f"{float(concrete(lr)):.6g}")
+        change = error_if(change, lr >= limit, "learning_rate must be below the stability limit 2 m / "
+                                               "lambda_max(Theta) of gradient descent on the linearised network")
     bad = ~(jnp.all(jnp.isfinite(change)) & jnp.all(jnp.isfinite(se)) & jnp.all(jnp.isfinite(Th)))
     msg = (f"x: the NTK change came out non-finite (a variance overflows {x.dtype.name}); use smaller inputs, "
            "W_std or learning_rate, or float64")

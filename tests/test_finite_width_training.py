@@ -6,12 +6,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+import mpmath as mp
 import numpy as np
 import pytest
 from _gradcheck import check_gradients
 
 from rmtjax.activations import Erf, Identity, Relu, Tanh
-from rmtjax.finite_width import ExpansionWarning, _change_sample, _propagators, ntk_change
+from rmtjax.finite_width import ExpansionWarning, _change_sample, _flow_propagators, _propagators, ntk_change
 from rmtjax.kernels import FullyConnected, kernel
 
 X = np.array([[0.3, -1.1, 0.8, 0.5], [1.2, 0.4, -0.6, 0.9], [-0.7, 0.9, 1.1, -0.2]])
@@ -55,21 +56,39 @@ def test_per_neuron_terms_match_autodiff_of_the_definitions():
         P, Q, S = tensors(a, z)
         ref = jnp.stack([-h * jnp.einsum("ag,ijag->ij", B1, P), h * h * jnp.einsum("ab,ijab->ij", B2, Q),
                          0.5 * h * h * jnp.einsum("ab,ijab->ij", B3, S)])
-        got = _change_sample(act, G, B1, B2, B3, h, a, z)
+        got = _change_sample(act, G, h * B1, h * h * B2, 0.5 * h * h * B3, a, z)
         # measured: 3e-15 of entries up to 4
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * float(jnp.max(jnp.abs(ref))))
 
 
-def _linear_closed_form(x, y, W0, b0, W1, lr, steps):
-    """Identity activation: P = S = Q / 2 = W1^4 (2 G_ij G_ab + G_ia G_jb + G_ib G_ja)."""
+def _linear_closed_form(x, y, W0, b0, W1, lr, steps, time=None):
+    """Identity activation: P = S = Q / 2 = W1^4 (2 G_ij G_ab + G_ia G_jb + G_ib G_ja); gradient
+    descent, or gradient flow to ``time`` (its propagators from the eigenbasis closed form)."""
     m, d = x.shape
     spec = FullyConnected(1, W_std=(W0, W1), b_std=(b0, 0.0), activation=Identity())
     k = kernel(x, None, spec)
     G = b0**2 + W0**2 * x @ x.T / d
-    h = lr / m
-    B1, B2, B3 = _propagators(k.ntk, k.nngp + jnp.outer(y, y), h, steps)
-    M = -h * B1 + 2 * h * h * B2 + 0.5 * h * h * B3
+    if time is None:
+        h = lr / m
+        B1, B2, B3 = _propagators(k.ntk, k.nngp + jnp.outer(y, y), h, steps)
+        M = -h * B1 + 2 * h * h * B2 + 0.5 * h * h * B3
+    else:
+        M1, M2 = _eigen_flow(np.asarray(k.ntk), np.asarray(k.nngp + jnp.outer(y, y)), 1.0 / m, time)
+        M = jnp.asarray(-M1 + 2 * M2, x.dtype)
     return spec, W1**4 * (2 * G * jnp.sum(G * M) + G @ (M + M.T) @ G)
+
+
+def _eigen_flow(theta, C, r, t):
+    """The gradient-flow propagators in the eigenbasis of X = r Theta (distinct positive eigenvalues):
+    r int_0^t e^{-Xs} ds and r^2 (int int_{s <= u} e^{-Xs} C e^{-Xu})^T, integrated by hand and
+    evaluated with 40 digits (the differences of exponentials cancel at small t)."""
+    lam, V = np.linalg.eigh(r * theta)
+    mp.mp.dps = 40
+    e = lambda x: -mp.expm1(-x)  # noqa: E731  1 - e^{-x}
+    lam_mp, t = [mp.mpf(float(a)) for a in lam], mp.mpf(float(t))
+    F = np.array([float(e(a * t) / a) for a in lam_mp])
+    J = np.array([[float((e(b * t) / b - e((a + b) * t) / (a + b)) / a) for b in lam_mp] for a in lam_mp])
+    return r * (V * F) @ V.T, r * r * (V @ ((V.T @ C @ V) * J) @ V.T).T
 
 
 @pytest.mark.parametrize("steps", [1, 7])
@@ -91,6 +110,78 @@ def test_linear_network_closed_form_float32(float32_mode):
     assert c.change.dtype == jnp.float32
     z = np.abs(np.asarray(c.change - closed)) / np.asarray(c.stderr)
     assert np.max(z) < 4.5
+
+
+def test_linear_network_closed_form_gradient_flow():
+    x, y = jnp.asarray(X), jnp.asarray(Y)
+    spec, closed = _linear_closed_form(x, y, 1.2, 0.4, 0.9, None, None, time=2.5)
+    c = ntk_change(x, y, spec, time=2.5, samples=2**14)
+    assert float(jnp.max(jnp.abs(c.terms[2]))) == 0.0  # no second-order step term under gradient flow
+    z = np.abs(np.asarray(c.change - closed)) / np.asarray(c.stderr)
+    assert np.max(z) < 4.5, (np.asarray(c.change), np.asarray(closed), np.asarray(c.stderr))
+    assert float(jnp.max(c.stderr)) < 0.05 * float(jnp.max(jnp.abs(closed)))
+
+
+def test_linear_network_closed_form_gradient_flow_float32(float32_mode):
+    x, y = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
+    spec, closed = _linear_closed_form(x, y, 1.2, 0.4, 0.9, None, None, time=2.5)
+    c = ntk_change(x, y, spec, time=2.5, samples=2**14)
+    assert c.change.dtype == jnp.float32
+    z = np.abs(np.asarray(c.change - closed)) / np.asarray(c.stderr)
+    assert np.max(z) < 4.5
+
+
+@pytest.mark.parametrize("t", [0.0, 1e-9, 0.7, 40.0, 1e7])
+def test_flow_propagators_match_the_eigenbasis_closed_form(t):
+    """Scaling and doubling against the integrals done by hand in the eigenbasis, from t = 0 (zero)
+    through times where e^{-Xt} has long decayed."""
+    rng = np.random.default_rng(5)
+    m = 5
+    A = rng.normal(size=(m, m))
+    theta = A @ A.T / m + 0.2 * np.eye(m)
+    Bm = rng.normal(size=(m, m))
+    C = Bm @ Bm.T
+    M1, M2, M3 = _flow_propagators(jnp.asarray(theta), jnp.asarray(C), 1 / m, t)
+    if t == 0.0:
+        assert float(jnp.max(jnp.abs(M1))) == float(jnp.max(jnp.abs(M2))) == 0.0
+        return
+    R1, R2 = _eigen_flow(theta, C, 1 / m, t)
+    # measured: 5e-16 and 1e-15 relative to the largest entry (t = 0.7)
+    np.testing.assert_allclose(M1, R1, rtol=0, atol=1e-13 * np.max(np.abs(R1)))
+    np.testing.assert_allclose(M2, R2, rtol=0, atol=1e-13 * np.max(np.abs(R2)))
+    assert float(jnp.max(jnp.abs(M3))) == 0.0
+
+
+def test_flow_propagators_float32_and_repeated_eigenvalues(float32_mode):
+    """float32 within 1e-6 of the float64 closed form; at Theta = 2 I (every eigenvalue repeated)
+    the derivative in the time and in Theta is finite and equals the scalar closed form's."""
+    rng = np.random.default_rng(6)
+    A = rng.normal(size=(4, 4))
+    theta = A @ A.T / 4 + 0.2 * np.eye(4)
+    C = np.eye(4) + 0.3
+    M1, M2, _ = _flow_propagators(jnp.asarray(theta, jnp.float32), jnp.asarray(C, jnp.float32), 0.25,
+                                  jnp.float32(3.0))
+    R1, R2 = _eigen_flow(theta, C, 0.25, 3.0)
+    np.testing.assert_allclose(M1, R1, rtol=0, atol=1e-6 * np.max(np.abs(R1)))
+    np.testing.assert_allclose(M2, R2, rtol=0, atol=1e-6 * np.max(np.abs(R2)))
+    # Theta = lam I, C = I: M1 = r (1 - e^{-r lam t}) / (r lam); d/dlam by hand
+    f = lambda lam, t: jnp.sum(_flow_propagators(lam * jnp.eye(3), jnp.eye(3), 0.5, t)[0])  # noqa: E731
+    g_lam, g_t = jax.grad(f, argnums=(0, 1))(jnp.float32(2.0), jnp.float32(1.5))
+    x = 0.5 * 2.0 * 1.5
+    np.testing.assert_allclose(g_t, 3 * 0.5 * np.exp(-x), rtol=1e-5)
+    np.testing.assert_allclose(g_lam, 3 * (np.exp(-x) * 0.5 * 1.5 / 2.0 - (1 - np.exp(-x)) / 2.0**2), rtol=1e-5)
+
+
+def test_gradient_flow_is_the_small_step_limit():
+    """T steps at learning rate t / T approach the flow like 1 / T (the same Monte-Carlo draws, so
+    the differences are not noise): halving the step quarters... no, halves the difference."""
+    x, y = jnp.asarray(X), jnp.asarray(Y)
+    flow = ntk_change(x, y, TANH, time=2.0, samples=1024)
+    diff = [float(jnp.max(jnp.abs(ntk_change(x, y, TANH, learning_rate=2.0 / T, steps=T, samples=1024).change
+                                  - flow.change))) for T in (64, 256)]
+    # measured: 0.047 and 0.0116 of entries up to 0.70 (ratio 4.0)
+    assert 3.6 < diff[0] / diff[1] < 4.4, diff
+    assert diff[1] < 0.03 * float(jnp.max(jnp.abs(flow.change)))
 
 
 def _trained_ensemble_change(x, y, W, b, n, lr, steps, size, key, x_test):
@@ -160,7 +251,7 @@ def test_chunked_accumulation_equals_the_plain_mean_and_standard_error():
     z = jax.random.normal(key, (1500, 3)) @ L.T
 
     def neuron(z):
-        f = lambda a: _change_sample(Tanh(), G, B1, B2, B3, h, a, z)  # noqa: E731
+        f = lambda a: _change_sample(Tanh(), G, h * B1, h * h * B2, 0.5 * h * h * B3, a, z)  # noqa: E731
         return (2 * f(jnp.asarray(0.0)) + f(jnp.sqrt(jnp.asarray(3.0)))) / 3
 
     vals = 1.4**4 * jax.vmap(neuron)(z)
@@ -203,6 +294,30 @@ def test_gradients_jit_and_vmap():
     assert np.isfinite(float(g))
 
 
+def test_gradient_flow_gradients_vmap_and_repeated_eigenvalues():
+    """Gradient flow: differentiable in the time and the variances, vmapped over times as one
+    program, and finite derivatives where the NTK's eigenvalues are repeated (orthogonal inputs
+    without bias: Theta is a multiple of I)."""
+    x, y = jnp.asarray(X[:2]), jnp.asarray(Y[:2])
+
+    def change(W1, t):
+        spec = FullyConnected(1, W_std=jnp.stack([jnp.asarray(1.3), W1]), b_std=0.2, activation=Erf())
+        return ntk_change(x, y, spec, time=t, samples=256).change
+
+    check_gradients(change, (1.1, 0.8), atol=1e-8, rtol=1e-6)
+    times = jnp.array([0.5, 3.0])
+    batched = jax.jit(jax.vmap(lambda t: ntk_change(x, y, TANH, time=t, samples=256).change))(times)
+    eager = np.stack([ntk_change(x, y, TANH, time=float(t), samples=256).change for t in times])
+    np.testing.assert_allclose(batched, eager, rtol=1e-10, atol=1e-14)
+    assert float(jnp.max(jnp.abs(ntk_change(x, y, TANH, time=0.0, samples=256).change))) == 0.0
+    spec0 = FullyConnected(1, W_std=1.2, b_std=0.0, activation=Tanh())
+    eye = jnp.eye(2)
+    assert float(jnp.abs(kernel(eye, None, spec0).ntk[0, 1])) < 1e-15  # Theta = c I
+    g = jax.grad(lambda t, W: jnp.sum(ntk_change(eye, y, FullyConnected(1, W_std=W, b_std=0.0, activation=Tanh()),
+                                                  time=t, samples=256).change), argnums=(0, 1))(2.0, 1.2)
+    assert np.all(np.isfinite(np.asarray(g))), g
+
+
 def test_bad_input_is_a_clear_error():
     x, y = jnp.asarray(X), jnp.asarray(Y)
     lr = _stable_rate(TANH, X)
@@ -219,6 +334,16 @@ def test_bad_input_is_a_clear_error():
         jax.jit(lambda r: ntk_change(x, y, TANH, learning_rate=r, steps=2, samples=64).change)(2.01 * lr)
     with pytest.raises(ValueError, match="learning_rate must be finite and > 0"):
         ntk_change(x, y, TANH, learning_rate=0.0, steps=2)
+    with pytest.raises(ValueError, match="either time .* not both"):
+        ntk_change(x, y, TANH, learning_rate=lr, steps=2, time=1.0)
+    with pytest.raises(ValueError, match="learning_rate and steps .* are both required unless time"):
+        ntk_change(x, y, TANH, learning_rate=lr)
+    with pytest.raises(ValueError, match="time must be finite and >= 0"):
+        ntk_change(x, y, TANH, time=-1.0)
+    with pytest.raises(ValueError, match="time must be finite and >= 0"):
+        ntk_change(x, y, TANH, time=np.inf)
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="time must be finite"):
+        jax.jit(lambda t: ntk_change(x, y, TANH, time=t, samples=64).change)(jnp.nan)
     with pytest.raises(ValueError, match=r"y must have shape \(3,\) or \(3, 1\)"):
         ntk_change(x, y[:2], TANH, learning_rate=lr, steps=2)
     with pytest.raises(ValueError, match="y must be finite"):

@@ -93,6 +93,14 @@ ENTRIES = [
           static=("steps",), names=("spec",), check=_check_ntk_change, max_examples=8,
           valid=lambda: {"x": np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.4]]), "y": np.array([0.5, -0.5]),
                          "W_std": 1.3, "b_std": 0.2, "activation": A.Erf(), "learning_rate": 0.3, "steps": 2}),
+    Entry("finite_width.ntk_change",  # gradient flow
+          lambda x, y, W_std, b_std, activation, time: ntk_change(
+              x, y, FullyConnected(1, W_std, b_std, activation), time=time, samples=64),
+          {"x": array((2, 3)), "y": array((2,)), "W_std": number(0.0, 3.0), "b_std": number(0.0, 1.0),
+           "activation": st.sampled_from([A.Tanh(), A.Erf()]), "time": number(0.0, 1e4)},
+          names=("spec",), check=_check_ntk_change, max_examples=8,
+          valid=lambda: {"x": np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.4]]), "y": np.array([0.5, -0.5]),
+                         "W_std": 1.3, "b_std": 0.2, "activation": A.Erf(), "time": 2.0}),
 ]
 EXEMPT = {"finite_width.NNGPCorrections": "a NamedTuple of results (its methods are arithmetic on its fields)",
           "finite_width.NTKFluctuations": "a NamedTuple of results (its methods are arithmetic on its fields)",
