@@ -174,7 +174,7 @@ def test_flow_propagators_float32_and_repeated_eigenvalues(float32_mode):
 
 def test_gradient_flow_is_the_small_step_limit():
     """T steps at learning rate t / T approach the flow like 1 / T (the same Monte-Carlo draws, so
-    the differences are not noise): halving the step quarters... no, halves the difference."""
+    the differences are not noise): a step four times smaller, a difference four times smaller."""
     x, y = jnp.asarray(X), jnp.asarray(Y)
     flow = ntk_change(x, y, TANH, time=2.0, samples=1024)
     diff = [float(jnp.max(jnp.abs(ntk_change(x, y, TANH, learning_rate=2.0 / T, steps=T, samples=1024).change
