@@ -129,7 +129,11 @@ def sqrt_prod(q1, q2):
     prod = q1 * q2
     tiny = jnp.finfo(jnp.result_type(prod)).tiny
     normal = jnp.isfinite(prod) & ((prod >= tiny) | (q1 == 0) | (q2 == 0))
-    return jnp.where(normal, safe_sqrt(prod), _sqrt_prod_scaled(q1, q2))
+    q1, q2 = jnp.broadcast_arrays(q1, q2)
+    # the rescaled branch only where some product left the normal range (it costs several times
+    # the rest of a ReLU layer when evaluated for every entry); under vmap both branches run
+    return jax.lax.cond(jnp.all(normal), lambda: safe_sqrt(prod),
+                        lambda: jnp.where(normal, safe_sqrt(prod), _sqrt_prod_scaled(q1, q2)))
 
 
 def _half_exponent(q):

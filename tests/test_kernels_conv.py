@@ -210,9 +210,11 @@ def test_tiled_equals_one_tile():
     finally:
         _core._IMAGE_TILE_BUDGET = budget
     del old
-    np.testing.assert_allclose(many.ntk, one.ntk, rtol=1e-13)
+    # rounding differs between tile shapes (the compiler fuses each differently): entries agree to
+    # 1e-13 of the largest (measured 1.7e-17 of it on an entry 1e-4 times the largest)
+    np.testing.assert_allclose(many.ntk, one.ntk, rtol=1e-13, atol=1e-13 * float(jnp.max(jnp.abs(one.ntk))))
     np.testing.assert_array_equal(many.ntk, many.ntk.T)
-    np.testing.assert_allclose(rect.nngp, one.nngp[:5], rtol=1e-13)
+    np.testing.assert_allclose(rect.nngp, one.nngp[:5], rtol=1e-13, atol=1e-13 * float(jnp.max(jnp.abs(one.nngp))))
 
 
 def test_plan_keeps_full_only_where_pooling_needs_it():
