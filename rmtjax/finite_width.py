@@ -1063,8 +1063,8 @@ def _propagators(theta, C, h, steps: int):
 
 def _flow_propagators(theta, C, rate, time, max_doublings: int = 80):
     r"""The gradient-flow propagators :math:`(M_1, M_2, 0)`, :math:`M_1 = r\int_0^t e^{-Xs}ds`,
-    :math:`M_2 = r^2 J^	op`, :math:`J = \iint_{0\le s\le u\le t} e^{-Xs}Ce^{-Xu}\,ds\,du`,
-    :math:`X = r\Theta`: the :math:`h 	o 0` limits of :math:`hB_1` and :math:`h^2B_2` at
+    :math:`M_2 = r^2 J^\top`, :math:`J = \iint_{0\le s\le u\le t} e^{-Xs}Ce^{-Xu}\,ds\,du`,
+    :math:`X = r\Theta`: the :math:`h \to 0` limits of :math:`hB_1` and :math:`h^2B_2` at
     :math:`hT = rt`.
 
     By scaling and doubling, without eigenvectors (whose derivatives are infinite where
