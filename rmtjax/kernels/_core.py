@@ -758,19 +758,22 @@ def _kernel_jit(x1, x2, net, *, all_depths, method, tile, out_dtype, devices, fu
         tiles = tiles_of(idx, *args)
 
     def assemble(r):
+        # each tile written into the output in place (dynamic_update_slice on a loop carry): a
+        # scatter into (nb1, nb2, t1, t2) blocks and a transpose took 2.4x as long (measured at
+        # n = 4000, float32: 79 vs 33 ms per output), with the same bits
         lead = r.shape[1:-2]
-        blocks = jnp.zeros((nb1, nb2) + lead + (t1, t2), r.dtype)
-        ii, jj = idx[:, 0], idx[:, 1]
-        if symmetric:  # a diagonal tile is computed whole: mirror its upper triangle (exact symmetry)
-            upper = jnp.triu(jnp.ones((t1, t2), bool)).reshape((1,) * (r.ndim - 2) + (t1, t2))
-            on_diag = (ii == jj).reshape((-1,) + (1,) * (r.ndim - 1))
-            r = jnp.where(on_diag & ~upper, jnp.swapaxes(r, -1, -2), r)
-        blocks = blocks.at[ii, jj].set(r)
-        if symmetric:
-            blocks = blocks.at[jj, ii].set(jnp.swapaxes(r, -1, -2))
-        nd = len(lead)
-        perm = tuple(range(2, 2 + nd)) + (0, 2 + nd, 1, 3 + nd)
-        full = jnp.transpose(blocks, perm).reshape(lead + (nb1 * t1, nb2 * t2))
+        zeros = (jnp.int32(0),) * len(lead)  # the tile indices are int32
+        upper = jnp.triu(jnp.ones((t1, t2), bool))
+
+        def put(p, out):
+            i, j = idx[p, 0], idx[p, 1]
+            tile = r[p]
+            if symmetric:  # a diagonal tile is computed whole: mirror its upper triangle (exact symmetry)
+                tile = jnp.where((i == j) & ~upper, jnp.swapaxes(tile, -1, -2), tile)
+                out = jax.lax.dynamic_update_slice(out, jnp.swapaxes(tile, -1, -2), zeros + (j * t2, i * t1))
+            return jax.lax.dynamic_update_slice(out, tile, zeros + (i * t1, j * t2))
+
+        full = jax.lax.fori_loop(0, r.shape[0], put, jnp.zeros(lead + (nb1 * t1, nb2 * t2), r.dtype))
         return full[..., :n1, :n2]
 
     return Kernel(assemble(tiles[0]).astype(out_dtype), assemble(tiles[1]).astype(out_dtype))
