@@ -1256,7 +1256,8 @@ def ntk_change(
             :math:`\dot\theta = -\nabla_\theta\frac{1}{2m}\sum_\alpha\varepsilon_\alpha^2` to time
             :math:`t \ge 0` (finite; traced, so it can be vmapped and differentiated), the limit of
             ``steps`` steps at ``learning_rate = time / steps`` as ``steps`` grows (the difference
-            falls like ``1 / steps``, tested).
+            falls like ``1 / steps``, tested). At most :math:`2^{60}/\lambda_{\max}(\Theta)` (a
+            ``ValueError`` states it; the integrals' doublings would lose accuracy beyond).
         widths: the hidden width :math:`n` that divides ``change`` in ``expected_change()`` (an
             int, or a 1-tuple as ``spec.widths``; default ``spec.widths`` or 1). Where given, an
             expected change larger than :math:`\Theta` raises an :class:`ExpansionWarning` (eagerly).
@@ -1337,15 +1338,19 @@ def ntk_change(
     Th, change, se, terms, lam = _ntk_change(points, y, spec, lr.astype(x.dtype), t, key, m=m,
                                              steps=None if flow else steps, samples=samples,
                                              chunk=min(samples, 1024))
-    if not flow:
-        limit = 2 * m / lam
-        lam_c = concrete(lam)
-        if lam_c is not None and concrete(lr) is not None and float(concrete(lr)) >= 2 * m / float(lam_c):
-            raise ValueError(f"learning_rate must be below the stability limit 2 m / lambda_max(Theta) = "
-                             f"{2 * m / float(lam_c):.6g} of gradient descent on the linearised network, got "
-                             f"{float(concrete(lr)):.6g}")
-        change = error_if(change, lr >= limit, "learning_rate must be below the stability limit 2 m / "
-                                               "lambda_max(Theta) of gradient descent on the linearised network")
+    if flow:  # tr(Theta) t / m <= lambda_max t keeps the doublings of _flow_propagators within their 80
+        name, value, limit, what = ("time", t, 2.0**60 / lam, "at most 2^60 / lambda_max(Theta) (the flow's "
+                                    "integrals are doubled at most 80 times; e^(-Theta t / m) has long vanished "
+                                    "on every nonzero eigenvalue by then)")
+        over = value > limit
+    else:
+        name, value, limit, what = ("learning_rate", lr, 2 * m / lam, "below the stability limit 2 m / "
+                                    "lambda_max(Theta) of gradient descent on the linearised network")
+        over = value >= limit
+    v_c, l_c = concrete(value), concrete(limit)
+    if v_c is not None and l_c is not None and bool(concrete(over)):
+        raise ValueError(f"{name} must be {what} = {float(l_c):.6g}, got {float(v_c):.6g}")
+    change = error_if(change, over, f"{name} must be {what}")
     bad = ~(jnp.all(jnp.isfinite(change)) & jnp.all(jnp.isfinite(se)) & jnp.all(jnp.isfinite(Th)))
     msg = (f"x: the NTK change came out non-finite (a variance overflows {x.dtype.name}); use smaller inputs, "
            "W_std or learning_rate, or float64")

@@ -344,6 +344,13 @@ def test_bad_input_is_a_clear_error():
         ntk_change(x, y, TANH, time=np.inf)
     with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match="time must be finite"):
         jax.jit(lambda t: ntk_change(x, y, TANH, time=t, samples=64).change)(jnp.nan)
+    # measured before the limit: at t = 1e24 (lambda_max t ~ 2^80) the ordered integral was 2.7e-5 off
+    # the 40-digit closed form, at 1e26 inf
+    with pytest.raises(ValueError, match=r"time must be at most 2\^60 / lambda_max"):
+        ntk_change(x, y, TANH, time=1e24)
+    with pytest.raises((ValueError, jax.errors.JaxRuntimeError), match=r"time must be at most 2\^60"):
+        jax.jit(lambda t: ntk_change(x, y, TANH, time=t, samples=64).change)(1e24)
+    ntk_change(x, y, TANH, time=1e15, samples=64)  # well inside the limit (about 1e17 here)
     with pytest.raises(ValueError, match=r"y must have shape \(3,\) or \(3, 1\)"):
         ntk_change(x, y[:2], TANH, learning_rate=lr, steps=2)
     with pytest.raises(ValueError, match="y must be finite"):
