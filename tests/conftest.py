@@ -16,8 +16,17 @@ import os
 # modules (saad-solla, neural-collapse, fan-wang, dynamical-isometry) with pytest -n 2: 350 -> 300 s
 # of test time; the quick fan-wang run alone 28.5 -> 24.6 s (backend compile 13.9 -> 10.2 s, run
 # time unchanged; -O0: 39 s, of which 29 s running unvectorized code).
+#
+# One LLVM module per program (--xla_cpu_parallel_codegen_split_count=1; XLA splits it into parts
+# compiled on parallel threads otherwise, which on two busy cores only adds work): measured
+# 2026-12-07 on the quiet 2-core machine, test_finite.py and test_hermite.py in one process 77-83 ->
+# 60-66 s (backend compile 35-38 -> 26-29 s), the full suite 1,461 -> 1,292 s (pytest -n 2). It
+# changes the machine code's instruction order, not what it computes: two tests whose tolerances
+# were a lucky measurement of rounding failed with it and were fixed (a float32 eigenvalue compared
+# relative to itself instead of to the Jacobian's norm; a solver residual of 1e-18 compared relatively
+# in the fuzz suite's eager-vs-jit check).
 _FLAGS = ("--xla_force_host_platform_device_count=2", "--xla_cpu_use_fusion_emitters=false",
-          "--xla_backend_optimization_level=1")
+          "--xla_backend_optimization_level=1", "--xla_cpu_parallel_codegen_split_count=1")
 os.environ.setdefault("XLA_FLAGS", " ".join(_FLAGS))
 
 import jax  # noqa: E402
@@ -144,6 +153,43 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_runtest_logreport(report):
     _RECORDED[report.nodeid] = _RECORDED.get(report.nodeid, 0.0) + report.duration
+
+
+# RMTJAX_TEST_PROFILE=DIR: where each test's time goes. Every worker appends one JSON line per test
+# to DIR/<worker>.jsonl: its wall seconds (setup, call and teardown) and JAX's compile events summed
+# over them ([seconds, count] of tracing, lowering to MLIR and XLA's backend compile). Measured with
+# it 2026-12-07, full suite on the quiet 2-core machine: 2,883 test-seconds, of which tracing 509 s,
+# lowering 380 s and backend compile 1,316 s (21,275 programs). Keeping compiled programs from one
+# test module to the next (released only every 3,000 programs, not after every module) saved 4.5% of
+# the compiles and 2% of the time over the first 543 tests, within the run-to-run noise: the modules
+# share few programs. Off by default.
+_PROFILE_DIR = os.environ.get("RMTJAX_TEST_PROFILE")
+_PROFILE: dict[str, list[float]] = {}
+if _PROFILE_DIR:
+    import time
+
+    import jax.monitoring  # noqa: E402
+
+    def _on_duration(event, seconds, **_):
+        if event.startswith("/jax/core/compile/"):
+            entry = _PROFILE.setdefault(event.rsplit("/", 1)[1], [0.0, 0])
+            entry[0] += seconds
+            entry[1] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        _PROFILE.clear()
+        start = time.perf_counter()
+        try:
+            return (yield)
+        finally:
+            row = {"test": item.nodeid, "seconds": round(time.perf_counter() - start, 3),
+                   **{k: [round(v[0], 3), v[1]] for k, v in _PROFILE.items()}}
+            os.makedirs(_PROFILE_DIR, exist_ok=True)
+            with open(os.path.join(_PROFILE_DIR, f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl"), "a") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -487,13 +487,17 @@ def test_float32_solvers_match_float64(float64_values, float32_mode):
     """With x64 off the ODE (Tsit5 at rtol 1.5e-5 / atol 1.9e-6), the Newton fixed point and the
     ReLU integrals on a singular covariance run in float32 and agree with float64. Measured
     (this machine): eps_g(t) to 2.6e-6 absolute (the step control's atol is 1.9e-6 in float32),
-    plateau height and growth rate to 2.4e-6 relative, ReLU integrals to 7e-8 absolute;
-    tolerances about 10x."""
+    plateau height to 2.4e-6 relative, ReLU integrals to 7e-8 absolute; tolerances about 10x. The
+    growth rate (0.00653) is the largest real part of the eigenvalues of a Jacobian of norm 0.20, so
+    float32 rounding of the Jacobian's entries moves it by some eps * 0.2 absolute, not relative to
+    its own small size: measured 1.6e-8 with the tests' XLA flags and 4.6e-7 (19 eps * 0.2) with
+    --xla_cpu_parallel_codegen_split_count=1; tolerance 2e-6 (84 eps * 0.2)."""
     out, ok = _float32_quantities()
     assert bool(ok)
     assert all(v.dtype == jnp.float32 for v in out.values())
     np.testing.assert_allclose(np.asarray(out["ode"], np.float64), float64_values["ode"], rtol=0, atol=3e-5)
-    np.testing.assert_allclose(np.asarray(out["fp"], np.float64), float64_values["fp"], rtol=3e-5)
+    np.testing.assert_allclose(float(out["fp"][0]), float64_values["fp"][0], rtol=3e-5)  # eps_g
+    np.testing.assert_allclose(float(out["fp"][1]), float64_values["fp"][1], rtol=0, atol=2e-6)  # growth rate
     np.testing.assert_allclose(np.asarray(out["relu"], np.float64), float64_values["relu"], atol=1e-6)
 
 

@@ -244,20 +244,31 @@ def _to_traced(v):
 
 
 def _close(entry: Entry, a, b):
+    """Eager and jit outputs agree: each floating leaf to ``entry.rtol`` of its largest entry, or to
+    the rounding level of the whole output (16 eps of its largest entry over all leaves). The floor is
+    for leaves that are rounding noise themselves: a solver's residual at a converged root (about
+    1e-18 in float64) depends on how XLA orders the operations, and measured 2.2e-18 eagerly against
+    4.0e-18 under jit for ``hermite.extinction_probability`` (value 0.0339 in both) once XLA's code
+    generation changed (``--xla_cpu_parallel_codegen_split_count=1``)."""
     la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     assert len(la) == len(lb), f"{entry.name}: eager and jit outputs differ in structure"
-    for x, y in zip(la, lb):
-        if not hasattr(x, "dtype"):
-            continue
-        x, y = np.asarray(x), np.asarray(y)
-        if not (np.issubdtype(x.dtype, np.inexact)):
-            continue
+    pairs = [(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)
+             if hasattr(x, "dtype") and np.issubdtype(np.asarray(x).dtype, np.inexact)]
+    floor = 0.0
+    for x, y in pairs:
+        fin = np.isfinite(x) & np.isfinite(y)
+        if fin.any():
+            big = max(np.max(np.abs(x[fin])), np.max(np.abs(y[fin])))
+            floor = max(floor, 16 * float(np.finfo(x.dtype).eps) * big)
+    for x, y in pairs:
         fin = np.isfinite(x) & np.isfinite(y)
         assert np.array_equal(np.isfinite(x), np.isfinite(y)), f"{entry.name}: eager and jit disagree on which outputs are finite"
         if fin.any():
             scale = max(np.max(np.abs(x[fin])), np.max(np.abs(y[fin])), 1e-300)
-            err = np.max(np.abs(x[fin] - y[fin])) / scale
-            assert err <= entry.rtol, f"{entry.name}: eager and jit differ by {err:.2e} (relative to the largest output)"
+            diff = np.max(np.abs(x[fin] - y[fin]))
+            err = diff / scale
+            assert err <= entry.rtol or diff <= floor, (
+                f"{entry.name}: eager and jit differ by {err:.2e} (relative to the largest output)")
 
 
 def _outcome(entry: Entry, call, where: str):
