@@ -20,7 +20,10 @@ import os
 # One LLVM module per program (--xla_cpu_parallel_codegen_split_count=1; XLA splits it into parts
 # compiled on parallel threads otherwise, which on two busy cores only adds work): measured
 # 2026-12-07 on the quiet 2-core machine, test_finite.py and test_hermite.py in one process 77-83 ->
-# 60-66 s (backend compile 35-38 -> 26-29 s), the full suite 1,461 -> 1,292 s (pytest -n 2). It
+# 60-66 s (backend compile 35-38 -> 26-29 s); with pytest -n 2, alternating runs of test_activations,
+# test_rmt_free and test_meanfield 97.6, 98.8 -> 93.9, 88.9 s (4-10%). On the whole suite the gain
+# is within the run-to-run variation: a local run 1,461 -> 1,292 s, but `.ci/run` on a fresh clone
+# 1,327 s against 1,297 and 1,322 s in earlier sessions without the flag. It
 # changes the machine code's instruction order, not what it computes: two tests whose tolerances
 # were a lucky measurement of rounding failed with it and were fixed (a float32 eigenvalue compared
 # relative to itself instead of to the Jacobian's norm; a solver residual of 1e-18 compared relatively
