@@ -490,8 +490,8 @@ def test_float32_solvers_match_float64(float64_values, float32_mode):
     plateau height to 2.4e-6 relative, ReLU integrals to 7e-8 absolute; tolerances about 10x. The
     growth rate (0.00653) is the largest real part of the eigenvalues of a Jacobian of norm 0.20, so
     float32 rounding of the Jacobian's entries moves it by some eps * 0.2 absolute, not relative to
-    its own small size: measured 1.6e-8 with the tests' XLA flags and 4.6e-7 (19 eps * 0.2) with
-    --xla_cpu_parallel_codegen_split_count=1; tolerance 2e-6 (84 eps * 0.2)."""
+    its own small size: measured 1.6e-8 with the tests' earlier XLA flags and 4.6e-7 (19 eps * 0.2)
+    once --xla_cpu_parallel_codegen_split_count=1 was added to them; tolerance 2e-6 (84 eps * 0.2)."""
     out, ok = _float32_quantities()
     assert bool(ok)
     assert all(v.dtype == jnp.float32 for v in out.values())
