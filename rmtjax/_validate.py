@@ -116,8 +116,10 @@ def _raiser(msg: str):
     return raise_
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _checked(x, pred, msg):
+@functools.partial(jax.jit, static_argnums=2)
+def _cond_check(x, pred, msg):
+    # jitted: bound outside jit (under an eager grad or custom-derivative trace), a lax.cond whose
+    # branches are new closures is compiled anew on every call; jitted, once per shape and message
     def fail(x):
         leaves, tree = jax.tree_util.tree_flatten(x)
         structs = [jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf)) for leaf in leaves]
@@ -125,6 +127,11 @@ def _checked(x, pred, msg):
         return jax.tree_util.tree_unflatten(tree, out)
 
     return jax.lax.cond(_any(pred), fail, lambda x: x, x)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _checked(x, pred, msg):
+    return _cond_check(x, pred, msg)
 
 
 @_checked.defjvp

@@ -74,6 +74,15 @@ hypothesis.settings.load_profile("deterministic")
 
 import gc  # noqa: E402
 
+# Python's cyclic garbage collector less often: its default thresholds (700, 10, 10) start a pass every
+# 700 net allocations, and JAX's tracing and lowering allocate millions of small objects, so that
+# the passes took 5-7% of the suite's time (perf, 2026-12-07: gc_collect_main 5.3% of the samples of
+# test_hermite.py). Measured 2026-12-07 on the 2-core machine, test_hermite.py and test_finite_width.py
+# in one process: 7,714 passes and 13.7 s of collecting, 184.5 s in all, at the defaults; 181 passes
+# and 3.5 s, 171.1 s in all, at (20000, 20, 20), at the same peak memory (1.56 GB for test_hermite.py).
+# Cycles still go: young ones at every 20,000 allocations, all of them after each module (below).
+gc.set_threshold(20_000, 20, 20)
+
 import pytest  # noqa: E402
 
 
@@ -159,8 +168,11 @@ def pytest_runtest_logreport(report):
 
 
 # RMTJAX_TEST_PROFILE=DIR: where each test's time goes. Every worker appends one JSON line per test
-# to DIR/<worker>.jsonl: its wall seconds (setup, call and teardown) and JAX's compile events summed
-# over them ([seconds, count] of tracing, lowering to MLIR and XLA's backend compile). Measured with
+# to DIR/<worker>.jsonl: its wall seconds (setup, call and teardown), JAX's compile events summed
+# over them ([seconds, count] of tracing, lowering to MLIR and XLA's backend compile) and the number
+# of programs compiled per function name (a name compiled again and again within one test is
+# usually a cache miss: a lax.cond bound outside jit with closures for branches recompiles on every
+# call). Measured with
 # it 2026-12-07, full suite on the quiet 2-core machine: 2,883 test-seconds, of which tracing 509 s,
 # lowering 380 s and backend compile 1,316 s (21,275 programs). Keeping compiled programs from one
 # test module to the next (released only every 3,000 programs, not after every module) saved 4.5% of
@@ -173,23 +185,29 @@ if _PROFILE_DIR:
 
     import jax.monitoring  # noqa: E402
 
-    def _on_duration(event, seconds, **_):
+    _PROGRAMS: dict[str, int] = {}
+
+    def _on_duration(event, seconds, fun_name=None, **_):
         if event.startswith("/jax/core/compile/"):
             entry = _PROFILE.setdefault(event.rsplit("/", 1)[1], [0.0, 0])
             entry[0] += seconds
             entry[1] += 1
+            if event.endswith("backend_compile_duration"):
+                _PROGRAMS[str(fun_name)] = _PROGRAMS.get(str(fun_name), 0) + 1
 
     jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(item, nextitem):
         _PROFILE.clear()
+        _PROGRAMS.clear()
         start = time.perf_counter()
         try:
             return (yield)
         finally:
             row = {"test": item.nodeid, "seconds": round(time.perf_counter() - start, 3),
-                   **{k: [round(v[0], 3), v[1]] for k, v in _PROFILE.items()}}
+                   **{k: [round(v[0], 3), v[1]] for k, v in _PROFILE.items()},
+                   "programs": dict(sorted(_PROGRAMS.items(), key=lambda kv: -kv[1]))}
             os.makedirs(_PROFILE_DIR, exist_ok=True)
             with open(os.path.join(_PROFILE_DIR, f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl"), "a") as f:
                 f.write(json.dumps(row) + "\n")
