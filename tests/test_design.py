@@ -406,3 +406,26 @@ def test_design_in_float32_and_a_designed_activation_in_a_finite_network():
     net = MLP(spec, 3, width=8, dtype=jnp.float32, rngs=nnx.Rngs(0))
     y = net(jnp.ones((4, 3), jnp.float32))
     assert y.shape == (4, 1) and bool(jnp.all(jnp.isfinite(y)))
+
+
+def test_repeated_eager_shaping_compiles_nothing():
+    """A second eager call with the same structure compiles no program: TAT on a residual network
+    and TAT for Leaky ReLU each compiled a loop over the network's layers on every call (its body a
+    new closure each time) until those eager pieces were jitted."""
+    compiles = []
+
+    def listen(event, seconds, **_):
+        if event.endswith("backend_compile_duration"):
+            compiles.append(event)
+
+    calls = [lambda: tat(Softplus(), Residual(4, 2, 0.9)), lambda: tat_leaky_relu(Chain(5), c0=0.5),
+             lambda: dks(Tanh(), Residual(3, 2, 0.8))]
+    for call in calls:
+        call()
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        for call in calls:
+            call()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert len(compiles) == 0, f"{len(compiles)} programs compiled by repeated calls"

@@ -200,8 +200,14 @@ class AbstractNetwork(eqx.Module):
     def local_curvature(self, curvature: Array) -> Array:
         r"""The local :math:`\mathcal C''(1) = k` with :math:`M_{f, y\mapsto y+k}(0) = \tau`; the
         function is linear in :math:`k` (compositions add curvature, residual blocks weight it)."""
-        unit = self.subnet_max(jnp.zeros_like(curvature), lambda y: y + 1)
-        return curvature / unit
+        return curvature / _unit_curvature(self, jnp.zeros_like(curvature))
+
+
+@eqx.filter_jit
+def _unit_curvature(net, zero):
+    # jitted (once per network structure): called eagerly, the fori_loop over a residual network's
+    # blocks, with a new closure for its body, was compiled anew on every call
+    return net.subnet_max(zero, lambda y: y + 1)
 
 
 def _slope_residual(s, args):
@@ -560,6 +566,11 @@ def _leaky_residual(a, args):
     return net.subnet_max(jnp.zeros_like(a), lambda c: _leaky_c_map(c, a)) - eta
 
 
+# for the eager call in tat_leaky_relu: compiled once per network structure, not on every call (the
+# fori_loop over a chain's layers has a new closure for its body each time)
+_leaky_residual_jit = eqx.filter_jit(_leaky_residual)
+
+
 def tat_leaky_relu(network: AbstractNetwork, *, c0: ArrayLike = 0.9, throw: bool = True) -> Shaping:
     r"""TAT for Leaky ReLU (Zhang et al. 2022, Sec. 4): the negative slope :math:`a` with the
     network's maximal :math:`\mathcal C_f(0) = \eta` = ``c0`` and output scale
@@ -578,7 +589,7 @@ def tat_leaky_relu(network: AbstractNetwork, *, c0: ArrayLike = 0.9, throw: bool
     dt = _dtype(c0)
     eta = real(c0, "c0", ndim=0, lo=0.0, hi=1.0, lo_open=True, hi_open=True).astype(dt)
     zero, one = jnp.zeros((), dt), jnp.ones((), dt)
-    relu_c0 = _leaky_residual(zero, (network, zero))
+    relu_c0 = _leaky_residual_jit(zero, (network, zero))
     reach = concrete(relu_c0 >= eta)
     if reach is not None and not bool(reach) and throw:
         raise ValueError(f"c0 = {float(eta):.6g} is out of reach for this network: Leaky ReLU's C_f(0) is at most "
