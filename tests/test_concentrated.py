@@ -324,3 +324,55 @@ def test_frechet_bad_input():
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(2))
     with pytest.raises(ValueError, match="same size"):
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(3))
+
+
+# ---------------------------------------------------------------- compilation of eager calls
+
+
+class _Programs:
+    """Counts the programs lowered to XLA inside a ``with`` block (also when the compiled program then
+    comes from an on-disk cache) and, among them, the one-operation programs JAX compiles for a
+    ``jnp``/``lax`` operation executed outside any jitted function."""
+
+    _ONE_OP = frozenset(dir(jnp)) | frozenset(dir(jax.lax)) | {
+        "stage", "_where", "_einsum", "_broadcast_arrays", "_normal", "_uniform", "_squeeze", "_mean", "unstack"}
+
+    def __enter__(self):
+        self.names = []
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def _listen(self, event, duration, fun_name=None, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            self.names.append(fun_name or "")
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+    @property
+    def one_op(self):
+        base = [n[4:-1] if n.startswith("jit(") else n for n in self.names]
+        return [n for n in base if n in self._ONE_OP or n.startswith(("_reduce", "_threefry"))]
+
+
+def test_eager_calls_compile_few_programs():
+    """The numerical work of the public functions runs in functions jitted once at module level: a
+    first eager call with new shapes compiles few one-operation programs (measured 2026-12-07 on this
+    sequence: 82 before, 6 after, the transfers and conversions of the validation), and a second
+    call with the same shapes and new values compiles nothing (that part passed before too)."""
+    rng = np.random.default_rng(0)
+
+    def run(seed):
+        g = random_generator(jax.random.key(seed), (5, 7, 11), activation=LeakyRelu(0.3), sigma_star=1.3)
+        lm = rng.normal(size=(3, 5))
+        concentrated_mixture(jax.random.key(seed + 1), g, lm, n=13)
+        concentrated_moments(jax.random.key(seed + 2), g, lm, n_samples=24, batch_size=8)
+        concentrated_moments(jax.random.key(seed + 3), [g, g], n_samples=24, batch_size=8)
+        return g(rng.normal(size=(6, 5))), g.lipschitz_bound(), g.layer_norms()
+
+    with _Programs() as first:
+        run(0)
+    assert len(first.one_op) <= 12, f"{len(first.one_op)} one-operation programs: {first.one_op}"
+    with _Programs() as second:
+        run(10)
+    assert not second.names, f"{len(second.names)} programs compiled by a repeated call: {second.names}"

@@ -429,3 +429,42 @@ def test_repeated_eager_shaping_compiles_nothing():
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     assert len(compiles) == 0, f"{len(compiles)} programs compiled by repeated calls"
+
+
+def test_repeated_eager_objectives_and_design_compile_nothing():
+    """A second eager call of local_maps, each objective, transformed_family and design with the same
+    structure compiles no program. design failed before its default optimizer was built once: a fresh
+    optax.lbfgs() on every call (its functions static arguments of the compiled loop) recompiled the
+    whole loop on every call."""
+    compiles = []
+
+    def listen(event, seconds, **_):
+        if event.endswith("backend_compile_duration"):
+            compiles.append(event)
+
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    y = x[:, 0]
+    calls = [
+        lambda: local_maps(Transformed(Elu(), 1.2, 0.3, 0.8, -0.5)),
+        lambda: KernelShaping(Chain(4), q_slope=1.0, slope=1.5, curvature=0.3)(Tanh()),
+        lambda: Criticality(1.5, 0.1, q_star=1.0)(Erf()),
+        lambda: JacobianMoments(1.2, 0.1, depth=3)(Tanh()),
+        lambda: JacobianEdge(1.2, 0.1, depth=2)(Tanh()),
+        lambda: (Branching(mu=1.2, extinction=0.1) + 2.0 * KernelDistance(np.zeros(5), depth=2,
+                                                                          rho=np.linspace(-1, 1, 5)))(Erf()),
+        lambda: NTKCondition(x, depth=2)(Erf()),
+        lambda: ValidationLoss(x, y, x[:2] + 0.1, y[:2], depth=2, ridge=0.1)(Erf()),
+        lambda: MarginalLikelihood(x, y, depth=2, noise=0.1)(Erf()),
+        lambda: transformed_family(Tanh(), alpha=0.7, beta=0.2).init,
+        lambda: design(hermite_family(jnp.array([0.1, 0.5, 0.5, 0.5])), Branching(mu=1.2), steps=10, warn=False),
+    ]
+    first = [jax.tree_util.tree_leaves(call()) for call in calls]
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        second = [jax.tree_util.tree_leaves(call()) for call in calls]
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert len(compiles) == 0, f"{len(compiles)} programs compiled by repeated calls"
+    for a, b in zip(first, second):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)

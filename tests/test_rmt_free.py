@@ -274,3 +274,35 @@ def test_float32(float32_mode):
     dd = pr.density_on_grid(jnp.asarray(xs, jnp.float32))
     np.testing.assert_allclose(np.asarray(dd.density), ref, rtol=2e-5)
     assert float(multiplicative_edge(pr)[0].value) == pytest.approx(256 / 27, rel=1e-5)
+
+
+def test_repeated_eager_calls_compile_nothing():
+    """A second eager call with the same shapes, dtypes and factor structure (new parameter values, a new
+    depth) compiles no program: the steps around the compiled subordination solve are jitted once at
+    module level with the powers traced (eagerly, the multiplicative density_on_grid compiled 72
+    one-operation programs on its first call; the second call already compiled nothing before)."""
+    from rmtjax.activations import Erf
+    from rmtjax.rmt._jacobian import jacobian_law
+
+    compiles = []
+
+    def listen(event, seconds, **_):
+        if event.endswith("backend_compile_duration"):
+            compiles.append(event)
+
+    x = jnp.array([0.1, 1.0, 3.0])
+    z = jnp.array([-1.0 + 1.0j, 0.5 + 0.1j, 5.0 + 0.0j])
+
+    def calls(v, depth):
+        add = free_additive_convolution(Semicircle(v), Semicircle(0.5))
+        mul = free_multiplicative_power(MarchenkoPastur(v, 1.0), depth)
+        return [add.density_on_grid(x), add.stieltjes(z), add.solve(z, throw=False), mul.density_on_grid(x),
+                mul.moments(2), mul.moments_by_contour(2), jacobian_law(Erf(), v, 0.1, depth=depth).moments(2)]
+
+    jax.block_until_ready(calls(1.0, 2))
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        jax.block_until_ready(calls(0.9, 3))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert len(compiles) == 0, f"{len(compiles)} programs compiled by repeated calls"

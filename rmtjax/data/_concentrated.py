@@ -101,9 +101,22 @@ def activation_lipschitz(activation: act.AbstractActivation | None) -> Array:
     if activation is not None and not isinstance(activation, act.AbstractActivation):
         raise ValueError(f"activation must be an activation of rmtjax.activations or None, got "
                          f"{type(activation).__name__}")
-    lip = jnp.asarray(1.0) if activation is None else activation.lipschitz()
-    return error_if(lip, ~jnp.isfinite(lip), f"activation: its Lipschitz constant must be finite; "
+    lip, bad = _lipschitz(activation)
+    return error_if(lip, bad, f"activation: its Lipschitz constant must be finite; "
                     f"{type(activation).__name__} has none (a jump or an unbounded slope) or non-finite parameters")
+
+
+@eqx.filter_jit
+def _lipschitz(activation):
+    # jitted: eagerly, 2 one-operation programs (isfinite, invert) on the first call, more for an
+    # activation whose constant is computed (measured 2026-12-07)
+    lip = jnp.asarray(1.0) if activation is None else activation.lipschitz()
+    return lip, ~jnp.isfinite(lip)
+
+
+@jax.jit
+def _not_finite_product(a, b):
+    return ~jnp.isfinite(a * b)
 
 
 def _check_sigma_star(sigma_star, dtype=None):
@@ -170,11 +183,6 @@ def _svd_top(w):
 def _clip_singular_values(w, sigma_star):
     u, s, vt = jnp.linalg.svd(w, full_matrices=False)
     return (u * jnp.minimum(s, sigma_star)[None, :]) @ vt
-
-
-@jax.jit
-def _spectral_norm(w):
-    return jnp.linalg.svd(w, compute_uv=False)[0]
 
 
 def _top_triplet(w, n_iter, v0):
@@ -292,8 +300,8 @@ class LipschitzGenerator(eqx.Module):
             d = w.shape[0]
         dt = np.result_type(*[np.dtype(a.dtype) for a in ws + bs])
         ws = [check_range(w.astype(dt), f"weights[{i}]") for i, w in enumerate(ws)]
-        lip = activation_lipschitz(activation) * activation_lipschitz(final_activation)
-        ws[0] = error_if(ws[0], ~jnp.isfinite(lip), "activation and final_activation must have finite parameters "
+        bad = _not_finite_product(activation_lipschitz(activation), activation_lipschitz(final_activation))
+        ws[0] = error_if(ws[0], bad, "activation and final_activation must have finite parameters "
                          "(finite Lipschitz constants)")
         self.weights = tuple(ws)
         self.biases = tuple(check_range(b.astype(dt), f"biases[{i}]") for i, b in enumerate(bs))
@@ -317,7 +325,7 @@ class LipschitzGenerator(eqx.Module):
         z = as_real(z, "z", ndim=(1, 2))
         if z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape ({self.latent_dim},) or (n, {self.latent_dim}), got {z.shape}")
-        return self._apply(check_range(z.astype(self.weights[0].dtype), "z"))
+        return _apply(self, check_range(z.astype(self.weights[0].dtype), "z"))
 
     def _apply(self, h):
         last = len(self.weights) - 1
@@ -331,14 +339,13 @@ class LipschitzGenerator(eqx.Module):
 
     def layer_norms(self) -> Array:
         r"""Spectral norms :math:`\sigma_1(W_\ell)`, shape ``(L,)`` (exact, by SVD)."""
-        return jnp.stack([_spectral_norm(w) for w in self.weights])
+        return _spectral_norms(self.weights)
 
     def lipschitz_bound(self) -> Array:
         r""":math:`\operatorname{Lip}(\phi_L)\operatorname{Lip}(\phi)^{L-1}\prod_\ell\sigma_1(W_\ell)`, an upper
         bound of :math:`\sup_{z\ne z'}\|g(z) - g(z')\|/\|z - z'\|` (Seddik et al. 2020, Remark 3.1)."""
-        L = len(self.weights)
-        lip = activation_lipschitz(self.activation) ** (L - 1) * activation_lipschitz(self.final_activation)
-        return jnp.prod(self.layer_norms()) * lip
+        return _lipschitz_bound(self.layer_norms(), activation_lipschitz(self.activation),
+                                activation_lipschitz(self.final_activation))
 
     def project(self, sigma_star: ArrayLike) -> LipschitzGenerator:
         r"""Every :math:`W_\ell` replaced by :func:`project_spectral_norm` ``(W_l, sigma_star)``."""
@@ -347,6 +354,24 @@ class LipschitzGenerator(eqx.Module):
     def spectral_normalized(self, sigma_star: ArrayLike = 1.0) -> LipschitzGenerator:
         r"""Every :math:`W_\ell` replaced by :func:`spectral_normalize` ``(W_l, sigma_star)``."""
         return eqx.tree_at(lambda g: g.weights, self, tuple(spectral_normalize(w, sigma_star) for w in self.weights))
+
+
+# jitted: eagerly, a generator's forward pass compiles one program per operation, layer shape and
+# activation on the first call (measured 2026-12-07: 9 for dims (3, 6, 4) with tanh), and
+# lipschitz_bound 4 more (the stack of the norms, their product, the powers of the constants)
+@eqx.filter_jit
+def _apply(g, z):
+    return g._apply(z)
+
+
+@jax.jit
+def _spectral_norms(weights):
+    return jnp.stack([jnp.linalg.svd(w, compute_uv=False)[0] for w in weights])
+
+
+@jax.jit
+def _lipschitz_bound(norms, lip, lip_final):
+    return jnp.prod(norms) * (lip ** (norms.shape[0] - 1) * lip_final)
 
 
 def random_generator(key: PRNGKeyArray, dims: Sequence[int], *, activation: act.AbstractActivation | None = None,
@@ -380,15 +405,21 @@ def random_generator(key: PRNGKeyArray, dims: Sequence[int], *, activation: act.
         if a is not None and not isinstance(a, act.AbstractActivation):
             raise ValueError(f"activation and final_activation must be activations of rmtjax.activations or None, "
                              f"got {type(a).__name__}")
+    ws, bs = _random_layers(key, weight_std, bias_std, dims, dtype)
+    if sigma_star is not None:
+        ws = tuple(project_spectral_norm(w, sigma_star) for w in ws)
+    return LipschitzGenerator(ws, bs, act.Tanh() if activation is None else activation, final_activation)
+
+
+@functools.partial(jax.jit, static_argnames=("dims", "dtype"))
+def _random_layers(key, weight_std, bias_std, dims, dtype):
+    # jitted: eagerly, 12 one-operation programs on the first call for two layers (measured 2026-12-07)
     keys = jax.random.split(key, 2 * (len(dims) - 1))
     ws, bs = [], []
     for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
-        w = jax.random.normal(keys[2 * i], (dout, din), dtype) * (weight_std / math.sqrt(din))
-        if sigma_star is not None:
-            w = project_spectral_norm(w, sigma_star)
-        ws.append(w)
+        ws.append(jax.random.normal(keys[2 * i], (dout, din), dtype) * (weight_std / math.sqrt(din)))
         bs.append(jax.random.normal(keys[2 * i + 1], (dout,), dtype) * bias_std)
-    return LipschitzGenerator(tuple(ws), tuple(bs), act.Tanh() if activation is None else activation, final_activation)
+    return tuple(ws), tuple(bs)
 
 
 def _float_dtype(dtype):
@@ -413,7 +444,7 @@ def _class_setup(generators, latent_means, latent_std):
     if latent_means is None:
         if gens is None:
             raise ValueError("latent_means is required with a single generator (it defines the k classes)")
-        means = [jnp.zeros((g.latent_dim,), g.weights[0].dtype) for g in gens]
+        lm = None
     else:
         lm = as_real(latent_means, "latent_means", ndim=2)
         k = lm.shape[0]
@@ -424,14 +455,31 @@ def _class_setup(generators, latent_means, latent_std):
             if g.latent_dim != lm.shape[1]:
                 raise ValueError(f"latent_means must have shape (k, d_0) = ({k}, {g.latent_dim}), got {lm.shape}")
         lm = check_range(lm.astype(gens[0].weights[0].dtype), "latent_means")
-        means = [lm[c] for c in range(k)]
-    std = check_range(as_real(latent_std, "latent_std", ndim=0).astype(means[0].dtype), "latent_std", lo=0.0)
-    return gens, means, std
+    std = check_range(as_real(latent_std, "latent_std", ndim=0).astype(gens[0].weights[0].dtype), "latent_std",
+                      lo=0.0)
+    return gens, lm, std
+
+
+def _latent_means(gens, lm):
+    """The class latent means :math:`m_c` (zeros without ``latent_means``); inside the jitted cores
+    (eagerly, the rows of ``lm`` are two one-operation programs per shape)."""
+    if lm is None:
+        return [jnp.zeros((g.latent_dim,), g.weights[0].dtype) for g in gens]
+    return [lm[c] for c in range(len(gens))]
+
+
+def _draw(g, m, s, key, count):
+    return g._apply(m[None, :] + s * jax.random.normal(key, (count, g.latent_dim), m.dtype))
 
 
 @eqx.filter_jit
-def _draw(g, m, s, key, count):
-    return g._apply(m[None, :] + s * jax.random.normal(key, (count, g.latent_dim), m.dtype))
+def _mixture(gens, lm, s, key, counts):
+    # jitted whole (the draws, their concatenation, the finiteness test): eagerly, 4 one-operation
+    # programs on the first call besides one program per class (measured 2026-12-07)
+    parts = [_draw(g, m, s, kc, n) for g, m, kc, n in zip(gens, _latent_means(gens, lm),
+                                                           jax.random.split(key, len(gens)), counts)]
+    x = jnp.concatenate(parts, axis=0)
+    return x, ~jnp.all(jnp.isfinite(x))
 
 
 def concentrated_mixture(key: PRNGKeyArray, generators, latent_means: ArrayLike | None = None, *, n: int,
@@ -453,18 +501,15 @@ def concentrated_mixture(key: PRNGKeyArray, generators, latent_means: ArrayLike 
         :func:`rmtjax.data._mixtures.gaussian_mixture`).
     """
     key = prng_key(key, "key")
-    gens, means, std = _class_setup(generators, latent_means, latent_std)
+    gens, lm, std = _class_setup(generators, latent_means, latent_std)
     k = len(gens)
     w = np.ones(k) if weights is None else weights
     if np.shape(w) != (k,):
         raise ValueError(f"weights must have shape ({k},), got {np.shape(w)}")
     counts = class_counts(n, w)
-    parts = []
-    for c, (g, m, kc) in enumerate(zip(gens, means, jax.random.split(key, k))):
-        parts.append(_draw(g, m, std, kc, counts[c]))
+    x, bad = _mixture(gens, lm, std, key, tuple(int(c) for c in counts))
     labels = np.repeat(np.arange(k), counts)
-    x = jnp.concatenate(parts, axis=0)
-    x = error_if(x, ~jnp.all(jnp.isfinite(x)), "generators: their outputs overflow (non-finite samples); scale "
+    x = error_if(x, bad, "generators: their outputs overflow (non-finite samples); scale "
                  "their weights or latent_means down")
     return Mixture(x, jnp.asarray(labels, jnp.result_type(int)))
 
@@ -487,7 +532,6 @@ class MixtureMoments(NamedTuple):
     n_samples: int
 
 
-@eqx.filter_jit
 def _class_sums(g, m, s, key, n_batches, batch):
     p = g.out_dim
 
@@ -509,14 +553,25 @@ def concentrated_moments(key: PRNGKeyArray, generators, latent_means: ArrayLike 
     :math:`\hat\Sigma_c` is :math:`O(\|\Sigma_c\|\sqrt{p/N})`.
     """
     key = prng_key(key, "key")
-    gens, means, std = _class_setup(generators, latent_means, latent_std)
+    gens, lm, std = _class_setup(generators, latent_means, latent_std)
     n_samples = static_int(n_samples, "n_samples", lo=2, hi=2**40)
     batch_size = static_int(batch_size, "batch_size", lo=1, hi=2**31 - 1)
     batch = int(min(batch_size, n_samples))
     n_batches = -(-int(n_samples) // batch)
     N = n_batches * batch
+    mu, cov, second, ses, bad = _moments(gens, lm, std, key, n_batches, batch)
+    mu, second = error_if((mu, second), bad, "generators: their outputs overflow (non-finite moments); scale their "
+                          "weights or latent_means down")
+    return MixtureMoments(mu, cov, second, ses, N)
+
+
+@eqx.filter_jit
+def _moments(gens, lm, std, key, n_batches, batch):
+    # jitted whole (the scans and the moments from their sums): eagerly, 25 one-operation programs on
+    # the first call besides one scan per class (measured 2026-12-07)
+    N = n_batches * batch
     mus, covs, ses = [], [], []
-    for g, m, kc in zip(gens, means, jax.random.split(key, len(gens))):
+    for g, m, kc in zip(gens, _latent_means(gens, lm), jax.random.split(key, len(gens))):
         s1, s2 = _class_sums(g, m, std, kc, n_batches, batch)
         mu = s1 / N
         cov = (s2 - N * jnp.outer(mu, mu)) / (N - 1)
@@ -525,6 +580,5 @@ def concentrated_moments(key: PRNGKeyArray, generators, latent_means: ArrayLike 
         covs.append(cov)
         ses.append(jnp.sqrt(jnp.maximum(jnp.diagonal(cov), 0.0) / N))
     mu, cov = jnp.stack(mus), jnp.stack(covs)
-    mu = error_if(mu, ~(jnp.all(jnp.isfinite(mu)) & jnp.all(jnp.isfinite(cov))),
-                  "generators: their outputs overflow (non-finite moments); scale their weights or latent_means down")
-    return MixtureMoments(mu, cov, cov + mu[:, :, None] * mu[:, None, :], jnp.stack(ses), N)
+    bad = ~(jnp.all(jnp.isfinite(mu)) & jnp.all(jnp.isfinite(cov)))
+    return mu, cov, cov + mu[:, :, None] * mu[:, None, :], jnp.stack(ses), bad

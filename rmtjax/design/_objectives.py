@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
 from .. import hermite, kernels, meanfield, regression, rmt
-from .._validate import as_real, choice, real, static_int
+from .._validate import as_real, choice, real, reraise_as_value_error, static_int
 from ..activations import AbstractActivation
 from ..gaussian import gaussian_expectations
 from ._shaping import AbstractNetwork, _check_network, local_maps
@@ -57,6 +57,15 @@ def _optional(x, name, **bounds):
     return None if x is None else _scalar(x, name, **bounds)
 
 
+def _jitted(call):
+    """``__call__`` of an objective, compiled once per objective structure and activation type (the
+    objective's arguments are validated by its constructor): eagerly, an objective compiled one
+    program per operation on its first call (measured 2026-12-07: 32 for ``KernelShaping``, 32 for
+    ``JacobianEdge``, 26 for ``ValidationLoss``, 25 for ``MarginalLikelihood``, 21 for
+    ``JacobianMoments``). A check failing inside surfaces as a ``ValueError``."""
+    return reraise_as_value_error(eqx.filter_jit(call))
+
+
 class AbstractObjective(eqx.Module):
     """An objective of an activation: ``objective(activation)`` is a scalar to minimize.
     ``a + b`` and ``w * a`` combine objectives (the sum and the weighted objective are objectives)."""
@@ -79,6 +88,7 @@ class AbstractObjective(eqx.Module):
 class _Sum(AbstractObjective):
     terms: tuple
 
+    @_jitted
     def __call__(self, activation):
         return sum(t(activation) for t in self.terms)
 
@@ -87,6 +97,7 @@ class _Weighted(AbstractObjective):
     weight: Array
     objective: AbstractObjective
 
+    @_jitted
     def __call__(self, activation):
         return self.weight * self.objective(activation)
 
@@ -113,6 +124,7 @@ class Criticality(AbstractObjective):
         self.sigma_b2 = _scalar(sigma_b2, "sigma_b2", lo=0.0)
         self.q_star = _optional(q_star, "q_star", lo=0.0, lo_open=True)
 
+    @_jitted
     def __call__(self, activation):
         chi = meanfield.chi_1(activation, self.sigma_w2, self.sigma_b2, throw=False)
         loss = jnp.log(chi.value) ** 2
@@ -145,6 +157,7 @@ class KernelShaping(AbstractObjective):
         self.slope = _optional(slope, "slope", lo=1.0)
         self.curvature = _optional(curvature, "curvature", lo=0.0, lo_open=True)
 
+    @_jitted
     def __call__(self, activation):
         m = local_maps(activation)
         loss = (m.q - 1.0) ** 2
@@ -194,6 +207,7 @@ class JacobianMoments(AbstractObjective):
         var = self.depth * (mu2 / (mu1 * mu1) - 1.0 + (0.0 if self.orthogonal else 1.0))
         return _inf_unless(sol.ok, mean), _inf_unless(sol.ok, var)
 
+    @_jitted
     def __call__(self, activation):
         mean, var = self.moments(activation)
         return jnp.log(mean) ** 2 + self.variance_weight * var
@@ -226,6 +240,7 @@ class JacobianEdge(AbstractObjective):
         sol, ok = rmt.multiplicative_edge(law, throw=False)
         return _inf_unless(ok, sol.value)
 
+    @_jitted
     def __call__(self, activation):
         return jnp.log(self.edge(activation)) ** 2
 
@@ -247,6 +262,7 @@ class Branching(AbstractObjective):
         self.extinction = _optional(extinction, "extinction", lo=0.0, hi=1.0)
         self.order = static_int(order, "order", lo=1, hi=10_000)
 
+    @_jitted
     def __call__(self, activation):
         loss = jnp.zeros(())
         if self.mu is not None:
@@ -288,6 +304,7 @@ class KernelDistance(AbstractObjective):
             c = _normalized_c_map(activation, c)
         return c
 
+    @_jitted
     def __call__(self, activation):
         return jnp.mean((self.kernel(activation) - self.target) ** 2)
 
@@ -311,6 +328,7 @@ class NTKCondition(AbstractObjective):
         self.W_std = _scalar(W_std, "W_std", lo=0.0, lo_open=True)
         self.b_std = _scalar(b_std, "b_std", lo=0.0)
 
+    @_jitted
     def __call__(self, activation):
         k = kernels.kernel(self.x, None, _net(activation, self.depth, self.W_std, self.b_std)).ntk
         e = jnp.linalg.eigvalsh(k)
@@ -359,6 +377,7 @@ class ValidationLoss(AbstractObjective):
         chol = jax.scipy.linalg.cho_factor(ktt + reg * jnp.eye(n, dtype=ktt.dtype))
         return kvt @ jax.scipy.linalg.cho_solve(chol, self.y_train)
 
+    @_jitted
     def __call__(self, activation):
         return jnp.mean(jnp.sum((self.predict(activation) - self.y_val) ** 2, axis=-1))
 
@@ -386,6 +405,7 @@ class MarginalLikelihood(AbstractObjective):
         self.W_std = _scalar(W_std, "W_std", lo=0.0, lo_open=True)
         self.b_std = _scalar(b_std, "b_std", lo=0.0)
 
+    @_jitted
     def __call__(self, activation):
         k = kernels.kernel(self.x, None, _net(activation, self.depth, self.W_std, self.b_std)).nngp
         return -regression.log_marginal_likelihood(k, self.y, self.noise) / self.x.shape[0]

@@ -62,7 +62,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .. import solve
-from .._validate import as_real, concrete, error_if, flag, real, static_int
+from .._validate import as_real, concrete, error_if, flag, real, reraise_as_value_error, static_int
 from ..activations import ABRelu, AbstractActivation, Transformed
 
 __all__ = [
@@ -157,6 +157,10 @@ def _check_activation(activation, name: str = "activation") -> AbstractActivatio
     return activation
 
 
+# jitted: eagerly, 37 one-operation programs on the first call of local_maps (measured 2026-12-07)
+_local_jit = eqx.filter_jit(lambda act: _local(_as_transformed(act)))
+
+
 def local_maps(activation: AbstractActivation) -> LocalMaps:
     r"""The local Q and C maps of ``activation`` at unit variance (module docstring) and their
     derivatives: what DKS and TAT prescribe. Differentiable in the activation's parameters.
@@ -168,7 +172,7 @@ def local_maps(activation: AbstractActivation) -> LocalMaps:
         >>> round(float(m.q), 12), round(float(m.c0 * jnp.pi), 12), round(float(m.c_slope), 12)
         (0.5, 1.0, 1.0)
     """
-    return _local(_as_transformed(_check_activation(activation)))
+    return _local_jit(_check_activation(activation))
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,6 +480,7 @@ def _raise_if(x, ok, throw: bool, msg: str):
     return error_if(x, ~jnp.all(ok), msg)
 
 
+@reraise_as_value_error
 def dks(activation: AbstractActivation, network: AbstractNetwork, *, slope: ArrayLike = 1.5,
         q_slope: ArrayLike = 1.0, throw: bool = True) -> Shaping:
     r"""Deep Kernel Shaping (Martens et al. 2021): the transformation
@@ -505,13 +510,22 @@ def dks(activation: AbstractActivation, network: AbstractNetwork, *, slope: Arra
     dt = _dtype(base, slope, q_slope)
     zeta = real(slope, "slope", ndim=0, lo=1.0, lo_open=True).astype(dt)
     qs = real(q_slope, "q_slope", ndim=0, lo=0.0, lo_open=True).astype(dt)
+    # eager, outside the solve's program, so that the solve is compiled once for every network
     s = network.local_slope(zeta)
-    y, found, idx, res = _multistart(_dks_residual, _DKS_STARTS, (base, qs, s), dt, _accept_all)
-    act = Transformed(base, *_with(base, y[0], y[1], None, True))
+    act, local, found, idx, res = _dks_core(base, qs, s, dt)
     msg = (f"dks: no transformation of {type(base).__name__} reaches C'(1) = slope**(1/depth) with Q'(1) = q_slope "
            f"from {len(_DKS_STARTS)} starting points; check that slope > 1 is reachable (a smaller slope is easier)")
-    act = _raise_if(act, found, throw, msg)
-    return Shaping(act, "DKS", _local(act), s, res, found, idx)
+    act, local = _raise_if((act, local), found, throw, msg)
+    return Shaping(act, "DKS", local, s, res, found, idx)
+
+
+@eqx.filter_jit
+def _dks_core(base, qs, s, dt):
+    # jitted (once per activation type and dtype; not per network, whose local slope is an argument):
+    # eagerly, 51 one-operation programs on the first call of dks (measured 2026-12-07)
+    y, found, idx, res = _multistart(_dks_residual, _DKS_STARTS, (base, qs, s), dt, _accept_all)
+    act = Transformed(base, *_with(base, y[0], y[1], None, True))
+    return act, _local(act), found, idx, res
 
 
 def _accept_all(y, args):
@@ -523,6 +537,7 @@ def _tat_accept(y, args):
     return alpha * gamma < 2.0
 
 
+@reraise_as_value_error
 def tat(activation: AbstractActivation, network: AbstractNetwork, *, curvature: ArrayLike = 0.3,
         throw: bool = True) -> Shaping:
     r"""Tailored Activation Transformation for smooth activations (Zhang et al. 2022): the
@@ -543,13 +558,22 @@ def tat(activation: AbstractActivation, network: AbstractNetwork, *, curvature: 
     throw = flag(throw, "throw")
     dt = _dtype(base, curvature)
     tau = real(curvature, "curvature", ndim=0, lo=0.0, lo_open=True).astype(dt)
+    # eager, outside the solve's program, so that the solve is compiled once for every network
     k = network.local_curvature(tau)
-    y, found, idx, res = _multistart(_tat_residual, _TAT_STARTS, (base, k), dt, _tat_accept)
-    act = Transformed(base, *_with(base, y[0], y[1], y[2], False))
+    act, local, found, idx, res = _tat_core(base, k, dt)
     msg = (f"tat: no transformation of {type(base).__name__} reaches C''(1) = curvature/depth with Q'(1) = C'(1) = 1 "
            f"and input_scale * output_scale < 2 from {len(_TAT_STARTS)} starting points")
-    act = _raise_if(act, found, throw, msg)
-    return Shaping(act, "TAT", _local(act), k, res, found, idx)
+    act, local = _raise_if((act, local), found, throw, msg)
+    return Shaping(act, "TAT", local, k, res, found, idx)
+
+
+@eqx.filter_jit
+def _tat_core(base, k, dt):
+    # jitted (once per activation type and dtype; not per network, whose local curvature is an
+    # argument): eagerly, 44 one-operation programs on the first call of tat (measured 2026-12-07)
+    y, found, idx, res = _multistart(_tat_residual, _TAT_STARTS, (base, k), dt, _tat_accept)
+    act = Transformed(base, *_with(base, y[0], y[1], y[2], False))
+    return act, _local(act), found, idx, res
 
 
 def _leaky_c_map(c, a):
@@ -566,11 +590,29 @@ def _leaky_residual(a, args):
     return net.subnet_max(jnp.zeros_like(a), lambda c: _leaky_c_map(c, a)) - eta
 
 
-# for the eager call in tat_leaky_relu: compiled once per network structure, not on every call (the
-# fori_loop over a chain's layers has a new closure for its body each time)
-_leaky_residual_jit = eqx.filter_jit(_leaky_residual)
+@eqx.filter_jit
+def _relu_c0(network, dt):
+    # for the eager check in tat_leaky_relu: compiled once per network structure and dtype, not on every
+    # call (the fori_loop over a chain's layers has a new closure for its body each time)
+    zero = jnp.zeros((), dt)
+    return _leaky_residual(zero, (network, zero))
 
 
+@eqx.filter_jit
+def _leaky_core(network, eta, dt):
+    # jitted (once per network structure and dtype): eagerly, 46 one-operation programs on the first
+    # call of tat_leaky_relu (measured 2026-12-07)
+    eta = eta.astype(dt)
+    zero, one = jnp.zeros((), dt), jnp.ones((), dt)
+    sol = solve.root(_leaky_residual, jnp.asarray(0.5, dt), (network, eta), bracket=(zero, one), throw=False,
+                     name="TAT Leaky-ReLU negative slope (C_f(0) = c0)")
+    a = jnp.where(sol.ok, sol.value, zero)  # throw=False and out of reach: ReLU, the closest, with ok False
+    g = jnp.sqrt(2.0 / (1.0 + a * a))
+    act = ABRelu(a=g * a, b=g)
+    return act, _local(_as_transformed(act)), eta, sol.ok, jnp.abs(sol.residual), jnp.where(sol.ok, 0, -1)
+
+
+@reraise_as_value_error
 def tat_leaky_relu(network: AbstractNetwork, *, c0: ArrayLike = 0.9, throw: bool = True) -> Shaping:
     r"""TAT for Leaky ReLU (Zhang et al. 2022, Sec. 4): the negative slope :math:`a` with the
     network's maximal :math:`\mathcal C_f(0) = \eta` = ``c0`` and output scale
@@ -587,19 +629,12 @@ def tat_leaky_relu(network: AbstractNetwork, *, c0: ArrayLike = 0.9, throw: bool
     network = _check_network(network)
     throw = flag(throw, "throw")
     dt = _dtype(c0)
-    eta = real(c0, "c0", ndim=0, lo=0.0, hi=1.0, lo_open=True, hi_open=True).astype(dt)
-    zero, one = jnp.zeros((), dt), jnp.ones((), dt)
-    relu_c0 = _leaky_residual_jit(zero, (network, zero))
-    reach = concrete(relu_c0 >= eta)
-    if reach is not None and not bool(reach) and throw:
-        raise ValueError(f"c0 = {float(eta):.6g} is out of reach for this network: Leaky ReLU's C_f(0) is at most "
+    eta = real(c0, "c0", ndim=0, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    relu_c0, target = concrete(_relu_c0(network, dt)), concrete(eta)
+    if relu_c0 is not None and target is not None and not bool(relu_c0 >= target.astype(dt)) and throw:
+        raise ValueError(f"c0 = {float(target):.6g} is out of reach for this network: Leaky ReLU's C_f(0) is at most "
                          f"{float(relu_c0):.6g} (plain ReLU, negative slope 0); c0 must be in (0, {float(relu_c0):.6g}]")
-    sol = solve.root(_leaky_residual, jnp.asarray(0.5, dt), (network, eta), bracket=(zero, one), throw=False,
-                     name="TAT Leaky-ReLU negative slope (C_f(0) = c0)")
-    a = jnp.where(sol.ok, sol.value, zero)  # throw=False and out of reach: ReLU, the closest, with ok False
-    a = _raise_if(a, sol.ok, throw, "tat_leaky_relu: no negative slope in [0, 1] gives C_f(0) = c0 (at most "
-                  "the ReLU network's C_f(0))")
-    g = jnp.sqrt(2.0 / (1.0 + a * a))
-    act = ABRelu(a=g * a, b=g)
-    m = _local(_as_transformed(act))
-    return Shaping(act, "TAT-LReLU", m, eta, jnp.abs(sol.residual), sol.ok, jnp.where(sol.ok, 0, -1))
+    act, m, eta, ok, res, start = _leaky_core(network, eta, dt)
+    act, m = _raise_if((act, m), ok, throw, "tat_leaky_relu: no negative slope in [0, 1] gives C_f(0) = c0 (at most "
+                       "the ReLU network's C_f(0))")
+    return Shaping(act, "TAT-LReLU", m, eta, res, ok, start)

@@ -31,6 +31,7 @@ where the expectations over the Gaussian fields are the integrals of
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -123,9 +124,10 @@ def _check_state(state, T: ArrayLike, v_teacher: ArrayLike, prefix: str = "", *,
     elif psd:
         Q = symmetric_psd(Q, nQ, rtol=tol)
         T = symmetric_psd(T, "T", rtol=tol)
-        C = symmetric_psd(_covariance(Q, R, T),
+        C = symmetric_psd(_covariance_jit(Q, R, T),
                           f"the covariance [[{nQ}, {nR}], [{nR}^T, T]] of the local fields", rtol=tol)
-        Q, R, T = C[:K, :K], C[:K, K:], C[K:, K:]
+        if concrete(C) is None:  # traced: the blocks carry the compiled check (concrete: C is unchanged)
+            Q, R, T = C[:K, :K], C[:K, K:], C[K:, K:]
     return CommitteeState(Q, R, v), T, vt
 
 
@@ -138,13 +140,29 @@ def _tolerance(n: int, dtype) -> float:
 
 def _symmetric(x, name: str, tol: float):
     """``x`` symmetrized, after checking that it is symmetric up to ``tol`` of its largest entry."""
-    bad = jnp.max(jnp.abs(x - x.T)) > tol * jnp.max(jnp.abs(x))
-    x = error_if(x, bad, f"{name} must be symmetric (max |{name} - {name}^T| <= {tol:.1e} max |{name}|)")
+    msg = f"{name} must be symmetric (max |{name} - {name}^T| <= {tol:.1e} max |{name}|)"
+    x = error_if(x, _asymmetric(x, tol), msg)
+    return _symmetrized(x)
+
+
+# jitted: eagerly, 8 one-operation programs on the first call of _symmetric (measured 2026-12-07)
+@functools.partial(jax.jit, static_argnums=1)
+def _asymmetric(x, tol: float):
+    return jnp.max(jnp.abs(x - x.T)) > tol * jnp.max(jnp.abs(x))
+
+
+@jax.jit
+def _symmetrized(x):
     return 0.5 * (x + x.T)
 
 
 def _covariance(Q, R, T):
     return jnp.concatenate([jnp.concatenate([Q, R], 1), jnp.concatenate([R.T, T], 1)], 0)
+
+
+# jitted for the eager validation of a state (concrete order parameters): eagerly, 4 one-operation
+# programs on the first call (measured 2026-12-07)
+_covariance_jit = jax.jit(_covariance)
 
 
 def _moments(ints: Integrals, v, vt, noise_var):
@@ -208,7 +226,11 @@ def generalization_error(
     """
     state, T, vt = _check_state(CommitteeState(Q, R, v), T, v_teacher)
     student, teacher = _activations(student, teacher)
-    return _eps_of(*state, T, vt, student, teacher, _checks.method(method, four_dimensional=False))
+    return _eps_of_jit(*state, T, vt, student, teacher, _checks.method(method, four_dimensional=False))
+
+
+# jitted: eagerly, 7 one-operation programs on the first call (measured 2026-12-07)
+_eps_of_jit = eqx.filter_jit(_eps_of)
 
 
 def _rhs(state: CommitteeState, args):
@@ -252,7 +274,14 @@ def committee_rhs(
     state, T, vt = _check_state(state, T, v_teacher, "state.")
     eta, eta_v, noise_std = _rates(eta, eta_v, noise_std, T.dtype)
     student, teacher = _activations(student, teacher)
-    return _rhs(state, (T, vt, eta, eta_v, noise_std**2, student, teacher, _checks.method(method)))
+    return _rhs_jit(state, (T, vt, eta, eta_v, noise_std, student, teacher, _checks.method(method)))
+
+
+@eqx.filter_jit
+def _rhs_jit(state, args):
+    # jitted: eagerly, 21 one-operation programs on the first call (measured 2026-12-07)
+    T, vt, eta, eta_v, noise_std, student, teacher, method = args
+    return _rhs(state, (T, vt, eta, eta_v, noise_std**2, student, teacher, method))
 
 
 def _integration_failed(fn: str, reason: str, max_steps: int) -> str:
@@ -261,11 +290,17 @@ def _integration_failed(fn: str, reason: str, max_steps: int) -> str:
             "(raise max_steps, or loosen rtol/atol)")
 
 
+@eqx.filter_jit
+def _integration_ok(traj, result):
+    # jitted: eagerly, 6 one-operation programs on the first call (measured 2026-12-07)
+    ok = result == diffrax.RESULTS.successful
+    return ok & jnp.all(jnp.isfinite(traj.eps_g)) & jnp.all(jnp.isfinite(traj.Q)) & jnp.all(jnp.isfinite(traj.R))
+
+
 def _finish_integration(traj, result, fn: str, max_steps: int):
     """Raises (eagerly) or compiles in (``error_if``) the failure of an integration: a diffrax
     result code other than success, or non-finite order parameters."""
-    ok = result == diffrax.RESULTS.successful
-    ok = ok & jnp.all(jnp.isfinite(traj.eps_g)) & jnp.all(jnp.isfinite(traj.Q)) & jnp.all(jnp.isfinite(traj.R))
+    ok = _integration_ok(traj, result)
     okc = concrete(ok)
     if okc is None:
         return error_if(traj, ~ok, _integration_failed(fn, "", max_steps))
@@ -344,7 +379,7 @@ def committee_ode(
     max_steps = _checks.max_steps(max_steps)
     # arrays, not Python floats: under ``eqx.filter_jit`` a float would be static (a recompile
     # for every value)
-    args = (T, vt, eta, eta_v, noise_std**2, student, teacher, method)
+    args = (T, vt, eta, eta_v, noise_std, student, teacher, method)
     traj, result = _solve(state0, args, ts, rtol, atol, max_steps)
     return _finish_integration(traj, result, "committee_ode", max_steps)
 
@@ -352,9 +387,11 @@ def committee_ode(
 @eqx.filter_jit
 def _solve(state0, args, ts, rtol, atol, max_steps):
     """Compiled once per shape and configuration (module-level functions only, so repeated
-    eager calls hit the cache)."""
+    eager calls hit the cache); ``args`` holds ``noise_std``, squared here (eagerly, its square
+    was one more one-operation program)."""
+    T, vt, eta, eta_v, noise_std, student, teacher, method = args
+    args = (T, vt, eta, eta_v, noise_std**2, student, teacher, method)
     ys, result = _integrate(_rhs, state0, args, ts, rtol, atol, max_steps)
-    T, vt, _, _, _, student, teacher, method = args
     eps = jax.vmap(lambda Q, R, v: _eps_of(Q, R, v, T, vt, student, teacher, method))(ys.Q, ys.R, ys.v)
     return Trajectory(ts, ys.Q, ys.R, ys.v, eps), result
 
@@ -420,9 +457,13 @@ def _flow(y, a, K, M, student, teacher, method):
 
 
 @eqx.filter_jit
-def _fixed_point(y0, a, K: int, M: int, student, teacher, method):
-    """Newton from ``y0`` (``throw=False``), the Jacobian's leading growth rate and the
-    physicality of the root; compiled once per shape and configuration."""
+def _fixed_point(Q, R, a, K: int, M: int, student, teacher, method):
+    """Newton from the independent entries of ``Q`` and ``R`` (``throw=False``), the Jacobian's
+    leading growth rate and the physicality of the root; compiled once per shape and configuration
+    (with the packing of the guess and the square of ``noise_std`` = ``a[4]``: eagerly, 11
+    one-operation programs on the first call, measured 2026-12-07)."""
+    y0 = jnp.concatenate([Q[np.triu_indices(K)], R.reshape(-1)])
+    a = a[:4] + (a[4] ** 2,)
     flow = lambda y, a: _flow(y, a, K, M, student, teacher, method)  # noqa: E731
     sol = root(flow, y0, a, throw=False, name="committee fixed point")
     J = jax.jacfwd(flow)(sol.value, a)
@@ -480,8 +521,8 @@ def committee_fixed_point(
     method = _checks.method(method)
     throw = flag(throw, "throw")
     K, M = state.R.shape
-    y0 = jnp.concatenate([state.Q[np.triu_indices(K)], state.R.reshape(-1)])
-    fp, converged, lowest = _fixed_point(y0, (state.v, T, vt, eta, noise_std**2), K, M, student, teacher, method)
+    fp, converged, lowest = _fixed_point(state.Q, state.R, (state.v, T, vt, eta, noise_std), K, M, student, teacher,
+                                         method)
     if not throw:
         return fp
     ok = concrete(fp.ok)

@@ -79,6 +79,12 @@ def as_complex(z):
     z = jnp.asarray(z)
     if jnp.iscomplexobj(z):
         return z
+    return _real_to_complex(z)
+
+
+@jax.jit
+def _real_to_complex(z):
+    # jitted: eagerly, two one-operation programs per shape (measured 2026-12-07)
     return jax.lax.complex(z, jnp.zeros_like(z))
 
 

@@ -60,6 +60,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -72,7 +73,7 @@ from jaxtyping import Array, ArrayLike
 from .._validate import ArgumentError, concrete, error_if, flag, real, reraise_as_value_error, static_int
 from ..solve import Newton, fixed_point
 from ._checks import as_complex, cdtype, describe_points, eps, finish, points, static_number, tolerances
-from ._measures import AbstractMeasure, _heights, _lorentz
+from ._measures import AbstractMeasure, _all_finite, _heights, _lorentz
 
 __all__ = [
     "FreeAdditiveConvolution",
@@ -330,18 +331,48 @@ class _AbstractFree(AbstractMeasure):
         order = static_int(order, "order", lo=1, hi=MAX_ORDER)
         return self._series_moments(order)
 
+    def _n(self):
+        """The powers as a float array: traced by the compiled cores, so every depth shares them."""
+        return np.asarray(self.powers, dtype=_dtype(self.measures))
+
+    def _core_args(self):
+        """The arguments of the module-level compiled cores: the kind of convolution, the factors, the
+        powers as an array (not the static field: one compilation for every depth), the static options."""
+        return type(self), self.measures, self._n(), self.n_heights, self.max_steps
+
+    def _series_moments(self, K: int):
+        return self._c_series(self.measures, self._n(), K)
+
     def _run(self, z):
+        return self._c_run(self.measures, self._n(), self.n_heights, self.max_steps, z)
+
+    def _run_g(self, z):
+        return self._c_run_g(self.measures, self._n(), self.n_heights, self.max_steps, z)
+
+    def zero_mass(self):
+        return self._c_zero_mass(self.measures)
+
+    def _scale(self):
+        return self._c_scale(self.measures, self._n())
+
+    def _reach(self):
+        return self._c_reach(self.measures, self._n())
+
+    @classmethod
+    def _c_zero_mass(cls, measures):
+        return jnp.zeros(())
+
+    @classmethod
+    def _c_run(cls, measures, n, n_heights, max_steps, z):
         """(omega, G, ok) at complex points ``z`` (any shape), unvalidated; compiled once per kind of
         convolution, factor structure and grid shape: the powers and the scale are traced arrays,
         so every depth L reuses one compilation."""
-        flat = z.reshape(-1)
-        n = jnp.asarray(self.powers, dtype=flat.real.dtype)
-        scale = _finite_scale(self._solve_scale(), "spectrum's scale")
-        omega, g, ok = _solve_points(type(self)._solve_one, self.measures, n, scale, flat, self.n_heights,
-                                     self.max_steps)
-        return omega.reshape(z.shape + (len(self.measures),)), g.reshape(z.shape), ok.reshape(z.shape)
+        flat, nz, scale = _run_prepare(cls, measures, n, z)
+        omega, g, ok = _solve_points(cls._solve_one, measures, nz, scale, flat, n_heights, max_steps)
+        return _unflatten(z.shape, omega, g, ok)
 
-    def _run_g(self, z):
+    @classmethod
+    def _c_run_g(cls, measures, n, n_heights, max_steps, z):
         """``(G, ok)`` at complex points ``z``: the subordination solve, except far from the support
         (:math:`|z| > 8\\,\\mathrm{reach}`), where the moment series
         :math:`G(z) = \\sum_{k\\ge0} m_k z^{-k-1}` (all ``_SERIES_ORDER`` moments, truncation error
@@ -350,20 +381,9 @@ class _AbstractFree(AbstractMeasure):
         11: NaN at x = 1e4 under XLA -O0, a finite value marked not-ok with XLA's defaults). The solver
         gets a harmless point (``i * reach``) in place of a far one, so no NaN of the discarded branch
         reaches a gradient."""
-        K = _SERIES_ORDER
-        m = self._series_moments(K)
-        # (a reach that overflows the dtype, e.g. float32 moments of a large variance, leaves every point to the
-        # solver, whose own scale is checked there)
-        reach = self._reach().astype(z.real.dtype)
-        known = jnp.isfinite(reach) & (reach > 0)
-        reach = jnp.where(known, reach, jnp.ones_like(reach))
-        far = known & (jnp.abs(z) > 8 * reach)
-        safe = jax.lax.complex(jnp.zeros_like(reach), reach).astype(z.dtype)
-        _, g, ok = self._run(jnp.where(far, safe, z))
-        w = 1 / jnp.where(far, z, 1 / safe)  # 1/z at far points
-        coef = jnp.concatenate([jnp.ones((1,), m.dtype), m]).astype(z.dtype)
-        g_far = w * jnp.polyval(coef[::-1], w)  # sum_k m_k w^(k+1), Horner in w
-        return jnp.where(far, g_far, g), far | ok
+        far, safe, m, (flat, nz, scale) = _g_prepare(cls, measures, n, z)
+        _, g, ok = _solve_points(cls._solve_one, measures, nz, scale, flat, n_heights, max_steps)
+        return _g_finish(z, far, safe, m, g, ok)
 
     def _stieltjes(self, z):
         return self._run_g(z)[0]
@@ -404,23 +424,29 @@ class _AbstractFree(AbstractMeasure):
         raises where a point is not on the physical branch; ``throw=False`` reports it in ``ok``."""
         throw = flag(throw, "throw")
         x = points(x, "x", complex_ok=False)
-        if eta is None:
-            eta = _default_eta(x, self._scale())
-        else:
+        if eta is not None:
             eta = real(eta, "eta", lo=0.0, lo_open=True)
             if eta.ndim and eta.shape != x.shape:
                 raise ArgumentError(f"eta must be a scalar or have the shape of x {x.shape}, got shape {eta.shape}")
-        eta = jnp.broadcast_to(eta.astype(x.dtype), x.shape)
-        z = jax.lax.complex(x, eta)
-        g, ok = self._run_g(z)
-        zm = self.zero_mass().astype(x.dtype)
-        dens = jnp.maximum(-jnp.imag(g) / math.pi - zm * _lorentz(x, eta), 0.0)
-        out = FreeDensity(dens, g, zm, ok)
+        kind, measures, n, n_heights, max_steps = self._core_args()
+        eta, z, far, safe, m, (flat, nz, scale) = _density_prepare(kind, measures, n, x, eta)
+        _, g, ok = _solve_points(kind._solve_one, measures, nz, scale, flat, n_heights, max_steps)
+        out = _density_finish(kind, measures, x, eta, z, far, safe, m, g, ok)
+        ok = out.ok
         return finish(out, ok, throw=throw, eager=f"{type(self).__name__}: {_NOT_OK.replace('these z', 'x + 1j * eta')}",
                       at=describe_points(x))
 
     def _density(self, x):
         return self.density_on_grid(x).density
+
+    @reraise_as_value_error
+    def density(self, x: ArrayLike) -> Array:
+        r"""Density of the absolutely continuous part at real ``x`` (finite; atoms excluded):
+        :meth:`density_on_grid` at its default height (eagerly, not under the measures' jitted
+        method core, so that a failing point is named)."""
+        x = points(x, "x", complex_ok=False)
+        return _all_finite(self.density_on_grid(x).density, "density is not finite at this x (x must be a finite "
+                                                             "real point)")
 
     @reraise_as_value_error
     def moments_by_contour(self, order: int, *, n_points: int = 64, radius: float = 0.5) -> Array:
@@ -433,36 +459,118 @@ class _AbstractFree(AbstractMeasure):
         order = static_int(order, "order", lo=1, hi=MAX_ORDER)
         n_points = static_int(n_points, "n_points", lo=8, hi=4096)
         radius = static_number(radius, "radius", lo=0.0, hi=0.999)
-        theta = 2 * math.pi * (np.arange(n_points) + 0.5) / n_points
-        r = radius / _finite_scale(self._reach(), "support's reach (ratio test on the moments)")
-        cdt = cdtype(r.dtype)
-        u = r.astype(cdt) * jnp.asarray(np.exp(1j * theta), cdt)
-        x = 1 / u
-        _, g, ok = self._run(x)
-        g = finish(g, ok, throw=True, eager=f"moments_by_contour: the subordination solve failed on the contour; "
-                   "a smaller radius keeps it farther from the support")
-        series = g * x - 1  # sum_{k>=1} m_k u^k for both cases
-        ks = np.arange(1, order + 1)
-        phase = jnp.asarray(np.exp(-1j * np.outer(ks, theta)), cdt)
-        coef = jnp.mean(series[None, :] * phase, axis=1) / r.astype(cdt) ** jnp.asarray(ks, cdt)
-        return jnp.real(coef)
+        kind, measures, n, n_heights, max_steps = self._core_args()
+        x, r, (flat, nz, scale) = _contour_prepare(kind, measures, n, n_points, radius)
+        _, g, ok = _solve_points(kind._solve_one, measures, nz, scale, flat, n_heights, max_steps)
+        coef = _contour_finish(x, r, g, order, n_points)
+        return finish(coef, ok, throw=True, eager=f"moments_by_contour: the subordination solve failed on the "
+                      "contour; a smaller radius keeps it farther from the support")
 
-    def _scale(self):
+    @classmethod
+    def _c_scale(cls, measures, n, m=None):
         # the first two of the _SERIES_ORDER moments that _reach uses (lower coefficients of a power
         # series do not depend on the truncation): one compiled series per factor structure, not two
-        m = jax.lax.stop_gradient(self._series_moments(_SERIES_ORDER))[:2]
+        # (``m``: those moments where the caller has them, so that a program computes the series once)
+        m = cls._c_series(measures, n, _SERIES_ORDER) if m is None else m
+        m = jax.lax.stop_gradient(m)[:2]
         return jnp.abs(m[0]) + jnp.sqrt(jnp.abs(m[1] - m[0] ** 2)) + jnp.finfo(m.dtype).tiny
 
-    def _reach(self):
-        """Estimate of max |t| on the support, from the moment series (ratio test)."""
+    @classmethod
+    def _c_reach(cls, measures, n, m=None):
+        """Estimate of max |t| on the support, from the moment series (ratio test; ``m``: the series'
+        ``_SERIES_ORDER`` moments where the caller has them)."""
         # two-step ratio m_K / m_{K-2} -> reach^2 (1 - 3/K): also for a symmetric measure, whose odd
         # moments vanish (the one-step ratio m_K / m_{K-1} divided by zero there: semicircle + semicircle
         # gave an infinite reach); the root test is the floor, and covers m_{K-2} = 0
         K = _SERIES_ORDER
-        m = jax.lax.stop_gradient(self._series_moments(K))
+        m = jax.lax.stop_gradient(cls._c_series(measures, n, K) if m is None else m)
         den = jnp.abs(m[K - 3])
         ratio = jnp.sqrt(jnp.abs(m[K - 1]) / jnp.where(den > 0, den, 1.0)) / (1 - 1.5 / (K - 1))
         return jnp.maximum(jnp.where(den > 0, ratio, 0.0), jnp.abs(m[K - 1]) ** (1.0 / K))
+
+
+# The steps before and after the compiled solve (_solve_points), jitted: eagerly they ran as
+# one-operation programs (the additive density_on_grid: 59 on the first call, the multiplicative one
+# 72; measured 2026-12-07). Not one program around the solve: each public method would then compile
+# its own copy of the solve, which they now share. The powers are a traced array
+# (``_AbstractFree._core_args``), so every depth shares these programs too.
+
+
+def _run_prepare_body(kind, measures, n, z, m=None):
+    flat = z.reshape(-1)
+    scale = _finite_scale(kind._c_solve_scale(measures, n, m), "spectrum's scale")
+    return flat, n.astype(flat.real.dtype), scale
+
+
+def _g_prepare_body(kind, measures, n, z, m=None):
+    K = _SERIES_ORDER
+    m = kind._c_series(measures, n, K) if m is None else m
+    # (a reach that overflows the dtype, e.g. float32 moments of a large variance, leaves every point to the
+    # solver, whose own scale is checked there)
+    reach = kind._c_reach(measures, n, m).astype(z.real.dtype)
+    known = jnp.isfinite(reach) & (reach > 0)
+    reach = jnp.where(known, reach, jnp.ones_like(reach))
+    far = known & (jnp.abs(z) > 8 * reach)
+    safe = jax.lax.complex(jnp.zeros_like(reach), reach).astype(z.dtype)
+    return far, safe, m, _run_prepare_body(kind, measures, n, jnp.where(far, safe, z), m)
+
+
+def _g_finish_body(z, far, safe, m, g, ok):
+    g, ok = g.reshape(z.shape), ok.reshape(z.shape)
+    w = 1 / jnp.where(far, z, 1 / safe)  # 1/z at far points
+    coef = jnp.concatenate([jnp.ones((1,), m.dtype), m]).astype(z.dtype)
+    g_far = w * jnp.polyval(coef[::-1], w)  # sum_k m_k w^(k+1), Horner in w
+    return jnp.where(far, g_far, g), far | ok
+
+
+_run_prepare = eqx.filter_jit(_run_prepare_body)
+_g_prepare = eqx.filter_jit(_g_prepare_body)
+_g_finish = eqx.filter_jit(_g_finish_body)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _unflatten(shape, omega, g, ok):
+    return omega.reshape(shape + omega.shape[-1:]), g.reshape(shape), ok.reshape(shape)
+
+
+@eqx.filter_jit
+def _density_prepare(kind, measures, n, x, eta):
+    m = kind._c_series(measures, n, _SERIES_ORDER)
+    if eta is None:
+        eta = _default_eta(x, kind._c_scale(measures, n, m))
+    eta = jnp.broadcast_to(eta.astype(x.dtype), x.shape)
+    z = jax.lax.complex(x, eta)
+    return (eta, z, *_g_prepare_body(kind, measures, n, z, m))
+
+
+@eqx.filter_jit
+def _density_finish(kind, measures, x, eta, z, far, safe, m, g, ok):
+    g, ok = _g_finish_body(z, far, safe, m, g, ok)
+    zm = kind._c_zero_mass(measures).astype(x.dtype)
+    dens = jnp.maximum(-jnp.imag(g) / math.pi - zm * _lorentz(x, eta), 0.0)
+    return FreeDensity(dens, g, zm, ok)
+
+
+@eqx.filter_jit
+def _contour_prepare(kind, measures, n, n_points, radius):
+    theta = 2 * math.pi * (np.arange(n_points) + 0.5) / n_points
+    m = kind._c_series(measures, n, _SERIES_ORDER)
+    r = radius / _finite_scale(kind._c_reach(measures, n, m), "support's reach (ratio test on the moments)")
+    cdt = cdtype(r.dtype)
+    u = r.astype(cdt) * jnp.asarray(np.exp(1j * theta), cdt)
+    x = 1 / u
+    return x, r, _run_prepare_body(kind, measures, n, x, m)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _contour_finish(x, r, g, order, n_points):
+    theta = 2 * math.pi * (np.arange(n_points) + 0.5) / n_points
+    cdt = x.dtype
+    series = g * x - 1  # sum_{k>=1} m_k u^k for both cases
+    ks = np.arange(1, order + 1)
+    phase = jnp.asarray(np.exp(-1j * np.outer(ks, theta)), cdt)
+    coef = jnp.mean(series[None, :] * phase, axis=1) / r.astype(cdt) ** jnp.asarray(ks, cdt)
+    return jnp.real(coef)
 
 
 def _finite_scale(x, what: str):
@@ -485,11 +593,13 @@ class FreeAdditiveConvolution(_AbstractFree):
         hi = sum(n * m.support_bounds()[1] for m, n in zip(self.measures, self.powers))
         return lo, hi
 
-    def _series_moments(self, K: int):
-        return _series_jit(_additive_series, self.measures, jnp.asarray(self.powers, dtype=_dtype(self.measures)), K)
+    @classmethod
+    def _c_series(cls, measures, n, K: int):
+        return _series_jit(_additive_series, measures, n, K)
 
-    def _solve_scale(self):
-        return self._scale()
+    @classmethod
+    def _c_solve_scale(cls, measures, n, m=None):
+        return cls._c_scale(measures, n, m)
 
     @staticmethod
     def _map(omega, args):
@@ -538,8 +648,7 @@ class FreeMultiplicativeConvolution(_AbstractFree):
     def _check_factors(self, measures):
         out = []
         for i, m in enumerate(measures):
-            lo, m1 = m.support_bounds()[0], m.mean()
-            bad = (lo < 0) | ~(m1 > 0)
+            lo, m1, bad = _factor_domain(m)
             msg = f"measures must live on [0, inf) with a mean > 0 (factor {i}, {type(m).__name__}, does not)"
             b = concrete(bad)
             if b is not None:
@@ -556,15 +665,17 @@ class FreeMultiplicativeConvolution(_AbstractFree):
             hi = hi * m.support_bounds()[1] ** n
         return jnp.zeros_like(hi), jnp.minimum(hi, 4 * self._reach())
 
-    def zero_mass(self):
-        return jnp.max(jnp.stack([m.zero_mass() for m in self.measures]))
+    @classmethod
+    def _c_zero_mass(cls, measures):
+        return jnp.max(jnp.stack([m.zero_mass() for m in measures]))
 
-    def _series_moments(self, K: int):
-        return _series_jit(_multiplicative_series, self.measures, jnp.asarray(self.powers, dtype=_dtype(self.measures)),
-                           K)
+    @classmethod
+    def _c_series(cls, measures, n, K: int):
+        return _series_jit(_multiplicative_series, measures, n, K)
 
-    def _solve_scale(self):
-        return self._reach()
+    @classmethod
+    def _c_solve_scale(cls, measures, n, m=None):
+        return cls._c_reach(measures, n, m)
 
     @staticmethod
     def _h(m, w):
@@ -604,6 +715,13 @@ class FreeMultiplicativeConvolution(_AbstractFree):
         g = 1 / (x * (1 - psi / (1 + psi)))
         ok = _physical_g(x, g, ok & _on_axis_ok(x, prev))
         return jnp.where(flip, jnp.conj(omega), omega), jnp.where(flip, jnp.conj(g), g), ok
+
+
+@eqx.filter_jit
+def _factor_domain(m):
+    # jitted: eagerly, 18 one-operation programs per MarchenkoPastur factor on the first call (measured 2026-12-07)
+    lo, m1 = m.support_bounds()[0], m.mean()
+    return lo, m1, (lo < 0) | ~(m1 > 0)
 
 
 def _flatten(measures, powers, cls):
