@@ -920,8 +920,6 @@ def fit_hyperparameters(
         >>> round(float(fit.params["a"]), 4)  # e
         2.7183
     """
-    import optax
-
     if not callable(objective):
         raise ValueError(f"objective must be callable, got {type(objective).__name__}")
     positive = flag(positive, "positive")
@@ -936,11 +934,30 @@ def fit_hyperparameters(
     x0 = [jnp.log(v) if positive else v for v in leaves]
     gtol = float(np.sqrt(np.finfo(np.dtype(dt)).eps)) if gtol is None else float(gtol)
 
-    def to_params(x):
-        return jax.tree_util.tree_unflatten(tree, [jnp.exp(v) if positive else v for v in x])
+    # optax's L-BFGS mixes int32 and int64 counters, which strict dtype promotion refuses
+    with jax.numpy_dtype_promotion("standard"):
+        x, value, k, gnorm = _fit(objective, x0, tree, positive, max_steps, gtol)
+    bad = ~jnp.isfinite(value)
+    msg = "objective: the fit reached a non-finite loss; start nearer a good value or bound the hyperparameters"
+    x, value = error_if((x, value), bad, msg)
+    return Fit(_to_params(x, tree, positive), value, k, gnorm)
+
+
+def _to_params(x, tree, positive):
+    return jax.tree_util.tree_unflatten(tree, [jnp.exp(v) if positive else v for v in x])
+
+
+@eqx.filter_jit
+def _fit(objective, x0, tree, positive, max_steps, gtol):
+    """fit_hyperparameters' L-BFGS loop, compiled once per objective (its arrays traced, a function
+    by identity), pytree structure and settings: built inside fit_hyperparameters, the loop was a
+    new function, compiled again on every call (measured 2026-12-07)."""
+    import optax
+
+    dt = x0[0].dtype
 
     def loss(x):
-        out = jnp.asarray(objective(to_params(x)))
+        out = jnp.asarray(objective(_to_params(x, tree, positive)))
         if out.shape != ():
             raise ValueError(f"objective must return a scalar, got shape {out.shape}")
         return out.astype(dt)
@@ -951,31 +968,21 @@ def fit_hyperparameters(
     def tree_norm(g):
         return jnp.sqrt(sum(jnp.sum(v * v) for v in jax.tree_util.tree_leaves(g)))
 
-    @jax.jit
-    def run(x0):
-        def step(carry):
-            x, state, _, k, _ = carry
-            value, grad = value_and_grad(x, state=state)
-            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=loss)
-            x = optax.apply_updates(x, updates)
-            return x, state, value, k + 1, tree_norm(grad)
+    def step(carry):
+        x, state, _, k, _ = carry
+        value, grad = value_and_grad(x, state=state)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=loss)
+        x = optax.apply_updates(x, updates)
+        return x, state, value, k + 1, tree_norm(grad)
 
-        def cont(carry):
-            _, _, value, k, gnorm = carry
-            return (k < max_steps) & (gnorm > gtol * jnp.maximum(1.0, jnp.abs(value)))
+    def cont(carry):
+        _, _, value, k, gnorm = carry
+        return (k < max_steps) & (gnorm > gtol * jnp.maximum(1.0, jnp.abs(value)))
 
-        init = (x0, opt.init(x0), jnp.asarray(0.0, dt), jnp.asarray(0), jnp.asarray(jnp.inf, dt))
-        x, _, _, k, _ = jax.lax.while_loop(cont, step, init)
-        value, grad = jax.value_and_grad(loss)(x)
-        return x, value, k, tree_norm(grad)
-
-    # optax's L-BFGS mixes int32 and int64 counters, which strict dtype promotion refuses
-    with jax.numpy_dtype_promotion("standard"):
-        x, value, k, gnorm = run(x0)
-    bad = ~jnp.isfinite(value)
-    msg = "objective: the fit reached a non-finite loss; start nearer a good value or bound the hyperparameters"
-    x, value = error_if((x, value), bad, msg)
-    return Fit(to_params(x), value, k, gnorm)
+    init = (x0, opt.init(x0), jnp.asarray(0.0, dt), jnp.asarray(0), jnp.asarray(jnp.inf, dt))
+    x, _, _, k, _ = jax.lax.while_loop(cont, step, init)
+    value, grad = jax.value_and_grad(loss)(x)
+    return x, value, k, tree_norm(grad)
 
 
 # --------------------------------------------------------------------------------------------
