@@ -13,6 +13,7 @@ import rmtjax.activations as A
 from rmtjax.gaussian import ClosedForm, GaussHermite, Mehler, MonteCarlo, gaussian_expectations
 
 import _reference as R
+from _compiles import Programs
 from _reference import quad_expectation
 
 relu = lambda x: max(x, 0.0)  # noqa: E731
@@ -573,20 +574,11 @@ def test_repeated_eager_duals_compile_nothing():
     """The second eager dual with the same shapes and dtypes compiles no program (every eager call
     compiled a lax.cond of the geometric mean sqrt(q1 q2) anew, its branches new closures, until
     sqrt_prod was jitted; 50 ms per call)."""
-    compiles = []
-
-    def listen(event, seconds, **_):
-        if event.endswith("backend_compile_duration"):
-            compiles.append(event)
-
     for act in (A.Erf(), A.Relu(), A.Gelu()):
         act.dual(1.0, 2.0, 0.5)
         gaussian_expectations(act, 1.0, 2.0, 0.5)
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with Programs() as p:
         for act in (A.Erf(), A.Relu(), A.Gelu()):
             act.dual(1.5, 2.0, -0.5)
             gaussian_expectations(act, 1.5, 2.0, -0.5)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert len(compiles) == 0, f"{len(compiles)} programs compiled by repeated calls"
+    assert not p.names, f"{p.n} programs compiled by repeated calls: {p.names}"

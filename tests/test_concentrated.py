@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg as sla
+from _compiles import Programs
 from _gradcheck import check_gradients
 
 from rmtjax.activations import Abs, Erf, Gelu, LeakyRelu, Relu, Sigmoid, Sign, Sin, Tanh
@@ -329,32 +330,6 @@ def test_frechet_bad_input():
 # ---------------------------------------------------------------- compilation of eager calls
 
 
-class _Programs:
-    """Counts the programs lowered to XLA inside a ``with`` block (also when the compiled program then
-    comes from an on-disk cache) and, among them, the one-operation programs JAX compiles for a
-    ``jnp``/``lax`` operation executed outside any jitted function."""
-
-    _ONE_OP = frozenset(dir(jnp)) | frozenset(dir(jax.lax)) | {
-        "stage", "_where", "_einsum", "_broadcast_arrays", "_normal", "_uniform", "_squeeze", "_mean", "unstack"}
-
-    def __enter__(self):
-        self.names = []
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def _listen(self, event, duration, fun_name=None, **kwargs):
-        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            self.names.append(fun_name or "")
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listen)
-
-    @property
-    def one_op(self):
-        base = [n[4:-1] if n.startswith("jit(") else n for n in self.names]
-        return [n for n in base if n in self._ONE_OP or n.startswith(("_reduce", "_threefry"))]
-
-
 def test_eager_calls_compile_few_programs():
     """The numerical work of the public functions runs in functions jitted once at module level: a
     first eager call with new shapes compiles few one-operation programs (measured 2026-12-07 on this
@@ -370,9 +345,9 @@ def test_eager_calls_compile_few_programs():
         concentrated_moments(jax.random.key(seed + 3), [g, g], n_samples=24, batch_size=8)
         return g(rng.normal(size=(6, 5))), g.lipschitz_bound(), g.layer_norms()
 
-    with _Programs() as first:
+    with Programs() as first:
         run(0)
     assert len(first.one_op) <= 12, f"{len(first.one_op)} one-operation programs: {first.one_op}"
-    with _Programs() as second:
+    with Programs() as second:
         run(10)
     assert not second.names, f"{len(second.names)} programs compiled by a repeated call: {second.names}"

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _compiles import Programs
 from scipy import integrate
 
 from rmtjax import hermite, meanfield, regression
@@ -412,23 +413,14 @@ def test_repeated_eager_shaping_compiles_nothing():
     """A second eager call with the same structure compiles no program: TAT on a residual network
     and TAT for Leaky ReLU each compiled a loop over the network's layers on every call (its body a
     new closure each time) until those eager pieces were jitted."""
-    compiles = []
-
-    def listen(event, seconds, **_):
-        if event.endswith("backend_compile_duration"):
-            compiles.append(event)
-
     calls = [lambda: tat(Softplus(), Residual(4, 2, 0.9)), lambda: tat_leaky_relu(Chain(5), c0=0.5),
              lambda: dks(Tanh(), Residual(3, 2, 0.8))]
     for call in calls:
         call()
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with Programs() as p:
         for call in calls:
             call()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert len(compiles) == 0, f"{len(compiles)} programs compiled by repeated calls"
+    assert not p.names, f"{p.n} programs compiled by repeated calls: {p.names}"
 
 
 def test_repeated_eager_objectives_and_design_compile_nothing():
@@ -436,12 +428,6 @@ def test_repeated_eager_objectives_and_design_compile_nothing():
     structure compiles no program. design failed before its default optimizer was built once: a fresh
     optax.lbfgs() on every call (its functions static arguments of the compiled loop) recompiled the
     whole loop on every call."""
-    compiles = []
-
-    def listen(event, seconds, **_):
-        if event.endswith("backend_compile_duration"):
-            compiles.append(event)
-
     x = np.random.default_rng(0).normal(size=(5, 3))
     y = x[:, 0]
     calls = [
@@ -459,12 +445,9 @@ def test_repeated_eager_objectives_and_design_compile_nothing():
         lambda: design(hermite_family(jnp.array([0.1, 0.5, 0.5, 0.5])), Branching(mu=1.2), steps=10, warn=False),
     ]
     first = [jax.tree_util.tree_leaves(call()) for call in calls]
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with Programs() as p:
         second = [jax.tree_util.tree_leaves(call()) for call in calls]
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert len(compiles) == 0, f"{len(compiles)} programs compiled by repeated calls"
+    assert not p.names, f"{p.n} programs compiled by repeated calls: {p.names}"
     for a, b in zip(first, second):
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)

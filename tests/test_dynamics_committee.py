@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import Programs
 from scipy.special import erf
 
 from rmtjax.activations import Erf, Identity, Relu, Tanh
@@ -501,35 +502,6 @@ def test_float32_solvers_match_float64(float64_values, float32_mode):
     np.testing.assert_allclose(np.asarray(out["relu"], np.float64), float64_values["relu"], atol=1e-6)
 
 
-class _CountCompiles:
-    """Counts compilations (``jax.monitoring`` events) inside a ``with`` block: lowerings to XLA,
-    which happen also when the compiled program then comes from an on-disk cache
-    (RMTJAX_TEST_COMPILATION_CACHE, tests/conftest.py)."""
-
-    # the programs JAX compiles for one jnp/lax operation executed outside any jitted function
-    _ONE_OP = frozenset(dir(jnp)) | frozenset(dir(jax.lax)) | {
-        "stage", "_where", "_einsum", "_broadcast_arrays", "_normal", "_uniform", "_squeeze", "_mean", "unstack"}
-
-    def __enter__(self):
-        self.n = 0
-        self.names = []
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def _listen(self, event, duration, fun_name=None, **kwargs):
-        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            self.n += 1
-            self.names.append(fun_name or "")
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listen)
-
-    @property
-    def one_op(self):
-        base = [n[4:-1] if n.startswith("jit(") else n for n in self.names]
-        return [n for n in base if n in self._ONE_OP or n.startswith(("_reduce", "_threefry"))]
-
-
 def _sgd_sample(k, n):
     x = jax.random.normal(k, (n, 8))
     return x, x[:, 0]
@@ -558,7 +530,7 @@ def test_repeated_eager_calls_do_not_recompile():
     sgd(jax.random.key(0), w0, jnp.ones(2), 0.3, 0.0, _sgd_sample, _sgd_observe)
     s1, ts1, g1, Q1 = _state0(scale=0.3), ts + 1.0, g._replace(R=jnp.full((2, 2), 0.41)), 0.5 * s0.Q
     w1 = 0.5 * w0
-    with _CountCompiles() as c:  # new values, same structure: the compiled cores are reused
+    with Programs() as c:  # new values, same structure: the compiled cores are reused
         committee_ode(s1, T2, V2, ts1, 0.7)
         committee_fixed_point(g1, T2, V2, 0.12)
         generalization_error(Q1, s0.R, T2, s0.v, V2)
@@ -569,7 +541,7 @@ def test_repeated_eager_calls_do_not_recompile():
     assert c.n == 0, f"{c.n} compilations: {c.names}"
     s3 = CommitteeState(0.25 * jnp.eye(3), jnp.full((3, 1), 1e-3), jnp.ones(3))
     T1, V1 = jnp.eye(1), jnp.ones(1)
-    with _CountCompiles() as first:
+    with Programs() as first:
         committee_rhs(s3, T1, V1, 0.5, 0.1, 0.1)
         committee_ode(s3, T1, V1, jnp.linspace(0.0, 1.5, 4), 0.5, 0.1, 0.1)
         generalization_error(s3.Q, s3.R, T1, s3.v, V1)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import Programs
 
 from rmtjax.activations import Erf, Identity, Relu, Sign, Tanh
 from rmtjax.dynamics._committee import CommitteeState, committee_rhs
@@ -307,14 +308,6 @@ def test_eager_calls_compile_few_programs():
     new shapes compiles few one-operation programs (measured 2026-12-07 on this sequence: 48
     before, 5 after, the transfers of the validation and the key's seeding), and a second call with the same shapes and
     new values compiles nothing (that part passed before too)."""
-    one_op_names = frozenset(dir(jnp)) | frozenset(dir(jax.lax)) | {
-        "stage", "_where", "_einsum", "_broadcast_arrays", "_normal", "_uniform", "_squeeze", "_mean", "unstack"}
-    names = []
-
-    def listen(event, duration, fun_name=None, **kwargs):
-        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            names.append(fun_name or "")
-
     def run(seed):
         rng = np.random.default_rng(seed)
         gen = Generator(jnp.asarray(rng.normal(size=(13, 5))), Sign())
@@ -324,14 +317,9 @@ def test_eager_calls_compile_few_programs():
         hidden_manifold_densities(mom, w, wt, num_bins=4)
         return local_field_distance(jax.random.key(seed), gen, mom, w, wt, num_samples=150, num_directions=3)
 
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with Programs() as first:
         run(0)
-        one_op = [n for n in (m[4:-1] if m.startswith("jit(") else m for m in names)
-                  if n in one_op_names or n.startswith(("_reduce", "_threefry"))]
-        assert len(one_op) <= 10, f"{len(one_op)} one-operation programs: {one_op}"
-        names.clear()
+    assert len(first.one_op) <= 10, f"{len(first.one_op)} one-operation programs: {first.one_op}"
+    with Programs() as second:
         run(1)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert not names, f"{len(names)} programs compiled by a repeated call: {names}"
+    assert not second.names, f"{second.n} programs compiled by a repeated call: {second.names}"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import equinox as eqx
+from _compiles import Programs
 
 from rmtjax.rmt import _free
 from rmtjax.rmt._free import (free_additive_convolution, free_additive_power, free_multiplicative_convolution,
@@ -284,12 +285,6 @@ def test_repeated_eager_calls_compile_nothing():
     from rmtjax.activations import Erf
     from rmtjax.rmt._jacobian import jacobian_law
 
-    compiles = []
-
-    def listen(event, seconds, **_):
-        if event.endswith("backend_compile_duration"):
-            compiles.append(event)
-
     x = jnp.array([0.1, 1.0, 3.0])
     z = jnp.array([-1.0 + 1.0j, 0.5 + 0.1j, 5.0 + 0.0j])
 
@@ -300,9 +295,6 @@ def test_repeated_eager_calls_compile_nothing():
                 mul.moments(2), mul.moments_by_contour(2), jacobian_law(Erf(), v, 0.1, depth=depth).moments(2)]
 
     jax.block_until_ready(calls(1.0, 2))
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with Programs() as p:
         jax.block_until_ready(calls(0.9, 3))
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert len(compiles) == 0, f"{len(compiles)} programs compiled by repeated calls"
+    assert not p.names, f"{p.n} programs compiled by repeated calls: {p.names}"
