@@ -156,11 +156,26 @@ def pytest_addoption(parser):
                      help=f"write each test's seconds (setup + call + teardown) to {DURATIONS.name}")
 
 
+# Test files longest first, by their recorded seconds (a file without a record counts as
+# UNRECORDED_FILE_SECONDS). pyproject's addopts hand whole files to the xdist workers (`--dist
+# loadfile`) in this order (`--no-loadscope-reorder`): a file's module fixtures and compiled programs
+# are then built by one worker, not by each worker that runs some of its tests, and the longest files
+# start first, so that the two workers finish together (longest-processing-time-first scheduling).
+UNRECORDED_FILE_SECONDS = 30.0
+
+
 def pytest_collection_modifyitems(config, items):
     durations = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    files: dict[str, float] = {}
     for item in items:
         if durations.get(item.nodeid, 0.0) > SLOW_SECONDS:
             item.add_marker(pytest.mark.slow)
+        file = item.nodeid.split("::")[0]
+        files[file] = files.get(file, 0.0) + durations.get(item.nodeid, 0.0)
+    recorded = {k.split("::")[0] for k in durations}
+    seconds = {f: (s if f in recorded else UNRECORDED_FILE_SECONDS) for f, s in files.items()}
+    order = {item.nodeid: i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (-seconds[item.nodeid.split("::")[0]], order[item.nodeid]))
 
 
 def pytest_runtest_logreport(report):
