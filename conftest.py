@@ -24,6 +24,17 @@ import pytest
 _X64 = os.environ.get("RMTJAX_DOCTEST_X64", "") not in ("", "0")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """``pytest -n N`` hands whole test files to the workers (``--dist loadfile``) in collection
+    order (``--no-loadscope-reorder``; tests/conftest.py orders the files longest first), unless
+    ``--dist`` is given. Set here, before pytest-xdist's own hook picks ``--dist load``, and not in
+    pyproject's addopts, where ``--dist`` would break ``-p no:xdist``."""
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", None) == "no":
+        config.option.dist = "loadfile"
+        config.option.loadscopereorder = False
+
+
 @pytest.fixture(autouse=True)
 def _doctest_user_session(request):
     if type(request.node).__name__ != "DoctestItem":

@@ -157,8 +157,8 @@ def pytest_addoption(parser):
 
 
 # Test files longest first, by their recorded seconds (a file without a record counts as
-# UNRECORDED_FILE_SECONDS). pyproject's addopts hand whole files to the xdist workers (`--dist
-# loadfile`) in this order (`--no-loadscope-reorder`): a file's module fixtures and compiled programs
+# UNRECORDED_FILE_SECONDS). `pytest -n 2` hands whole files to the xdist workers (`--dist
+# loadfile`, set by the root conftest.py) in this order (`--no-loadscope-reorder`): a file's module fixtures and compiled programs
 # are then built by one worker, not by each worker that runs some of its tests, and the longest files
 # start first, so that the two workers finish together (longest-processing-time-first scheduling).
 UNRECORDED_FILE_SECONDS = 30.0
