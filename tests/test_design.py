@@ -423,6 +423,9 @@ def test_repeated_eager_shaping_compiles_nothing():
     assert not p.names, f"{p.n} programs compiled by repeated calls: {p.names}"
 
 
+_ADAM = optax.adam(1e-2)
+
+
 def test_repeated_eager_objectives_and_design_compile_nothing():
     """A second eager call of local_maps, each objective, transformed_family and design with the same
     structure compiles no program. design failed before its default optimizer was built once: a fresh
@@ -443,6 +446,11 @@ def test_repeated_eager_objectives_and_design_compile_nothing():
         lambda: MarginalLikelihood(x, y, depth=2, noise=0.1)(Erf()),
         lambda: transformed_family(Tanh(), alpha=0.7, beta=0.2).init,
         lambda: design(hermite_family(jnp.array([0.1, 0.5, 0.5, 0.5])), Branching(mu=1.2), steps=10, warn=False),
+        # a new transformed_family of an equal base, and an optimizer without extra-argument support
+        # given again: both recompiled the loop on every call before (a new closure as Family.build; a
+        # new optax.with_extra_args_support wrapper)
+        lambda: design(transformed_family(Swish(beta=1.5), alpha=0.8), Branching(mu=1.1), steps=10, warn=False),
+        lambda: design(transformed_family(Tanh()), Branching(mu=1.1), steps=10, warn=False, optimizer=_ADAM),
     ]
     first = [jax.tree_util.tree_leaves(call()) for call in calls]
     with Programs() as p:
@@ -451,3 +459,16 @@ def test_repeated_eager_objectives_and_design_compile_nothing():
     for a, b in zip(first, second):
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
+
+
+def test_transformed_family_of_traced_parameters():
+    """transformed_family of a base whose parameters are traced (built inside jit) designs the same
+    activation as of the concrete base; a concrete base's family is equal for equal bases and
+    different for different parameter values."""
+    fam = jax.jit(lambda b: transformed_family(Swish(beta=b), alpha=0.8).build(jnp.zeros(4)).base.beta)
+    np.testing.assert_array_equal(fam(1.5), 1.5)
+    a, b = transformed_family(Swish(beta=1.5)).build, transformed_family(Swish(beta=1.5)).build
+    assert a == b and hash(a) == hash(b)
+    assert transformed_family(Swish(beta=1.25)).build != a
+    x = jnp.linspace(-2.0, 2.0, 5)
+    np.testing.assert_array_equal(a(jnp.zeros(4))(x), Swish(beta=1.5)(x))

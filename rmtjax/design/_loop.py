@@ -95,11 +95,44 @@ def hermite_family(coeffs: ArrayLike, *, centered: bool = False) -> Family:
     return Family(_centered_unit_series if centered else _unit_series, u)
 
 
-def _transformed(base):
-    def build(p):
-        return Transformed(base, jnp.exp(p[0]), p[1], jnp.exp(p[2]), p[3])
+def _transformed_build(base, p):
+    return Transformed(base, jnp.exp(p[0]), p[1], jnp.exp(p[2]), p[3])
 
-    return build
+
+class _TransformedBuild:
+    """``build(p)`` of :func:`transformed_family`, equal (and hashing equal) for equal base activations:
+    the base's arrays are kept as NumPy values and compared by value. ``Family.build`` is a static part of
+    the compiled design loop, so a new closure per call of transformed_family made every
+    ``design(transformed_family(...), ...)`` compile the loop again."""
+
+    def __init__(self, arrays, static):
+        self._leaves, self._treedef = jax.tree_util.tree_flatten(arrays)
+        self._static = static
+        self._key = (static, self._treedef,
+                     tuple((a.dtype.str, a.shape, a.tobytes()) for a in self._leaves))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _TransformedBuild) and self._key == other._key
+
+    def __call__(self, p):
+        arrays = jax.tree_util.tree_unflatten(self._treedef, [jnp.asarray(a) for a in self._leaves])
+        return _transformed_build(eqx.combine(arrays, self._static), p)
+
+
+def _transformed(base):
+    arrays, static = eqx.partition(base, eqx.is_array)
+    leaves = [concrete(a) for a in jax.tree_util.tree_leaves(arrays)]
+    if all(a is not None for a in leaves):
+        try:
+            build = _TransformedBuild(jax.tree_util.tree_map(concrete, arrays), static)
+            hash(build)
+            return build
+        except TypeError:  # a base with an unhashable static part (e.g. a Custom of an unhashable callable)
+            pass
+    return functools.partial(_transformed_build, base)  # traced base parameters: one per call
 
 
 def transformed_family(base: AbstractActivation, *, alpha=1.0, beta=0.0, gamma=1.0, delta=0.0) -> Family:
@@ -212,6 +245,15 @@ def _verdict(history, stationary, rtol, atol, *, tail: int):
 _LBFGS = optax.lbfgs()
 
 
+@functools.lru_cache(maxsize=64)
+def _with_extra_args(optimizer):
+    # L-BFGS's line search needs the value and the objective: every optimizer gets them (ignored by
+    # those that do not use them). Wrapped once per optimizer: the wrapper's functions are static
+    # arguments of the compiled loop, so a new wrapper on every call recompiled it for an optimizer
+    # without extra-argument support (optax.adam) given again.
+    return optax.with_extra_args_support(optimizer)
+
+
 def _gtol(dtype) -> float:
     return float(jnp.finfo(dtype).eps) ** 0.75
 
@@ -257,9 +299,7 @@ def design(family: Family | AbstractActivation, objective: AbstractObjective, *,
     if not isinstance(optimizer, optax.GradientTransformation):
         raise ValueError(f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)), got "
                          f"{optimizer!r:.60}")
-    # L-BFGS's line search needs the value and the objective: every optimizer gets them (ignored by
-    # those that do not use them)
-    optimizer = optax.with_extra_args_support(optimizer)
+    optimizer = _with_extra_args(optimizer)
     params, activation, history, stationary = _run(family, objective, optimizer, steps)
     tail = min(max(steps // 10, 2), history.shape[0])
     finite_start, finite, converged, f, spread = _verdict(history, stationary, rtol, atol, tail=tail)
