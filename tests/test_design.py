@@ -472,3 +472,6 @@ def test_transformed_family_of_traced_parameters():
     assert transformed_family(Swish(beta=1.25)).build != a
     x = jnp.linspace(-2.0, 2.0, 5)
     np.testing.assert_array_equal(a(jnp.zeros(4))(x), Swish(beta=1.5)(x))
+    # the base's parameters are the base's own (their dtype and weak type kept)
+    beta = a(jnp.zeros(4)).base.beta
+    assert (beta.dtype, beta.weak_type) == (Swish(beta=1.5).beta.dtype, Swish(beta=1.5).beta.weak_type)

@@ -101,15 +101,15 @@ def _transformed_build(base, p):
 
 class _TransformedBuild:
     """``build(p)`` of :func:`transformed_family`, equal (and hashing equal) for equal base activations:
-    the base's arrays are kept as NumPy values and compared by value. ``Family.build`` is a static part of
-    the compiled design loop, so a new closure per call of transformed_family made every
-    ``design(transformed_family(...), ...)`` compile the loop again."""
+    compared by the base's structure and its arrays' values, dtypes and weak types. ``Family.build`` is
+    a static part of the compiled design loop, so a new closure per call of transformed_family made
+    every ``design(transformed_family(...), ...)`` compile the loop again. Equal builds compute the
+    same function, so the loop compiled with one serves the other."""
 
-    def __init__(self, arrays, static):
-        self._leaves, self._treedef = jax.tree_util.tree_flatten(arrays)
-        self._static = static
-        self._key = (static, self._treedef,
-                     tuple((a.dtype.str, a.shape, a.tobytes()) for a in self._leaves))
+    def __init__(self, base, leaves, static, treedef):
+        self._base = base
+        self._key = (static, treedef, tuple((a.dtype.str, a.shape, bool(getattr(a, "weak_type", False)),
+                                             np.asarray(a).tobytes()) for a in leaves))
 
     def __hash__(self):
         return hash(self._key)
@@ -118,16 +118,15 @@ class _TransformedBuild:
         return isinstance(other, _TransformedBuild) and self._key == other._key
 
     def __call__(self, p):
-        arrays = jax.tree_util.tree_unflatten(self._treedef, [jnp.asarray(a) for a in self._leaves])
-        return _transformed_build(eqx.combine(arrays, self._static), p)
+        return _transformed_build(self._base, p)
 
 
 def _transformed(base):
     arrays, static = eqx.partition(base, eqx.is_array)
-    leaves = [concrete(a) for a in jax.tree_util.tree_leaves(arrays)]
-    if all(a is not None for a in leaves):
+    leaves, treedef = jax.tree_util.tree_flatten(arrays)
+    if all(concrete(a) is not None for a in leaves):
         try:
-            build = _TransformedBuild(jax.tree_util.tree_map(concrete, arrays), static)
+            build = _TransformedBuild(base, leaves, static, treedef)
             hash(build)
             return build
         except TypeError:  # a base with an unhashable static part (e.g. a Custom of an unhashable callable)
