@@ -462,9 +462,9 @@ def test_repeated_eager_objectives_and_design_compile_nothing():
 
 
 def test_transformed_family_of_traced_parameters():
-    """transformed_family of a base whose parameters are traced (built inside jit) designs the same
-    activation as of the concrete base; a concrete base's family is equal for equal bases and
-    different for different parameter values."""
+    """transformed_family of a base whose parameters are traced (built inside jit) builds activations
+    with those parameters; a concrete base's build is equal (and hashes equal) for equal bases, differs
+    for a different parameter value, and builds the base itself (its parameters' values and weak type)."""
     fam = jax.jit(lambda b: transformed_family(Swish(beta=b), alpha=0.8).build(jnp.zeros(4)).base.beta)
     np.testing.assert_array_equal(fam(1.5), 1.5)
     a, b = transformed_family(Swish(beta=1.5)).build, transformed_family(Swish(beta=1.5)).build

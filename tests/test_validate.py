@@ -183,10 +183,6 @@ def test_as_real_of_concrete_input_compiles_nothing(x64):
     """as_real gives what jnp.asarray (then astype) gave (dtype, weak type, values) without compiling:
     jnp.asarray of a Python scalar or NumPy value binds lax.stage, one compiled program per shape and
     dtype, and astype one more (940 and 1,131 programs in a run of the suite)."""
-    from _compiles import Programs
-
-    from rmtjax._validate import as_real, to_device
-
     inputs = [1.5, 3, np.float64(2.5), np.arange(3.0), np.arange(4), [[1.0, 2.0], [3.0, 4.5]],
               np.ones((2, 3), np.float32), np.float32(0.25)]
     with jax.enable_x64(x64):

@@ -245,12 +245,20 @@ _LBFGS = optax.lbfgs()
 
 
 @functools.lru_cache(maxsize=64)
+def _with_extra_args_cached(optimizer):
+    return optax.with_extra_args_support(optimizer)
+
+
 def _with_extra_args(optimizer):
     # L-BFGS's line search needs the value and the objective: every optimizer gets them (ignored by
     # those that do not use them). Wrapped once per optimizer: the wrapper's functions are static
     # arguments of the compiled loop, so a new wrapper on every call recompiled it for an optimizer
-    # without extra-argument support (optax.adam) given again.
-    return optax.with_extra_args_support(optimizer)
+    # without extra-argument support (optax.adam) given again. An unhashable optimizer (a user's own
+    # GradientTransformation holding arrays) is wrapped anew, as before.
+    try:
+        return _with_extra_args_cached(optimizer)
+    except TypeError:
+        return optax.with_extra_args_support(optimizer)
 
 
 def _gtol(dtype) -> float:
