@@ -92,6 +92,11 @@ __all__ = ["ExpansionWarning", "NNGPCorrections", "NTKChange", "NTKCovariance", 
            "ntk_fluctuations"]
 
 
+def _or_float64(dtype) -> str:
+    """The advice to compute in float64, where the computation is not in float64 already."""
+    return "" if jnp.dtype(dtype) == jnp.float64 else ", or float64 (jax_enable_x64)"
+
+
 class ExpansionWarning(UserWarning):
     """The :math:`1/n` corrections at the given widths are as large as the values they correct:
     the depth-to-width ratio is too large for the expansion to mean anything."""
@@ -227,7 +232,7 @@ def _product(act, x, pattern):
 def _expect_1d(act, K, idx, pattern):
     z, w = trapezoid_gaussian(0.04, 13.0)
     q = K[idx[:, 0], idx[:, 0]]
-    x = jnp.sqrt(q)[:, None, None] * jnp.asarray(z, K.dtype)[None, :, None]
+    x = safe_sqrt(q)[:, None, None] * jnp.asarray(z, K.dtype)[None, :, None]  # a zero input: no inf derivative
     return _product(act, x, pattern) @ jnp.asarray(w, K.dtype)
 
 
@@ -236,12 +241,15 @@ def _expect_2d(act, K, idx, pattern, deg_angle=24, deg_radius=64, cutoff=12.0):
     the four rays where :math:`x_1 = 0` or :math:`x_2 = 0` (kinks of ReLU-like activations)."""
     i, j = idx[:, 0], idx[:, 1]
     q1, q2, q12 = K[i, i], K[j, j], K[i, j]
-    l11 = jnp.sqrt(q1)
-    l21 = q12 / l11
+    l11 = safe_sqrt(q1)
+    # a zero-variance input (a zero row with b_std = 0) is the zero vector: x1 = 0, and q12 = 0 too
+    l21 = jnp.where(l11 > 0, q12 / jnp.where(l11 > 0, l11, 1.0), 0.0)
     l22 = safe_sqrt(q2 - l21 * l21)  # zero derivative at 0: parallel inputs
     # x1 = l11 r cos t (zero at t = pi/2, 3pi/2); x2 = r (l21 cos t + l22 sin t), zero where
     # tan t = -l21 / l22, i.e. t0 = atan2(-l21, l22) + k pi
-    t0 = jnp.mod(jnp.arctan2(-l21, l22), jnp.pi)
+    # (both zero: x2 = 0 is a zero input and any t0 will do; atan2(0, 0) has a NaN derivative)
+    none = (l21 == 0) & (l22 == 0)
+    t0 = jnp.mod(jnp.arctan2(-l21, jnp.where(none, 1.0, l22)), jnp.pi)
     cuts = jnp.sort(jnp.stack([jnp.full_like(t0, 0.5 * jnp.pi), t0, jnp.full_like(t0, 1.5 * jnp.pi), t0 + jnp.pi], -1), -1)
     edges = jnp.concatenate([cuts, cuts[:, :1] + 2 * jnp.pi], -1)  # 5 edges, 4 pieces
     u, wu, r, wr = (jnp.asarray(v, K.dtype) for v in _polar_rule(deg_angle, deg_radius, cutoff))
@@ -459,12 +467,13 @@ def nngp_corrections(
     Ks, Vs, Gs = _corrections(x, W, b, spec.activation, jnp.asarray(ratios, x.dtype),
                               m=m, deg3=deg3, deg4=deg4)
     bad = ~(jnp.all(jnp.isfinite(Vs)) & jnp.all(jnp.isfinite(Gs)) & jnp.all(jnp.isfinite(Ks)))
-    msg = ("x: the finite-width corrections came out non-finite (a variance overflows "
-           f"{x.dtype.name}); use smaller inputs or W_std, or float64")
+    msg = (f"x: the finite-width corrections came out non-finite (a variance overflows {x.dtype.name}); use "
+           f"smaller inputs or W_std{_or_float64(x.dtype)}")
     Ks, Vs, Gs = error_if((Ks, Vs, Gs), bad, msg)
     out = NNGPCorrections(Ks, Vs, Gs, jnp.asarray(fan_in, x.dtype))
     diag = jnp.arange(x.shape[0])
     K_aa = Ks[:, diag, diag]
+    K_aa = jnp.where(K_aa > 0, K_aa, jnp.inf)  # a zero input (b_std = 0) has no corrections to compare
     relative = jnp.concatenate([jnp.sqrt(jnp.maximum(Vs[:, diag, diag, diag, diag], 0.0) / out.fan_in[:, None]) / K_aa,
                                 Gs[:, diag, diag] / out.fan_in[:, None] / K_aa])
     _warn_if_large(relative, widths, spec.depth, given)
@@ -643,7 +652,7 @@ def ntk_fluctuations(
     Th, t1, var = _ntk_fluctuations(x, W, b, spec.activation, jnp.asarray(ratios, x.dtype))
     bad = ~(jnp.all(jnp.isfinite(Th)) & jnp.all(jnp.isfinite(t1)) & jnp.all(jnp.isfinite(var)))
     msg = (f"x: the NTK fluctuations came out non-finite (a variance overflows {x.dtype.name}); use smaller "
-           "inputs or W_std, or float64")
+           f"inputs or W_std{_or_float64(x.dtype)}")
     Th, t1, var = error_if((Th, t1, var), bad, msg)
     out = NTKFluctuations(Th, t1, var, jnp.asarray(fan_in, x.dtype))
     _warn_if_large(jnp.concatenate([jnp.sqrt(out.relative_variance()), out.correction / out.fan_in[:, None] / Th]),
@@ -924,7 +933,7 @@ def ntk_covariance(
     Th, T1, cov = _ntk_covariance(x, W, b, spec.activation, jnp.asarray(ratios, x.dtype), m=m, deg3=deg3, deg4=deg4)
     bad = ~(jnp.all(jnp.isfinite(Th)) & jnp.all(jnp.isfinite(T1)) & jnp.all(jnp.isfinite(cov)))
     msg = (f"x: the NTK covariance came out non-finite (a variance overflows {x.dtype.name}); use smaller "
-           "inputs or W_std, or float64")
+           f"inputs or W_std{_or_float64(x.dtype)}")
     Th, T1, cov = error_if((Th, T1, cov), bad, msg)
     out = NTKCovariance(Th, T1, cov, jnp.asarray(fan_in, x.dtype))
     # the warning looks at the diagonal entries, as ntk_fluctuations does
@@ -1352,8 +1361,8 @@ def ntk_change(
         raise ValueError(f"{name} must be {what} = {float(l_c):.6g}, got {float(v_c):.6g}")
     change = error_if(change, over, f"{name} must be {what}")
     bad = ~(jnp.all(jnp.isfinite(change)) & jnp.all(jnp.isfinite(se)) & jnp.all(jnp.isfinite(Th)))
-    msg = (f"x: the NTK change came out non-finite (a variance overflows {x.dtype.name}); use smaller inputs, "
-           "W_std or learning_rate, or float64")
+    msg = (f"x, y: the NTK change came out non-finite (a variance or the targets' second moment overflows "
+           f"{x.dtype.name}); use smaller inputs, targets, W_std or learning_rate{_or_float64(x.dtype)}")
     Th, change, se, terms = error_if((Th, change, se, terms), bad, msg)
     out = NTKChange(Th, change, se, terms, jnp.asarray(widths[0], x.dtype))
     _warn_if_large(out.relative_change()[None], widths, 1, given)

@@ -67,7 +67,7 @@ from ._numerics import solver_tolerances
 from ._validate import concrete, error_if, flag, real, reraise_as_value_error, static_int
 from .activations import AbstractActivation, AbstractClosedFormActivation
 from .gaussian import AbstractMethod, Auto, ClosedForm, GaussHermite, Mehler, MonteCarlo, _expectations
-from .solve import Solution, _finish, _scalar_root
+from .solve import Solution, _finish, _implicit, _scalar_root
 
 __all__ = [
     "MeanField",
@@ -197,9 +197,13 @@ def _q_star_scalar(activation, w2, b2, q0, method, max_steps) -> Solution:
     V(q) = q in the direction V(q0) - q0 points to, bracketed by doubling/halving and solved by
     safeguarded Newton (rmtjax.solve). Value NaN where not ok."""
     rtol, atol = solver_tolerances(w2.dtype)
-    return _scalar_root(_g_q, (activation, w2, b2, method), q0, rtol=rtol, atol=atol, max_steps=max_steps,
-                        up=_q_up, n_up=_UP_STEPS, down=_q_down, n_down=_HALVINGS, down_end=jnp.zeros_like(q0),
-                        margin=_margin(w2.dtype))
+    args = (activation, w2, b2, method)
+    sol = _scalar_root(_g_q, args, q0, rtol=rtol, atol=atol, max_steps=max_steps, up=_q_up, n_up=_UP_STEPS,
+                       down=_q_down, n_down=_HALVINGS, down_end=jnp.zeros_like(q0), margin=_margin(w2.dtype))
+    # the same value, with the implicit derivative of the one-sided V' at q* = 0 (sigma_b^2 = 0 in the
+    # ordered phase: dq*/d sigma_b^2 = 1 / (1 - V'(0+)), 4 for ReLU at sigma_w^2 = 1.5, not 1.6)
+    q = jax.lax.stop_gradient(jnp.where(sol.ok, sol.value, 1.0))
+    return Solution(jnp.where(sol.ok, _implicit(_g_q_one_sided, q, args), jnp.nan), sol.result, sol.steps, sol.residual)
 
 
 def _g_c(c, args):
@@ -211,9 +215,26 @@ def _g_c(c, args):
 
 
 def _q_eval(q):
-    """q* where the correlation map is evaluated: q* itself, or the limit q -> 0+ at q* = 0."""
+    """q* where the correlation map is evaluated: q* itself, or the limit q -> 0+ at q* = 0 (with
+    derivative 0 there: the derivatives of kdot, c* and the chi's at q -> 0+ lose all accuracy at
+    this tiny q, so gradients of chi_1, c* and the depth scales at exactly q* = 0 leave out their
+    dependence through q*; q* itself has the one-sided derivative, :func:`_g_q_one_sided`)."""
     floor = jnp.asarray(_q_floor(q.dtype), q.dtype)
     return jnp.where(q > floor, q, floor)
+
+
+def _q_through(q):
+    r""":func:`_q_eval` with derivative 1 in q everywhere (for :math:`\mathcal V` itself, whose
+    derivative at the floor is accurate: ReLU 1/2, tanh 1)."""
+    floor = jnp.asarray(_q_floor(q.dtype), q.dtype)
+    return jax.lax.stop_gradient(jnp.where(q > floor, q, floor)) + (q - jax.lax.stop_gradient(q))
+
+
+def _g_q_one_sided(q, args):
+    r""":func:`_g_q` differentiated at :func:`_q_through` (the implicit derivative of q*): at q* = 0
+    the derivative of :math:`\mathcal V` at 0 is its one-sided limit, which the Gaussian
+    expectations' square roots of variances do not give at 0 itself."""
+    return _g_q(_q_through(q), args)
 
 
 def _c_star_scalar(activation, w2, b2, q, q_ok, c0, method, max_steps) -> Solution:
@@ -245,9 +266,10 @@ def _chi_q(activation, w2, b2, q, method):
 
 
 def _depth_scale(chi):
-    # -1 / log(chi): infinite at chi = 1 (criticality); defined for chi in (0, 1), else inf
+    # -1 / log(chi) for chi in (0, 1); its limit 0 at chi = 0 (a signal forgotten in one layer: tanh at
+    # sigma_w = 0, or a constant activation), inf at and beyond chi = 1 (criticality and chaos)
     ok = (chi > 0) & (chi < 1)
-    return jnp.where(ok, -1.0 / jnp.log(jnp.where(ok, chi, 0.5)), jnp.inf)
+    return jnp.where(ok, -1.0 / jnp.log(jnp.where(ok, chi, 0.5)), jnp.where(chi == 0, 0.0, jnp.inf))
 
 
 class MeanField(NamedTuple):
@@ -257,7 +279,8 @@ class MeanField(NamedTuple):
     Attributes:
         q_star, c_star: the fixed points of the length and correlation maps.
         chi_1, chi_c, chi_q: slopes (see the module docstring).
-        xi_q, xi_c: depth scales :math:`-1/\\log\\chi` (``inf`` at and beyond :math:`\\chi = 1`).
+        xi_q, xi_c: depth scales :math:`-1/\\log\\chi` (``inf`` at and beyond :math:`\\chi = 1`, its
+            limit 0 at :math:`\\chi = 0`).
         ok: both fixed points converged on their physical branch.
     """
 

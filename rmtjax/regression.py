@@ -1126,7 +1126,7 @@ def kernel_ridge_cg(
     ridge: ArrayLike,
     *,
     kind: str = "nngp",
-    rank: int = 256,
+    rank: int | None = None,
     rtol: float | None = None,
     max_steps: int = 1000,
     tile: int | None = None,
@@ -1156,7 +1156,7 @@ def kernel_ridge_cg(
         ridge: :math:`\lambda > 0`.
         kind: ``"nngp"`` (the GP posterior mean) or ``"ntk"`` (the infinite-time mean of
             NTK-trained networks with ridge).
-        rank: Nystrom rank (static; 0 for plain CG; at most ``n``).
+        rank: Nystrom rank (static; 0 for plain CG; at most ``n``; default ``min(256, n)``).
         rtol: stop when :math:`\|r\| \le` ``rtol`` :math:`\|Y\|` (default 1e-10 in float64,
             1e-5 in float32).
         max_steps: at most this many iterations (static).
@@ -1204,7 +1204,7 @@ def kernel_ridge_cg(
         dt = jnp.float64
         y = y.astype(dt)
     ridge = check_range(as_real(ridge, "ridge", ndim=0, dtype=dt), "ridge", lo=0.0, lo_open=True)
-    rank = static_int(rank, "rank", lo=0, hi=n)
+    rank = min(256, n) if rank is None else static_int(rank, "rank", lo=0, hi=n)
     max_steps = static_int(max_steps, "max_steps", lo=1, hi=10**6)
     tile = matvec_tile() if tile is None else static_int(tile, "tile", lo=8, hi=4096)
     seed = static_int(seed, "seed", lo=0)

@@ -275,6 +275,34 @@ def _jax_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 
+def _device_coordinates(grid: Grid) -> list[np.ndarray]:
+    """Each axis in the dtype ``fn`` receives (JAX's: 32-bit unless x64 is enabled), checked to
+    keep its coordinates: an integer that does not fit, or floats that the narrower type merges,
+    turns to 0 or to infinity, would make ``fn`` compute at other points than the labels say."""
+    out = []
+    for name, v in grid.axes.items():
+        t = _jax_dtype(v.dtype)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            c = v.astype(t)
+        if np.issubdtype(v.dtype, np.integer):
+            lost = c.astype(v.dtype) != v
+        elif np.issubdtype(v.dtype, np.floating):
+            # subnormals count as lost: XLA flushes them to zero on CPU and GPU
+            lost = (np.isinf(c) & ~np.isinf(v)) | ((np.abs(c) < np.finfo(t).tiny) & (v != 0))
+            if not lost.any() and np.unique(c).size < np.unique(v).size:
+                raise ValueError(f"axis {name!r}: its coordinates {_show(v)} are not all distinct in {t.name} (the "
+                                 f"dtype fn receives{'' if t.itemsize == 8 else ' without x64'}): enable x64 "
+                                 "(jax.config.update('jax_enable_x64', True)) or space them further apart")
+        else:
+            lost = np.zeros(v.shape, bool)
+        if lost.any():
+            raise ValueError(f"axis {name!r}: the coordinates {_show(v[lost])} do not fit {t.name} (the dtype fn "
+                             f"receives{'' if t.itemsize == 8 else ' without x64'}): enable x64 "
+                             "(jax.config.update('jax_enable_x64', True)) or rescale the axis")
+        out.append(c)
+    return out
+
+
 def _show(v: np.ndarray) -> str:
     """Coordinates for a message: all of them when few, else the first and last few."""
     if v.size <= 8:
@@ -504,6 +532,7 @@ def run(fn: Callable[..., Any], grid: Grid, *, store: str | os.PathLike | None =
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {type(fn).__name__}")
     _check_signature(fn, grid)
+    coords = _device_coordinates(grid)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -559,8 +588,6 @@ def run(fn: Callable[..., Any], grid: Grid, *, store: str | os.PathLike | None =
         done = np.zeros(layout.n, bool)
         target = {n: np.full(grid.shape + s, _fill(t), t)
                   for n, s, t in zip(outputs.names, outputs.shapes, outputs.dtypes, strict=True)}
-
-    coords = [np.asarray(v, _jax_dtype(v.dtype)) for v in grid.axes.values()]
 
     def compute(c):
         region, flat = layout.chunk(c)

@@ -16,7 +16,7 @@ from scipy import integrate
 from rmtjax import hermite, meanfield, regression
 from rmtjax._validate import reraise_as_value_error
 from rmtjax.activations import (
-    ABRelu, Elu, Erf, Gelu, HermiteSeries, Polynomial, Relu, Softplus, Swish, Tanh, Transformed)
+    ABRelu, Elu, Erf, Gelu, HermiteSeries, Identity, Polynomial, Relu, Softplus, Swish, Tanh, Transformed)
 from rmtjax.design import (
     Branching,
     Chain,
@@ -299,6 +299,29 @@ def test_jacobian_moments_against_the_free_multiplicative_law():
         np.testing.assert_allclose(mean, m1, rtol=1e-10)
         # normalized variances add under free multiplicative convolution: m2/m1^2 - 1 of the law
         np.testing.assert_allclose(var, m2 / m1**2 - 1, rtol=1e-9)
+
+
+def test_objectives_at_the_edges_are_finite_or_errors():
+    """A probe's reproducers: JacobianMoments at depth 2000 overflowed chi_1^L to inf (NaN gradient),
+    NTKCondition of a singular NTK took the log of a rounding-negative eigenvalue (NaN), ValidationLoss
+    of a zero kernel (zero inputs, b_std = 0) factored a zero matrix (NaN)."""
+    obj = JacobianMoments(0.5, 0.1, depth=2000)
+    mean, var = obj.moments(Tanh())
+    chi = float(meanfield.chi_1(Tanh(), 0.5, 0.1).value)
+    # log m1 = L log chi_1: the objective is (L log chi_1)^2 + variance, finite though m1 = 1e-818 underflows
+    np.testing.assert_allclose(obj(Tanh()), (2000 * math.log(chi)) ** 2 + float(var), rtol=1e-12)
+    assert float(mean) == 0.0  # the underflowed mean itself
+    g = jax.grad(lambda a: JacobianMoments(0.5, 0.1, depth=2000)(Erf(a=a)))(1.0)
+    assert np.isfinite(g)
+    with pytest.raises(ValueError, match="x: rows 0 and 1 are equal, so the NTK on x is singular"):
+        NTKCondition(jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), depth=2)
+    # a linear network on linearly dependent inputs: an infinite condition number, as documented
+    x = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.5]])
+    assert float(NTKCondition(x, depth=2)(Identity())) == math.inf
+    assert np.isfinite(jax.grad(lambda w: NTKCondition(x[:3], depth=2, W_std=w)(Relu()))(1.0))
+    # zero kernel: predictions 0, so the loss is the mean squared validation target
+    loss = ValidationLoss(jnp.zeros((2, 2)), jnp.ones(2), jnp.array([[0.5, 0.5]]), jnp.array([0.1]), depth=2)
+    assert float(loss(Relu())) == pytest.approx(0.01, rel=1e-14)
 
 
 def test_jacobian_edge_objective():

@@ -76,6 +76,15 @@ def test_plain_cg_and_one_target_column():
     np.testing.assert_allclose(jitted, model.weights, rtol=0, atol=1e-8 * float(jnp.max(jnp.abs(alpha))))
 
 
+def test_default_rank_on_fewer_than_256_points():
+    """A probe's reproducer: with the default rank (256) every call on n < 256 points raised "rank must be
+    an integer in [0, n]". The default is min(256, n): all points as landmarks, an exact preconditioner."""
+    model = kernel_ridge_cg(X[:30], Y[:30], NET, 1e-2, tile=64)
+    K = kernel(X[:30], None, NET).nngp
+    alpha = jnp.linalg.solve(K + 1e-2 * jnp.eye(30), Y[:30])
+    np.testing.assert_allclose(model.weights, alpha, rtol=0, atol=1e-8 * float(jnp.max(jnp.abs(alpha))))
+
+
 def test_float32():
     with jax.enable_x64(False):
         x, y = X[:200].astype(jnp.float32), Y[:200].astype(jnp.float32)

@@ -260,6 +260,22 @@ def test_fixed_points_at_zero_variance_and_zero_correlation():
     assert float(c_star(A.Tanh(), 2.0, 0.0).value) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_gradient_of_q_star_at_zero_is_the_one_sided_one():
+    """A probe's reproducer: at sigma_b^2 = 0 in the ordered phase q* = 0, and the implicit derivative
+    dq*/d sigma_b^2 = 1 / (1 - V'(0+)) came out 1.6 for ReLU at sigma_w^2 = 1.5 (exact: q* = b / (1 - w/2),
+    so 4) and 1.0 for tanh at 0.5 (V'(0+) = sigma_w^2 phi'(0)^2, so 2): V' was taken at q = 0 itself."""
+    grad_b = lambda act, w: float(jax.grad(lambda b: q_star(act, w, b).value)(0.0))
+    assert grad_b(A.Relu(), 1.5) == pytest.approx(4.0, rel=1e-12)
+    assert grad_b(A.Tanh(), 0.5) == pytest.approx(2.0, rel=1e-12)
+    assert grad_b(A.Erf(), 0.5) == pytest.approx(1 / (1 - 0.5 * 4 / np.pi), rel=1e-12)  # erf'(0)^2 = 4/pi
+    # the same as the derivative just inside the domain, where q* > 0
+    inside = float(jax.grad(lambda b: q_star(A.Tanh(), 0.5, b).value)(1e-12))
+    assert inside == pytest.approx(2.0, rel=1e-9)
+    # depth scale: -1/log(chi) -> 0 as chi -> 0 (ReLU with sigma_w^2 = 0: chi_q = 0), not inf
+    assert float(mean_field(A.Relu(), 0.0, 0.3).xi_q) == 0.0
+    assert float(mean_field(A.Relu(), 1e-300, 0.3).xi_q) == pytest.approx(-1 / np.log(0.5e-300), rel=1e-12)
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda: q_star(A.Tanh(), -1.0, 0.1), "sigma_w2 must be finite and >= 0"),
     (lambda: q_star(A.Tanh(), float("nan"), 0.1), "sigma_w2 must be finite"),

@@ -183,6 +183,23 @@ def test_float32_and_progress_bar(float32_mode, capsys):
         np.testing.assert_allclose(ds[k].values, v, rtol=1e-6, err_msg=k)
 
 
+@pytest.mark.parametrize("axes, match", [
+    (dict(s=[2**40, 2**40 + 1]), r"axis 's': the coordinates \[1099511627776, 1099511627777\] do not fit int32"),
+    (dict(a=[1.0, 1.0 + 1e-12]), r"axis 'a': its coordinates \[1.0, 1.000000000001\] are not all distinct in float32"),
+    (dict(a=[0.5, 1e-50]), r"axis 'a': the coordinates \[1e-50\] do not fit float32"),
+    (dict(a=[1e-40]), r"axis 'a': the coordinates \[1e-40\] do not fit float32"),  # subnormal: flushed to 0
+    (dict(a=[1e300]), r"axis 'a': the coordinates \[1e\+300\] do not fit float32"),
+])
+def test_float32_coordinates_that_the_cast_would_change_are_errors(float32_mode, axes, match, tmp_path):
+    """The reproducer of a probe: without x64, 2**40 reached fn as 0 and [1, 1 + 1e-12] as one point,
+    labelled with the coordinates as given. Raised before anything is computed or stored."""
+    calls = []
+    with pytest.raises(ValueError, match=match + r".*enable x64"):
+        sweep.run(lambda **k: calls.append(1) or sum(k.values()), sweep.Grid(**axes), store=tmp_path / "s",
+                  progress=False)
+    assert not calls and not (tmp_path / "s").exists()
+
+
 TWO_PROCESS_FN = textwrap.dedent("""
     def f(a, n, seed):  # correctly rounded operations only: any compilation gives the same bits
         return {"y": jnp.sqrt(a) / n.astype(a.dtype), "bits": jax.random.bits(jax.random.key(seed), (2,)), "code": n % 2}

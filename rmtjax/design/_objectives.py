@@ -27,10 +27,11 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .. import hermite, kernels, meanfield, regression, rmt
-from .._validate import as_real, choice, real, reraise_as_value_error, static_int
+from .._validate import as_real, choice, concrete, real, reraise_as_value_error, static_int
 from ..activations import AbstractActivation
 from ..gaussian import gaussian_expectations
 from ._shaping import AbstractNetwork, _check_network, local_maps
@@ -198,19 +199,24 @@ class JacobianMoments(AbstractObjective):
 
     def moments(self, activation) -> tuple[Array, Array]:
         """``(mean, normalized variance)`` of the spectrum of :math:`JJ^\\top`."""
+        ok, log_mean, var = self._log_moments(activation)
+        return _inf_unless(ok, jnp.exp(log_mean)), _inf_unless(ok, var)
+
+    def _log_moments(self, activation):
+        # L log(sigma_w^2 mu1), not log((sigma_w^2 mu1)^L): the power overflows or underflows at depth
+        # (chi_1 = 0.39 at depth 2000 is 1e-818), its logarithm does not
         sol = meanfield.q_star(activation, self.sigma_w2, self.sigma_b2, throw=False)
         q = jnp.where(sol.ok, sol.value, 1.0)
         atoms, weights = activation.derivative_squared_law(q)
         mu1 = jnp.sum(weights * atoms)
         mu2 = jnp.sum(weights * atoms * atoms)
-        mean = (self.sigma_w2 * mu1) ** self.depth
         var = self.depth * (mu2 / (mu1 * mu1) - 1.0 + (0.0 if self.orthogonal else 1.0))
-        return _inf_unless(sol.ok, mean), _inf_unless(sol.ok, var)
+        return sol.ok, self.depth * jnp.log(self.sigma_w2 * mu1), var
 
     @_jitted
     def __call__(self, activation):
-        mean, var = self.moments(activation)
-        return jnp.log(mean) ** 2 + self.variance_weight * var
+        ok, log_mean, var = self._log_moments(activation)
+        return _inf_unless(ok, log_mean**2 + self.variance_weight * var)
 
 
 class JacobianEdge(AbstractObjective):
@@ -315,7 +321,13 @@ def _net(activation, depth, W_std, b_std):
 
 class NTKCondition(AbstractObjective):
     r""":math:`\log(\lambda_{\max}/\lambda_{\min})` of the NTK Gram matrix of a depth-``depth``
-    fully-connected network on ``x`` (a well-conditioned NTK trains fast; Xiao et al. 2020)."""
+    fully-connected network on ``x`` (a well-conditioned NTK trains fast; Xiao et al. 2020).
+
+    ``x`` must have distinct rows (two equal rows make the NTK singular for every activation: a
+    ``ValueError``). An NTK that is singular in the working precision for this activation (its
+    smallest eigenvalue not above :math:`n\,\varepsilon\,\lambda_{\max}`, e.g. a linear network
+    on linearly dependent inputs) has an infinite condition number: the objective is ``+inf``, as
+    where the theory has no value, so :func:`rmtjax.design.design`'s line search backs off from it."""
 
     x: Array
     W_std: Array
@@ -324,6 +336,14 @@ class NTKCondition(AbstractObjective):
 
     def __init__(self, x: ArrayLike, *, depth: int, W_std: ArrayLike = 1.0, b_std: ArrayLike = 0.0):
         self.x = real(x, "x", ndim=2)
+        c = concrete(self.x)
+        if c is not None:
+            rows, first = np.unique(c, axis=0, return_index=True)
+            if rows.shape[0] < c.shape[0]:
+                dup = sorted(set(range(c.shape[0])) - set(first.tolist()))[0]
+                same = int(np.flatnonzero(np.all(c == c[dup], axis=1))[0])
+                raise ValueError(f"x: rows {same} and {dup} are equal, so the NTK on x is singular (an infinite "
+                                 "condition number) for every activation: give distinct inputs")
         self.depth = static_int(depth, "depth", lo=1, hi=100_000)
         self.W_std = _scalar(W_std, "W_std", lo=0.0, lo_open=True)
         self.b_std = _scalar(b_std, "b_std", lo=0.0)
@@ -332,7 +352,8 @@ class NTKCondition(AbstractObjective):
     def __call__(self, activation):
         k = kernels.kernel(self.x, None, _net(activation, self.depth, self.W_std, self.b_std)).ntk
         e = jnp.linalg.eigvalsh(k)
-        return jnp.log(e[-1] / e[0])
+        regular = e[0] > k.shape[0] * jnp.finfo(k.dtype).eps * e[-1]
+        return jnp.where(regular, jnp.log(e[-1] / jnp.where(regular, e[0], e[-1])), jnp.inf)
 
 
 class ValidationLoss(AbstractObjective):
@@ -373,7 +394,9 @@ class ValidationLoss(AbstractObjective):
         x = jnp.concatenate([self.x_train, self.x_val])
         k = getattr(kernels.kernel(x, None, _net(activation, self.depth, self.W_std, self.b_std)), self.kernel)
         ktt, kvt = k[:n, :n], k[n:, :n]
-        reg = self.ridge * jnp.mean(jnp.diagonal(ktt))
+        kbar = jnp.mean(jnp.diagonal(ktt))
+        # a zero mean diagonal is a zero kernel (zero inputs and b_std = 0): its predictions are 0
+        reg = self.ridge * jnp.where(kbar > 0, kbar, 1.0)
         chol = jax.scipy.linalg.cho_factor(ktt + reg * jnp.eye(n, dtype=ktt.dtype))
         return kvt @ jax.scipy.linalg.cho_solve(chol, self.y_train)
 
