@@ -142,6 +142,20 @@ def _square_stats(k):
     return jnp.all(jnp.isfinite(k)), jnp.max(jnp.abs(k - k.T)), jnp.max(jnp.abs(k)), 0.5 * (k + k.T)
 
 
+def _covariance_diagonal(k: Array, name: str) -> Array:
+    """``k`` (square, symmetric), checked to have the nonnegative diagonal of a covariance (within
+    rounding): a negative prior variance would give negative posterior variances, silently."""
+    tol = _symmetric_tolerance(k.shape[0], k.dtype)
+    low, scale = jnp.min(jnp.diagonal(k)), jnp.max(jnp.abs(k))
+    lc, sc = concrete(low), concrete(scale)
+    msg = f"{name} must be a covariance (a diagonal >= 0)"
+    if lc is not None and sc is not None:
+        if lc < -tol * sc:
+            raise ValueError(f"{msg}, got a diagonal entry {float(lc):.3g}")
+        return k
+    return error_if(k, low < -tol * scale, msg)
+
+
 def _targets(y, n: int) -> Array:
     y = as_real(y, "y_train", ndim=2)
     if y.shape[0] != n:
@@ -373,7 +387,7 @@ class GPInference(eqx.Module):
                 out[g] = mean
                 continue
             init = "ntk" if g == "ntkgp" else "nngp"
-            k_tt = _square(_get(k_test_test, init), f"k_test_test.{init}")
+            k_tt = _covariance_diagonal(_square(_get(k_test_test, init), f"k_test_test.{init}"), f"k_test_test.{init}")
             if k_tt.shape[0] != k_td.shape[0]:
                 raise ValueError(f"k_test_test.{init} must be ({k_td.shape[0]}, {k_td.shape[0]}) like the rows of "
                                  f"k_test_train, got {k_tt.shape}")

@@ -178,6 +178,20 @@ def test_not_positive_semidefinite_kernels_are_rejected():
         gradient_descent_mse(k, y)(1.0, 0.0)
 
 
+def test_a_test_covariance_with_a_negative_diagonal_is_rejected():
+    """A probe's reproducer: k_test_test = -I was accepted and gave negative posterior variances."""
+    predict = gp_inference(2.0 * np.eye(3), np.ones((3, 1)))
+    ktr = 0.5 * np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"k_test_test.nngp must be a covariance \(a diagonal >= 0\), got a "
+                                         r"diagonal entry -1"):
+        predict("nngp", ktr, -np.eye(2))
+    with pytest.raises(Exception, match=r"k_test_test.nngp must be a covariance"):  # compiled check under jit
+        jax.jit(lambda k: predict("nngp", ktr, k).covariance)(-jnp.eye(2))
+    # posterior covariance: 1 - 0.5^2 * 3 / 2 on the diagonal, -0.375 off it
+    np.testing.assert_allclose(predict("nngp", ktr, np.eye(2)).covariance, [[0.625, -0.375], [-0.375, 0.625]],
+                               rtol=1e-14)
+
+
 def test_gradients_jit_and_vmap(problem):
     x, xt, y, *_ = problem
 
