@@ -257,8 +257,16 @@ class AbstractActivation(eqx.Module):
         (:func:`rmtjax._numerics.trapezoid_gaussian`) — the same sum as the diagonal of
         :class:`rmtjax.gaussian.Mehler`, so :func:`rmtjax.meanfield.q_star` and this method give
         one :math:`q^*`. Exponentially convergent for analytic :math:`\phi` (about 1e-15 relative
-        for tanh, sigmoid, softplus, SiLU, mish); :math:`O(h^2)` at a kink of
-        :math:`\phi^2`'s second derivative (ELU: about 1e-8).
+        for tanh, sigmoid, softplus, SiLU, mish at moderate variance); :math:`O(h^2)` at a kink of
+        :math:`\phi^2`'s second derivative (ELU: about 1e-8). The rule resolves
+        :math:`\phi(\sqrt q z)` only while the step :math:`0.04\sqrt q` is small against the
+        distance of :math:`\phi`'s complex singularities from the real axis (tanh: :math:`\pi/2`):
+        the error grows like :math:`e^{-\pi^2/(0.04\sqrt q)}`. Measured against scipy quadrature,
+        tanh's relative error is 1.7e-10 at :math:`q = 100`, 1.8e-6 at 300, 3.3e-4 at 1000 and 8e-3 at
+        :math:`10^4` (sigmoid: 2.7e-7 at 1000, 1.2e-3 at :math:`10^4`; softplus: 1e-7 at
+        :math:`10^4`). For saturating activations keep variances below about 100 (standardized
+        inputs, moderate ``W_std``), or use :class:`rmtjax.gaussian.Mehler` with ``step`` below
+        :math:`0.4/\sqrt q`.
 
         Example:
             >>> import jax.numpy as jnp
