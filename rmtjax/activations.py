@@ -40,13 +40,16 @@ from scipy import special
 from jaxtyping import Array, ArrayLike
 
 from ._numerics import (
+    LARGE_VARIANCE,
     angle,
     atan2,
     atan_deficit,
     det_ratio,
     gap,
+    hermite_moments,
     hermite_table,
     safe_sqrt,
+    sinh_gaussian_rule,
     sqrt_prod,
     trapezoid_gaussian,
 )
@@ -200,6 +203,22 @@ def _midpoint(step: float, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     return z, step * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 
 
+def _at_large_variance(fn, q, small, large, half: int, extra_axis: bool = False):
+    """``small`` (the trapezoidal rule in z) where ``q <= LARGE_VARIANCE``, else ``large(z, w, f(sqrt(q) z))``
+    on the nodes of :func:`rmtjax._numerics.sinh_gaussian_rule` (computed only when some ``q`` is large)."""
+    qc = concrete(q)
+    if qc is not None and not np.any(np.asarray(qc) > LARGE_VARIANCE):
+        return small
+
+    def with_large():
+        big = q > LARGE_VARIANCE
+        zl, wl = sinh_gaussian_rule(jnp.where(big, q, 2 * LARGE_VARIANCE), half, 13.0)
+        out = large(zl, wl, fn(safe_sqrt(q)[..., None] * zl))
+        return jnp.where(big[..., None] if extra_axis else big, out, small)
+
+    return jax.lax.cond(jnp.any(q > LARGE_VARIANCE), with_large, lambda: small)
+
+
 @functools.lru_cache(maxsize=None)
 def _weighted_hermite(step: float, cutoff: float, order: int) -> np.ndarray:
     """Trapezoidal weights times :math:`h_k(z)` at the nodes, ``(nodes, order + 1)``."""
@@ -257,16 +276,16 @@ class AbstractActivation(eqx.Module):
         (:func:`rmtjax._numerics.trapezoid_gaussian`) — the same sum as the diagonal of
         :class:`rmtjax.gaussian.Mehler`, so :func:`rmtjax.meanfield.q_star` and this method give
         one :math:`q^*`. Exponentially convergent for analytic :math:`\phi` (about 1e-15 relative
-        for tanh, sigmoid, softplus, SiLU, mish at moderate variance); :math:`O(h^2)` at a kink of
-        :math:`\phi^2`'s second derivative (ELU: about 1e-8). The rule resolves
-        :math:`\phi(\sqrt q z)` only while the step :math:`0.04\sqrt q` is small against the
-        distance of :math:`\phi`'s complex singularities from the real axis (tanh: :math:`\pi/2`):
-        the error grows like :math:`e^{-\pi^2/(0.04\sqrt q)}`. Measured against scipy quadrature,
-        tanh's relative error is 1.7e-10 at :math:`q = 100`, 1.8e-6 at 300, 3.3e-4 at 1000 and 8e-3 at
-        :math:`10^4` (sigmoid: 2.7e-7 at 1000, 1.2e-3 at :math:`10^4`; softplus: 1e-7 at
-        :math:`10^4`). For saturating activations keep variances below about 100 (standardized
-        inputs, moderate ``W_std``), or use :class:`rmtjax.gaussian.Mehler` with ``step`` below
-        :math:`0.4/\sqrt q`.
+        for tanh, sigmoid, softplus, SiLU, mish); :math:`O(h^2)` at a kink of
+        :math:`\phi^2`'s second derivative (ELU: about 1e-8). That rule resolves
+        :math:`\phi(\sqrt q z)` only while :math:`0.04\sqrt q` is small against the distance of
+        :math:`\phi`'s complex singularities from the real axis (its error grows like
+        :math:`e^{-\pi^2/(0.04\sqrt q)}` for tanh: 3.3e-4 at :math:`q = 1000`), so above
+        :math:`q = 16` (:data:`rmtjax._numerics.LARGE_VARIANCE`) the same number of nodes is spread by
+        :math:`\sqrt q z = \sinh t` (:func:`rmtjax._numerics.sinh_gaussian_rule`): measured against
+        scipy and mpmath, tanh and sigmoid to 1e-15 for :math:`q` up to :math:`10^4` and 2e-11 at
+        :math:`10^8`. An activation with an internal scale (``Transformed`` with a large ``alpha``)
+        is resolved only by the first rule: keep :math:`\alpha^2 q` below about 100.
 
         Example:
             >>> import jax.numpy as jnp
@@ -280,7 +299,12 @@ class AbstractActivation(eqx.Module):
         z, w = _trapezoid(0.04, 13.0)
         dt = q.dtype
         vals = self(safe_sqrt(q)[..., None] * jnp.asarray(z, dt).reshape((1,) * q.ndim + z.shape))
-        return ((vals * vals) @ jnp.asarray(w, vals.dtype)).astype(dt)
+        small = ((vals * vals) @ jnp.asarray(w, vals.dtype)).astype(dt)
+
+        def large(zl, wl, vl):
+            return jnp.sum(vl * vl * wl, -1).astype(dt)
+
+        return _at_large_variance(self, q, small, large, (z.shape[0] - 1) // 2)
 
     def hermite_coefficients(self, q: ArrayLike, *, order: int) -> Array:
         r"""Hermite coefficients :math:`a_k(q) = \mathbb E[\phi(\sqrt q z)\,h_k(z)]`,
@@ -307,7 +331,12 @@ class AbstractActivation(eqx.Module):
         z, w = _trapezoid(0.04, 13.0)
         dt = q.dtype
         vals = self(safe_sqrt(q)[..., None] * jnp.asarray(z, dt).reshape((1,) * q.ndim + z.shape))
-        return (vals @ jnp.asarray(_weighted_hermite(0.04, 13.0, order), vals.dtype)).astype(dt)
+        small = (vals @ jnp.asarray(_weighted_hermite(0.04, 13.0, order), vals.dtype)).astype(dt)
+
+        def large(zl, wl, vl):
+            return hermite_moments(vl * wl, zl, order).astype(dt)
+
+        return _at_large_variance(self, q, small, large, (z.shape[0] - 1) // 2, extra_axis=True)
 
     def derivative_squared_law(self, q: ArrayLike, *, step: float = 0.05,
                                cutoff: float = 9.0) -> tuple[Array, Array]:

@@ -50,8 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._numerics import correlation, gauss_hermite, hermite_table, safe_sqrt, trapezoid_gaussian
-from ._validate import error_if, real, static_int
+from ._numerics import (LARGE_VARIANCE, correlation, gauss_hermite, hermite_moments, hermite_table, safe_sqrt,
+                        sinh_gaussian_rule, trapezoid_gaussian)
+from ._validate import concrete, error_if, real, static_int
 from .activations import AbstractActivation, AbstractClosedFormActivation, _covariance
 
 __all__ = [
@@ -107,12 +108,13 @@ class Mehler(AbstractMethod):
     ``rho = +-1``); the Hermite coefficients of each variance come from a trapezoidal rule of
     spacing ``step`` on ``[-cutoff, cutoff]`` (exponentially convergent for analytic
     activations, see :func:`rmtjax._numerics.trapezoid_gaussian`). ``1 <= order <= 400``,
-    ``0.001 <= step <= 0.25``, ``8 <= cutoff <= 40``. The rule resolves :math:`f(\sqrt q z)` while
-    ``step`` :math:`\sqrt q` is small against the distance of the activation's complex
-    singularities from the real axis (tanh: :math:`\pi/2`): at the default step tanh's diagonal
-    is accurate to 2e-10 at :math:`q = 100` and 3e-4 at :math:`q = 1000`
-    (:meth:`rmtjax.activations.AbstractActivation.length_map` gives the measured errors); for
-    larger variances use ``step`` below :math:`0.4/\sqrt q`."""
+    ``0.001 <= step <= 0.25``, ``8 <= cutoff <= 40``. Variances above 16
+    (:data:`rmtjax._numerics.LARGE_VARIANCE`), where a step of ``step`` in :math:`z` no longer
+    resolves :math:`f(\sqrt q z)` (tanh's diagonal was 3e-4 off at :math:`q = 1000` and
+    :math:`k_{dot}` 3.3 times too large at :math:`10^4`), take their coefficients from the same
+    number of nodes spread by :math:`\sqrt q z = \sinh t`
+    (:func:`rmtjax._numerics.sinh_gaussian_rule`): 1e-15 relative on the diagonal up to
+    :math:`q = 10^4`."""
 
     order: int = eqx.field(static=True, default=64)
     step: float = eqx.field(static=True, default=0.04)
@@ -228,16 +230,33 @@ def hermite_coefficients_at(fn, q: ArrayLike, *, order: int, step: float = 0.04,
 
 def _coefficients_and_tails(fn, q, *, order: int, step: float, cutoff: float):
     """Hermite coefficients and the tail masses of the even and odd parts beyond ``order``:
-    ``T_even = E[f_even^2] - sum_{j even <= order} a_j^2`` (and odd), clipped at 0."""
+    ``T_even = E[f_even^2] - sum_{j even <= order} a_j^2`` (and odd), clipped at 0. Variances above
+    :data:`rmtjax._numerics.LARGE_VARIANCE` use :func:`rmtjax._numerics.sinh_gaussian_rule` (the
+    trapezoid in ``z`` would not resolve ``f`` at the scale ``1/sqrt(q)``; as many nodes)."""
     z, w, wh = _mehler_table(order, step, cutoff)
     q = jnp.asarray(q)
     dtype = q.dtype
     vals = fn(safe_sqrt(q)[..., None] * jnp.asarray(z, dtype).reshape((1,) * q.ndim + z.shape))
-    coef = vals @ jnp.asarray(wh, dtype)
+    small = _tails(vals, vals @ jnp.asarray(wh, dtype), jnp.asarray(w, dtype))
+    qc = concrete(q)
+    if qc is not None and not np.any(np.asarray(qc) > LARGE_VARIANCE):
+        return small
+    half = (z.shape[0] - 1) // 2
+
+    def with_large():
+        large = q > LARGE_VARIANCE
+        zl, wl = sinh_gaussian_rule(jnp.where(large, q, 2 * LARGE_VARIANCE), half, cutoff)
+        vl = fn(safe_sqrt(q)[..., None] * zl)
+        big = _tails(vl, hermite_moments(vl * wl, zl, order), wl)
+        return tuple(jnp.where(large[..., None] if a.ndim > q.ndim else large, a, b) for a, b in zip(big, small))
+
+    return jax.lax.cond(jnp.any(q > LARGE_VARIANCE), with_large, lambda: small)
+
+
+def _tails(vals, coef, w):
     flipped = vals[..., ::-1]  # the nodes are symmetric: f(-z_g)
-    w = jnp.asarray(w, dtype)
-    even = ((0.5 * (vals + flipped)) ** 2) @ w
-    odd = ((0.5 * (vals - flipped)) ** 2) @ w
+    even = ((0.5 * (vals + flipped)) ** 2) @ w if w.ndim == 1 else jnp.sum((0.5 * (vals + flipped)) ** 2 * w, -1)
+    odd = ((0.5 * (vals - flipped)) ** 2) @ w if w.ndim == 1 else jnp.sum((0.5 * (vals - flipped)) ** 2 * w, -1)
     sq = coef * coef
     t_even = jnp.maximum(even - jnp.sum(sq[..., 0::2], axis=-1), 0.0)
     t_odd = jnp.maximum(odd - jnp.sum(sq[..., 1::2], axis=-1), 0.0)

@@ -146,6 +146,52 @@ def test_numerical_methods_match_quadrature(act, f, df):
                 assert abs(float(kdot) - refd) <= 10 * tol * max(1, abs(refd)), (method, q1, q2, q12)
 
 
+def _quad_1d(f, q):
+    """E[f(sqrt(q) z)] by scipy's adaptive quadrature, split where f(sqrt(q) z) varies (|z| ~ 1/sqrt(q))."""
+    from scipy import integrate
+
+    g = lambda z: f(math.sqrt(q) * z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    s = 1 / math.sqrt(q)
+    cuts = sorted({-14.0, max(-8 * s, -13.5), -s, 0.0, s, min(8 * s, 13.5), 14.0})
+    return sum(integrate.quad(g, a, b, limit=2000, epsabs=1e-300, epsrel=1e-13)[0] for a, b in zip(cuts, cuts[1:]))
+
+
+def test_large_variances_of_numerical_activations():
+    """A probe's reproducer: the trapezoidal rule in z (step 0.04) does not resolve tanh(sqrt(q) z) at large
+    q: tanh's kdot at q = 1e4 was 3.3 times too large, chi_1 at sigma_w^2 = 1000 18.50 (exact 17.04), and
+    the length map at 1e4 0.98400 (exact 0.99202). Above LARGE_VARIANCE the rule is a sinh-mapped trapezoid
+    in u = sqrt(q) z. Against scipy: measured at most 2.4e-16 relative for q up to 1e4 (diagonal)."""
+    sech4 = lambda u: (2 * math.exp(-abs(u)) / (1 + math.exp(-2 * abs(u)))) ** 4  # noqa: E731
+    sig = lambda u: 0.5 * (1 + math.tanh(u / 2))  # noqa: E731
+    for q in (17.0, 1e3, 1e4):
+        k, kdot = gaussian_expectations(A.Tanh(), q, q, q)
+        assert float(k) == pytest.approx(_quad_1d(lambda u: math.tanh(u) ** 2, q), rel=1e-13)
+        assert float(kdot) == pytest.approx(_quad_1d(sech4, q), rel=1e-12)
+        assert float(A.Tanh().length_map(q)) == pytest.approx(_quad_1d(lambda u: math.tanh(u) ** 2, q), rel=1e-13)
+        assert float(A.Sigmoid().length_map(q)) == pytest.approx(_quad_1d(lambda u: sig(u) ** 2, q), rel=1e-13)
+        a = A.Tanh().hermite_coefficients(jnp.array(q), order=3)
+        # a_1 = E[tanh(sqrt(q) z) z] = sqrt(q) E[sech^2(sqrt(q) z)] (Stein; scipy on z tanh(sqrt(q) z) itself
+        # is off by 7e-12 at q = 1e4, mpmath to 30 digits agrees with rmtjax to 1e-16)
+        sech2 = lambda u: (2 * math.exp(-abs(u)) / (1 + math.exp(-2 * abs(u)))) ** 2  # noqa: E731
+        assert float(a[1]) == pytest.approx(math.sqrt(q) * _quad_1d(sech2, q), rel=1e-12)
+    # off the diagonal: the sign function's arcsine law as q grows (tanh(sqrt(q) z) -> sign z)
+    assert float(gaussian_expectations(A.Tanh(), 1e12, 1e12, 0.5e12).k) == pytest.approx(1 / 3, rel=1e-10)
+    # mean field at large sigma_w^2: chi_1 = sigma_w^2 E[sech^4(sqrt(q*) z)] with the scipy q*
+    from scipy import optimize
+
+    from rmtjax.meanfield import mean_field
+    qs = optimize.brentq(lambda q: 1000.0 * _quad_1d(lambda u: math.tanh(u) ** 2, q) - q, 100.0, 1000.0, xtol=1e-12)
+    assert float(mean_field(A.Tanh(), 1000.0, 0.0).chi_1) == pytest.approx(1000.0 * _quad_1d(sech4, qs), rel=1e-9)
+    # the two rules meet at LARGE_VARIANCE, and the gradient in q is continuous there
+    from rmtjax._numerics import LARGE_VARIANCE
+    lo, hi = LARGE_VARIANCE * (1 - 1e-9), LARGE_VARIANCE * (1 + 1e-9)
+    jump = float(A.Tanh().length_map(hi)) - float(A.Tanh().length_map(lo))
+    slope = float(jax.grad(A.Tanh().length_map)(LARGE_VARIANCE))
+    assert abs(jump - slope * (hi - lo)) <= 1e-15
+    g = jax.grad(lambda q: gaussian_expectations(A.Tanh(), q, q, q).kdot)
+    assert float(g(lo)) == pytest.approx(float(g(hi)), rel=1e-8)
+
+
 def test_hard_tanh_closed_form_dual_at_extreme_variances():
     """HardTanh's dual (an integral over the angle, in log(pi/2 - |theta|); moderate variances are in
     CLOSED, 1e-10 against scipy): on the diagonal against the textbook length map

@@ -153,10 +153,10 @@ NETS = {
                    r.act("relu"), r.global_avg(), r.dense(1.0, 0.3)]),
     "pool_then_flatten": (
         lambda: [stax.Conv(4, (3, 3), padding="SAME", W_std=1.4, b_std=0.05), stax.Relu(),
-                 stax.AvgPool((2, 2), strides=(2, 2)), stax.Conv(4, (3, 3), padding="SAME", W_std=1.4), stax.Relu(),
-                 stax.LayerNorm(), stax.Conv(4, (1, 1), W_std=1.2), stax.Relu(), stax.Flatten(), stax.Dense(1)],
+                 stax.AvgPool((2, 2), strides=(2, 2)), stax.Conv(4, (3, 3), padding="SAME", W_std=1.4), stax.LayerNorm(),
+                 stax.Relu(), stax.Conv(4, (1, 1), W_std=1.2), stax.Relu(), stax.Flatten(), stax.Dense(1)],
         lambda r: [r.conv((3, 3), (1, 1), "SAME", 1.4, 0.05), r.act("relu"), r.pool((2, 2), (2, 2), "VALID"),
-                   r.conv((3, 3), (1, 1), "SAME", 1.4, 0.0), r.act("relu"), r.layer_norm(1e-12),
+                   r.conv((3, 3), (1, 1), "SAME", 1.4, 0.0), r.layer_norm(1e-12), r.act("relu"),
                    r.conv((1, 1), (1, 1), "VALID", 1.2, 0.0), r.act("relu"), r.flatten(), r.dense(1.0, 0.0)]),
     "pool_same_stride1": (
         lambda: [stax.Conv(4, (2, 2), padding="SAME", W_std=1.4, b_std=0.1), stax.Erf(),
@@ -193,6 +193,23 @@ def test_against_brute_force(name):
     k2 = kernel(x[:3], x[1:], net, tile=8)
     np.testing.assert_allclose(k2.ntk, T[:3, 1:], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(kernel_diagonal(x, net).ntk, np.diagonal(T), rtol=1e-12, atol=1e-14)
+
+
+def test_layer_norm_of_uncentred_channels_is_an_error():
+    """A probe's reproducer: Relu -> LayerNorm gave a kernel diagonal of 4.51 where wide finite networks
+    measure 5.6 (the finite layer subtracts the channel mean E[relu(h)] > 0, the kernel took it to be 0).
+    Like neural-tangents (its is_gaussian rule), LayerNorm's kernel now needs centred channels: after a
+    Dense, Conv or attention layer, and through linear layers, sums and products of such branches."""
+    x = _images(2, (4, 4), 2, 0)
+    for layers in ([stax.Conv(3, (3, 3)), stax.Relu(), stax.LayerNorm()], [stax.LayerNorm()],
+                   [stax.Conv(3, (3, 3)), stax.Erf(), stax.AvgPool((2, 2)), stax.LayerNorm()]):
+        with pytest.raises(ValueError, match="LayerNorm: its input channels have a nonzero mean at infinite width"):
+            stax.serial(*layers)[2](x, None, "nngp")
+    ok = [stax.Conv(3, (3, 3)), stax.AvgPool((2, 2)), stax.LayerNorm(), stax.Relu(), stax.Flatten(), stax.Dense(1)]
+    assert np.all(np.isfinite(stax.serial(*ok)[2](x, None, "ntk")))
+    both = stax.serial(stax.FanOut(2), stax.parallel(stax.Conv(3, (3, 3)), stax.Conv(3, (3, 3), W_std=2.0)),
+                       stax.FanInSum(), stax.LayerNorm())
+    assert np.all(np.isfinite(both[2](x, None, "nngp")))
 
 
 def test_tiled_equals_one_tile():

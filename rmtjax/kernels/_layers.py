@@ -109,6 +109,11 @@ class KernelState(eqx.Module):
         sample: ``None``, or a mask like ``same``: the pair is one sample with itself (the diagonal
             of a kernel of ``x1`` with itself: what :class:`rmtjax.kernels._conv.Dropout` scales; an
             identical row elsewhere is another sample with independent dropout).
+        centered: the channels have mean zero at infinite width (static): true after a
+            :class:`Dense`, ``Conv`` or attention layer (zero-mean random weights), kept by linear
+            layers and by sums and products of centred branches, false for the inputs and after an
+            :class:`Activation`. ``LayerNorm`` needs it: the finite layer subtracts the channel
+            mean, which its kernel takes to be zero (neural-tangents' ``is_gaussian`` rule).
     """
 
     nngp: Array
@@ -121,6 +126,7 @@ class KernelState(eqx.Module):
     method: AbstractMethod = eqx.field(static=True)
     spatial: Spatial | None = eqx.field(static=True, default=None)
     sample: Array | None = None
+    centered: bool = eqx.field(static=True, default=False)
 
     def replace(self, **changes) -> KernelState:
         """This state with the given fields changed (the others, ``spatial`` included, kept)."""
@@ -247,7 +253,8 @@ class Dense(AbstractLayer):
                                  "its fan-in); give the Dense before it an out_dim")
             ntk = state.width * state.nngp + w2 * state.ntk + (1.0 if self.bias else 0.0)
         width = None if self.out_dim is None else jnp.asarray(self.out_dim, nngp.dtype)
-        return state.replace(nngp=nngp, ntk=ntk, var1=w2 * state.var1 + b2, var2=w2 * state.var2 + b2, width=width)
+        return state.replace(nngp=nngp, ntk=ntk, var1=w2 * state.var1 + b2, var2=w2 * state.var2 + b2, width=width,
+                             centered=True)
 
     def with_history(self, state: KernelState) -> tuple[KernelState, Kernel]:
         out = self(state)
@@ -294,7 +301,7 @@ class Activation(AbstractLayer):
         k, kdot = _expectations(self.activation, q1, q2_pair, q12, method)
         v1 = _expectations(self.activation, q1, q1, q1, method).k
         v2 = _expectations(self.activation, q2, q2, q2, method).k
-        return state.replace(nngp=k, ntk=kdot * state.ntk, var1=v1, var2=v2)
+        return state.replace(nngp=k, ntk=kdot * state.ntk, var1=v1, var2=v2, centered=False)
 
     def _full(self, state: KernelState, method) -> KernelState:
         """Images with pixel-pixel covariances: the pair ``(x_i[p], x'_j[p'])`` has the variances
@@ -314,7 +321,7 @@ class Activation(AbstractLayer):
         k, kdot = pair(rows(d1), cols(d2), state.nngp, state.same & eye, state.mirror & eye)
         v1 = pair(rows(d1), cols(d1), state.var1, eye, eye).k
         v2 = pair(rows(d2), cols(d2), state.var2, eye, eye).k
-        return state.replace(nngp=k, ntk=kdot * state.ntk, var1=v1, var2=v2)
+        return state.replace(nngp=k, ntk=kdot * state.ntk, var1=v1, var2=v2, centered=False)
 
     def num_activations(self) -> int:
         return 1
@@ -467,10 +474,17 @@ class Stack(AbstractLayer):
         first = jax.tree_util.tree_map(lambda a: a[0], dyn)
         if self.depth == 1:
             return step(state, first)
-        if state.width is not None and jax.eval_shape(lambda s, d: step(s, d)[0], state, first).width is None:
+        after = jax.eval_shape(lambda s, d: step(s, d)[0], state, first)
+        if state.width is not None and after.width is None:
             state = dataclasses.replace(state, width=None)  # a scan carries one structure: unknown from the start
+        head = None
+        if after.centered != state.centered:  # a scan carries one structure: the first repetition runs outside it
+            state, head = step(state, first)
+            dyn = jax.tree_util.tree_map(lambda a: a[1:], dyn)
         state, hist = jax.lax.scan(step, state, dyn)
         if hist is not None:
+            if head is not None:
+                hist = Kernel(*(jnp.concatenate([h0[None], h]) for h0, h in zip(head, hist, strict=True)))
             hist = Kernel(*(h.reshape((-1,) + h.shape[2:]) for h in hist))
         return state, hist
 
@@ -509,7 +523,7 @@ def _weighted_sum(states: list[KernelState], weights) -> KernelState:
         raise ValueError(f"branches end with different image layouts {sorted(map(str, layouts))}: their outputs cannot "
                          "be summed (FanInSum needs equal spatial shapes)")
     return states[0].replace(nngp=total(lambda s: s.nngp), ntk=total(lambda s: s.ntk), var1=total(lambda s: s.var1),
-                             var2=total(lambda s: s.var2))
+                             var2=total(lambda s: s.var2), centered=all(s.centered for s in states))
 
 
 class Parallel(AbstractLayer):
@@ -586,8 +600,9 @@ class Product(AbstractLayer):
         nngps = [s.nngp for s in states]
         ntk = sum((s.ntk * prod(nngps[:i] + nngps[i + 1:]) for i, s in enumerate(states) if i),
                   states[0].ntk * prod(nngps[1:]) if len(states) > 1 else states[0].ntk)
+        # independent zero-mean branches multiply to zero mean
         return states[0].replace(nngp=prod(nngps), ntk=ntk, var1=prod([s.var1 for s in states]),
-                                 var2=prod([s.var2 for s in states]))
+                                 var2=prod([s.var2 for s in states]), centered=all(s.centered for s in states))
 
     def num_activations(self) -> int:
         return max(b.num_activations() for b in self.branches)
