@@ -203,18 +203,21 @@ def _midpoint(step: float, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     return z, step * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 
 
-def _at_large_variance(fn, q, small, large, half: int, extra_axis: bool = False):
-    """``small`` (the trapezoidal rule in z) where ``q <= LARGE_VARIANCE``, else ``large(z, w, f(sqrt(q) z))``
-    on the nodes of :func:`rmtjax._numerics.sinh_gaussian_rule` (computed only when some ``q`` is large)."""
+def _at_large_variance(fn, q, small, large, half: int, cutoff: float = 13.0):
+    """``small`` (a pytree of results of the trapezoidal rule in z, each of shape ``q.shape`` or
+    ``q.shape + (k,)``) where ``q <= LARGE_VARIANCE``, else ``large(z, w, fn(sqrt(q) z))`` on the
+    ``2 half + 1`` nodes of :func:`rmtjax._numerics.sinh_gaussian_rule` (computed only when some
+    ``q`` is large)."""
     qc = concrete(q)
     if qc is not None and not np.any(np.asarray(qc) > LARGE_VARIANCE):
         return small
 
     def with_large():
         big = q > LARGE_VARIANCE
-        zl, wl = sinh_gaussian_rule(jnp.where(big, q, 2 * LARGE_VARIANCE), half, 13.0)
+        zl, wl = sinh_gaussian_rule(jnp.where(big, q, 2 * LARGE_VARIANCE), half, cutoff)
         out = large(zl, wl, fn(safe_sqrt(q)[..., None] * zl))
-        return jnp.where(big[..., None] if extra_axis else big, out, small)
+        return jax.tree.map(lambda a, b: jnp.where(big.reshape(big.shape + (1,) * (a.ndim - big.ndim)), a, b),
+                            out, small)
 
     return jax.lax.cond(jnp.any(q > LARGE_VARIANCE), with_large, lambda: small)
 
@@ -336,7 +339,7 @@ class AbstractActivation(eqx.Module):
         def large(zl, wl, vl):
             return hermite_moments(vl * wl, zl, order).astype(dt)
 
-        return _at_large_variance(self, q, small, large, (z.shape[0] - 1) // 2, extra_axis=True)
+        return _at_large_variance(self, q, small, large, (z.shape[0] - 1) // 2)
 
     def derivative_squared_law(self, q: ArrayLike, *, step: float = 0.05,
                                cutoff: float = 9.0) -> tuple[Array, Array]:

@@ -50,10 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._numerics import (LARGE_VARIANCE, correlation, gauss_hermite, hermite_moments, hermite_table, safe_sqrt,
-                        sinh_gaussian_rule, trapezoid_gaussian)
-from ._validate import concrete, error_if, real, static_int
-from .activations import AbstractActivation, AbstractClosedFormActivation, _covariance
+from ._numerics import correlation, gauss_hermite, hermite_moments, hermite_table, safe_sqrt, trapezoid_gaussian
+from ._validate import error_if, real, static_int
+from .activations import AbstractActivation, AbstractClosedFormActivation, _at_large_variance, _covariance
 
 __all__ = [
     "AbstractMethod",
@@ -238,22 +237,16 @@ def _coefficients_and_tails(fn, q, *, order: int, step: float, cutoff: float):
     dtype = q.dtype
     vals = fn(safe_sqrt(q)[..., None] * jnp.asarray(z, dtype).reshape((1,) * q.ndim + z.shape))
     small = _tails(vals, vals @ jnp.asarray(wh, dtype), jnp.asarray(w, dtype))
-    qc = concrete(q)
-    if qc is not None and not np.any(np.asarray(qc) > LARGE_VARIANCE):
-        return small
-    half = (z.shape[0] - 1) // 2
 
-    def with_large():
-        large = q > LARGE_VARIANCE
-        zl, wl = sinh_gaussian_rule(jnp.where(large, q, 2 * LARGE_VARIANCE), half, cutoff)
-        vl = fn(safe_sqrt(q)[..., None] * zl)
-        big = _tails(vl, hermite_moments(vl * wl, zl, order), wl)
-        return tuple(jnp.where(large[..., None] if a.ndim > q.ndim else large, a, b) for a, b in zip(big, small))
+    def large(zl, wl, vl):
+        return _tails(vl, hermite_moments(vl * wl, zl, order), wl)
 
-    return jax.lax.cond(jnp.any(q > LARGE_VARIANCE), with_large, lambda: small)
+    return _at_large_variance(fn, q, small, large, (z.shape[0] - 1) // 2, cutoff)
 
 
 def _tails(vals, coef, w):
+    """``(coef, T_even, T_odd)`` from values at symmetric nodes with weights ``w`` (``(N,)``, or per
+    variance ``(..., N)``)."""
     flipped = vals[..., ::-1]  # the nodes are symmetric: f(-z_g)
     even = ((0.5 * (vals + flipped)) ** 2) @ w if w.ndim == 1 else jnp.sum((0.5 * (vals + flipped)) ** 2 * w, -1)
     odd = ((0.5 * (vals - flipped)) ** 2) @ w if w.ndim == 1 else jnp.sum((0.5 * (vals - flipped)) ** 2 * w, -1)
