@@ -273,7 +273,8 @@ def trapezoid_gaussian(step: float, cutoff: float) -> tuple[np.ndarray, np.ndarr
 # below instead of the trapezoidal rule in z: the trapezoid of step h resolves f(sqrt(q) z) while
 # h sqrt(q) is small against the distance of f's complex singularities from the real axis (tanh: pi/2;
 # its error grows like exp(-pi^2 / (h sqrt q)): 1.7e-10 at q = 100, 3.3e-4 at 1000 with h = 0.04).
-# At q = 16 the default rule is still accurate to 1e-26 for tanh.
+# At q = 16 that bound is 2e-27 for tanh; measured above it, the sinh rule: tanh and sigmoid within 4e-16
+# of mpmath at q = 17, 1e3, 1e4.
 LARGE_VARIANCE = 16.0
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from rmtjax import stax
 from rmtjax.activations import Erf, Relu
-from rmtjax.kernels import Activation, Dense, Parallel, Serial, kernel, kernel_diagonal
+from rmtjax.kernels import Activation, Dense, Parallel, Serial, Stack, kernel, kernel_diagonal
 from rmtjax.kernels import _conv as C
 
 # ------------------------------------------------------------------------------------------
@@ -210,6 +210,14 @@ def test_layer_norm_of_uncentred_channels_is_an_error():
     both = stax.serial(stax.FanOut(2), stax.parallel(stax.Conv(3, (3, 3)), stax.Conv(3, (3, 3), W_std=2.0)),
                        stax.FanInSum(), stax.LayerNorm())
     assert np.all(np.isfinite(both[2](x, None, "nngp")))
+    # a Stack whose block changes the flag (raw inputs in, a Dense out) runs its first repetition outside
+    # the scan: the same kernels, and the same per-layer history, as the blocks written out
+    v = x.reshape(2, -1)
+    blocks = [Serial(Activation(Relu()), Dense(w, 0.1)) for w in (1.2, 1.4, 1.6)]
+    stack = Stack(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *blocks), 3)
+    for all_depths in (False, True):
+        np.testing.assert_array_equal(kernel(v, None, stack, all_depths=all_depths).ntk,
+                                      kernel(v, None, Serial(*blocks), all_depths=all_depths).ntk)
 
 
 def test_tiled_equals_one_tile():
